@@ -1,0 +1,12 @@
+"""evalkit: evaluate prompt templates and LoRA adapters on golden data, as a pytest plugin.
+
+Importing this package is cheap: torch, transformers and datasets are imported only by the
+functions that need them.
+"""
+
+from evalkit.errors import EvalkitError
+from evalkit.scoring import Score, register_scorer
+
+__version__ = "0.1.0"
+
+__all__ = ["EvalkitError", "Score", "register_scorer", "__version__"]

@@ -1,0 +1,1 @@
+"""Model backends. ``base`` defines the batch-first request/response types; ``hf`` runs transformers."""

@@ -1,0 +1,215 @@
+"""The transformers backend: shared-prefix choice scoring and batched greedy generation."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from pathlib import Path
+
+from evalkit.backends.base import ChoiceRequest, ChoiceResult, GenerateRequest, GenerateResult, cut_at_stop
+from evalkit.errors import ModelError
+
+DEFAULT_GENERATE_BATCH = 16
+TOKEN_BUDGET = 4096  # padded tokens per forward pass when the batch size is automatic
+MAX_AUTO_BATCH = 32
+MAX_CONTINUATION_BATCH = 64
+
+
+class HFBackend:
+    """A causal LM loaded once from a local folder and shared by every suite and candidate."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        fingerprint: str,
+        dtype: str = "float32",
+        trust_remote_code: bool = False,
+        batch_size: int | None = None,
+    ) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        self.path = Path(path)
+        self.dtype_name = dtype
+        self.fingerprint = f"{fingerprint}:{dtype}"
+        self.batch_size = batch_size
+        torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+            self.model = AutoModelForCausalLM.from_pretrained(
+                str(path), dtype=torch_dtype, trust_remote_code=trust_remote_code, use_safetensors=True,
+            )
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"cannot load model from {path}: {exc}",
+                             fix="check that the folder holds a complete causal LM saved by save_pretrained") from None
+        self.model.eval()
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self._torch = torch
+        eos = self.model.generation_config.eos_token_id
+        eos_ids = eos if isinstance(eos, list) else [eos]
+        # transformers renamed `past_key_values` to `cache` (argument and output field) in 5.2x.
+        forward_params = inspect.signature(self.model.forward).parameters
+        self._cache_kw = "cache" if "cache" in forward_params else "past_key_values"
+        self._start_id = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.tokenizer.eos_token_id
+        self._eos_ids = sorted({t for t in [*eos_ids, self.tokenizer.eos_token_id] if t is not None})
+        self._end_ids = {*self._eos_ids, self.tokenizer.pad_token_id}
+
+    # ------------------------------------------------------------------ prompts
+
+    def apply_chat_template(self, messages: Sequence[dict[str, str]]) -> str:
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise ModelError(f"model {self.path} has no chat template", fix="set `chat: false` for this candidate")
+        return self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text).input_ids)
+
+    # ------------------------------------------------------------------ classify
+
+    def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """Split like lm-evaluation-harness: trailing spaces of the context move to the continuation,
+        and the continuation is what encoding the whole adds after the context's tokens."""
+        spaces = len(context) - len(context.rstrip(" "))
+        if spaces:
+            continuation = context[-spaces:] + continuation
+            context = context[:-spaces]
+        whole = self.tokenizer(context + continuation).input_ids
+        context_ids = self.tokenizer(context).input_ids
+        return context_ids, whole[len(context_ids):]
+
+    def _batches(self, order: list[int], lengths: list[int]) -> list[list[int]]:
+        """Consecutive slices of ``order`` (longest first) holding about TOKEN_BUDGET padded tokens each."""
+        batches, current = [], []
+        for i in order:
+            width = max([lengths[j] for j in current] + [lengths[i]])
+            limit = self.batch_size or max(1, min(MAX_AUTO_BATCH, TOKEN_BUDGET // max(1, width)))
+            if current and len(current) + 1 > limit:
+                batches.append(current)
+                current = []
+            current.append(i)
+        if current:
+            batches.append(current)
+        return batches
+
+    def score_choices(self, requests: Sequence[ChoiceRequest]) -> list[ChoiceResult]:
+        """Log-likelihood of every continuation; each context runs once, continuations reuse its cache."""
+        encoded = []
+        for r in requests:
+            pairs = [self._encode_pair(r.context, c) for c in r.continuations]
+            context_ids = pairs[0][0] or [self._start_id]
+            for choice, (_, cont) in zip(r.continuations, pairs):
+                if not cont:
+                    raise ModelError(f"choice {choice!r} encodes to no tokens", fix="choices must be non-empty text")
+            encoded.append((context_ids, [cont for _, cont in pairs]))
+        lengths = [len(ctx) for ctx, _ in encoded]
+        order = sorted(range(len(requests)), key=lambda i: -lengths[i])
+        results: list[ChoiceResult | None] = [None] * len(requests)
+        for batch in self._batches(order, lengths):
+            for i, result in zip(batch, self._score_batch([encoded[i] for i in batch])):
+                results[i] = result
+        return results  # type: ignore[return-value]
+
+    def _score_batch(self, batch: list[tuple[list[int], list[list[int]]]]) -> list[ChoiceResult]:
+        torch = self._torch
+        pad = self.tokenizer.pad_token_id
+        width = max(len(ctx) for ctx, _ in batch)
+        input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, (ctx, _) in enumerate(batch):  # left padding: every row's last token is at the end
+            input_ids[row, width - len(ctx):] = torch.tensor(ctx)
+            mask[row, width - len(ctx):] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        logprobs = [[0.0] * len(conts) for _, conts in batch]
+        greedy = [[True] * len(conts) for _, conts in batch]
+        multi = [(row, c) for row, (_, conts) in enumerate(batch) for c, cont in enumerate(conts) if len(cont) > 1]
+        with torch.inference_mode():
+            out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                             use_cache=bool(multi), logits_to_keep=1)
+            first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+            best = first.argmax(-1)
+            for row, (_, conts) in enumerate(batch):
+                for c, cont in enumerate(conts):
+                    logprobs[row][c] = float(first[row, cont[0]])
+                    greedy[row][c] = int(best[row]) == cont[0]
+            for start in range(0, len(multi), MAX_CONTINUATION_BATCH):
+                chunk = multi[start: start + MAX_CONTINUATION_BATCH]
+                cache = getattr(out, self._cache_kw)
+                if start + MAX_CONTINUATION_BATCH < len(multi):
+                    import copy
+
+                    cache = copy.deepcopy(cache)
+                rows = torch.tensor([row for row, _ in chunk])
+                cache.batch_select_indices(rows)
+                tails = [batch[row][1][c] for row, c in chunk]
+                steps = max(len(t) - 1 for t in tails)
+                cont_ids = torch.full((len(chunk), steps), pad, dtype=torch.long)
+                cont_mask = torch.zeros((len(chunk), steps), dtype=torch.long)
+                for k, tail in enumerate(tails):
+                    cont_ids[k, : len(tail) - 1] = torch.tensor(tail[:-1])
+                    cont_mask[k, : len(tail) - 1] = 1
+                cont_positions = mask[rows].sum(-1, keepdim=True) + torch.arange(steps)
+                logits = self.model(
+                    input_ids=cont_ids, attention_mask=torch.cat([mask[rows], cont_mask], dim=-1),
+                    position_ids=cont_positions, **{self._cache_kw: cache},
+                ).logits
+                step_logprobs = torch.log_softmax(logits.float(), dim=-1)
+                for k, ((row, c), tail) in enumerate(zip(chunk, tails)):
+                    targets = torch.tensor(tail[1:])
+                    here = step_logprobs[k, : len(targets)]
+                    logprobs[row][c] += float(here.gather(-1, targets[:, None]).sum())
+                    greedy[row][c] = greedy[row][c] and bool((here.argmax(-1) == targets).all())
+        return [
+            ChoiceResult(
+                logprobs=tuple(logprobs[row]), is_greedy=tuple(greedy[row]),
+                context_tokens=len(ctx), continuation_tokens=tuple(len(c) for c in conts),
+            )
+            for row, (ctx, conts) in enumerate(batch)
+        ]
+
+    # ------------------------------------------------------------------ generate
+
+    def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
+        torch = self._torch
+        tok = self.tokenizer
+        encoded = [tok(r.prompt).input_ids for r in requests]
+        results: list[GenerateResult | None] = [None] * len(requests)
+        batch_size = self.batch_size or DEFAULT_GENERATE_BATCH
+        # Longest first, grouped by decoding parameters, so a batch carries little padding.
+        order = sorted(range(len(requests)), key=lambda i: (requests[i].max_new_tokens, requests[i].stop, -len(encoded[i])))
+        groups: dict[tuple, list[int]] = {}
+        for i in order:
+            groups.setdefault((requests[i].max_new_tokens, requests[i].stop), []).append(i)
+        from transformers import GenerationConfig
+
+        for (max_new_tokens, stop), indices in groups.items():
+            config = GenerationConfig(
+                max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                pad_token_id=tok.pad_token_id, eos_token_id=self._eos_ids,
+                stop_strings=list(stop) or None,
+            )
+            for start in range(0, len(indices), batch_size):
+                batch = indices[start: start + batch_size]
+                width = max(len(encoded[i]) for i in batch)
+                input_ids = torch.full((len(batch), width), tok.pad_token_id, dtype=torch.long)
+                mask = torch.zeros((len(batch), width), dtype=torch.long)
+                for row, i in enumerate(batch):  # left padding
+                    ids = encoded[i]
+                    input_ids[row, width - len(ids):] = torch.tensor(ids)
+                    mask[row, width - len(ids):] = 1
+                with torch.inference_mode():
+                    out = self.model.generate(
+                        input_ids=input_ids, attention_mask=mask, generation_config=config, tokenizer=tok,
+                    )
+                for row, i in enumerate(batch):
+                    new = out[row, width:].tolist()
+                    end = next((j for j, t in enumerate(new) if t in self._end_ids), len(new))
+                    new = new[:end]
+                    text = tok.decode(new, skip_special_tokens=True)
+                    results[i] = GenerateResult(
+                        text=cut_at_stop(text, stop), prompt_tokens=len(encoded[i]), output_tokens=len(new),
+                    )
+        return results  # type: ignore[return-value]

@@ -1,0 +1,95 @@
+"""Prompt templates: Jinja2 in a sandbox with strict undefined variables, and few-shot selection."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
+
+from evalkit.errors import TemplateError
+
+
+def _environment(folder: Path | None) -> SandboxedEnvironment:
+    return SandboxedEnvironment(
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        loader=jinja2.FileSystemLoader(str(folder)) if folder is not None else None,
+        keep_trailing_newline=False,
+    )
+
+
+class PromptTemplate:
+    """A compiled template; ``render`` turns one row's context into prompt text."""
+
+    def __init__(self, source: str, *, path: Path | None = None, label: str = "inline template") -> None:
+        self.source = source
+        self.path = path
+        self.label = str(path) if path is not None else label
+        self.sha256 = hashlib.sha256(source.encode("utf-8")).hexdigest()
+        env = _environment(path.parent if path is not None else None)
+        try:
+            self._template = env.from_string(source)
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateError(
+                f"template syntax error: {exc.message}", path=self.label, line=exc.lineno,
+                fix="check the {{ }} and {% %} tags on this line",
+            ) from None
+
+    @classmethod
+    def from_file(cls, path: Path) -> "PromptTemplate":
+        try:
+            source = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise TemplateError(f"cannot read template: {exc.strerror}", path=path) from None
+        except UnicodeDecodeError:
+            raise TemplateError("template is not UTF-8 text", path=path, fix="save it as UTF-8") from None
+        return cls(source, path=path)
+
+    def render(self, context: dict[str, Any], *, row_label: str) -> str:
+        """Render for one row; ``row_label`` (e.g. ``data.jsonl:17``) names the row in errors."""
+        try:
+            return self._template.render(context)
+        except jinja2.UndefinedError as exc:
+            fields = ", ".join(sorted(k for k in context if not k.startswith("_")))
+            raise TemplateError(
+                f"{exc.message} while rendering {row_label}",
+                path=self.label, line=_template_line(exc),
+                fix=f"use a field the row has ({fields}), or guard it with {{% if x is defined %}}",
+            ) from None
+        except jinja2.exceptions.SecurityError as exc:
+            raise TemplateError(
+                f"template tried an unsafe operation ({exc}) while rendering {row_label}",
+                path=self.label, line=_template_line(exc),
+                fix="templates may read row fields, choices and examples only",
+            ) from None
+        except jinja2.TemplateError as exc:
+            raise TemplateError(f"{exc} while rendering {row_label}", path=self.label, line=_template_line(exc)) from None
+        except (TypeError, ValueError, AttributeError, KeyError, IndexError, ZeroDivisionError) as exc:
+            raise TemplateError(
+                f"{type(exc).__name__}: {exc} while rendering {row_label}",
+                path=self.label, line=_template_line(exc),
+                fix="check the operations the template applies to this row's values",
+            ) from None
+
+
+def _template_line(exc: BaseException) -> int | None:
+    """Line in the template where rendering failed, from the traceback jinja rewrites."""
+    tb = exc.__traceback__
+    line = None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def select_fewshot(rows: Sequence[Any], k: int, seed: int) -> list[Any]:
+    """``k`` rows drawn without replacement with ``seed`` (all rows, in order, if there are fewer)."""
+    if k >= len(rows):
+        return list(rows)
+    return random.Random(seed).sample(list(rows), k)

@@ -1,0 +1,1 @@
+"""Report writers: the terminal summary (more formats build on the same run record)."""

@@ -1,0 +1,244 @@
+"""Evaluate one (suite, candidate): render prompts, query the backend, score, compute metrics, gate."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evalkit.backends.base import Backend, ChoiceRequest, GenerateRequest
+from evalkit.data import Dataset, Row, load_dataset
+from evalkit.errors import DatasetError, EvalkitError
+from evalkit.prompts import PromptTemplate, select_fewshot
+from evalkit.results import CandidateResult, ExampleResult
+from evalkit.scoring import build_scorer
+from evalkit.stats import macro_f1, macro_f1_interval, mean_interval, wilson_interval
+from evalkit.suite import Candidate, ModelConfig, SuiteSpec, load_suite
+
+BackendFactory = Callable[[ModelConfig, Path], Backend]
+
+
+def _row_label(dataset: Dataset, row: Row) -> str:
+    return f"{dataset.path.name}:{row.line}" if row.line is not None else f"row {row.number} of {dataset.path.name}"
+
+
+def _field(dataset: Dataset, row: Row, name: str, purpose: str) -> Any:
+    if name not in row.fields:
+        raise DatasetError(
+            f"row has no field '{name}' ({purpose}); its fields are: {', '.join(row.fields)}",
+            **dataset.where(row), fix=f"add '{name}' to every row, or change the suite's `{purpose}`",
+        )
+    return row.fields[name]
+
+
+def row_choices(spec: SuiteSpec, dataset: Dataset, row: Row) -> list[str]:
+    if spec.task.choices is not None:
+        return list(spec.task.choices)
+    value = _field(dataset, row, spec.task.choices_field, "choices_field")
+    if not isinstance(value, list) or len(value) < 2 or not all(isinstance(c, (str, int, float)) for c in value):
+        raise DatasetError(f"field '{spec.task.choices_field}' must be a list of at least two choices, got {value!r}",
+                           **dataset.where(row), fix="write the choices as a JSON list of strings")
+    return [str(c) for c in value]
+
+
+def gold_index(spec: SuiteSpec, dataset: Dataset, row: Row, choices: list[str]) -> int:
+    """The gold choice of ``row``: its text, or a 0-based index into the choices."""
+    value = _field(dataset, row, spec.task.target, "target")
+    if isinstance(value, str) and value in choices:
+        return choices.index(value)
+    if isinstance(value, bool):
+        pass
+    elif isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit()):
+        index = int(value)
+        if 0 <= index < len(choices):
+            return index
+    raise DatasetError(
+        f"gold {spec.task.target} {value!r} is not one of the choices {choices}",
+        **dataset.where(row), fix="use the choice's exact text or its 0-based index",
+    )
+
+
+@dataclass
+class PreparedCandidate:
+    """Rendered prompts and targets for every row: everything a backend call needs."""
+
+    spec: SuiteSpec
+    candidate: Candidate
+    dataset: Dataset
+    template: PromptTemplate
+    prompts: list[str]
+    choices: list[list[str]] = field(default_factory=list)
+    gold: list[Any] = field(default_factory=list)
+
+
+def prepare(spec: SuiteSpec, candidate: Candidate, dataset: Dataset, backend_for_chat: Callable[[], Backend],
+            fewshot_cache: dict[Path, Dataset] | None = None) -> PreparedCandidate:
+    """Render every row's prompt; errors name the template, the row, and the fix."""
+    if candidate.prompt_path is not None:
+        template = PromptTemplate.from_file(candidate.prompt_path)
+    else:
+        template = PromptTemplate(candidate.template or "", label=f"{spec.path}: candidate '{candidate.name}' template")
+    examples: list[dict[str, Any]] = []
+    if candidate.fewshot_path is not None:
+        cache = fewshot_cache if fewshot_cache is not None else {}
+        if candidate.fewshot_path not in cache:
+            cache[candidate.fewshot_path] = load_dataset(candidate.fewshot_path, id_field=spec.id_field)
+        pool = cache[candidate.fewshot_path]
+        for row in select_fewshot(pool.rows, candidate.fewshot_k, candidate.fewshot_seed):
+            examples.append({**row.fields, "gold": _gold_text(spec, pool, row)})
+
+    prepared = PreparedCandidate(spec=spec, candidate=candidate, dataset=dataset, template=template, prompts=[])
+    for row in dataset.rows:
+        context: dict[str, Any] = {**row.fields, "examples": examples}
+        if spec.task.kind == "classify":
+            choices = row_choices(spec, dataset, row)
+            prepared.choices.append(choices)
+            prepared.gold.append(gold_index(spec, dataset, row, choices))
+            context["choices"] = choices
+        else:
+            target = _field(dataset, row, spec.task.target, "target") if spec.task.target else None
+            prepared.gold.append(target)
+        text = template.render(context, row_label=_row_label(dataset, row))
+        if candidate.chat:
+            messages = ([{"role": "system", "content": candidate.system}] if candidate.system else [])
+            text = backend_for_chat().apply_chat_template([*messages, {"role": "user", "content": text}])
+        prepared.prompts.append(text)
+    return prepared
+
+
+def _gold_text(spec: SuiteSpec, dataset: Dataset, row: Row) -> Any:
+    if spec.task.kind == "classify":
+        choices = row_choices(spec, dataset, row)
+        return choices[gold_index(spec, dataset, row, choices)]
+    return row.fields.get(spec.task.target) if spec.task.target else None
+
+
+def _rounded(value: float) -> float:
+    return round(float(value), 6)
+
+
+def score_classify(prepared: PreparedCandidate, backend: Backend) -> tuple[list[ExampleResult], dict, dict, dict]:
+    spec = prepared.spec
+    prefix = spec.task.choice_prefix
+    requests = [ChoiceRequest(p, tuple(prefix + c for c in choices)) for p, choices in zip(prepared.prompts, prepared.choices)]
+    responses = backend.score_choices(requests)
+    examples, predicted, predicted_norm, gold = [], [], [], []
+    tokens = {"prompt": 0, "output": 0}
+    for row, prompt, choices, g, res in zip(prepared.dataset.rows, prepared.prompts, prepared.choices, prepared.gold, responses):
+        best = max(range(len(choices)), key=lambda i: res.logprobs[i])
+        best_norm = max(range(len(choices)), key=lambda i: res.logprobs[i] / max(1, len(choices[i])))
+        predicted.append(choices[best])
+        predicted_norm.append(choices[best_norm])
+        gold.append(choices[g])
+        tokens["prompt"] += res.context_tokens + sum(max(0, t - 1) for t in res.continuation_tokens)
+        examples.append(ExampleResult(
+            id=row.id, row=row.number, prompt=prompt, output=choices[best], target=choices[g],
+            correct=best == g, score=float(best == g),
+            details={"logprobs": {c: _rounded(lp) for c, lp in zip(choices, res.logprobs)},
+                     "prediction_norm": choices[best_norm], "correct_norm": best_norm == g},
+        ))
+    n = len(examples)
+    correct = sum(e.correct for e in examples)
+    correct_norm = sum(e.details["correct_norm"] for e in examples)
+    metrics = {
+        "accuracy": correct / n,
+        "acc_norm": correct_norm / n,
+        "macro_f1": macro_f1(gold, predicted),
+    }
+    ci = {
+        "accuracy": wilson_interval(correct, n),
+        "acc_norm": wilson_interval(correct_norm, n),
+        "macro_f1": macro_f1_interval(gold, predicted),
+    }
+    return examples, metrics, ci, tokens
+
+
+def score_generate(prepared: PreparedCandidate, backend: Backend) -> tuple[list[ExampleResult], dict, dict, dict]:
+    spec = prepared.spec
+    task = spec.task
+    scorer = build_scorer(task.scorer_name, task.scorer_options, base_dir=spec.path.parent)
+    requests = [GenerateRequest(p, task.max_new_tokens, tuple(task.stop)) for p in prepared.prompts]
+    responses = backend.generate(requests)
+    examples = []
+    tokens = {"prompt": 0, "output": 0}
+    for row, prompt, target, res in zip(prepared.dataset.rows, prepared.prompts, prepared.gold, responses):
+        result = scorer(res.text, target)
+        tokens["prompt"] += res.prompt_tokens
+        tokens["output"] += res.output_tokens
+        details = {"output_tokens": res.output_tokens}
+        if result.extracted is not None:
+            details["extracted"] = result.extracted
+        examples.append(ExampleResult(id=row.id, row=row.number, prompt=prompt, output=res.text, target=target,
+                                      correct=bool(result.correct), score=float(result.value), details=details))
+    n = len(examples)
+    correct = sum(e.correct for e in examples)
+    values = [e.score for e in examples]
+    metrics = {"accuracy": correct / n, "score": sum(values) / n}
+    ci = {"accuracy": wilson_interval(correct, n), "score": mean_interval(values)}
+    return examples, metrics, ci, tokens
+
+
+def evaluate_candidate(
+    spec: SuiteSpec,
+    candidate_name: str,
+    backend_factory: BackendFactory,
+    *,
+    limit: int | None = None,
+    dataset_cache: dict[Path, Dataset] | None = None,
+) -> CandidateResult:
+    """Run one candidate of a suite end to end and gate it on the suite's thresholds."""
+    if candidate_name not in spec.candidates:
+        from evalkit.errors import did_you_mean
+
+        raise EvalkitError(f"suite '{spec.name}' has no candidate '{candidate_name}'{did_you_mean(candidate_name, spec.candidates)}",
+                           path=spec.path, fix=f"candidates are: {', '.join(spec.candidates)}")
+    candidate = spec.candidates[candidate_name]
+    started = time.perf_counter()
+    cache = dataset_cache if dataset_cache is not None else {}
+    row_limit = min(x for x in (spec.dataset_limit, limit) if x is not None) if (spec.dataset_limit or limit) else None
+    key = (spec.dataset_path, row_limit)
+    if key not in cache:
+        cache[key] = load_dataset(spec.dataset_path, limit=row_limit, id_field=spec.id_field)
+    dataset = cache[key]
+
+    backend_holder: list[Backend] = []
+
+    def backend() -> Backend:
+        if not backend_holder:
+            backend_holder.append(backend_factory(spec.model, spec.path.parent))
+        return backend_holder[0]
+
+    prepared = prepare(spec, candidate, dataset, backend, fewshot_cache=cache)
+    scorer_fn = score_classify if spec.task.kind == "classify" else score_generate
+    examples, metrics, ci, tokens = scorer_fn(prepared, backend())
+
+    thresholds = spec.thresholds_for(candidate_name)
+    failures = [
+        f"{metric} {metrics[metric]:.3f} (95% CI {ci[metric][0]:.3f}-{ci[metric][1]:.3f}) does not meet {t.text!r}"
+        for metric, t in thresholds.items()
+        if not t.check(metrics[metric])
+    ]
+    return CandidateResult(
+        suite=spec.name,
+        candidate=candidate_name,
+        suite_path=str(spec.path),
+        task=spec.task.kind,
+        n=len(examples),
+        metrics={k: _rounded(v) for k, v in metrics.items()},
+        ci95={k: (_rounded(lo), _rounded(hi)) for k, (lo, hi) in ci.items()},
+        thresholds={m: t.text for m, t in thresholds.items()},
+        failures=failures,
+        wall_s=round(time.perf_counter() - started, 3),
+        tokens=tokens,
+        model=spec.model.name,
+        model_fingerprint=backend().fingerprint,
+        dataset_hash=dataset.content_hash,
+        template_sha256=prepared.template.sha256,
+        examples=examples,
+    )
+
+
+def run_suite_file(path: str | Path, candidate: str, backend_factory: BackendFactory, **kwargs: Any) -> CandidateResult:
+    return evaluate_candidate(load_suite(path), candidate, backend_factory, **kwargs)

@@ -1,0 +1,323 @@
+"""Scorers for ``generate`` tasks: each turns (model output, target) into a Score.
+
+Built in: ``exact_match``, ``contains``, ``regex``, ``numeric``, ``json`` and ``f1``. Custom scorers are
+registered with :func:`register_scorer` or through the ``evalkit.scorers`` entry-point group, whose
+entry points name a factory ``factory(**options) -> score(output, target) -> Score | float | bool``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+import string
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+from evalkit.errors import ScorerError, did_you_mean
+
+ENTRY_POINT_GROUP = "evalkit.scorers"
+
+
+@dataclass(frozen=True)
+class Score:
+    """``value`` in [0, 1]; ``correct`` decides accuracy; ``extracted`` is what the scorer compared."""
+
+    value: float
+    correct: bool
+    extracted: str | None = None
+
+
+ScoreFn = Callable[[str, Any], Score]
+Factory = Callable[..., Callable[[str, Any], Any]]
+
+_REGISTRY: dict[str, Factory] = {}
+# Scorers that judge the output alone and need no target field.
+_TARGETLESS: set[str] = set()
+
+
+def register_scorer(name: str, *, needs_target: bool = True) -> Callable[[Factory], Factory]:
+    """Decorator registering a scorer factory under ``name``."""
+
+    def decorate(factory: Factory) -> Factory:
+        _REGISTRY[name] = factory
+        if not needs_target:
+            _TARGETLESS.add(name)
+        return factory
+
+    return decorate
+
+
+def available_scorers() -> list[str]:
+    _load_entry_points()
+    return sorted(_REGISTRY)
+
+
+def scorer_needs_target(name: str) -> bool:
+    return name not in _TARGETLESS
+
+
+_entry_points_loaded = False
+
+
+def _load_entry_points() -> None:
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name not in _REGISTRY:
+            _REGISTRY[ep.name] = _EntryPointFactory(ep)
+
+
+class _EntryPointFactory:
+    def __init__(self, ep) -> None:
+        self.ep = ep
+
+    def __call__(self, **options):
+        try:
+            factory = self.ep.load()
+        except Exception as exc:  # a broken third-party package must not crash the run
+            raise ScorerError(
+                f"scorer '{self.ep.name}' from entry point '{self.ep.value}' failed to import: {exc}",
+                fix="reinstall the package that provides it",
+            ) from exc
+        return factory(**options)
+
+
+def build_scorer(name: str, options: Mapping[str, Any] | None = None, *, base_dir: Path | None = None) -> ScoreFn:
+    """Instantiate scorer ``name`` with ``options``; raise ScorerError naming the fix."""
+    _load_entry_points()
+    options = dict(options or {})
+    if name not in _REGISTRY:
+        raise ScorerError(
+            f"unknown scorer '{name}'{did_you_mean(name, _REGISTRY)}",
+            fix=f"use one of: {', '.join(sorted(_REGISTRY))}, or register one under the "
+            f"'{ENTRY_POINT_GROUP}' entry-point group",
+        )
+    factory = _REGISTRY[name]
+    if base_dir is not None and "base_dir" in _parameters(factory):
+        options.setdefault("base_dir", base_dir)
+    params = _parameters(factory)
+    if params is not None:
+        unknown = [k for k in options if k not in params]
+        if unknown:
+            raise ScorerError(
+                f"scorer '{name}' has no option '{unknown[0]}'{did_you_mean(unknown[0], params)}",
+                fix=f"its options are: {', '.join(p for p in params if p != 'base_dir') or 'none'}",
+            )
+    try:
+        fn = factory(**options)
+    except (TypeError, ValueError) as exc:
+        raise ScorerError(f"scorer '{name}': {exc}", fix="check the scorer's options") from exc
+    return _normalise_result(name, fn)
+
+
+def _parameters(factory: Factory) -> list[str] | None:
+    if isinstance(factory, _EntryPointFactory):
+        return None
+    sig = inspect.signature(factory)
+    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        return None
+    return list(sig.parameters)
+
+
+def _normalise_result(name: str, fn: Callable[[str, Any], Any]) -> ScoreFn:
+    def score(output: str, target: Any) -> Score:
+        result = fn(output, target)
+        if isinstance(result, Score):
+            return result
+        if isinstance(result, bool):
+            return Score(float(result), result)
+        if isinstance(result, (int, float)) and 0.0 <= float(result) <= 1.0:
+            return Score(float(result), float(result) >= 1.0)
+        raise ScorerError(
+            f"scorer '{name}' returned {result!r}",
+            fix="a scorer returns a Score, a bool, or a number between 0 and 1",
+        )
+
+    return score
+
+
+# --------------------------------------------------------------------------- normalisation
+
+_PUNCT_EDGES = string.punctuation + "\u2018\u2019\u201c\u201d"
+
+
+def normalise(text: str) -> str:
+    """Case-fold, collapse whitespace and strip punctuation and quotes at both ends."""
+    return " ".join(str(text).casefold().split()).strip(_PUNCT_EDGES + " ")
+
+
+def _targets(target: Any) -> list[str]:
+    if isinstance(target, (list, tuple)):
+        return [str(t) for t in target]
+    return [str(target)]
+
+
+# --------------------------------------------------------------------------- built-in scorers
+
+
+@register_scorer("exact_match")
+def exact_match(ignore_case: bool = True, ignore_punctuation: bool = True):
+    """Output equals the target (any of them, if a list) after normalisation."""
+
+    def norm(text: str) -> str:
+        text = " ".join(str(text).split())
+        if ignore_case:
+            text = text.casefold()
+        if ignore_punctuation:
+            text = text.strip(_PUNCT_EDGES + " ")
+        return text
+
+    def score(output: str, target: Any) -> Score:
+        out = norm(output)
+        ok = any(out == norm(t) for t in _targets(target))
+        return Score(float(ok), ok, out)
+
+    return score
+
+
+@register_scorer("contains")
+def contains(ignore_case: bool = True):
+    """The target (any of them) appears in the output."""
+
+    def score(output: str, target: Any) -> Score:
+        out = " ".join(output.split())
+        out = out.casefold() if ignore_case else out
+        for t in _targets(target):
+            t = " ".join(t.split())
+            if (t.casefold() if ignore_case else t) in out:
+                return Score(1.0, True, t)
+        return Score(0.0, False, None)
+
+    return score
+
+
+@register_scorer("regex")
+def regex(pattern: str, ignore_case: bool = False):
+    """Extract the first match of ``pattern`` (its first group if it has one) and compare it with the target."""
+    try:
+        compiled = re.compile(pattern, re.IGNORECASE if ignore_case else 0)
+    except re.error as exc:
+        raise ValueError(f"pattern {pattern!r} does not compile: {exc}") from None
+
+    def score(output: str, target: Any) -> Score:
+        match = compiled.search(output)
+        if not match:
+            return Score(0.0, False, None)
+        found = match.group(1) if compiled.groups else match.group(0)
+        found = (found or "").strip()
+        ok = any(normalise(found) == normalise(t) for t in _targets(target))
+        return Score(float(ok), ok, found)
+
+    return score
+
+
+_NUMBER = re.compile(r"[-+]?\$?\s?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+]?\.\d+")
+
+
+def _to_float(text: str) -> float | None:
+    try:
+        return float(str(text).replace(",", "").replace("$", "").replace(" ", ""))
+    except ValueError:
+        return None
+
+
+@register_scorer("numeric")
+def numeric(tolerance: float = 1e-6, relative: bool = False, pick: str = "first"):
+    """The first (or ``pick: last``) number in the output is within ``tolerance`` of the target."""
+    if pick not in ("first", "last"):
+        raise ValueError("pick must be 'first' or 'last'")
+
+    def score(output: str, target: Any) -> Score:
+        numbers = _NUMBER.findall(output)
+        if not numbers:
+            return Score(0.0, False, None)
+        found = numbers[0] if pick == "first" else numbers[-1]
+        value = _to_float(found)
+        for t in _targets(target):
+            expected = _to_float(t)
+            if value is None or expected is None:
+                continue
+            limit = tolerance * abs(expected) if relative else tolerance
+            if abs(value - expected) <= limit:
+                return Score(1.0, True, found.strip())
+        return Score(0.0, False, found.strip())
+
+    return score
+
+
+@register_scorer("json", needs_target=False)
+def json_scorer(schema: Any = None, match_target: bool = False, base_dir: Path | None = None):
+    """The output is valid JSON (code fences allowed), valid against ``schema`` if given
+    (inline or a path relative to the suite), and equal to the target if ``match_target``."""
+    validator = None
+    if schema is not None:
+        import jsonschema
+
+        if isinstance(schema, str):
+            schema_path = (base_dir or Path.cwd()) / schema
+            try:
+                schema = json.loads(schema_path.read_text(encoding="utf-8"))
+            except OSError as exc:
+                raise ValueError(f"cannot read JSON schema {schema_path}: {exc.strerror}") from None
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"JSON schema {schema_path} is not valid JSON: {exc}") from None
+        try:
+            validator_cls = jsonschema.validators.validator_for(schema)
+            validator_cls.check_schema(schema)
+        except jsonschema.SchemaError as exc:
+            raise ValueError(f"invalid JSON schema: {exc.message}") from None
+        validator = validator_cls(schema)
+
+    def score(output: str, target: Any) -> Score:
+        text = output.strip()
+        fence = re.match(r"^```(?:json)?\s*(.*?)\s*```$", text, re.DOTALL)
+        if fence:
+            text = fence.group(1)
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            return Score(0.0, False, None)
+        if validator is not None and not validator.is_valid(value):
+            return Score(0.0, False, text)
+        if match_target:
+            expected = json.loads(target) if isinstance(target, str) else target
+            ok = value == expected
+            return Score(float(ok), ok, text)
+        return Score(1.0, True, text)
+
+    return score
+
+
+def _f1_tokens(text: str) -> list[str]:
+    text = str(text).casefold()
+    text = "".join(" " if ch in string.punctuation else ch for ch in text)
+    return [t for t in text.split() if t not in ("a", "an", "the")]
+
+
+@register_scorer("f1")
+def f1(min_f1: float = 0.5):
+    """Token-level F1 (SQuAD normalisation), best over targets; ``correct`` when F1 >= ``min_f1``."""
+    if not 0.0 <= min_f1 <= 1.0:
+        raise ValueError("min_f1 must be between 0 and 1")
+
+    def score(output: str, target: Any) -> Score:
+        predicted = _f1_tokens(output)
+        best = 0.0
+        for t in _targets(target):
+            gold = _f1_tokens(t)
+            common = sum((Counter(predicted) & Counter(gold)).values())
+            if not predicted and not gold:
+                best = 1.0
+            elif common:
+                precision, recall = common / len(predicted), common / len(gold)
+                best = max(best, 2 * precision * recall / (precision + recall))
+        return Score(best, best >= min_f1, None)
+
+    return score

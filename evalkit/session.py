@@ -1,0 +1,80 @@
+"""One evaluation session: models loaded once, datasets read once, results kept for the report."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from evalkit.backends.base import Backend
+from evalkit.errors import EvalkitError
+from evalkit.results import CandidateResult, run_header, write_run
+from evalkit.suite import ModelConfig, SuiteSpec, load_suite
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    fingerprint: str
+    load_s: float
+
+
+@dataclass
+class EvalSession:
+    root: Path
+    reports_dir: Path
+    limit: int | None = None
+    started: _dt.datetime = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc))
+    results: dict[tuple[str, str], CandidateResult] = field(default_factory=dict)
+    models: list[LoadedModel] = field(default_factory=list)
+    _backends: dict[tuple, Backend] = field(default_factory=dict)
+    _datasets: dict = field(default_factory=dict)
+    _specs: dict[Path, SuiteSpec] = field(default_factory=dict)
+
+    def backend_for(self, model: ModelConfig, base_dir: Path) -> Backend:
+        """The shared backend for ``model`` (loaded on first use, then reused by every suite)."""
+        from evalkit.models import resolve_model
+
+        resolved = resolve_model(model.name, base_dir=base_dir)
+        key = (str(resolved.path), model.dtype, model.trust_remote_code, model.batch_size)
+        if key not in self._backends:
+            from evalkit.backends.hf import HFBackend
+
+            started = time.perf_counter()
+            self._backends[key] = HFBackend(
+                resolved.path, fingerprint=resolved.fingerprint, dtype=model.dtype,
+                trust_remote_code=model.trust_remote_code, batch_size=model.batch_size,
+            )
+            self.models.append(LoadedModel(model.name, self._backends[key].fingerprint, time.perf_counter() - started))
+        return self._backends[key]
+
+    def spec(self, path: Path) -> SuiteSpec:
+        path = path.resolve()
+        if path not in self._specs:
+            self._specs[path] = load_suite(path)
+        return self._specs[path]
+
+    def run(self, spec: SuiteSpec, candidate: str) -> CandidateResult:
+        """Evaluate (suite, candidate) once per session; later calls return the same result."""
+        from evalkit.runner import evaluate_candidate
+
+        key = (spec.name, candidate)
+        if key not in self.results:
+            self.results[key] = evaluate_candidate(
+                spec, candidate, self.backend_for, limit=self.limit, dataset_cache=self._datasets,
+            )
+        return self.results[key]
+
+    def write_reports(self) -> Path | None:
+        if not self.results:
+            return None
+        finished = _dt.datetime.now(_dt.timezone.utc)
+        header = run_header(self.root, self.started, finished)
+        header["row_limit"] = self.limit
+        ordered = sorted(self.results.values(), key=lambda r: (r.suite, r.candidate))
+        try:
+            return write_run(self.reports_dir / "latest", header, ordered)
+        except OSError as exc:
+            raise EvalkitError(f"cannot write the run record: {exc.strerror}", path=self.reports_dir,
+                               fix="make the reports folder writable, or move it with --evalkit-reports") from None

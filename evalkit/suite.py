@@ -1,0 +1,413 @@
+"""The suite file (``*.eval.yaml``): schema, path resolution and validation with file:line errors."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from evalkit.errors import SuiteError, ThresholdError, did_you_mean
+from evalkit.gate import Threshold, parse_threshold
+from evalkit.scoring import available_scorers, build_scorer, scorer_needs_target
+
+SUITE_SUFFIX = ".eval.yaml"
+DEFAULT_MODEL = "smollm2-135m-instruct"
+CLASSIFY_METRICS = ("accuracy", "acc_norm", "macro_f1")
+GENERATE_METRICS = ("accuracy", "score")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+# --------------------------------------------------------------------------- YAML with line numbers
+
+
+class _LineMap(dict):
+    """A mapping that remembers the line of each key (1-based)."""
+
+    line: int = 0
+    key_lines: dict
+
+
+class _LineLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, recording line numbers and refusing duplicate keys."""
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _LineMap:
+    loader.flatten_mapping(node)
+    mapping = _LineMap()
+    mapping.line = node.start_mark.line + 1
+    mapping.key_lines = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        if not isinstance(key, (str, int, float, bool)) or key is None:
+            raise SuiteError(f"a mapping key must be a plain word, not {key!r}", line=line)
+        if key in mapping:
+            raise SuiteError(
+                f"duplicate key '{key}' (first defined on line {mapping.key_lines[key]})",
+                line=line,
+                fix="give every key a distinct name; YAML keeps only the last of duplicates",
+            )
+        mapping[key] = loader.construct_object(value_node, deep=True)
+        mapping.key_lines[key] = line
+    return mapping
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load_yaml(path: Path) -> Any:
+    """Parse a YAML file safely, with SuiteError (file:line) on any problem."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SuiteError(f"cannot read suite file: {exc.strerror}", path=path) from None
+    except UnicodeDecodeError:
+        raise SuiteError("suite file is not UTF-8 text", path=path, fix="save it as UTF-8") from None
+    try:
+        return yaml.load(text, Loader=_LineLoader)  # noqa: S506 - _LineLoader is a SafeLoader
+    except SuiteError as exc:
+        exc.path = str(path)
+        raise SuiteError(exc.message, path=path, line=exc.line, fix=exc.fix) from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise SuiteError(f"YAML syntax error: {problem}", path=path, line=line,
+                         fix="check indentation and quoting on this line") from None
+    except yaml.YAMLError as exc:
+        raise SuiteError(f"YAML error: {exc}", path=path) from None
+
+
+def _line_of(document: Any, loc: tuple) -> int | None:
+    """Deepest line known for the location ``loc`` (a tuple of keys and indexes)."""
+    line = getattr(document, "line", None)
+    node = document
+    for part in loc:
+        if isinstance(node, _LineMap) and part in node:
+            line = node.key_lines.get(part, line)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+            line = getattr(node, "line", line)
+        else:
+            break
+    return line
+
+
+# --------------------------------------------------------------------------- schema
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(_Strict):
+    """Which model to evaluate: an alias of the embedded default, a local folder, or a hub id."""
+
+    name: str = Field(DEFAULT_MODEL, description="alias, local Hugging Face folder, or cached hub id")
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field("float32", description="weights dtype")
+    trust_remote_code: bool = Field(False, description="allow a model's own Python code to run")
+    batch_size: int | None = Field(None, ge=1, description="rows per forward pass (default: automatic)")
+
+
+class DatasetConfig(_Strict):
+    path: str = Field(description="JSONL/JSON/CSV/Parquet file or a saved `datasets` folder, relative to the suite")
+    limit: int | None = Field(None, ge=1, description="evaluate only the first N rows")
+    id_field: str = Field("id", description="row field with a stable example id (else a hash of the row)")
+
+
+class FewshotConfig(_Strict):
+    path: str = Field(description="rows to draw examples from, relative to the suite")
+    k: int = Field(4, ge=0, description="number of examples")
+    seed: int = Field(0, description="seed for the draw")
+
+
+class ScorerConfig(_Strict):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str
+
+
+class TaskConfig(_Strict):
+    kind: Literal["classify", "generate"]
+    target: str | None = Field(None, description="row field holding the gold answer")
+    choices: list[str] | None = Field(None, min_length=2)
+    choices_field: str | None = None
+    choice_prefix: str = " "
+    max_new_tokens: int = Field(32, ge=1, le=4096)
+    stop: list[str] = Field(default_factory=lambda: ["\n"])
+    scorer: str | ScorerConfig = "exact_match"
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> "TaskConfig":
+        if self.kind == "classify":
+            if self.target is None:
+                raise ValueError("a classify task needs `target:` (the row field with the gold choice)")
+            if (self.choices is None) == (self.choices_field is None):
+                raise ValueError("a classify task needs exactly one of `choices:` or `choices_field:`")
+            if self.choices is not None and len(set(self.choices)) != len(self.choices):
+                raise ValueError("`choices` contains duplicates")
+        return self
+
+    @property
+    def scorer_name(self) -> str:
+        return self.scorer if isinstance(self.scorer, str) else self.scorer.name
+
+    @property
+    def scorer_options(self) -> dict[str, Any]:
+        if isinstance(self.scorer, str):
+            return {}
+        return {k: v for k, v in self.scorer.model_dump().items() if k != "name"}
+
+
+class CandidateConfig(_Strict):
+    prompt: str | None = Field(None, description="Jinja2 template file, relative to the suite")
+    template: str | None = Field(None, description="inline Jinja2 template")
+    chat: bool = Field(False, description="render the text as the user turn of the model's chat template")
+    system: str | None = Field(None, description="system message when chat is true")
+    fewshot: FewshotConfig | None = None
+    markers: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "CandidateConfig":
+        if (self.prompt is None) == (self.template is None):
+            raise ValueError("a candidate needs exactly one of `prompt:` (a file) or `template:` (inline text)")
+        if self.system is not None and not self.chat:
+            raise ValueError("`system:` applies only with `chat: true`")
+        return self
+
+
+class SuiteConfig(_Strict):
+    suite: str
+    description: str | None = None
+    model: str | ModelConfig = DEFAULT_MODEL
+    dataset: DatasetConfig
+    task: TaskConfig
+    candidates: dict[str, CandidateConfig] = Field(min_length=1)
+    thresholds: dict[str, Any] = Field(default_factory=dict)
+    markers: list[str] = Field(default_factory=list)
+
+    @field_validator("suite")
+    @classmethod
+    def _suite_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("suite names use letters, digits, '_', '-' and '.' and start with a letter or digit")
+        return value
+
+
+# --------------------------------------------------------------------------- resolved spec
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    prompt_path: Path | None
+    template: str | None
+    chat: bool
+    system: str | None
+    fewshot_path: Path | None
+    fewshot_k: int
+    fewshot_seed: int
+    markers: tuple[str, ...]
+    line: int | None
+
+
+@dataclass(frozen=True)
+class SuiteSpec:
+    """A validated suite with every path resolved against the suite file's folder."""
+
+    name: str
+    path: Path
+    description: str | None
+    model: ModelConfig
+    dataset_path: Path
+    dataset_limit: int | None
+    id_field: str
+    task: TaskConfig
+    candidates: dict[str, Candidate]
+    thresholds: dict[str, dict[str, Threshold]]
+    markers: tuple[str, ...]
+    line_of: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        return CLASSIFY_METRICS if self.task.kind == "classify" else GENERATE_METRICS
+
+    def thresholds_for(self, candidate: str) -> dict[str, Threshold]:
+        return self.thresholds.get(candidate, {})
+
+
+def _format_validation_error(exc: ValidationError, document: Any, path: Path) -> SuiteError:
+    error = exc.errors()[0]
+    loc = tuple(error["loc"])
+    # pydantic adds the union member name (e.g. 'str', 'ModelConfig') to locations: drop them.
+    clean = tuple(p for p in loc if not (isinstance(p, str) and (p[:1].isupper() or p in ("str", "function-after"))))
+    where = ".".join(str(p) for p in clean) or "suite"
+    line = _line_of(document, clean)
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(clean[:-1])
+        key = clean[-1]
+        return SuiteError(f"unknown key '{key}'{did_you_mean(key, allowed)}", path=path, line=line,
+                          fix=f"allowed keys here: {', '.join(allowed)}" if allowed else None)
+    if kind == "missing":
+        return SuiteError(f"missing required key '{where}'", path=path, line=line,
+                          fix=f"add `{clean[-1]}:` ({_describe(clean)})")
+    message = error["msg"].removeprefix("Value error, ")
+    return SuiteError(f"{where}: {message}", path=path, line=line)
+
+
+_SECTION_MODELS: dict[tuple, type[BaseModel]] = {
+    (): SuiteConfig,
+    ("model",): ModelConfig,
+    ("dataset",): DatasetConfig,
+    ("task",): TaskConfig,
+}
+
+
+def _allowed_keys(loc: tuple) -> list[str]:
+    if loc in _SECTION_MODELS:
+        return list(_SECTION_MODELS[loc].model_fields)
+    if len(loc) == 2 and loc[0] == "candidates":
+        return list(CandidateConfig.model_fields)
+    if len(loc) == 3 and loc[0] == "candidates" and loc[2] == "fewshot":
+        return list(FewshotConfig.model_fields)
+    return []
+
+
+def _describe(loc: tuple) -> str:
+    model = _SECTION_MODELS.get(loc[:-1])
+    if model is None and len(loc) >= 2 and loc[0] == "candidates":
+        model = FewshotConfig if "fewshot" in loc else CandidateConfig
+    if model is not None and loc[-1] in model.model_fields:
+        return model.model_fields[loc[-1]].description or "required"
+    return "required"
+
+
+def load_suite(path: str | Path) -> SuiteSpec:
+    """Read and validate a suite file; every problem raises SuiteError naming the file and line."""
+    path = Path(path)
+    document = load_yaml(path)
+    if not isinstance(document, dict):
+        raise SuiteError(
+            "a suite file must be a YAML mapping with `suite:`, `dataset:`, `task:` and `candidates:`",
+            path=path, line=1,
+        )
+    try:
+        config = SuiteConfig.model_validate(dict(document))
+    except ValidationError as exc:
+        raise _format_validation_error(exc, document, path) from None
+    base = path.parent
+
+    def line(*loc: Any) -> int | None:
+        return _line_of(document, loc)
+
+    def existing(relative: str, *loc: Any, what: str) -> Path:
+        resolved = (base / relative).resolve()
+        if not resolved.exists():
+            raise SuiteError(
+                f"{what} '{relative}' does not exist (looked for {resolved})",
+                path=path, line=line(*loc),
+                fix="paths in a suite are relative to the suite file's folder",
+            )
+        return resolved
+
+    model = config.model if isinstance(config.model, ModelConfig) else ModelConfig(name=config.model)
+    dataset_path = existing(config.dataset.path, "dataset", "path", what="dataset")
+
+    task = config.task
+    scorer_name = task.scorer_name
+    if task.kind == "generate":
+        if scorer_name not in available_scorers():
+            raise SuiteError(
+                f"unknown scorer '{scorer_name}'{did_you_mean(scorer_name, available_scorers())}",
+                path=path, line=line("task", "scorer"),
+                fix=f"use one of: {', '.join(available_scorers())}",
+            )
+        if task.target is None and scorer_needs_target(scorer_name):
+            raise SuiteError(
+                f"scorer '{scorer_name}' compares with a target, but the task has no `target:`",
+                path=path, line=line("task"), fix="add `target: <row field with the expected answer>`",
+            )
+        try:
+            build_scorer(scorer_name, task.scorer_options, base_dir=base)
+        except Exception as exc:  # ScorerError carries the fix; re-anchor it at the suite line
+            raise SuiteError(getattr(exc, "message", str(exc)), path=path, line=line("task", "scorer"),
+                             fix=getattr(exc, "fix", None)) from None
+
+    candidates: dict[str, Candidate] = {}
+    for name, cand in config.candidates.items():
+        if not _NAME.match(str(name)):
+            raise SuiteError(
+                f"candidate name '{name}' is not usable as a pytest id",
+                path=path, line=line("candidates", name),
+                fix="use letters, digits, '_', '-' and '.', starting with a letter or digit",
+            )
+        prompt_path = existing(cand.prompt, "candidates", name, "prompt", what="prompt template") if cand.prompt else None
+        fewshot_path = None
+        if cand.fewshot is not None:
+            fewshot_path = existing(cand.fewshot.path, "candidates", name, "fewshot", "path", what="few-shot dataset")
+        candidates[name] = Candidate(
+            name=name,
+            prompt_path=prompt_path,
+            template=cand.template,
+            chat=cand.chat,
+            system=cand.system,
+            fewshot_path=fewshot_path,
+            fewshot_k=cand.fewshot.k if cand.fewshot else 0,
+            fewshot_seed=cand.fewshot.seed if cand.fewshot else 0,
+            markers=tuple(config.markers) + tuple(cand.markers),
+            line=line("candidates", name),
+        )
+
+    metric_names = CLASSIFY_METRICS if task.kind == "classify" else GENERATE_METRICS
+    shared: dict[str, Threshold] = {}
+    overrides: dict[str, dict[str, Threshold]] = {}
+
+    def parse(metric: str, expression: Any, *loc: Any) -> Threshold:
+        if metric not in metric_names:
+            raise SuiteError(
+                f"unknown metric '{metric}' in thresholds{did_you_mean(metric, metric_names)}",
+                path=path, line=line(*loc),
+                fix=f"a {task.kind} task reports: {', '.join(metric_names)}",
+            )
+        try:
+            return parse_threshold(metric, expression)
+        except ThresholdError as exc:
+            raise SuiteError(exc.message, path=path, line=line(*loc), fix=exc.fix) from None
+
+    for key, value in config.thresholds.items():
+        if isinstance(value, dict):
+            if key not in candidates:
+                raise SuiteError(
+                    f"thresholds for '{key}', which is not a candidate{did_you_mean(key, candidates)}",
+                    path=path, line=line("thresholds", key),
+                    fix=f"candidates are: {', '.join(candidates)}",
+                )
+            overrides[key] = {m: parse(m, e, "thresholds", key, m) for m, e in value.items()}
+        else:
+            if key in candidates:
+                raise SuiteError(
+                    f"thresholds for candidate '{key}' must be a mapping of metric to comparison",
+                    path=path, line=line("thresholds", key), fix=f"write `{key}: {{accuracy: \">= 0.5\"}}`",
+                )
+            shared[key] = parse(key, value, "thresholds", key)
+    thresholds = {name: {**shared, **overrides.get(name, {})} for name in candidates}
+
+    return SuiteSpec(
+        name=config.suite,
+        path=path.resolve(),
+        description=config.description,
+        model=model,
+        dataset_path=dataset_path,
+        dataset_limit=config.dataset.limit,
+        id_field=config.dataset.id_field,
+        task=task,
+        candidates=candidates,
+        thresholds=thresholds,
+        markers=tuple(config.markers),
+        line_of={"task": line("task") or 0, "dataset": line("dataset") or 0},
+    )
