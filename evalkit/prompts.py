@@ -69,7 +69,7 @@ class PromptTemplate:
             ) from None
         except jinja2.TemplateError as exc:
             raise TemplateError(f"{exc} while rendering {row_label}", path=self.label, line=_template_line(exc)) from None
-        except (TypeError, ValueError, AttributeError, KeyError, IndexError, ZeroDivisionError) as exc:
+        except (TypeError, ValueError, AttributeError, KeyError, IndexError, ArithmeticError, RecursionError) as exc:
             raise TemplateError(
                 f"{type(exc).__name__}: {exc} while rendering {row_label}",
                 path=self.label, line=_template_line(exc),

@@ -76,6 +76,8 @@ def load_yaml(path: Path) -> Any:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         problem = exc.problem or exc.context or "invalid YAML"
+        if exc.context and exc.context_mark and mark and exc.context_mark.line != mark.line:
+            problem += f" ({exc.context} started on line {exc.context_mark.line + 1})"
         raise SuiteError(f"YAML syntax error: {problem}", path=path, line=line,
                          fix="check indentation and quoting on this line") from None
     except yaml.YAMLError as exc:

@@ -9,7 +9,7 @@ from pathlib import Path
 from evalkit.backends.base import ChoiceRequest, ChoiceResult, GenerateRequest, GenerateResult, cut_at_stop
 from evalkit.errors import ModelError
 
-DEFAULT_GENERATE_BATCH = 16
+DEFAULT_GENERATE_BATCH = 32
 TOKEN_BUDGET = 4096  # padded tokens per forward pass when the batch size is automatic
 MAX_AUTO_BATCH = 32
 MAX_CONTINUATION_BATCH = 64
@@ -81,12 +81,12 @@ class HFBackend:
         context_ids = self.tokenizer(context).input_ids
         return context_ids, whole[len(context_ids):]
 
-    def _batches(self, order: list[int], lengths: list[int]) -> list[list[int]]:
+    def _batches(self, order: list[int], lengths: list[int], default: int = MAX_AUTO_BATCH) -> list[list[int]]:
         """Consecutive slices of ``order`` (longest first) holding about TOKEN_BUDGET padded tokens each."""
         batches, current = [], []
         for i in order:
             width = max([lengths[j] for j in current] + [lengths[i]])
-            limit = self.batch_size or max(1, min(MAX_AUTO_BATCH, TOKEN_BUDGET // max(1, width)))
+            limit = self.batch_size or max(1, min(default, TOKEN_BUDGET // max(1, width)))
             if current and len(current) + 1 > limit:
                 batches.append(current)
                 current = []
@@ -173,43 +173,59 @@ class HFBackend:
     # ------------------------------------------------------------------ generate
 
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
-        torch = self._torch
-        tok = self.tokenizer
-        encoded = [tok(r.prompt).input_ids for r in requests]
+        """Greedy decoding in length-sorted batches; a row leaves its batch once it stops."""
+        encoded = [self.tokenizer(r.prompt).input_ids or [self._start_id] for r in requests]
         results: list[GenerateResult | None] = [None] * len(requests)
-        batch_size = self.batch_size or DEFAULT_GENERATE_BATCH
-        # Longest first, grouped by decoding parameters, so a batch carries little padding.
-        order = sorted(range(len(requests)), key=lambda i: (requests[i].max_new_tokens, requests[i].stop, -len(encoded[i])))
         groups: dict[tuple, list[int]] = {}
-        for i in order:
+        for i in sorted(range(len(requests)), key=lambda i: -len(encoded[i])):
             groups.setdefault((requests[i].max_new_tokens, requests[i].stop), []).append(i)
-        from transformers import GenerationConfig
-
+        lengths = [len(ids) for ids in encoded]
         for (max_new_tokens, stop), indices in groups.items():
-            config = GenerationConfig(
-                max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                pad_token_id=tok.pad_token_id, eos_token_id=self._eos_ids,
-                stop_strings=list(stop) or None,
-            )
-            for start in range(0, len(indices), batch_size):
-                batch = indices[start: start + batch_size]
-                width = max(len(encoded[i]) for i in batch)
-                input_ids = torch.full((len(batch), width), tok.pad_token_id, dtype=torch.long)
-                mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for row, i in enumerate(batch):  # left padding
-                    ids = encoded[i]
-                    input_ids[row, width - len(ids):] = torch.tensor(ids)
-                    mask[row, width - len(ids):] = 1
-                with torch.inference_mode():
-                    out = self.model.generate(
-                        input_ids=input_ids, attention_mask=mask, generation_config=config, tokenizer=tok,
-                    )
-                for row, i in enumerate(batch):
-                    new = out[row, width:].tolist()
-                    end = next((j for j, t in enumerate(new) if t in self._end_ids), len(new))
-                    new = new[:end]
-                    text = tok.decode(new, skip_special_tokens=True)
-                    results[i] = GenerateResult(
-                        text=cut_at_stop(text, stop), prompt_tokens=len(encoded[i]), output_tokens=len(new),
-                    )
+            for batch in self._batches(indices, lengths, default=DEFAULT_GENERATE_BATCH):
+                texts = self._generate_batch([encoded[i] for i in batch], max_new_tokens, stop)
+                for i, (text, n_out) in zip(batch, texts):
+                    results[i] = GenerateResult(text=text, prompt_tokens=len(encoded[i]), output_tokens=n_out)
         return results  # type: ignore[return-value]
+
+    def _generate_batch(self, batch: list[list[int]], max_new_tokens: int, stop: tuple[str, ...]) -> list[tuple[str, int]]:
+        torch = self._torch
+        pad = self.tokenizer.pad_token_id
+        width = max(len(ids) for ids in batch)
+        input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, ids in enumerate(batch):  # left padding
+            input_ids[row, width - len(ids):] = torch.tensor(ids)
+            mask[row, width - len(ids):] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        generated: list[list[int]] = [[] for _ in batch]
+        texts = [""] * len(batch)
+        active = list(range(len(batch)))  # original row of each position in the running batch
+        with torch.inference_mode():
+            out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                             use_cache=True, logits_to_keep=1)
+            cache = getattr(out, self._cache_kw)
+            next_pos = positions[:, -1] + 1
+            for step in range(max_new_tokens):
+                tokens = out.logits[:, -1].argmax(-1)
+                keep = []
+                for k, row in enumerate(active):
+                    token = int(tokens[k])
+                    if token in self._end_ids:
+                        continue
+                    generated[row].append(token)
+                    texts[row] = self.tokenizer.decode(generated[row], skip_special_tokens=True)
+                    if not any(s and s in texts[row] for s in stop):
+                        keep.append(k)
+                if not keep or step == max_new_tokens - 1:
+                    break
+                if len(keep) < len(active):
+                    index = torch.tensor(keep)
+                    cache.batch_select_indices(index)
+                    tokens, mask, next_pos = tokens[index], mask[index], next_pos[index]
+                    active = [active[k] for k in keep]
+                mask = torch.cat([mask, torch.ones((len(active), 1), dtype=torch.long)], dim=-1)
+                out = self.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_pos[:, None],
+                                 use_cache=True, **{self._cache_kw: cache})
+                cache = getattr(out, self._cache_kw)
+                next_pos = next_pos + 1
+        return [(cut_at_stop(text, stop), len(ids)) for text, ids in zip(texts, generated)]

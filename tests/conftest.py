@@ -1,0 +1,102 @@
+"""Shared fixtures: a tiny randomly-initialised Llama (built from a config, in seconds) and suite helpers."""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+CORPUS = [
+    "Ticket: my invoice is wrong\nCategory: billing",
+    "Ticket: the app crashes on start\nCategory: technical",
+    "Ticket: I cannot log in to my account\nCategory: account",
+    "Ticket: where is my parcel?\nCategory: shipping",
+    "Ticket: are you hiring?\nCategory: other",
+    "Question: what is 2 + 3?\nAnswer: 5",
+    "The order number is A12345. Please refund order 998-1234.",
+]
+
+
+def build_tiny_model(folder: Path, *, seed: int = 0) -> Path:
+    """A 2-layer Llama with a byte-level BPE tokenizer trained on CORPUS, saved with save_pretrained."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    tokenizer.train_from_iterator(CORPUS * 5, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    fast.chat_template = CHAT_TEMPLATE
+    config = LlamaConfig(
+        vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+        tie_word_embeddings=True, eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id,
+        bos_token_id=None,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():  # larger random logits, so predictions differ clearly between choices
+        model.lm_head.weight.mul_(20)
+    model.generation_config.eos_token_id = fast.eos_token_id
+    model.save_pretrained(folder)
+    fast.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def tiny_backend(tiny_model: Path):
+    from evalkit.backends.hf import HFBackend
+    from evalkit.models import folder_fingerprint
+
+    return HFBackend(tiny_model, fingerprint=folder_fingerprint(tiny_model))
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+TICKET_ROWS = [
+    {"id": "a", "text": "I was charged twice", "label": "billing"},
+    {"id": "b", "text": "The app crashes on start", "label": "technical"},
+    {"id": "c", "text": "I forgot my password", "label": "account"},
+    {"id": "d", "text": "My parcel never arrived", "label": "shipping"},
+    {"id": "e", "text": "Are you hiring?", "label": "other"},
+    {"id": "f", "text": "Refund my last invoice", "label": "billing"},
+]
+
+
+@pytest.fixture
+def suite_dir(tmp_path: Path, tiny_model: Path):
+    """A folder with a tickets dataset; returns a function writing a suite file into it."""
+    write_jsonl(tmp_path / "data" / "tickets.jsonl", TICKET_ROWS)
+
+    def write(text: str, name: str = "tickets.eval.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text).replace("TINY_MODEL", str(tiny_model)), encoding="utf-8")
+        return path
+
+    write.root = tmp_path
+    return write

@@ -1,0 +1,106 @@
+"""The suite schema: the documented contract parses, and every mistake names its file and line."""
+
+from pathlib import Path
+
+import pytest
+
+from evalkit.errors import SuiteError
+from evalkit.suite import load_suite
+
+CONTRACT = '''\
+suite: ticket-routing
+model: smollm2-135m-instruct        # alias of the embedded default, a local HF folder, or a hub id
+dataset:
+  path: data/tickets_test.jsonl     # .jsonl .json .csv .parquet, or a saved `datasets` folder
+  limit: 200                        # optional: the first N rows
+task:
+  kind: classify                    # score every choice by its log-likelihood after the prompt
+  choices: [billing, technical, account, shipping, other]   # or `choices_field: <row field>`
+  target: label                     # row field with the gold choice (its text or a 0-based index)
+candidates:
+  zero_shot:
+    prompt: ../prompts/tickets/zero_shot.j2
+  few_shot:
+    prompt: ../prompts/tickets/few_shot.j2
+    fewshot: {path: data/tickets_train.jsonl, k: 4, seed: 0}
+  inline:
+    template: "Ticket: {{ text }}\\nCategory:"
+    chat: false                     # true: render the text as the user turn of the model's chat template
+thresholds:
+  accuracy: ">= 0.60"               # applies to every candidate
+  zero_shot: {accuracy: ">= 0.30"}  # per-candidate override
+'''
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_the_documented_example_parses_against_the_repository_files():
+    path = REPO / "suites" / "contract-example.tmp.yaml"
+    path.write_text(CONTRACT)
+    try:
+        spec = load_suite(path)
+    finally:
+        path.unlink()
+    assert spec.name == "ticket-routing"
+    assert spec.model.name == "smollm2-135m-instruct"
+    assert spec.dataset_limit == 200
+    assert list(spec.candidates) == ["zero_shot", "few_shot", "inline"]
+    assert spec.candidates["few_shot"].fewshot_k == 4
+    assert spec.candidates["inline"].template == "Ticket: {{ text }}\nCategory:"
+    assert spec.task.choice_prefix == " "
+    assert {c: str(t["accuracy"]) for c, t in spec.thresholds.items()} == {
+        "zero_shot": ">= 0.3", "few_shot": ">= 0.6", "inline": ">= 0.6"}
+
+
+BASE = """\
+suite: s
+model: TINY_MODEL
+dataset: {path: data/tickets.jsonl}
+task: {kind: classify, choices: [billing, technical, account, shipping, other], target: label}
+candidates:
+  plain: {template: "Ticket: {{ text }}\\nCategory:"}
+"""
+
+
+def error_for(suite_dir, text: str) -> str:
+    with pytest.raises(SuiteError) as err:
+        load_suite(suite_dir(text))
+    return str(err.value)
+
+
+def test_base_suite_is_valid(suite_dir, tiny_model):
+    spec = load_suite(suite_dir(BASE))
+    assert spec.candidates["plain"].template == "Ticket: {{ text }}\nCategory:"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("suite: s\ndataset: [unclosed\n", ":3: YAML syntax error: expected ',' or ']', but got '<stream end>' (while parsing a flow sequence started on line 2)"),
+        ("suite: s\n  bad indent: 1\n", ":2: YAML syntax error: mapping values are not allowed here"),
+        ("- just\n- a list\n", ":1: a suite file must be a YAML mapping"),
+        (BASE + "candidatez: {}\n", ":7: unknown key 'candidatez' (did you mean 'candidates'?)"),
+        (BASE.replace("plain: {", "plain: {promt: x.j2, "), ":6: unknown key 'promt' (did you mean 'prompt'?)"),
+        (BASE.replace("dataset: {path: data/tickets.jsonl}\n", ""), "missing required key 'dataset'"),
+        (BASE.replace("data/tickets.jsonl", "data/nope.jsonl"), ":3: dataset 'data/nope.jsonl' does not exist"),
+        (BASE.replace("kind: classify", "kind: clasify"), ":4: task.kind: Input should be 'classify' or 'generate'"),
+        (BASE.replace(", target: label", ""), "a classify task needs `target:`"),
+        (BASE + "thresholds: {accuracy: '=> 0.6'}\n", ":7: threshold for 'accuracy' does not parse"),
+        (BASE + "thresholds:\n  acuracy: '>= 0.6'\n", ":8: unknown metric 'acuracy' in thresholds (did you mean 'accuracy'?)"),
+        (BASE + "thresholds:\n  plan: {accuracy: '>= 0.6'}\n", ":8: thresholds for 'plan', which is not a candidate (did you mean 'plain'?)"),
+        (BASE + "  plain: {template: x}\n", ":7: duplicate key 'plain' (first defined on line 6)"),
+        (BASE.replace("plain: {", "plain: {prompt: missing.j2, "), "exactly one of `prompt:`"),
+        (BASE.replace("candidates:\n  plain", "candidates:\n  'bad name'"), ":6: candidate name 'bad name' is not usable as a pytest id"),
+        (BASE.replace("kind: classify", "kind: generate, scorer: exact_mach"), ":4: unknown scorer 'exact_mach' (did you mean 'exact_match'?)"),
+    ],
+)
+def test_mistakes_name_the_file_line_and_problem(suite_dir, tiny_model, text, expected):
+    message = error_for(suite_dir, text)
+    assert "tickets.eval.yaml" in message
+    assert expected in message
+
+
+def test_unknown_key_lists_the_allowed_keys(suite_dir, tiny_model):
+    message = error_for(suite_dir, BASE.replace("dataset: {", "dataset: {limt: 3, "))
+    assert "unknown key 'limt' (did you mean 'limit'?)" in message
+    assert "fix: allowed keys here: path, limit, id_field" in message
