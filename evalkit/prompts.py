@@ -26,19 +26,30 @@ def _environment(folder: Path | None) -> SandboxedEnvironment:
 class PromptTemplate:
     """A compiled template; ``render`` turns one row's context into prompt text."""
 
-    def __init__(self, source: str, *, path: Path | None = None, label: str = "inline template") -> None:
+    def __init__(
+        self, source: str, *, path: Path | None = None, inline_at: tuple[Path, int | None] | None = None,
+        label: str = "inline template",
+    ) -> None:
+        """``path``: the template file. ``inline_at``: (suite file, line) of an inline template, whose
+        errors then point at the suite and are prefixed with ``label``."""
         self.source = source
         self.path = path
-        self.label = str(path) if path is not None else label
+        self._inline_at = inline_at
+        self._prefix = f"{label}: " if inline_at is not None else ""
         self.sha256 = hashlib.sha256(source.encode("utf-8")).hexdigest()
         env = _environment(path.parent if path is not None else None)
         try:
             self._template = env.from_string(source)
         except jinja2.TemplateSyntaxError as exc:
-            raise TemplateError(
-                f"template syntax error: {exc.message}", path=self.label, line=exc.lineno,
-                fix="check the {{ }} and {% %} tags on this line",
-            ) from None
+            raise self._error(f"template syntax error: {exc.message}", exc.lineno,
+                              "check the {{ }} and {% %} tags on this line") from None
+
+    def _error(self, message: str, template_line: int | None, fix: str | None) -> TemplateError:
+        if self._inline_at is not None:
+            suite, line = self._inline_at
+            where = f" (template line {template_line})" if template_line and "\n" in self.source.strip() else ""
+            return TemplateError(f"{self._prefix}{message}{where}", path=suite, line=line, fix=fix)
+        return TemplateError(message, path=self.path, line=template_line, fix=fix)
 
     @classmethod
     def from_file(cls, path: Path) -> "PromptTemplate":
@@ -56,25 +67,16 @@ class PromptTemplate:
             return self._template.render(context)
         except jinja2.UndefinedError as exc:
             fields = ", ".join(sorted(k for k in context if not k.startswith("_")))
-            raise TemplateError(
-                f"{exc.message} while rendering {row_label}",
-                path=self.label, line=_template_line(exc),
-                fix=f"use a field the row has ({fields}), or guard it with {{% if x is defined %}}",
-            ) from None
+            raise self._error(f"{exc.message} while rendering {row_label}", _template_line(exc),
+                              f"use a field the row has ({fields}), or guard it with {{% if x is defined %}}") from None
         except jinja2.exceptions.SecurityError as exc:
-            raise TemplateError(
-                f"template tried an unsafe operation ({exc}) while rendering {row_label}",
-                path=self.label, line=_template_line(exc),
-                fix="templates may read row fields, choices and examples only",
-            ) from None
+            raise self._error(f"template tried an unsafe operation ({exc}) while rendering {row_label}",
+                              _template_line(exc), "templates may read row fields, choices and examples only") from None
         except jinja2.TemplateError as exc:
-            raise TemplateError(f"{exc} while rendering {row_label}", path=self.label, line=_template_line(exc)) from None
+            raise self._error(f"{exc} while rendering {row_label}", _template_line(exc), None) from None
         except (TypeError, ValueError, AttributeError, KeyError, IndexError, ArithmeticError, RecursionError) as exc:
-            raise TemplateError(
-                f"{type(exc).__name__}: {exc} while rendering {row_label}",
-                path=self.label, line=_template_line(exc),
-                fix="check the operations the template applies to this row's values",
-            ) from None
+            raise self._error(f"{type(exc).__name__}: {exc} while rendering {row_label}", _template_line(exc),
+                              "check the operations the template applies to this row's values") from None
 
 
 def _template_line(exc: BaseException) -> int | None:

@@ -79,7 +79,8 @@ def prepare(spec: SuiteSpec, candidate: Candidate, dataset: Dataset, backend_for
     if candidate.prompt_path is not None:
         template = PromptTemplate.from_file(candidate.prompt_path)
     else:
-        template = PromptTemplate(candidate.template or "", label=f"{spec.path}: candidate '{candidate.name}' template")
+        template = PromptTemplate(candidate.template or "", inline_at=(spec.path, candidate.line),
+                                  label=f"template of candidate '{candidate.name}'")
     examples: list[dict[str, Any]] = []
     if candidate.fewshot_path is not None:
         cache = fewshot_cache if fewshot_cache is not None else {}
@@ -226,8 +227,8 @@ def evaluate_candidate(
         suite_path=str(spec.path),
         task=spec.task.kind,
         n=len(examples),
-        metrics={k: _rounded(v) for k, v in metrics.items()},
-        ci95={k: (_rounded(lo), _rounded(hi)) for k, (lo, hi) in ci.items()},
+        metrics={k: float(v) for k, v in metrics.items()},
+        ci95={k: (float(lo), float(hi)) for k, (lo, hi) in ci.items()},
         thresholds={m: t.text for m, t in thresholds.items()},
         failures=failures,
         wall_s=round(time.perf_counter() - started, 3),

@@ -243,7 +243,9 @@ class SuiteSpec:
 
 
 def _format_validation_error(exc: ValidationError, document: Any, path: Path) -> SuiteError:
-    error = exc.errors()[0]
+    # A misspelt key usually causes the other errors (a required key then looks missing): report it first.
+    priority = {"extra_forbidden": 0, "missing": 1}
+    error = min(exc.errors(), key=lambda e: priority.get(e["type"], 2))
     loc = tuple(error["loc"])
     # pydantic adds the union member name (e.g. 'str', 'ModelConfig') to locations: drop them.
     clean = tuple(p for p in loc if not (isinstance(p, str) and (p[:1].isupper() or p in ("str", "function-after"))))
