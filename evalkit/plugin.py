@@ -163,9 +163,11 @@ class EvalkitFixture:
     def suite(self, suite: str | Path) -> SuiteSpec:
         return self._session.spec(self._path(suite))
 
-    def run(self, suite: str | Path, candidate: str) -> CandidateResult:
-        """Evaluate ``candidate`` of ``suite`` (memoised for the session) and return its result."""
-        return self._session.run(self.suite(suite), candidate)
+    def run(self, suite: str | Path, candidate: str, *, limit: int | None = None) -> CandidateResult:
+        """Evaluate ``candidate`` of ``suite`` (memoised for the session) and return its result.
+
+        ``limit`` evaluates only the first rows of the dataset."""
+        return self._session.run(self.suite(suite), candidate, limit=limit)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:

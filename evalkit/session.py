@@ -31,6 +31,7 @@ class EvalSession:
     _backends: dict[tuple, Backend] = field(default_factory=dict)
     _datasets: dict = field(default_factory=dict)
     _specs: dict[Path, SuiteSpec] = field(default_factory=dict)
+    _limits: dict[tuple[str, str], int | None] = field(default_factory=dict)
 
     def backend_for(self, model: ModelConfig, base_dir: Path) -> Backend:
         """The shared backend for ``model`` (loaded on first use, then reused by every suite)."""
@@ -55,15 +56,21 @@ class EvalSession:
             self._specs[path] = load_suite(path)
         return self._specs[path]
 
-    def run(self, spec: SuiteSpec, candidate: str) -> CandidateResult:
-        """Evaluate (suite, candidate) once per session; later calls return the same result."""
+    def run(self, spec: SuiteSpec, candidate: str, *, limit: int | None = None) -> CandidateResult:
+        """Evaluate (suite, candidate) once per session; later calls return the same result.
+
+        ``limit`` evaluates only the first rows (as does the session-wide ``--evalkit-limit``)."""
         from evalkit.runner import evaluate_candidate
 
+        limits = [x for x in (self.limit, limit) if x is not None]
+        row_limit = min(limits) if limits else None
         key = (spec.name, candidate)
-        if key not in self.results:
+        cached = self.results.get(key)
+        if cached is None or self._limits.get(key) != row_limit:
             self.results[key] = evaluate_candidate(
-                spec, candidate, self.backend_for, limit=self.limit, dataset_cache=self._datasets,
+                spec, candidate, self.backend_for, limit=row_limit, dataset_cache=self._datasets,
             )
+            self._limits[key] = row_limit
         return self.results[key]
 
     def write_reports(self) -> Path | None:

@@ -11,6 +11,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# pytester points HOME at a temporary folder; pin the model cache so runs inside it reuse the converted model.
+os.environ.setdefault("EVALKIT_HOME", str(__import__("evalkit.models").models.cache_root()))
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -100,3 +102,11 @@ def suite_dir(tmp_path: Path, tiny_model: Path):
 
     write.root = tmp_path
     return write
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _run_records_out_of_the_repository(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """The project's own tests evaluate suites too; keep their run record out of reports/."""
+    from evalkit.plugin import SESSION_KEY
+
+    request.config.stash[SESSION_KEY].reports_dir = tmp_path_factory.mktemp("reports")

@@ -1,0 +1,129 @@
+"""Integration tests on the real default model, SmolLM2-135M-Instruct (converted once into the cache)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jinja2
+import pytest
+import torch
+
+from tests.test_suite import CONTRACT
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parent.parent
+TICKETS = REPO / "suites" / "tickets.eval.yaml"
+ORDERS = REPO / "suites" / "orders.eval.yaml"
+CHOICES = ["billing", "technical", "account", "shipping", "other"]
+
+
+@pytest.fixture(scope="module")
+def smollm():
+    """The default model and tokenizer loaded with plain transformers, independently of evalkit's backend."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from evalkit.models import resolve_model
+
+    path = resolve_model("smollm2-135m-instruct").path
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    return model, AutoTokenizer.from_pretrained(path)
+
+
+def rows(path: Path, n: int) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()[:n]]
+
+
+def render(template_path: Path, row: dict) -> str:
+    return jinja2.Template(template_path.read_text()).render(**row, choices=CHOICES, examples=[])
+
+
+def direct_predictions(smollm, prompts: list[str]) -> list[str]:
+    """For each prompt, the choice whose tokens have the highest summed log-probability after it: one
+    forward pass per prompt over its five full sequences (prompt + choice), right-padded, no cache."""
+    model, tok = smollm
+    predictions = []
+    with torch.no_grad():
+        for prompt in prompts:
+            context = tok(prompt).input_ids
+            wholes = [tok(prompt + " " + choice).input_ids for choice in CHOICES]
+            width = max(map(len, wholes))
+            batch = torch.tensor([w + [tok.pad_token_id] * (width - len(w)) for w in wholes])
+            logprobs = model(batch).logits.log_softmax(-1)  # right padding cannot change earlier positions
+            scores = [sum(float(logprobs[k, i - 1, w[i]]) for i in range(len(context), len(w)))
+                      for k, w in enumerate(wholes)]
+            predictions.append(CHOICES[max(range(len(CHOICES)), key=scores.__getitem__)])
+    return predictions
+
+
+@pytest.mark.parametrize(("candidate", "n"), [("inline", 40), ("zero_shot", 24)])
+def test_classify_accuracy_equals_a_direct_transformers_computation(evalkit, smollm, candidate, n):
+    result = evalkit.run(TICKETS, candidate=candidate, limit=n)
+    data = rows(REPO / "suites" / "data" / "tickets_test.jsonl", n)
+    if candidate == "inline":
+        prompts = [f"Ticket: {r['text']}\nCategory:" for r in data]
+    else:
+        prompts = [render(REPO / "prompts" / "tickets" / "zero_shot.j2", r) for r in data]
+    expected = direct_predictions(smollm, prompts)
+    assert [e.prompt for e in result.examples] == prompts
+    assert [e.output for e in result.examples] == expected
+    direct_accuracy = sum(p == r["label"] for p, r in zip(expected, data)) / n
+    assert result.metrics["accuracy"] == direct_accuracy
+    assert result.n == n
+
+
+def test_generate_equals_transformers_greedy_decoding(evalkit, smollm):
+    model, tok = smollm
+    n = 12
+    result = evalkit.run(ORDERS, candidate="zero_shot", limit=n)
+    data = rows(REPO / "suites" / "data" / "orders_test.jsonl", n)
+    correct = 0
+    for example, row in zip(result.examples, data):
+        prompt = render(REPO / "prompts" / "orders" / "zero_shot.j2", row)
+        ids = torch.tensor([tok(prompt).input_ids])
+        with torch.no_grad():
+            out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=24, do_sample=False,
+                                 pad_token_id=tok.pad_token_id)
+        text = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).split("\n")[0]
+        assert example.prompt == prompt
+        assert example.output == text
+        correct += text.strip().lstrip("#").casefold() == row["order_id"].casefold()
+    assert result.metrics["accuracy"] == correct / n
+
+
+def link_demo_files(root: Path) -> None:
+    (root / "suites").mkdir()
+    (root / "suites" / "data").symlink_to(REPO / "suites" / "data")
+    (root / "prompts").symlink_to(REPO / "prompts")
+
+
+def test_a_clearly_worse_prompt_fails_the_demo_threshold(pytester):
+    link_demo_files(pytester.path)
+    suite = TICKETS.read_text()
+    # The same suite with a prompt that never shows the model the ticket.
+    worse = suite.split("candidates:")[0] + (
+        "candidates:\n  no_ticket:\n    template: \"Category:\"\n"
+        "thresholds:\n  accuracy: \">= 0.50\"\n")
+    (pytester.path / "suites" / "worse.eval.yaml").write_text(worse)
+    result = pytester.runpytest("suites/worse.eval.yaml", "--evalkit-limit", "60")
+    result.assert_outcomes(failed=1)
+    accuracy = json.loads((pytester.path / "reports" / "latest" / "results.json").read_text())[
+        "suites"]["ticket-routing"]["no_ticket"]["metrics"]["accuracy"]
+    assert accuracy < 0.35  # one label for every ticket: about one in five right
+
+
+def test_the_documented_contract_runs_as_written(pytester):
+    link_demo_files(pytester.path)
+    (pytester.path / "suites" / "contract.eval.yaml").write_text(CONTRACT)
+    result = pytester.runpytest("suites/contract.eval.yaml", "--evalkit-limit", "30")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("passed", 0) + outcomes.get("failed", 0) == 3
+    record = json.loads((pytester.path / "reports" / "latest" / "results.json").read_text())
+    suite = record["suites"]["ticket-routing"]
+    assert set(suite) == {"zero_shot", "few_shot", "inline"}
+    for name, candidate in suite.items():
+        assert candidate["n"] == 30
+        limit = 0.30 if name == "zero_shot" else 0.60
+        assert candidate["passed"] == (candidate["metrics"]["accuracy"] >= limit)
+    assert outcomes.get("failed", 0) == sum(not c["passed"] for c in suite.values())
