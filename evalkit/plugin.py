@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 SESSION_KEY = pytest.StashKey["EvalSession"]()
 SUITE_NAMES_KEY = pytest.StashKey[dict]()
+WRITTEN_KEY = pytest.StashKey[Path]()
 SUITE_SUFFIX = ".eval.yaml"
 
 
@@ -184,7 +185,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     for table in suite_tables(sorted(session.results.values(), key=lambda r: (r.suite, r.candidate))):
         terminalreporter.write_line("")
         terminalreporter.write_line(table)
-    written = getattr(config, "_evalkit_written", None)
+    written = config.stash.get(WRITTEN_KEY, None)
     if written is not None:
         terminalreporter.write_line("")
         terminalreporter.write_line(f"run record: {written}/results.json, {written}/examples.jsonl")
@@ -201,7 +202,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             [_result_to_dict(r) for r in evalsession.results.values()])
         return
     try:
-        config._evalkit_written = evalsession.write_reports()
+        written = evalsession.write_reports()
+        if written is not None:
+            config.stash[WRITTEN_KEY] = written
     except EvalkitError as error:
         config.get_terminal_writer().line(f"evalkit: {error}", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -198,7 +198,8 @@ def evaluate_candidate(
     candidate = spec.candidates[candidate_name]
     started = time.perf_counter()
     cache = dataset_cache if dataset_cache is not None else {}
-    row_limit = min(x for x in (spec.dataset_limit, limit) if x is not None) if (spec.dataset_limit or limit) else None
+    limits = [x for x in (spec.dataset_limit, limit) if x is not None]
+    row_limit = min(limits) if limits else None
     key = (spec.dataset_path, row_limit)
     if key not in cache:
         cache[key] = load_dataset(spec.dataset_path, limit=row_limit, id_field=spec.id_field)

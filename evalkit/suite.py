@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -141,7 +141,12 @@ class TaskConfig(_Strict):
     choice_prefix: str = " "
     max_new_tokens: int = Field(32, ge=1, le=4096)
     stop: list[str] = Field(default_factory=lambda: ["\n"])
-    scorer: str | ScorerConfig = "exact_match"
+    scorer: ScorerConfig = ScorerConfig(name="exact_match")
+
+    @field_validator("scorer", mode="before")
+    @classmethod
+    def _scorer_shorthand(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _check_kind(self) -> "TaskConfig":
@@ -156,12 +161,10 @@ class TaskConfig(_Strict):
 
     @property
     def scorer_name(self) -> str:
-        return self.scorer if isinstance(self.scorer, str) else self.scorer.name
+        return self.scorer.name
 
     @property
     def scorer_options(self) -> dict[str, Any]:
-        if isinstance(self.scorer, str):
-            return {}
         return {k: v for k, v in self.scorer.model_dump().items() if k != "name"}
 
 
@@ -185,12 +188,17 @@ class CandidateConfig(_Strict):
 class SuiteConfig(_Strict):
     suite: str
     description: str | None = None
-    model: str | ModelConfig = DEFAULT_MODEL
+    model: ModelConfig = ModelConfig()
     dataset: DatasetConfig
     task: TaskConfig
     candidates: dict[str, CandidateConfig] = Field(min_length=1)
     thresholds: dict[str, Any] = Field(default_factory=dict)
     markers: list[str] = Field(default_factory=list)
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_shorthand(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
 
     @field_validator("suite")
     @classmethod
@@ -232,7 +240,6 @@ class SuiteSpec:
     candidates: dict[str, Candidate]
     thresholds: dict[str, dict[str, Threshold]]
     markers: tuple[str, ...]
-    line_of: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def metric_names(self) -> tuple[str, ...]:
@@ -246,9 +253,7 @@ def _format_validation_error(exc: ValidationError, document: Any, path: Path) ->
     # A misspelt key usually causes the other errors (a required key then looks missing): report it first.
     priority = {"extra_forbidden": 0, "missing": 1}
     error = min(exc.errors(), key=lambda e: priority.get(e["type"], 2))
-    loc = tuple(error["loc"])
-    # pydantic adds the union member name (e.g. 'str', 'ModelConfig') to locations: drop them.
-    clean = tuple(p for p in loc if not (isinstance(p, str) and (p[:1].isupper() or p in ("str", "function-after"))))
+    clean = tuple(error["loc"])
     where = ".".join(str(p) for p in clean) or "suite"
     line = _line_of(document, clean)
     kind = error["type"]
@@ -319,7 +324,7 @@ def load_suite(path: str | Path) -> SuiteSpec:
             )
         return resolved
 
-    model = config.model if isinstance(config.model, ModelConfig) else ModelConfig(name=config.model)
+    model = config.model
     dataset_path = existing(config.dataset.path, "dataset", "path", what="dataset")
 
     task = config.task
@@ -413,5 +418,4 @@ def load_suite(path: str | Path) -> SuiteSpec:
         candidates=candidates,
         thresholds=thresholds,
         markers=tuple(config.markers),
-        line_of={"task": line("task") or 0, "dataset": line("dataset") or 0},
     )

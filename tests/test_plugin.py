@@ -206,3 +206,13 @@ def test_plugin_import_does_not_load_torch():
             "print(sorted(m for m in ('torch', 'transformers', 'datasets', 'peft') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_xdist_workers_publish_into_one_run_record(project):
+    project.write("copy.eval.yaml", SUITE.replace("suite: tickets", "suite: tickets-copy"))
+    result = project.runpytest("-n", "2", "-p", "xdist")
+    result.assert_outcomes(passed=2, failed=2)
+    record = read_results(project)
+    assert set(record["suites"]) == {"tickets", "tickets-copy"}
+    assert record["suites"]["tickets"]["good"]["metrics"] == record["suites"]["tickets-copy"]["good"]["metrics"]
+    assert len(read_examples(project)) == 24

@@ -92,6 +92,10 @@ def test_base_suite_is_valid(suite_dir, tiny_model):
         (BASE.replace("plain: {", "plain: {prompt: missing.j2, "), "exactly one of `prompt:`"),
         (BASE.replace("candidates:\n  plain", "candidates:\n  'bad name'"), ":6: candidate name 'bad name' is not usable as a pytest id"),
         (BASE.replace("kind: classify", "kind: generate, scorer: exact_mach"), ":4: unknown scorer 'exact_mach' (did you mean 'exact_match'?)"),
+        (BASE.replace("model: TINY_MODEL", "model: {name: TINY_MODEL, dtpe: float32}"), ":2: unknown key 'dtpe' (did you mean 'dtype'?)"),
+        (BASE.replace("plain: {", "FewShot: {promt: x, "), ":6: unknown key 'promt' (did you mean 'prompt'?)"),
+        (BASE.replace("kind: classify", "kind: generate, scorer: {name: numeric, tolerence: 1}"), ":4: scorer 'numeric' has no option 'tolerence' (did you mean 'tolerance'?)"),
+        (BASE.replace("model: TINY_MODEL", "model: {name: TINY_MODEL, dtype: float64}"), ":2: model.dtype: Input should be 'float32', 'bfloat16', 'float16' or 'auto'"),
     ],
 )
 def test_mistakes_name_the_file_line_and_problem(suite_dir, tiny_model, text, expected):

@@ -65,9 +65,6 @@ class HFBackend:
             raise ModelError(f"model {self.path} has no chat template", fix="set `chat: false` for this candidate")
         return self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
 
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text).input_ids)
-
     # ------------------------------------------------------------------ classify
 
     def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
