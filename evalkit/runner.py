@@ -10,12 +10,12 @@ from typing import Any
 
 from evalkit.backends.base import Backend, ChoiceRequest, GenerateRequest
 from evalkit.data import Dataset, Row, load_dataset
-from evalkit.errors import DatasetError, EvalkitError
+from evalkit.errors import DatasetError, EvalkitError, did_you_mean
 from evalkit.prompts import PromptTemplate, select_fewshot
 from evalkit.results import CandidateResult, ExampleResult
 from evalkit.scoring import build_scorer
 from evalkit.stats import macro_f1, macro_f1_interval, mean_interval, wilson_interval
-from evalkit.suite import Candidate, ModelConfig, SuiteSpec, load_suite
+from evalkit.suite import Candidate, ModelConfig, SuiteSpec
 
 BackendFactory = Callable[[ModelConfig, Path], Backend]
 
@@ -74,7 +74,7 @@ class PreparedCandidate:
 
 
 def prepare(spec: SuiteSpec, candidate: Candidate, dataset: Dataset, backend_for_chat: Callable[[], Backend],
-            fewshot_cache: dict[Path, Dataset] | None = None) -> PreparedCandidate:
+            dataset_cache: dict[tuple[Path, int | None], Dataset] | None = None) -> PreparedCandidate:
     """Render every row's prompt; errors name the template, the row, and the fix."""
     if candidate.prompt_path is not None:
         template = PromptTemplate.from_file(candidate.prompt_path)
@@ -83,10 +83,11 @@ def prepare(spec: SuiteSpec, candidate: Candidate, dataset: Dataset, backend_for
                                   label=f"template of candidate '{candidate.name}'")
     examples: list[dict[str, Any]] = []
     if candidate.fewshot_path is not None:
-        cache = fewshot_cache if fewshot_cache is not None else {}
-        if candidate.fewshot_path not in cache:
-            cache[candidate.fewshot_path] = load_dataset(candidate.fewshot_path, id_field=spec.id_field)
-        pool = cache[candidate.fewshot_path]
+        cache = dataset_cache if dataset_cache is not None else {}
+        key = (candidate.fewshot_path, None)
+        if key not in cache:
+            cache[key] = load_dataset(candidate.fewshot_path, id_field=spec.id_field)
+        pool = cache[key]
         for row in select_fewshot(pool.rows, candidate.fewshot_k, candidate.fewshot_seed):
             examples.append({**row.fields, "gold": _gold_text(spec, pool, row)})
 
@@ -187,12 +188,10 @@ def evaluate_candidate(
     backend_factory: BackendFactory,
     *,
     limit: int | None = None,
-    dataset_cache: dict[Path, Dataset] | None = None,
+    dataset_cache: dict[tuple[Path, int | None], Dataset] | None = None,
 ) -> CandidateResult:
     """Run one candidate of a suite end to end and gate it on the suite's thresholds."""
     if candidate_name not in spec.candidates:
-        from evalkit.errors import did_you_mean
-
         raise EvalkitError(f"suite '{spec.name}' has no candidate '{candidate_name}'{did_you_mean(candidate_name, spec.candidates)}",
                            path=spec.path, fix=f"candidates are: {', '.join(spec.candidates)}")
     candidate = spec.candidates[candidate_name]
@@ -212,7 +211,7 @@ def evaluate_candidate(
             backend_holder.append(backend_factory(spec.model, spec.path.parent))
         return backend_holder[0]
 
-    prepared = prepare(spec, candidate, dataset, backend, fewshot_cache=cache)
+    prepared = prepare(spec, candidate, dataset, backend, dataset_cache=cache)
     scorer_fn = score_classify if spec.task.kind == "classify" else score_generate
     examples, metrics, ci, tokens = scorer_fn(prepared, backend())
 
@@ -240,7 +239,3 @@ def evaluate_candidate(
         template_sha256=prepared.template.sha256,
         examples=examples,
     )
-
-
-def run_suite_file(path: str | Path, candidate: str, backend_factory: BackendFactory, **kwargs: Any) -> CandidateResult:
-    return evaluate_candidate(load_suite(path), candidate, backend_factory, **kwargs)

@@ -14,7 +14,6 @@ from evalkit.errors import SuiteError, ThresholdError, did_you_mean
 from evalkit.gate import Threshold, parse_threshold
 from evalkit.scoring import available_scorers, build_scorer, scorer_needs_target
 
-SUITE_SUFFIX = ".eval.yaml"
 DEFAULT_MODEL = "smollm2-135m-instruct"
 CLASSIFY_METRICS = ("accuracy", "acc_norm", "macro_f1")
 GENERATE_METRICS = ("accuracy", "score")
