@@ -54,12 +54,23 @@ class CandidateResult:
     def accuracy(self) -> float:
         return self.metrics["accuracy"]
 
+    @property
+    def cost(self) -> dict[str, float]:
+        """What one example costs: prompt and output tokens, and wall time, averaged over the run."""
+        n = max(1, self.n)
+        return {
+            "prompt_tokens_per_example": round(self.tokens["prompt"] / n, 1),
+            "output_tokens_per_example": round(self.tokens["output"] / n, 1),
+            "ms_per_example": round(1000 * self.wall_s / n, 1),
+        }
+
     def header(self) -> dict[str, Any]:
         """Everything but the per-example rows (what results.json holds per candidate)."""
         data = asdict(self)
         data.pop("examples")
         data["ci95"] = {k: list(v) for k, v in self.ci95.items()}
         data["passed"] = self.passed
+        data["cost"] = self.cost
         return data
 
 

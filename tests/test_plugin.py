@@ -69,7 +69,9 @@ def test_thresholds_pass_and_fail_with_a_clear_message(project):
         "*tickets::bad is below its thresholds (6 examples):",
         "*accuracy 0.* (95% CI 0.*-0.*) does not meet '> 1'",
     ])
-    result.stdout.fnmatch_lines(["*evalkit results*", "tickets (classify, model *", "candidate*n*accuracy*acc_norm*macro_f1*"])
+    result.stdout.fnmatch_lines(["*evalkit results*", "tickets (classify, model *",
+                                 "candidate*n*accuracy*acc_norm*macro_f1*threshold*verdict*time*per example",
+                                 "*", "bad * 6 *accuracy > 1 *FAIL * tok in, * ms"])
     assert "Traceback" not in result.stdout.str()
 
 
@@ -82,6 +84,8 @@ def test_run_record_holds_metrics_and_rendered_examples(project, tiny_backend):
     assert good["n"] == 6 and good["passed"] is True and good["thresholds"] == {"accuracy": ">= 0"}
     assert set(good["metrics"]) == {"accuracy", "acc_norm", "macro_f1"}
     assert good["tokens"]["prompt"] > 0 and good["wall_s"] > 0
+    assert good["cost"]["prompt_tokens_per_example"] == round(good["tokens"]["prompt"] / 6, 1)
+    assert good["cost"]["ms_per_example"] == round(1000 * good["wall_s"] / 6, 1)
     assert record["suites"]["tickets"]["bad"]["passed"] is False
 
     examples = [e for e in read_examples(project) if e["candidate"] == "good"]

@@ -14,6 +14,14 @@ def _metric_cell(result: CandidateResult, metric: str) -> str:
     return f"{result.metrics[metric]:.3f} [{lo:.2f}, {hi:.2f}]"
 
 
+def _per_example(result: CandidateResult) -> str:
+    cost = result.cost
+    text = f"{cost['prompt_tokens_per_example']:.0f} tok in"
+    if result.tokens["output"]:
+        text += f", {cost['output_tokens_per_example']:.0f} out"
+    return f"{text}, {cost['ms_per_example']:.0f} ms"
+
+
 def suite_tables(results: Iterable[CandidateResult]) -> list[str]:
     by_suite: dict[str, list[CandidateResult]] = {}
     for r in results:
@@ -21,7 +29,7 @@ def suite_tables(results: Iterable[CandidateResult]) -> list[str]:
     tables = []
     for suite, rows in by_suite.items():
         metrics = list(rows[0].metrics)
-        headers = ["candidate", "n", *metrics, "threshold", "verdict", "time", "tokens in/out"]
+        headers = ["candidate", "n", *metrics, "threshold", "verdict", "time", "per example"]
         body = []
         for r in rows:
             body.append([
@@ -29,7 +37,7 @@ def suite_tables(results: Iterable[CandidateResult]) -> list[str]:
                 ", ".join(f"{m} {t}" for m, t in r.thresholds.items()) or "-",
                 "PASS" if r.passed else "FAIL",
                 f"{r.wall_s:.1f}s",
-                f"{r.tokens['prompt']}/{r.tokens['output']}",
+                _per_example(r),
             ])
         title = f"{suite} ({rows[0].task}, model {rows[0].model}; metric [95% CI])"
         tables.append(title + "\n" + tabulate(body, headers=headers, tablefmt="simple"))
