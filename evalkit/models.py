@@ -84,10 +84,11 @@ def folder_fingerprint(path: Path) -> str:
     return _folder_hashes[key]
 
 
-def resolve_model(name: str, *, base_dir: Path | None = None) -> ResolvedModel:
-    """Turn a suite's ``model:`` into a local folder; converts the embedded default on first use."""
+def resolve_model(name: str, *, base_dir: Path | None = None, notify=None) -> ResolvedModel:
+    """Turn a suite's ``model:`` into a local folder; converts the embedded default on first use
+    (``notify(message)`` is told before that one-time conversion starts)."""
     if name in ALIASES:
-        return _resolve_embedded(name, ALIASES[name])
+        return _resolve_embedded(name, ALIASES[name], notify)
     candidates = [Path(name).expanduser()]
     if base_dir is not None and not Path(name).is_absolute():
         candidates.insert(0, base_dir / name)
@@ -145,12 +146,14 @@ def embedded_gguf(model: EmbeddedModel) -> Path:
     return gguf
 
 
-def _resolve_embedded(alias: str, model: EmbeddedModel) -> ResolvedModel:
+def _resolve_embedded(alias: str, model: EmbeddedModel, notify=None) -> ResolvedModel:
     gguf = embedded_gguf(model)
     stat = gguf.stat()
     source_key = hashlib.sha256(f"{gguf.name}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
     target = cache_root() / "models" / f"{alias}-{source_key}"
     if not (target / "evalkit_model.json").is_file():
+        if notify is not None:
+            notify(f"evalkit: converting {alias} once into {target} (about a minute; later runs load it in seconds)")
         _convert_gguf(gguf, target)
     meta = json.loads((target / "evalkit_model.json").read_text())
     return ResolvedModel(name=alias, path=target, fingerprint=meta["fingerprint"], source="embedded")

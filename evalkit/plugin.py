@@ -6,6 +6,7 @@ is imported by every pytest run in the environment, so it imports nothing heavy 
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,7 +43,18 @@ def pytest_configure(config: pytest.Config) -> None:
     limit = config.getoption("evalkit_limit")
     if limit is not None and limit < 1:
         raise pytest.UsageError("--evalkit-limit must be a positive number of rows")
-    config.stash[SESSION_KEY] = EvalSession(root=config.rootpath, reports_dir=config.rootpath / reports, limit=limit)
+    def notify(message: str) -> None:
+        """Show ``message`` now, even while pytest captures the output of the running item."""
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        capture = config.pluginmanager.get_plugin("capturemanager")
+        if reporter is None:
+            return
+        with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+            reporter.write_line("")
+            reporter.write_line(message, yellow=True)
+
+    config.stash[SESSION_KEY] = EvalSession(
+        root=config.rootpath, reports_dir=config.rootpath / reports, limit=limit, notify=notify)
     config.stash[SUITE_NAMES_KEY] = {}
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistMerge(config), "evalkit-xdist")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,7 @@ class EvalSession:
     root: Path
     reports_dir: Path
     limit: int | None = None
+    notify: Callable[[str], None] | None = None  # shows a message to the user right away
     started: _dt.datetime = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc))
     results: dict[tuple[str, str], CandidateResult] = field(default_factory=dict)
     models: list[LoadedModel] = field(default_factory=list)
@@ -37,7 +39,7 @@ class EvalSession:
         """The shared backend for ``model`` (loaded on first use, then reused by every suite)."""
         from evalkit.models import resolve_model
 
-        resolved = resolve_model(model.name, base_dir=base_dir)
+        resolved = resolve_model(model.name, base_dir=base_dir, notify=self.notify)
         key = (str(resolved.path), model.dtype, model.trust_remote_code, model.batch_size)
         if key not in self._backends:
             from evalkit.backends.hf import HFBackend
