@@ -205,10 +205,14 @@ def evaluate_candidate(
     dataset = cache[key]
 
     backend_holder: list[Backend] = []
+    load_s = 0.0  # loading (or converting) the model is reported once per session, not per candidate
 
     def backend() -> Backend:
+        nonlocal load_s
         if not backend_holder:
+            load_started = time.perf_counter()
             backend_holder.append(backend_factory(spec.model, spec.path.parent))
+            load_s = time.perf_counter() - load_started
         return backend_holder[0]
 
     prepared = prepare(spec, candidate, dataset, backend, dataset_cache=cache)
@@ -231,7 +235,7 @@ def evaluate_candidate(
         ci95={k: (float(lo), float(hi)) for k, (lo, hi) in ci.items()},
         thresholds={m: t.text for m, t in thresholds.items()},
         failures=failures,
-        wall_s=round(time.perf_counter() - started, 3),
+        wall_s=round(time.perf_counter() - started - load_s, 3),
         tokens=tokens,
         model=spec.model.name,
         model_fingerprint=backend().fingerprint,
