@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -211,7 +212,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     if hasattr(config, "workerinput"):  # an xdist worker: hand results to the controller
         config.workeroutput["evalkit_results"] = json.dumps(
-            [_result_to_dict(r) for r in evalsession.results.values()])
+            [asdict(r) for r in evalsession.results.values()])
         return
     try:
         written = evalsession.write_reports()
@@ -220,12 +221,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     except EvalkitError as error:
         config.get_terminal_writer().line(f"evalkit: {error}", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
-
-
-def _result_to_dict(result: CandidateResult) -> dict:
-    from dataclasses import asdict
-
-    return asdict(result)
 
 
 def _result_from_dict(data: dict) -> CandidateResult:

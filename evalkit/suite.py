@@ -10,9 +10,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from evalkit.errors import SuiteError, ThresholdError, did_you_mean
+from evalkit.errors import ScorerError, SuiteError, ThresholdError, did_you_mean
 from evalkit.gate import Threshold, parse_threshold
-from evalkit.scoring import available_scorers, build_scorer, scorer_needs_target
+from evalkit.scoring import build_scorer, scorer_needs_target
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 CLASSIFY_METRICS = ("accuracy", "acc_norm", "macro_f1")
@@ -276,20 +276,24 @@ _SECTION_MODELS: dict[tuple, type[BaseModel]] = {
 }
 
 
-def _allowed_keys(loc: tuple) -> list[str]:
+def _section_model(loc: tuple) -> type[BaseModel] | None:
+    """The schema model that validates the mapping at ``loc``."""
     if loc in _SECTION_MODELS:
-        return list(_SECTION_MODELS[loc].model_fields)
+        return _SECTION_MODELS[loc]
     if len(loc) == 2 and loc[0] == "candidates":
-        return list(CandidateConfig.model_fields)
+        return CandidateConfig
     if len(loc) == 3 and loc[0] == "candidates" and loc[2] == "fewshot":
-        return list(FewshotConfig.model_fields)
-    return []
+        return FewshotConfig
+    return None
+
+
+def _allowed_keys(loc: tuple) -> list[str]:
+    model = _section_model(loc)
+    return list(model.model_fields) if model is not None else []
 
 
 def _describe(loc: tuple) -> str:
-    model = _SECTION_MODELS.get(loc[:-1])
-    if model is None and len(loc) >= 2 and loc[0] == "candidates":
-        model = FewshotConfig if "fewshot" in loc else CandidateConfig
+    model = _section_model(loc[:-1])
     if model is not None and loc[-1] in model.model_fields:
         return model.model_fields[loc[-1]].description or "required"
     return "required"
@@ -329,22 +333,15 @@ def load_suite(path: str | Path) -> SuiteSpec:
     task = config.task
     scorer_name = task.scorer_name
     if task.kind == "generate":
-        if scorer_name not in available_scorers():
-            raise SuiteError(
-                f"unknown scorer '{scorer_name}'{did_you_mean(scorer_name, available_scorers())}",
-                path=path, line=line("task", "scorer"),
-                fix=f"use one of: {', '.join(available_scorers())}",
-            )
+        try:  # unknown scorers and options are reported here, at collection, not mid-run
+            build_scorer(scorer_name, task.scorer_options, base_dir=base)
+        except ScorerError as exc:
+            raise SuiteError(exc.message, path=path, line=line("task", "scorer"), fix=exc.fix) from None
         if task.target is None and scorer_needs_target(scorer_name):
             raise SuiteError(
                 f"scorer '{scorer_name}' compares with a target, but the task has no `target:`",
                 path=path, line=line("task"), fix="add `target: <row field with the expected answer>`",
             )
-        try:
-            build_scorer(scorer_name, task.scorer_options, base_dir=base)
-        except Exception as exc:  # ScorerError carries the fix; re-anchor it at the suite line
-            raise SuiteError(getattr(exc, "message", str(exc)), path=path, line=line("task", "scorer"),
-                             fix=getattr(exc, "fix", None)) from None
 
     candidates: dict[str, Candidate] = {}
     for name, cand in config.candidates.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Sequence
 from pathlib import Path
@@ -135,9 +136,7 @@ class HFBackend:
             for start in range(0, len(multi), MAX_CONTINUATION_BATCH):
                 chunk = multi[start: start + MAX_CONTINUATION_BATCH]
                 cache = getattr(out, self._cache_kw)
-                if start + MAX_CONTINUATION_BATCH < len(multi):
-                    import copy
-
+                if start + MAX_CONTINUATION_BATCH < len(multi):  # later chunks need the cache intact
                     cache = copy.deepcopy(cache)
                 rows = torch.tensor([row for row, _ in chunk])
                 cache.batch_select_indices(rows)
