@@ -1,4 +1,4 @@
-"""The ``evalkit`` command: model housekeeping. Suites run under pytest (``pytest suites/``)."""
+"""The ``evalkit`` command: adapters and model housekeeping. Suites run under pytest (``pytest suites/``)."""
 
 from __future__ import annotations
 
@@ -30,6 +30,35 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from evalkit.suite import load_suite
+    from evalkit.train import ensure_adapter
+
+    spec = load_suite(args.suite)
+    if not spec.train:
+        raise EvalkitError("the suite has no `train:` section", path=spec.path,
+                           fix="add `train: {<adapter name>: {output: ..., data: ..., prompt: ...}}`")
+    names = [args.adapter] if args.adapter else list(spec.train)
+    for name in names:
+        adapter = ensure_adapter(spec, name, mode="always" if args.force else "auto", notify=print,
+                                 progress_bar=sys.stderr.isatty(), folds=args.folds)
+        r = adapter.record
+        state = "trained" if adapter.trained_now else "up to date"
+        print(f"{name}: {state} -> {adapter.path}")
+        best = r.get("best_validation_accuracy")
+        print(f"  {r['data']['train_rows']} training rows, {r['data']['validation_rows']} validation rows"
+              + (f", best validation accuracy {best:.3f} ({r['best_checkpoint']})" if best is not None else ""))
+        print(f"  {r['train_seconds']:.1f}s training, {r['tokens_per_second']:.0f} tokens/s, "
+              f"{r['trainable_parameters']:,} trainable parameters, {r['adapter_bytes'] / 1e6:.2f} MB")
+        cv = r.get("cross_validation")
+        if cv:
+            print(f"  {cv['folds']}-fold cross-validation accuracy {cv['mean']:.3f} ± {cv['stdev']:.3f}")
+        if adapter.contamination:
+            print(f"  warning: {len(adapter.contamination)} training row(s) duplicate golden test rows: "
+                  + "; ".join(str(d) for d in adapter.contamination[:5]), file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="evalkit", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -37,6 +66,13 @@ def main(argv: list[str] | None = None) -> int:
     prepare = commands.add_parser("prepare", help="resolve a model now (converts the embedded default once)")
     prepare.add_argument("model", nargs="?", default="smollm2-135m-instruct")
     prepare.set_defaults(func=_prepare)
+    train = commands.add_parser("train", help="train a suite's adapters when missing or stale")
+    train.add_argument("suite", help="suite file (*.eval.yaml) with a `train:` section")
+    train.add_argument("--adapter", help="train only this adapter (default: every adapter of the suite)")
+    train.add_argument("--force", action="store_true", help="retrain even when the adapter is up to date")
+    train.add_argument("--folds", type=int, default=None, metavar="K",
+                       help="also run K-fold cross-validation and report mean and spread of validation accuracy")
+    train.set_defaults(func=_train)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

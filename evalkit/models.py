@@ -160,7 +160,7 @@ def _resolve_embedded(alias: str, model: EmbeddedModel, notify=None) -> Resolved
 
 
 @contextlib.contextmanager
-def _file_lock(path: Path):
+def file_lock(path: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -172,7 +172,7 @@ def _file_lock(path: Path):
 
 def _convert_gguf(gguf: Path, target: Path) -> None:
     """De-quantise a GGUF file once into a safetensors folder (atomic; safe across processes)."""
-    with _file_lock(target.parent / f".{target.name}.lock"):
+    with file_lock(target.parent / f".{target.name}.lock"):
         if (target / "evalkit_model.json").is_file():
             return  # another process finished it while we waited
         from transformers import AutoModelForCausalLM, AutoTokenizer

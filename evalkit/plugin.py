@@ -25,6 +25,7 @@ SESSION_KEY = pytest.StashKey["EvalSession"]()
 SUITE_NAMES_KEY = pytest.StashKey[dict]()
 WRITTEN_KEY = pytest.StashKey[Path]()
 SUITE_SUFFIX = ".eval.yaml"
+TRAIN_MODES = ("auto", "never", "always")  # evalkit.train.TRAIN_MODES, repeated to keep this import light
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -33,7 +34,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="folder for run records (default: the evalkit_reports ini value, else <rootdir>/reports)")
     group.addoption("--evalkit-limit", dest="evalkit_limit", metavar="N", type=int, default=None,
                     help="evaluate only the first N rows of every suite (a quick smoke run)")
+    group.addoption("--evalkit-train", dest="evalkit_train", choices=TRAIN_MODES, default=None,
+                    help="adapters a suite uses: auto (default) trains a missing or stale one, never makes that an "
+                         "error (CI that must not train), always retrains")
     parser.addini("evalkit_reports", "folder for run records, relative to the rootdir", default="reports")
+    parser.addini("evalkit_train", "auto, never or always (see --evalkit-train)", default="auto")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -44,6 +49,9 @@ def pytest_configure(config: pytest.Config) -> None:
     limit = config.getoption("evalkit_limit")
     if limit is not None and limit < 1:
         raise pytest.UsageError("--evalkit-limit must be a positive number of rows")
+    train_mode = config.getoption("evalkit_train") or config.getini("evalkit_train")
+    if train_mode not in TRAIN_MODES:
+        raise pytest.UsageError(f"evalkit_train = {train_mode!r}: use one of {', '.join(TRAIN_MODES)}")
     def notify(message: str) -> None:
         """Show ``message`` now, even while pytest captures the output of the running item."""
         reporter = config.pluginmanager.get_plugin("terminalreporter")
@@ -55,7 +63,8 @@ def pytest_configure(config: pytest.Config) -> None:
             reporter.write_line(message, yellow=True)
 
     config.stash[SESSION_KEY] = EvalSession(
-        root=config.rootpath, reports_dir=config.rootpath / reports, limit=limit, notify=notify)
+        root=config.rootpath, reports_dir=config.rootpath / reports, limit=limit, notify=notify,
+        train_mode=train_mode)
     config.stash[SUITE_NAMES_KEY] = {}
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistMerge(config), "evalkit-xdist")
@@ -114,7 +123,7 @@ class CandidateItem(pytest.Item):
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style=None):
         if isinstance(excinfo.value, ThresholdFailure):
             r = excinfo.value.result
-            lines = [f"{r.suite}::{r.candidate} is below its thresholds ({r.n} examples):"]
+            lines = [f"{r.suite}::{r.candidate} failed ({r.n} examples):"]
             lines += [f"  {failure}" for failure in r.failures]
             wrong = [e for e in r.examples if not e.correct][:3]
             if wrong:
@@ -154,7 +163,21 @@ def junit_properties(result: CandidateResult) -> list[tuple[str, object]]:
         lo, hi = result.ci95[metric]
         props += [(f"evalkit.{metric}", value), (f"evalkit.{metric}.ci95", f"{lo:.4f}-{hi:.4f}")]
     props += [("evalkit.passed", result.passed), ("evalkit.wall_s", result.wall_s)]
+    props += [(f"evalkit.cost.{k}", v) for k, v in result.cost.items()]
     return props
+
+
+@pytest.fixture
+def trained_adapter(request: pytest.FixtureRequest):
+    """``trained_adapter("tickets-lora")``: the adapter, trained first if missing or stale (--evalkit-train).
+
+    Pass ``suite="suites/x.eval.yaml"`` when more than one suite could define the name."""
+    session: EvalSession = request.config.stash[SESSION_KEY]
+
+    def get(name: str, suite: str | Path | None = None):
+        return session.find_adapter(name, suite)
+
+    return get
 
 
 @pytest.fixture

@@ -45,6 +45,7 @@ class CandidateResult:
     dataset_hash: str
     template_sha256: str
     examples: list[ExampleResult] = field(repr=False, default_factory=list)
+    adapter: dict[str, Any] | None = None  # the LoRA adapter behind this candidate (see evalkit.train)
 
     @property
     def passed(self) -> bool:
@@ -58,11 +59,16 @@ class CandidateResult:
     def cost(self) -> dict[str, float]:
         """What one example costs: prompt and output tokens, and wall time, averaged over the run."""
         n = max(1, self.n)
-        return {
+        cost: dict[str, float] = {
             "prompt_tokens_per_example": round(self.tokens["prompt"] / n, 1),
             "output_tokens_per_example": round(self.tokens["output"] / n, 1),
             "ms_per_example": round(1000 * self.wall_s / n, 1),
         }
+        if self.adapter is not None:
+            cost["train_s"] = self.adapter["train_s"]
+            cost["trainable_parameters"] = self.adapter["trainable_parameters"]
+            cost["adapter_bytes"] = self.adapter["adapter_bytes"]
+        return cost
 
     def header(self) -> dict[str, Any]:
         """Everything but the per-example rows (what results.json holds per candidate)."""

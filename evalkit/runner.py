@@ -10,7 +10,7 @@ from typing import Any
 
 from evalkit.backends.base import Backend, ChoiceRequest, GenerateRequest
 from evalkit.data import Dataset, Row, load_dataset
-from evalkit.errors import DatasetError, EvalkitError, did_you_mean
+from evalkit.errors import DatasetError, EvalkitError, TrainingError, did_you_mean
 from evalkit.prompts import PromptTemplate, select_fewshot
 from evalkit.results import CandidateResult, ExampleResult
 from evalkit.scoring import build_scorer
@@ -18,6 +18,7 @@ from evalkit.stats import macro_f1, macro_f1_interval, mean_interval, wilson_int
 from evalkit.suite import Candidate, ModelConfig, SuiteSpec
 
 BackendFactory = Callable[[ModelConfig, Path], Backend]
+AdapterProvider = Callable[[SuiteSpec, str], Any]  # (suite, adapter name) -> evalkit.train.TrainedAdapter
 
 
 def _row_label(dataset: Dataset, row: Row) -> str:
@@ -189,12 +190,23 @@ def evaluate_candidate(
     *,
     limit: int | None = None,
     dataset_cache: dict[tuple[Path, int | None], Dataset] | None = None,
+    adapter_provider: AdapterProvider | None = None,
 ) -> CandidateResult:
-    """Run one candidate of a suite end to end and gate it on the suite's thresholds."""
+    """Run one candidate of a suite end to end and gate it on the suite's thresholds.
+
+    A candidate with an adapter gets it from ``adapter_provider`` (which trains it when needed) and
+    runs on the shared base model with the adapter attached."""
     if candidate_name not in spec.candidates:
         raise EvalkitError(f"suite '{spec.name}' has no candidate '{candidate_name}'{did_you_mean(candidate_name, spec.candidates)}",
                            path=spec.path, fix=f"candidates are: {', '.join(spec.candidates)}")
     candidate = spec.candidates[candidate_name]
+    adapter = None
+    if candidate.adapter is not None:
+        if adapter_provider is None:
+            from evalkit.train import ensure_adapter
+
+            adapter_provider = lambda s, name: ensure_adapter(s, name)  # noqa: E731
+        adapter = adapter_provider(spec, candidate.adapter)  # training time is reported as its own cost
     started = time.perf_counter()
     cache = dataset_cache if dataset_cache is not None else {}
     limits = [x for x in (spec.dataset_limit, limit) if x is not None]
@@ -211,7 +223,8 @@ def evaluate_candidate(
         nonlocal load_s
         if not backend_holder:
             load_started = time.perf_counter()
-            backend_holder.append(backend_factory(spec.model, spec.path.parent))
+            base = backend_factory(spec.model, spec.path.parent)
+            backend_holder.append(base if adapter is None else _attach(spec, base, adapter))
             load_s = time.perf_counter() - load_started
         return backend_holder[0]
 
@@ -225,6 +238,13 @@ def evaluate_candidate(
         for metric, t in thresholds.items()
         if not t.check(metrics[metric])
     ]
+    if adapter is not None and adapter.contamination and not adapter.allow_contamination:
+        shown = "; ".join(str(d) for d in adapter.contamination[:5])
+        more = f" and {len(adapter.contamination) - 5} more" if len(adapter.contamination) > 5 else ""
+        failures.append(
+            f"adapter '{adapter.name}' was trained on {len(adapter.contamination)} row(s) that duplicate golden test rows "
+            f"({shown}{more}): remove them from the training data, or set `allow_contamination: true` in its `train:` entry"
+        )
     return CandidateResult(
         suite=spec.name,
         candidate=candidate_name,
@@ -242,4 +262,18 @@ def evaluate_candidate(
         dataset_hash=dataset.content_hash,
         template_sha256=prepared.template.sha256,
         examples=examples,
+        adapter=adapter.summary() if adapter is not None else None,
     )
+
+
+def _attach(spec: SuiteSpec, base: Backend, adapter: Any) -> Backend:
+    """``base`` seen through ``adapter``; refuses an adapter trained for another base model."""
+    trained_for = adapter.record.get("base_model_fingerprint")
+    actual = getattr(base, "base_fingerprint", None)
+    if actual is not None and trained_for != actual:
+        raise TrainingError(
+            f"adapter '{adapter.name}' ({adapter.path}) was trained for base model {str(trained_for)[:12]}, "
+            f"but suite '{spec.name}' evaluates {spec.model.name} ({actual[:12]})",
+            path=spec.path, fix=f"retrain it: evalkit train {spec.path.name} --adapter {adapter.name}",
+        )
+    return base.with_adapter(adapter.key, adapter.path)

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from evalkit.backends.base import Backend
 from evalkit.errors import EvalkitError
@@ -34,6 +35,8 @@ class EvalSession:
     _datasets: dict = field(default_factory=dict)
     _specs: dict[Path, SuiteSpec] = field(default_factory=dict)
     _limits: dict[tuple[str, str], int | None] = field(default_factory=dict)
+    train_mode: str = "auto"  # auto: train missing or stale adapters; never: that is an error; always: retrain
+    _adapters: dict[tuple[Path, str], Any] = field(default_factory=dict)
 
     def backend_for(self, model: ModelConfig, base_dir: Path) -> Backend:
         """The shared backend for ``model`` (loaded on first use, then reused by every suite)."""
@@ -51,6 +54,35 @@ class EvalSession:
             )
             self.models.append(LoadedModel(model.name, self._backends[key].fingerprint, time.perf_counter() - started))
         return self._backends[key]
+
+    def adapter(self, spec: SuiteSpec, name: str):
+        """Adapter ``name`` of ``spec``, trained at most once per session (per ``train_mode``)."""
+        key = (spec.path, name)
+        if key not in self._adapters:
+            from evalkit.train import ensure_adapter
+
+            self._adapters[key] = ensure_adapter(spec, name, mode=self.train_mode, notify=self.notify)
+        return self._adapters[key]
+
+    def find_adapter(self, name: str, suite: str | Path | None = None):
+        """The adapter ``name`` from the given suite file, or from the one suite seen this session that defines it."""
+        if suite is not None:
+            spec = self.spec(Path(suite) if Path(suite).is_absolute() else self.root / suite)
+            return self.adapter(spec, name)
+        owners = [spec for spec in self._specs.values() if name in spec.train]
+        if not owners:
+            for path in sorted(self.root.glob("suites/**/*.eval.yaml")):
+                try:
+                    spec = self.spec(path)
+                except EvalkitError:
+                    continue
+                if name in spec.train:
+                    owners.append(spec)
+        if len(owners) != 1:
+            where = ", ".join(str(o.path) for o in owners) if owners else "no suite"
+            raise EvalkitError(f"adapter '{name}' is defined by {where}",
+                               fix="name the suite: trained_adapter(name, suite='suites/<file>.eval.yaml')")
+        return self.adapter(owners[0], name)
 
     def spec(self, path: Path) -> SuiteSpec:
         path = path.resolve()
@@ -71,6 +103,7 @@ class EvalSession:
         if cached is None or self._limits.get(key) != row_limit:
             self.results[key] = evaluate_candidate(
                 spec, candidate, self.backend_for, limit=row_limit, dataset_cache=self._datasets,
+                adapter_provider=self.adapter,
             )
             self._limits[key] = row_limit
         return self.results[key]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -167,12 +167,67 @@ class TaskConfig(_Strict):
         return {k: v for k, v in self.scorer.model_dump().items() if k != "name"}
 
 
+class LoraSettings(_Strict):
+    """The LoRA adapter's shape (peft ``LoraConfig``)."""
+
+    r: int = Field(8, ge=1, le=1024, description="rank of the update matrices")
+    alpha: float = Field(16, gt=0, description="scaling numerator: updates are scaled by alpha / r")
+    dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the adapter's input")
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"], min_length=1,
+                                      description="names of the linear layers that get an adapter")
+
+
+class ValidationSettings(_Strict):
+    """Held-out training rows: early stopping, best checkpoint, optional k-fold cross-validation."""
+
+    fraction: float = Field(0.1, ge=0, lt=1, description="share of training rows held out for validation")
+    early_stopping_patience: int | None = Field(None, ge=1, description="epochs without improvement before stopping")
+    folds: int | None = Field(None, ge=2, le=20, description="also run k-fold cross-validation and report its spread")
+
+
+class TrainConfig(_Strict):
+    """How the bundled trainer produces one adapter (`train: <name>:` in a suite)."""
+
+    output: str = Field(description="adapter folder, relative to the suite")
+    data: str = Field(description="training rows with the same fields as the test set, relative to the suite")
+    prompt: str | None = Field(None, description="Jinja2 template file, relative to the suite")
+    template: str | None = Field(None, description="inline Jinja2 template")
+    chat: bool = Field(False, description="render the text as the user turn of the model's chat template")
+    system: str | None = Field(None, description="system message when chat is true")
+    epochs: float = Field(3, gt=0, le=1000, description="passes over the training rows")
+    learning_rate: float = Field(2e-4, gt=0, lt=1, description="peak learning rate (AdamW)")
+    batch_size: int = Field(8, ge=1, le=4096, description="rows per optimiser step and device")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="batches accumulated per optimiser step")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="share of steps with a linear warm-up")
+    weight_decay: float = Field(0.0, ge=0, lt=1, description="AdamW weight decay")
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    max_length: int = Field(1024, ge=8, description="longest prompt + completion in tokens; longer rows are an error")
+    precision: Literal["float32", "bfloat16"] = Field("float32", description="bfloat16: autocast mixed precision")
+    lora: LoraSettings = LoraSettings()
+    validation: ValidationSettings = ValidationSettings()
+    seed: int = Field(0, description="seeds the split, the adapter's initial weights and the data order")
+    allow_contamination: bool = Field(False, description="allow training rows that duplicate golden test rows")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "TrainConfig":
+        if (self.prompt is None) == (self.template is None):
+            raise ValueError("a training set needs exactly one of `prompt:` (a file) or `template:` (inline text)")
+        if self.system is not None and not self.chat:
+            raise ValueError("`system:` applies only with `chat: true`")
+        return self
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """Everything that shapes the adapter's weights (not where it is written, nor the contamination gate)."""
+        return self.model_dump(exclude={"output", "data", "prompt", "template", "allow_contamination"})
+
+
 class CandidateConfig(_Strict):
     prompt: str | None = Field(None, description="Jinja2 template file, relative to the suite")
     template: str | None = Field(None, description="inline Jinja2 template")
     chat: bool = Field(False, description="render the text as the user turn of the model's chat template")
     system: str | None = Field(None, description="system message when chat is true")
     fewshot: FewshotConfig | None = None
+    adapter: str | None = Field(None, description="name of an adapter in the suite's `train:` section")
     markers: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -191,6 +246,7 @@ class SuiteConfig(_Strict):
     dataset: DatasetConfig
     task: TaskConfig
     candidates: dict[str, CandidateConfig] = Field(min_length=1)
+    train: dict[str, TrainConfig] = Field(default_factory=dict)
     thresholds: dict[str, Any] = Field(default_factory=dict)
     markers: list[str] = Field(default_factory=list)
 
@@ -222,6 +278,27 @@ class Candidate:
     fewshot_seed: int
     markers: tuple[str, ...]
     line: int | None
+    adapter: str | None = None
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """One `train:` entry with its paths resolved."""
+
+    name: str
+    output: Path
+    data_path: Path
+    prompt_path: Path | None
+    template: str | None
+    config: TrainConfig
+    line: int | None
+
+    def as_candidate(self) -> Candidate:
+        """The training prompt as a candidate, so rows render exactly as a candidate renders them."""
+        return Candidate(
+            name=self.name, prompt_path=self.prompt_path, template=self.template, chat=self.config.chat,
+            system=self.config.system, fewshot_path=None, fewshot_k=0, fewshot_seed=0, markers=(), line=self.line,
+        )
 
 
 @dataclass(frozen=True)
@@ -239,6 +316,7 @@ class SuiteSpec:
     candidates: dict[str, Candidate]
     thresholds: dict[str, dict[str, Threshold]]
     markers: tuple[str, ...]
+    train: dict[str, TrainSpec] = field(default_factory=dict)
 
     @property
     def metric_names(self) -> tuple[str, ...]:
@@ -284,6 +362,12 @@ def _section_model(loc: tuple) -> type[BaseModel] | None:
         return CandidateConfig
     if len(loc) == 3 and loc[0] == "candidates" and loc[2] == "fewshot":
         return FewshotConfig
+    if len(loc) == 2 and loc[0] == "train":
+        return TrainConfig
+    if len(loc) == 3 and loc[0] == "train" and loc[2] == "lora":
+        return LoraSettings
+    if len(loc) == 3 and loc[0] == "train" and loc[2] == "validation":
+        return ValidationSettings
     return None
 
 
@@ -343,6 +427,29 @@ def load_suite(path: str | Path) -> SuiteSpec:
                 path=path, line=line("task"), fix="add `target: <row field with the expected answer>`",
             )
 
+    train: dict[str, TrainSpec] = {}
+    for name, tc in config.train.items():
+        if not _NAME.match(str(name)):
+            raise SuiteError(
+                f"adapter name '{name}' is not a usable name", path=path, line=line("train", name),
+                fix="use letters, digits, '_', '-' and '.', starting with a letter or digit",
+            )
+        train[name] = TrainSpec(
+            name=name,
+            output=(base / tc.output).resolve(),
+            data_path=existing(tc.data, "train", name, "data", what="training data"),
+            prompt_path=existing(tc.prompt, "train", name, "prompt", what="prompt template") if tc.prompt else None,
+            template=tc.template,
+            config=tc,
+            line=line("train", name),
+        )
+    outputs: dict[Path, str] = {}
+    for name, ts in train.items():
+        if ts.output in outputs:
+            raise SuiteError(f"adapters '{outputs[ts.output]}' and '{name}' are both written to {ts.output}",
+                             path=path, line=line("train", name, "output"), fix="give every adapter its own `output:` folder")
+        outputs[ts.output] = name
+
     candidates: dict[str, Candidate] = {}
     for name, cand in config.candidates.items():
         if not _NAME.match(str(name)):
@@ -366,7 +473,14 @@ def load_suite(path: str | Path) -> SuiteSpec:
             fewshot_seed=cand.fewshot.seed if cand.fewshot else 0,
             markers=tuple(config.markers) + tuple(cand.markers),
             line=line("candidates", name),
+            adapter=cand.adapter,
         )
+        if cand.adapter is not None and cand.adapter not in train:
+            known = f"adapters in `train:` are: {', '.join(train)}" if train else "add a `train:` section that defines it"
+            raise SuiteError(
+                f"candidate '{name}' uses adapter '{cand.adapter}', which the suite does not define{did_you_mean(cand.adapter, train)}",
+                path=path, line=line("candidates", name, "adapter"), fix=known,
+            )
 
     metric_names = CLASSIFY_METRICS if task.kind == "classify" else GENERATE_METRICS
     shared: dict[str, Threshold] = {}
@@ -414,4 +528,5 @@ def load_suite(path: str | Path) -> SuiteSpec:
         candidates=candidates,
         thresholds=thresholds,
         markers=tuple(config.markers),
+        train=train,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 from collections.abc import Sequence
@@ -14,6 +15,18 @@ DEFAULT_GENERATE_BATCH = 32
 TOKEN_BUDGET = 4096  # padded tokens per forward pass when the batch size is automatic
 MAX_AUTO_BATCH = 32
 MAX_CONTINUATION_BATCH = 64
+
+
+def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """Split like lm-evaluation-harness: trailing spaces of the context move to the continuation,
+    and the continuation is what encoding the whole adds after the context's tokens."""
+    spaces = len(context) - len(context.rstrip(" "))
+    if spaces:
+        continuation = context[-spaces:] + continuation
+        context = context[:-spaces]
+    whole = tokenizer(context + continuation).input_ids
+    context_ids = tokenizer(context).input_ids
+    return context_ids, whole[len(context_ids):]
 
 
 class HFBackend:
@@ -46,18 +59,72 @@ class HFBackend:
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load model from {path}: {exc}",
                              fix="check that the folder holds a complete causal LM saved by save_pretrained") from None
+        self.base_fingerprint = fingerprint
+        self._setup()
+
+    @classmethod
+    def from_model(cls, model, tokenizer, *, fingerprint: str, batch_size: int | None = None) -> "HFBackend":
+        """A backend around an already loaded model (for example one being trained)."""
+        backend = cls.__new__(cls)
+        backend.path = Path(getattr(model, "name_or_path", "") or "<in memory>")
+        backend.dtype_name = str(next(model.parameters()).dtype).removeprefix("torch.")
+        backend.fingerprint = backend.base_fingerprint = fingerprint
+        backend.batch_size = batch_size
+        backend.tokenizer = tokenizer
+        backend.model = model
+        backend._setup()
+        return backend
+
+    def _setup(self) -> None:
+        import torch
+
+        self._adapters: dict[str, Path] = {}
+        self._active: str | None = None
         self.model.eval()
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._torch = torch
-        eos = self.model.generation_config.eos_token_id
+        inner = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        generation_config = getattr(inner, "generation_config", None)
+        eos = generation_config.eos_token_id if generation_config is not None else None
         eos_ids = eos if isinstance(eos, list) else [eos]
         # transformers renamed `past_key_values` to `cache` (argument and output field) in 5.2x.
-        forward_params = inspect.signature(self.model.forward).parameters
+        forward_params = inspect.signature(inner.forward).parameters
         self._cache_kw = "cache" if "cache" in forward_params else "past_key_values"
         self._start_id = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.tokenizer.eos_token_id
         self._eos_ids = sorted({t for t in [*eos_ids, self.tokenizer.eos_token_id] if t is not None})
         self._end_ids = {*self._eos_ids, self.tokenizer.pad_token_id}
+
+    # ------------------------------------------------------------------ adapters
+
+    def with_adapter(self, key: str, path: Path) -> "AdapterView":
+        """This model with the LoRA adapter in ``path`` attached as ``key`` (loaded once, base weights shared)."""
+        if key not in self._adapters:
+            from peft import PeftModel
+
+            try:
+                if isinstance(self.model, PeftModel):
+                    self.model.load_adapter(str(path), adapter_name=key)
+                else:
+                    self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=key)
+            except (OSError, ValueError, RuntimeError, KeyError) as exc:
+                raise ModelError(f"cannot attach adapter {path} to model {self.path}: {exc}",
+                                 fix="retrain the adapter for this base model (evalkit train SUITE --adapter NAME)") from None
+            self.model.eval()
+            self._adapters[key] = Path(path)
+        return AdapterView(self, key)
+
+    @contextlib.contextmanager
+    def _using(self, adapter: str | None):
+        """Run with ``adapter`` active, or with every attached adapter disabled for the base model."""
+        if not self._adapters:
+            yield
+        elif adapter is None:
+            with self.model.disable_adapter():
+                yield
+        else:
+            self.model.set_adapter(adapter)
+            yield
 
     # ------------------------------------------------------------------ prompts
 
@@ -69,15 +136,7 @@ class HFBackend:
     # ------------------------------------------------------------------ classify
 
     def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-        """Split like lm-evaluation-harness: trailing spaces of the context move to the continuation,
-        and the continuation is what encoding the whole adds after the context's tokens."""
-        spaces = len(context) - len(context.rstrip(" "))
-        if spaces:
-            continuation = context[-spaces:] + continuation
-            context = context[:-spaces]
-        whole = self.tokenizer(context + continuation).input_ids
-        context_ids = self.tokenizer(context).input_ids
-        return context_ids, whole[len(context_ids):]
+        return encode_pair(self.tokenizer, context, continuation)
 
     def _batches(self, order: list[int], lengths: list[int], default: int = MAX_AUTO_BATCH) -> list[list[int]]:
         """Consecutive slices of ``order`` (longest first) holding about TOKEN_BUDGET padded tokens each."""
@@ -93,8 +152,12 @@ class HFBackend:
             batches.append(current)
         return batches
 
-    def score_choices(self, requests: Sequence[ChoiceRequest]) -> list[ChoiceResult]:
+    def score_choices(self, requests: Sequence[ChoiceRequest], *, adapter: str | None = None) -> list[ChoiceResult]:
         """Log-likelihood of every continuation; each context runs once, continuations reuse its cache."""
+        with self._using(adapter):
+            return self._score_choices(requests)
+
+    def _score_choices(self, requests: Sequence[ChoiceRequest]) -> list[ChoiceResult]:
         encoded = []
         for r in requests:
             pairs = [self._encode_pair(r.context, c) for c in r.continuations]
@@ -168,8 +231,12 @@ class HFBackend:
 
     # ------------------------------------------------------------------ generate
 
-    def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
+    def generate(self, requests: Sequence[GenerateRequest], *, adapter: str | None = None) -> list[GenerateResult]:
         """Greedy decoding in length-sorted batches; a row leaves its batch once it stops."""
+        with self._using(adapter):
+            return self._generate(requests)
+
+    def _generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
         encoded = [self.tokenizer(r.prompt).input_ids or [self._start_id] for r in requests]
         results: list[GenerateResult | None] = [None] * len(requests)
         groups: dict[tuple, list[int]] = {}
@@ -225,3 +292,22 @@ class HFBackend:
                 cache = getattr(out, self._cache_kw)
                 next_pos = next_pos + 1
         return [(cut_at_stop(text, stop), len(ids)) for text, ids in zip(texts, generated)]
+
+
+class AdapterView:
+    """The shared base model seen through one attached LoRA adapter (the Backend protocol)."""
+
+    def __init__(self, base: HFBackend, key: str) -> None:
+        self.base = base
+        self.key = key
+        self.fingerprint = f"{base.fingerprint}+{key}"
+        self.tokenizer = base.tokenizer
+
+    def apply_chat_template(self, messages: Sequence[dict[str, str]]) -> str:
+        return self.base.apply_chat_template(messages)
+
+    def score_choices(self, requests: Sequence[ChoiceRequest]) -> list[ChoiceResult]:
+        return self.base.score_choices(requests, adapter=self.key)
+
+    def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
+        return self.base.generate(requests, adapter=self.key)

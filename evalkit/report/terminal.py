@@ -14,12 +14,28 @@ def _metric_cell(result: CandidateResult, metric: str) -> str:
     return f"{result.metrics[metric]:.3f} [{lo:.2f}, {hi:.2f}]"
 
 
-def _per_example(result: CandidateResult) -> str:
+def _tokens(result: CandidateResult) -> str:
     cost = result.cost
-    text = f"{cost['prompt_tokens_per_example']:.0f} tok in"
+    text = f"{cost['prompt_tokens_per_example']:.0f}"
     if result.tokens["output"]:
-        text += f", {cost['output_tokens_per_example']:.0f} out"
-    return f"{text}, {cost['ms_per_example']:.0f} ms"
+        text += f" + {cost['output_tokens_per_example']:.0f} out"
+    return text
+
+
+def _size(n_bytes: float) -> str:
+    return f"{n_bytes / 1e6:.1f} MB" if n_bytes >= 1e5 else f"{n_bytes / 1e3:.0f} kB"
+
+
+def _params(n: float) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n / 1e3:.1f}k"
+
+
+def _training(result: CandidateResult) -> str:
+    """Training cost of an adapter candidate: time, trainable parameters, adapter size."""
+    cost = result.cost
+    if "train_s" not in cost:
+        return "-"
+    return f"{cost['train_s']:.0f}s, {_params(cost['trainable_parameters'])} params, {_size(cost['adapter_bytes'])}"
 
 
 def suite_tables(results: Iterable[CandidateResult]) -> list[str]:
@@ -29,7 +45,7 @@ def suite_tables(results: Iterable[CandidateResult]) -> list[str]:
     tables = []
     for suite, rows in by_suite.items():
         metrics = list(rows[0].metrics)
-        headers = ["candidate", "n", *metrics, "threshold", "verdict", "time", "per example"]
+        headers = ["candidate", "n", *metrics, "threshold", "verdict", "time", "tok/ex", "ms/ex", "training"]
         body = []
         for r in rows:
             body.append([
@@ -37,8 +53,11 @@ def suite_tables(results: Iterable[CandidateResult]) -> list[str]:
                 ", ".join(f"{m} {t}" for m, t in r.thresholds.items()) or "-",
                 "PASS" if r.passed else "FAIL",
                 f"{r.wall_s:.1f}s",
-                _per_example(r),
+                _tokens(r),
+                f"{r.cost['ms_per_example']:.0f}",
+                _training(r),
             ])
-        title = f"{suite} ({rows[0].task}, model {rows[0].model}; metric [95% CI])"
+        title = (f"{suite} ({rows[0].task}, model {rows[0].model}; metric [95% CI]; tok/ex: prompt tokens per example;"
+                 " training: adapter training time, trainable parameters, size)")
         tables.append(title + "\n" + tabulate(body, headers=headers, tablefmt="simple"))
     return tables

@@ -1,0 +1,289 @@
+"""Adapters on disk: is one missing or stale, train it (atomically, resumable), and describe it.
+
+An adapter folder is complete when it holds ``training.json``: the trainer writes everything into a
+hidden sibling folder and renames it into place as the last step, so an interrupted run never leaves
+a folder that loads as complete. Checkpoints stay in ``.<name>.partial/`` (tagged with the content
+hash) until the adapter is published, so a rerun with the same inputs resumes from the last one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from evalkit.data import Dataset, load_dataset
+from evalkit.errors import TrainingError
+from evalkit.models import file_lock, resolve_model
+from evalkit.suite import SuiteSpec, load_suite
+from evalkit.train.examples import (
+    Duplicate,
+    TrainingSet,
+    build_training_set,
+    content_hash,
+    find_contamination,
+    kfold_rows,
+    split_rows,
+)
+
+RECORD = "training.json"
+WEIGHTS = "adapter_model.safetensors"
+TrainMode = Literal["auto", "never", "always"]
+TRAIN_MODES = ("auto", "never", "always")
+
+
+@dataclass(frozen=True)
+class TrainedAdapter:
+    """An adapter ready to evaluate: where it is, what produced it, and whether it was trained just now."""
+
+    name: str
+    path: Path
+    record: dict[str, Any]
+    trained_now: bool
+    contamination: tuple[Duplicate, ...] = ()
+    allow_contamination: bool = False
+
+    @property
+    def content_hash(self) -> str:
+        return self.record["content_hash"]
+
+    @property
+    def key(self) -> str:
+        """Unique per adapter version: a retrained adapter never reuses a stale attached copy."""
+        return f"{self.name}@{self.content_hash[:12]}"
+
+    def cost(self) -> dict[str, Any]:
+        return {
+            "train_s": self.record["train_seconds"],
+            "trainable_parameters": self.record["trainable_parameters"],
+            "adapter_bytes": self.record["adapter_bytes"],
+        }
+
+    def summary(self) -> dict[str, Any]:
+        """What results.json says about the adapter behind a candidate."""
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "content_hash": self.content_hash,
+            "base_model_fingerprint": self.record["base_model_fingerprint"],
+            "trained_now": self.trained_now,
+            "best_validation_accuracy": self.record.get("best_validation_accuracy"),
+            **self.cost(),
+            "contamination": [str(d) for d in self.contamination],
+        }
+
+
+def read_record(folder: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((folder / RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def stale_reason(record: dict[str, Any] | None, folder: Path, expected: dict[str, Any]) -> str | None:
+    """Why the adapter in ``folder`` cannot be used as is, or None when it is up to date."""
+    if not folder.exists():
+        return "it has not been trained yet"
+    if record is None:
+        return f"{folder} holds no complete adapter ({RECORD} is missing)"
+    weights = folder / WEIGHTS
+    if not weights.is_file() or _sha256_file(weights) != record.get("adapter_sha256"):
+        return f"its weights file {weights.name} is missing or does not match {RECORD}"
+    if record.get("content_hash") == expected["content_hash"]:
+        return None
+    if record.get("base_model_fingerprint") != expected["base_model_fingerprint"]:
+        return (f"it was trained for another base model (fingerprint {str(record.get('base_model_fingerprint'))[:12]}, "
+                f"the suite's model is {expected['base_model_fingerprint'][:12]})")
+    if record.get("examples_sha256") != expected["examples_sha256"]:
+        return "its training rows, prompt template or completions changed"
+    old, new = record.get("hyperparameters", {}), expected["hyperparameters"]
+    changed = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    if changed:
+        return "hyperparameters changed: " + "; ".join(changed)
+    return "it was trained by an incompatible evalkit version"
+
+
+def _publish(tmp: Path, output: Path) -> None:
+    """Replace ``output`` with ``tmp`` by renames; a crash in between leaves no complete adapter."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    old = None
+    if output.exists():
+        old = output.parent / f".{output.name}.old-{os.getpid()}"
+        os.replace(output, old)
+    os.replace(tmp, output)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _expected(training: TrainingSet, base_fingerprint: str) -> dict[str, Any]:
+    return {
+        "content_hash": content_hash(training, base_fingerprint),
+        "base_model_fingerprint": base_fingerprint,
+        "examples_sha256": training.examples_sha256(),
+        "hyperparameters": training.train.config.hyperparameters(),
+    }
+
+
+def _cross_validate(training: TrainingSet, model_path: Path, folds: int, work: Path, notify, progress_bar) -> dict[str, Any]:
+    from evalkit.train.trainer import fit
+
+    config = training.train.config
+    accuracies = []
+    for fold, (train_idx, val_idx) in enumerate(kfold_rows(len(training), folds, config.seed)):
+        result = fit(training, model_path, train_idx, val_idx, work / f"fold-{fold}", resume=False,
+                     notify=notify, progress_bar=progress_bar, label=f"{training.train.name} fold {fold + 1}/{folds}")
+        accuracies.append(result.best_validation_accuracy)
+        shutil.rmtree(work / f"fold-{fold}", ignore_errors=True)
+    return {
+        "folds": folds,
+        "accuracy": accuracies,
+        "mean": round(statistics.fmean(accuracies), 4),
+        "stdev": round(statistics.stdev(accuracies), 4) if folds > 1 else 0.0,
+    }
+
+
+def _train(training: TrainingSet, resolved, expected: dict[str, Any], *, folds: int | None, notify, progress_bar,
+           callbacks: Sequence[Any]) -> dict[str, Any]:
+    from evalkit.train.trainer import fit
+
+    train_spec = training.train
+    config = train_spec.config
+    output = train_spec.output
+    partial = output.parent / f".{output.name}.partial"
+    marker = partial / "partial.json"
+    try:
+        resumable = json.loads(marker.read_text())["content_hash"] == expected["content_hash"]
+    except (OSError, ValueError, KeyError):
+        resumable = False
+    if not resumable:
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        marker.write_text(json.dumps({"content_hash": expected["content_hash"]}))
+
+    started = time.perf_counter()
+    cross_validation = None
+    folds = folds or config.validation.folds
+    if folds:
+        cross_validation = _cross_validate(training, resolved.path, folds, partial / "folds", notify, progress_bar)
+    train_idx, val_idx = split_rows(len(training), config.validation.fraction, config.seed)
+    result = fit(training, resolved.path, train_idx, val_idx, partial / "checkpoints", resume=True,
+                 notify=notify, progress_bar=progress_bar, callbacks=callbacks)
+
+    if not result.is_main_process:  # other ranks of a distributed run: rank 0 writes the adapter
+        return {}
+    staged = partial / "adapter"
+    shutil.rmtree(staged, ignore_errors=True)
+    result.model.save_pretrained(str(staged), safe_serialization=True)
+    adapter_config = staged / "adapter_config.json"
+    peft_config = json.loads(adapter_config.read_text())
+    peft_config["base_model_name_or_path"] = training.spec.model.name  # portable: not this machine's cache path
+    adapter_config.write_text(json.dumps(peft_config, indent=2) + "\n")
+    (staged / "README.md").unlink(missing_ok=True)
+    weights = staged / WEIGHTS
+    record = {
+        "adapter": train_spec.name,
+        **expected,
+        "suite": training.spec.name,
+        "base_model": training.spec.model.name,
+        "task": training.spec.task.kind,
+        "data": {"path": train_spec.config.data, "sha256": training.dataset.content_hash, "rows": len(training),
+                 "train_rows": len(train_idx), "validation_rows": len(val_idx)},
+        "template_sha256": training.prepared.template.sha256,
+        "config": config.model_dump(),
+        "loss_curve": result.loss_curve,
+        "validation": result.validation,
+        "best_validation_accuracy": result.best_validation_accuracy,
+        "best_checkpoint": result.best_checkpoint,
+        "cross_validation": cross_validation,
+        "global_steps": result.global_step,
+        "epochs_run": result.epochs_run,
+        "stopped_early": result.stopped_early,
+        "resumed_from": result.resumed_from,
+        "wall_seconds": round(time.perf_counter() - started, 3),
+        "train_seconds": result.train_seconds,
+        "tokens_per_second": result.tokens_per_second,
+        "padding_fraction": result.padding_fraction,
+        "trainable_parameters": result.trainable_parameters,
+        "total_parameters": result.total_parameters,
+        "adapter_bytes": weights.stat().st_size,
+        "adapter_sha256": _sha256_file(weights),
+        "trained_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    from evalkit import __version__
+
+    record["evalkit_version"] = __version__
+    (staged / RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")  # written last: marks it complete
+    _publish(staged, output)
+    shutil.rmtree(partial, ignore_errors=True)
+    return record
+
+
+def ensure_adapter(
+    spec: SuiteSpec | str | Path,
+    name: str,
+    *,
+    mode: TrainMode = "auto",
+    notify: Callable[[str], None] | None = None,
+    progress_bar: bool = False,
+    folds: int | None = None,
+    callbacks: Sequence[Any] = (),
+    test_set: Dataset | None = None,
+) -> TrainedAdapter:
+    """The adapter ``name`` of a suite, trained first when missing or stale (``auto``), always
+    (``always``), or never (``never``: a missing or stale adapter is an error)."""
+    if not isinstance(spec, SuiteSpec):
+        spec = load_suite(spec)
+    if mode not in TRAIN_MODES:
+        raise TrainingError(f"unknown training mode {mode!r}", fix=f"use one of: {', '.join(TRAIN_MODES)}")
+    if name not in spec.train:
+        known = ", ".join(spec.train) or "none"
+        raise TrainingError(f"suite '{spec.name}' defines no adapter '{name}'", path=spec.path,
+                            fix=f"adapters in its `train:` section: {known}")
+    train_spec = spec.train[name]
+    resolved = resolve_model(spec.model.name, base_dir=spec.path.parent, notify=notify)
+    training = build_training_set(spec, name, resolved.path)
+    expected = _expected(training, resolved.fingerprint)
+    test_set = test_set or load_dataset(spec.dataset_path, id_field=spec.id_field)
+    contamination = tuple(find_contamination(training, test_set))
+
+    output = train_spec.output
+    # Under `torchrun` / `accelerate launch` the launcher coordinates the processes; a file lock would deadlock them.
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    lock = contextlib.nullcontext() if distributed else file_lock(output.parent / f".{output.name}.lock")
+    with lock:
+        record = read_record(output)
+        reason = stale_reason(record, output, expected)
+        trained_now = False
+        if mode == "always" or reason is not None:
+            if mode == "never":
+                raise TrainingError(
+                    f"adapter '{name}' cannot be used: {reason}", path=spec.path, line=train_spec.line,
+                    fix=f"train it with `evalkit train {spec.path.name} --adapter {name}`, "
+                        "or run with --evalkit-train=auto",
+                )
+            if notify is not None:
+                why = "retraining on request" if reason is None else f"training it because {reason}"
+                notify(f"adapter '{name}': {why} ({len(training)} rows, {train_spec.config.epochs:g} epochs)")
+            record = _train(training, resolved, expected, folds=folds, notify=notify,
+                            progress_bar=progress_bar, callbacks=callbacks)
+            trained_now = True
+    return TrainedAdapter(name=name, path=output, record=record, trained_now=trained_now, contamination=contamination,
+                          allow_contamination=train_spec.config.allow_contamination)
+
+
+def train_adapter(spec: SuiteSpec | str | Path, name: str, **kwargs: Any) -> TrainedAdapter:
+    """Train adapter ``name`` of a suite now, whether or not an up-to-date one exists."""
+    return ensure_adapter(spec, name, mode="always", **kwargs)
