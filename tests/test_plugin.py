@@ -66,12 +66,12 @@ def test_thresholds_pass_and_fail_with_a_clear_message(project):
     result.assert_outcomes(passed=1, failed=1)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines([
-        "*tickets::bad is below its thresholds (6 examples):",
+        "*tickets::bad failed (6 examples):",
         "*accuracy 0.* (95% CI 0.*-0.*) does not meet '> 1'",
     ])
     result.stdout.fnmatch_lines(["*evalkit results*", "tickets (classify, model *",
-                                 "candidate*n*accuracy*acc_norm*macro_f1*threshold*verdict*time*per example",
-                                 "*", "bad * 6 *accuracy > 1 *FAIL * tok in, * ms"])
+                                 "candidate*n*accuracy*acc_norm*macro_f1*threshold*verdict*time*tok/ex*ms/ex*training",
+                                 "*", "bad * 6 *accuracy > 1 *FAIL * -"])
     assert "Traceback" not in result.stdout.str()
 
 
@@ -206,7 +206,7 @@ def test_generate_suite_with_chat_candidate(project):
 
 
 def test_plugin_import_does_not_load_torch():
-    code = ("import sys, evalkit.plugin, evalkit.suite, evalkit.runner; "
+    code = ("import sys, evalkit.plugin, evalkit.suite, evalkit.runner, evalkit.train; "
             "print(sorted(m for m in ('torch', 'transformers', 'datasets', 'peft') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -220,3 +220,85 @@ def test_xdist_workers_publish_into_one_run_record(project):
     assert set(record["suites"]) == {"tickets", "tickets-copy"}
     assert record["suites"]["tickets"]["good"]["metrics"] == record["suites"]["tickets-copy"]["good"]["metrics"]
     assert len(read_examples(project)) == 24
+
+
+ADAPTER_SUITE = """\
+suite: tickets-tuned
+model: {model}
+dataset: {{path: data/tickets.jsonl}}
+task: {{kind: classify, choices: [billing, technical, account, shipping, other], target: label}}
+train:
+  tickets-lora:
+    output: adapters/tickets-lora
+    data: data/train.jsonl
+    template: "Ticket: {{{{ text }}}}\\nCategory:"
+    epochs: 1
+    lora: {{r: 2, alpha: 4, dropout: 0.0, target_modules: [q_proj, v_proj]}}
+candidates:
+  plain: {{template: "Ticket: {{{{ text }}}}\\nCategory:"}}
+  lora: {{template: "Ticket: {{{{ text }}}}\\nCategory:", adapter: tickets-lora}}
+"""
+TRAIN_ROWS = [{"id": f"t{i}", "text": f"{r['text']} (case {i})", "label": r["label"]} for i, r in enumerate(TICKET_ROWS * 3)]
+
+
+@pytest.fixture
+def tuned(project):
+    """A suite with an adapter. Runs that train use a subprocess: pytester's in-process runs unload and
+    re-import transformers and peft, which breaks their class checks when saving a checkpoint."""
+    write_jsonl(project.path / "data" / "train.jsonl", TRAIN_ROWS)
+    project.write("tuned.eval.yaml", ADAPTER_SUITE)
+    return project
+
+
+def test_adapter_candidate_trains_once_and_shows_its_cost(tuned):
+    result = tuned.runpytest_subprocess("tuned.eval.yaml")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*adapter 'tickets-lora': training it because it has not been trained yet (18 rows, 1 epochs)",
+                                 "*tickets-lora: epoch 1/1 train loss * val loss * val accuracy *"])
+    result.stdout.fnmatch_lines(["candidate*tok/ex*ms/ex*training", "*", "lora * 6 * PASS *s, 0.4k params, * kB",
+                                 "plain * 6 * PASS * -"])
+    record = read_results(tuned)["suites"]["tickets-tuned"]["lora"]
+    training = json.loads((tuned.path / "adapters" / "tickets-lora" / "training.json").read_text())
+    assert record["adapter"]["content_hash"] == training["content_hash"]
+    assert record["adapter"]["trained_now"] is True
+    assert record["cost"]["train_s"] == training["train_seconds"]
+    assert record["cost"]["trainable_parameters"] == training["trainable_parameters"] == 2 * 2 * (64 + 48)
+    again = tuned.runpytest_subprocess("tuned.eval.yaml")
+    again.assert_outcomes(passed=2)
+    assert "training it" not in again.stdout.str()
+    assert read_results(tuned)["suites"]["tickets-tuned"]["lora"]["adapter"]["trained_now"] is False
+
+
+def test_train_never_fails_the_candidate_that_needs_a_missing_adapter(tuned):
+    result = tuned.runpytest("tuned.eval.yaml", "--evalkit-train=never")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines([
+        "*tuned.eval.yaml:6: adapter 'tickets-lora' cannot be used: it has not been trained yet",
+        "*fix: train it with `evalkit train tuned.eval.yaml --adapter tickets-lora`, or run with --evalkit-train=auto"])
+    assert not (tuned.path / "adapters" / "tickets-lora").exists()
+
+
+def test_trained_adapter_fixture(tuned):
+    tuned.makepyfile(test_adapter="""
+        def test_adapter(trained_adapter):
+            adapter = trained_adapter("tickets-lora", suite="tuned.eval.yaml")
+            assert adapter.trained_now
+            assert (adapter.path / "adapter_model.safetensors").is_file()
+            assert adapter.record["data"]["rows"] == 18
+            assert trained_adapter("tickets-lora", suite="tuned.eval.yaml") is adapter
+    """)
+    tuned.runpytest_subprocess("test_adapter.py").assert_outcomes(passed=1)
+
+
+def test_cli_trains_then_reports_up_to_date(tuned):
+    first = tuned.run(sys.executable, "-m", "evalkit.cli", "train", "tuned.eval.yaml")
+    assert first.ret == 0
+    first.stdout.fnmatch_lines(["tickets-lora: trained -> *adapters/tickets-lora",
+                                "  16 training rows, 2 validation rows, best validation accuracy * (checkpoint-2)",
+                                "  *s training, * tokens/s, 448 trainable parameters, 0.00 MB"])
+    second = tuned.run(sys.executable, "-m", "evalkit.cli", "train", "tuned.eval.yaml", "--adapter", "tickets-lora")
+    second.stdout.fnmatch_lines(["tickets-lora: up to date -> *"])
+    missing = tuned.run(sys.executable, "-m", "evalkit.cli", "train", "tuned.eval.yaml", "--adapter", "nope")
+    assert missing.ret == 2
+    missing.stderr.fnmatch_lines(["evalkit: *tuned.eval.yaml: suite 'tickets-tuned' defines no adapter 'nope'",
+                                  "  fix: adapters in its `train:` section: tickets-lora"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,6 +16,14 @@ DEFAULT_GENERATE_BATCH = 32
 TOKEN_BUDGET = 4096  # padded tokens per forward pass when the batch size is automatic
 MAX_AUTO_BATCH = 32
 MAX_CONTINUATION_BATCH = 64
+
+
+@contextlib.contextmanager
+def peft_quietly():
+    """peft (0.21) calls a transformers property that transformers 5 deprecates; the warning is not the user's to fix."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
 
 
 def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
@@ -103,10 +112,11 @@ class HFBackend:
             from peft import PeftModel
 
             try:
-                if isinstance(self.model, PeftModel):
-                    self.model.load_adapter(str(path), adapter_name=key)
-                else:
-                    self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=key)
+                with peft_quietly():
+                    if isinstance(self.model, PeftModel):
+                        self.model.load_adapter(str(path), adapter_name=key)
+                    else:
+                        self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=key)
             except (OSError, ValueError, RuntimeError, KeyError) as exc:
                 raise ModelError(f"cannot attach adapter {path} to model {self.path}: {exc}",
                                  fix="retrain the adapter for this base model (evalkit train SUITE --adapter NAME)") from None

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,7 @@ from transformers import (
     set_seed,
 )
 
-from evalkit.backends.hf import HFBackend, encode_pair
+from evalkit.backends.hf import HFBackend, encode_pair, peft_quietly
 from evalkit.errors import TrainingError
 from evalkit.runner import PreparedCandidate, score_classify, score_generate
 from evalkit.suite import TrainConfig
@@ -263,30 +262,26 @@ def fit(
     label: str | None = None,
 ) -> FitResult:
     """Train one LoRA adapter on ``train_indices``, validating on ``val_indices`` after every epoch."""
-    import datasets
     from peft import get_peft_model
     from transformers.trainer_utils import get_last_checkpoint
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    datasets.disable_progress_bars()
     config = training.train.config
     tokenizer = AutoTokenizer.from_pretrained(str(model_path))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     encoded = encode_rows(training, tokenizer, config.max_length)
 
-    def as_dataset(indices: list[int]):
-        return datasets.Dataset.from_dict({
-            "input_ids": [encoded[i].input_ids for i in indices],
-            "completion_length": [encoded[i].completion_length for i in indices],
-            "length": [len(encoded[i].input_ids) for i in indices],
-        })
+    def as_dataset(indices: list[int]) -> list[dict[str, Any]]:
+        # A list of dicts is a map-style dataset; the length-grouped sampler reads each row's input_ids.
+        return [{"input_ids": encoded[i].input_ids, "completion_length": encoded[i].completion_length} for i in indices]
 
     set_seed(config.seed)  # before the adapter exists, so its initial weights are reproducible
     model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch.float32, use_safetensors=True)
     model.config.use_cache = False
-    model = get_peft_model(model, _lora_config(config, model, training))
+    with peft_quietly():
+        model = get_peft_model(model, _lora_config(config, model, training))
     trainable, total = model.get_nb_trainable_parameters()
 
     validating = bool(val_indices)
@@ -346,8 +341,7 @@ def fit(
     if last is not None and notify is not None:
         notify(f"{training.train.name}: resuming from {Path(last).name}")
     started = time.perf_counter()
-    with warnings.catch_warnings():  # a deprecation inside transformers' own Trainer, not ours to fix
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    with peft_quietly():
         output = trainer.train(resume_from_checkpoint=last)
     wall = time.perf_counter() - started
     train_seconds = max(1e-9, wall - trainer.eval_seconds)

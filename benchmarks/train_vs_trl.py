@@ -1,0 +1,190 @@
+"""Train the same LoRA adapter with evalkit's trainer and with trl's SFTTrainer; compare speed and accuracy.
+
+Both train on the same SST-2 rows (read from ../shared/datasets, split here into train and test), with
+the same LoRA shape, learning rate, batch size, epochs, seed and precision, both completion-only. Speed
+is real (non-padding) tokens of the training set times epochs, divided by the wall time of
+``trainer.train()``. Accuracy is measured for both adapters by evalkit's choice scoring on the test rows.
+
+Run it through ``benchmarks/train_vs_trl.sh``, which installs trl into its own environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+SST2 = REPO.parent / "shared" / "datasets" / "sst2_validation" / "data.jsonl"
+TEMPLATE = "Review: {{ text }}\nSentiment:"
+CHOICES = ["negative", "positive"]
+
+
+def split_sst2(path: Path, train_rows: int, test_rows: int, seed: int) -> tuple[list[dict], list[dict]]:
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    random.Random(seed).shuffle(rows)
+    if train_rows + test_rows > len(rows):
+        raise SystemExit(f"{path} has {len(rows)} rows; asked for {train_rows} + {test_rows}")
+    keep = [{"id": str(r["id"]), "text": r["text"], "label": CHOICES[r["label"]]} for r in rows]
+    return keep[:train_rows], keep[train_rows:train_rows + test_rows]
+
+
+def write_suite(folder: Path, train: list[dict], test: list[dict], args: argparse.Namespace, precision: str) -> Path:
+    for name, rows in (("train.jsonl", train), ("test.jsonl", test)):
+        (folder / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    suite = folder / "sst2.eval.yaml"
+    suite.write_text(f"""\
+suite: sst2-benchmark
+dataset: {{path: test.jsonl}}
+task: {{kind: classify, choices: {json.dumps(CHOICES)}, target: label}}
+train:
+  sst2-lora:
+    output: adapters/evalkit-{precision}
+    data: train.jsonl
+    template: {json.dumps(TEMPLATE)}
+    epochs: {args.epochs}
+    learning_rate: {args.learning_rate}
+    batch_size: {args.batch_size}
+    precision: {precision}
+    lora: {{r: {args.rank}, alpha: {2 * args.rank}, dropout: 0.0, target_modules: [q_proj, v_proj]}}
+    validation: {{fraction: 0}}
+    seed: {args.seed}
+candidates:
+  base: {{template: {json.dumps(TEMPLATE)}}}
+  lora: {{template: {json.dumps(TEMPLATE)}, adapter: sst2-lora}}
+""")
+    return suite
+
+
+def train_evalkit(suite: Path, model_path: Path, work: Path) -> dict:
+    from evalkit.suite import load_suite
+    from evalkit.train.examples import build_training_set
+    from evalkit.train.trainer import fit
+
+    spec = load_suite(suite)
+    training = build_training_set(spec, "sst2-lora", model_path)
+    result = fit(training, model_path, list(range(len(training))), [], work / "evalkit-checkpoints", resume=False)
+    out = work / f"evalkit-adapter-{spec.train['sst2-lora'].config.precision}"
+    result.model.save_pretrained(str(out))
+    return {"seconds": result.train_seconds, "tokens": None, "tokens_per_second": result.tokens_per_second,
+            "adapter": out, "padding_fraction": result.padding_fraction}
+
+
+def train_trl(suite: Path, model_path: Path, work: Path, args: argparse.Namespace, precision: str) -> dict:
+    import datasets
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from evalkit.suite import load_suite
+    from evalkit.train.examples import build_training_set
+
+    training = build_training_set(load_suite(suite), "sst2-lora", model_path)  # the very same prompts and completions
+    data = datasets.Dataset.from_dict({"prompt": list(training.prompts), "completion": list(training.completions)})
+    tokenizer = AutoTokenizer.from_pretrained(str(model_path))
+    model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch.float32)
+    config = SFTConfig(
+        output_dir=str(work / f"trl-checkpoints-{precision}"), num_train_epochs=args.epochs,
+        learning_rate=args.learning_rate, per_device_train_batch_size=args.batch_size, seed=args.seed,
+        data_seed=args.seed, bf16=precision == "bfloat16", max_length=1024, packing=False,
+        completion_only_loss=True, report_to=[], save_strategy="epoch", logging_steps=10, disable_tqdm=True,
+        dataloader_pin_memory=torch.cuda.is_available(),
+    )
+    lora = LoraConfig(r=args.rank, lora_alpha=2 * args.rank, lora_dropout=0.0, target_modules=["q_proj", "v_proj"],
+                      task_type="CAUSAL_LM")
+    trainer = SFTTrainer(model=model, args=config, train_dataset=data, processing_class=tokenizer, peft_config=lora)
+    tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"]) * args.epochs
+    started = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - started
+    out = work / f"trl-adapter-{precision}"
+    trainer.model.save_pretrained(str(out))
+    return {"seconds": round(seconds, 3), "tokens": tokens, "tokens_per_second": round(tokens / seconds, 1), "adapter": out}
+
+
+def accuracy(suite: Path, model_path: Path, fingerprint: str, adapter: Path | None) -> float:
+    from evalkit.backends.hf import HFBackend
+    from evalkit.data import load_dataset
+    from evalkit.runner import prepare, score_classify
+    from evalkit.suite import load_suite
+
+    spec = load_suite(suite)
+    backend = HFBackend(model_path, fingerprint=fingerprint)
+    if adapter is not None:
+        backend = backend.with_adapter("bench", adapter)
+    prepared = prepare(spec, spec.candidates["base"], load_dataset(spec.dataset_path), lambda: backend)
+    return score_classify(prepared, backend)[1]["accuracy"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--train-rows", type=int, default=400)
+    parser.add_argument("--test-rows", type=int, default=200)
+    parser.add_argument("--epochs", type=float, default=1)
+    parser.add_argument("--learning-rate", type=float, default=5e-4)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--rank", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--precisions", default="float32,bfloat16", help="comma-separated: float32, bfloat16")
+    args = parser.parse_args()
+
+    from tabulate import tabulate
+    from trl import __version__ as trl_version
+
+    from evalkit.models import resolve_model
+
+    torch.manual_seed(args.seed)
+    resolved = resolve_model("smollm2-135m-instruct")
+    train, test = split_sst2(SST2, args.train_rows, args.test_rows, args.seed)
+    work = Path(tempfile.mkdtemp(prefix="evalkit-bench-"))
+    print(f"SST-2: {len(train)} training rows, {len(test)} test rows; LoRA r={args.rank} on q_proj, v_proj; "
+          f"{args.epochs:g} epoch(s), batch {args.batch_size}, lr {args.learning_rate:g}; "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, trl {trl_version}", flush=True)
+    rows = []
+    try:
+        base_suite = write_suite(work, train, test, args, "float32")
+        base_accuracy = accuracy(base_suite, resolved.path, resolved.fingerprint, None)
+        print(f"base model accuracy (no adapter): {base_accuracy:.3f}", flush=True)
+        for precision in args.precisions.split(","):
+            if precision == "bfloat16" and not _bf16_supported():
+                print("bfloat16 autocast is not supported here; skipped")
+                continue
+            suite = write_suite(work, train, test, args, precision)
+            results = {}
+            for name, run in (("trl SFTTrainer", lambda: train_trl(suite, resolved.path, work, args, precision)),
+                              ("evalkit", lambda: train_evalkit(suite, resolved.path, work))):
+                print(f"training with {name} ({precision}) ...", flush=True)
+                r = run()
+                r["accuracy"] = accuracy(suite, resolved.path, resolved.fingerprint, r["adapter"])
+                results[name] = r
+                print(f"  {r['tokens_per_second']:.1f} tokens/s, {r['seconds']:.1f}s, accuracy {r['accuracy']:.3f}",
+                      flush=True)
+            speedup = results["evalkit"]["tokens_per_second"] / results["trl SFTTrainer"]["tokens_per_second"]
+            for name, r in results.items():
+                rows.append([precision, name, f"{r['tokens_per_second']:.1f}", f"{r['seconds']:.1f}",
+                             f"{r['accuracy']:.3f}", f"{speedup:.2f}x" if name == "evalkit" else ""])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print()
+    print(tabulate(rows, headers=["precision", "trainer", "tokens/s", "train s", "test accuracy", "speed vs trl"]))
+
+
+def _bf16_supported() -> bool:
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            torch.ones(2, 2) @ torch.ones(2, 2)
+        return True
+    except RuntimeError:
+        return False
+
+
+if __name__ == "__main__":
+    main()
