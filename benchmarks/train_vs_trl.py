@@ -6,6 +6,10 @@ is real (non-padding) tokens of the training set times epochs, divided by the wa
 ``trainer.train()``. Accuracy is measured for both adapters by evalkit's choice scoring on the test rows.
 
 Run it through ``benchmarks/train_vs_trl.sh``, which installs trl into its own environment.
+
+bfloat16 autocast runs everywhere torch does, but a CPU without bfloat16 instructions (AVX512-BF16 or
+AMX) emulates it, and a training step is then about 30 times slower than in float32. On such a CPU the
+bfloat16 comparison trains on fewer rows (``--bf16-train-rows``, default 32) so that it ends in minutes.
 """
 
 from __future__ import annotations
@@ -80,6 +84,7 @@ def train_trl(suite: Path, model_path: Path, work: Path, args: argparse.Namespac
     import datasets
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.trainer_callback import PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
     from evalkit.suite import load_suite
@@ -95,10 +100,12 @@ def train_trl(suite: Path, model_path: Path, work: Path, args: argparse.Namespac
         data_seed=args.seed, bf16=precision == "bfloat16", max_length=1024, packing=False,
         completion_only_loss=True, report_to=[], save_strategy="epoch", logging_steps=10, disable_tqdm=True,
         dataloader_pin_memory=torch.cuda.is_available(),
+        use_cpu=precision == "bfloat16" and not torch.cuda.is_available(),
     )
     lora = LoraConfig(r=args.rank, lora_alpha=2 * args.rank, lora_dropout=0.0, target_modules=["q_proj", "v_proj"],
                       task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=model, args=config, train_dataset=data, processing_class=tokenizer, peft_config=lora)
+    trainer.remove_callback(PrinterCallback)
     tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"]) * args.epochs
     started = time.perf_counter()
     trainer.train()
@@ -132,10 +139,18 @@ def main() -> None:
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--precisions", default="float32,bfloat16", help="comma-separated: float32, bfloat16")
+    parser.add_argument("--bf16-train-rows", type=int, default=None,
+                        help="training rows for the bfloat16 comparison (default: --train-rows where bfloat16 is "
+                             "native, else 32)")
     args = parser.parse_args()
 
+    import datasets
     from tabulate import tabulate
+    from transformers.utils import logging as hf_logging
     from trl import __version__ as trl_version
+
+    datasets.disable_progress_bars()
+    hf_logging.disable_progress_bar()
 
     from evalkit.models import resolve_model
 
@@ -152,10 +167,17 @@ def main() -> None:
         base_accuracy = accuracy(base_suite, resolved.path, resolved.fingerprint, None)
         print(f"base model accuracy (no adapter): {base_accuracy:.3f}", flush=True)
         for precision in args.precisions.split(","):
-            if precision == "bfloat16" and not _bf16_supported():
-                print("bfloat16 autocast is not supported here; skipped")
-                continue
-            suite = write_suite(work, train, test, args, precision)
+            rows_here = train
+            if precision == "bfloat16":
+                if not _bf16_supported():
+                    print("bfloat16 autocast is not supported here; skipped")
+                    continue
+                n = args.bf16_train_rows or (len(train) if _bf16_native() else 32)
+                if n < len(train):
+                    print(f"bfloat16 is emulated on this CPU (no AVX512-BF16 or AMX): training on the first {n} rows",
+                          flush=True)
+                rows_here = train[:n]
+            suite = write_suite(work, rows_here, test, args, precision)
             results = {}
             for name, run in (("trl SFTTrainer", lambda: train_trl(suite, resolved.path, work, args, precision)),
                               ("evalkit", lambda: train_evalkit(suite, resolved.path, work))):
@@ -167,12 +189,23 @@ def main() -> None:
                       flush=True)
             speedup = results["evalkit"]["tokens_per_second"] / results["trl SFTTrainer"]["tokens_per_second"]
             for name, r in results.items():
-                rows.append([precision, name, f"{r['tokens_per_second']:.1f}", f"{r['seconds']:.1f}",
+                rows.append([precision, len(rows_here), name, f"{r['tokens_per_second']:.1f}", f"{r['seconds']:.1f}",
                              f"{r['accuracy']:.3f}", f"{speedup:.2f}x" if name == "evalkit" else ""])
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print()
-    print(tabulate(rows, headers=["precision", "trainer", "tokens/s", "train s", "test accuracy", "speed vs trl"]))
+    print(tabulate(rows, headers=["precision", "train rows", "trainer", "tokens/s", "train s", "test accuracy",
+                                  "speed vs trl"]))
+
+
+def _bf16_native() -> bool:
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def _bf16_supported() -> bool:

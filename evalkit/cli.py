@@ -43,6 +43,8 @@ def _train(args: argparse.Namespace) -> int:
         adapter = ensure_adapter(spec, name, mode="always" if args.force else "auto", notify=print,
                                  progress_bar=sys.stderr.isatty(), folds=args.folds)
         r = adapter.record
+        if not r:  # another process of a distributed run; rank 0 writes and reports the adapter
+            continue
         state = "trained" if adapter.trained_now else "up to date"
         print(f"{name}: {state} -> {adapter.path}")
         best = r.get("best_validation_accuracy")

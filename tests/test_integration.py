@@ -127,3 +127,48 @@ def test_the_documented_contract_runs_as_written(pytester):
         limit = 0.30 if name == "zero_shot" else 0.60
         assert candidate["passed"] == (candidate["metrics"]["accuracy"] >= limit)
     assert outcomes.get("failed", 0) == sum(not c["passed"] for c in suite.values())
+
+
+TRAIN_CONTRACT = """\
+train:
+  tickets-lora:
+    output: ../adapters/tickets-lora
+    data: data/tickets_train.jsonl          # rows with the same fields as the test set
+    prompt: ../prompts/tickets/plain.j2      # rendered exactly as the candidate renders it
+    epochs: 3
+    learning_rate: 2.0e-4
+    batch_size: 8
+    lora: {r: 8, alpha: 16, dropout: 0.05, target_modules: [q_proj, v_proj]}
+    validation: {fraction: 0.1, early_stopping_patience: 2}
+    seed: 0
+candidates:
+  lora:
+    prompt: ../prompts/tickets/plain.j2
+    adapter: tickets-lora
+"""
+
+
+def test_the_documented_train_contract_trains_once_then_reuses(pytester):
+    """The `train:` example of the adapter documentation, as written, on the real model (about a minute)."""
+    link_demo_files(pytester.path)
+    header = TICKETS.read_text().split("train:")[0]
+    (pytester.path / "suites" / "tuned.eval.yaml").write_text(header + TRAIN_CONTRACT)
+    first = pytester.runpytest_subprocess("suites/tuned.eval.yaml", "--evalkit-limit", "40")
+    first.assert_outcomes(passed=1)
+    first.stdout.fnmatch_lines(["*adapter 'tickets-lora': training it because it has not been trained yet (100 rows, 3 epochs)"])
+    adapter = pytester.path / "adapters" / "tickets-lora"
+    training = json.loads((adapter / "training.json").read_text())
+    assert training["config"]["lora"] == {"r": 8, "alpha": 16.0, "dropout": 0.05, "target_modules": ["q_proj", "v_proj"]}
+    assert training["data"]["train_rows"] == 90 and training["data"]["validation_rows"] == 10
+    assert training["trainable_parameters"] == 30 * 8 * ((576 + 576) + (576 + 192))  # 30 layers, q and v
+    assert 1 <= len(training["validation"]) <= 3
+    assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == "smollm2-135m-instruct"
+    record = json.loads((pytester.path / "reports" / "latest" / "results.json").read_text())
+    lora = record["suites"]["ticket-routing"]["lora"]
+    assert lora["adapter"]["content_hash"] == training["content_hash"] and lora["n"] == 40
+
+    again = pytester.runpytest_subprocess("suites/tuned.eval.yaml", "--evalkit-limit", "40", "--evalkit-train=never")
+    again.assert_outcomes(passed=1)
+    assert "training it" not in again.stdout.str()
+    rerun = json.loads((pytester.path / "reports" / "latest" / "results.json").read_text())["suites"]["ticket-routing"]["lora"]
+    assert rerun["metrics"] == lora["metrics"]

@@ -100,11 +100,14 @@ def test_adapter_on_the_shared_base_equals_a_fresh_peft_model(colours, tmp_path,
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from evalkit.backends.hf import peft_quietly
+
     suite = colours(epochs=2)
     adapter = ensure_adapter(suite, "colours-lora")
     result = EvalSession(root=tmp_path, reports_dir=tmp_path / "r").run(load_suite(suite), "lora")
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), str(adapter.path)).eval()
+    with peft_quietly():
+        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), str(adapter.path)).eval()
     example = result.examples[0]
     prompt_ids = tokenizer(example.prompt).input_ids
     for choice, logprob in example.details["logprobs"].items():
@@ -305,3 +308,34 @@ def test_unknown_target_module_lists_the_linear_layers(colours):
         ensure_adapter(colours(layers="[qkv_proj]"), "colours-lora")
     assert error.value.message == "adapter 'colours-lora': the base model has no linear layer named qkv_proj"
     assert error.value.fix == "set lora.target_modules to some of: down_proj, gate_proj, k_proj, o_proj, q_proj, up_proj, v_proj"
+
+
+def test_attached_adapters_switch_by_name_and_leave_the_base_untouched(colours, tmp_path, tiny_model):
+    from evalkit.backends.base import ChoiceRequest, GenerateRequest
+    from evalkit.backends.hf import HFBackend
+    from evalkit.models import folder_fingerprint
+
+    import shutil
+
+    first = ensure_adapter(colours(epochs=1), "colours-lora")
+    first_copy = shutil.copytree(first.path, tmp_path / "first-copy")
+    second = ensure_adapter(colours(epochs=2), "colours-lora")  # a changed config is a new version
+    assert first.key != second.key
+    backend = HFBackend(tiny_model, fingerprint=folder_fingerprint(tiny_model))
+    requests = [ChoiceRequest("Item: sun 612\nColour:", (" red", " green", " blue", " yellow"))]
+    generate = [GenerateRequest("Item: sky 700\nColour:", 4)]
+    before = backend.score_choices(requests)
+    text_before = backend.generate(generate)
+
+    one = backend.with_adapter(first.key, first_copy)
+    view = backend.with_adapter(second.key, second.path)
+    tuned = view.score_choices(requests)
+    assert tuned[0].logprobs != before[0].logprobs
+    assert backend.score_choices(requests) == before  # the base with every adapter disabled
+    assert backend.generate(generate) == text_before
+    assert view.score_choices(requests) == tuned
+    assert one.score_choices(requests)[0].logprobs not in (tuned[0].logprobs, before[0].logprobs)
+    assert view.score_choices(requests) == tuned  # switching back and forth by name
+    assert view.fingerprint == f"{backend.fingerprint}+{second.key}"
+    assert backend.with_adapter(second.key, second.path).score_choices(requests) == tuned  # attached once
+

@@ -104,6 +104,10 @@ class HFBackend:
         self._eos_ids = sorted({t for t in [*eos_ids, self.tokenizer.eos_token_id] if t is not None})
         self._end_ids = {*self._eos_ids, self.tokenizer.pad_token_id}
 
+    @property
+    def _device(self):
+        return next(self.model.parameters()).device
+
     # ------------------------------------------------------------------ adapters
 
     def with_adapter(self, key: str, path: Path) -> "AdapterView":
@@ -194,13 +198,15 @@ class HFBackend:
             input_ids[row, width - len(ctx):] = torch.tensor(ctx)
             mask[row, width - len(ctx):] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        device = self._device
+        input_ids, mask, positions = input_ids.to(device), mask.to(device), positions.to(device)
         logprobs = [[0.0] * len(conts) for _, conts in batch]
         greedy = [[True] * len(conts) for _, conts in batch]
         multi = [(row, c) for row, (_, conts) in enumerate(batch) for c, cont in enumerate(conts) if len(cont) > 1]
         with torch.inference_mode():
             out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
                              use_cache=bool(multi), logits_to_keep=1)
-            first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+            first = torch.log_softmax(out.logits[:, -1].float(), dim=-1).cpu()
             best = first.argmax(-1)
             for row, (_, conts) in enumerate(batch):
                 for c, cont in enumerate(conts):
@@ -211,7 +217,7 @@ class HFBackend:
                 cache = getattr(out, self._cache_kw)
                 if start + MAX_CONTINUATION_BATCH < len(multi):  # later chunks need the cache intact
                     cache = copy.deepcopy(cache)
-                rows = torch.tensor([row for row, _ in chunk])
+                rows = torch.tensor([row for row, _ in chunk], device=device)
                 cache.batch_select_indices(rows)
                 tails = [batch[row][1][c] for row, c in chunk]
                 steps = max(len(t) - 1 for t in tails)
@@ -220,12 +226,13 @@ class HFBackend:
                 for k, tail in enumerate(tails):
                     cont_ids[k, : len(tail) - 1] = torch.tensor(tail[:-1])
                     cont_mask[k, : len(tail) - 1] = 1
-                cont_positions = mask[rows].sum(-1, keepdim=True) + torch.arange(steps)
+                cont_ids, cont_mask = cont_ids.to(device), cont_mask.to(device)
+                cont_positions = mask[rows].sum(-1, keepdim=True) + torch.arange(steps, device=device)
                 logits = self.model(
                     input_ids=cont_ids, attention_mask=torch.cat([mask[rows], cont_mask], dim=-1),
                     position_ids=cont_positions, **{self._cache_kw: cache},
                 ).logits
-                step_logprobs = torch.log_softmax(logits.float(), dim=-1)
+                step_logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
                 for k, ((row, c), tail) in enumerate(zip(chunk, tails)):
                     targets = torch.tensor(tail[1:])
                     here = step_logprobs[k, : len(targets)]
@@ -270,6 +277,8 @@ class HFBackend:
             input_ids[row, width - len(ids):] = torch.tensor(ids)
             mask[row, width - len(ids):] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        device = self._device
+        input_ids, mask, positions = input_ids.to(device), mask.to(device), positions.to(device)
         generated: list[list[int]] = [[] for _ in batch]
         texts = [""] * len(batch)
         active = list(range(len(batch)))  # original row of each position in the running batch
@@ -280,9 +289,10 @@ class HFBackend:
             next_pos = positions[:, -1] + 1
             for step in range(max_new_tokens):
                 tokens = out.logits[:, -1].argmax(-1)
+                token_list = tokens.tolist()
                 keep = []
                 for k, row in enumerate(active):
-                    token = int(tokens[k])
+                    token = token_list[k]
                     if token in self._end_ids:
                         continue
                     generated[row].append(token)
@@ -292,11 +302,11 @@ class HFBackend:
                 if not keep or step == max_new_tokens - 1:
                     break
                 if len(keep) < len(active):
-                    index = torch.tensor(keep)
+                    index = torch.tensor(keep, device=device)
                     cache.batch_select_indices(index)
                     tokens, mask, next_pos = tokens[index], mask[index], next_pos[index]
                     active = [active[k] for k in keep]
-                mask = torch.cat([mask, torch.ones((len(active), 1), dtype=torch.long)], dim=-1)
+                mask = torch.cat([mask, torch.ones((len(active), 1), dtype=torch.long, device=device)], dim=-1)
                 out = self.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_pos[:, None],
                                  use_cache=True, **{self._cache_kw: cache})
                 cache = getattr(out, self._cache_kw)

@@ -116,6 +116,11 @@ def stale_reason(record: dict[str, Any] | None, folder: Path, expected: dict[str
     return "it was trained by an incompatible evalkit version"
 
 
+def _rank() -> int:
+    """This process's rank under `torchrun` / `accelerate launch` (0 when not distributed)."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def _publish(tmp: Path, output: Path) -> None:
     """Replace ``output`` with ``tmp`` by renames; a crash in between leaves no complete adapter."""
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -168,7 +173,7 @@ def _train(training: TrainingSet, resolved, expected: dict[str, Any], *, folds: 
         resumable = json.loads(marker.read_text())["content_hash"] == expected["content_hash"]
     except (OSError, ValueError, KeyError):
         resumable = False
-    if not resumable:
+    if not resumable and _rank() == 0:  # under torchrun every process gets here; one prepares the folder
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
         marker.write_text(json.dumps({"content_hash": expected["content_hash"]}))
@@ -179,7 +184,7 @@ def _train(training: TrainingSet, resolved, expected: dict[str, Any], *, folds: 
     if folds:
         cross_validation = _cross_validate(training, resolved.path, folds, partial / "folds", notify, progress_bar)
     train_idx, val_idx = split_rows(len(training), config.validation.fraction, config.seed)
-    result = fit(training, resolved.path, train_idx, val_idx, partial / "checkpoints", resume=True,
+    result = fit(training, resolved.path, train_idx, val_idx, partial / "checkpoints", resume=resumable,
                  notify=notify, progress_bar=progress_bar, callbacks=callbacks)
 
     if not result.is_main_process:  # other ranks of a distributed run: rank 0 writes the adapter
@@ -261,7 +266,7 @@ def ensure_adapter(
 
     output = train_spec.output
     # Under `torchrun` / `accelerate launch` the launcher coordinates the processes; a file lock would deadlock them.
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # set by torchrun and accelerate launch
     lock = contextlib.nullcontext() if distributed else file_lock(output.parent / f".{output.name}.lock")
     with lock:
         record = read_record(output)

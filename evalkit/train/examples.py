@@ -43,10 +43,6 @@ class TrainingSet:
             digest.update(canonical_json([prompt, completion]).encode("utf-8"))
         return digest.hexdigest()
 
-    def row_label(self, index: int) -> str:
-        row = self.dataset.rows[index]
-        return f"{self.dataset.path.name}:{row.line}" if row.line is not None else f"row {row.number} of {self.dataset.path.name}"
-
 
 class _ChatTemplate:
     """Loads only the tokenizer, to render chat prompts without loading the model."""
@@ -153,10 +149,3 @@ def find_contamination(training: TrainingSet, test_set: Dataset) -> list[Duplica
         if match is not None:
             duplicates.append(Duplicate(label(training.dataset, row), label(test_set, match)))
     return duplicates
-
-
-def describe_path(path: Path, root: Path | None = None) -> str:
-    try:
-        return str(path.relative_to(root or Path.cwd()))
-    except ValueError:
-        return str(path)
