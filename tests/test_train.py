@@ -339,3 +339,11 @@ def test_attached_adapters_switch_by_name_and_leave_the_base_untouched(colours, 
     assert view.fingerprint == f"{backend.fingerprint}+{second.key}"
     assert backend.with_adapter(second.key, second.path).score_choices(requests) == tuned  # attached once
 
+
+
+def test_a_row_longer_than_max_length_names_the_row(colours):
+    with pytest.raises(TrainingError) as error:
+        ensure_adapter(colours(extra="max_length: 8\n"), "colours-lora")
+    assert error.value.path.endswith("train.jsonl") and error.value.line == 1
+    assert error.value.message.startswith("row is ") and "over max_length 8 of adapter 'colours-lora'" in error.value.message
+    assert error.value.fix == "shorten the row, or raise `max_length:` in the suite's `train:` entry"

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -219,7 +219,6 @@ class FitResult:
     resumed_from: str | None
     stopped_early: bool
     is_main_process: bool = True
-    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _subset(prepared: PreparedCandidate, indices: list[int]) -> PreparedCandidate:
@@ -373,5 +372,4 @@ def fit(
         resumed_from=Path(last).name if last else None,
         stopped_early=output.global_step < total_steps,
         is_main_process=trainer.is_world_process_zero(),
-        history=history,
     )
