@@ -345,8 +345,13 @@ def fit(
     if last is not None and notify is not None:
         notify(f"{training.train.name}: resuming from {Path(last).name}")
     started = time.perf_counter()
-    with peft_quietly():
-        output = trainer.train(resume_from_checkpoint=last)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # transformers' checkpoint housekeeping logs notes meant for its developers
+    try:
+        with peft_quietly():
+            output = trainer.train(resume_from_checkpoint=last)
+    finally:
+        hf_logging.set_verbosity(verbosity)
     wall = time.perf_counter() - started
     train_seconds = max(1e-9, wall - trainer.eval_seconds)
     history = list(trainer.state.log_history)
