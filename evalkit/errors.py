@@ -73,6 +73,15 @@ class ScorerError(EvalkitError):
     """An unknown scorer, or scorer options that do not fit it."""
 
 
+def shown_path(path: str | Path) -> str:
+    """``path`` as a user would type it: relative to the working directory when inside it."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def did_you_mean(word: str, options: Iterable[str]) -> str:
     """Return ``" (did you mean 'x'?)"`` for the closest option, or an empty string."""
     close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)

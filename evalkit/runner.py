@@ -10,7 +10,7 @@ from typing import Any
 
 from evalkit.backends.base import Backend, ChoiceRequest, GenerateRequest
 from evalkit.data import Dataset, Row, load_dataset
-from evalkit.errors import DatasetError, EvalkitError, TrainingError, did_you_mean
+from evalkit.errors import DatasetError, EvalkitError, TrainingError, did_you_mean, shown_path
 from evalkit.prompts import PromptTemplate, select_fewshot
 from evalkit.results import CandidateResult, ExampleResult
 from evalkit.scoring import build_scorer
@@ -274,6 +274,6 @@ def _attach(spec: SuiteSpec, base: Backend, adapter: Any) -> Backend:
         raise TrainingError(
             f"adapter '{adapter.name}' ({adapter.path}) was trained for base model {str(trained_for)[:12]}, "
             f"but suite '{spec.name}' evaluates {spec.model.name} ({actual[:12]})",
-            path=spec.path, fix=f"retrain it: evalkit train {spec.path.name} --adapter {adapter.name}",
+            path=spec.path, fix=f"retrain it: evalkit train {shown_path(spec.path)} --adapter {adapter.name}",
         )
     return base.with_adapter(adapter.key, adapter.path)

@@ -134,7 +134,7 @@ def test_unchanged_suite_reuses_the_adapter_and_any_change_retrains(colours, tmp
         ensure_adapter(suite, "colours-lora", mode="never")
     assert error.value.message == ("adapter 'colours-lora' cannot be used: "
                                    "its training rows, prompt template or completions changed")
-    assert error.value.fix == "train it with `evalkit train colours.eval.yaml --adapter colours-lora`, or run with --evalkit-train=auto"
+    assert error.value.fix == f"train it with `evalkit train {suite} --adapter colours-lora`, or run with --evalkit-train=auto"
     changed_row = ensure_adapter(suite, "colours-lora")
     assert changed_row.trained_now and changed_row.content_hash != first.content_hash
 

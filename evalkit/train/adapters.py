@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from evalkit.data import Dataset, load_dataset
-from evalkit.errors import TrainingError
+from evalkit.errors import TrainingError, shown_path
 from evalkit.models import file_lock, resolve_model
 from evalkit.suite import SuiteSpec, load_suite
 from evalkit.train.examples import (
@@ -276,7 +276,7 @@ def ensure_adapter(
             if mode == "never":
                 raise TrainingError(
                     f"adapter '{name}' cannot be used: {reason}", path=spec.path, line=train_spec.line,
-                    fix=f"train it with `evalkit train {spec.path.name} --adapter {name}`, "
+                    fix=f"train it with `evalkit train {shown_path(spec.path)} --adapter {name}`, "
                         "or run with --evalkit-train=auto",
                 )
             if notify is not None:
