@@ -17,6 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from evalkit.atomic import replace_directory
 from evalkit.errors import ModelError
 
 
@@ -192,9 +193,7 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
             tokenizer.save_pretrained(str(tmp))
             meta = {"source": str(gguf), "source_sha256": _sha256_file(gguf), "fingerprint": folder_fingerprint(tmp)}
             (tmp / "evalkit_model.json").write_text(json.dumps(meta, indent=2))
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(tmp, target)
+            replace_directory(tmp, target)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 import shutil
 import subprocess
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from evalkit.atomic import replace_directory
 
 SCHEMA_VERSION = 1
 
@@ -120,13 +121,7 @@ def write_run(directory: Path, header: dict[str, Any], results: list[CandidateRe
                 for ex in r.examples:
                     out.write(json.dumps({"suite": r.suite, "candidate": r.candidate, **asdict(ex)},
                                          ensure_ascii=False) + "\n")
-        old = None
-        if directory.exists():
-            old = directory.parent / f".{directory.name}-old-{os.getpid()}"
-            os.replace(directory, old)
-        os.replace(tmp, directory)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_directory(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -167,6 +167,14 @@ class TaskConfig(_Strict):
         return {k: v for k, v in self.scorer.model_dump().items() if k != "name"}
 
 
+def _check_prompt_source(config: Any, what: str) -> None:
+    """A prompt comes from exactly one of a file or inline text; a system turn needs the chat format."""
+    if (config.prompt is None) == (config.template is None):
+        raise ValueError(f"{what} needs exactly one of `prompt:` (a file) or `template:` (inline text)")
+    if config.system is not None and not config.chat:
+        raise ValueError("`system:` applies only with `chat: true`")
+
+
 class LoraSettings(_Strict):
     """The LoRA adapter's shape (peft ``LoraConfig``)."""
 
@@ -210,10 +218,7 @@ class TrainConfig(_Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> "TrainConfig":
-        if (self.prompt is None) == (self.template is None):
-            raise ValueError("a training set needs exactly one of `prompt:` (a file) or `template:` (inline text)")
-        if self.system is not None and not self.chat:
-            raise ValueError("`system:` applies only with `chat: true`")
+        _check_prompt_source(self, "a training set")
         return self
 
     def hyperparameters(self) -> dict[str, Any]:
@@ -232,10 +237,7 @@ class CandidateConfig(_Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> "CandidateConfig":
-        if (self.prompt is None) == (self.template is None):
-            raise ValueError("a candidate needs exactly one of `prompt:` (a file) or `template:` (inline text)")
-        if self.system is not None and not self.chat:
-            raise ValueError("`system:` applies only with `chat: true`")
+        _check_prompt_source(self, "a candidate")
         return self
 
 

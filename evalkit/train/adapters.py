@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from evalkit.atomic import replace_directory
 from evalkit.data import Dataset, load_dataset
 from evalkit.errors import TrainingError, shown_path
 from evalkit.models import file_lock, resolve_model
@@ -121,18 +122,6 @@ def _rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-def _publish(tmp: Path, output: Path) -> None:
-    """Replace ``output`` with ``tmp`` by renames; a crash in between leaves no complete adapter."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    old = None
-    if output.exists():
-        old = output.parent / f".{output.name}.old-{os.getpid()}"
-        os.replace(output, old)
-    os.replace(tmp, output)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def _expected(training: TrainingSet, base_fingerprint: str) -> dict[str, Any]:
     return {
         "content_hash": content_hash(training, base_fingerprint),
@@ -231,7 +220,7 @@ def _train(training: TrainingSet, resolved, expected: dict[str, Any], *, folds: 
 
     record["evalkit_version"] = __version__
     (staged / RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")  # written last: marks it complete
-    _publish(staged, output)
+    replace_directory(staged, output)
     shutil.rmtree(partial, ignore_errors=True)
     return record
 
