@@ -32,7 +32,7 @@ def _prepare(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from evalkit.suite import load_suite
-    from evalkit.train import ensure_adapter
+    from evalkit.train import ensure_adapter, read_record
 
     spec = load_suite(args.suite)
     if not spec.train:
@@ -40,7 +40,13 @@ def _train(args: argparse.Namespace) -> int:
                            fix="add `train: {<adapter name>: {output: ..., data: ..., prompt: ...}}`")
     names = [args.adapter] if args.adapter else list(spec.train)
     for name in names:
-        adapter = ensure_adapter(spec, name, mode="always" if args.force else "auto", notify=print,
+        if name not in spec.train:
+            raise EvalkitError(f"suite '{spec.name}' defines no adapter '{name}'", path=spec.path,
+                               fix=f"adapters in its `train:` section: {', '.join(spec.train)}")
+        # Cross-validation leaves the adapter's weights as they are, so asking for it forces a run.
+        recorded = (read_record(spec.train[name].output) or {}).get("cross_validation") or {}
+        retrain = args.force or (args.folds is not None and recorded.get("folds") != args.folds)
+        adapter = ensure_adapter(spec, name, mode="always" if retrain else "auto", notify=print,
                                  progress_bar=sys.stderr.isatty(), folds=args.folds)
         r = adapter.record
         if not r:  # another process of a distributed run; rank 0 writes and reports the adapter

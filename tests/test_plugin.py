@@ -298,6 +298,10 @@ def test_cli_trains_then_reports_up_to_date(tuned):
                                 "  *s training, * tokens/s, 448 trainable parameters, 0.00 MB"])
     second = tuned.run(sys.executable, "-m", "evalkit.cli", "train", "tuned.eval.yaml", "--adapter", "tickets-lora")
     second.stdout.fnmatch_lines(["tickets-lora: up to date -> *"])
+    folds = tuned.run(sys.executable, "-m", "evalkit.cli", "train", "tuned.eval.yaml", "--folds", "2")
+    folds.stdout.fnmatch_lines(["tickets-lora: trained -> *", "  2-fold cross-validation accuracy 0.* ± 0.*"])
+    again = tuned.run(sys.executable, "-m", "evalkit.cli", "train", "tuned.eval.yaml", "--folds", "2")
+    again.stdout.fnmatch_lines(["tickets-lora: up to date -> *", "*", "*", "  2-fold cross-validation accuracy *"])
     missing = tuned.run(sys.executable, "-m", "evalkit.cli", "train", "tuned.eval.yaml", "--adapter", "nope")
     assert missing.ret == 2
     missing.stderr.fnmatch_lines(["evalkit: *tuned.eval.yaml: suite 'tickets-tuned' defines no adapter 'nope'",
