@@ -40,11 +40,10 @@ def _train(args: argparse.Namespace) -> int:
                            fix="add `train: {<adapter name>: {output: ..., data: ..., prompt: ...}}`")
     names = [args.adapter] if args.adapter else list(spec.train)
     for name in names:
-        if name not in spec.train:
-            raise EvalkitError(f"suite '{spec.name}' defines no adapter '{name}'", path=spec.path,
-                               fix=f"adapters in its `train:` section: {', '.join(spec.train)}")
         # Cross-validation leaves the adapter's weights as they are, so asking for it forces a run.
-        recorded = (read_record(spec.train[name].output) or {}).get("cross_validation") or {}
+        # (An unknown name is reported by ensure_adapter.)
+        recorded = (read_record(spec.train[name].output) if name in spec.train else None) or {}
+        recorded = recorded.get("cross_validation") or {}
         retrain = args.force or (args.folds is not None and recorded.get("folds") != args.folds)
         adapter = ensure_adapter(spec, name, mode="always" if retrain else "auto", notify=print,
                                  progress_bar=sys.stderr.isatty(), folds=args.folds)

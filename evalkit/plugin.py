@@ -188,17 +188,10 @@ def evalkit(request: pytest.FixtureRequest) -> "EvalkitFixture":
 
 class EvalkitFixture:
     def __init__(self, config: pytest.Config) -> None:
-        self._config = config
         self._session: EvalSession = config.stash[SESSION_KEY]
 
-    def _path(self, suite: str | Path) -> Path:
-        path = Path(suite)
-        if not path.is_absolute() and not path.exists():
-            path = self._config.rootpath / path
-        return path
-
     def suite(self, suite: str | Path) -> SuiteSpec:
-        return self._session.spec(self._path(suite))
+        return self._session.spec(self._session.suite_path(suite))
 
     def run(self, suite: str | Path, candidate: str, *, limit: int | None = None) -> CandidateResult:
         """Evaluate ``candidate`` of ``suite`` (memoised for the session) and return its result.

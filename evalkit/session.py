@@ -67,8 +67,7 @@ class EvalSession:
     def find_adapter(self, name: str, suite: str | Path | None = None):
         """The adapter ``name`` from the given suite file, or from the one suite seen this session that defines it."""
         if suite is not None:
-            spec = self.spec(Path(suite) if Path(suite).is_absolute() else self.root / suite)
-            return self.adapter(spec, name)
+            return self.adapter(self.spec(self.suite_path(suite)), name)
         owners = [spec for spec in self._specs.values() if name in spec.train]
         if not owners:
             for path in sorted(self.root.glob("suites/**/*.eval.yaml")):
@@ -83,6 +82,13 @@ class EvalSession:
             raise EvalkitError(f"adapter '{name}' is defined by {where}",
                                fix="name the suite: trained_adapter(name, suite='suites/<file>.eval.yaml')")
         return self.adapter(owners[0], name)
+
+    def suite_path(self, suite: str | Path) -> Path:
+        """A suite named by a user: as given when it exists, else relative to the project root."""
+        path = Path(suite)
+        if not path.is_absolute() and not path.exists():
+            path = self.root / path
+        return path
 
     def spec(self, path: Path) -> SuiteSpec:
         path = path.resolve()
