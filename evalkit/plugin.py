@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 SESSION_KEY = pytest.StashKey["EvalSession"]()
 SUITE_NAMES_KEY = pytest.StashKey[dict]()
 WRITTEN_KEY = pytest.StashKey[Path]()
+COVERAGE_KEY = pytest.StashKey["RunCoverage"]()
+REPORT_ERROR_KEY = pytest.StashKey[str]()
 SUITE_SUFFIX = ".eval.yaml"
 TRAIN_MODES = ("auto", "never", "always")  # evalkit.train.TRAIN_MODES, repeated to keep this import light
 
@@ -37,8 +39,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--evalkit-train", dest="evalkit_train", choices=TRAIN_MODES, default=None,
                     help="adapters a suite uses: auto (default) trains a missing or stale one, never makes that an "
                          "error (CI that must not train), always retrains")
+    group.addoption("--evalkit-baseline", dest="evalkit_baseline", metavar="FILE", default=None,
+                    help="baseline to compare with (default: the evalkit_baseline ini value, else <reports>/baseline.json)")
+    group.addoption("--evalkit-update-baseline", dest="evalkit_update_baseline", action="store_true",
+                    help="write the baseline from this run (refused unless every suite and candidate ran); "
+                         "regressions are reported but do not fail")
+    group.addoption("--evalkit-merge-baseline", dest="evalkit_merge_baseline", action="store_true",
+                    help="like --evalkit-update-baseline, but replace only the candidates that ran and keep the rest")
+    group.addoption("--evalkit-keep-runs", dest="evalkit_keep_runs", metavar="N", type=int, default=None,
+                    help="run folders to keep under <reports>/runs (default: the evalkit_keep_runs ini value, 20; 0 keeps all)")
     parser.addini("evalkit_reports", "folder for run records, relative to the rootdir", default="reports")
     parser.addini("evalkit_train", "auto, never or always (see --evalkit-train)", default="auto")
+    parser.addini("evalkit_baseline", "baseline file, relative to the rootdir (default: <reports>/baseline.json)",
+                  default="")
+    parser.addini("evalkit_keep_runs", "run folders to keep under <reports>/runs (0 keeps all)", default="20")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -62,10 +76,23 @@ def pytest_configure(config: pytest.Config) -> None:
             reporter.write_line("")
             reporter.write_line(message, yellow=True)
 
+    baseline = config.getoption("evalkit_baseline") or config.getini("evalkit_baseline") or None
+    keep_runs = config.getoption("evalkit_keep_runs")
+    if keep_runs is None:
+        try:
+            keep_runs = int(config.getini("evalkit_keep_runs"))
+        except ValueError:
+            raise pytest.UsageError(f"evalkit_keep_runs = {config.getini('evalkit_keep_runs')!r}: use a whole number") from None
+    if keep_runs < 0:
+        raise pytest.UsageError("--evalkit-keep-runs must be 0 (keep all) or a positive number")
+    update = ("merge" if config.getoption("evalkit_merge_baseline")
+              else "replace" if config.getoption("evalkit_update_baseline") else None)
     config.stash[SESSION_KEY] = EvalSession(
         root=config.rootpath, reports_dir=config.rootpath / reports, limit=limit, notify=notify,
-        train_mode=train_mode)
+        train_mode=train_mode, baseline_path=config.rootpath / baseline if baseline else None,
+        update_baseline=update, keep_runs=keep_runs)
     config.stash[SUITE_NAMES_KEY] = {}
+    config.stash[COVERAGE_KEY] = RunCoverage()
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistMerge(config), "evalkit-xdist")
 
@@ -123,14 +150,7 @@ class CandidateItem(pytest.Item):
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style=None):
         if isinstance(excinfo.value, ThresholdFailure):
             r = excinfo.value.result
-            lines = [f"{r.suite}::{r.candidate} failed ({r.n} examples):"]
-            lines += [f"  {failure}" for failure in r.failures]
-            wrong = [e for e in r.examples if not e.correct][:3]
-            if wrong:
-                lines.append("first wrong examples:")
-                for e in wrong:
-                    lines.append(f"  {e.id}: predicted {e.output!r}, expected {e.target!r}")
-            return "\n".join(lines)
+            return failure_message(r)
         if isinstance(excinfo.value, EvalkitError):
             return str(excinfo.value)
         return super().repr_failure(excinfo, style=style)
@@ -138,6 +158,27 @@ class CandidateItem(pytest.Item):
     def reportinfo(self):
         line = self.spec.candidates[self.name].line
         return self.path, (line - 1) if line else None, f"{self.spec.name}::{self.name}"
+
+
+def failure_message(r: CandidateResult, shown: int = 5) -> str:
+    """Why a candidate failed: each failure, then the examples that flipped (or were wrong)."""
+    lines = [f"{r.suite}::{r.candidate} failed ({r.n} examples):"]
+    lines += [f"  {failure}" for failure in r.failures]
+    comparison = r.baseline or {}
+    worse = [f for f in comparison.get("flipped", []) if f["direction"] == "worse"] if comparison.get("regressed") else []
+    if worse:
+        by_id = {e.id: e for e in r.examples}
+        lines.append(f"first examples that got worse ({len(worse)} in all; every flip is in reports/latest/summary.md):")
+        for flip in worse[:shown]:
+            e = by_id[flip["id"]]
+            lines.append(f"  {e.id}: was {flip['baseline_output']!r}, now {e.output!r}, expected {e.target!r}")
+        return "\n".join(lines)
+    wrong = [e for e in r.examples if not e.correct][:3]
+    if wrong:
+        lines.append("first wrong examples:")
+        for e in wrong:
+            lines.append(f"  {e.id}: predicted {e.output!r}, expected {e.target!r}")
+    return "\n".join(lines)
 
 
 class InvalidSuiteItem(pytest.Item):
@@ -157,6 +198,58 @@ class InvalidSuiteItem(pytest.Item):
         return self.path, None, f"invalid suite {self.path.name}"
 
 
+class RunCoverage:
+    """Which candidates this run selected, left out, or could not use: a baseline needs a complete run."""
+
+    def __init__(self) -> None:
+        self.selected: set[str] = set()  # "suite::candidate" of every selected candidate item
+        self.deselected: set[str] = set()
+        self.invalid: set[str] = set()  # suite files that could not be used
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return {"selected": sorted(self.selected), "deselected": sorted(self.deselected), "invalid": sorted(self.invalid)}
+
+    def update(self, data: dict[str, list[str]]) -> None:
+        self.selected.update(data["selected"])
+        self.deselected.update(data["deselected"])
+        self.invalid.update(data["invalid"])
+
+    def incomplete(self, produced: set[str]) -> str | None:
+        """Why the run does not cover its suites completely, or None."""
+        reasons = []
+        if self.deselected:
+            reasons.append(f"{len(self.deselected)} candidate(s) deselected, e.g. {sorted(self.deselected)[0]}")
+        if self.invalid:
+            reasons.append(f"unusable suite file(s): {', '.join(sorted(self.invalid))}")
+        missing = sorted(self.selected - produced)
+        if missing:
+            reasons.append(f"{len(missing)} candidate(s) without a result, e.g. {missing[0]}")
+        return "; ".join(reasons) or None
+
+
+def _item_key(item: pytest.Item) -> str | None:
+    if isinstance(item, CandidateItem):
+        return f"{item.spec.name}::{item.name}"
+    return None
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    for item in items:
+        key = _item_key(item)
+        if key is not None:
+            item.config.stash[COVERAGE_KEY].deselected.add(key)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    coverage: RunCoverage = session.config.stash[COVERAGE_KEY]
+    for item in session.items:
+        key = _item_key(item)
+        if key is not None:
+            coverage.selected.add(key)
+        elif isinstance(item, InvalidSuiteItem):
+            coverage.invalid.add(str(item.path))
+
+
 def junit_properties(result: CandidateResult) -> list[tuple[str, object]]:
     props: list[tuple[str, object]] = [("evalkit.n", result.n)]
     for metric, value in result.metrics.items():
@@ -164,6 +257,15 @@ def junit_properties(result: CandidateResult) -> list[tuple[str, object]]:
         props += [(f"evalkit.{metric}", value), (f"evalkit.{metric}.ci95", f"{lo:.4f}-{hi:.4f}")]
     props += [("evalkit.passed", result.passed), ("evalkit.wall_s", result.wall_s)]
     props += [(f"evalkit.cost.{k}", v) for k, v in result.cost.items()]
+    props.append(("evalkit.verdict", "pass" if result.passed else "fail"))
+    comparison = result.baseline
+    if comparison is not None:
+        props.append(("evalkit.baseline.status", comparison["status"]))
+        gate = comparison.get("gate")
+        if gate:
+            props += [(f"evalkit.baseline.{gate['metric']}.delta", round(-gate["drop"], 6)),
+                      ("evalkit.baseline.p_value", round(gate["p_value"], 6)),
+                      ("evalkit.baseline.worse", gate["worse"]), ("evalkit.baseline.better", gate["better"])]
     return props
 
 
@@ -215,28 +317,46 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
         terminalreporter.write_line("")
         terminalreporter.write_line(table)
     written = config.stash.get(WRITTEN_KEY, None)
+    terminalreporter.write_line("")
+    baseline = session.baseline_path
+    if session.update_baseline is not None and config.stash.get(REPORT_ERROR_KEY, None) is None:
+        terminalreporter.write_line(f"baseline written: {baseline}", green=True)
+    elif not any(r.baseline is not None for r in session.results.values()):
+        if session.update_baseline is None:
+            terminalreporter.write_line(
+                f"no baseline at {baseline}: nothing is compared yet (pytest suites/ --evalkit-update-baseline writes one)")
+    else:
+        terminalreporter.write_line(f"compared with the baseline {baseline}")
     if written is not None:
-        terminalreporter.write_line("")
-        terminalreporter.write_line(f"run record: {written}/results.json, {written}/examples.jsonl")
+        latest = session.reports_dir / "latest"
+        terminalreporter.write_line(f"run record: {written}/ (also {latest}/): results.json, examples.jsonl, "
+                                    f"summary.md, report.html")
+    error = config.stash.get(REPORT_ERROR_KEY, None)
+    if error is not None:
+        terminalreporter.write_line(f"evalkit: {error}", red=True)
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     evalsession: EvalSession = config.stash.get(SESSION_KEY, None)
-    if evalsession is None or not evalsession.results:
+    if evalsession is None:
         return
+    coverage: RunCoverage = config.stash[COVERAGE_KEY]
     if hasattr(config, "workerinput"):  # an xdist worker: hand results to the controller
-        config.workeroutput["evalkit_results"] = json.dumps(
-            [asdict(r) for r in evalsession.results.values()])
+        config.workeroutput["evalkit_results"] = json.dumps([asdict(r) for r in evalsession.results.values()])
+        config.workeroutput["evalkit_coverage"] = json.dumps(coverage.as_dict())
         return
+    if not evalsession.results:
+        return
+    produced = {f"{suite}::{candidate}" for suite, candidate in evalsession.results}
     try:
-        written = evalsession.write_reports()
-        if written is not None:
-            config.stash[WRITTEN_KEY] = written
+        evalsession.write_reports(incomplete=coverage.incomplete(produced))
     except EvalkitError as error:
-        config.get_terminal_writer().line(f"evalkit: {error}", red=True)
+        config.stash[REPORT_ERROR_KEY] = str(error)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if evalsession.written is not None:
+        config.stash[WRITTEN_KEY] = evalsession.written
 
 
 def _result_from_dict(data: dict) -> CandidateResult:
@@ -255,7 +375,10 @@ class _XdistMerge:
         self.config = config
 
     def pytest_testnodedown(self, node, error) -> None:
-        payload = getattr(node, "workeroutput", {}).get("evalkit_results")
+        output = getattr(node, "workeroutput", {})
+        if output.get("evalkit_coverage"):
+            self.config.stash[COVERAGE_KEY].update(json.loads(output["evalkit_coverage"]))
+        payload = output.get("evalkit_results")
         if not payload:
             return
         session: EvalSession = self.config.stash[SESSION_KEY]

@@ -13,7 +13,8 @@ from typing import Any
 
 from evalkit.atomic import replace_directory
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: baseline comparisons, run ids, repeats (pass_rate)
+READABLE_VERSIONS = (1, 2)
 
 
 @dataclass
@@ -26,6 +27,7 @@ class ExampleResult:
     correct: bool
     score: float
     details: dict[str, Any] = field(default_factory=dict)
+    pass_rate: float | None = None  # with `repeats:`, the share of repeats that were correct
 
 
 @dataclass
@@ -47,6 +49,8 @@ class CandidateResult:
     template_sha256: str
     examples: list[ExampleResult] = field(repr=False, default_factory=list)
     adapter: dict[str, Any] | None = None  # the LoRA adapter behind this candidate (see evalkit.train)
+    baseline: dict[str, Any] | None = None  # the comparison with the baseline (see evalkit.compare)
+    repeats: int = 1  # samples per example (sampled generation)
 
     @property
     def passed(self) -> bool:
@@ -102,27 +106,118 @@ def run_header(root: Path, started: _dt.datetime, finished: _dt.datetime) -> dic
     }
 
 
-def write_run(directory: Path, header: dict[str, Any], results: list[CandidateResult]) -> Path:
-    """Write ``results.json`` and ``examples.jsonl`` into ``directory``, replacing it atomically."""
+def build_record(header: dict[str, Any], results: list[CandidateResult]) -> dict[str, Any]:
+    """The run record (``results.json``): the run's header and every candidate's header, by suite."""
     models = sorted({(r.model, r.model_fingerprint) for r in results})
-    record = {
+    record: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "run": {**header, "models": [{"name": n, "fingerprint": f} for n, f in models]},
         "suites": {},
     }
     for r in results:
         record["suites"].setdefault(r.suite, {})[r.candidate] = r.header()
+    return record
+
+
+def example_rows(results: list[CandidateResult]) -> list[dict[str, Any]]:
+    """The rows of ``examples.jsonl``: one per example and candidate."""
+    return [{"suite": r.suite, "candidate": r.candidate, **asdict(ex)} for r in results for ex in r.examples]
+
+
+def new_run_id(runs_dir: Path, started: _dt.datetime) -> str:
+    """A sortable id from the start time (UTC), unique within ``runs_dir``."""
+    base = started.astimezone(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    run_id, n = base, 1
+    while (runs_dir / run_id).exists():
+        n += 1
+        run_id = f"{base}-{n}"
+    return run_id
+
+
+def _write_files(directory: Path, files: dict[str, str]) -> None:
+    """Write ``files`` (name -> text) as the whole content of ``directory``, replacing it atomically."""
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
     try:
-        (tmp / "results.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        with (tmp / "examples.jsonl").open("w", encoding="utf-8") as out:
-            for r in results:
-                for ex in r.examples:
-                    out.write(json.dumps({"suite": r.suite, "candidate": r.candidate, **asdict(ex)},
-                                         ensure_ascii=False) + "\n")
+        for name, text in files.items():
+            (tmp / name).write_text(text, encoding="utf-8")
         replace_directory(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return directory
+
+
+def render_run(record: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, str]:
+    """Every file of a run folder, rendered from the record and its example rows."""
+    from evalkit.report.html import render_html
+    from evalkit.report.markdown import render_summary
+
+    return {
+        "results.json": json.dumps(record, indent=2, ensure_ascii=False) + "\n",
+        "examples.jsonl": "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows),
+        "summary.md": render_summary(record, rows),
+        "report.html": render_html(record, rows),
+    }
+
+
+def write_run(reports_dir: Path, record: dict[str, Any], rows: list[dict[str, Any]], *, keep_runs: int = 20) -> Path:
+    """Write ``reports/runs/<run id>/`` and make ``reports/latest/`` a copy of it; prune old runs.
+
+    Each folder is staged and renamed into place, so a reader never sees half a run. ``keep_runs`` = 0
+    keeps every run."""
+    files = render_run(record, rows)
+    run_dir = reports_dir / "runs" / record["run"]["run_id"]
+    _write_files(run_dir, files)
+    _write_files(reports_dir / "latest", files)
+    if keep_runs > 0:
+        prune_runs(reports_dir / "runs", keep_runs)
+    return run_dir
+
+
+def prune_runs(runs_dir: Path, keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` run folders (by id, which sorts by start time)."""
+    runs = sorted((p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
+                   and (p / "results.json").exists()), key=lambda p: p.name)
+    removed = runs[:-keep] if len(runs) > keep else []
+    for old in removed:
+        shutil.rmtree(old, ignore_errors=True)
+    return removed
+
+
+def load_run(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Read a run folder (or its results.json): the record and its example rows, checked for shape."""
+    from evalkit.errors import EvalkitError
+
+    folder = path if path.is_dir() else path.parent
+    results_path = folder / "results.json"
+    fix = "point at a folder written by evalkit (reports/latest or reports/runs/<run id>)"
+    try:
+        text = results_path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise EvalkitError(f"cannot read the run record: {exc.strerror}", path=results_path, fix=fix) from None
+    try:
+        record = json.loads(text)
+    except ValueError as exc:
+        raise EvalkitError(f"the run record is not valid JSON: {getattr(exc, 'msg', exc)}", path=results_path,
+                           line=getattr(exc, "lineno", None), fix="the file is damaged; rerun the suites to write it again") from None
+    version = record.get("schema_version") if isinstance(record, dict) else None
+    if version not in READABLE_VERSIONS:
+        raise EvalkitError(f"the run record has schema_version {version!r}; this evalkit reads {READABLE_VERSIONS}",
+                           path=results_path, fix="rerun the suites with this evalkit version, or upgrade evalkit")
+    if not isinstance(record.get("suites"), dict) or not isinstance(record.get("run"), dict):
+        raise EvalkitError("the run record has no `run` and `suites` sections", path=results_path, fix=fix)
+    rows = []
+    examples_path = folder / "examples.jsonl"
+    try:
+        with examples_path.open(encoding="utf-8") as lines:
+            for number, line in enumerate(lines, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    rows.append(json.loads(line))
+                except ValueError as exc:
+                    raise EvalkitError(f"line is not valid JSON: {getattr(exc, 'msg', exc)}", path=examples_path,
+                                       line=number, fix="the file is damaged; rerun the suites to write it again") from None
+    except FileNotFoundError:
+        raise EvalkitError("the run folder has no examples.jsonl", path=folder, fix=fix) from None
+    return record, rows

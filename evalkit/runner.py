@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -158,28 +159,52 @@ def score_classify(prepared: PreparedCandidate, backend: Backend) -> tuple[list[
     return examples, metrics, ci, tokens
 
 
+def sample_seed(seed: int, example_id: str, repeat: int) -> int:
+    """The random stream of one example's repeat: stable across runs, batches and row order."""
+    digest = hashlib.sha256(f"{seed}:{example_id}:{repeat}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
 def score_generate(prepared: PreparedCandidate, backend: Backend) -> tuple[list[ExampleResult], dict, dict, dict]:
+    """Generate and score every row; with ``repeats`` > 1, each row is sampled that many times and its
+    accuracy is its pass rate (the share of repeats that were correct)."""
     spec = prepared.spec
     task = spec.task
     scorer = build_scorer(task.scorer_name, task.scorer_options, base_dir=spec.path.parent)
-    requests = [GenerateRequest(p, task.max_new_tokens, tuple(task.stop)) for p in prepared.prompts]
+    rows = prepared.dataset.rows
+    requests = [
+        GenerateRequest(prompt, task.max_new_tokens, tuple(task.stop), temperature=task.temperature,
+                        top_p=task.top_p, seed=sample_seed(task.seed, row.id, r))
+        for r in range(task.repeats) for row, prompt in zip(rows, prepared.prompts)
+    ]
     responses = backend.generate(requests)
     examples = []
     tokens = {"prompt": 0, "output": 0}
-    for row, prompt, target, res in zip(prepared.dataset.rows, prepared.prompts, prepared.gold, responses):
-        result = scorer(res.text, target)
-        tokens["prompt"] += res.prompt_tokens
-        tokens["output"] += res.output_tokens
-        details = {"output_tokens": res.output_tokens}
-        if result.extracted is not None:
-            details["extracted"] = result.extracted
-        examples.append(ExampleResult(id=row.id, row=row.number, prompt=prompt, output=res.text, target=target,
-                                      correct=bool(result.correct), score=float(result.value), details=details))
+    n_rows = len(rows)
+    for i, (row, prompt, target) in enumerate(zip(rows, prepared.prompts, prepared.gold)):
+        runs = [responses[r * n_rows + i] for r in range(task.repeats)]
+        scored = [scorer(res.text, target) for res in runs]
+        for res in runs:
+            tokens["prompt"] += res.prompt_tokens
+            tokens["output"] += res.output_tokens
+        first, first_score = runs[0], scored[0]
+        details: dict[str, Any] = {"output_tokens": first.output_tokens}
+        if first_score.extracted is not None:
+            details["extracted"] = first_score.extracted
+        pass_rate = None
+        if task.repeats > 1:
+            pass_rate = sum(bool(s.correct) for s in scored) / task.repeats
+            details.update(outputs=[res.text for res in runs], flaky=0 < pass_rate < 1)
+        examples.append(ExampleResult(
+            id=row.id, row=row.number, prompt=prompt, output=first.text, target=target,
+            correct=bool(first_score.correct) if pass_rate is None else pass_rate >= 0.5,
+            score=sum(float(s.value) for s in scored) / task.repeats, details=details, pass_rate=pass_rate,
+        ))
     n = len(examples)
-    correct = sum(e.correct for e in examples)
+    accuracy_values = [e.pass_rate if e.pass_rate is not None else float(e.correct) for e in examples]
     values = [e.score for e in examples]
-    metrics = {"accuracy": correct / n, "score": sum(values) / n}
-    ci = {"accuracy": wilson_interval(correct, n), "score": mean_interval(values)}
+    metrics = {"accuracy": sum(accuracy_values) / n, "score": sum(values) / n}
+    ci = {"accuracy": mean_interval(accuracy_values), "score": mean_interval(values)}
     return examples, metrics, ci, tokens
 
 
@@ -263,6 +288,7 @@ def evaluate_candidate(
         template_sha256=prepared.template.sha256,
         examples=examples,
         adapter=adapter.summary() if adapter is not None else None,
+        repeats=spec.task.repeats,
     )
 
 

@@ -10,9 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.backends.base import Backend
+from evalkit.baseline import Baseline, read_baseline, write_baseline
+from evalkit.compare import Policy, Snapshot, compare
 from evalkit.errors import EvalkitError
-from evalkit.results import CandidateResult, run_header, write_run
+from evalkit.results import CandidateResult, build_record, example_rows, new_run_id, run_header, write_run
 from evalkit.suite import ModelConfig, SuiteSpec, load_suite
+
+BASELINE_MODES = (None, "replace", "merge")
 
 
 @dataclass
@@ -37,6 +41,28 @@ class EvalSession:
     _limits: dict[tuple[str, str], int | None] = field(default_factory=dict)
     train_mode: str = "auto"  # auto: train missing or stale adapters; never: that is an error; always: retrain
     _adapters: dict[tuple[Path, str], Any] = field(default_factory=dict)
+    baseline_path: Path | None = None  # default: <reports_dir>/baseline.json
+    update_baseline: str | None = None  # None: gate on the baseline; "replace" or "merge": write it from this run
+    keep_runs: int = 20  # run folders kept under reports/runs (0: all)
+    _baseline: Any = None  # Baseline | None | EvalkitError, read on first use
+    _baseline_read: bool = False
+    written: Path | None = None  # the run folder written at the end of the session
+
+    def __post_init__(self) -> None:
+        if self.baseline_path is None:
+            self.baseline_path = self.reports_dir / "baseline.json"
+
+    def baseline(self) -> Baseline | None:
+        """The committed baseline (None when there is none yet); a damaged one raises EvalkitError."""
+        if not self._baseline_read:
+            try:
+                self._baseline = read_baseline(self.baseline_path)
+            except EvalkitError as error:
+                self._baseline = error
+            self._baseline_read = True
+        if isinstance(self._baseline, EvalkitError):
+            raise self._baseline
+        return self._baseline
 
     def backend_for(self, model: ModelConfig, base_dir: Path) -> Backend:
         """The shared backend for ``model`` (loaded on first use, then reused by every suite)."""
@@ -107,22 +133,88 @@ class EvalSession:
         key = (spec.name, candidate)
         cached = self.results.get(key)
         if cached is None or self._limits.get(key) != row_limit:
-            self.results[key] = evaluate_candidate(
+            result = evaluate_candidate(
                 spec, candidate, self.backend_for, limit=row_limit, dataset_cache=self._datasets,
                 adapter_provider=self.adapter,
             )
+            self._compare_with_baseline(spec, result)
+            self.results[key] = result
             self._limits[key] = row_limit
         return self.results[key]
 
-    def write_reports(self) -> Path | None:
+    def _compare_with_baseline(self, spec: SuiteSpec, result: CandidateResult) -> None:
+        """Attach the comparison with the baseline; a significant regression fails the candidate."""
+        try:
+            baseline = self.baseline()
+        except EvalkitError:
+            if self.update_baseline == "replace":  # about to be replaced: nothing to compare with
+                return
+            raise
+        if baseline is None:
+            return
+        reference = baseline.get(result.suite, result.candidate)
+        result.baseline = compare(Snapshot.from_result(result), reference, Policy(**spec.baseline.model_dump()))
+        if result.baseline["regressed"] and self.update_baseline is None:
+            result.failures.append(f"regression against the baseline: {result.baseline['reason']}")
+
+    def write_reports(self, *, incomplete: str | None = None) -> Path | None:
+        """Write the run folder (and the baseline when asked). ``incomplete`` says why this run does not
+        cover every suite and candidate it should (a baseline is then refused unless merging)."""
         if not self.results:
             return None
         finished = _dt.datetime.now(_dt.timezone.utc)
         header = run_header(self.root, self.started, finished)
+        header["run_id"] = new_run_id(self.reports_dir / "runs", self.started)
         header["row_limit"] = self.limit
         ordered = sorted(self.results.values(), key=lambda r: (r.suite, r.candidate))
+        baseline_error = None
+        header["baseline"] = {"path": self._shown(self.baseline_path), "updated": False}
+        if self.update_baseline is not None:
+            try:
+                written = self._write_baseline(ordered, header, incomplete)
+                header["baseline"].update(updated=True, mode=self.update_baseline, candidates=written)
+            except EvalkitError as error:
+                baseline_error = error
         try:
-            return write_run(self.reports_dir / "latest", header, ordered)
+            self.written = write_run(self.reports_dir, build_record(header, ordered), example_rows(ordered),
+                                     keep_runs=self.keep_runs)
         except OSError as exc:
             raise EvalkitError(f"cannot write the run record: {exc.strerror}", path=self.reports_dir,
                                fix="make the reports folder writable, or move it with --evalkit-reports") from None
+        if baseline_error is not None:
+            raise baseline_error
+        return self.written
+
+    def _shown(self, path: Path) -> str:
+        try:
+            return str(path.resolve().relative_to(self.root.resolve()))
+        except ValueError:
+            return str(path)
+
+    def _write_baseline(self, results: list[CandidateResult], header: dict[str, Any], incomplete: str | None) -> int:
+        merge = self.update_baseline == "merge"
+        if self.limit is not None:
+            raise EvalkitError("baseline not written: --evalkit-limit evaluated only the first rows of each suite",
+                               path=self.baseline_path, fix="update the baseline from a run without --evalkit-limit")
+        old = None
+        try:
+            old = self.baseline()
+        except EvalkitError:
+            if merge:
+                raise
+        if old is not None:  # a suite in the baseline whose file still exists but did not run
+            ran = {r.suite for r in results}
+            skipped = sorted(s for s, rel in old.suite_paths.items() if s not in ran and (self.root / rel).exists())
+            if skipped and incomplete is None:
+                incomplete = f"suite(s) {', '.join(skipped)} are in the baseline but did not run"
+        if incomplete is not None and not merge:
+            raise EvalkitError(
+                f"baseline not written: this run covered only part of the suites ({incomplete})",
+                path=self.baseline_path,
+                fix="run every suite (pytest suites/ --evalkit-update-baseline), or keep the other entries and "
+                    "replace only what ran with --evalkit-merge-baseline")
+        suite_paths = {r.suite: self._shown(Path(r.suite_path)) for r in results}
+        baseline_header = {"written": header["finished"], "git_commit": header["git_commit"],
+                           "evalkit_version": header["evalkit_version"]}
+        return write_baseline(self.baseline_path, [Snapshot.from_result(r) for r in results], suite_paths,
+                              baseline_header, merge_into=old if merge else None)

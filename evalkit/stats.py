@@ -83,3 +83,52 @@ def mean_interval(values: Sequence[float]) -> tuple[float, float]:
     if all(v in (0, 1) for v in values):
         return wilson_interval(sum(values), n)
     return bootstrap_interval(lambda idx: sum(values[i] for i in idx) / n, n)
+
+
+# --------------------------------------------------------------------------- paired comparisons
+
+
+def mcnemar_exact(worse: int, better: int) -> float:
+    """Two-sided exact McNemar p-value for paired outcomes.
+
+    ``worse`` examples went from correct to wrong, ``better`` from wrong to correct; under "no change"
+    each flip is a fair coin, so the p-value is the two-sided binomial tail of the smaller count
+    (capped at 1). With no flips at all there is no evidence of a change: p = 1.
+    """
+    flips = worse + better
+    if flips == 0:
+        return 1.0
+    k = min(worse, better)
+    tail = sum(math.comb(flips, i) for i in range(k + 1)) / 2**flips
+    return min(1.0, 2 * tail)
+
+
+def paired_difference_interval(both: int, only_first: int, only_second: int, neither: int,
+                               z: float = Z95) -> tuple[float, float]:
+    """95% interval of p2 - p1 for paired proportions (Newcombe 1998, method 10: hybrid score).
+
+    ``only_first`` examples are correct in the first run only, ``only_second`` in the second only.
+    p1 = (both + only_first) / n and p2 = (both + only_second) / n. Better behaved than the Wald
+    interval when few examples flip, and it never leaves [-1, 1].
+    """
+    n = both + only_first + only_second + neither
+    if n == 0:
+        return (-1.0, 1.0)
+    p1 = (both + only_first) / n
+    p2 = (both + only_second) / n
+    l1, u1 = wilson_interval(both + only_first, n, z)
+    l2, u2 = wilson_interval(both + only_second, n, z)
+    margins = (both + only_first) * (only_second + neither) * (both + only_second) * (only_first + neither)
+    phi = 0.0 if margins == 0 else (both * neither - only_first * only_second) / math.sqrt(margins)
+    diff = p2 - p1
+    lower = diff - math.sqrt(max(0.0, (p2 - l2) ** 2 - 2 * phi * (p2 - l2) * (u1 - p1) + (u1 - p1) ** 2))
+    upper = diff + math.sqrt(max(0.0, (u2 - p2) ** 2 - 2 * phi * (u2 - p2) * (p1 - l1) + (p1 - l1) ** 2))
+    return (max(-1.0, lower), min(1.0, upper))
+
+
+def paired_bootstrap_interval(statistic: Callable[[Sequence[int]], float], n: int, *, resamples: int = 1000,
+                              seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of a paired statistic (the same resampled examples for both runs)."""
+    if n <= 0:
+        return (-1.0, 1.0)
+    return bootstrap_interval(statistic, n, resamples=resamples, seed=seed)

@@ -141,6 +141,10 @@ class TaskConfig(_Strict):
     max_new_tokens: int = Field(32, ge=1, le=4096)
     stop: list[str] = Field(default_factory=lambda: ["\n"])
     scorer: ScorerConfig = ScorerConfig(name="exact_match")
+    temperature: float = Field(0.0, ge=0, le=10, description="0: greedy decoding; above 0: sampled generation")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling: keep the smallest set of tokens with this mass")
+    repeats: int = Field(1, ge=1, le=100, description="samples per example with temperature > 0; the gate uses the mean")
+    seed: int = Field(0, description="seeds sampled generation (each example and repeat draws its own stream)")
 
     @field_validator("scorer", mode="before")
     @classmethod
@@ -156,6 +160,12 @@ class TaskConfig(_Strict):
                 raise ValueError("a classify task needs exactly one of `choices:` or `choices_field:`")
             if self.choices is not None and len(set(self.choices)) != len(self.choices):
                 raise ValueError("`choices` contains duplicates")
+            if self.temperature > 0 or self.repeats > 1:
+                raise ValueError("a classify task scores every choice's log-likelihood; `temperature` and `repeats` "
+                                 "apply to generate tasks only")
+        elif self.repeats > 1 and self.temperature == 0:
+            raise ValueError("`repeats` needs sampled generation: greedy decoding (temperature 0) gives the same "
+                             "output every time; set `temperature:` above 0 or remove `repeats:`")
         return self
 
     @property
@@ -226,6 +236,16 @@ class TrainConfig(_Strict):
         return self.model_dump(exclude={"output", "data", "prompt", "template", "allow_contamination"})
 
 
+class BaselineConfig(_Strict):
+    """When a change against the committed baseline fails a candidate (`baseline:` in a suite)."""
+
+    metric: Literal["accuracy", "acc_norm", "score"] = Field(
+        "accuracy", description="the metric gated against the baseline (a mean of one value per example)")
+    max_drop: float = Field(0.0, ge=0, le=1, description="largest drop of the metric that is never a regression")
+    alpha: float = Field(0.05, gt=0, lt=1, description="a drop fails only when the paired McNemar test gives p < alpha")
+    strict: bool = Field(False, description="fail on any drop, significant or not")
+
+
 class CandidateConfig(_Strict):
     prompt: str | None = Field(None, description="Jinja2 template file, relative to the suite")
     template: str | None = Field(None, description="inline Jinja2 template")
@@ -250,6 +270,7 @@ class SuiteConfig(_Strict):
     candidates: dict[str, CandidateConfig] = Field(min_length=1)
     train: dict[str, TrainConfig] = Field(default_factory=dict)
     thresholds: dict[str, Any] = Field(default_factory=dict)
+    baseline: BaselineConfig = BaselineConfig()
     markers: list[str] = Field(default_factory=list)
 
     @field_validator("model", mode="before")
@@ -319,6 +340,7 @@ class SuiteSpec:
     thresholds: dict[str, dict[str, Threshold]]
     markers: tuple[str, ...]
     train: dict[str, TrainSpec] = field(default_factory=dict)
+    baseline: BaselineConfig = BaselineConfig()
 
     @property
     def metric_names(self) -> tuple[str, ...]:
@@ -353,6 +375,7 @@ _SECTION_MODELS: dict[tuple, type[BaseModel]] = {
     ("model",): ModelConfig,
     ("dataset",): DatasetConfig,
     ("task",): TaskConfig,
+    ("baseline",): BaselineConfig,
 }
 
 
@@ -485,6 +508,12 @@ def load_suite(path: str | Path) -> SuiteSpec:
             )
 
     metric_names = CLASSIFY_METRICS if task.kind == "classify" else GENERATE_METRICS
+    if config.baseline.metric not in metric_names:
+        raise SuiteError(
+            f"baseline metric '{config.baseline.metric}' is not reported by a {task.kind} task",
+            path=path, line=line("baseline", "metric"),
+            fix=f"use one of: {', '.join(m for m in metric_names if m != 'macro_f1')}",
+        )
     shared: dict[str, Threshold] = {}
     overrides: dict[str, dict[str, Threshold]] = {}
 
@@ -531,4 +560,5 @@ def load_suite(path: str | Path) -> SuiteSpec:
         thresholds=thresholds,
         markers=tuple(config.markers),
         train=train,
+        baseline=config.baseline,
     )

@@ -25,11 +25,17 @@ class ChoiceResult:
 
 @dataclass(frozen=True)
 class GenerateRequest:
-    """Decode greedily after ``prompt`` until a stop string or ``max_new_tokens``."""
+    """Decode after ``prompt`` until a stop string or ``max_new_tokens``.
+
+    Greedy when ``temperature`` is 0; otherwise sampled from the request's own random stream
+    (``seed``), so its output does not depend on which other requests share its batch."""
 
     prompt: str
     max_new_tokens: int
     stop: tuple[str, ...] = ()
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import inspect
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from evalkit.backends.base import ChoiceRequest, ChoiceResult, GenerateRequest, GenerateResult, cut_at_stop
 from evalkit.errors import ModelError
@@ -258,16 +259,20 @@ class HFBackend:
         results: list[GenerateResult | None] = [None] * len(requests)
         groups: dict[tuple, list[int]] = {}
         for i in sorted(range(len(requests)), key=lambda i: -len(encoded[i])):
-            groups.setdefault((requests[i].max_new_tokens, requests[i].stop), []).append(i)
+            r = requests[i]
+            groups.setdefault((r.max_new_tokens, r.stop, r.temperature, r.top_p), []).append(i)
         lengths = [len(ids) for ids in encoded]
-        for (max_new_tokens, stop), indices in groups.items():
+        for (max_new_tokens, stop, temperature, top_p), indices in groups.items():
             for batch in self._batches(indices, lengths, default=DEFAULT_GENERATE_BATCH):
-                texts = self._generate_batch([encoded[i] for i in batch], max_new_tokens, stop)
+                sampling = None if temperature == 0 else (temperature, top_p, [requests[i].seed for i in batch])
+                texts = self._generate_batch([encoded[i] for i in batch], max_new_tokens, stop, sampling)
                 for i, (text, n_out) in zip(batch, texts):
                     results[i] = GenerateResult(text=text, prompt_tokens=len(encoded[i]), output_tokens=n_out)
         return results  # type: ignore[return-value]
 
-    def _generate_batch(self, batch: list[list[int]], max_new_tokens: int, stop: tuple[str, ...]) -> list[tuple[str, int]]:
+    def _generate_batch(self, batch: list[list[int]], max_new_tokens: int, stop: tuple[str, ...],
+                        sampling: tuple[float, float, list[int]] | None = None) -> list[tuple[str, int]]:
+        """Decode one left-padded batch; ``sampling`` = (temperature, top_p, one seed per row), else greedy."""
         torch = self._torch
         pad = self.tokenizer.pad_token_id
         width = max(len(ids) for ids in batch)
@@ -282,13 +287,21 @@ class HFBackend:
         generated: list[list[int]] = [[] for _ in batch]
         texts = [""] * len(batch)
         active = list(range(len(batch)))  # original row of each position in the running batch
+        generators = []
+        if sampling is not None:  # one stream per row: its samples do not depend on the batch around it
+            for seed in sampling[2]:
+                generators.append(torch.Generator(device=device))
+                generators[-1].manual_seed(seed)
         with torch.inference_mode():
             out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
                              use_cache=True, logits_to_keep=1)
             cache = getattr(out, self._cache_kw)
             next_pos = positions[:, -1] + 1
             for step in range(max_new_tokens):
-                tokens = out.logits[:, -1].argmax(-1)
+                if sampling is None:
+                    tokens = out.logits[:, -1].argmax(-1)
+                else:
+                    tokens = _sample(torch, out.logits[:, -1], sampling[0], sampling[1], [generators[r] for r in active])
                 token_list = tokens.tolist()
                 keep = []
                 for k, row in enumerate(active):
@@ -312,6 +325,17 @@ class HFBackend:
                 cache = getattr(out, self._cache_kw)
                 next_pos = next_pos + 1
         return [(cut_at_stop(text, stop), len(ids)) for text, ids in zip(texts, generated)]
+
+
+def _sample(torch, logits, temperature: float, top_p: float, generators: list) -> Any:
+    """One token per row from softmax(logits / temperature), restricted to the top-p nucleus."""
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        outside = sorted_probs.cumsum(-1) - sorted_probs > top_p  # tokens after the nucleus is full
+        sorted_probs[outside] = 0.0
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+    return torch.stack([torch.multinomial(row, 1, generator=g)[0] for row, g in zip(probs, generators)])
 
 
 class AdapterView:

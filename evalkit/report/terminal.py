@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from tabulate import tabulate
 
+from evalkit.compare import format_p
 from evalkit.results import CandidateResult
 
 
@@ -38,6 +39,23 @@ def _training(result: CandidateResult) -> str:
     return f"{cost['train_s']:.0f}s, {_params(cost['trainable_parameters'])} params, {_size(cost['adapter_bytes'])}"
 
 
+def _baseline_cells(result: CandidateResult) -> list[str]:
+    comparison = result.baseline
+    if comparison is None:
+        return ["-", "-"]
+    gate = comparison.get("gate")
+    if not gate:
+        return [comparison["status"], "-"]
+    return [f"{-gate['drop']:+.3f} ({gate['worse']} worse, {gate['better']} better)", format_p(gate["p_value"])]
+
+
+def _verdict(result: CandidateResult) -> str:
+    status = (result.baseline or {}).get("status")
+    if not result.passed:
+        return "FAIL (regressed)" if (result.baseline or {}).get("regressed") else "FAIL"
+    return "PASS" if status in (None, "no significant change") else f"PASS ({status})"
+
+
 def suite_tables(results: Iterable[CandidateResult]) -> list[str]:
     by_suite: dict[str, list[CandidateResult]] = {}
     for r in results:
@@ -45,13 +63,16 @@ def suite_tables(results: Iterable[CandidateResult]) -> list[str]:
     tables = []
     for suite, rows in by_suite.items():
         metrics = list(rows[0].metrics)
-        headers = ["candidate", "n", *metrics, "threshold", "verdict", "time", "tok/ex", "ms/ex", "training"]
+        compared = any(r.baseline is not None for r in rows)
+        headers = ["candidate", "n", *metrics, "threshold", *(["vs baseline", "p"] if compared else []), "verdict",
+                   "time", "tok/ex", "ms/ex", "training"]
         body = []
         for r in rows:
             body.append([
                 r.candidate, r.n, *(_metric_cell(r, m) for m in metrics),
                 ", ".join(f"{m} {t}" for m, t in r.thresholds.items()) or "-",
-                "PASS" if r.passed else "FAIL",
+                *(_baseline_cells(r) if compared else []),
+                _verdict(r),
                 f"{r.wall_s:.1f}s",
                 _tokens(r),
                 f"{r.cost['ms_per_example']:.0f}",
@@ -59,5 +80,7 @@ def suite_tables(results: Iterable[CandidateResult]) -> list[str]:
             ])
         title = (f"{suite} ({rows[0].task}, model {rows[0].model}; metric [95% CI]; tok/ex: prompt tokens per example;"
                  " training: adapter training time, trainable parameters, size)")
+        if compared:
+            title += "\nvs baseline: change of the gated metric on the shared examples; p: exact McNemar test on the flips"
         tables.append(title + "\n" + tabulate(body, headers=headers, tablefmt="simple"))
     return tables

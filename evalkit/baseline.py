@@ -1,0 +1,126 @@
+"""The committed baseline (``reports/baseline.json``): what each candidate scored, example by example.
+
+Written by ``pytest suites/ --evalkit-update-baseline`` from a complete run (or merged into with
+``--evalkit-merge-baseline``); read by every run to gate each candidate on a real regression.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evalkit.compare import Snapshot
+from evalkit.errors import EvalkitError
+
+KIND = "evalkit-baseline"
+VERSION = 1
+UPDATE_HINT = "pytest suites/ --evalkit-update-baseline"
+
+_VALUES = {"type": "object", "additionalProperties": {"type": "number"}}
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["kind", "version", "suites"],
+    "properties": {
+        "kind": {"const": KIND},
+        "version": {"const": VERSION},
+        "suites": {"type": "object", "additionalProperties": {
+            "type": "object",
+            "required": ["suite_path", "candidates"],
+            "properties": {
+                "suite_path": {"type": "string"},
+                "candidates": {"type": "object", "additionalProperties": {
+                    "type": "object",
+                    "required": ["n", "metrics", "hashes", "examples"],
+                    "properties": {
+                        "task": {"type": "string"},
+                        "n": {"type": "integer", "minimum": 0},
+                        "metrics": _VALUES,
+                        "hashes": {"type": "object"},
+                        "examples": {"type": "array", "items": {
+                            "type": "object",
+                            "required": ["id", "values"],
+                            "properties": {"id": {"type": "string"}, "values": _VALUES},
+                        }},
+                    },
+                }},
+            },
+        }},
+    },
+}
+
+
+@dataclass
+class Baseline:
+    path: Path
+    entries: dict[tuple[str, str], Snapshot] = field(default_factory=dict)
+    suite_paths: dict[str, str] = field(default_factory=dict)  # suite name -> suite file, relative to the root
+    header: dict[str, Any] = field(default_factory=dict)
+
+    def get(self, suite: str, candidate: str) -> Snapshot | None:
+        return self.entries.get((suite, candidate))
+
+
+def read_baseline(path: Path) -> Baseline | None:
+    """The baseline at ``path``, or None when there is none yet; a damaged file is an EvalkitError."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise EvalkitError(f"cannot read the baseline: {exc.strerror}", path=path) from None
+    fix = f"restore it from version control (git checkout -- {path.name}), or write a new one: {UPDATE_HINT}"
+    try:
+        document = json.loads(text)
+    except ValueError as exc:
+        raise EvalkitError(f"the baseline is not valid JSON: {getattr(exc, 'msg', exc)}", path=path,
+                           line=getattr(exc, "lineno", None), fix=fix) from None
+    import jsonschema
+
+    if isinstance(document, dict) and document.get("kind") == KIND and document.get("version") != VERSION:
+        raise EvalkitError(f"the baseline has version {document.get('version')!r}; this evalkit reads version {VERSION}",
+                           path=path, fix=f"write it again with this evalkit: {UPDATE_HINT}")
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(SCHEMA).iter_errors(document))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "the top level"
+        raise EvalkitError(f"the baseline is not an evalkit baseline: at {where}: {error.message}", path=path, fix=fix)
+    baseline = Baseline(path=path, header={k: v for k, v in document.items() if k != "suites"})
+    for suite, data in document["suites"].items():
+        baseline.suite_paths[suite] = data["suite_path"]
+        for candidate, entry in data["candidates"].items():
+            baseline.entries[(suite, candidate)] = Snapshot.from_record(entry, entry["examples"], suite=suite,
+                                                                        candidate=candidate)
+    return baseline
+
+
+def write_baseline(path: Path, snapshots: list[Snapshot], suite_paths: dict[str, str], header: dict[str, Any],
+                   *, merge_into: Baseline | None = None) -> int:
+    """Write the baseline atomically; with ``merge_into``, keep its entries this run did not produce.
+
+    Returns the number of candidates written."""
+    suites: dict[str, dict[str, Any]] = {}
+    if merge_into is not None:
+        for (suite, candidate), snapshot in merge_into.entries.items():
+            entry = suites.setdefault(suite, {"suite_path": merge_into.suite_paths[suite], "candidates": {}})
+            entry["candidates"][candidate] = snapshot.baseline_entry()
+    for suite in {s.suite for s in snapshots}:  # merging replaces the candidates this run produced
+        suites.setdefault(suite, {"candidates": {}})["suite_path"] = suite_paths[suite]
+    for snapshot in snapshots:
+        suites[snapshot.suite]["candidates"][snapshot.candidate] = snapshot.baseline_entry()
+    document = {"kind": KIND, "version": VERSION, **header,
+                "suites": {s: {**suites[s], "candidates": dict(sorted(suites[s]["candidates"].items()))}
+                           for s in sorted(suites)}}
+    text = json.dumps(document, indent=1, ensure_ascii=False) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return sum(len(s["candidates"]) for s in suites.values())

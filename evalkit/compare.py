@@ -1,0 +1,247 @@
+"""Compare a candidate's run with a reference run (the committed baseline, or another run record).
+
+Both sides become a :class:`Snapshot`: metrics, the hashes of what produced them, and one
+:class:`Outcome` per example keyed by the example's stable id. Only the examples both sides share are
+compared, pairwise: the change in every metric with a 95% interval, the examples that flipped, and an
+exact McNemar (sign) test on the flips, which gates a merge together with the suite's ``max_drop``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from evalkit.stats import (
+    macro_f1,
+    mcnemar_exact,
+    paired_bootstrap_interval,
+    paired_difference_interval,
+)
+
+if TYPE_CHECKING:
+    from evalkit.results import CandidateResult, ExampleResult
+
+# Metrics that are a mean of one value per example: they can be compared example by example and gated.
+PER_EXAMPLE_METRICS = ("accuracy", "acc_norm", "score")
+OUTPUT_CHARS = 300  # how much of a model output a baseline keeps for the report
+_EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class Policy:
+    """When a change against the baseline fails the candidate (a suite's ``baseline:`` section)."""
+
+    metric: str = "accuracy"
+    max_drop: float = 0.0
+    alpha: float = 0.05
+    strict: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"metric": self.metric, "max_drop": self.max_drop, "alpha": self.alpha, "strict": self.strict}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One example as a comparison sees it."""
+
+    id: str
+    values: dict[str, float]  # the example's value of each per-example metric (accuracy: 0/1, or pass rate)
+    output: str
+    target: Any = None
+
+
+def example_values(example: ExampleResult) -> dict[str, float]:
+    """Per-example metric values of one result row; with repeats, accuracy is the pass rate."""
+    values = {"accuracy": example.pass_rate if example.pass_rate is not None else float(example.correct),
+              "score": float(example.score)}
+    if "correct_norm" in example.details:
+        values["acc_norm"] = float(example.details["correct_norm"])
+    return values
+
+
+def _short(text: Any) -> Any:
+    if isinstance(text, str) and len(text) > OUTPUT_CHARS:
+        return text[:OUTPUT_CHARS] + "…"
+    return text
+
+
+@dataclass
+class Snapshot:
+    suite: str
+    candidate: str
+    task: str
+    n: int
+    metrics: dict[str, float]
+    hashes: dict[str, str | None]  # dataset, template, model, adapter
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+
+    @classmethod
+    def from_result(cls, result: CandidateResult) -> "Snapshot":
+        outcomes = {e.id: Outcome(e.id, example_values(e), _short(str(e.output)), _short(e.target))
+                    for e in result.examples}
+        return cls(result.suite, result.candidate, result.task, result.n, dict(result.metrics),
+                   hashes_of(result.header()), outcomes)
+
+    @classmethod
+    def from_record(cls, entry: Mapping[str, Any], examples: Iterable[Mapping[str, Any]], *,
+                    suite: str, candidate: str) -> "Snapshot":
+        """From a candidate's entry in results.json and its rows of examples.jsonl (or a baseline entry)."""
+        outcomes = {}
+        for e in examples:
+            values = e.get("values")
+            if values is None:  # an examples.jsonl row
+                values = {"accuracy": e["pass_rate"] if e.get("pass_rate") is not None else float(e["correct"]),
+                          "score": float(e["score"])}
+                if "correct_norm" in (e.get("details") or {}):
+                    values["acc_norm"] = float(e["details"]["correct_norm"])
+            outcomes[str(e["id"])] = Outcome(str(e["id"]), {k: float(v) for k, v in values.items()},
+                                             _short(str(e.get("output", ""))), _short(e.get("target")))
+        hashes = entry.get("hashes") or hashes_of(entry)
+        return cls(suite, candidate, entry.get("task", ""), int(entry.get("n", len(outcomes))),
+                   {k: float(v) for k, v in entry["metrics"].items()}, dict(hashes), outcomes)
+
+    def baseline_entry(self) -> dict[str, Any]:
+        """What ``reports/baseline.json`` keeps of this candidate."""
+        return {
+            "task": self.task,
+            "n": self.n,
+            "metrics": self.metrics,
+            "hashes": self.hashes,
+            "examples": [{"id": o.id, "values": o.values, "output": o.output, "target": o.target}
+                         for o in self.outcomes.values()],
+        }
+
+
+def hashes_of(header: Mapping[str, Any]) -> dict[str, str | None]:
+    """The hashes that identify what produced a candidate's result (from a results.json entry)."""
+    adapter = header.get("adapter") or {}
+    return {
+        "dataset": header.get("dataset_hash"),
+        "template": header.get("template_sha256"),
+        "model": header.get("model_fingerprint"),
+        "adapter": adapter.get("content_hash"),
+    }
+
+
+_HASH_NAMES = {"dataset": "dataset", "template": "prompt template", "model": "model", "adapter": "adapter"}
+
+
+def _what_changed(reference: Snapshot, current: Snapshot) -> list[str]:
+    changes = []
+    for key, label in _HASH_NAMES.items():
+        old, new = reference.hashes.get(key), current.hashes.get(key)
+        if old == new:
+            continue
+        if old is None:
+            changes.append(f"{label} added ({str(new)[:12]})")
+        elif new is None:
+            changes.append(f"{label} removed (was {str(old)[:12]})")
+        else:
+            changes.append(f"{label} changed ({str(old)[:12]} -> {str(new)[:12]})")
+    return changes
+
+
+def _metric_on(metric: str, outcomes: list[Outcome]) -> float | None:
+    if not outcomes:
+        return None
+    if metric == "macro_f1":
+        return macro_f1([str(o.target) for o in outcomes], [o.output for o in outcomes])
+    if all(metric in o.values for o in outcomes):
+        return sum(o.values[metric] for o in outcomes) / len(outcomes)
+    return None
+
+
+def _delta_interval(metric: str, ref: list[Outcome], cur: list[Outcome]) -> tuple[float, float]:
+    n = len(ref)
+    if metric in PER_EXAMPLE_METRICS:
+        a = [o.values[metric] for o in ref]
+        b = [o.values[metric] for o in cur]
+        if all(v in (0.0, 1.0) for v in a + b):
+            both = sum(1 for x, y in zip(a, b) if x and y)
+            only_ref = sum(1 for x, y in zip(a, b) if x and not y)
+            only_cur = sum(1 for x, y in zip(a, b) if y and not x)
+            return paired_difference_interval(both, only_ref, only_cur, n - both - only_ref - only_cur)
+        return paired_bootstrap_interval(lambda idx: sum(b[i] - a[i] for i in idx) / n, n)
+    return paired_bootstrap_interval(
+        lambda idx: (_metric_on(metric, [cur[i] for i in idx]) or 0.0) - (_metric_on(metric, [ref[i] for i in idx]) or 0.0),
+        n)
+
+
+def compare(current: Snapshot, reference: Snapshot | None, policy: Policy) -> dict[str, Any]:
+    """The comparison of ``current`` with ``reference`` as a JSON-ready dict (see docs/reports.md)."""
+    if reference is None:
+        return {"status": "new", "regressed": False, "policy": policy.as_dict(),
+                "reason": "no baseline entry for this candidate yet"}
+    shared_ids = [i for i in current.outcomes if i in reference.outcomes]
+    result: dict[str, Any] = {
+        "policy": policy.as_dict(),
+        "changes": _what_changed(reference, current),
+        "shared": len(shared_ids),
+        "only_current": len(current.outcomes) - len(shared_ids),
+        "only_baseline": len(reference.outcomes) - len(shared_ids),
+        "regressed": False,
+    }
+    if not shared_ids:
+        result.update(status="no shared examples", metrics={}, flipped=[],
+                      reason="the run and the baseline share no example ids, so nothing can be compared")
+        return result
+    ref = [reference.outcomes[i] for i in shared_ids]
+    cur = [current.outcomes[i] for i in shared_ids]
+
+    metrics: dict[str, Any] = {}
+    for metric in current.metrics:
+        before, after = _metric_on(metric, ref), _metric_on(metric, cur)
+        if before is None or after is None:
+            continue
+        lo, hi = _delta_interval(metric, ref, cur)
+        metrics[metric] = {"baseline": before, "current": after, "delta": after - before, "ci95": [lo, hi],
+                           "baseline_all": reference.metrics.get(metric)}
+    result["metrics"] = metrics
+
+    gated = policy.metric
+    flipped = []
+    for r, c in zip(ref, cur):
+        before, after = r.values.get(gated), c.values.get(gated)
+        if before is None or after is None or abs(after - before) <= _EPS:
+            continue
+        flipped.append({"id": r.id, "direction": "worse" if after < before else "better",
+                        "baseline": before, "current": after, "baseline_output": r.output})
+    worse = sum(f["direction"] == "worse" for f in flipped)
+    better = len(flipped) - worse
+    p_value = mcnemar_exact(worse, better)
+    flipped.sort(key=lambda f: f["direction"] != "worse")  # the examples that got worse first
+    result["flipped"] = flipped
+    if gated not in metrics:
+        result.update(status="not compared", reason=f"metric '{gated}' is missing on one side")
+        return result
+    delta = metrics[gated]["delta"]
+    drop = -delta
+    result["gate"] = {"metric": gated, "drop": drop, "p_value": p_value, "worse": worse, "better": better}
+    before, after = metrics[gated]["baseline"], metrics[gated]["current"]
+    lo, hi = metrics[gated]["ci95"]
+    evidence = (f"{gated} {before:.3f} -> {after:.3f} on {len(shared_ids)} shared examples "
+                f"(change {delta:+.3f}, 95% CI {lo:+.3f} to {hi:+.3f}); {worse} got worse, {better} better; "
+                f"McNemar p = {_p(p_value)}")
+    if policy.strict and drop > _EPS:
+        result.update(status="regressed", regressed=True,
+                      reason=f"{gated} dropped {drop:.3f} against the baseline and the suite is strict: {evidence}")
+    elif drop > policy.max_drop + _EPS and p_value < policy.alpha:
+        result.update(status="regressed", regressed=True,
+                      reason=f"{gated} dropped {drop:.3f} against the baseline (more than max_drop {policy.max_drop:g}, "
+                             f"p < alpha {policy.alpha:g}): {evidence}")
+    elif delta > _EPS and p_value < policy.alpha:
+        result.update(status="improved", reason=evidence)
+    elif drop > _EPS:
+        why = f"p >= alpha {policy.alpha:g}" if p_value >= policy.alpha else f"within max_drop {policy.max_drop:g}"
+        result.update(status="within noise", reason=f"{gated} dropped {drop:.3f}, {why}: {evidence}")
+    else:
+        result.update(status="no significant change", reason=evidence)
+    return result
+
+
+def _p(p: float) -> str:
+    return f"{p:.2g}" if p < 0.001 else f"{p:.3f}"
+
+
+format_p = _p

@@ -1,0 +1,88 @@
+"""``report.html``: one self-contained page (no network, no scripts) for a run.
+
+Rendered by Jinja2 with autoescaping, so model output always shows as text; a Content-Security-Policy
+that allows no script is a second line of defence. Charts are inline SVG computed here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from evalkit.report.view import CandidateView, RunView, build_view
+
+CHART_WIDTH = 640
+BAR_HEIGHT = 22
+LABEL_WIDTH = 150
+
+
+def _bar_chart(candidates: list[CandidateView]) -> dict[str, Any]:
+    """Horizontal bars of the gated metric with 95% interval whiskers and the baseline as a tick."""
+    plot = CHART_WIDTH - LABEL_WIDTH - 60
+
+    def x(value: float) -> float:
+        return round(LABEL_WIDTH + max(0.0, min(1.0, value)) * plot, 1)
+
+    bars = []
+    for i, c in enumerate(candidates):
+        y = 10 + i * (BAR_HEIGHT + 8)
+        lo, hi = c.interval()
+        base = c.baseline_value
+        bars.append({
+            "label": c.name, "y": y, "mid": y + BAR_HEIGHT / 2, "x0": LABEL_WIDTH, "width": round(x(c.value()) - LABEL_WIDTH, 1),
+            "lo": x(lo), "hi": x(hi), "value": f"{c.value():.3f}", "value_x": x(hi) + 6,
+            "baseline": None if base is None else x(base), "passed": c.passed,
+            "title": f"{c.name}: {c.metric} {c.value():.3f}, 95% CI {lo:.3f}-{hi:.3f}"
+                     + ("" if base is None else f", baseline {base:.3f}"),
+        })
+    height = 20 + len(candidates) * (BAR_HEIGHT + 8) + 20
+    ticks = [{"x": x(t / 4), "label": f"{t / 4:.2f}"} for t in range(5)]
+    return {"width": CHART_WIDTH, "height": height, "bars": bars, "ticks": ticks, "axis_y": height - 18}
+
+
+def _training_curve(adapter: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The loss curve and validation accuracy of an adapter, from its training.json, as SVG polylines."""
+    if not adapter or not adapter.get("path"):
+        return None
+    try:
+        record = json.loads((Path(adapter["path"]) / "training.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    losses = [(p["step"], p["loss"]) for p in record.get("loss_curve") or [] if p.get("loss") is not None]
+    if len(losses) < 2:
+        return None
+    width, height, pad = 420, 160, 30
+    max_step = max(s for s, _ in losses) or 1
+    top = max(v for _, v in losses) or 1.0
+
+    def point(step: float, value: float, scale: float) -> str:
+        return f"{pad + step / max_step * (width - 2 * pad):.1f},{height - pad - value / scale * (height - 2 * pad):.1f}"
+
+    validation = [v for v in record.get("validation") or [] if v.get("accuracy") is not None]
+    return {
+        "name": adapter.get("name", ""), "width": width, "height": height, "pad": pad,
+        "loss": " ".join(point(s, v, top) for s, v in losses),
+        "accuracy": " ".join(point(v["step"], v["accuracy"], 1.0) for v in validation),
+        "max_loss": f"{top:.2f}", "steps": max_step,
+        "epochs": [{"x": point(v["step"], 0, 1.0).split(",")[0], "label": f"{v['accuracy']:.2f}"} for v in validation],
+    }
+
+
+def _environment():
+    from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+    return Environment(loader=PackageLoader("evalkit.report", "templates"), autoescape=select_autoescape(["html", "j2"]),
+                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+
+
+def render_html(record: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    view: RunView = build_view(record, rows)
+    suites = []
+    for suite in view.suites:
+        suites.append({
+            "view": suite,
+            "chart": _bar_chart(suite.candidates),
+            "curves": [curve for c in suite.candidates if (curve := _training_curve(c.entry.get("adapter")))],
+        })
+    return _environment().get_template("report.html.j2").render(view=view, suites=suites)

@@ -1,0 +1,82 @@
+"""``summary.md``: the run in a form ready to paste as a pull-request comment."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from tabulate import tabulate
+
+from evalkit.report.view import FLIPS_SHOWN, CandidateView, RunView, build_view
+
+CELL_CHARS = 80
+
+
+def cell(value: Any, limit: int = CELL_CHARS) -> str:
+    """Text safe inside a markdown table cell: no pipes, newlines or HTML that a PR comment would render."""
+    text = value if isinstance(value, str) else repr(value) if value is not None else ""
+    text = text.replace("\r", "").replace("\n", " ⏎ ")
+    if len(text) > limit:
+        text = text[:limit - 1] + "…"
+    return html.escape(text, quote=False).replace("|", "\\|").replace("`", "\\`") or " "
+
+
+def _mark(value: float) -> str:
+    return "✓" if value >= 1 else "✗" if value <= 0 else f"{value:.0%}"
+
+
+def _verdict(c: CandidateView) -> str:
+    return ("✅ " if c.passed else "❌ ") + c.verdict
+
+
+def _flips_section(c: CandidateView) -> list[str]:
+    flips = c.flips
+    if not flips:
+        return []
+    worse, better = c.flip_counts
+    lines = [f"**{c.suite} · {c.name}**: {worse} got worse, {better} got better"
+             + (f" (first {FLIPS_SHOWN} shown)" if len(flips) > FLIPS_SHOWN else ""), ""]
+    body = [[cell(f["id"], 40), f"{cell(f['baseline_output'])} {_mark(f['baseline'])}",
+             f"{cell(f['output'])} {_mark(f['current'])}", cell(f["target"])] for f in flips[:FLIPS_SHOWN]]
+    lines.append(tabulate(body, headers=["example", "baseline", "now", "expected"], tablefmt="github",
+                          disable_numparse=True))
+    return [*lines, ""]
+
+
+def render_summary(record: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    view: RunView = build_view(record, rows)
+    failed = view.failed
+    lines = [f"## {view.title}", "", " · ".join(view.facts), ""]
+    if failed:
+        lines.append(f"**{len(failed)} of {view.total} candidates failed:** "
+                     + ", ".join(f"`{c.suite}::{c.name}`" for c in failed))
+    else:
+        lines.append(f"**All {view.total} candidates passed.**")
+    lines.append("")
+    for suite in view.suites:
+        lines += [f"### {suite.name} ({suite.task}, {suite.n} examples)", ""]
+        body = [[c.name, c.metric, c.metric_cell(), c.baseline_cell, c.change_cell, c.p_cell, _verdict(c)]
+                for c in suite.candidates]
+        lines.append(tabulate(body, headers=["candidate", "metric", "value [95% CI]", "baseline", "change [95% CI]",
+                                             "p", "verdict"], tablefmt="github", disable_numparse=True))
+        lines.append("")
+        for c in suite.candidates:
+            comparison = c.comparison or {}
+            notes = list(comparison.get("changes", []))
+            if comparison.get("only_current") or comparison.get("only_baseline"):
+                notes.append(f"compared on the {comparison['shared']} examples both runs share "
+                             f"({comparison['only_current']} new, {comparison['only_baseline']} only in the baseline)")
+            if c.flaky:
+                notes.append(f"{len(c.flaky)} example(s) vary between its {c.entry.get('repeats')} repeats")
+            if notes:
+                lines.append(f"- `{c.name}`: " + "; ".join(notes))
+        if lines[-1] != "":
+            lines.append("")
+    flip_lines = [line for s in view.suites for c in s.candidates for line in _flips_section(c)]
+    if flip_lines:
+        lines += ["### Flipped examples", "", *flip_lines]
+    if not any(c.comparison for s in view.suites for c in s.candidates) and not (view.run.get("baseline") or {}).get("updated"):
+        lines += ["No baseline to compare with yet: `pytest suites/ --evalkit-update-baseline` writes one.", ""]
+    lines.append("<sub>p: exact McNemar test on the examples that flipped; change: on the examples both runs share. "
+                 "Full report: report.html in the run's folder.</sub>")
+    return "\n".join(lines).rstrip() + "\n"

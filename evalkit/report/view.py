@@ -1,0 +1,173 @@
+"""What every report shows, computed once from a run record: the markdown summary and the HTML report
+render this, so they always agree."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from evalkit.compare import format_p
+
+FLIPS_SHOWN = 5  # flipped examples per candidate in summary.md (report.html shows them all)
+
+
+@dataclass
+class CandidateView:
+    suite: str
+    name: str
+    entry: dict[str, Any]  # the candidate's entry in results.json
+    metric: str  # the metric gated against the baseline (accuracy unless the suite says otherwise)
+    examples: dict[str, dict[str, Any]] = field(default_factory=dict)  # example rows by id
+
+    @property
+    def comparison(self) -> dict[str, Any] | None:
+        return self.entry.get("baseline")
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.entry.get("passed", not self.entry.get("failures")))
+
+    def value(self, metric: str | None = None) -> float:
+        return self.entry["metrics"][metric or self.metric]
+
+    def interval(self, metric: str | None = None) -> tuple[float, float]:
+        lo, hi = self.entry["ci95"][metric or self.metric]
+        return lo, hi
+
+    def metric_cell(self, metric: str | None = None) -> str:
+        lo, hi = self.interval(metric)
+        return f"{self.value(metric):.3f} [{lo:.2f}, {hi:.2f}]"
+
+    @property
+    def baseline_value(self) -> float | None:
+        c = self.comparison or {}
+        m = (c.get("metrics") or {}).get(self.metric)
+        return None if m is None else m["baseline"]
+
+    @property
+    def baseline_cell(self) -> str:
+        value = self.baseline_value
+        return "-" if value is None else f"{value:.3f}"
+
+    @property
+    def change_cell(self) -> str:
+        c = self.comparison or {}
+        m = (c.get("metrics") or {}).get(self.metric)
+        if m is None:
+            return "-"
+        lo, hi = m["ci95"]
+        return f"{m['delta']:+.3f} [{lo:+.2f}, {hi:+.2f}]"
+
+    @property
+    def p_cell(self) -> str:
+        gate = (self.comparison or {}).get("gate")
+        return "-" if not gate else format_p(gate["p_value"])
+
+    @property
+    def status(self) -> str:
+        """The comparison's status, or why there is none."""
+        c = self.comparison
+        return "no baseline" if c is None else c["status"]
+
+    @property
+    def verdict(self) -> str:
+        """pass or fail, with what decided it."""
+        if self.passed:
+            return "pass" if self.status in ("no baseline", "no significant change") else f"pass ({self.status})"
+        reasons = []
+        if (self.comparison or {}).get("regressed"):
+            reasons.append("regressed")
+        if any(not f.startswith("regression against the baseline") for f in self.entry.get("failures", [])):
+            reasons.append("threshold" if any("does not meet" in f for f in self.entry["failures"]) else "error")
+        return "FAIL (" + ", ".join(reasons) + ")"
+
+    @property
+    def flips(self) -> list[dict[str, Any]]:
+        """Flipped examples, the worse ones first, with the current row's prompt, output and target."""
+        out = []
+        for flip in (self.comparison or {}).get("flipped", []):
+            row = self.examples.get(flip["id"], {})
+            out.append({**flip, "prompt": row.get("prompt", ""), "output": row.get("output", ""),
+                        "target": row.get("target")})
+        return out
+
+    @property
+    def flip_counts(self) -> tuple[int, int]:
+        gate = (self.comparison or {}).get("gate") or {}
+        return gate.get("worse", 0), gate.get("better", 0)
+
+    @property
+    def flaky(self) -> list[dict[str, Any]]:
+        """With repeats: examples whose outcome varied between repeats."""
+        return [row for row in self.examples.values() if (row.get("details") or {}).get("flaky")]
+
+    @property
+    def cost(self) -> dict[str, Any]:
+        return self.entry.get("cost", {})
+
+
+@dataclass
+class SuiteView:
+    name: str
+    task: str
+    n: int
+    metrics: list[str]
+    candidates: list[CandidateView]
+
+
+@dataclass
+class RunView:
+    record: dict[str, Any]
+    suites: list[SuiteView]
+
+    @property
+    def run(self) -> dict[str, Any]:
+        return self.record["run"]
+
+    @property
+    def failed(self) -> list[CandidateView]:
+        return [c for s in self.suites for c in s.candidates if not c.passed]
+
+    @property
+    def total(self) -> int:
+        return sum(len(s.candidates) for s in self.suites)
+
+    @property
+    def title(self) -> str:
+        return f"evalkit run {self.run.get('run_id', '')}".strip()
+
+    @property
+    def facts(self) -> list[str]:
+        run = self.run
+        facts = []
+        if run.get("git_commit"):
+            facts.append(f"commit {run['git_commit'][:10]}")
+        if run.get("started"):
+            facts.append(f"started {run['started']}")
+        models = ", ".join(m["name"] for m in run.get("models", []))
+        if models:
+            facts.append(f"model {models}")
+        baseline = run.get("baseline") or {}
+        if baseline.get("updated"):
+            facts.append(f"baseline {baseline['path']} updated from this run")
+        elif baseline.get("path"):
+            facts.append(f"baseline {baseline['path']}")
+        if run.get("row_limit"):
+            facts.append(f"first {run['row_limit']} rows per suite only")
+        return facts
+
+
+def build_view(record: dict[str, Any], rows: list[dict[str, Any]]) -> RunView:
+    by_candidate: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+    for row in rows:
+        by_candidate.setdefault((row["suite"], row["candidate"]), {})[str(row["id"])] = row
+    suites = []
+    for suite, candidates in record["suites"].items():
+        views = []
+        for name, entry in candidates.items():
+            policy = ((entry.get("baseline") or {}).get("policy") or {})
+            views.append(CandidateView(suite, name, entry, policy.get("metric", "accuracy"),
+                                       by_candidate.get((suite, name), {})))
+        first = next(iter(candidates.values()))
+        suites.append(SuiteView(suite, first.get("task", ""), first.get("n", 0), list(first["metrics"]), views))
+    return RunView(record, suites)
