@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from evalkit.errors import EvalkitError
 
@@ -66,6 +67,18 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _diff(args: argparse.Namespace) -> int:
+    from evalkit.diff import diff_runs
+
+    text, regressed = diff_runs(args.run_a, args.run_b, reports=Path(args.reports), max_drop=args.max_drop,
+                                alpha=args.alpha, strict=args.strict)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        print(text, end="")
+    return 1 if regressed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="evalkit", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -80,6 +93,18 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--folds", type=int, default=None, metavar="K",
                        help="also run K-fold cross-validation and report mean and spread of validation accuracy")
     train.set_defaults(func=_train)
+    diff = commands.add_parser(
+        "diff", help="compare two run records (or a run with the baseline); exit code 1 when RUN_B regressed",
+        description="Compare RUN_B with RUN_A as a run is compared with its baseline. Each RUN is a run folder, "
+                    "its results.json, a run id under <reports>/runs, 'latest', or 'baseline' (<reports>/baseline.json).")
+    diff.add_argument("run_a", metavar="RUN_A", help="the reference (older) run")
+    diff.add_argument("run_b", metavar="RUN_B", help="the run to judge")
+    diff.add_argument("--reports", default="reports", help="reports folder for run ids, latest and baseline (default: reports)")
+    diff.add_argument("--max-drop", type=float, default=None, help="override each suite's baseline max_drop")
+    diff.add_argument("--alpha", type=float, default=None, help="override each suite's baseline alpha")
+    diff.add_argument("--strict", action="store_true", default=None, help="fail on any drop")
+    diff.add_argument("--output", "-o", help="write the markdown here instead of printing it")
+    diff.set_defaults(func=_diff)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

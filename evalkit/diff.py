@@ -1,0 +1,87 @@
+"""``evalkit diff RUN_A RUN_B``: the baseline comparison for any two run records."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+from evalkit.baseline import KIND, read_baseline
+from evalkit.compare import Policy, Snapshot, compare
+from evalkit.errors import EvalkitError
+from evalkit.report.markdown import render_summary
+from evalkit.results import load_run
+
+REGRESSION_PREFIX = "regression against the baseline"
+
+
+def resolve_run(name: str, reports: Path) -> Path:
+    """A run named on the command line: a path, 'latest', 'baseline', or a run id under reports/runs."""
+    path = Path(name)
+    if path.exists():
+        return path
+    if name == "latest":
+        return reports / "latest"
+    if name == "baseline":
+        return reports / "baseline.json"
+    candidate = reports / "runs" / name
+    if candidate.exists():
+        return candidate
+    runs = sorted(p.name for p in (reports / "runs").glob("*") if p.is_dir()) if (reports / "runs").is_dir() else []
+    raise EvalkitError(f"no run '{name}'", path=reports,
+                       fix="name a run folder, its results.json, 'latest', 'baseline', or a run id"
+                           + (f" (newest: {', '.join(runs[-3:])})" if runs else ""))
+
+
+def _is_baseline(path: Path) -> bool:
+    if path.is_dir() or path.suffix != ".json" or path.name == "results.json":
+        return False
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("kind") == KIND
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _snapshots(path: Path) -> dict[tuple[str, str], Snapshot]:
+    if _is_baseline(path):
+        baseline = read_baseline(path)
+        return dict(baseline.entries) if baseline else {}
+    record, rows = load_run(path)
+    by_candidate: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        by_candidate.setdefault((row["suite"], row["candidate"]), []).append(row)
+    return {(suite, name): Snapshot.from_record(entry, by_candidate.get((suite, name), []), suite=suite, candidate=name)
+            for suite, candidates in record["suites"].items() for name, entry in candidates.items()}
+
+
+def diff_runs(run_a: str, run_b: str, *, reports: Path, max_drop: float | None = None, alpha: float | None = None,
+              strict: bool | None = None) -> tuple[str, bool]:
+    """The markdown comparison of run B against run A, and whether any candidate of B regressed."""
+    path_a, path_b = resolve_run(run_a, reports), resolve_run(run_b, reports)
+    if _is_baseline(path_b):
+        raise EvalkitError("RUN_B must be a run record, not a baseline", path=path_b,
+                           fix="put the baseline first: evalkit diff baseline latest")
+    reference = _snapshots(path_a)
+    record, rows = load_run(path_b)
+    record = copy.deepcopy(record)
+    by_candidate: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        by_candidate.setdefault((row["suite"], row["candidate"]), []).append(row)
+    regressed = False
+    for suite, candidates in record["suites"].items():
+        for name, entry in candidates.items():
+            recorded = (entry.get("baseline") or {}).get("policy") or {}
+            policy = Policy(**{**Policy().as_dict(), **recorded})
+            overrides = {"max_drop": max_drop, "alpha": alpha, "strict": strict}
+            policy = Policy(**{**policy.as_dict(), **{k: v for k, v in overrides.items() if v is not None}})
+            current = Snapshot.from_record(entry, by_candidate.get((suite, name), []), suite=suite, candidate=name)
+            comparison = compare(current, reference.get((suite, name)), policy)
+            failures = [f for f in entry.get("failures", []) if not f.startswith(REGRESSION_PREFIX)]
+            if comparison["regressed"]:
+                failures.append(f"{REGRESSION_PREFIX}: {comparison['reason']}")
+                regressed = True
+            entry.update(baseline=comparison, failures=failures, passed=not failures)
+    record["run"] = {**record["run"], "baseline": {"path": run_a, "updated": False}}
+    record["run"]["run_id"] = f"{record['run'].get('run_id', path_b)} vs {run_a}"
+    return render_summary(record, rows), regressed

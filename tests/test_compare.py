@@ -1,0 +1,228 @@
+"""Comparing a run with a baseline: McNemar, the interval of the change, verdicts, partial overlap."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from evalkit.baseline import read_baseline, write_baseline
+from evalkit.cli import main as cli
+from evalkit.compare import Policy, Snapshot, compare
+from evalkit.errors import EvalkitError
+from evalkit.stats import mcnemar_exact, paired_difference_interval
+from tests.reports_helpers import candidate_result, write_record
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def test_mcnemar_matches_the_binomial_tail_by_hand():
+    # 9 examples got worse, 1 better: p = 2 * P(X <= 1), X ~ Binomial(10, 1/2) = 2 * (1 + 10) / 1024.
+    assert mcnemar_exact(9, 1) == pytest.approx(22 / 1024, abs=1e-15)
+    assert mcnemar_exact(1, 9) == mcnemar_exact(9, 1)
+    # 10 of 10 flips in one direction: 2 / 1024. No flips: no evidence, p = 1. Balanced flips: capped at 1.
+    assert mcnemar_exact(10, 0) == pytest.approx(2 / 1024)
+    assert mcnemar_exact(0, 0) == 1.0
+    assert mcnemar_exact(3, 3) == 1.0
+
+
+def test_paired_interval_by_hand():
+    # Newcombe's hybrid score interval for a=8 (both right), b=5 (first only), c=4 (second only), d=9:
+    # p1 = 13/26, p2 = 12/26, Wilson (0.3204, 0.6796) and (0.2875, 0.6441), phi = (72 - 20) / sqrt(13*13*12*14).
+    lo, hi = paired_difference_interval(8, 5, 4, 9)
+    assert lo == pytest.approx(-0.2463, abs=5e-4)
+    assert hi == pytest.approx(0.1752, abs=5e-4)
+    # Swapping the runs mirrors the interval; identical runs give exactly [0, 0].
+    assert paired_difference_interval(8, 4, 5, 9) == pytest.approx((-hi, -lo))
+    assert paired_difference_interval(50, 0, 0, 50) == (0.0, 0.0)
+
+
+def _runs(worse: int, better: int, n: int = 100, right: int = 80):
+    """Baseline with ``right`` of ``n`` correct; the current run loses ``worse`` of them and gains ``better``."""
+    before = [i < right for i in range(n)]
+    after = list(before)
+    for i in range(worse):
+        after[i] = False
+    for i in range(better):
+        after[right + i] = True
+    return Snapshot.from_result(candidate_result(before)), Snapshot.from_result(candidate_result(after))
+
+
+def test_significant_drop_beyond_max_drop_regresses():
+    base, cur = _runs(worse=10, better=0)
+    result = compare(cur, base, Policy())
+    assert result["status"] == "regressed" and result["regressed"]
+    assert result["gate"] == {"metric": "accuracy", "drop": pytest.approx(0.10), "p_value": pytest.approx(2 / 1024),
+                              "worse": 10, "better": 0}
+    assert result["metrics"]["accuracy"]["delta"] == pytest.approx(-0.10)
+    lo, hi = result["metrics"]["accuracy"]["ci95"]
+    assert lo < -0.10 < hi < 0
+    assert [f["id"] for f in result["flipped"]] == [f"t-{i:03d}" for i in range(10)]
+    assert result["flipped"][0] == {"id": "t-000", "direction": "worse", "baseline": 1.0, "current": 0.0,
+                                    "baseline_output": "billing"}
+    assert "accuracy dropped 0.100 against the baseline" in result["reason"]
+    assert "McNemar p = 0.002" in result["reason"]
+
+
+def test_verdicts_at_the_max_drop_boundary():
+    base, cur = _runs(worse=10, better=0)  # a drop of exactly 0.10, p = 0.002
+    assert compare(cur, base, Policy(max_drop=0.10))["status"] == "within noise"
+    assert not compare(cur, base, Policy(max_drop=0.10))["regressed"]
+    assert compare(cur, base, Policy(max_drop=0.09))["regressed"]
+    # The same drop fails only when the paired test is below alpha.
+    assert not compare(cur, base, Policy(alpha=2 / 1024))["regressed"]
+    assert compare(cur, base, Policy(alpha=2 / 1024 + 1e-9))["regressed"]
+
+
+def test_insignificant_drop_passes_unless_strict():
+    base, cur = _runs(worse=3, better=1)  # drop 0.02, p = 0.625
+    loose = compare(cur, base, Policy())
+    assert loose["status"] == "within noise" and not loose["regressed"]
+    assert loose["gate"]["p_value"] == pytest.approx(0.625)
+    strict = compare(cur, base, Policy(strict=True))
+    assert strict["regressed"] and "the suite is strict" in strict["reason"]
+
+
+def test_improvement_and_no_change():
+    base, cur = _runs(worse=0, better=12)
+    assert compare(cur, base, Policy())["status"] == "improved"
+    assert compare(base, base, Policy())["status"] == "no significant change"
+    assert compare(base, None, Policy())["status"] == "new"
+
+
+def test_partial_overlap_compares_only_shared_examples_and_names_the_change():
+    # Baseline: ids 0..99, all correct. Current: ids 50..149 (dataset changed), wrong on ids 50..59 only.
+    base = Snapshot.from_result(candidate_result([True] * 100, ids=[f"t-{i:03d}" for i in range(100)]))
+    ids = [f"t-{i:03d}" for i in range(50, 150)]
+    current = Snapshot.from_result(candidate_result([i >= 10 for i in range(100)], ids=ids, dataset="e" * 64))
+    result = compare(current, base, Policy())
+    assert result["changes"] == ["dataset changed (dddddddddddd -> eeeeeeeeeeee)"]
+    assert (result["shared"], result["only_current"], result["only_baseline"]) == (50, 50, 50)
+    # On the 50 shared examples: 1.0 before, 0.8 after (the current run's overall accuracy is 0.9).
+    assert result["metrics"]["accuracy"]["baseline"] == 1.0
+    assert result["metrics"]["accuracy"]["current"] == pytest.approx(0.8)
+    assert result["gate"]["worse"] == 10 and result["regressed"]
+
+
+def test_no_shared_examples():
+    base = Snapshot.from_result(candidate_result([True] * 5, ids=list("abcde")))
+    cur = Snapshot.from_result(candidate_result([True] * 5, ids=list("vwxyz")))
+    result = compare(cur, base, Policy())
+    assert result["status"] == "no shared examples" and not result["regressed"]
+
+
+def test_repeats_compare_pass_rates_with_a_sign_test():
+    base = Snapshot.from_result(candidate_result([True] * 10))
+    current = candidate_result([True] * 10)
+    for e in current.examples[:8]:
+        e.pass_rate = 1 / 3  # sampled three times, right once
+    current.metrics["accuracy"] = (8 / 3 + 2) / 10
+    result = compare(Snapshot.from_result(current), base, Policy())
+    assert result["gate"]["worse"] == 8 and result["gate"]["better"] == 0
+    assert result["gate"]["drop"] == pytest.approx(1 - (8 / 3 + 2) / 10)
+    assert result["gate"]["p_value"] == pytest.approx(2 / 256)
+    assert result["regressed"]
+
+
+def test_baseline_round_trip_and_merge(tmp_path):
+    path = tmp_path / "baseline.json"
+    a = Snapshot.from_result(candidate_result([True, False, True], candidate="zero_shot"))
+    b = Snapshot.from_result(candidate_result([True, True, True], candidate="few_shot"))
+    assert write_baseline(path, [a, b], {"tickets": "suites/tickets.eval.yaml"}, {"written": "now"}) == 2
+    read = read_baseline(path)
+    assert read.suite_paths == {"tickets": "suites/tickets.eval.yaml"}
+    assert read.get("tickets", "zero_shot").outcomes["t-001"].values == {"accuracy": 0.0, "score": 0.0, "acc_norm": 0.0}
+    assert compare(a, read.get("tickets", "zero_shot"), Policy())["status"] == "no significant change"
+    # Merging replaces what ran and keeps the rest.
+    c = Snapshot.from_result(candidate_result([False, False, False], candidate="few_shot"))
+    write_baseline(path, [c], {"tickets": "suites/tickets.eval.yaml"}, {}, merge_into=read)
+    merged = read_baseline(path)
+    assert sorted(c for _, c in merged.entries) == ["few_shot", "zero_shot"]
+    assert merged.get("tickets", "few_shot").metrics["accuracy"] == 0.0
+    assert not list(tmp_path.glob(".baseline.json-*"))  # no temporary file left behind
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ('{"kind": "evalkit-baseline",\n "version": 1,\n "suites": {', "the baseline is not valid JSON: Expecting property name"),
+    ('{"kind": "evalkit-baseline", "version": 7, "suites": {}}', "the baseline has version 7; this evalkit reads version 1"),
+    ('{"kind": "something-else", "version": 1, "suites": {}}', "the baseline is not an evalkit baseline: at kind:"),
+    ('{"kind": "evalkit-baseline", "version": 1, "suites": {"t": {"suite_path": "x", "candidates": {"c": {"n": 1}}}}}',
+     "at suites/t/candidates/c: 'metrics' is a required property"),
+])
+def test_a_damaged_baseline_is_a_clear_error(tmp_path, content, message):
+    path = tmp_path / "baseline.json"
+    path.write_text(content)
+    with pytest.raises(EvalkitError) as info:
+        read_baseline(path)
+    assert message in str(info.value)
+    assert str(path) in str(info.value)
+    assert info.value.fix
+
+
+def _pair_of_runs(reports: Path) -> tuple[Path, Path]:
+    """Two runs of the tickets suite: zero_shot unchanged, few_shot's prompt edited and 8 examples worse."""
+    before = [i % 4 != 3 for i in range(40)]  # 30 of 40 correct
+    after = list(before)
+    for i in (0, 1, 2, 4, 5, 6, 8, 9):
+        after[i] = False
+    after[3] = True  # one example got better
+    run_a = write_record(reports, "20261120T100000Z", [candidate_result(before, candidate="few_shot"),
+                                                       candidate_result(before, candidate="zero_shot")])
+    outputs = [None] * 40
+    edited = candidate_result(after, candidate="few_shot", template="u" * 64)
+    edited.examples[0].output = "<script>alert('x')</script> | billing"
+    run_b = write_record(reports, "20261121T100000Z", [edited, candidate_result(before, candidate="zero_shot")])
+    del outputs
+    return run_a, run_b
+
+
+def test_summary_md_is_pinned_for_a_fixed_pair_of_runs(tmp_path, capsys):
+    reports = tmp_path / "reports"
+    _pair_of_runs(reports)
+    assert cli(["diff", "20261120T100000Z", "20261121T100000Z", "--reports", str(reports)]) == 1
+    out = capsys.readouterr().out
+    expected = (GOLDEN / "summary.md").read_text(encoding="utf-8")
+    assert out == expected
+
+
+def test_diff_with_no_regression_exits_zero_and_accepts_baseline(tmp_path, capsys):
+    reports = tmp_path / "reports"
+    run_a, run_b = _pair_of_runs(reports)
+    assert cli(["diff", str(run_a), str(run_a / "results.json"), "--reports", str(reports)]) == 0
+    assert "All 2 candidates passed." in capsys.readouterr().out
+    # Loosened policy from the command line: the 0.175 drop is within max_drop 0.2.
+    assert cli(["diff", str(run_a), str(run_b), "--max-drop", "0.2", "--reports", str(reports)]) == 0
+    capsys.readouterr()
+    baseline = reports / "baseline.json"
+    write_baseline(baseline, [Snapshot.from_result(candidate_result([True] * 40, candidate="few_shot"))],
+                   {"tickets": "suites/tickets.eval.yaml"}, {})
+    assert cli(["diff", "baseline", "latest", "--reports", str(reports)]) == 1
+    out = capsys.readouterr().out
+    assert "| few_shot    | accuracy | 0.575 [0.42, 0.71] | 1.000      | -0.425" in out
+    assert "| zero_shot   | accuracy | 0.750 [0.60, 0.86] | -          | -" in out  # not in that baseline
+    assert "✅ pass (new)" in out
+
+
+def test_diff_names_a_missing_run(tmp_path, capsys):
+    reports = tmp_path / "reports"
+    _pair_of_runs(reports)
+    assert cli(["diff", "nope", "latest", "--reports", str(reports)]) == 2
+    err = capsys.readouterr().err
+    assert "no run 'nope'" in err and "20261121T100000Z" in err
+    (reports / "latest" / "results.json").write_text('{"schema_version": 99}')
+    assert cli(["diff", "20261120T100000Z", "latest", "--reports", str(reports)]) == 2
+    assert "schema_version 99; this evalkit reads (1, 2)" in capsys.readouterr().err
+
+
+def test_run_folders_are_pruned_to_the_newest(tmp_path):
+    from evalkit.results import prune_runs
+
+    reports = tmp_path / "reports"
+    for day in range(20, 25):
+        write_record(reports, f"202611{day}T100000Z", [candidate_result([True, False])])
+    removed = prune_runs(reports / "runs", keep=2)
+    assert [p.name for p in removed] == ["20261120T100000Z", "20261121T100000Z", "20261122T100000Z"]
+    assert sorted(p.name for p in (reports / "runs").iterdir()) == ["20261123T100000Z", "20261124T100000Z"]
+    latest = json.loads((reports / "latest" / "results.json").read_text())
+    assert latest["run"]["run_id"] == "20261124T100000Z"
