@@ -223,6 +223,8 @@ def compare(current: Snapshot, reference: Snapshot | None, policy: Policy) -> di
     evidence = (f"{gated} {before:.3f} -> {after:.3f} on {len(shared_ids)} shared examples "
                 f"(change {delta:+.3f}, 95% CI {lo:+.3f} to {hi:+.3f}); {worse} got worse, {better} better; "
                 f"McNemar p = {_p(p_value)}")
+    if result["changes"]:
+        evidence += "; since the baseline: " + ", ".join(result["changes"])
     if policy.strict and drop > _EPS:
         result.update(status="regressed", regressed=True,
                       reason=f"{gated} dropped {drop:.3f} against the baseline and the suite is strict: {evidence}")

@@ -160,6 +160,10 @@ class CandidateItem(pytest.Item):
         return self.path, (line - 1) if line else None, f"{self.spec.name}::{self.name}"
 
 
+def _outcome(value: float) -> str:
+    return "right" if value >= 1 else "wrong" if value <= 0 else f"pass rate {value:.2f}"
+
+
 def failure_message(r: CandidateResult, shown: int = 5) -> str:
     """Why a candidate failed: each failure, then the examples that flipped (or were wrong)."""
     lines = [f"{r.suite}::{r.candidate} failed ({r.n} examples):"]
@@ -171,7 +175,8 @@ def failure_message(r: CandidateResult, shown: int = 5) -> str:
         lines.append(f"first examples that got worse ({len(worse)} in all; every flip is in reports/latest/summary.md):")
         for flip in worse[:shown]:
             e = by_id[flip["id"]]
-            lines.append(f"  {e.id}: was {flip['baseline_output']!r}, now {e.output!r}, expected {e.target!r}")
+            lines.append(f"  {e.id}: {flip['baseline_output']!r} -> {e.output!r} "
+                         f"({_outcome(flip['baseline'])} -> {_outcome(flip['current'])}), expected {e.target!r}")
         return "\n".join(lines)
     wrong = [e for e in r.examples if not e.correct][:3]
     if wrong:

@@ -82,5 +82,5 @@ def suite_tables(results: Iterable[CandidateResult]) -> list[str]:
                  " training: adapter training time, trainable parameters, size)")
         if compared:
             title += "\nvs baseline: change of the gated metric on the shared examples; p: exact McNemar test on the flips"
-        tables.append(title + "\n" + tabulate(body, headers=headers, tablefmt="simple"))
+        tables.append(title + "\n" + tabulate(body, headers=headers, tablefmt="simple", disable_numparse=True))
     return tables
