@@ -71,7 +71,7 @@ def _diff(args: argparse.Namespace) -> int:
     from evalkit.diff import diff_runs
 
     text, regressed = diff_runs(args.run_a, args.run_b, reports=Path(args.reports), max_drop=args.max_drop,
-                                alpha=args.alpha, strict=args.strict)
+                                alpha=args.alpha, strict=args.strict, html=Path(args.html) if args.html else None)
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
     else:
@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     diff.add_argument("--alpha", type=float, default=None, help="override each suite's baseline alpha")
     diff.add_argument("--strict", action="store_true", default=None, help="fail on any drop")
     diff.add_argument("--output", "-o", help="write the markdown here instead of printing it")
+    diff.add_argument("--html", metavar="FILE", help="also write the comparison as a self-contained HTML page")
     diff.set_defaults(func=_diff)
     args = parser.parse_args(argv)
     try:

@@ -56,8 +56,10 @@ def _snapshots(path: Path) -> dict[tuple[str, str], Snapshot]:
 
 
 def diff_runs(run_a: str, run_b: str, *, reports: Path, max_drop: float | None = None, alpha: float | None = None,
-              strict: bool | None = None) -> tuple[str, bool]:
-    """The markdown comparison of run B against run A, and whether any candidate of B regressed."""
+              strict: bool | None = None, html: Path | None = None) -> tuple[str, bool]:
+    """The markdown comparison of run B against run A, and whether any candidate of B regressed.
+
+    ``html`` also writes the comparison as a report.html page there."""
     path_a, path_b = resolve_run(run_a, reports), resolve_run(run_b, reports)
     if _is_baseline(path_b):
         raise EvalkitError("RUN_B must be a run record, not a baseline", path=path_b,
@@ -84,4 +86,8 @@ def diff_runs(run_a: str, run_b: str, *, reports: Path, max_drop: float | None =
             entry.update(baseline=comparison, failures=failures, passed=not failures)
     record["run"] = {**record["run"], "baseline": {"path": run_a, "updated": False}}
     record["run"]["run_id"] = f"{record['run'].get('run_id', path_b)} vs {run_a}"
+    if html is not None:
+        from evalkit.report.html import render_html
+
+        html.write_text(render_html(record, rows), encoding="utf-8")
     return render_summary(record, rows), regressed

@@ -1,0 +1,110 @@
+"""report.html in headless Chromium (Debian's package, driven by Playwright): it renders, logs no
+errors, and shows a model output that contains <script> as text."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from evalkit.compare import Policy, Snapshot, compare
+from evalkit.report.html import render_html
+from tests.reports_helpers import candidate_result, write_record
+
+PLANTED = "<script>window.__evalkit_pwned = 1</script><img src=x onerror=\"window.__evalkit_pwned = 2\">"
+ARTIFACTS = Path(os.environ.get("EVALKIT_TEST_ARTIFACTS", Path(__file__).parent.parent / "test-artifacts"))
+
+
+def _chromium() -> str:
+    found = os.environ.get("EVALKIT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not found:
+        pytest.fail("Chromium is missing: run `bash scripts/install-chromium.sh` (scripts/test.sh does it for you)")
+    return found
+
+
+@pytest.fixture
+def report(tmp_path) -> Path:
+    """A run of two candidates compared with a baseline; one flipped output plants a script."""
+    adapter = tmp_path / "adapters" / "tickets-lora"
+    adapter.mkdir(parents=True)
+    (adapter / "training.json").write_text(json.dumps({
+        "loss_curve": [{"step": s, "epoch": s / 10, "loss": 3.0 / s} for s in range(1, 31)],
+        "validation": [{"epoch": e, "step": 10 * e, "loss": 0.5, "accuracy": a} for e, a in [(1, 0.6), (2, 0.8), (3, 0.9)]],
+    }))
+    before = [i % 4 != 3 for i in range(40)]
+    after = [False] * 8 + before[8:]
+    few_shot = candidate_result(after, candidate="few_shot", template="u" * 64)
+    few_shot.examples[0].output = PLANTED
+    few_shot.examples[1].prompt = "Ticket: </pre><b>bold?</b>\nCategory:"
+    lora = candidate_result(before, candidate="lora")
+    lora.adapter = {"name": "tickets-lora", "path": str(adapter), "content_hash": "a" * 64, "train_s": 61.0,
+                    "trainable_parameters": 4_884_480, "adapter_bytes": 19_600_000}
+    for result, base in ((few_shot, before), (lora, before)):
+        result.baseline = compare(Snapshot.from_result(result),
+                                  Snapshot.from_result(candidate_result(base, candidate=result.candidate)), Policy())
+        if result.baseline["regressed"]:
+            result.failures.append("regression against the baseline: " + result.baseline["reason"])
+    return write_record(tmp_path / "reports", "20261121T100000Z", [few_shot, lora]) / "report.html"
+
+
+def test_report_html_escapes_model_output_without_a_browser(report):
+    html = report.read_text()
+    assert "<script>" not in html and "<img src=x" not in html
+    assert "&lt;script&gt;window.__evalkit_pwned = 1&lt;/script&gt;" in html
+    assert "Ticket: &lt;/pre&gt;&lt;b&gt;bold?&lt;/b&gt;" in html
+    assert "default-src 'none'" in html  # no script may run even if escaping failed
+    assert "http://" not in html.replace("http://www.w3.org/2000/svg", "") and "https://" not in html
+
+
+def test_report_html_renders_in_headless_chromium(report):
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    problems: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None)
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            page.on("request", lambda r: problems.append(f"network: {r.url}") if not r.url.startswith("file:") else None)
+            page.goto(report.as_uri())
+            page.wait_for_load_state("load")
+
+            assert page.title() == "evalkit run 20261121T100000Z"
+            assert page.locator("#overall").inner_text() == "1 of 2 candidates failed: tickets::few_shot"
+            rows = page.locator("table.results tbody tr")
+            assert rows.count() == 2
+            assert rows.nth(0).locator("td").nth(0).inner_text() == "few_shot"
+            assert rows.nth(0).locator("td.fail").inner_text() == "FAIL (regressed)"
+            assert rows.nth(1).locator("td").nth(3).inner_text() == "0.750"  # lora's baseline
+            # The chart: one bar per candidate, drawn with the width of its accuracy (0.60 and 0.75 of the axis).
+            bars = page.locator("svg.chart rect.bar")
+            assert bars.count() == 2
+            widths = [bars.nth(i).bounding_box()["width"] for i in range(2)]
+            assert widths[0] > 50 and widths[1] / widths[0] == pytest.approx(0.75 / 0.60, rel=0.02)
+            assert page.locator("svg.chart line.baseline").count() == 2
+            curve = page.locator("svg.curve polyline.loss").bounding_box()
+            assert curve is not None and curve["width"] > 100
+            # Flipped examples side by side, and the planted markup shown as text, never run.
+            flipped = page.locator("table.flipped tbody tr")
+            assert flipped.count() == 6
+            assert flipped.nth(0).locator("pre.output").inner_text() == PLANTED
+            assert page.evaluate("window.__evalkit_pwned === undefined")
+            assert page.locator("script").count() == 0 and page.locator("img").count() == 0
+            assert page.locator("table.flipped b").count() == 0
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "report-html.png"), full_page=True)
+        finally:
+            browser.close()
+    assert problems == []
+    assert (ARTIFACTS / "report-html.png").stat().st_size > 10_000
+
+
+def test_render_html_needs_no_training_record(report, tmp_path):
+    record = json.loads((report.parent / "results.json").read_text())
+    record["suites"]["tickets"]["lora"]["adapter"]["path"] = str(tmp_path / "gone")
+    rows = [json.loads(line) for line in (report.parent / "examples.jsonl").read_text().splitlines()]
+    html = render_html(record, rows)
+    assert "polyline class=\"loss\"" not in html and "rect class=\"bar" in html
