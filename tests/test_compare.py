@@ -169,11 +169,9 @@ def _pair_of_runs(reports: Path) -> tuple[Path, Path]:
     after[3] = True  # one example got better
     run_a = write_record(reports, "20261120T100000Z", [candidate_result(before, candidate="few_shot"),
                                                        candidate_result(before, candidate="zero_shot")])
-    outputs = [None] * 40
     edited = candidate_result(after, candidate="few_shot", template="u" * 64)
     edited.examples[0].output = "<script>alert('x')</script> | billing"
     run_b = write_record(reports, "20261121T100000Z", [edited, candidate_result(before, candidate="zero_shot")])
-    del outputs
     return run_a, run_b
 
 
