@@ -7,12 +7,11 @@ Written by ``pytest suites/ --evalkit-update-baseline`` from a complete run (or 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evalkit.atomic import write_text_atomically
 from evalkit.compare import Snapshot
 from evalkit.errors import EvalkitError
 
@@ -114,13 +113,5 @@ def write_baseline(path: Path, snapshots: list[Snapshot], suite_paths: dict[str,
                 "suites": {s: {**suites[s], "candidates": dict(sorted(suites[s]["candidates"].items()))}
                            for s in sorted(suites)}}
     text = json.dumps(document, indent=1, ensure_ascii=False) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomically(path, text)
     return sum(len(s["candidates"]) for s in suites.values())

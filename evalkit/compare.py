@@ -119,19 +119,25 @@ def hashes_of(header: Mapping[str, Any]) -> dict[str, str | None]:
     return {
         "dataset": header.get("dataset_hash"),
         "template": header.get("template_sha256"),
+        "prompts": header.get("prompts_sha256"),
         "model": header.get("model_fingerprint"),
         "adapter": adapter.get("content_hash"),
     }
 
 
-_HASH_NAMES = {"dataset": "dataset", "template": "prompt template", "model": "model", "adapter": "adapter"}
+_HASH_NAMES = {"dataset": "dataset", "template": "prompt template", "model": "model", "adapter": "adapter",
+               "prompts": "rendered prompts"}
 
 
 def _what_changed(reference: Snapshot, current: Snapshot) -> list[str]:
     changes = []
     for key, label in _HASH_NAMES.items():
         old, new = reference.hashes.get(key), current.hashes.get(key)
-        if old == new:
+        if old == new or (key == "prompts" and (changes or old is None)):
+            continue  # a changed template or dataset explains changed prompts; say so once
+        if key == "prompts":
+            changes.append("rendered prompts changed with the same template and data (few-shot examples, chat "
+                           f"format or system message; {str(old)[:12]} -> {str(new)[:12]})")
             continue
         if old is None:
             changes.append(f"{label} added ({str(new)[:12]})")

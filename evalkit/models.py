@@ -13,11 +13,10 @@ import importlib.util
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from evalkit.atomic import replace_directory
+from evalkit.atomic import replace_directory, staging_directory
 from evalkit.errors import ModelError
 
 
@@ -180,7 +179,7 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+        tmp = staging_directory(target)
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
             model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)

@@ -6,12 +6,11 @@ import datetime as _dt
 import json
 import shutil
 import subprocess
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evalkit.atomic import replace_directory
+from evalkit.atomic import replace_directory, staging_directory
 
 SCHEMA_VERSION = 2  # 2: baseline comparisons, run ids, repeats (pass_rate)
 READABLE_VERSIONS = (1, 2)
@@ -51,6 +50,7 @@ class CandidateResult:
     adapter: dict[str, Any] | None = None  # the LoRA adapter behind this candidate (see evalkit.train)
     baseline: dict[str, Any] | None = None  # the comparison with the baseline (see evalkit.compare)
     repeats: int = 1  # samples per example (sampled generation)
+    prompts_sha256: str | None = None  # every rendered prompt: catches few-shot, chat and system changes too
 
     @property
     def passed(self) -> bool:
@@ -136,8 +136,7 @@ def new_run_id(runs_dir: Path, started: _dt.datetime) -> str:
 
 def _write_files(directory: Path, files: dict[str, str]) -> None:
     """Write ``files`` (name -> text) as the whole content of ``directory``, replacing it atomically."""
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
+    tmp = staging_directory(directory)
     try:
         for name, text in files.items():
             (tmp / name).write_text(text, encoding="utf-8")

@@ -289,6 +289,7 @@ def evaluate_candidate(
         examples=examples,
         adapter=adapter.summary() if adapter is not None else None,
         repeats=spec.task.repeats,
+        prompts_sha256=hashlib.sha256("\x00".join(prepared.prompts).encode()).hexdigest(),
     )
 
 

@@ -196,6 +196,9 @@ class EvalSession:
         if self.limit is not None:
             raise EvalkitError("baseline not written: --evalkit-limit evaluated only the first rows of each suite",
                                path=self.baseline_path, fix="update the baseline from a run without --evalkit-limit")
+        limited = sorted(f"{s}::{c}" for (s, c), row_limit in self._limits.items() if row_limit is not None)
+        if limited and incomplete is None:
+            incomplete = f"{', '.join(limited)} evaluated only the first rows (evalkit.run(..., limit=N))"
         old = None
         try:
             old = self.baseline()

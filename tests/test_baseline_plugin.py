@@ -143,3 +143,22 @@ def test_run_folders_and_latest(gated):
         "examples.jsonl", "report.html", "results.json", "summary.md"]
     assert (gated.path / "reports" / "runs" / runs[-1] / "summary.md").read_text() == \
         (gated.path / "reports" / "latest" / "summary.md").read_text()
+
+
+def test_baseline_under_xdist_sees_the_whole_run(gated):
+    gated.runpytest("-n", "2", "-p", "xdist", "--evalkit-update-baseline").assert_outcomes(passed=2)
+    assert sorted(_baseline(gated)["suites"]["gate"]["candidates"]) == ["plain", "terse"]
+    partial = gated.runpytest("-n", "2", "-p", "xdist", "-k", "terse", "--evalkit-update-baseline")
+    partial.stdout.fnmatch_lines(["*baseline not written*1 candidate(s) deselected, e.g. gate::plain*"])
+    compared = gated.runpytest("-n", "2", "-p", "xdist")
+    compared.assert_outcomes(passed=2)
+    record = json.loads((gated.path / "reports" / "latest" / "results.json").read_text())
+    assert {c["baseline"]["status"] for c in record["suites"]["gate"].values()} == {"no significant change"}
+
+
+def test_a_fixture_run_with_a_row_limit_cannot_become_the_baseline(gated):
+    (gated.path / "test_limited.py").write_text(
+        "def test_limited(evalkit):\n    assert evalkit.run('gate.eval.yaml', candidate='plain', limit=5).n == 5\n")
+    result = gated.runpytest("test_limited.py", "--evalkit-update-baseline")
+    result.stdout.fnmatch_lines(["*baseline not written*gate::plain evaluated only the first rows*"])
+    assert not (gated.path / "reports" / "baseline.json").exists()

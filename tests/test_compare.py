@@ -224,3 +224,15 @@ def test_run_folders_are_pruned_to_the_newest(tmp_path):
     assert sorted(p.name for p in (reports / "runs").iterdir()) == ["20261123T100000Z", "20261124T100000Z"]
     latest = json.loads((reports / "latest" / "results.json").read_text())
     assert latest["run"]["run_id"] == "20261124T100000Z"
+
+
+def test_a_change_of_rendered_prompts_alone_is_named():
+    before = candidate_result([True, False, True])
+    after = candidate_result([True, False, True])
+    before.prompts_sha256, after.prompts_sha256 = "p" * 64, "q" * 64
+    result = compare(Snapshot.from_result(after), Snapshot.from_result(before), Policy())
+    assert result["changes"] == ["rendered prompts changed with the same template and data (few-shot examples, "
+                                 "chat format or system message; pppppppppppp -> qqqqqqqqqqqq)"]
+    after.template_sha256 = "u" * 64  # a new template explains the new prompts: named once
+    result = compare(Snapshot.from_result(after), Snapshot.from_result(before), Policy())
+    assert result["changes"] == ["prompt template changed (tttttttttttt -> uuuuuuuuuuuu)"]

@@ -172,3 +172,30 @@ def test_the_documented_train_contract_trains_once_then_reuses(pytester):
     assert "training it" not in again.stdout.str()
     rerun = json.loads((pytester.path / "reports" / "latest" / "results.json").read_text())["suites"]["ticket-routing"]["lora"]
     assert rerun["metrics"] == lora["metrics"]
+
+
+def test_a_worse_prompt_regresses_against_the_baseline(pytester):
+    """The baseline workflow on the real model: accept a prompt, make it clearly worse, and the run fails
+    on the regression (not on a threshold: the suite has none), naming the change and the flips."""
+    link_demo_files(pytester.path)
+    head = TICKETS.read_text().split("\ntrain:")[0].replace("limit: 200", "limit: 60")
+    suite = pytester.path / "suites" / "gate.eval.yaml"
+    candidate = "candidates:\n  inline:\n    template: \"{template}\"\nbaseline: {{max_drop: 0.02}}\n"
+    suite.write_text(head + "\n" + candidate.format(template="Ticket: {{ text }}\\nCategory:"))
+    pytester.runpytest("suites/", "--evalkit-update-baseline").assert_outcomes(passed=1)
+    pytester.runpytest("suites/").assert_outcomes(passed=1)  # unchanged: no flips at all
+
+    suite.write_text(head + "\n" + candidate.format(template="Category:"))  # the model no longer sees the ticket
+    result = pytester.runpytest("suites/")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "ticket-routing::inline failed (60 examples):",
+        "*regression against the baseline: accuracy dropped 0.* against the baseline (more than max_drop 0.02, "
+        "p < alpha 0.05)*McNemar p = *; since the baseline: prompt template changed*",
+        "first examples that got worse (* in all; every flip is in reports/latest/summary.md):",
+    ])
+    comparison = json.loads((pytester.path / "reports" / "latest" / "results.json").read_text())[
+        "suites"]["ticket-routing"]["inline"]["baseline"]
+    assert comparison["status"] == "regressed" and comparison["gate"]["p_value"] < 0.05
+    assert comparison["gate"]["worse"] > comparison["gate"]["better"]
+    assert comparison["shared"] == 60 and comparison["changes"][0].startswith("prompt template changed")

@@ -144,7 +144,7 @@ class RunView:
             facts.append(f"commit {run['git_commit'][:10]}")
         if run.get("started"):
             facts.append(f"started {run['started']}")
-        models = ", ".join(m["name"] for m in run.get("models", []))
+        models = ", ".join(dict.fromkeys(m["name"] for m in run.get("models", [])))  # adapters share a name
         if models:
             facts.append(f"model {models}")
         baseline = run.get("baseline") or {}
