@@ -226,25 +226,24 @@ def compare(current: Snapshot, reference: Snapshot | None, policy: Policy) -> di
     result["gate"] = {"metric": gated, "drop": drop, "p_value": p_value, "worse": worse, "better": better}
     before, after = metrics[gated]["baseline"], metrics[gated]["current"]
     lo, hi = metrics[gated]["ci95"]
-    evidence = (f"{gated} {before:.3f} -> {after:.3f} on {len(shared_ids)} shared examples "
-                f"(change {delta:+.3f}, 95% CI {lo:+.3f} to {hi:+.3f}); {worse} got worse, {better} better; "
-                f"McNemar p = {_p(p_value)}")
-    if result["changes"]:
-        evidence += "; since the baseline: " + ", ".join(result["changes"])
+    evidence = (f"{before:.3f} -> {after:.3f} on {len(shared_ids)} shared examples "
+                f"(95% CI of the change {lo:+.3f} to {hi:+.3f}); {worse} got worse, {better} better")
+    p_text = f"McNemar p = {_p(p_value)}"
     if policy.strict and drop > _EPS:
         result.update(status="regressed", regressed=True,
-                      reason=f"{gated} dropped {drop:.3f} against the baseline and the suite is strict: {evidence}")
+                      reason=f"{gated} dropped {drop:.3f} and the suite is strict ({p_text}): {evidence}")
     elif drop > policy.max_drop + _EPS and p_value < policy.alpha:
         result.update(status="regressed", regressed=True,
-                      reason=f"{gated} dropped {drop:.3f} against the baseline (more than max_drop {policy.max_drop:g}, "
-                             f"p < alpha {policy.alpha:g}): {evidence}")
+                      reason=f"{gated} dropped {drop:.3f} (more than max_drop {policy.max_drop:g}) and "
+                             f"{p_text} < alpha {policy.alpha:g}: {evidence}")
     elif delta > _EPS and p_value < policy.alpha:
-        result.update(status="improved", reason=evidence)
+        result.update(status="improved", reason=f"{gated} rose {delta:.3f} ({p_text}): {evidence}")
     elif drop > _EPS:
-        why = f"p >= alpha {policy.alpha:g}" if p_value >= policy.alpha else f"within max_drop {policy.max_drop:g}"
+        why = (f"{p_text}, not below alpha {policy.alpha:g}" if p_value >= policy.alpha
+               else f"within max_drop {policy.max_drop:g}")
         result.update(status="within noise", reason=f"{gated} dropped {drop:.3f}, {why}: {evidence}")
     else:
-        result.update(status="no significant change", reason=evidence)
+        result.update(status="no significant change", reason=f"{gated} {evidence}; {p_text}")
     return result
 
 

@@ -169,6 +169,8 @@ def failure_message(r: CandidateResult, shown: int = 5) -> str:
     lines = [f"{r.suite}::{r.candidate} failed ({r.n} examples):"]
     lines += [f"  {failure}" for failure in r.failures]
     comparison = r.baseline or {}
+    if comparison.get("regressed") and comparison.get("changes"):
+        lines.append(f"  since the baseline: {'; '.join(comparison['changes'])}")
     worse = [f for f in comparison.get("flipped", []) if f["direction"] == "worse"] if comparison.get("regressed") else []
     if worse:
         by_id = {e.id: e for e in r.examples}

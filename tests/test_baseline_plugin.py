@@ -71,8 +71,9 @@ def test_update_then_a_regression_fails_and_names_the_flips(gated):
     assert worse.ret == pytest.ExitCode.TESTS_FAILED
     out = worse.stdout.str()
     assert "gate::plain failed (30 examples):" in out
-    assert "regression against the baseline: accuracy dropped 0.333 against the baseline" in out
-    assert "McNemar p = 0.002; since the baseline: dataset changed (" in out
+    assert ("regression against the baseline: accuracy dropped 0.333 (more than max_drop 0) and McNemar p = 0.002 "
+            "< alpha 0.05: 1.000 -> 0.667 on 30 shared examples") in out
+    assert "  since the baseline: dataset changed (" in out
     worse.stdout.fnmatch_lines([
         "*first examples that got worse (10 in all*",
         f"*g-00: '{gated.predictions[0]}' -> '{gated.predictions[0]}' (right -> wrong), expected '{labels[0]}'"])

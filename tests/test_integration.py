@@ -190,8 +190,9 @@ def test_a_worse_prompt_regresses_against_the_baseline(pytester):
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([
         "ticket-routing::inline failed (60 examples):",
-        "*regression against the baseline: accuracy dropped 0.* against the baseline (more than max_drop 0.02, "
-        "p < alpha 0.05)*McNemar p = *; since the baseline: prompt template changed*",
+        "*regression against the baseline: accuracy dropped 0.* (more than max_drop 0.02) and McNemar p = * < alpha 0.05: "
+        "0.* -> 0.* on 60 shared examples*",
+        "  since the baseline: prompt template changed*",
         "first examples that got worse (* in all; every flip is in reports/latest/summary.md):",
     ])
     comparison = json.loads((pytester.path / "reports" / "latest" / "results.json").read_text())[

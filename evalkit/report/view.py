@@ -9,6 +9,7 @@ from typing import Any
 from evalkit.compare import format_p
 
 FLIPS_SHOWN = 5  # flipped examples per candidate in summary.md (report.html shows them all)
+PROMPT_TAIL = 240  # characters of a prompt shown before "full prompt" (few-shot prefixes repeat)
 
 
 @dataclass
@@ -87,7 +88,9 @@ class CandidateView:
         out = []
         for flip in (self.comparison or {}).get("flipped", []):
             row = self.examples.get(flip["id"], {})
-            out.append({**flip, "prompt": row.get("prompt", ""), "output": row.get("output", ""),
+            prompt = row.get("prompt", "")
+            tail = prompt if len(prompt) <= PROMPT_TAIL else "…" + prompt[-PROMPT_TAIL:]
+            out.append({**flip, "prompt": prompt, "prompt_tail": tail, "output": row.get("output", ""),
                         "target": row.get("target")})
         return out
 
