@@ -106,7 +106,9 @@ def suite_dir(tmp_path: Path, tiny_model: Path):
 
 @pytest.fixture(autouse=True, scope="session")
 def _run_records_out_of_the_repository(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
-    """The project's own tests evaluate suites too; keep their run record out of reports/."""
+    """The project's own tests evaluate suites too; keep their run record and baseline out of reports/."""
     from evalkit.plugin import SESSION_KEY
 
-    request.config.stash[SESSION_KEY].reports_dir = tmp_path_factory.mktemp("reports")
+    session = request.config.stash[SESSION_KEY]
+    session.reports_dir = tmp_path_factory.mktemp("reports")
+    session.baseline_path = session.reports_dir / "baseline.json"  # never the project's committed baseline
