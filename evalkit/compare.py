@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from evalkit.results import CandidateResult, ExampleResult
 
 # Metrics that are a mean of one value per example: they can be compared example by example and gated.
-PER_EXAMPLE_METRICS = ("accuracy", "acc_norm", "score")
+PER_EXAMPLE_METRICS = ("accuracy", "acc_norm", "score", "invariance")
 OUTPUT_CHARS = 300  # how much of a model output a baseline keeps for the report
 _EPS = 1e-9
 
@@ -57,6 +57,8 @@ def example_values(example: ExampleResult) -> dict[str, float]:
               "score": float(example.score)}
     if "correct_norm" in example.details:
         values["acc_norm"] = float(example.details["correct_norm"])
+    if "invariance" in example.details:  # only the rows the robustness search drew
+        values["invariance"] = float(example.details["invariance"])
     return values
 
 
@@ -93,8 +95,11 @@ class Snapshot:
             if values is None:  # an examples.jsonl row
                 values = {"accuracy": e["pass_rate"] if e.get("pass_rate") is not None else float(e["correct"]),
                           "score": float(e["score"])}
-                if "correct_norm" in (e.get("details") or {}):
-                    values["acc_norm"] = float(e["details"]["correct_norm"])
+                details = e.get("details") or {}
+                if "correct_norm" in details:
+                    values["acc_norm"] = float(details["correct_norm"])
+                if "invariance" in details:
+                    values["invariance"] = float(details["invariance"])
             outcomes[str(e["id"])] = Outcome(str(e["id"]), {k: float(v) for k, v in values.items()},
                                              _short(str(e.get("output", ""))), _short(e.get("target")))
         hashes = entry.get("hashes") or hashes_of(entry)
@@ -175,7 +180,7 @@ def _delta_interval(metric: str, ref: list[Outcome], cur: list[Outcome]) -> tupl
 
 
 def compare(current: Snapshot, reference: Snapshot | None, policy: Policy) -> dict[str, Any]:
-    """The comparison of ``current`` with ``reference`` as a JSON-ready dict (see docs/reports.md)."""
+    """The comparison of ``current`` with ``reference`` as a JSON-ready dict (fields in the README's Reports)."""
     if reference is None:
         return {"status": "new", "regressed": False, "policy": policy.as_dict(),
                 "reason": "no baseline entry for this candidate yet"}
@@ -197,12 +202,18 @@ def compare(current: Snapshot, reference: Snapshot | None, policy: Policy) -> di
 
     metrics: dict[str, Any] = {}
     for metric in current.metrics:
-        before, after = _metric_on(metric, ref), _metric_on(metric, cur)
+        pairs = list(zip(ref, cur))
+        if metric in PER_EXAMPLE_METRICS:  # invariance exists only on the rows the robustness search drew
+            pairs = [(r, c) for r, c in pairs if metric in r.values and metric in c.values]
+        if not pairs:
+            continue
+        ref_m, cur_m = [r for r, _ in pairs], [c for _, c in pairs]
+        before, after = _metric_on(metric, ref_m), _metric_on(metric, cur_m)
         if before is None or after is None:
             continue
-        lo, hi = _delta_interval(metric, ref, cur)
+        lo, hi = _delta_interval(metric, ref_m, cur_m)
         metrics[metric] = {"baseline": before, "current": after, "delta": after - before, "ci95": [lo, hi],
-                           "baseline_all": reference.metrics.get(metric)}
+                           "baseline_all": reference.metrics.get(metric), "examples": len(pairs)}
     result["metrics"] = metrics
 
     gated = policy.metric
@@ -226,7 +237,7 @@ def compare(current: Snapshot, reference: Snapshot | None, policy: Policy) -> di
     result["gate"] = {"metric": gated, "drop": drop, "p_value": p_value, "worse": worse, "better": better}
     before, after = metrics[gated]["baseline"], metrics[gated]["current"]
     lo, hi = metrics[gated]["ci95"]
-    evidence = (f"{before:.3f} -> {after:.3f} on {len(shared_ids)} shared examples "
+    evidence = (f"{before:.3f} -> {after:.3f} on {metrics[gated]['examples']} shared examples "
                 f"(95% CI of the change {lo:+.3f} to {hi:+.3f}); {worse} got worse, {better} better")
     p_text = f"McNemar p = {_p(p_value)}"
     if policy.strict and drop > _EPS:

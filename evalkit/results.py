@@ -51,6 +51,7 @@ class CandidateResult:
     baseline: dict[str, Any] | None = None  # the comparison with the baseline (see evalkit.compare)
     repeats: int = 1  # samples per example (sampled generation)
     prompts_sha256: str | None = None  # every rendered prompt: catches few-shot, chat and system changes too
+    robustness: dict[str, Any] | None = None  # perturbation search (see evalkit.robustness)
 
     @property
     def passed(self) -> bool:

@@ -73,6 +73,20 @@ class PreparedCandidate:
     prompts: list[str]
     choices: list[list[str]] = field(default_factory=list)
     gold: list[Any] = field(default_factory=list)
+    fewshot: list[dict[str, Any]] = field(default_factory=list)  # the examples the template shows
+    backend_for_chat: Callable[[], Backend] | None = None
+
+    def render(self, fields: dict[str, Any], choices: list[str] | None, row_label: str) -> str:
+        """The prompt for one row's ``fields`` (and its ``choices``, for classify): what the model sees."""
+        context: dict[str, Any] = {**fields, "examples": self.fewshot}
+        if choices is not None:
+            context["choices"] = choices
+        text = self.template.render(context, row_label=row_label)
+        if self.candidate.chat:
+            system = self.candidate.system
+            messages = [{"role": "system", "content": system}] if system else []
+            text = self.backend_for_chat().apply_chat_template([*messages, {"role": "user", "content": text}])
+        return text
 
 
 def prepare(spec: SuiteSpec, candidate: Candidate, dataset: Dataset, backend_for_chat: Callable[[], Backend],
@@ -93,22 +107,18 @@ def prepare(spec: SuiteSpec, candidate: Candidate, dataset: Dataset, backend_for
         for row in select_fewshot(pool.rows, candidate.fewshot_k, candidate.fewshot_seed):
             examples.append({**row.fields, "gold": _gold_text(spec, pool, row)})
 
-    prepared = PreparedCandidate(spec=spec, candidate=candidate, dataset=dataset, template=template, prompts=[])
+    prepared = PreparedCandidate(spec=spec, candidate=candidate, dataset=dataset, template=template, prompts=[],
+                                 fewshot=examples, backend_for_chat=backend_for_chat)
     for row in dataset.rows:
-        context: dict[str, Any] = {**row.fields, "examples": examples}
+        choices = None
         if spec.task.kind == "classify":
             choices = row_choices(spec, dataset, row)
             prepared.choices.append(choices)
             prepared.gold.append(gold_index(spec, dataset, row, choices))
-            context["choices"] = choices
         else:
             target = _field(dataset, row, spec.task.target, "target") if spec.task.target else None
             prepared.gold.append(target)
-        text = template.render(context, row_label=_row_label(dataset, row))
-        if candidate.chat:
-            messages = ([{"role": "system", "content": candidate.system}] if candidate.system else [])
-            text = backend_for_chat().apply_chat_template([*messages, {"role": "user", "content": text}])
-        prepared.prompts.append(text)
+        prepared.prompts.append(prepared.render(row.fields, choices, _row_label(dataset, row)))
     return prepared
 
 
@@ -256,6 +266,12 @@ def evaluate_candidate(
     prepared = prepare(spec, candidate, dataset, backend, dataset_cache=cache)
     scorer_fn = score_classify if spec.task.kind == "classify" else score_generate
     examples, metrics, ci, tokens = scorer_fn(prepared, backend())
+    robustness = None
+    if spec.robustness is not None:
+        robustness = check_robustness(prepared, backend(), examples)
+        held = sum(r.held for r in robustness.rows)
+        metrics["invariance"] = robustness.invariance
+        ci["invariance"] = wilson_interval(held, len(robustness.rows))
 
     thresholds = spec.thresholds_for(candidate_name)
     failures = [
@@ -290,7 +306,57 @@ def evaluate_candidate(
         adapter=adapter.summary() if adapter is not None else None,
         repeats=spec.task.repeats,
         prompts_sha256=hashlib.sha256("\x00".join(prepared.prompts).encode()).hexdigest(),
+        robustness=robustness.as_dict() if robustness is not None else None,
     )
+
+
+def answer_text(output: str) -> str:
+    """A generated answer as robustness compares it: case and runs of whitespace do not count."""
+    return " ".join(output.split()).casefold()
+
+
+def check_robustness(prepared: PreparedCandidate, backend: Backend, examples: list[ExampleResult]):
+    """Search each selected row for a harmless-looking change that changes the candidate's answer."""
+    from evalkit.robustness import search, select_rows, text_fields
+
+    spec, config, task = prepared.spec, prepared.spec.robustness, prepared.spec.task
+    dataset = prepared.dataset
+    exclude = {spec.id_field, task.target, task.choices_field}
+    picked = select_rows(list(range(len(dataset.rows))), config.examples, config.seed)
+    rows, full, labels = [], {}, {}
+    for i in picked:
+        row, example = dataset.rows[i], examples[i]
+        fields = text_fields(row.fields, exclude, config.fields)
+        missing = [name for name in config.fields or [] if not isinstance(row.fields.get(name), str)]
+        if missing:
+            raise DatasetError(f"robustness field '{missing[0]}' is not a text field of this row",
+                               **dataset.where(row), fix="name text fields in `robustness.fields`")
+        choices = prepared.choices[i] if task.kind == "classify" else None
+        original = example.output if task.kind == "classify" else answer_text(example.output)
+        rows.append((row.id, fields, choices, original))
+        full[row.id], labels[row.id] = row.fields, f"{_row_label(dataset, row)} (perturbed)"
+
+    def predict(batch):
+        prompts = [prepared.render({**full[row_id], **fields}, choices, labels[row_id])
+                   for row_id, fields, choices in batch]
+        if task.kind == "classify":
+            prefix = task.choice_prefix
+            requests = [ChoiceRequest(p, tuple(prefix + c for c in choices))
+                        for p, (_, _, choices) in zip(prompts, batch)]
+            results = backend.score_choices(requests)
+            return [choices[max(range(len(choices)), key=lambda k: r.logprobs[k])]
+                    for r, (_, _, choices) in zip(results, batch)]
+        requests = [GenerateRequest(p, task.max_new_tokens, tuple(task.stop), temperature=task.temperature,
+                                    top_p=task.top_p, seed=sample_seed(task.seed, row_id, 0))
+                    for p, (row_id, _, _) in zip(prompts, batch)]
+        return [answer_text(r.text) for r in backend.generate(requests)]
+
+    report = search(rows, config.perturbations, predict, tries=config.tries, seed=config.seed,
+                    shrink_calls=config.shrink_calls)
+    held = {r.id: r.held for r in report.rows}
+    for i in picked:
+        examples[i].details["invariance"] = float(held[dataset.rows[i].id])
+    return report
 
 
 def _attach(spec: SuiteSpec, base: Backend, adapter: Any) -> Backend:

@@ -236,10 +236,23 @@ class TrainConfig(_Strict):
         return self.model_dump(exclude={"output", "data", "prompt", "template", "allow_contamination"})
 
 
+class RobustnessConfig(_Strict):
+    """Perturbation tests (`robustness:` in a suite): does each candidate keep its answers?"""
+
+    perturbations: list[str] = Field(min_length=1, description="names: case, whitespace, typos, punctuation, "
+                                                                 "distractor, choice_order, or registered ones")
+    examples: int = Field(40, ge=1, description="rows drawn (seeded) from the golden set")
+    tries: int = Field(10, ge=1, le=1000, description="perturbations tried per row")
+    seed: int = Field(0, description="seeds the row draw and every row's search")
+    fields: list[str] | None = Field(None, min_length=1, description="row fields to perturb (default: every text "
+                                                                     "field but the id, target and choices)")
+    shrink_calls: int = Field(64, ge=0, le=10000, description="model calls per flipped row spent shrinking its change")
+
+
 class BaselineConfig(_Strict):
     """When a change against the committed baseline fails a candidate (`baseline:` in a suite)."""
 
-    metric: Literal["accuracy", "acc_norm", "score"] = Field(
+    metric: Literal["accuracy", "acc_norm", "score", "invariance"] = Field(
         "accuracy", description="the metric gated against the baseline (a mean of one value per example)")
     max_drop: float = Field(0.0, ge=0, le=1, description="largest drop of the metric that is never a regression")
     alpha: float = Field(0.05, gt=0, lt=1, description="a drop fails only when the paired McNemar test gives p < alpha")
@@ -271,6 +284,7 @@ class SuiteConfig(_Strict):
     train: dict[str, TrainConfig] = Field(default_factory=dict)
     thresholds: dict[str, Any] = Field(default_factory=dict)
     baseline: BaselineConfig = BaselineConfig()
+    robustness: RobustnessConfig | None = None
     markers: list[str] = Field(default_factory=list)
 
     @field_validator("model", mode="before")
@@ -341,10 +355,12 @@ class SuiteSpec:
     markers: tuple[str, ...]
     train: dict[str, TrainSpec] = field(default_factory=dict)
     baseline: BaselineConfig = BaselineConfig()
+    robustness: RobustnessConfig | None = None
 
     @property
     def metric_names(self) -> tuple[str, ...]:
-        return CLASSIFY_METRICS if self.task.kind == "classify" else GENERATE_METRICS
+        names = CLASSIFY_METRICS if self.task.kind == "classify" else GENERATE_METRICS
+        return (*names, "invariance") if self.robustness is not None else names
 
     def thresholds_for(self, candidate: str) -> dict[str, Threshold]:
         return self.thresholds.get(candidate, {})
@@ -376,6 +392,7 @@ _SECTION_MODELS: dict[tuple, type[BaseModel]] = {
     ("dataset",): DatasetConfig,
     ("task",): TaskConfig,
     ("baseline",): BaselineConfig,
+    ("robustness",): RobustnessConfig,
 }
 
 
@@ -508,6 +525,15 @@ def load_suite(path: str | Path) -> SuiteSpec:
             )
 
     metric_names = CLASSIFY_METRICS if task.kind == "classify" else GENERATE_METRICS
+    if config.robustness is not None:
+        from evalkit.robustness import check_perturbations
+
+        try:
+            check_perturbations(config.robustness.perturbations, task.kind)
+        except ValueError as exc:
+            raise SuiteError(str(exc), path=path, line=line("robustness", "perturbations"),
+                             fix="list perturbations by name; the README's robustness section describes each") from None
+        metric_names = (*metric_names, "invariance")
     if config.baseline.metric not in metric_names:
         raise SuiteError(
             f"baseline metric '{config.baseline.metric}' is not reported by a {task.kind} task",
@@ -519,10 +545,13 @@ def load_suite(path: str | Path) -> SuiteSpec:
 
     def parse(metric: str, expression: Any, *loc: Any) -> Threshold:
         if metric not in metric_names:
+            needs_section = metric == "invariance"
             raise SuiteError(
-                f"unknown metric '{metric}' in thresholds{did_you_mean(metric, metric_names)}",
+                "metric 'invariance' needs a `robustness:` section" if needs_section
+                else f"unknown metric '{metric}' in thresholds{did_you_mean(metric, metric_names)}",
                 path=path, line=line(*loc),
-                fix=f"a {task.kind} task reports: {', '.join(metric_names)}",
+                fix="add `robustness: {perturbations: [case, typos]}`" if needs_section
+                else f"a {task.kind} task reports: {', '.join(metric_names)}",
             )
         try:
             return parse_threshold(metric, expression)
@@ -561,4 +590,5 @@ def load_suite(path: str | Path) -> SuiteSpec:
         markers=tuple(config.markers),
         train=train,
         baseline=config.baseline,
+        robustness=config.robustness,
     )

@@ -43,6 +43,34 @@ def _flips_section(c: CandidateView) -> list[str]:
     return [*lines, ""]
 
 
+def _robustness_section(view: RunView) -> list[str]:
+    candidates = [c for s in view.suites for c in s.candidates if c.robustness]
+    if not candidates:
+        return []
+    lines = ["### Robustness", ""]
+    body = []
+    for c in candidates:
+        r = c.robustness
+        body.append([f"{c.suite} · {c.name}", c.metric_cell("invariance"), f"{r['held']} of {r['examples']}",
+                     str(r["tries"]), ", ".join(r["perturbations"]), f"{r['wall_s']:.0f}s"])
+    lines.append(tabulate(body, headers=["candidate", "invariance [95% CI]", "rows that held", "tries per row",
+                                         "perturbations", "time"], tablefmt="github", disable_numparse=True))
+    lines.append("")
+    for c in candidates:
+        flips = c.robustness_flips
+        if not flips:
+            continue
+        lines += [f"**{c.suite} · {c.name}**: {len(flips)} row(s) changed their answer"
+                  + (f" (first {FLIPS_SHOWN} shown)" if len(flips) > FLIPS_SHOWN else "")
+                  + "; the smallest change found for each:", ""]
+        rows = [[cell(f["id"], 40), cell(f["change"]), cell(f["input_after"]), cell(f["before"]), cell(f["after"])]
+                for f in flips[:FLIPS_SHOWN]]
+        lines.append(tabulate(rows, headers=["example", "change", "perturbed input", "answer", "perturbed answer"],
+                              tablefmt="github", disable_numparse=True))
+        lines.append("")
+    return lines
+
+
 def render_summary(record: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     view: RunView = build_view(record, rows)
     failed = view.failed
@@ -75,6 +103,7 @@ def render_summary(record: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     flip_lines = [line for s in view.suites for c in s.candidates for line in _flips_section(c)]
     if flip_lines:
         lines += ["### Flipped examples", "", *flip_lines]
+    lines += _robustness_section(view)
     if not any(c.comparison for s in view.suites for c in s.candidates) and not (view.run.get("baseline") or {}).get("updated"):
         lines += ["No baseline to compare with yet: `pytest suites/ --evalkit-update-baseline` writes one.", ""]
     lines.append("<sub>p: exact McNemar test on the examples that flipped; change: on the examples both runs share. "

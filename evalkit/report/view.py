@@ -108,6 +108,37 @@ class CandidateView:
     def cost(self) -> dict[str, Any]:
         return self.entry.get("cost", {})
 
+    @property
+    def robustness(self) -> dict[str, Any] | None:
+        return self.entry.get("robustness")
+
+    @property
+    def robustness_flips(self) -> list[dict[str, Any]]:
+        """Each row whose answer a perturbation changed, with the changed input marked character by character."""
+        out = []
+        for flip in (self.robustness or {}).get("flipped", []):
+            if flip.get("perturbed_choices"):
+                before, after = ", ".join(flip["choices"]), ", ".join(flip["perturbed_choices"])
+            else:
+                name = next(iter(flip["perturbed"]), None)
+                before, after = (flip["original"].get(name, ""), flip["perturbed"][name]) if name else ("", "")
+            out.append({**flip, "input_before": before, "input_after": after,
+                        "marked": marked_segments(before, after)})
+        return out
+
+
+def marked_segments(before: str, after: str) -> list[tuple[str, bool]]:
+    """``after`` as (text, changed) runs against ``before``: what a perturbation inserted or replaced."""
+    import difflib
+
+    segments: list[tuple[str, bool]] = []
+    for op, _, _, j1, j2 in difflib.SequenceMatcher(a=before, b=after, autojunk=False).get_opcodes():
+        if j2 > j1:
+            segments.append((after[j1:j2], op != "equal"))
+        elif op == "delete":
+            segments.append(("␡", True))  # a deletion: show where something was removed
+    return segments
+
 
 @dataclass
 class SuiteView:

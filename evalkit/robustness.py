@@ -1,0 +1,446 @@
+"""Robustness: does a candidate keep its answer when a row is changed in ways a user would call harmless?
+
+Each perturbation is a Hypothesis strategy over a row's input text (or its choice order). For every
+selected row, evalkit draws ``tries`` perturbations (Hypothesis's generation, seeded), scores them in
+one batched backend call, and, for a row whose answer changed, lets Hypothesis shrink the change to
+the smallest one that still changes it: typically one character. The metric is ``invariance``, the
+share of rows whose answer held under every try.
+
+Custom perturbations: ``@register_perturbation("name")`` on a function ``(fields, choices) ->
+SearchStrategy[Change]``, or the same function published under the entry-point group
+``evalkit.perturbations``.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import string
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any
+
+from evalkit.errors import did_you_mean
+
+if TYPE_CHECKING:
+    from hypothesis.strategies import SearchStrategy
+
+ENTRY_POINT_GROUP = "evalkit.perturbations"
+
+
+@dataclass(frozen=True)
+class Change:
+    """One perturbed version of a row: its text fields after the change, and the choice order shown."""
+
+    kind: str
+    fields: tuple[tuple[str, str], ...]  # (field, new text) for the fields that changed
+    choices: tuple[str, ...] | None
+    description: str
+
+    @property
+    def key(self) -> tuple:
+        return (self.fields, self.choices)
+
+
+PerturbationFactory = Callable[[dict[str, str], "list[str] | None"], "SearchStrategy[Change]"]
+
+
+@dataclass(frozen=True)
+class Perturbation:
+    name: str
+    factory: PerturbationFactory
+    promise: str  # what it may change, for the docs and the report
+    needs_choices: bool = False
+
+
+_REGISTRY: dict[str, Perturbation] = {}
+
+
+def register_perturbation(name: str, *, promise: str = "", needs_choices: bool = False):
+    """Decorator: register ``factory(fields, choices) -> SearchStrategy[Change]`` under ``name``."""
+
+    def decorate(factory: PerturbationFactory) -> PerturbationFactory:
+        _REGISTRY[name] = Perturbation(name, factory, promise or (factory.__doc__ or "").strip(), needs_choices)
+        return factory
+
+    return decorate
+
+
+def perturbations() -> dict[str, Perturbation]:
+    """Every registered perturbation: the built-ins, then those published as entry points."""
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name not in _REGISTRY:
+            factory = ep.load()
+            if isinstance(factory, Perturbation):
+                _REGISTRY[ep.name] = factory
+            else:
+                register_perturbation(ep.name)(factory)
+    return dict(_REGISTRY)
+
+
+def check_perturbations(names: Sequence[str], task_kind: str) -> None:
+    """Raise ValueError naming an unknown perturbation (with "did you mean") or a misplaced one."""
+    known = perturbations()
+    for name in names:
+        if name not in known:
+            raise ValueError(f"unknown perturbation '{name}'{did_you_mean(name, known)}; "
+                             f"available: {', '.join(sorted(known))}")
+        if known[name].needs_choices and task_kind != "classify":
+            raise ValueError(f"perturbation '{name}' reorders a classify task's choices; this is a {task_kind} task")
+
+
+# --------------------------------------------------------------------------- built-in perturbations
+
+
+def _field_and(fields: dict[str, str], inner: Callable[[str, str], SearchStrategy[Change]]):
+    """A strategy over the row's text fields (shrinking towards the first), then ``inner(name, text)``."""
+    from hypothesis import strategies as st
+
+    names = [name for name, text in fields.items() if text]
+    if not names:
+        return st.nothing()
+    return st.sampled_from(names).flatmap(lambda name: inner(name, fields[name]))
+
+
+def _positions(text: str, allowed: Callable[[str], bool], max_size: int = 6):
+    """Lists of positions in ``text`` whose character passes ``allowed`` (shrinks to one, then earlier)."""
+    from hypothesis import strategies as st
+
+    candidates = [i for i, ch in enumerate(text) if allowed(ch)]
+    if not candidates:
+        return st.nothing()
+    return st.lists(st.sampled_from(candidates), min_size=1, max_size=max_size).map(lambda ps: sorted(set(ps)))
+
+
+def _shown(text: str, at: int) -> str:
+    return repr(text[max(0, at - 8):at + 9])
+
+
+def _has_other_case(ch: str) -> bool:
+    """A letter whose case can flip one for one (not 'ß', whose upper case is 'SS')."""
+    other = ch.swapcase()
+    return other != ch and len(other) == 1 and other.swapcase() == ch
+
+
+@register_perturbation("case", promise="changes the case of some letters; the text compared case-insensitively is unchanged")
+def case_changes(fields: dict[str, str], choices: list[str] | None):
+    def inner(name: str, text: str):
+        def apply(positions: list[int]) -> Change:
+            chars = list(text)
+            for p in positions:
+                chars[p] = chars[p].swapcase()
+            new = "".join(chars)
+            where = ", ".join(f"{text[p]!r}->{new[p]!r} at {p}" for p in positions)
+            return Change("case", ((name, new),), None, f"case of {len(positions)} letter(s) in {name}: {where}")
+
+        return _positions(text, _has_other_case).map(apply)
+
+    return _field_and(fields, inner)
+
+
+_SPACES = [" ", "  ", "\n", "\t"]
+
+
+@register_perturbation("whitespace", promise="inserts spaces, tabs or line breaks; the text without whitespace is unchanged")
+def whitespace_changes(fields: dict[str, str], choices: list[str] | None):
+    from hypothesis import strategies as st
+
+    def inner(name: str, text: str):
+        def apply(edits: list[tuple[int, int]]) -> Change:
+            chars = list(text)
+            for position, kind in sorted(set(edits), reverse=True):
+                chars.insert(position, _SPACES[kind])
+            shown = ", ".join(f"{_SPACES[k]!r} at {p}" for p, k in sorted(set(edits)))
+            return Change("whitespace", ((name, "".join(chars)),), None, f"whitespace in {name}: {shown}")
+
+        edit = st.tuples(st.integers(0, len(text)), st.integers(0, len(_SPACES) - 1))
+        return st.lists(edit, min_size=1, max_size=4).map(apply)
+
+    return _field_and(fields, inner)
+
+
+_KEYBOARD = "qwertyuiopasdfghjklzxcvbnm"
+_NEIGHBOURS = {ch: "".join(_KEYBOARD[j] for j in (i - 1, i + 1) if 0 <= j < len(_KEYBOARD)) for i, ch in enumerate(_KEYBOARD)}
+_TYPO_OPS = ("swap", "delete", "double", "neighbour")
+
+
+def apply_typo(text: str, position: int, op: str) -> str:
+    """One typo at a letter: swap with the next letter, delete it, double it, or hit a neighbouring key."""
+    ch = text[position]
+    if op == "swap" and position + 1 < len(text) and text[position + 1].isalpha():
+        return text[:position] + text[position + 1] + ch + text[position + 2:]
+    if op == "delete":
+        return text[:position] + text[position + 1:]
+    if op == "double":
+        return text[:position] + ch + text[position:]
+    near = _NEIGHBOURS.get(ch.lower(), "")
+    if near:
+        sub = near[0].upper() if ch.isupper() else near[0]
+        return text[:position] + sub + text[position + 1:]
+    return text[:position] + ch + text[position:]  # no neighbour known: double it
+
+
+@register_perturbation("typos", promise="one to three typos in letters (swap, delete, double, neighbouring key); "
+                                         "each changes at most two adjacent characters")
+def typo_changes(fields: dict[str, str], choices: list[str] | None):
+    from hypothesis import strategies as st
+
+    def inner(name: str, text: str):
+        letters = [i for i, ch in enumerate(text) if ch.isalpha()]
+        if not letters:
+            return st.nothing()
+
+        def apply(edits: list[tuple[int, str]]) -> Change:
+            new = text
+            for position, op in sorted(set(edits), reverse=True):  # right to left keeps earlier positions valid
+                new = apply_typo(new, position, op)
+            shown = ", ".join(f"{op} {_shown(text, p)} at {p}" for p, op in sorted(set(edits)))
+            return Change("typos", ((name, new),), None, f"typo(s) in {name}: {shown}")
+
+        edit = st.tuples(st.sampled_from(letters), st.sampled_from(_TYPO_OPS))
+        return st.lists(edit, min_size=1, max_size=3).map(apply)
+
+    return _field_and(fields, inner)
+
+
+_PUNCT = set(string.punctuation)
+
+
+@register_perturbation("punctuation", promise="removes or adds punctuation marks; letters, digits and spaces are unchanged")
+def punctuation_changes(fields: dict[str, str], choices: list[str] | None):
+    from hypothesis import strategies as st
+
+    def inner(name: str, text: str):
+        existing = [i for i, ch in enumerate(text) if ch in _PUNCT]
+        word_ends = [m.end() for m in re.finditer(r"\w\b", text)] or [len(text)]
+        remove = st.sampled_from(existing).map(lambda p: ("remove", p, "")) if existing else st.nothing()
+        add = st.tuples(st.just("add"), st.sampled_from(word_ends), st.sampled_from([".", ",", "!", "?", "..."]))
+
+        def apply(edits: list[tuple[str, int, str]]) -> Change:
+            chars = list(text)
+            for op, position, mark in sorted(set(edits), key=lambda e: -e[1]):
+                if op == "remove":
+                    if position < len(chars) and chars[position] in _PUNCT:
+                        del chars[position]
+                else:
+                    chars.insert(position, mark)
+            shown = ", ".join(f"{op} {mark or repr(text[p])} at {p}" for op, p, mark in sorted(set(edits), key=lambda e: e[1]))
+            return Change("punctuation", ((name, "".join(chars)),), None, f"punctuation in {name}: {shown}")
+
+        return st.lists(st.one_of(remove, add), min_size=1, max_size=3).map(apply)
+
+    return _field_and(fields, inner)
+
+
+DISTRACTORS = (
+    "Thanks in advance.",
+    "Sent from my phone.",
+    "Have a nice day!",
+    "Sorry for the long message.",
+    "I have been a customer for years.",
+    "This is my second message about this.",
+)
+
+
+@register_perturbation("distractor", promise="adds one neutral sentence before or after the text; the text itself is kept whole")
+def distractor_changes(fields: dict[str, str], choices: list[str] | None):
+    from hypothesis import strategies as st
+
+    def inner(name: str, text: str):
+        def apply(choice: tuple[int, bool]) -> Change:
+            sentence, after = DISTRACTORS[choice[0]], choice[1]
+            new = f"{text} {sentence}" if after else f"{sentence} {text}"
+            return Change("distractor", ((name, new),), None,
+                          f"{'appended' if after else 'prepended'} {sentence!r} to {name}")
+
+        return st.tuples(st.integers(0, len(DISTRACTORS) - 1), st.booleans().map(lambda b: not b)).map(apply)
+
+    return _field_and(fields, inner)
+
+
+@register_perturbation("choice_order", promise="shows a classify task's choices in another order; the set of choices and "
+                                                 "the answer's label are unchanged", needs_choices=True)
+def choice_order_changes(fields: dict[str, str], choices: list[str] | None):
+    from hypothesis import strategies as st
+
+    if not choices or len(choices) < 2:
+        return st.nothing()
+
+    def apply(order: list[str]) -> Change:
+        return Change("choice_order", (), tuple(order), f"choices shown as {', '.join(order)}")
+
+    return st.permutations(choices).filter(lambda order: list(order) != list(choices)).map(apply)
+
+
+# --------------------------------------------------------------------------- the search
+
+
+@dataclass
+class RowOutcome:
+    id: str
+    held: bool
+    flip: dict[str, Any] | None = None
+
+
+@dataclass
+class RobustnessReport:
+    perturbations: list[str]
+    tries: int
+    seed: int
+    rows: list[RowOutcome] = field(default_factory=list)
+    calls: int = 0
+    wall_s: float = 0.0
+
+    @property
+    def invariance(self) -> float:
+        return sum(r.held for r in self.rows) / len(self.rows) if self.rows else 1.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "perturbations": self.perturbations, "tries": self.tries, "seed": self.seed,
+            "examples": len(self.rows), "held": sum(r.held for r in self.rows), "invariance": self.invariance,
+            "model_calls": self.calls, "wall_s": round(self.wall_s, 3),
+            "flipped": [r.flip for r in self.rows if r.flip is not None],
+        }
+
+
+class _Budget(Exception):
+    """Raised inside Hypothesis to stop shrinking once a row has used its model calls."""
+
+
+Predict = Callable[[list[tuple[str, dict[str, str], "list[str] | None"]]], list[str]]
+"""Predictions for a batch of (row id, the row's text fields after a change, the choice order)."""
+
+
+def select_rows(rows: Sequence[Any], n: int, seed: int) -> list[Any]:
+    """``n`` rows drawn without replacement (seeded), in dataset order."""
+    if n >= len(rows):
+        return list(rows)
+    chosen = sorted(random.Random(seed).sample(range(len(rows)), n))
+    return [rows[i] for i in chosen]
+
+
+def _settings(tries: int):
+    from hypothesis import HealthCheck, Phase, settings
+
+    return settings(max_examples=tries, database=None, deadline=None, derandomize=False,
+                    phases=[Phase.generate, Phase.shrink], suppress_health_check=list(HealthCheck))
+
+
+def search(
+    rows: Sequence[tuple[str, dict[str, str], list[str] | None, str]],
+    names: Sequence[str],
+    predict: Predict,
+    *,
+    tries: int,
+    seed: int,
+    shrink_calls: int = 64,
+) -> RobustnessReport:
+    """For each ``(row id, text fields, choices, original prediction)``, look for a change of the answer.
+
+    ``predict`` maps a batch of (row id, changed text fields, choices) to predictions (labels, or
+    normalised outputs for generate tasks). All
+    rows' tries are predicted in one batch; only shrinking a flipped row calls it one change at a time,
+    at most ``shrink_calls`` times per row."""
+    from hypothesis import find, strategies as st
+    from hypothesis.errors import NoSuchExample
+
+    started = time.perf_counter()
+    registry = perturbations()
+    report = RobustnessReport(list(names), tries, seed)
+    strategies = {}
+    for row_id, fields, choices, _ in rows:
+        parts = [registry[name].factory(fields, choices) for name in names]
+        strategies[row_id] = st.one_of(parts)
+
+    # 1. Generate every row's tries (Hypothesis, seeded per row), without calling the model.
+    drawn: dict[str, list[Change]] = {}
+    for row_id, _, _, _ in rows:
+        seen: list[Change] = []
+
+        def record(change: Change, seen: list[Change] = seen) -> bool:
+            seen.append(change)
+            return False
+
+        try:
+            find(strategies[row_id], record, settings=_settings(tries), random=_random(seed, row_id))
+        except NoSuchExample:
+            pass
+        drawn[row_id] = seen
+
+    # 2. Predict them all in one batch.
+    answers: dict[tuple[str, tuple], str] = {}
+    batch: list[tuple[str, Change]] = []
+    for row_id, fields, choices, _ in rows:
+        for change in drawn[row_id]:
+            if (row_id, change.key) not in answers:
+                answers[(row_id, change.key)] = ""  # placeholder, filled below
+                batch.append((row_id, change))
+    by_id = {row_id: (fields, choices) for row_id, fields, choices, _ in rows}
+    if batch:
+        predictions = predict([(row_id, *_apply(by_id[row_id], change)) for row_id, change in batch])
+        report.calls += len(batch)
+        for (row_id, change), prediction in zip(batch, predictions):
+            answers[(row_id, change.key)] = prediction
+
+    # 3. Rows whose answer changed: replay the same search (now answered from the batch) and shrink.
+    for row_id, fields, choices, original in rows:
+        flipped_in_batch = any(answers[(row_id, c.key)] != original for c in drawn[row_id])
+        if not flipped_in_batch:
+            report.rows.append(RowOutcome(row_id, held=True))
+            continue
+        state = {"calls": 0, "smallest": None}
+
+        def flips(change: Change, row_id=row_id, original=original, state=state) -> bool:
+            key = (row_id, change.key)
+            if key not in answers:
+                if state["calls"] >= shrink_calls:
+                    raise _Budget
+                state["calls"] += 1
+                answers[key] = predict([(row_id, *_apply(by_id[row_id], change))])[0]
+            changed = answers[key] != original
+            if changed:
+                state["smallest"] = change
+            return changed
+
+        try:
+            smallest = find(strategies[row_id], flips, settings=_settings(tries), random=_random(seed, row_id))
+        except _Budget:
+            smallest = state["smallest"]
+        except NoSuchExample:  # cannot happen with the batch's answers; kept as a guard
+            smallest = state["smallest"]
+        report.calls += state["calls"]
+        if smallest is None:
+            report.rows.append(RowOutcome(row_id, held=True))
+            continue
+        perturbed_fields, perturbed_choices = _apply(by_id[row_id], smallest)
+        report.rows.append(RowOutcome(row_id, held=False, flip={
+            "id": row_id, "kind": smallest.kind, "change": smallest.description,
+            "original": dict(fields), "perturbed": {k: perturbed_fields[k] for k, _ in smallest.fields},
+            "choices": list(choices) if choices else None,
+            "perturbed_choices": list(smallest.choices) if smallest.choices else None,
+            "before": original, "after": answers[(row_id, smallest.key)],
+            "shrink_calls": state["calls"],
+        }))
+    report.wall_s = time.perf_counter() - started
+    return report
+
+
+def _random(seed: int, row_id: str) -> random.Random:
+    """Each row's own generator: its tries do not depend on which other rows were selected."""
+    return random.Random(f"{seed}:{row_id}")
+
+
+def _apply(row: tuple[dict[str, str], list[str] | None], change: Change) -> tuple[dict[str, str], list[str] | None]:
+    fields, choices = row
+    return {**fields, **dict(change.fields)}, (list(change.choices) if change.choices is not None else choices)
+
+
+def text_fields(row_fields: dict[str, Any], exclude: set[str], only: Sequence[str] | None) -> dict[str, str]:
+    """The fields a perturbation may change: ``only`` when given, else every string field not excluded."""
+    if only is not None:
+        return {name: row_fields[name] for name in only if isinstance(row_fields.get(name), str)}
+    return {name: value for name, value in row_fields.items() if isinstance(value, str) and name not in exclude}
+

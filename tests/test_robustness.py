@@ -1,0 +1,264 @@
+"""Robustness search: perturbations keep their promises, shrinking finds the minimal change, seeds repeat."""
+
+from __future__ import annotations
+
+import string
+import textwrap
+from collections.abc import Sequence
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from evalkit import robustness
+from evalkit.backends.base import ChoiceRequest, ChoiceResult
+from evalkit.errors import SuiteError
+from evalkit.robustness import DISTRACTORS, apply_typo, perturbations, register_perturbation, search
+from evalkit.runner import evaluate_candidate
+from evalkit.suite import load_suite
+from tests.conftest import write_jsonl
+
+TEXT = "the quick brown fox jumps"
+
+
+def contains_capital_x(batch):
+    """A fake model whose answer is 'yes' exactly when the text holds a capital X."""
+    return ["yes" if "X" in fields["text"] else "no" for _, fields, _ in batch]
+
+
+def _without_timing(report) -> dict:
+    data = report.as_dict()
+    data.pop("wall_s")
+    return data
+
+
+def test_shrinking_reports_exactly_the_one_letter_that_flips_the_answer():
+    report = search([("r1", {"text": TEXT}, None, "no"), ("r2", {"text": "nothing to see"}, None, "no")],
+                    ["case"], contains_capital_x, tries=100, seed=0)
+    assert report.invariance == 0.5
+    [flip] = report.as_dict()["flipped"]
+    assert flip["perturbed"] == {"text": "the quick brown foX jumps"}  # one letter, not the several first drawn
+    assert flip["change"] == "case of 1 letter(s) in text: 'x'->'X' at 18"
+    assert (flip["before"], flip["after"]) == ("no", "yes")
+
+
+def test_a_fixed_seed_gives_identical_results_twice():
+    rows = [(f"r{i}", {"text": f"{TEXT} number {i}"}, None, "no") for i in range(6)]
+    names = ["case", "whitespace", "typos", "punctuation", "distractor"]
+    first = search(rows, names, contains_capital_x, tries=30, seed=3)
+    again = search(rows, names, contains_capital_x, tries=30, seed=3)
+    assert _without_timing(first) == _without_timing(again)
+    seen: list[list[str]] = [[], []]
+    for k, seed in enumerate((3, 4)):
+        def record(batch, k=k):
+            seen[k].extend(fields["text"] for _, fields, _ in batch)
+            return contains_capital_x(batch)
+        search(rows, names, record, tries=30, seed=seed)
+    assert seen[0] != seen[1]  # another seed tries other perturbations
+
+
+def test_tries_are_scored_in_one_batch_and_shrinking_calls_one_at_a_time():
+    batches: list[int] = []
+
+    def counting(batch):
+        batches.append(len(batch))
+        return contains_capital_x(batch)
+
+    report = search([("r1", {"text": TEXT}, None, "no"), ("r2", {"text": "nothing to see"}, None, "no")],
+                    ["case"], counting, tries=100, seed=0, shrink_calls=5)
+    assert batches[0] > 100 and all(size == 1 for size in batches[1:])
+    assert len(batches) - 1 <= 5  # the shrink budget
+    assert report.calls == sum(batches)
+
+
+def test_choice_order_keeps_the_label_and_reports_the_order():
+    def first_choice(batch):
+        return [choices[0] for _, _, choices in batch]
+
+    report = search([("r1", {"text": TEXT}, ["a", "b", "c"], "a")], ["choice_order"], first_choice, tries=10, seed=0)
+    [flip] = report.as_dict()["flipped"]
+    assert sorted(flip["perturbed_choices"]) == ["a", "b", "c"] and flip["after"] == flip["perturbed_choices"][0]
+    assert flip["perturbed_choices"] == ["b", "a", "c"]  # shrunk to one swap of the first two
+
+
+# --------------------------------------------------------------------------- each perturbation's promise
+
+texts = st.text(alphabet=string.ascii_letters + string.digits + " .,!?'-éß", min_size=1, max_size=40)
+FAST = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+def _draw(data, name: str, text: str, choices=None):
+    strategy = perturbations()[name].factory({"text": text}, choices)
+    assume(not strategy.is_empty)
+    return data.draw(strategy)
+
+
+def _levenshtein(a: str, b: str) -> int:
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return row[-1]
+
+
+@FAST
+@given(text=texts, data=st.data())
+def test_case_changes_only_the_case_of_letters(text, data):
+    new = dict(_draw(data, "case", text).fields)["text"]
+    assert len(new) == len(text) and new != text
+    assert [a.casefold() for a in new] == [b.casefold() for b in text]
+
+
+@FAST
+@given(text=texts, data=st.data())
+def test_whitespace_leaves_the_text_without_whitespace_unchanged(text, data):
+    new = dict(_draw(data, "whitespace", text).fields)["text"]
+    assert "".join(new.split()) == "".join(text.split()) and new != text
+
+
+@FAST
+@given(text=texts, data=st.data())
+def test_typos_change_at_most_two_characters_each(text, data):
+    change = _draw(data, "typos", text)
+    new = dict(change.fields)["text"]
+    edits = change.description.count(" at ")
+    assert 1 <= edits <= 3
+    assert _levenshtein(text, new) <= 2 * edits
+    assert [c for c in new if not c.isalpha()] == [c for c in text if not c.isalpha()]
+
+
+@FAST
+@given(text=texts, data=st.data())
+def test_punctuation_leaves_letters_digits_and_spaces(text, data):
+    new = dict(_draw(data, "punctuation", text).fields)["text"]
+    kept = set(string.punctuation)
+    assert [c for c in new if c not in kept] == [c for c in text if c not in kept]
+
+
+@FAST
+@given(text=texts, data=st.data())
+def test_distractor_keeps_the_text_whole(text, data):
+    new = dict(_draw(data, "distractor", text).fields)["text"]
+    assert text in new and new.replace(text, "", 1).strip() in DISTRACTORS
+
+
+@FAST
+@given(choices=st.lists(st.text(min_size=1, max_size=8), min_size=2, max_size=6, unique=True), data=st.data())
+def test_choice_order_never_changes_the_set_of_choices(choices, data):
+    change = _draw(data, "choice_order", "x", choices)
+    assert sorted(change.choices) == sorted(choices) and list(change.choices) != choices and change.fields == ()
+
+
+def test_apply_typo_operations():
+    assert apply_typo("quick", 1, "swap") == "qiuck"
+    assert apply_typo("quick", 1, "delete") == "qick"
+    assert apply_typo("quick", 1, "double") == "quuick"
+    assert apply_typo("quick", 1, "neighbour") == "qyick"
+
+
+# --------------------------------------------------------------------------- registration and suites
+
+
+def test_custom_perturbations_by_decorator_and_entry_point(monkeypatch):
+    @register_perturbation("shout", promise="upper-cases the whole text")
+    def shout(fields, choices):
+        return st.just(robustness.Change("shout", (("text", fields["text"].upper()),), None, "upper-cased"))
+
+    class EntryPoint:
+        name = "reverse"
+
+        @staticmethod
+        def load():
+            def reverse(fields, choices):
+                return st.just(robustness.Change("reverse", (("text", fields["text"][::-1]),), None, "reversed"))
+            return reverse
+
+    monkeypatch.setattr(robustness, "entry_points", lambda group: [EntryPoint] if group == "evalkit.perturbations" else [])
+    try:
+        known = perturbations()
+        assert known["shout"].promise == "upper-cases the whole text"
+        report = search([("r1", {"text": "fox"}, None, "fox")], ["shout", "reverse"],
+                        lambda batch: [f["text"] for _, f, _ in batch], tries=5, seed=0)
+        assert report.as_dict()["flipped"][0]["change"] == "upper-cased"  # shrinks to the first listed
+        assert "reverse" in known
+    finally:
+        robustness._REGISTRY.pop("shout", None)
+        robustness._REGISTRY.pop("reverse", None)
+
+
+class BangBackend:
+    """Answers 'no' unless the prompt holds '!': a model that an exclamation mark flips."""
+
+    fingerprint = "bang"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def apply_chat_template(self, messages):
+        return messages[-1]["content"]
+
+    def score_choices(self, requests: Sequence[ChoiceRequest]):
+        self.calls += len(requests)
+        out = []
+        for r in requests:
+            yes = "!" in r.context
+            logprobs = tuple(-0.1 if (c.strip() == "yes") == yes else -2.0 for c in r.continuations)
+            out.append(ChoiceResult(logprobs, (False,) * len(logprobs), 3, (1,) * len(logprobs)))
+        return out
+
+
+def _suite(tmp_path, robustness_yaml: str, thresholds: str = "") -> object:
+    rows = [{"id": f"q{i}", "text": f"is item {i} in stock", "label": "no"} for i in range(8)]
+    write_jsonl(tmp_path / "data.jsonl", rows)
+    path = tmp_path / "stock.eval.yaml"
+    path.write_text(textwrap.dedent("""\
+        suite: stock
+        dataset: {path: data.jsonl}
+        task: {kind: classify, choices: ["yes", "no"], target: label}
+        candidates:
+          plain: {template: "Q: {{ text }}\\nA:"}
+        """) + robustness_yaml + thresholds)
+    return load_suite(path)
+
+
+def test_a_suite_reports_invariance_and_the_minimal_flip(tmp_path):
+    spec = _suite(tmp_path, "robustness: {perturbations: [punctuation], examples: 5, tries: 20, seed: 0}\n",
+                  "thresholds:\n  invariance: \">= 0.5\"\n")
+    backend = BangBackend()
+    result = evaluate_candidate(spec, "plain", lambda *_: backend)
+    assert result.metrics["accuracy"] == 1.0
+    r = result.robustness
+    assert r["examples"] == 5 and r["tries"] == 20
+    assert result.metrics["invariance"] == r["held"] / 5 < 1
+    assert result.ci95["invariance"][0] <= result.metrics["invariance"] <= result.ci95["invariance"][1]
+    for flip in r["flipped"]:
+        assert flip["change"].startswith("punctuation in text: add ! at ")  # one mark, the one that matters
+        assert flip["perturbed"]["text"].count("!") == 1 and (flip["before"], flip["after"]) == ("no", "yes")
+    assert sorted(e.details["invariance"] for e in result.examples if "invariance" in e.details) == \
+        sorted([0.0] * (5 - r["held"]) + [1.0] * r["held"])
+    assert result.passed == (result.metrics["invariance"] >= 0.5)
+
+
+@pytest.mark.parametrize(("robust", "thresholds", "message"), [
+    ("robustness: {perturbations: [typo]}\n", "", "unknown perturbation 'typo' (did you mean 'typos'?)"),
+    ("", "thresholds:\n  invariance: \">= 0.9\"\n", "metric 'invariance' needs a `robustness:` section"),
+    ("robustness: {perturbations: []}\n", "", "robustness.perturbations: List should have at least 1 item"),
+    ("robustness: {perturbations: [case], tries: 0}\n", "", "robustness.tries: Input should be greater than or equal to 1"),
+])
+def test_robustness_mistakes_are_suite_errors(tmp_path, robust, thresholds, message):
+    with pytest.raises(SuiteError) as info:
+        _suite(tmp_path, robust, thresholds)
+    assert message in str(info.value)
+    assert "stock.eval.yaml:" in str(info.value)
+
+
+def test_choice_order_needs_a_classify_task(tmp_path):
+    write_jsonl(tmp_path / "qa.jsonl", [{"id": "a", "q": "2+3", "a": "5"}])
+    path = tmp_path / "qa.eval.yaml"
+    path.write_text("suite: qa\ndataset: {path: qa.jsonl}\ntask: {kind: generate, target: a}\n"
+                    "candidates:\n  plain: {template: \"{{ q }}\"}\nrobustness: {perturbations: [choice_order]}\n")
+    with pytest.raises(SuiteError) as info:
+        load_suite(path)
+    assert "perturbation 'choice_order' reorders a classify task's choices; this is a generate task" in str(info.value)
+    assert info.value.line == 6
