@@ -16,7 +16,9 @@ from __future__ import annotations
 import random
 import re
 import string
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -292,6 +294,7 @@ class RobustnessReport:
     rows: list[RowOutcome] = field(default_factory=list)
     calls: int = 0
     wall_s: float = 0.0
+    batches: list[int] = field(default_factory=list)  # sizes of the pooled shrinking calls
 
     @property
     def invariance(self) -> float:
@@ -301,7 +304,7 @@ class RobustnessReport:
         return {
             "perturbations": self.perturbations, "tries": self.tries, "seed": self.seed,
             "examples": len(self.rows), "held": sum(r.held for r in self.rows), "invariance": self.invariance,
-            "model_calls": self.calls, "wall_s": round(self.wall_s, 3),
+            "model_calls": self.calls, "shrink_batches": len(self.batches), "wall_s": round(self.wall_s, 3),
             "flipped": [r.flip for r in self.rows if r.flip is not None],
         }
 
@@ -385,21 +388,22 @@ def search(
         for (row_id, change), prediction in zip(batch, predictions):
             answers[(row_id, change.key)] = prediction
 
-    # 3. Rows whose answer changed: replay the same search (now answered from the batch) and shrink.
-    for row_id, fields, choices, original in rows:
-        flipped_in_batch = any(answers[(row_id, c.key)] != original for c in drawn[row_id])
-        if not flipped_in_batch:
-            report.rows.append(RowOutcome(row_id, held=True))
-            continue
-        state = {"calls": 0, "smallest": None}
+    # 3. Rows whose answer changed: replay each row's search (answered from the batch) and shrink it.
+    #    The rows shrink concurrently, one thread each, and their model calls are pooled into batches.
+    flipped_rows = [row for row in rows if any(answers[(row[0], c.key)] != row[3] for c in drawn[row[0]])]
+    batcher = _Batcher(predict, len(flipped_rows))
 
-        def flips(change: Change, row_id=row_id, original=original, state=state) -> bool:
+    def shrink(row: tuple) -> tuple[Change | None, int]:
+        row_id, _, _, original = row
+        state: dict[str, Any] = {"calls": 0, "smallest": None}
+
+        def flips(change: Change) -> bool:
             key = (row_id, change.key)
             if key not in answers:
                 if state["calls"] >= shrink_calls:
                     raise _Budget
                 state["calls"] += 1
-                answers[key] = predict([(row_id, *_apply(by_id[row_id], change))])[0]
+                answers[key] = batcher.ask((row_id, *_apply(by_id[row_id], change)))
             changed = answers[key] != original
             if changed:
                 state["smallest"] = change
@@ -407,25 +411,82 @@ def search(
 
         try:
             smallest = find(strategies[row_id], flips, settings=_settings(tries), random=_random(seed, row_id))
-        except _Budget:
+        except (_Budget, NoSuchExample):  # out of calls: keep the smallest change found so far
             smallest = state["smallest"]
-        except NoSuchExample:  # cannot happen with the batch's answers; kept as a guard
-            smallest = state["smallest"]
-        report.calls += state["calls"]
+        finally:
+            batcher.leave()
+        return smallest, state["calls"]
+
+    shrunk: dict[str, tuple[Change | None, int]] = {}
+    if flipped_rows:
+        with ThreadPoolExecutor(max_workers=len(flipped_rows), thread_name_prefix="evalkit-shrink") as pool:
+            for row, outcome in zip(flipped_rows, pool.map(shrink, flipped_rows)):
+                shrunk[row[0]] = outcome
+    report.batches = batcher.batches
+
+    for row_id, fields, choices, original in rows:
+        smallest, calls = shrunk.get(row_id, (None, 0))
+        report.calls += calls
         if smallest is None:
             report.rows.append(RowOutcome(row_id, held=True))
             continue
-        perturbed_fields, perturbed_choices = _apply(by_id[row_id], smallest)
+        perturbed_fields, _ = _apply(by_id[row_id], smallest)
         report.rows.append(RowOutcome(row_id, held=False, flip={
             "id": row_id, "kind": smallest.kind, "change": smallest.description,
             "original": dict(fields), "perturbed": {k: perturbed_fields[k] for k, _ in smallest.fields},
             "choices": list(choices) if choices else None,
             "perturbed_choices": list(smallest.choices) if smallest.choices else None,
             "before": original, "after": answers[(row_id, smallest.key)],
-            "shrink_calls": state["calls"],
+            "shrink_calls": calls,
         }))
     report.wall_s = time.perf_counter() - started
     return report
+
+
+class _Batcher:
+    """Pools the model calls of rows that shrink concurrently: a batch runs once every row still
+    shrinking is waiting for an answer, so each shrink step of all rows costs one batched call."""
+
+    def __init__(self, predict: Predict, rows: int) -> None:
+        self.predict = predict
+        self.active = rows
+        self.pending: dict[int, tuple] = {}
+        self.answers: dict[int, str] = {}
+        self.error: BaseException | None = None
+        self.batches: list[int] = []
+        self.ticket = 0
+        self.condition = threading.Condition()
+
+    def ask(self, request: tuple) -> str:
+        with self.condition:
+            self.ticket += 1
+            ticket = self.ticket
+            self.pending[ticket] = request
+            self._run_when_all_wait()
+            while ticket not in self.answers and self.error is None:
+                self.condition.wait()
+            if self.error is not None:
+                raise self.error
+            return self.answers.pop(ticket)
+
+    def leave(self) -> None:
+        with self.condition:
+            self.active -= 1
+            self._run_when_all_wait()
+
+    def _run_when_all_wait(self) -> None:
+        if not self.pending or len(self.pending) < self.active:
+            return
+        batch, self.pending = self.pending, {}
+        self.batches.append(len(batch))
+        try:
+            predictions = self.predict(list(batch.values()))
+        except BaseException as error:  # every waiting row re-raises it
+            self.error = error
+            self.condition.notify_all()
+            raise
+        self.answers.update(zip(batch, predictions))
+        self.condition.notify_all()
 
 
 def _random(seed: int, row_id: str) -> random.Random:

@@ -267,7 +267,7 @@ def evaluate_candidate(
     scorer_fn = score_classify if spec.task.kind == "classify" else score_generate
     examples, metrics, ci, tokens = scorer_fn(prepared, backend())
     robustness = None
-    if spec.robustness is not None:
+    if spec.robustness_for(candidate_name) is not None:
         robustness = check_robustness(prepared, backend(), examples)
         held = sum(r.held for r in robustness.rows)
         metrics["invariance"] = robustness.invariance

@@ -247,6 +247,7 @@ class RobustnessConfig(_Strict):
     fields: list[str] | None = Field(None, min_length=1, description="row fields to perturb (default: every text "
                                                                      "field but the id, target and choices)")
     shrink_calls: int = Field(64, ge=0, le=10000, description="model calls per flipped row spent shrinking its change")
+    candidates: list[str] | None = Field(None, min_length=1, description="candidates to test (default: all)")
 
 
 class BaselineConfig(_Strict):
@@ -356,6 +357,11 @@ class SuiteSpec:
     train: dict[str, TrainSpec] = field(default_factory=dict)
     baseline: BaselineConfig = BaselineConfig()
     robustness: RobustnessConfig | None = None
+
+    def robustness_for(self, candidate: str) -> RobustnessConfig | None:
+        """The robustness section if it applies to ``candidate``."""
+        r = self.robustness
+        return r if r is not None and (r.candidates is None or candidate in r.candidates) else None
 
     @property
     def metric_names(self) -> tuple[str, ...]:
@@ -525,6 +531,11 @@ def load_suite(path: str | Path) -> SuiteSpec:
             )
 
     metric_names = CLASSIFY_METRICS if task.kind == "classify" else GENERATE_METRICS
+    for name in (config.robustness.candidates or []) if config.robustness is not None else []:
+        if name not in candidates:
+            raise SuiteError(f"robustness names candidate '{name}', which the suite does not define"
+                             f"{did_you_mean(name, candidates)}", path=path, line=line("robustness", "candidates"),
+                             fix=f"candidates are: {', '.join(candidates)}")
     if config.robustness is not None:
         from evalkit.robustness import check_perturbations
 
@@ -574,7 +585,16 @@ def load_suite(path: str | Path) -> SuiteSpec:
                     path=path, line=line("thresholds", key), fix=f"write `{key}: {{accuracy: \">= 0.5\"}}`",
                 )
             shared[key] = parse(key, value, "thresholds", key)
-    thresholds = {name: {**shared, **overrides.get(name, {})} for name in candidates}
+    robust = config.robustness
+    tested = set(candidates) if robust is None or robust.candidates is None else set(robust.candidates)
+    for name, own in overrides.items():
+        if "invariance" in own and name not in tested:
+            raise SuiteError(f"threshold on invariance for '{name}', which `robustness.candidates` leaves out",
+                             path=path, line=line("thresholds", name, "invariance"),
+                             fix=f"add '{name}' to `robustness.candidates`, or drop the threshold")
+    thresholds = {name: {m: t for m, t in {**shared, **overrides.get(name, {})}.items()
+                         if m != "invariance" or name in tested}  # a shared invariance threshold: tested only
+                  for name in candidates}
 
     return SuiteSpec(
         name=config.suite,

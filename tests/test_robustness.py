@@ -71,6 +71,22 @@ def test_tries_are_scored_in_one_batch_and_shrinking_calls_one_at_a_time():
     assert report.calls == sum(batches)
 
 
+def test_rows_shrink_concurrently_with_their_model_calls_pooled():
+    batches: list[int] = []
+
+    def counting(batch):
+        batches.append(len(batch))
+        return contains_capital_x(batch)
+
+    rows = [(f"r{i}", {"text": f"fox number {i} jumps"}, None, "no") for i in range(8)]
+    report = search(rows, ["case"], counting, tries=60, seed=0)
+    flipped = report.as_dict()["flipped"]
+    assert len(flipped) >= 4
+    assert all(f["change"] == "case of 1 letter(s) in text: 'x'->'X' at 2" for f in flipped)
+    assert max(batches[1:]) > 1  # shrink steps of different rows went to the model together
+    assert report.as_dict()["shrink_batches"] == len(batches) - 1
+
+
 def test_choice_order_keeps_the_label_and_reports_the_order():
     def first_choice(batch):
         return [choices[0] for _, _, choices in batch]
@@ -140,7 +156,7 @@ def test_punctuation_leaves_letters_digits_and_spaces(text, data):
 @given(text=texts, data=st.data())
 def test_distractor_keeps_the_text_whole(text, data):
     new = dict(_draw(data, "distractor", text).fields)["text"]
-    assert text in new and new.replace(text, "", 1).strip() in DISTRACTORS
+    assert any(new in (f"{text} {sentence}", f"{sentence} {text}") for sentence in DISTRACTORS)
 
 
 @FAST
@@ -262,3 +278,21 @@ def test_choice_order_needs_a_classify_task(tmp_path):
         load_suite(path)
     assert "perturbation 'choice_order' reorders a classify task's choices; this is a generate task" in str(info.value)
     assert info.value.line == 6
+
+
+def test_robustness_can_cover_some_candidates(tmp_path):
+    spec = _suite(tmp_path, "robustness: {perturbations: [punctuation], examples: 3, tries: 5, candidates: [plain]}\n",
+                  "thresholds:\n  invariance: \">= 0.1\"\n")
+    assert spec.robustness_for("plain") is not None
+    text = (tmp_path / "stock.eval.yaml").read_text().replace(
+        "  plain: {template: \"Q: {{ text }}\\nA:\"}\n", "  plain: {template: \"Q: {{ text }}\\nA:\"}\n  other: {template: \"{{ text }}\"}\n")
+    (tmp_path / "stock.eval.yaml").write_text(text)
+    spec = load_suite(tmp_path / "stock.eval.yaml")
+    assert spec.robustness_for("other") is None
+    assert "invariance" in spec.thresholds_for("plain") and "invariance" not in spec.thresholds_for("other")
+    result = evaluate_candidate(spec, "other", lambda *_: BangBackend())
+    assert "invariance" not in result.metrics and result.robustness is None and result.passed
+    (tmp_path / "stock.eval.yaml").write_text(text.replace("candidates: [plain]", "candidates: [plane]"))
+    with pytest.raises(SuiteError) as info:
+        load_suite(tmp_path / "stock.eval.yaml")
+    assert "robustness names candidate 'plane', which the suite does not define (did you mean 'plain'?)" in str(info.value)

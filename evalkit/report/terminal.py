@@ -11,6 +11,8 @@ from evalkit.results import CandidateResult
 
 
 def _metric_cell(result: CandidateResult, metric: str) -> str:
+    if metric not in result.metrics:
+        return "-"
     lo, hi = result.ci95[metric]
     return f"{result.metrics[metric]:.3f} [{lo:.2f}, {hi:.2f}]"
 
@@ -62,7 +64,7 @@ def suite_tables(results: Iterable[CandidateResult]) -> list[str]:
         by_suite.setdefault(r.suite, []).append(r)
     tables = []
     for suite, rows in by_suite.items():
-        metrics = list(rows[0].metrics)
+        metrics = list(dict.fromkeys(m for r in rows for m in r.metrics))  # invariance: robustness-tested only
         compared = any(r.baseline is not None for r in rows)
         headers = ["candidate", "n", *metrics, "threshold", *(["vs baseline", "p"] if compared else []), "verdict",
                    "time", "tok/ex", "ms/ex", "training"]

@@ -36,6 +36,8 @@ class CandidateView:
         return lo, hi
 
     def metric_cell(self, metric: str | None = None) -> str:
+        if (metric or self.metric) not in self.entry["metrics"]:
+            return "-"
         lo, hi = self.interval(metric)
         return f"{self.value(metric):.3f} [{lo:.2f}, {hi:.2f}]"
 
@@ -203,5 +205,6 @@ def build_view(record: dict[str, Any], rows: list[dict[str, Any]]) -> RunView:
             views.append(CandidateView(suite, name, entry, policy.get("metric", "accuracy"),
                                        by_candidate.get((suite, name), {})))
         first = next(iter(candidates.values()))
-        suites.append(SuiteView(suite, first.get("task", ""), first.get("n", 0), list(first["metrics"]), views))
+        metrics = list(dict.fromkeys(m for entry in candidates.values() for m in entry["metrics"]))
+        suites.append(SuiteView(suite, first.get("task", ""), first.get("n", 0), metrics, views))
     return RunView(record, suites)
