@@ -296,3 +296,33 @@ def test_robustness_can_cover_some_candidates(tmp_path):
     with pytest.raises(SuiteError) as info:
         load_suite(tmp_path / "stock.eval.yaml")
     assert "robustness names candidate 'plane', which the suite does not define (did you mean 'plain'?)" in str(info.value)
+
+
+def test_robustness_through_pytest_shows_in_table_record_and_reports(pytester, tiny_model):
+    import json
+
+    from tests.conftest import TICKET_ROWS
+
+    write_jsonl(pytester.path / "data.jsonl", TICKET_ROWS)
+    pytester.makeini("[pytest]\nfilterwarnings =\n    ignore::pytest.PytestAssertRewriteWarning\n")
+    (pytester.path / "t.eval.yaml").write_text(textwrap.dedent(f"""\
+        suite: tickets
+        model: {tiny_model}
+        dataset: {{path: data.jsonl}}
+        task: {{kind: classify, choices: [billing, technical, account, shipping, other], target: label}}
+        candidates:
+          plain: {{template: "Ticket: {{{{ text }}}}\\nCategory:"}}
+          listed: {{template: "One of {{{{ choices | join(', ') }}}}. Ticket: {{{{ text }}}}\\nCategory:"}}
+        robustness: {{perturbations: [case, typos, choice_order], examples: 4, tries: 6}}
+        thresholds: {{invariance: ">= 0"}}
+        """))
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["candidate*accuracy*invariance*", "robustness (invariance: *): listed * of 4 rows held, 6 tries each, *s; plain *"])
+    record = json.loads((pytester.path / "reports/latest/results.json").read_text())
+    for entry in record["suites"]["tickets"].values():
+        r = entry["robustness"]
+        assert r["examples"] == 4 and entry["metrics"]["invariance"] == r["held"] / 4
+        assert r["model_calls"] >= 4
+    summary = (pytester.path / "reports/latest/summary.md").read_text()
+    assert "### Robustness" in summary and "| tickets · plain  | 1.000 [0.51, 1.00]    | 4 of 4" in summary

@@ -84,5 +84,11 @@ def suite_tables(results: Iterable[CandidateResult]) -> list[str]:
                  " training: adapter training time, trainable parameters, size)")
         if compared:
             title += "\nvs baseline: change of the gated metric on the shared examples; p: exact McNemar test on the flips"
-        tables.append(title + "\n" + tabulate(body, headers=headers, tablefmt="simple", disable_numparse=True))
+        robust = [r for r in rows if r.robustness]
+        footer = ""
+        if robust:
+            footer = "\nrobustness (invariance: rows whose answer held under every perturbation; report.html shows the flips): " + \
+                "; ".join(f"{r.candidate} {r.robustness['held']} of {r.robustness['examples']} rows held, "
+                          f"{r.robustness['tries']} tries each, {r.robustness['wall_s']:.0f}s" for r in robust)
+        tables.append(title + "\n" + tabulate(body, headers=headers, tablefmt="simple", disable_numparse=True) + footer)
     return tables
