@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 from typing import Any
 
 from tabulate import tabulate
@@ -18,7 +17,8 @@ def cell(value: Any, limit: int = CELL_CHARS) -> str:
     text = text.replace("\r", "").replace("\n", " ⏎ ")
     if len(text) > limit:
         text = text[:limit - 1] + "…"
-    return html.escape(text, quote=False).replace("|", "\\|").replace("`", "\\`") or " "
+    # "<" and "&" are all a comment's HTML needs escaped; ">" stays readable ("'x'->'X'").
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace("|", "\\|").replace("`", "\\`") or " "
 
 
 def _mark(value: float) -> str:
