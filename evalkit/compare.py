@@ -239,7 +239,7 @@ def compare(current: Snapshot, reference: Snapshot | None, policy: Policy) -> di
     lo, hi = metrics[gated]["ci95"]
     evidence = (f"{before:.3f} -> {after:.3f} on {metrics[gated]['examples']} shared examples "
                 f"(95% CI of the change {lo:+.3f} to {hi:+.3f}); {worse} got worse, {better} better")
-    p_text = f"McNemar p = {_p(p_value)}"
+    p_text = f"McNemar p = {format_p(p_value)}"
     if policy.strict and drop > _EPS:
         result.update(status="regressed", regressed=True,
                       reason=f"{gated} dropped {drop:.3f} and the suite is strict ({p_text}): {evidence}")
@@ -258,8 +258,7 @@ def compare(current: Snapshot, reference: Snapshot | None, policy: Policy) -> di
     return result
 
 
-def _p(p: float) -> str:
+def format_p(p: float) -> str:
+    """A p-value as the reports print it: three decimals, or two significant digits below 0.001."""
     return f"{p:.2g}" if p < 0.001 else f"{p:.3f}"
 
-
-format_p = _p

@@ -328,7 +328,7 @@ def select_rows(rows: Sequence[Any], n: int, seed: int) -> list[Any]:
 def _settings(tries: int):
     from hypothesis import HealthCheck, Phase, settings
 
-    return settings(max_examples=tries, database=None, deadline=None, derandomize=False,
+    return settings(max_examples=tries, database=None, deadline=None,
                     phases=[Phase.generate, Phase.shrink], suppress_health_check=list(HealthCheck))
 
 
