@@ -7,6 +7,7 @@ Written by ``pytest suites/ --evalkit-update-baseline`` from a complete run (or 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,19 @@ def write_baseline(path: Path, snapshots: list[Snapshot], suite_paths: dict[str,
     document = {"kind": KIND, "version": VERSION, **header,
                 "suites": {s: {**suites[s], "candidates": dict(sorted(suites[s]["candidates"].items()))}
                            for s in sorted(suites)}}
-    text = json.dumps(document, indent=1, ensure_ascii=False) + "\n"
-    write_text_atomically(path, text)
+    write_text_atomically(path, _one_example_per_line(document))
     return sum(len(s["candidates"]) for s in suites.values())
+
+
+def _one_example_per_line(document: dict[str, Any]) -> str:
+    """Indented JSON with each example on a line of its own, so a pull request's diff of the baseline
+    shows one changed line per example whose outcome changed."""
+    lines: list[str] = []
+    for suite in document["suites"].values():
+        for entry in suite["candidates"].values():
+            for i, example in enumerate(entry["examples"]):
+                entry["examples"][i] = f"\u0000example-{len(lines)}"
+                lines.append(json.dumps(example, ensure_ascii=False, separators=(", ", ": ")))
+    text = json.dumps(document, indent=1, ensure_ascii=False)
+    # One pass, so an inserted example is never searched again.
+    return re.sub(r'"\\u0000example-(\d+)"', lambda m: lines[int(m.group(1))], text) + "\n"

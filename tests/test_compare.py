@@ -237,3 +237,15 @@ def test_a_change_of_rendered_prompts_alone_is_named():
     after.template_sha256 = "u" * 64  # a new template explains the new prompts: named once
     result = compare(Snapshot.from_result(after), Snapshot.from_result(before), Policy())
     assert result["changes"] == ["prompt template changed (tttttttttttt -> uuuuuuuuuuuu)"]
+
+
+def test_the_baseline_keeps_one_example_per_line_for_reviewable_diffs(tmp_path):
+    path = tmp_path / "baseline.json"
+    result = candidate_result([True, False, True], outputs=["billing", "\u0000example-2 | odd", "account"])
+    write_baseline(path, [Snapshot.from_result(result)], {"tickets": "suites/tickets.eval.yaml"}, {})
+    lines = path.read_text().splitlines()
+    example_lines = [line.strip() for line in lines if line.strip().startswith('{"id": ')]
+    assert example_lines[1] == ('{"id": "t-001", "values": {"accuracy": 0.0, "score": 0.0, "acc_norm": 0.0}, '
+                                '"output": "\\u0000example-2 | odd", "target": "technical"},')
+    assert len(example_lines) == 3
+    assert read_baseline(path).get("tickets", "few_shot").outcomes["t-001"].output == "\u0000example-2 | odd"
