@@ -51,14 +51,16 @@ class Outcome:
     target: Any = None
 
 
-def example_values(example: ExampleResult) -> dict[str, float]:
-    """Per-example metric values of one result row; with repeats, accuracy is the pass rate."""
-    values = {"accuracy": example.pass_rate if example.pass_rate is not None else float(example.correct),
-              "score": float(example.score)}
-    if "correct_norm" in example.details:
-        values["acc_norm"] = float(example.details["correct_norm"])
-    if "invariance" in example.details:  # only the rows the robustness search drew
-        values["invariance"] = float(example.details["invariance"])
+def example_values(example: ExampleResult | Mapping[str, Any]) -> dict[str, float]:
+    """Per-example metric values of one result row (an ExampleResult or an examples.jsonl line);
+    with repeats, accuracy is the pass rate."""
+    row = example if isinstance(example, Mapping) else vars(example)
+    pass_rate, details = row.get("pass_rate"), row.get("details") or {}
+    values = {"accuracy": float(pass_rate if pass_rate is not None else row["correct"]), "score": float(row["score"])}
+    if "correct_norm" in details:
+        values["acc_norm"] = float(details["correct_norm"])
+    if "invariance" in details:  # only the rows the robustness search drew
+        values["invariance"] = float(details["invariance"])
     return values
 
 
@@ -91,15 +93,7 @@ class Snapshot:
         """From a candidate's entry in results.json and its rows of examples.jsonl (or a baseline entry)."""
         outcomes = {}
         for e in examples:
-            values = e.get("values")
-            if values is None:  # an examples.jsonl row
-                values = {"accuracy": e["pass_rate"] if e.get("pass_rate") is not None else float(e["correct"]),
-                          "score": float(e["score"])}
-                details = e.get("details") or {}
-                if "correct_norm" in details:
-                    values["acc_norm"] = float(details["correct_norm"])
-                if "invariance" in details:
-                    values["invariance"] = float(details["invariance"])
+            values = e.get("values") or example_values(e)  # a baseline entry has them; examples.jsonl does not
             outcomes[str(e["id"])] = Outcome(str(e["id"]), {k: float(v) for k, v in values.items()},
                                              _short(str(e.get("output", ""))), _short(e.get("target")))
         hashes = entry.get("hashes") or hashes_of(entry)

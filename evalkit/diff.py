@@ -5,13 +5,12 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
-from typing import Any
 
 from evalkit.baseline import KIND, read_baseline
 from evalkit.compare import Policy, Snapshot, compare
 from evalkit.errors import EvalkitError
 from evalkit.report.markdown import render_summary
-from evalkit.results import load_run
+from evalkit.results import load_run, rows_by_candidate
 
 REGRESSION_PREFIX = "regression against the baseline"
 
@@ -48,9 +47,7 @@ def _snapshots(path: Path) -> dict[tuple[str, str], Snapshot]:
         baseline = read_baseline(path)
         return dict(baseline.entries) if baseline else {}
     record, rows = load_run(path)
-    by_candidate: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for row in rows:
-        by_candidate.setdefault((row["suite"], row["candidate"]), []).append(row)
+    by_candidate = rows_by_candidate(rows)
     return {(suite, name): Snapshot.from_record(entry, by_candidate.get((suite, name), []), suite=suite, candidate=name)
             for suite, candidates in record["suites"].items() for name, entry in candidates.items()}
 
@@ -67,16 +64,13 @@ def diff_runs(run_a: str, run_b: str, *, reports: Path, max_drop: float | None =
     reference = _snapshots(path_a)
     record, rows = load_run(path_b)
     record = copy.deepcopy(record)
-    by_candidate: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for row in rows:
-        by_candidate.setdefault((row["suite"], row["candidate"]), []).append(row)
+    by_candidate = rows_by_candidate(rows)
+    overrides = {k: v for k, v in {"max_drop": max_drop, "alpha": alpha, "strict": strict}.items() if v is not None}
     regressed = False
     for suite, candidates in record["suites"].items():
         for name, entry in candidates.items():
-            recorded = (entry.get("baseline") or {}).get("policy") or {}
-            policy = Policy(**{**Policy().as_dict(), **recorded})
-            overrides = {"max_drop": max_drop, "alpha": alpha, "strict": strict}
-            policy = Policy(**{**policy.as_dict(), **{k: v for k, v in overrides.items() if v is not None}})
+            recorded = (entry.get("baseline") or {}).get("policy") or {}  # the suite's policy when run B ran
+            policy = Policy(**{**recorded, **overrides})
             current = Snapshot.from_record(entry, by_candidate.get((suite, name), []), suite=suite, candidate=name)
             comparison = compare(current, reference.get((suite, name)), policy)
             failures = [f for f in entry.get("failures", []) if not f.startswith(REGRESSION_PREFIX)]

@@ -125,6 +125,14 @@ def example_rows(results: list[CandidateResult]) -> list[dict[str, Any]]:
     return [{"suite": r.suite, "candidate": r.candidate, **asdict(ex)} for r in results for ex in r.examples]
 
 
+def rows_by_candidate(rows: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """``examples.jsonl`` rows grouped by (suite, candidate), in file order."""
+    grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        grouped.setdefault((row["suite"], row["candidate"]), []).append(row)
+    return grouped
+
+
 def new_run_id(runs_dir: Path, started: _dt.datetime) -> str:
     """A sortable id from the start time (UTC), unique within ``runs_dir``."""
     base = started.astimezone(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")

@@ -16,8 +16,6 @@ from evalkit.errors import EvalkitError
 from evalkit.results import CandidateResult, build_record, example_rows, new_run_id, run_header, write_run
 from evalkit.suite import ModelConfig, SuiteSpec, load_suite
 
-BASELINE_MODES = (None, "replace", "merge")
-
 
 @dataclass
 class LoadedModel:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from evalkit.compare import format_p
+from evalkit.results import rows_by_candidate
 
 FLIPS_SHOWN = 5  # flipped examples per candidate in summary.md (report.html shows them all)
 PROMPT_TAIL = 240  # characters of a prompt shown before "full prompt" (few-shot prefixes repeat)
@@ -194,9 +195,7 @@ class RunView:
 
 
 def build_view(record: dict[str, Any], rows: list[dict[str, Any]]) -> RunView:
-    by_candidate: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
-    for row in rows:
-        by_candidate.setdefault((row["suite"], row["candidate"]), {})[str(row["id"])] = row
+    by_candidate = {key: {str(row["id"]): row for row in group} for key, group in rows_by_candidate(rows).items()}
     suites = []
     for suite, candidates in record["suites"].items():
         views = []
