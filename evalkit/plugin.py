@@ -48,7 +48,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="like --evalkit-update-baseline, but replace only the candidates that ran and keep the rest")
     group.addoption("--evalkit-keep-runs", dest="evalkit_keep_runs", metavar="N", type=int, default=None,
                     help="run folders to keep under <reports>/runs (default: the evalkit_keep_runs ini value, 20; 0 keeps all)")
+    group.addoption("--evalkit-no-cache", dest="evalkit_no_cache", action="store_true",
+                    help="compute every answer with the model: neither read nor write the result cache")
+    group.addoption("--evalkit-cache-dir", dest="evalkit_cache_dir", metavar="DIR", default=None,
+                    help="result cache folder (default: the evalkit_cache_dir ini value, else <rootdir>/.evalkit_cache)")
     parser.addini("evalkit_reports", "folder for run records, relative to the rootdir", default="reports")
+    parser.addini("evalkit_cache_dir", "result cache folder, relative to the rootdir", default=".evalkit_cache")
     parser.addini("evalkit_train", "auto, never or always (see --evalkit-train)", default="auto")
     parser.addini("evalkit_baseline", "baseline file, relative to the rootdir (default: <reports>/baseline.json)",
                   default="")
@@ -90,7 +95,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SESSION_KEY] = EvalSession(
         root=config.rootpath, reports_dir=config.rootpath / reports, limit=limit, notify=notify,
         train_mode=train_mode, baseline_path=config.rootpath / baseline if baseline else None,
-        update_baseline=update, keep_runs=keep_runs)
+        update_baseline=update, keep_runs=keep_runs,
+        cache_dir=None if config.getoption("evalkit_no_cache")
+        else config.rootpath / (config.getoption("evalkit_cache_dir") or config.getini("evalkit_cache_dir")))
     config.stash[SUITE_NAMES_KEY] = {}
     config.stash[COVERAGE_KEY] = RunCoverage()
     if config.pluginmanager.hasplugin("xdist"):
@@ -316,6 +323,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     from evalkit.report.terminal import suite_tables
 
     terminalreporter.section("evalkit results")
+    from evalkit.report.terminal import cache_lines
+
+    for line in cache_lines(session.results.values(), session.cache_dir, verbose=config.getoption("verbose") > 0):
+        terminalreporter.write_line(line)
     for model in session.models:
         terminalreporter.write_line(f"model {model.name} ({model.fingerprint}) loaded in {model.load_s:.1f}s")
     if session.limit:

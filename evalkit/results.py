@@ -52,6 +52,8 @@ class CandidateResult:
     repeats: int = 1  # samples per example (sampled generation)
     prompts_sha256: str | None = None  # every rendered prompt: catches few-shot, chat and system changes too
     robustness: dict[str, Any] | None = None  # perturbation search (see evalkit.robustness)
+    compute_s: float | None = None  # model time of this candidate's answers, measured when each was computed
+    cache: dict[str, Any] | None = None  # result-cache hits, misses and why (see evalkit.cache)
 
     @property
     def passed(self) -> bool:
@@ -63,12 +65,16 @@ class CandidateResult:
 
     @property
     def cost(self) -> dict[str, float]:
-        """What one example costs: prompt and output tokens, and wall time, averaged over the run."""
+        """What one example costs: prompt and output tokens, and model time, averaged over the run.
+
+        Model time is measured when an answer is computed and kept with it in the result cache, so a
+        candidate costs the same whether this run computed its answers or found them cached."""
         n = max(1, self.n)
+        seconds = self.compute_s if self.compute_s is not None else self.wall_s
         cost: dict[str, float] = {
             "prompt_tokens_per_example": round(self.tokens["prompt"] / n, 1),
             "output_tokens_per_example": round(self.tokens["output"] / n, 1),
-            "ms_per_example": round(1000 * self.wall_s / n, 1),
+            "ms_per_example": round(1000 * seconds / n, 1),
         }
         if self.adapter is not None:
             cost["train_s"] = self.adapter["train_s"]

@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.backends.base import Backend, ChoiceRequest, GenerateRequest
+from evalkit.cache import CachedBackend, CacheStats, ResultCache
 from evalkit.data import Dataset, Row, load_dataset
 from evalkit.errors import DatasetError, EvalkitError, TrainingError, did_you_mean, shown_path
+from evalkit.models import ModelIdentity
 from evalkit.prompts import PromptTemplate, select_fewshot
 from evalkit.results import CandidateResult, ExampleResult
 from evalkit.scoring import build_scorer
@@ -129,6 +131,16 @@ def _gold_text(spec: SuiteSpec, dataset: Dataset, row: Row) -> Any:
     return row.fields.get(spec.task.target) if spec.task.target else None
 
 
+def origin(spec: SuiteSpec, candidate: Candidate, row_id: str, repeat: int = 0) -> str:
+    """Which example (and repeat) a request belongs to: the cache explains a miss against its last request."""
+    return f"{spec.name}::{candidate.name}::{row_id}::{repeat}"
+
+
+def _cached(backend: Backend) -> CachedBackend:
+    """``backend`` as a CachedBackend (a plain one, as the trainer's validation passes, computes every answer)."""
+    return backend if isinstance(backend, CachedBackend) else CachedBackend(None, lambda: backend)
+
+
 def _rounded(value: float) -> float:
     return round(float(value), 6)
 
@@ -137,7 +149,8 @@ def score_classify(prepared: PreparedCandidate, backend: Backend) -> tuple[list[
     spec = prepared.spec
     prefix = spec.task.choice_prefix
     requests = [ChoiceRequest(p, tuple(prefix + c for c in choices)) for p, choices in zip(prepared.prompts, prepared.choices)]
-    responses = backend.score_choices(requests)
+    responses = _cached(backend).score_choices(
+        requests, origins=[origin(spec, prepared.candidate, row.id) for row in prepared.dataset.rows])
     examples, predicted, predicted_norm, gold = [], [], [], []
     tokens = {"prompt": 0, "output": 0}
     for row, prompt, choices, g, res in zip(prepared.dataset.rows, prepared.prompts, prepared.choices, prepared.gold, responses):
@@ -187,7 +200,8 @@ def score_generate(prepared: PreparedCandidate, backend: Backend) -> tuple[list[
                         top_p=task.top_p, seed=sample_seed(task.seed, row.id, r))
         for r in range(task.repeats) for row, prompt in zip(rows, prepared.prompts)
     ]
-    responses = backend.generate(requests)
+    responses = _cached(backend).generate(requests, origins=[origin(spec, prepared.candidate, row.id, r)
+                                                    for r in range(task.repeats) for row in rows])
     examples = []
     tokens = {"prompt": 0, "output": 0}
     n_rows = len(rows)
@@ -226,11 +240,16 @@ def evaluate_candidate(
     limit: int | None = None,
     dataset_cache: dict[tuple[Path, int | None], Dataset] | None = None,
     adapter_provider: AdapterProvider | None = None,
+    result_cache: ResultCache | None = None,
+    identify: Callable[[ModelConfig, Path], ModelIdentity] | None = None,
+    chat_renderer: Callable[[ModelConfig, Path], Any] | None = None,
 ) -> CandidateResult:
     """Run one candidate of a suite end to end and gate it on the suite's thresholds.
 
     A candidate with an adapter gets it from ``adapter_provider`` (which trains it when needed) and
-    runs on the shared base model with the adapter attached."""
+    runs on the shared base model with the adapter attached. Answers come from ``result_cache`` where
+    stored; the model is loaded only for a miss when ``identify`` names the model without loading it
+    (and ``chat_renderer`` renders chat prompts from its tokenizer alone)."""
     if candidate_name not in spec.candidates:
         raise EvalkitError(f"suite '{spec.name}' has no candidate '{candidate_name}'{did_you_mean(candidate_name, spec.candidates)}",
                            path=spec.path, fix=f"candidates are: {', '.join(spec.candidates)}")
@@ -253,23 +272,35 @@ def evaluate_candidate(
 
     backend_holder: list[Backend] = []
     load_s = 0.0  # loading (or converting) the model is reported once per session, not per candidate
+    identity = identify(spec.model, spec.path.parent) if identify is not None else None
+    if adapter is not None and identity is not None:
+        _check_adapter_base(spec, adapter, identity.base_fingerprint)
 
-    def backend() -> Backend:
+    def load() -> Backend:
         nonlocal load_s
         if not backend_holder:
             load_started = time.perf_counter()
             base = backend_factory(spec.model, spec.path.parent)
-            backend_holder.append(base if adapter is None else _attach(spec, base, adapter))
+            if adapter is not None:
+                _check_adapter_base(spec, adapter, getattr(base, "base_fingerprint", None))
+                base = base.with_adapter(adapter.key, adapter.path)
+            backend_holder.append(base)
             load_s = time.perf_counter() - load_started
         return backend_holder[0]
 
-    prepared = prepare(spec, candidate, dataset, backend, dataset_cache=cache)
+    chat = chat_renderer(spec.model, spec.path.parent).apply_chat_template if chat_renderer is not None else None
+    stats = CacheStats()
+    backend = CachedBackend(result_cache, load, model=identity.fingerprint if identity is not None else None,
+                            adapter=adapter.record.get("adapter_sha256", adapter.key) if adapter is not None else "",
+                            stats=stats, chat=chat)
+    prepared = prepare(spec, candidate, dataset, lambda: backend, dataset_cache=cache)
     scorer_fn = score_classify if spec.task.kind == "classify" else score_generate
-    examples, metrics, ci, tokens = scorer_fn(prepared, backend())
+    examples, metrics, ci, tokens = scorer_fn(prepared, backend)
+    main_compute_s = stats.compute_s
     robustness = None
     robustness_s = 0.0  # reported on its own (robustness.wall_s), so the cost per example stays comparable
     if spec.robustness_for(candidate_name) is not None:
-        robustness = check_robustness(prepared, backend(), examples)
+        robustness = check_robustness(prepared, backend, examples)
         robustness_s = robustness.wall_s
         held = sum(r.held for r in robustness.rows)
         metrics["invariance"] = robustness.invariance
@@ -301,7 +332,7 @@ def evaluate_candidate(
         wall_s=round(time.perf_counter() - started - load_s - robustness_s, 3),
         tokens=tokens,
         model=spec.model.name,
-        model_fingerprint=backend().fingerprint,
+        model_fingerprint=backend.fingerprint,
         dataset_hash=dataset.content_hash,
         template_sha256=prepared.template.sha256,
         examples=examples,
@@ -309,6 +340,8 @@ def evaluate_candidate(
         repeats=spec.task.repeats,
         prompts_sha256=hashlib.sha256("\x00".join(prepared.prompts).encode()).hexdigest(),
         robustness=robustness.as_dict() if robustness is not None else None,
+        compute_s=round(main_compute_s, 3),
+        cache=stats.as_dict(),
     )
 
 
@@ -361,14 +394,12 @@ def check_robustness(prepared: PreparedCandidate, backend: Backend, examples: li
     return report
 
 
-def _attach(spec: SuiteSpec, base: Backend, adapter: Any) -> Backend:
-    """``base`` seen through ``adapter``; refuses an adapter trained for another base model."""
+def _check_adapter_base(spec: SuiteSpec, adapter: Any, actual: str | None) -> None:
+    """Refuses an adapter trained for another base model than the suite's."""
     trained_for = adapter.record.get("base_model_fingerprint")
-    actual = getattr(base, "base_fingerprint", None)
     if actual is not None and trained_for != actual:
         raise TrainingError(
             f"adapter '{adapter.name}' ({adapter.path}) was trained for base model {str(trained_for)[:12]}, "
             f"but suite '{spec.name}' evaluates {spec.model.name} ({actual[:12]})",
             path=spec.path, fix=f"retrain it: evalkit train {shown_path(spec.path)} --adapter {adapter.name}",
         )
-    return base.with_adapter(adapter.key, adapter.path)

@@ -45,6 +45,10 @@ class EvalSession:
     _baseline: Any = None  # Baseline | None | EvalkitError, read on first use
     _baseline_read: bool = False
     written: Path | None = None  # the run folder written at the end of the session
+    cache_dir: Path | None = None  # the result cache's folder; None: no cache
+    _cache: Any = None  # ResultCache, opened on first use
+    _identities: dict[tuple, Any] = field(default_factory=dict)
+    _chat: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.baseline_path is None:
@@ -67,17 +71,44 @@ class EvalSession:
         from evalkit.models import resolve_model
 
         resolved = resolve_model(model.name, base_dir=base_dir, notify=self.notify)
-        key = (str(resolved.path), model.dtype, model.trust_remote_code, model.batch_size)
+        key = (str(resolved.path), model.dtype, model.trust_remote_code, model.batch_size, model.device)
         if key not in self._backends:
             from evalkit.backends.hf import HFBackend
 
             started = time.perf_counter()
             self._backends[key] = HFBackend(
                 resolved.path, fingerprint=resolved.fingerprint, dtype=model.dtype,
-                trust_remote_code=model.trust_remote_code, batch_size=model.batch_size,
+                trust_remote_code=model.trust_remote_code, batch_size=model.batch_size, device=model.device,
             )
             self.models.append(LoadedModel(model.name, self._backends[key].fingerprint, time.perf_counter() - started))
         return self._backends[key]
+
+    def result_cache(self):
+        """The result cache shared by every suite of the session (None when caching is off)."""
+        if self._cache is None and self.cache_dir is not None:
+            from evalkit.cache import ResultCache
+
+            self._cache = ResultCache(self.cache_dir, warn=self.notify)
+        return self._cache
+
+    def identify(self, model: ModelConfig, base_dir: Path):
+        """The model's fingerprint and effective dtype, known without loading it."""
+        from evalkit.models import ModelIdentity, effective_dtype, resolve_model
+
+        key = (model.name, str(base_dir), model.dtype)
+        if key not in self._identities:
+            resolved = resolve_model(model.name, base_dir=base_dir, notify=self.notify)
+            self._identities[key] = ModelIdentity(resolved.fingerprint, effective_dtype(model.dtype))
+        return self._identities[key]
+
+    def chat_renderer(self, model: ModelConfig, base_dir: Path):
+        """Renders chat prompts from the model's tokenizer (shared by the session; loads no weights)."""
+        from evalkit.models import ChatRenderer, resolve_model
+
+        path = str(resolve_model(model.name, base_dir=base_dir, notify=self.notify).path)
+        if path not in self._chat:
+            self._chat[path] = ChatRenderer(Path(path))
+        return self._chat[path]
 
     def adapter(self, spec: SuiteSpec, name: str):
         """Adapter ``name`` of ``spec``, trained at most once per session (per ``train_mode``)."""
@@ -133,7 +164,8 @@ class EvalSession:
         if cached is None or self._limits.get(key) != row_limit:
             result = evaluate_candidate(
                 spec, candidate, self.backend_for, limit=row_limit, dataset_cache=self._datasets,
-                adapter_provider=self.adapter,
+                adapter_provider=self.adapter, result_cache=self.result_cache(), identify=self.identify,
+                chat_renderer=self.chat_renderer,
             )
             self._compare_with_baseline(spec, result)
             self.results[key] = result

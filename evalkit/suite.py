@@ -110,7 +110,9 @@ class ModelConfig(_Strict):
     """Which model to evaluate: an alias of the embedded default, a local folder, or a hub id."""
 
     name: str = Field(DEFAULT_MODEL, description="alias, local Hugging Face folder, or cached hub id")
-    dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field("float32", description="weights dtype")
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field(
+        "float32", description="weights dtype; auto: bfloat16 where the hardware computes it natively, else float32")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the model runs; auto: a GPU when there is one")
     trust_remote_code: bool = Field(False, description="allow a model's own Python code to run")
     batch_size: int | None = Field(None, ge=1, description="rows per forward pass (default: automatic)")
 

@@ -85,7 +85,9 @@ def test_run_record_holds_metrics_and_rendered_examples(project, tiny_backend):
     assert set(good["metrics"]) == {"accuracy", "acc_norm", "macro_f1"}
     assert good["tokens"]["prompt"] > 0 and good["wall_s"] > 0
     assert good["cost"]["prompt_tokens_per_example"] == round(good["tokens"]["prompt"] / 6, 1)
-    assert good["cost"]["ms_per_example"] == round(1000 * good["wall_s"] / 6, 1)
+    assert 0 < good["compute_s"] <= good["wall_s"]
+    assert good["cost"]["ms_per_example"] == round(1000 * good["compute_s"] / 6, 1)
+    assert good["cache"]["hits"] == 0 and good["cache"]["misses"] == 6
     assert record["suites"]["tickets"]["bad"]["passed"] is False
 
     examples = [e for e in read_examples(project) if e["candidate"] == "good"]

@@ -50,17 +50,20 @@ class HFBackend:
         dtype: str = "float32",
         trust_remote_code: bool = False,
         batch_size: int | None = None,
+        device: str = "auto",
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
+        from evalkit.models import effective_dtype
+
         hf_logging.disable_progress_bar()
         self.path = Path(path)
-        self.dtype_name = dtype
-        self.fingerprint = f"{fingerprint}:{dtype}"
+        self.dtype_name = effective_dtype(dtype)
+        self.fingerprint = f"{fingerprint}:{self.dtype_name}"
         self.batch_size = batch_size
-        torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
+        torch_dtype = getattr(torch, self.dtype_name)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
             self.model = AutoModelForCausalLM.from_pretrained(
@@ -70,6 +73,9 @@ class HFBackend:
             raise ModelError(f"cannot load model from {path}: {exc}",
                              fix="check that the folder holds a complete causal LM saved by save_pretrained") from None
         self.base_fingerprint = fingerprint
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model.to(device)
         self._setup()
 
     @classmethod

@@ -92,3 +92,29 @@ def suite_tables(results: Iterable[CandidateResult]) -> list[str]:
                           f"{r.robustness['tries']} tries each, {r.robustness['wall_s']:.0f}s" for r in robust)
         tables.append(title + "\n" + tabulate(body, headers=headers, tablefmt="simple", disable_numparse=True) + footer)
     return tables
+
+
+def cache_lines(results: Iterable[CandidateResult], cache_dir, *, verbose: bool = False) -> list[str]:
+    """How many requests the result cache answered; with ``verbose``, why each candidate's misses missed."""
+    results = [r for r in results if r.cache is not None]
+    hits = sum(r.cache["hits"] for r in results)
+    misses = sum(r.cache["misses"] for r in results)
+    total = hits + misses
+    if cache_dir is None:
+        lines = [f"result cache off (--evalkit-no-cache): {total} requests computed"]
+    else:
+        share = f" ({100 * hits / total:.0f}%)" if total else ""
+        lines = [f"result cache {cache_dir}: {hits} of {total} requests answered from it{share}, {misses} computed"]
+        if total and not misses:
+            lines[0] += "; the model was not loaded"
+    if verbose and cache_dir is not None:
+        for r in sorted(results, key=lambda r: (r.suite, r.candidate)):
+            reasons = r.cache["miss_reasons"]
+            if not reasons:
+                continue
+            why = "; ".join(f"{count} {reason} (first: {r.cache['first_miss'].get(reason, '?')})"
+                            for reason, count in reasons.items())
+            lines.append(f"  {r.suite}::{r.candidate}: {r.cache['misses']} missed: {why}")
+    elif misses and cache_dir is not None:
+        lines[0] += " (-v says why each missed)"
+    return lines

@@ -14,6 +14,7 @@ from typing import Any
 
 from evalkit.data import Dataset, Row, canonical_json, load_dataset
 from evalkit.errors import TrainingError
+from evalkit.models import ChatRenderer
 from evalkit.runner import PreparedCandidate, prepare
 from evalkit.suite import SuiteSpec, TrainSpec
 
@@ -44,23 +45,6 @@ class TrainingSet:
         return digest.hexdigest()
 
 
-class _ChatTemplate:
-    """Loads only the tokenizer, to render chat prompts without loading the model."""
-
-    def __init__(self, model_path: Path) -> None:
-        self.model_path = model_path
-        self._tokenizer = None
-
-    def apply_chat_template(self, messages: list[dict[str, str]]) -> str:
-        if self._tokenizer is None:
-            from transformers import AutoTokenizer
-
-            self._tokenizer = AutoTokenizer.from_pretrained(str(self.model_path))
-        if not getattr(self._tokenizer, "chat_template", None):
-            raise TrainingError(f"model {self.model_path} has no chat template", fix="set `chat: false` for this adapter")
-        return self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
-
 def _completion_text(spec: SuiteSpec, prepared: PreparedCandidate, index: int) -> str:
     prefix = spec.task.choice_prefix
     if spec.task.kind == "classify":
@@ -82,7 +66,7 @@ def build_training_set(spec: SuiteSpec, name: str, model_path: Path) -> Training
     if len(dataset) < 2:
         raise TrainingError(f"adapter '{name}' has {len(dataset)} training row(s)", path=train.data_path,
                             fix="add training rows (a few dozen at least)")
-    prepared = prepare(spec, train.as_candidate(), dataset, lambda: _ChatTemplate(model_path))
+    prepared = prepare(spec, train.as_candidate(), dataset, lambda: ChatRenderer(model_path))
     completions = tuple(_completion_text(spec, prepared, i) for i in range(len(dataset)))
     return TrainingSet(spec=spec, train=train, dataset=dataset, prepared=prepared, completions=completions)
 

@@ -1,0 +1,318 @@
+"""A content-addressed cache of model answers, shared by every suite, candidate and process.
+
+A request's key is the hash of everything its answer depends on: the model fingerprint (weights,
+config and dtype), the adapter fingerprint (its weights' SHA-256), the exact rendered request
+(context and continuations, or prompt) and the decoding parameters. Only misses reach the model, so an
+unchanged suite re-runs without loading it, and a changed prompt re-evaluates only its own requests.
+
+The store is one SQLite file in WAL mode, written batch by batch: an interrupted run keeps every batch
+it finished, and pytest-xdist workers share it safely. Each miss is explained (which part of its key
+is new) by comparing it with what the same example asked for last time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evalkit.backends.base import Backend, ChoiceRequest, ChoiceResult, GenerateRequest, GenerateResult
+
+SCHEMA_VERSION = 1
+DATABASE = "results.sqlite"
+COMMIT_EVERY = 64  # requests per backend call between commits: an interrupted run loses at most this many
+PART_NAMES = {"model": "model", "adapter": "adapter", "request": "prompt", "params": "decoding parameters"}
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    key TEXT PRIMARY KEY, kind TEXT NOT NULL, model TEXT NOT NULL, adapter TEXT NOT NULL,
+    request TEXT NOT NULL, params TEXT NOT NULL, result TEXT NOT NULL, seconds REAL NOT NULL, created REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS entries_by_request ON entries (request);
+CREATE TABLE IF NOT EXISTS origins (
+    origin TEXT PRIMARY KEY, kind TEXT NOT NULL, model TEXT NOT NULL, adapter TEXT NOT NULL,
+    request TEXT NOT NULL, params TEXT NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class KeyParts:
+    """What one answer depends on; ``key`` hashes them all."""
+
+    kind: str  # "classify" or "generate"
+    model: str
+    adapter: str
+    request: str  # SHA-256 of the rendered request
+    params: str  # canonical JSON of the decoding parameters
+
+    @property
+    def key(self) -> str:
+        return _sha256("\x00".join([str(SCHEMA_VERSION), self.kind, self.model, self.adapter, self.request, self.params]))
+
+
+def choice_parts(request: ChoiceRequest, model: str, adapter: str) -> KeyParts:
+    text = json.dumps([request.context, list(request.continuations)], ensure_ascii=False)
+    return KeyParts("classify", model, adapter, _sha256(text), "{}")
+
+
+def generate_parts(request: GenerateRequest, model: str, adapter: str) -> KeyParts:
+    params: dict[str, Any] = {"max_new_tokens": request.max_new_tokens, "stop": list(request.stop)}
+    if request.temperature:  # greedy decoding ignores the seed: identical greedy requests share one answer
+        params.update(temperature=request.temperature, top_p=request.top_p, seed=request.seed)
+    return KeyParts("generate", model, adapter, _sha256(request.prompt), json.dumps(params, sort_keys=True))
+
+
+def explain_change(before: KeyParts | tuple, now: KeyParts) -> str | None:
+    """Which parts of ``now`` differ from ``before`` (None when none do)."""
+    old = dict(zip(("kind", "model", "adapter", "request", "params"), before)) if isinstance(before, tuple) \
+        else before.__dict__
+    changed = []
+    for part, label in PART_NAMES.items():
+        a, b = old[part], getattr(now, part)
+        if a == b:
+            continue
+        if part == "params":
+            a_params, b_params = json.loads(a), json.loads(b)
+            diffs = [f"{k} {a_params.get(k, '-')} -> {b_params.get(k, '-')}"
+                     for k in sorted(set(a_params) | set(b_params)) if a_params.get(k) != b_params.get(k)]
+            changed.append(f"{label} changed ({', '.join(diffs)})")
+        elif part == "request":
+            changed.append("prompt changed")
+        else:
+            changed.append(f"{label} changed ({(a or 'none')[:16]} -> {(b or 'none')[:16]})")
+    return " and ".join(changed) or None
+
+
+class ResultCache:
+    """The SQLite store; one per process, safe to use from several threads and processes."""
+
+    def __init__(self, folder: Path, *, warn: Callable[[str], None] | None = None) -> None:
+        self.folder = Path(folder)
+        self.path = self.folder / DATABASE
+        self._warn = warn
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+
+    # ------------------------------------------------------------------ connection
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            gitignore = self.folder / ".gitignore"
+            if not gitignore.exists():
+                gitignore.write_text("*\n")
+            try:
+                self._conn = self._open()
+            except sqlite3.DatabaseError as exc:
+                self._rebuild(exc)
+        return self._conn
+
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=60, check_same_thread=False, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                raise sqlite3.DatabaseError(f"cache schema version {version}, this evalkit writes {SCHEMA_VERSION}")
+            conn.executescript(_SCHEMA)
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            conn.execute("SELECT count(*) FROM entries WHERE key = ''").fetchone()
+        except sqlite3.DatabaseError:
+            conn.close()
+            raise
+        return conn
+
+    def _rebuild(self, error: Exception) -> None:
+        """A damaged or foreign database is set aside and replaced by an empty one."""
+        aside = self.path.with_name(f"{DATABASE}.broken-{int(time.time())}-{os.getpid()}")
+        for suffix in ("", "-wal", "-shm"):
+            source = Path(str(self.path) + suffix)
+            if source.exists():
+                os.replace(source, Path(str(aside) + suffix))
+        if self._warn is not None:
+            self._warn(f"evalkit: the result cache {self.path} could not be read ({error}); it was moved to "
+                       f"{aside.name} and a new one started, so this run recomputes its answers")
+        self._conn = self._open()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # ------------------------------------------------------------------ reads and writes
+
+    def lookup(self, keys: Sequence[str]) -> dict[str, tuple[str, float]]:
+        """(result JSON, compute seconds) of every key that is stored."""
+        found: dict[str, tuple[str, float]] = {}
+        with self._lock:
+            conn = self._connect()
+            for start in range(0, len(keys), 500):
+                chunk = list(keys[start: start + 500])
+                marks = ",".join("?" * len(chunk))
+                for key, result, seconds in conn.execute(
+                        f"SELECT key, result, seconds FROM entries WHERE key IN ({marks})", chunk):
+                    found[key] = (result, seconds)
+        return found
+
+    def store(self, entries: Sequence[tuple[KeyParts, str, float]]) -> None:
+        """Commit (parts, result JSON, compute seconds) entries in one transaction."""
+        now = time.time()
+        rows = [(p.key, p.kind, p.model, p.adapter, p.request, p.params, result, seconds, now)
+                for p, result, seconds in entries]
+        with self._lock:
+            conn = self._connect()
+            with _transaction(conn):
+                conn.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def remember_origins(self, origins: Sequence[tuple[str, KeyParts]]) -> None:
+        """Record what each example asked for, so a later miss can say what changed."""
+        rows = [(o, p.kind, p.model, p.adapter, p.request, p.params) for o, p in origins]
+        with self._lock:
+            conn = self._connect()
+            with _transaction(conn):
+                conn.executemany("INSERT OR REPLACE INTO origins VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+    def explain_miss(self, parts: KeyParts, origin: str | None) -> str:
+        """Why ``parts`` is not stored: what differs from the last request of the same example, or of the
+        same prompt."""
+        with self._lock:
+            conn = self._connect()
+            if origin is not None:
+                before = conn.execute("SELECT kind, model, adapter, request, params FROM origins WHERE origin = ?",
+                                      (origin,)).fetchone()
+                if before is not None:
+                    return explain_change(before, parts) or "its stored answer is gone (the cache was cleared)"
+            same_prompt = conn.execute(
+                "SELECT kind, model, adapter, request, params FROM entries WHERE request = ? AND kind = ? LIMIT 1",
+                (parts.request, parts.kind)).fetchone()
+        if same_prompt is not None:
+            return explain_change(same_prompt, parts) or "its stored answer is gone (the cache was cleared)"
+        return "first evaluation of this example" if origin is not None else "new prompt"
+
+    def count(self) -> int:
+        with self._lock:
+            return self._connect().execute("SELECT count(*) FROM entries").fetchone()[0]
+
+
+class _transaction:
+    """BEGIN IMMEDIATE ... COMMIT (or ROLLBACK): one writer at a time, waiting up to the busy timeout."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, kind, value, traceback) -> None:
+        self.conn.execute("COMMIT" if kind is None else "ROLLBACK")
+
+
+@dataclass
+class CacheStats:
+    """Hits and misses of one candidate's requests, with the reason for each miss."""
+
+    hits: int = 0
+    misses: int = 0
+    shared: int = 0  # identical requests within one call, computed once
+    compute_s: float = 0.0  # model time of every answer, measured when it was computed
+    reasons: Counter = field(default_factory=Counter)
+    first_miss: dict[str, str] = field(default_factory=dict)  # reason -> the first example it applied to
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"hits": self.hits, "misses": self.misses, "shared": self.shared, "compute_s": round(self.compute_s, 3),
+                "miss_reasons": dict(self.reasons.most_common()), "first_miss": self.first_miss}
+
+
+class CachedBackend:
+    """A backend that answers from the cache and sends only misses to the model, loaded on first miss.
+
+    Without a cache (``cache=None``) it still computes identical requests once and measures model time."""
+
+    def __init__(self, cache: ResultCache | None, load: Callable[[], Backend], *, model: str | None = None,
+                 adapter: str = "", stats: CacheStats | None = None,
+                 chat: Callable[[Sequence[dict[str, str]]], str] | None = None) -> None:
+        self.cache = cache
+        self._load = load
+        self._model = model
+        self.adapter = adapter
+        self.stats = stats if stats is not None else CacheStats()
+        self._chat = chat
+
+    @property
+    def fingerprint(self) -> str:
+        if self._model is None:  # no fingerprint known in advance: the model's own
+            self._model = self._load().fingerprint
+        return self._model
+
+    @property
+    def tokenizer(self):
+        return self._load().tokenizer
+
+    def apply_chat_template(self, messages: Sequence[dict[str, str]]) -> str:
+        if self._chat is not None:
+            return self._chat(messages)
+        return self._load().apply_chat_template(messages)
+
+    def score_choices(self, requests: Sequence[ChoiceRequest], *, origins: Sequence[str] | None = None) -> list[ChoiceResult]:
+        return self._answer(
+            requests, origins, lambda r: choice_parts(r, self.fingerprint, self.adapter),
+            lambda batch: self._load().score_choices(batch), lambda r: len(r.context),
+            lambda data: ChoiceResult(logprobs=tuple(data["logprobs"]), is_greedy=tuple(data["is_greedy"]),
+                                      context_tokens=data["context_tokens"],
+                                      continuation_tokens=tuple(data["continuation_tokens"])),
+        )
+
+    def generate(self, requests: Sequence[GenerateRequest], *, origins: Sequence[str] | None = None) -> list[GenerateResult]:
+        return self._answer(
+            requests, origins, lambda r: generate_parts(r, self.fingerprint, self.adapter),
+            lambda batch: self._load().generate(batch), lambda r: len(r.prompt),
+            lambda data: GenerateResult(**data),
+        )
+
+    def _answer(self, requests, origins, parts_of, compute, length, decode) -> list:
+        parts = [parts_of(r) for r in requests]
+        keys = [p.key for p in parts]
+        unique = list(dict.fromkeys(keys))
+        self.stats.shared += len(keys) - len(unique)
+        stored = self.cache.lookup(unique) if self.cache is not None else {}
+        answers: dict[str, tuple[Any, float]] = {k: (decode(json.loads(r)), s) for k, (r, s) in stored.items()}
+        first = {k: i for i, k in reversed(list(enumerate(keys)))}
+        missing = [k for k in unique if k not in stored]
+        self.stats.hits += len(unique) - len(missing)
+        self.stats.misses += len(missing)
+        if self.cache is None:
+            self.stats.reasons["cache off"] += len(missing)
+        else:
+            for k in missing:
+                i = first[k]
+                reason = self.cache.explain_miss(parts[i], origins[i] if origins else None)
+                self.stats.reasons[reason] += 1
+                self.stats.first_miss.setdefault(reason, origins[i] if origins else requests[i].__class__.__name__)
+        missing.sort(key=lambda k: -length(requests[first[k]]))  # similar lengths share a batch
+        for start in range(0, len(missing), COMMIT_EVERY):
+            chunk = missing[start: start + COMMIT_EVERY]
+            started = time.perf_counter()
+            results = compute([requests[first[k]] for k in chunk])
+            each = (time.perf_counter() - started) / len(chunk)
+            for k, result in zip(chunk, results):
+                answers[k] = (result, each)
+            if self.cache is not None:
+                self.cache.store([(parts[first[k]], json.dumps(result.__dict__), each) for k, result in zip(chunk, results)])
+        if self.cache is not None and origins:
+            self.cache.remember_origins(list(zip(origins, parts)))
+        self.stats.compute_s += sum(answers[k][1] for k in keys)
+        return [answers[k][0] for k in keys]
