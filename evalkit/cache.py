@@ -301,7 +301,7 @@ class CachedBackend:
                 i = first[k]
                 reason = self.cache.explain_miss(parts[i], origins[i] if origins else None)
                 self.stats.reasons[reason] += 1
-                self.stats.first_miss.setdefault(reason, origins[i] if origins else requests[i].__class__.__name__)
+                self.stats.first_miss.setdefault(reason, origins[i] if origins else "a request without an example id")
         missing.sort(key=lambda k: -length(requests[first[k]]))  # similar lengths share a batch
         for start in range(0, len(missing), COMMIT_EVERY):
             chunk = missing[start: start + COMMIT_EVERY]

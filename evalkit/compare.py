@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from evalkit.stats import (
+    _macro_f1_codes,
     macro_f1,
     mcnemar_exact,
     paired_bootstrap_interval,
@@ -168,6 +169,15 @@ def _delta_interval(metric: str, ref: list[Outcome], cur: list[Outcome]) -> tupl
             only_cur = sum(1 for x, y in zip(a, b) if y and not x)
             return paired_difference_interval(both, only_ref, only_cur, n - both - only_ref - only_cur)
         return paired_bootstrap_interval(lambda idx: sum(b[i] - a[i] for i in idx) / n, n)
+    if metric == "macro_f1":  # labels coded once, so each resample is a few array operations
+        import numpy as np
+
+        texts = [str(o.target) for o in ref] + [o.output for o in ref] + [o.output for o in cur]
+        labels = {label: i for i, label in enumerate(sorted(set(texts), key=repr))}
+        gold, before, after = (np.array([labels[t] for t in texts[k * n:(k + 1) * n]], dtype=np.int64) for k in range(3))
+        return paired_bootstrap_interval(
+            lambda idx: _macro_f1_codes(gold[idx], after[idx], len(labels)) - _macro_f1_codes(gold[idx], before[idx], len(labels)),
+            n)
     return paired_bootstrap_interval(
         lambda idx: (_metric_on(metric, [cur[i] for i in idx]) or 0.0) - (_metric_on(metric, [ref[i] for i in idx]) or 0.0),
         n)

@@ -13,6 +13,7 @@ SearchStrategy[Change]``, or the same function published under the entry-point g
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 import string
@@ -222,13 +223,14 @@ def punctuation_changes(fields: dict[str, str], choices: list[str] | None):
 
         def apply(edits: list[tuple[str, int, str]]) -> Change:
             chars = list(text)
-            for op, position, mark in sorted(set(edits), key=lambda e: -e[1]):
+            # Right to left keeps earlier positions valid; ties in a fixed order (a set's order varies by process).
+            for op, position, mark in sorted(set(edits), key=lambda e: (-e[1], e[0], e[2])):
                 if op == "remove":
                     if position < len(chars) and chars[position] in _PUNCT:
                         del chars[position]
                 else:
                     chars.insert(position, mark)
-            shown = ", ".join(f"{op} {mark or repr(text[p])} at {p}" for op, p, mark in sorted(set(edits), key=lambda e: e[1]))
+            shown = ", ".join(f"{op} {mark or repr(text[p])} at {p}" for op, p, mark in sorted(set(edits), key=lambda e: (e[1], e[0], e[2])))
             return Change("punctuation", ((name, "".join(chars)),), None, f"punctuation in {name}: {shown}")
 
         return st.lists(st.one_of(remove, add), min_size=1, max_size=3).map(apply)
@@ -300,8 +302,18 @@ class RobustnessReport:
     def invariance(self) -> float:
         return sum(r.held for r in self.rows) / len(self.rows) if self.rows else 1.0
 
+    @classmethod
+    def from_stored(cls, data: dict[str, Any]) -> "RobustnessReport":
+        """A report kept by ``dataclasses.asdict`` (in the result cache)."""
+        report = cls(**{**data, "rows": [RowOutcome(**row) for row in data["rows"]]})
+        report.cached = True
+        return report
+
+    cached = False  # answered from the result cache: the search did not run again
+
     def as_dict(self) -> dict[str, Any]:
         return {
+            "cached": self.cached,
             "perturbations": self.perturbations, "tries": self.tries, "seed": self.seed,
             "examples": len(self.rows), "held": sum(r.held for r in self.rows), "invariance": self.invariance,
             "model_calls": self.calls, "shrink_batches": len(self.batches), "wall_s": round(self.wall_s, 3),
@@ -317,6 +329,26 @@ Predict = Callable[[list[tuple[str, dict[str, str], "list[str] | None"]]], list[
 """Predictions for a batch of (row id, the row's text fields after a change, the choice order)."""
 
 
+def search_fingerprint(names: Sequence[str]) -> dict[str, str]:
+    """What the search's behaviour depends on besides its inputs: the perturbations' code and the versions
+    of evalkit and Hypothesis (whose draws may change between releases)."""
+    import inspect
+    from importlib.metadata import version
+
+    from evalkit import __version__
+
+    registry = perturbations()
+    parts = {"evalkit": __version__, "hypothesis": version("hypothesis")}
+    for name in names:
+        factory = registry[name].factory
+        try:
+            code = inspect.getsource(factory)
+        except (OSError, TypeError):  # no source to read: fall back to where it lives
+            code = f"{getattr(factory, '__module__', '')}.{getattr(factory, '__qualname__', repr(factory))}"
+        parts[f"perturbation:{name}"] = hashlib.sha256(code.encode()).hexdigest()
+    return parts
+
+
 def select_rows(rows: Sequence[Any], n: int, seed: int) -> list[Any]:
     """``n`` rows drawn without replacement (seeded), in dataset order."""
     if n >= len(rows):
@@ -328,7 +360,9 @@ def select_rows(rows: Sequence[Any], n: int, seed: int) -> list[Any]:
 def _settings(tries: int):
     from hypothesis import HealthCheck, Phase, settings
 
-    return settings(max_examples=tries, database=None, deadline=None,
+    # report_multiple_bugs=False: Hypothesis otherwise keeps generating after the first flip for as long as
+    # 10 seconds allow, which would make the search depend on how fast the model (or the cache) answers.
+    return settings(max_examples=tries, database=None, deadline=None, report_multiple_bugs=False,
                     phases=[Phase.generate, Phase.shrink], suppress_health_check=list(HealthCheck))
 
 

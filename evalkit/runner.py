@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from evalkit.backends.base import Backend, ChoiceRequest, GenerateRequest
-from evalkit.cache import CachedBackend, CacheStats, ResultCache
-from evalkit.data import Dataset, Row, load_dataset
+from evalkit.cache import CachedBackend, CacheStats, KeyParts, ResultCache
+from evalkit.data import Dataset, Row, canonical_json, load_dataset
 from evalkit.errors import DatasetError, EvalkitError, TrainingError, did_you_mean, shown_path
 from evalkit.models import ModelIdentity
 from evalkit.prompts import PromptTemplate, select_fewshot
@@ -131,8 +132,9 @@ def _gold_text(spec: SuiteSpec, dataset: Dataset, row: Row) -> Any:
     return row.fields.get(spec.task.target) if spec.task.target else None
 
 
-def origin(spec: SuiteSpec, candidate: Candidate, row_id: str, repeat: int = 0) -> str:
-    """Which example (and repeat) a request belongs to: the cache explains a miss against its last request."""
+def origin(spec: SuiteSpec, candidate: Candidate, row_id: str, repeat: int | str = 0) -> str:
+    """Which example (and repeat, or "perturbed" for robustness) a request belongs to: the cache explains
+    a miss against the example's last request."""
     return f"{spec.name}::{candidate.name}::{row_id}::{repeat}"
 
 
@@ -350,9 +352,9 @@ def answer_text(output: str) -> str:
     return " ".join(output.split()).casefold()
 
 
-def check_robustness(prepared: PreparedCandidate, backend: Backend, examples: list[ExampleResult]):
+def check_robustness(prepared: PreparedCandidate, backend: CachedBackend, examples: list[ExampleResult]):
     """Search each selected row for a harmless-looking change that changes the candidate's answer."""
-    from evalkit.robustness import search, select_rows, text_fields
+    from evalkit.robustness import RobustnessReport, search, search_fingerprint, select_rows, text_fields
 
     spec, config, task = prepared.spec, prepared.spec.robustness, prepared.spec.task
     dataset = prepared.dataset
@@ -378,16 +380,31 @@ def check_robustness(prepared: PreparedCandidate, backend: Backend, examples: li
             prefix = task.choice_prefix
             requests = [ChoiceRequest(p, tuple(prefix + c for c in choices))
                         for p, (_, _, choices) in zip(prompts, batch)]
-            results = backend.score_choices(requests)
+            results = backend.score_choices(requests, origins=[origin(spec, prepared.candidate, row_id, "perturbed")
+                                                               for row_id, _, _ in batch])
             return [choices[max(range(len(choices)), key=lambda k: r.logprobs[k])]
                     for r, (_, _, choices) in zip(results, batch)]
         requests = [GenerateRequest(p, task.max_new_tokens, tuple(task.stop), temperature=task.temperature,
                                     top_p=task.top_p, seed=sample_seed(task.seed, row_id, 0))
                     for p, (row_id, _, _) in zip(prompts, batch)]
-        return [answer_text(r.text) for r in backend.generate(requests)]
+        perturbed = [origin(spec, prepared.candidate, row_id, "perturbed") for row_id, _, _ in batch]
+        return [answer_text(r.text) for r in backend.generate(requests, origins=perturbed)]
 
-    report = search(rows, config.perturbations, predict, tries=config.tries, seed=config.seed,
-                    shrink_calls=config.shrink_calls)
+    # The search is deterministic given its answers, so its outcome is cached under everything the answers
+    # and the search depend on: model, adapter, how a row renders, the rows, the settings and the code.
+    inputs = {"template": prepared.template.sha256, "fewshot": prepared.fewshot, "chat": prepared.candidate.chat,
+              "system": prepared.candidate.system, "task": task.model_dump(mode="json"), "full": full, "rows": rows,
+              "code": search_fingerprint(config.perturbations)}
+    parts = KeyParts("robustness", backend.fingerprint, backend.adapter, hashlib.sha256(
+        canonical_json(inputs).encode()).hexdigest(), canonical_json(config.model_dump(mode="json")))
+    stored = backend.cache.lookup([parts.key]) if backend.cache is not None else {}
+    if stored:
+        report = RobustnessReport.from_stored(json.loads(stored[parts.key][0]))
+    else:
+        report = search(rows, config.perturbations, predict, tries=config.tries, seed=config.seed,
+                        shrink_calls=config.shrink_calls)
+        if backend.cache is not None:
+            backend.cache.store([(parts, json.dumps(asdict(report)), report.wall_s)])
     held = {r.id: r.held for r in report.rows}
     for i in picked:
         examples[i].details["invariance"] = float(held[dataset.rows[i].id])

@@ -89,7 +89,8 @@ def suite_tables(results: Iterable[CandidateResult]) -> list[str]:
         if robust:
             footer = "\nrobustness (invariance: rows whose answer held under every perturbation; report.html shows the flips): " + \
                 "; ".join(f"{r.candidate} {r.robustness['held']} of {r.robustness['examples']} rows held, "
-                          f"{r.robustness['tries']} tries each, {r.robustness['wall_s']:.0f}s" for r in robust)
+                          f"{r.robustness['tries']} tries each, {r.robustness['wall_s']:.0f}s"
+                          f"{' (cached)' if r.robustness.get('cached') else ''}" for r in robust)
         tables.append(title + "\n" + tabulate(body, headers=headers, tablefmt="simple", disable_numparse=True) + footer)
     return tables
 
