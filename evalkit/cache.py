@@ -196,9 +196,10 @@ class ResultCache:
                                       (origin,)).fetchone()
                 if before is not None:
                     return explain_change(before, parts) or "its stored answer is gone (the cache was cleared)"
-            same_prompt = conn.execute(
-                "SELECT kind, model, adapter, request, params FROM entries WHERE request = ? AND kind = ? LIMIT 1",
-                (parts.request, parts.kind)).fetchone()
+            same_prompt = conn.execute(  # the closest earlier answer: fewest differing parts, then the latest
+                "SELECT kind, model, adapter, request, params FROM entries WHERE request = ? AND kind = ? "
+                "ORDER BY (model != ?) + (adapter != ?) + (params != ?), created DESC LIMIT 1",
+                (parts.request, parts.kind, parts.model, parts.adapter, parts.params)).fetchone()
         if same_prompt is not None:
             return explain_change(same_prompt, parts) or "its stored answer is gone (the cache was cleared)"
         return "first evaluation of this example" if origin is not None else "new prompt"
@@ -299,9 +300,10 @@ class CachedBackend:
         else:
             for k in missing:
                 i = first[k]
-                reason = self.cache.explain_miss(parts[i], origins[i] if origins else None)
+                where = origins[i] if origins else None
+                reason = self.cache.explain_miss(parts[i], where)
                 self.stats.reasons[reason] += 1
-                self.stats.first_miss.setdefault(reason, origins[i] if origins else "a request without an example id")
+                self.stats.first_miss.setdefault(reason, where or "a request without an example id")
         missing.sort(key=lambda k: -length(requests[first[k]]))  # similar lengths share a batch
         for start in range(0, len(missing), COMMIT_EVERY):
             chunk = missing[start: start + COMMIT_EVERY]
@@ -313,6 +315,6 @@ class CachedBackend:
             if self.cache is not None:
                 self.cache.store([(parts[first[k]], json.dumps(result.__dict__), each) for k, result in zip(chunk, results)])
         if self.cache is not None and origins:
-            self.cache.remember_origins(list(zip(origins, parts)))
+            self.cache.remember_origins([(o, p) for o, p in zip(origins, parts) if o is not None])
         self.stats.compute_s += sum(answers[k][1] for k in keys)
         return [answers[k][0] for k in keys]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import string
 import textwrap
 from collections.abc import Sequence
@@ -326,3 +327,29 @@ def test_robustness_through_pytest_shows_in_table_record_and_reports(pytester, t
         assert r["model_calls"] >= 4
     summary = (pytester.path / "reports/latest/summary.md").read_text()
     assert "### Robustness" in summary and "| tickets · plain  | 1.000 [0.51, 1.00]    | 4 of 4" in summary
+
+
+SEARCH_IN_A_PROCESS = """
+import hashlib, json
+from evalkit.robustness import search
+rows = [(f"r{i}", {"text": f"my order {i} never arrived, so refund parcel {i * 7}!"}, ["a", "b"], "a") for i in range(12)]
+asked = []
+def predict(batch):
+    asked.extend(fields["text"] for _, fields, _ in batch)
+    return ["a" if int(hashlib.sha256(f["text"].encode()).hexdigest(), 16) % 3 else "b" for _, f, _ in batch]
+report = search(rows, ["case", "whitespace", "typos", "punctuation", "distractor"], predict, tries=8, seed=0)
+print(json.dumps([sorted(asked), [r.flip and r.flip["change"] for r in report.rows]]))
+"""
+
+
+def test_search_is_identical_in_processes_with_different_hash_seeds():
+    """A cached search outcome is reused by later runs, so the search must not depend on set order."""
+    import os
+    import subprocess
+    import sys
+
+    outputs = {subprocess.run([sys.executable, "-c", SEARCH_IN_A_PROCESS], capture_output=True, text=True, check=True,
+                              env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2", "3")}
+    assert len(outputs) == 1
+    asked, flips = json.loads(outputs.pop())
+    assert len(asked) > 12 * 8 and any(flips)
