@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import inspect
 import warnings
 from collections.abc import Sequence
@@ -16,7 +15,7 @@ from evalkit.errors import ModelError
 DEFAULT_GENERATE_BATCH = 32
 TOKEN_BUDGET = 4096  # padded tokens per forward pass when the batch size is automatic
 MAX_AUTO_BATCH = 32
-MAX_CONTINUATION_BATCH = 64
+MIN_FILL = 0.75  # a row shorter than this share of its batch's longest starts a new batch
 
 
 @contextlib.contextmanager
@@ -107,6 +106,10 @@ class HFBackend:
         # transformers renamed `past_key_values` to `cache` (argument and output field) in 5.2x.
         forward_params = inspect.signature(inner.forward).parameters
         self._cache_kw = "cache" if "cache" in forward_params else "past_key_values"
+        # The decoder and the vocabulary projection, called apart so logits are computed only where scored
+        # (LoRA layers sit inside these modules, so an attached adapter applies here too).
+        self._decoder = inner.get_decoder()
+        self._lm_head = inner.get_output_embeddings()
         self._start_id = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.tokenizer.eos_token_id
         self._eos_ids = sorted({t for t in [*eos_ids, self.tokenizer.eos_token_id] if t is not None})
         self._end_ids = {*self._eos_ids, self.tokenizer.pad_token_id}
@@ -160,17 +163,25 @@ class HFBackend:
         return encode_pair(self.tokenizer, context, continuation)
 
     def _batches(self, order: list[int], lengths: list[int], default: int = MAX_AUTO_BATCH) -> list[list[int]]:
-        """Consecutive slices of ``order`` (longest first) holding about TOKEN_BUDGET padded tokens each."""
-        batches, current = [], []
+        """Consecutive slices of ``order`` (longest first), each padded to its first row's length.
+
+        A fixed ``batch_size`` gives slices of that many rows. Otherwise a slice holds at most ``default``
+        rows and TOKEN_BUDGET padded tokens, and a row much shorter than the slice's first starts a new
+        slice, so padding stays under about a quarter of the tokens computed."""
+        batches: list[list[int]] = []
         for i in order:
-            width = max([lengths[j] for j in current] + [lengths[i]])
-            limit = self.batch_size or max(1, min(default, TOKEN_BUDGET // max(1, width)))
-            if current and len(current) + 1 > limit:
-                batches.append(current)
-                current = []
-            current.append(i)
-        if current:
-            batches.append(current)
+            current = batches[-1] if batches else None
+            if current is not None:
+                width = lengths[current[0]]
+                if self.batch_size:
+                    full = len(current) >= self.batch_size
+                else:
+                    full = (len(current) >= default or (len(current) + 1) * width > TOKEN_BUDGET
+                            or lengths[i] < MIN_FILL * width)
+                if not full:
+                    current.append(i)
+                    continue
+            batches.append([i])
         return batches
 
     def score_choices(self, requests: Sequence[ChoiceRequest], *, adapter: str | None = None) -> list[ChoiceResult]:
@@ -187,7 +198,8 @@ class HFBackend:
                 if not cont:
                     raise ModelError(f"choice {choice!r} encodes to no tokens", fix="choices must be non-empty text")
             encoded.append((context_ids, [cont for _, cont in pairs]))
-        lengths = [len(ctx) for ctx, _ in encoded]
+        # A row's sequence is its context followed by every continuation but its last token (see _score_batch).
+        lengths = [len(ctx) + sum(len(c) - 1 for c in conts) for ctx, conts in encoded]
         order = sorted(range(len(requests)), key=lambda i: -lengths[i])
         results: list[ChoiceResult | None] = [None] * len(requests)
         for batch in self._batches(order, lengths):
@@ -196,61 +208,65 @@ class HFBackend:
         return results  # type: ignore[return-value]
 
     def _score_batch(self, batch: list[tuple[list[int], list[list[int]]]]) -> list[ChoiceResult]:
+        """Score every continuation of every row in one forward pass, computing each token once.
+
+        A row is laid out as its context followed by its continuations side by side (all but each one's
+        last token, which is only predicted). A tree-shaped attention mask lets a continuation token see
+        the context and the earlier tokens of its own continuation, and position ids restart after the
+        context for each continuation, so each continuation is scored exactly as if it followed the
+        context alone. Rows are left-padded; the vocabulary projection runs only where a token is scored."""
         torch = self._torch
         pad = self.tokenizer.pad_token_id
-        width = max(len(ctx) for ctx, _ in batch)
+        layouts = []
+        for ctx, conts in batch:
+            tokens, positions, groups = list(ctx), list(range(len(ctx))), [-1] * len(ctx)
+            for m, cont in enumerate(conts):
+                tokens += cont[:-1]
+                positions += range(len(ctx), len(ctx) + len(cont) - 1)
+                groups += [m] * (len(cont) - 1)
+            layouts.append((tokens, positions, groups))
+        width = max(len(tokens) for tokens, _, _ in layouts)
         input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, (ctx, _) in enumerate(batch):  # left padding: every row's last token is at the end
-            input_ids[row, width - len(ctx):] = torch.tensor(ctx)
-            mask[row, width - len(ctx):] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        position_ids = torch.zeros((len(batch), width), dtype=torch.long)
+        allowed = torch.eye(width, dtype=torch.bool).repeat(len(batch), 1, 1)  # padding sees only itself
+        scored_rows, scored_cols, targets = [], [], []  # where the model is read, and which token it should give
+        spans: list[list[tuple[int, int]]] = []  # per row and continuation: (first, count) into the scored list
+        for row, ((ctx, conts), (tokens, positions, groups)) in enumerate(zip(batch, layouts)):
+            n, offset = len(tokens), width - len(tokens)
+            input_ids[row, offset:] = torch.tensor(tokens)
+            position_ids[row, offset:] = torch.tensor(positions)
+            group = torch.tensor(groups)
+            index = torch.arange(n)
+            allowed[row, offset:, offset:] = (index[None, :] <= index[:, None]) & (
+                (group[None, :] == -1) | (group[None, :] == group[:, None]))
+            last_context = offset + len(ctx) - 1
+            row_spans, column = [], offset + len(ctx)
+            for cont in conts:  # token k of a continuation is predicted at the position before it
+                cols = [last_context] + list(range(column, column + len(cont) - 1))
+                row_spans.append((len(targets), len(cont)))
+                scored_rows += [row] * len(cont)
+                scored_cols += cols
+                targets += cont
+                column += len(cont) - 1
+            spans.append(row_spans)
         device = self._device
-        input_ids, mask, positions = input_ids.to(device), mask.to(device), positions.to(device)
-        logprobs = [[0.0] * len(conts) for _, conts in batch]
-        greedy = [[True] * len(conts) for _, conts in batch]
-        multi = [(row, c) for row, (_, conts) in enumerate(batch) for c, cont in enumerate(conts) if len(cont) > 1]
         with torch.inference_mode():
-            out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                             use_cache=bool(multi), logits_to_keep=1)
-            first = torch.log_softmax(out.logits[:, -1].float(), dim=-1).cpu()
-            best = first.argmax(-1)
-            for row, (_, conts) in enumerate(batch):
-                for c, cont in enumerate(conts):
-                    logprobs[row][c] = float(first[row, cont[0]])
-                    greedy[row][c] = int(best[row]) == cont[0]
-            for start in range(0, len(multi), MAX_CONTINUATION_BATCH):
-                chunk = multi[start: start + MAX_CONTINUATION_BATCH]
-                cache = getattr(out, self._cache_kw)
-                if start + MAX_CONTINUATION_BATCH < len(multi):  # later chunks need the cache intact
-                    cache = copy.deepcopy(cache)
-                rows = torch.tensor([row for row, _ in chunk], device=device)
-                cache.batch_select_indices(rows)
-                tails = [batch[row][1][c] for row, c in chunk]
-                steps = max(len(t) - 1 for t in tails)
-                cont_ids = torch.full((len(chunk), steps), pad, dtype=torch.long)
-                cont_mask = torch.zeros((len(chunk), steps), dtype=torch.long)
-                for k, tail in enumerate(tails):
-                    cont_ids[k, : len(tail) - 1] = torch.tensor(tail[:-1])
-                    cont_mask[k, : len(tail) - 1] = 1
-                cont_ids, cont_mask = cont_ids.to(device), cont_mask.to(device)
-                cont_positions = mask[rows].sum(-1, keepdim=True) + torch.arange(steps, device=device)
-                logits = self.model(
-                    input_ids=cont_ids, attention_mask=torch.cat([mask[rows], cont_mask], dim=-1),
-                    position_ids=cont_positions, **{self._cache_kw: cache},
-                ).logits
-                step_logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
-                for k, ((row, c), tail) in enumerate(zip(chunk, tails)):
-                    targets = torch.tensor(tail[1:])
-                    here = step_logprobs[k, : len(targets)]
-                    logprobs[row][c] += float(here.gather(-1, targets[:, None]).sum())
-                    greedy[row][c] = greedy[row][c] and bool((here.argmax(-1) == targets).all())
+            hidden = self._decoder(
+                input_ids=input_ids.to(device), attention_mask=allowed[:, None].to(device),
+                position_ids=position_ids.to(device), use_cache=False,
+            ).last_hidden_state
+            picked_hidden = hidden[torch.tensor(scored_rows, device=device), torch.tensor(scored_cols, device=device)]
+            logprobs_all = torch.log_softmax(self._lm_head(picked_hidden).float(), dim=-1).cpu()
+        target_ids = torch.tensor(targets)
+        picked = logprobs_all.gather(-1, target_ids[:, None])[:, 0].tolist()
+        hits = (logprobs_all.argmax(-1) == target_ids).tolist()
         return [
             ChoiceResult(
-                logprobs=tuple(logprobs[row]), is_greedy=tuple(greedy[row]),
+                logprobs=tuple(float(sum(picked[first: first + count])) for first, count in row_spans),
+                is_greedy=tuple(all(hits[first: first + count]) for first, count in row_spans),
                 context_tokens=len(ctx), continuation_tokens=tuple(len(c) for c in conts),
             )
-            for row, (ctx, conts) in enumerate(batch)
+            for (ctx, conts), row_spans in zip(batch, spans)
         ]
 
     # ------------------------------------------------------------------ generate
