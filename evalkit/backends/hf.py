@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,9 +13,10 @@ from typing import Any
 from evalkit.backends.base import ChoiceRequest, ChoiceResult, GenerateRequest, GenerateResult, cut_at_stop
 from evalkit.errors import ModelError
 
-DEFAULT_GENERATE_BATCH = 32
 TOKEN_BUDGET = 4096  # padded tokens per forward pass when the batch size is automatic
-MAX_AUTO_BATCH = 32
+MAX_AUTO_BATCH = 32  # rows per scoring pass: on a CPU, larger passes stop paying (measured in BENCHMARKS.md)
+MAX_GENERATE_BATCH = 128  # decoding steps are small, so generation gains from many rows per step
+MEMORY_SHARE = 0.25  # of the memory available now, at most this much for one batch's cache and logits
 MIN_FILL = 0.75  # a row shorter than this share of its batch's longest starts a new batch
 
 
@@ -162,12 +164,33 @@ class HFBackend:
     def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         return encode_pair(self.tokenizer, context, continuation)
 
-    def _batches(self, order: list[int], lengths: list[int], default: int = MAX_AUTO_BATCH) -> list[list[int]]:
+    def generate_rows(self, width: int, steps: int) -> int:
+        """How many rows one generation batch may hold: its key/value cache and logits must fit in a
+        share of the memory available now (GPU memory on a GPU), and at most MAX_GENERATE_BATCH."""
+        config = self.model.config
+        config = getattr(config, "get_text_config", lambda: config)()
+        layers = getattr(config, "num_hidden_layers", 32)
+        heads = getattr(config, "num_key_value_heads", None) or getattr(config, "num_attention_heads", 32)
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // getattr(config, "num_attention_heads", 32)
+        element = next(self.model.parameters()).element_size()
+        per_row = (width + steps) * 2 * layers * heads * head_dim * element + 4 * config.vocab_size
+        return max(1, min(MAX_GENERATE_BATCH, int(MEMORY_SHARE * self._available_memory()) // per_row))
+
+    def _available_memory(self) -> int:
+        if self._device.type == "cuda":
+            return self._torch.cuda.mem_get_info(self._device)[0]
+        try:
+            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError):
+            return 2 << 30
+
+    def _batches(self, order: list[int], lengths: list[int], default: int = MAX_AUTO_BATCH,
+                 min_fill: float = MIN_FILL) -> list[list[int]]:
         """Consecutive slices of ``order`` (longest first), each padded to its first row's length.
 
         A fixed ``batch_size`` gives slices of that many rows. Otherwise a slice holds at most ``default``
-        rows and TOKEN_BUDGET padded tokens, and a row much shorter than the slice's first starts a new
-        slice, so padding stays under about a quarter of the tokens computed."""
+        rows and TOKEN_BUDGET padded tokens, and a row shorter than ``min_fill`` of the slice's first
+        starts a new slice (for scoring, padding then stays under about a quarter of the tokens)."""
         batches: list[list[int]] = []
         for i in order:
             current = batches[-1] if batches else None
@@ -177,7 +200,7 @@ class HFBackend:
                     full = len(current) >= self.batch_size
                 else:
                     full = (len(current) >= default or (len(current) + 1) * width > TOKEN_BUDGET
-                            or lengths[i] < MIN_FILL * width)
+                            or lengths[i] < min_fill * width)
                 if not full:
                     current.append(i)
                     continue
@@ -285,7 +308,9 @@ class HFBackend:
             groups.setdefault((r.max_new_tokens, r.stop, r.temperature, r.top_p), []).append(i)
         lengths = [len(ids) for ids in encoded]
         for (max_new_tokens, stop, temperature, top_p), indices in groups.items():
-            for batch in self._batches(indices, lengths, default=DEFAULT_GENERATE_BATCH):
+            rows = self.generate_rows(lengths[indices[0]], max_new_tokens)
+            # Padding costs only the prompt pass; the decoding steps gain from every row in the batch.
+            for batch in self._batches(indices, lengths, default=rows, min_fill=0.0):
                 sampling = None if temperature == 0 else (temperature, top_p, [requests[i].seed for i in batch])
                 texts = self._generate_batch([encoded[i] for i in batch], max_new_tokens, stop, sampling)
                 for i, (text, n_out) in zip(batch, texts):
