@@ -204,6 +204,16 @@ class ResultCache:
             return explain_change(same_prompt, parts) or "its stored answer is gone (the cache was cleared)"
         return "first evaluation of this example" if origin is not None else "new prompt"
 
+    def summary(self) -> dict[str, Any]:
+        """Entries, bytes on disk, and entries per (kind, model, adapter)."""
+        with self._lock:
+            conn = self._connect()
+            rows = conn.execute("SELECT kind, model, adapter, count(*) FROM entries GROUP BY 1, 2, 3 ORDER BY 4 DESC")
+            by_model = {(kind, model, adapter): n for kind, model, adapter, n in rows}
+        size = sum(Path(f"{self.path}{suffix}").stat().st_size for suffix in ("", "-wal", "-shm")
+                   if Path(f"{self.path}{suffix}").exists())
+        return {"entries": sum(by_model.values()), "bytes": size, "by_model": by_model}
+
     def count(self) -> int:
         with self._lock:
             return self._connect().execute("SELECT count(*) FROM entries").fetchone()[0]

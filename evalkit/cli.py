@@ -79,6 +79,25 @@ def _diff(args: argparse.Namespace) -> int:
     return 1 if regressed else 0
 
 
+def _cache(args: argparse.Namespace) -> int:
+    from evalkit.cache import DATABASE, ResultCache
+
+    folder = Path(args.dir)
+    if not (folder / DATABASE).is_file():
+        print(f"no result cache at {folder}")
+        return 0
+    if args.clear:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{folder / DATABASE}{suffix}").unlink(missing_ok=True)
+        print(f"cleared the result cache at {folder}")
+        return 0
+    summary = ResultCache(folder, warn=lambda message: print(message, file=sys.stderr)).summary()
+    print(f"result cache {folder}: {summary['entries']} answers, {summary['bytes'] / 1e6:.1f} MB")
+    for (kind, model, adapter), count in summary["by_model"].items():
+        print(f"  {count:>7}  {kind:<10} model {model}" + (f" adapter {adapter[:16]}" if adapter else ""))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="evalkit", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -106,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     diff.add_argument("--output", "-o", help="write the markdown here instead of printing it")
     diff.add_argument("--html", metavar="FILE", help="also write the comparison as a self-contained HTML page")
     diff.set_defaults(func=_diff)
+    cache = commands.add_parser("cache", help="what the result cache holds, or --clear it")
+    cache.add_argument("--dir", default=".evalkit_cache", help="the cache folder (default: .evalkit_cache)")
+    cache.add_argument("--clear", action="store_true", help="delete every stored answer")
+    cache.set_defaults(func=_cache)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

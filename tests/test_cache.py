@@ -261,3 +261,19 @@ def test_plugin_xdist_workers_share_the_cache(project):
     strip = lambda run: sorted((e["suite"], e["candidate"], e["id"], e["output"], json.dumps(e["details"], sort_keys=True))
                                for e in run)  # noqa: E731
     assert strip(rows[0]) == strip(rows[1]) == strip(rows[2])
+
+
+def test_cli_shows_and_clears_the_cache(tmp_path, tiny_backend, capsys):
+    from evalkit.cli import main
+
+    folder = tmp_path / "cache"
+    CachedBackend(ResultCache(folder), lambda: tiny_backend, model="m1:float32").generate(
+        [GenerateRequest("a", 2), GenerateRequest("b", 2)])
+    assert main(["cache", "--dir", str(folder)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"result cache {folder}: 2 answers, ")
+    assert out[1].split() == ["2", "generate", "model", "m1:float32"]
+    assert main(["cache", "--dir", str(folder), "--clear"]) == 0
+    assert capsys.readouterr().out == f"cleared the result cache at {folder}\n"
+    assert main(["cache", "--dir", str(folder)]) == 0
+    assert capsys.readouterr().out == f"no result cache at {folder}\n"

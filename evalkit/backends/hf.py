@@ -14,10 +14,10 @@ from evalkit.backends.base import ChoiceRequest, ChoiceResult, GenerateRequest, 
 from evalkit.errors import ModelError
 
 TOKEN_BUDGET = 4096  # padded tokens per forward pass when the batch size is automatic
-MAX_AUTO_BATCH = 32  # rows per scoring pass: on a CPU, larger passes stop paying (measured in BENCHMARKS.md)
+MAX_AUTO_BATCH = 64  # rows per scoring pass (TOKEN_BUDGET usually binds first)
 MAX_GENERATE_BATCH = 128  # decoding steps are small, so generation gains from many rows per step
 MEMORY_SHARE = 0.25  # of the memory available now, at most this much for one batch's cache and logits
-MIN_FILL = 0.75  # a row shorter than this share of its batch's longest starts a new batch
+MIN_FILL = 0.9  # a row shorter than this share of its batch's longest starts a new batch
 
 
 @contextlib.contextmanager
@@ -190,7 +190,7 @@ class HFBackend:
 
         A fixed ``batch_size`` gives slices of that many rows. Otherwise a slice holds at most ``default``
         rows and TOKEN_BUDGET padded tokens, and a row shorter than ``min_fill`` of the slice's first
-        starts a new slice (for scoring, padding then stays under about a quarter of the tokens)."""
+        starts a new slice (for scoring, padding then stays under about a tenth of the tokens)."""
         batches: list[list[int]] = []
         for i in order:
             current = batches[-1] if batches else None
@@ -252,8 +252,9 @@ class HFBackend:
         input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
         position_ids = torch.zeros((len(batch), width), dtype=torch.long)
         allowed = torch.eye(width, dtype=torch.bool).repeat(len(batch), 1, 1)  # padding sees only itself
-        scored_rows, scored_cols, targets = [], [], []  # where the model is read, and which token it should give
-        spans: list[list[tuple[int, int]]] = []  # per row and continuation: (first, count) into the scored list
+        read: dict[tuple[int, int], int] = {}  # (row, column) where the model's prediction is read -> its index
+        reads, targets = [], []  # per scored token: which read predicts it, and the token it should give
+        spans: list[list[tuple[int, int]]] = []  # per row and continuation: (first, count) into the targets
         for row, ((ctx, conts), (tokens, positions, groups)) in enumerate(zip(batch, layouts)):
             n, offset = len(tokens), width - len(tokens)
             input_ids[row, offset:] = torch.tensor(tokens)
@@ -267,8 +268,7 @@ class HFBackend:
             for cont in conts:  # token k of a continuation is predicted at the position before it
                 cols = [last_context] + list(range(column, column + len(cont) - 1))
                 row_spans.append((len(targets), len(cont)))
-                scored_rows += [row] * len(cont)
-                scored_cols += cols
+                reads += [read.setdefault((row, col), len(read)) for col in cols]  # the context's last token once
                 targets += cont
                 column += len(cont) - 1
             spans.append(row_spans)
@@ -278,11 +278,11 @@ class HFBackend:
                 input_ids=input_ids.to(device), attention_mask=allowed[:, None].to(device),
                 position_ids=position_ids.to(device), use_cache=False,
             ).last_hidden_state
-            picked_hidden = hidden[torch.tensor(scored_rows, device=device), torch.tensor(scored_cols, device=device)]
-            logprobs_all = torch.log_softmax(self._lm_head(picked_hidden).float(), dim=-1).cpu()
-        target_ids = torch.tensor(targets)
-        picked = logprobs_all.gather(-1, target_ids[:, None])[:, 0].tolist()
-        hits = (logprobs_all.argmax(-1) == target_ids).tolist()
+            where = torch.tensor(list(read), device=device)
+            logprobs_all = torch.log_softmax(self._lm_head(hidden[where[:, 0], where[:, 1]]).float(), dim=-1).cpu()
+        target_ids, read_ids = torch.tensor(targets), torch.tensor(reads)
+        picked = logprobs_all[read_ids, target_ids].tolist()
+        hits = (logprobs_all.argmax(-1)[read_ids] == target_ids).tolist()
         return [
             ChoiceResult(
                 logprobs=tuple(float(sum(picked[first: first + count])) for first, count in row_spans),
