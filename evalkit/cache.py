@@ -269,10 +269,6 @@ class CachedBackend:
             self._model = self._load().fingerprint
         return self._model
 
-    @property
-    def tokenizer(self):
-        return self._load().tokenizer
-
     def apply_chat_template(self, messages: Sequence[dict[str, str]]) -> str:
         if self._chat is not None:
             return self._chat(messages)
@@ -315,8 +311,9 @@ class CachedBackend:
                 self.stats.reasons[reason] += 1
                 self.stats.first_miss.setdefault(reason, where or "a request without an example id")
         missing.sort(key=lambda k: -length(requests[first[k]]))  # similar lengths share a batch
-        for start in range(0, len(missing), COMMIT_EVERY):
-            chunk = missing[start: start + COMMIT_EVERY]
+        step = COMMIT_EVERY if self.cache is not None else max(1, len(missing))  # nothing to commit: one call
+        for start in range(0, len(missing), step):
+            chunk = missing[start: start + step]
             started = time.perf_counter()
             results = compute([requests[first[k]] for k in chunk])
             each = (time.perf_counter() - started) / len(chunk)
