@@ -106,9 +106,11 @@ def suite_dir(tmp_path: Path, tiny_model: Path):
 
 @pytest.fixture(autouse=True, scope="session")
 def _run_records_out_of_the_repository(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
-    """The project's own tests evaluate suites too; keep their run record and baseline out of reports/."""
+    """The project's own tests evaluate suites too; keep their run record, baseline and result cache out of
+    the project (and compute every answer: a cache left by an earlier run would hide the model's work)."""
     from evalkit.plugin import SESSION_KEY
 
     session = request.config.stash[SESSION_KEY]
+    session.cache_dir = tmp_path_factory.mktemp("result-cache")
     session.reports_dir = tmp_path_factory.mktemp("reports")
     session.baseline_path = session.reports_dir / "baseline.json"  # never the project's committed baseline

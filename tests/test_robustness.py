@@ -353,3 +353,26 @@ def test_search_is_identical_in_processes_with_different_hash_seeds():
     assert len(outputs) == 1
     asked, flips = json.loads(outputs.pop())
     assert len(asked) > 12 * 8 and any(flips)
+
+
+def test_a_cached_search_gives_the_same_outcome_and_costs_no_time(tmp_path):
+    from evalkit.cache import ResultCache
+    from evalkit.models import ModelIdentity
+
+    spec = _suite(tmp_path, "robustness: {perturbations: [punctuation], examples: 5, tries: 20, seed: 0}\n")
+    cache = ResultCache(tmp_path / "cache")
+    backend = BangBackend()
+
+    def run():
+        return evaluate_candidate(spec, "plain", lambda *_: backend, result_cache=cache,
+                                  identify=lambda *_: ModelIdentity("bang", "float32"))
+
+    first = run()
+    calls = backend.calls
+    again = run()
+    assert backend.calls == calls  # neither the rows nor the search reached the model
+    assert first.robustness["cached"] is False and again.robustness["cached"] is True
+    assert {k: v for k, v in again.robustness.items() if k != "cached"} == \
+        {k: v for k, v in first.robustness.items() if k != "cached"}
+    assert again.metrics == first.metrics
+    assert again.wall_s >= 0  # the cached search is not subtracted from this run's time
