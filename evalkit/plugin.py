@@ -320,11 +320,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     session: EvalSession = config.stash.get(SESSION_KEY, None)
     if session is None or not session.results:
         return
-    from evalkit.report.terminal import suite_tables
+    from evalkit.report.terminal import cache_lines, suite_tables
 
     terminalreporter.section("evalkit results")
-    from evalkit.report.terminal import cache_lines
-
     for line in cache_lines(session.results.values(), session.cache_dir, verbose=config.getoption("verbose") > 0):
         terminalreporter.write_line(line)
     for model in session.models:
