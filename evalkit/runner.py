@@ -263,6 +263,8 @@ def evaluate_candidate(
 
             adapter_provider = lambda s, name: ensure_adapter(s, name)  # noqa: E731
         adapter = adapter_provider(spec, candidate.adapter)  # training time is reported as its own cost
+    # Naming the model may convert the embedded default once: like loading, not this candidate's time.
+    identity = identify(spec.model, spec.path.parent) if identify is not None else None
     started = time.perf_counter()
     cache = dataset_cache if dataset_cache is not None else {}
     limits = [x for x in (spec.dataset_limit, limit) if x is not None]
@@ -274,7 +276,6 @@ def evaluate_candidate(
 
     backend_holder: list[Backend] = []
     load_s = 0.0  # loading (or converting) the model is reported once per session, not per candidate
-    identity = identify(spec.model, spec.path.parent) if identify is not None else None
     if adapter is not None and identity is not None:
         _check_adapter_base(spec, adapter, identity.base_fingerprint)
 
