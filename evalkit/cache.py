@@ -75,10 +75,9 @@ def generate_parts(request: GenerateRequest, model: str, adapter: str) -> KeyPar
     return KeyParts("generate", model, adapter, _sha256(request.prompt), json.dumps(params, sort_keys=True))
 
 
-def explain_change(before: KeyParts | tuple, now: KeyParts) -> str | None:
-    """Which parts of ``now`` differ from ``before`` (None when none do)."""
-    old = dict(zip(("kind", "model", "adapter", "request", "params"), before)) if isinstance(before, tuple) \
-        else before.__dict__
+def explain_change(before: tuple, now: KeyParts) -> str:
+    """Which parts of ``now`` differ from ``before``, a stored (kind, model, adapter, request, params) row."""
+    old = dict(zip(("kind", "model", "adapter", "request", "params"), before))
     changed = []
     for part, label in PART_NAMES.items():
         a, b = old[part], getattr(now, part)
@@ -93,7 +92,7 @@ def explain_change(before: KeyParts | tuple, now: KeyParts) -> str | None:
             changed.append("prompt changed")
         else:
             changed.append(f"{label} changed ({(a or 'none')[:16]} -> {(b or 'none')[:16]})")
-    return " and ".join(changed) or None
+    return " and ".join(changed) or "its stored answer is gone (the cache was cleared)"
 
 
 class ResultCache:
@@ -195,13 +194,13 @@ class ResultCache:
                 before = conn.execute("SELECT kind, model, adapter, request, params FROM origins WHERE origin = ?",
                                       (origin,)).fetchone()
                 if before is not None:
-                    return explain_change(before, parts) or "its stored answer is gone (the cache was cleared)"
+                    return explain_change(before, parts)
             same_prompt = conn.execute(  # the closest earlier answer: fewest differing parts, then the latest
                 "SELECT kind, model, adapter, request, params FROM entries WHERE request = ? AND kind = ? "
                 "ORDER BY (model != ?) + (adapter != ?) + (params != ?), created DESC LIMIT 1",
                 (parts.request, parts.kind, parts.model, parts.adapter, parts.params)).fetchone()
         if same_prompt is not None:
-            return explain_change(same_prompt, parts) or "its stored answer is gone (the cache was cleared)"
+            return explain_change(same_prompt, parts)
         return "first evaluation of this example" if origin is not None else "new prompt"
 
     def summary(self) -> dict[str, Any]:
