@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.backends.base import Backend, ChoiceRequest, ChoiceResult, GenerateRequest, GenerateResult
+from evalkit.errors import shown_path
 
 SCHEMA_VERSION = 1
 DATABASE = "results.sqlite"
@@ -143,7 +144,7 @@ class ResultCache:
             if source.exists():
                 os.replace(source, Path(str(aside) + suffix))
         if self._warn is not None:
-            self._warn(f"evalkit: the result cache {self.path} could not be read ({error}); it was moved to "
+            self._warn(f"evalkit: the result cache {shown_path(self.path)} could not be read ({error}); it was moved to "
                        f"{aside.name} and a new one started, so this run recomputes its answers")
         self._conn = self._open()
 

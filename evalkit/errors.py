@@ -24,7 +24,7 @@ class EvalkitError(Exception):
         fix: str | None = None,
     ) -> None:
         self.message = message
-        self.path = str(path) if path is not None else None
+        self.path = shown_path(path) if path is not None else None
         self.line = line
         self.row = row
         self.fix = fix
@@ -47,6 +47,12 @@ class EvalkitError(Exception):
 
     def __str__(self) -> str:
         return self.render()
+
+    def located(self, path: str | Path, line: int | None = None) -> "EvalkitError":
+        """This error, placed at ``path:line`` unless it already names a file."""
+        if self.path is not None:
+            return self
+        return type(self)(self.message, path=path, line=line, row=self.row, fix=self.fix)
 
 
 class SuiteError(EvalkitError):
@@ -86,6 +92,20 @@ def did_you_mean(word: str, options: Iterable[str]) -> str:
     """Return ``" (did you mean 'x'?)"`` for the closest option, or an empty string."""
     close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def did_you_mean_path(missing: Path, written: str) -> str:
+    """Return ``" (did you mean 'x'?)"`` when a sibling of the ``missing`` path has a close name;
+    ``x`` is the path as the user ``written`` it, with only its last part replaced."""
+    try:
+        siblings = [p.name for p in missing.parent.iterdir() if not p.name.startswith(".")]
+    except OSError:
+        return ""
+    close = difflib.get_close_matches(missing.name, siblings, n=1, cutoff=0.6)
+    if not close:
+        return ""
+    head, _, _ = written.rstrip("/").rpartition("/")
+    return f" (did you mean '{head + '/' if head else ''}{close[0]}'?)"
 
 
 class TrainingError(EvalkitError):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from evalkit.atomic import replace_directory, staging_directory
-from evalkit.errors import ModelError
+from evalkit.errors import ModelError, did_you_mean, did_you_mean_path, shown_path
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,7 @@ ALIASES: dict[str, EmbeddedModel] = {
 }
 
 WEIGHT_SUFFIXES = (".safetensors",)
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth")  # loaded only when a suite sets `model: {allow_pickle: true}`
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,8 @@ _folder_hashes: dict[tuple, str] = {}
 
 def folder_fingerprint(path: Path) -> str:
     """Content hash of a model folder's config and weights (memoised by size and mtime)."""
-    files = sorted(p for p in path.iterdir() if p.is_file() and (p.suffix in WEIGHT_SUFFIXES or p.name == "config.json"))
+    weights = WEIGHT_SUFFIXES if any(p.suffix in WEIGHT_SUFFIXES for p in path.iterdir()) else PICKLE_SUFFIXES
+    files = sorted(p for p in path.iterdir() if p.is_file() and (p.suffix in weights or p.name == "config.json"))
     key = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files) + (str(path),)
     if key not in _folder_hashes:
         digest = hashlib.sha256()
@@ -84,9 +86,11 @@ def folder_fingerprint(path: Path) -> str:
     return _folder_hashes[key]
 
 
-def resolve_model(name: str, *, base_dir: Path | None = None, notify=None) -> ResolvedModel:
+def resolve_model(name: str, *, base_dir: Path | None = None, notify=None, allow_pickle: bool = False) -> ResolvedModel:
     """Turn a suite's ``model:`` into a local folder; converts the embedded default on first use
-    (``notify(message)`` is told before that one-time conversion starts)."""
+    (``notify(message)`` is told before that one-time conversion starts).
+
+    A folder must hold ``*.safetensors`` weights; pickle checkpoints are accepted only with ``allow_pickle``."""
     if name in ALIASES:
         return _resolve_embedded(name, ALIASES[name], notify)
     candidates = [Path(name).expanduser()]
@@ -94,33 +98,38 @@ def resolve_model(name: str, *, base_dir: Path | None = None, notify=None) -> Re
         candidates.insert(0, base_dir / name)
     for folder in candidates:
         if folder.is_dir():
-            return _resolve_folder(name, folder.resolve(), source="local")
+            return _resolve_folder(name, folder.resolve(), source="local", allow_pickle=allow_pickle)
     looks_like_path = name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
     if looks_like_path or "/" not in name:
+        hint = did_you_mean_path(candidates[0], name) if looks_like_path else did_you_mean(name, ALIASES)
         raise ModelError(
-            f"model '{name}' is neither a known alias nor an existing folder",
+            f"model '{name}' is neither a known alias nor an existing folder{hint}",
             fix=f"use the alias {', '.join(ALIASES)}, a folder holding config.json and *.safetensors "
             "(relative to the suite file), or a hub id already in the local Hugging Face cache",
         )
-    return _resolve_hub_cache(name)
+    return _resolve_hub_cache(name, allow_pickle=allow_pickle)
 
 
-def _resolve_folder(name: str, folder: Path, *, source: str) -> ResolvedModel:
+def _resolve_folder(name: str, folder: Path, *, source: str, allow_pickle: bool = False) -> ResolvedModel:
     if not (folder / "config.json").is_file():
-        raise ModelError(f"model folder {folder} has no config.json",
+        raise ModelError(f"model folder {shown_path(folder)} has no config.json",
                          fix="point `model:` at a folder written by `save_pretrained`")
     if not any(p.suffix in WEIGHT_SUFFIXES for p in folder.iterdir()):
-        pickles = [p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth")]
-        detail = f" (it has pickle checkpoints: {', '.join(pickles)})" if pickles else ""
-        raise ModelError(
-            f"model folder {folder} has no *.safetensors weights{detail}",
-            fix="convert the weights with `model.save_pretrained(folder, safe_serialization=True)`; "
-            "pickle checkpoints can run code when loaded and are refused",
-        )
+        pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        if not pickles:
+            raise ModelError(f"model folder {shown_path(folder)} has no weights (*.safetensors)",
+                             fix="point `model:` at a folder written by `save_pretrained`")
+        if not allow_pickle:
+            raise ModelError(
+                f"model folder {shown_path(folder)} has only pickle weights ({', '.join(pickles)}), "
+                "which can run code when loaded and are refused",
+                fix="convert them once (load the model where you trust it and `save_pretrained` it: transformers writes "
+                "safetensors), or, for a checkpoint you trust, set `model: {name: ..., allow_pickle: true}` in the suite",
+            )
     return ResolvedModel(name=name, path=folder, fingerprint=folder_fingerprint(folder), source=source)
 
 
-def _resolve_hub_cache(repo_id: str) -> ResolvedModel:
+def _resolve_hub_cache(repo_id: str, *, allow_pickle: bool = False) -> ResolvedModel:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
@@ -129,10 +138,10 @@ def _resolve_hub_cache(repo_id: str) -> ResolvedModel:
     except (LocalEntryNotFoundError, FileNotFoundError, ValueError, OSError):
         raise ModelError(
             f"model '{repo_id}' is not available on this machine (evaluation never downloads)",
-            fix=f"on a machine with network run `huggingface-cli download {repo_id}` and copy the cache, "
+            fix=f"on a machine with network run `hf download {repo_id}` and copy the cache, "
             "or save the model to a folder and give its path",
         ) from None
-    return _resolve_folder(repo_id, Path(folder), source="hub-cache")
+    return _resolve_folder(repo_id, Path(folder), source="hub-cache", allow_pickle=allow_pickle)
 
 
 def embedded_gguf(model: EmbeddedModel) -> Path:

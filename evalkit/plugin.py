@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from evalkit.errors import EvalkitError
+from evalkit.errors import EvalkitError, shown_path
 
 if TYPE_CHECKING:
     from evalkit.results import CandidateResult
@@ -123,7 +123,8 @@ class SuiteFile(pytest.File):
         names = self.config.stash[SUITE_NAMES_KEY]
         other = names.setdefault(spec.name, self.path)
         if other != self.path:
-            error = EvalkitError(f"suite name '{spec.name}' is also used by {other}", path=self.path, line=1,
+            error = EvalkitError(f"suite name '{spec.name}' is also used by {shown_path(other)}", path=self.path,
+                                 line=spec.name_line,
                                  fix="give every suite a distinct `suite:` name; reports are keyed by it")
             yield InvalidSuiteItem.from_parent(self, name="suite", error=error)
             return

@@ -14,8 +14,29 @@ from jinja2.sandbox import SandboxedEnvironment
 from evalkit.errors import TemplateError
 
 
+MAX_RESULT = 1_000_000  # items a template's `*` may build (a prompt is far shorter)
+MAX_EXPONENT = 1_000
+
+
+class _BoundedSandbox(SandboxedEnvironment):
+    """Jinja2's sandbox (no attribute or method that reaches Python internals, `range` capped), with `*` and
+    `**` bounded too, so a template cannot make the machine build a gigabyte string or a huge integer."""
+
+    intercepted_binops = frozenset(["*", "**"])
+
+    def call_binop(self, context, operator, left, right):
+        if operator == "*":
+            sizes = [len(x) for x in (left, right) if isinstance(x, (str, list, tuple))]
+            counts = [x for x in (left, right) if isinstance(x, int) and not isinstance(x, bool)]
+            if sizes and counts and sizes[0] * counts[0] > MAX_RESULT:
+                raise jinja2.exceptions.SecurityError(f"'*' would build more than {MAX_RESULT:,} items")
+        if operator == "**" and isinstance(right, (int, float)) and abs(right) > MAX_EXPONENT:
+            raise jinja2.exceptions.SecurityError(f"an exponent above {MAX_EXPONENT:,}")
+        return super().call_binop(context, operator, left, right)
+
+
 def _environment(folder: Path | None) -> SandboxedEnvironment:
-    return SandboxedEnvironment(
+    return _BoundedSandbox(
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         loader=jinja2.FileSystemLoader(str(folder)) if folder is not None else None,
@@ -72,6 +93,11 @@ class PromptTemplate:
         except jinja2.exceptions.SecurityError as exc:
             raise self._error(f"template tried an unsafe operation ({exc}) while rendering {row_label}",
                               _template_line(exc), "templates may read row fields, choices and examples only") from None
+        except jinja2.TemplateNotFound as exc:
+            folder = f"the template's folder {self.path.parent.name}/" if self.path is not None else "a template file's folder"
+            raise self._error(f"template includes '{exc.name}', which is not a file in {folder} (while rendering "
+                              f"{row_label})", _template_line(exc),
+                              "include, import or extend only templates beside this one") from None
         except jinja2.TemplateError as exc:
             raise self._error(f"{exc} while rendering {row_label}", _template_line(exc), None) from None
         except (TypeError, ValueError, AttributeError, KeyError, IndexError, ArithmeticError, RecursionError) as exc:

@@ -12,7 +12,7 @@ from typing import Any
 from evalkit.backends.base import Backend
 from evalkit.baseline import Baseline, read_baseline, write_baseline
 from evalkit.compare import Policy, Snapshot, compare
-from evalkit.errors import EvalkitError
+from evalkit.errors import EvalkitError, ModelError
 from evalkit.results import CandidateResult, build_record, example_rows, new_run_id, run_header, write_run
 from evalkit.suite import ModelConfig, SuiteSpec, load_suite
 
@@ -68,9 +68,7 @@ class EvalSession:
 
     def backend_for(self, model: ModelConfig, base_dir: Path) -> Backend:
         """The shared backend for ``model`` (loaded on first use, then reused by every suite)."""
-        from evalkit.models import resolve_model
-
-        resolved = resolve_model(model.name, base_dir=base_dir, notify=self.notify)
+        resolved = self._resolve(model, base_dir)
         key = (str(resolved.path), model.dtype, model.trust_remote_code, model.batch_size, model.device)
         if key not in self._backends:
             from evalkit.backends.hf import HFBackend
@@ -79,9 +77,15 @@ class EvalSession:
             self._backends[key] = HFBackend(
                 resolved.path, fingerprint=resolved.fingerprint, dtype=model.dtype,
                 trust_remote_code=model.trust_remote_code, batch_size=model.batch_size, device=model.device,
+                allow_pickle=model.allow_pickle,
             )
             self.models.append(LoadedModel(model.name, self._backends[key].fingerprint, time.perf_counter() - started))
         return self._backends[key]
+
+    def _resolve(self, model: ModelConfig, base_dir: Path):
+        from evalkit.models import resolve_model
+
+        return resolve_model(model.name, base_dir=base_dir, notify=self.notify, allow_pickle=model.allow_pickle)
 
     def result_cache(self):
         """The result cache shared by every suite of the session (None when caching is off)."""
@@ -93,19 +97,19 @@ class EvalSession:
 
     def identify(self, model: ModelConfig, base_dir: Path):
         """The model's fingerprint and effective dtype, known without loading it."""
-        from evalkit.models import ModelIdentity, effective_dtype, resolve_model
+        from evalkit.models import ModelIdentity, effective_dtype
 
         key = (model.name, str(base_dir), model.dtype)
         if key not in self._identities:
-            resolved = resolve_model(model.name, base_dir=base_dir, notify=self.notify)
+            resolved = self._resolve(model, base_dir)
             self._identities[key] = ModelIdentity(resolved.fingerprint, effective_dtype(model.dtype))
         return self._identities[key]
 
     def chat_renderer(self, model: ModelConfig, base_dir: Path):
         """Renders chat prompts from the model's tokenizer (shared by the session; loads no weights)."""
-        from evalkit.models import ChatRenderer, resolve_model
+        from evalkit.models import ChatRenderer
 
-        path = str(resolve_model(model.name, base_dir=base_dir, notify=self.notify).path)
+        path = str(self._resolve(model, base_dir).path)
         if path not in self._chat:
             self._chat[path] = ChatRenderer(Path(path))
         return self._chat[path]
@@ -162,11 +166,14 @@ class EvalSession:
         key = (spec.name, candidate)
         cached = self.results.get(key)
         if cached is None or self._limits.get(key) != row_limit:
-            result = evaluate_candidate(
-                spec, candidate, self.backend_for, limit=row_limit, dataset_cache=self._datasets,
-                adapter_provider=self.adapter, result_cache=self.result_cache(), identify=self.identify,
-                chat_renderer=self.chat_renderer,
-            )
+            try:
+                result = evaluate_candidate(
+                    spec, candidate, self.backend_for, limit=row_limit, dataset_cache=self._datasets,
+                    adapter_provider=self.adapter, result_cache=self.result_cache(), identify=self.identify,
+                    chat_renderer=self.chat_renderer,
+                )
+            except ModelError as error:  # name the suite line that chose the model
+                raise error.located(spec.path, spec.model_line) from None
             self._compare_with_baseline(spec, result)
             self.results[key] = result
             self._limits[key] = row_limit

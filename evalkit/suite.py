@@ -10,7 +10,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from evalkit.errors import ScorerError, SuiteError, ThresholdError, did_you_mean
+from evalkit.errors import ScorerError, SuiteError, ThresholdError, did_you_mean, did_you_mean_path, shown_path
 from evalkit.gate import Threshold, parse_threshold
 from evalkit.scoring import build_scorer, scorer_needs_target
 
@@ -114,6 +114,8 @@ class ModelConfig(_Strict):
         "float32", description="weights dtype; auto: bfloat16 where the hardware computes it natively, else float32")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the model runs; auto: a GPU when there is one")
     trust_remote_code: bool = Field(False, description="allow a model's own Python code to run")
+    allow_pickle: bool = Field(False, description="load pickle weights (*.bin, *.pt), which can run code when "
+                               "loaded; for checkpoints you trust that have no *.safetensors")
     batch_size: int | None = Field(None, ge=1, description="rows per forward pass (default: automatic)")
 
 
@@ -359,6 +361,8 @@ class SuiteSpec:
     train: dict[str, TrainSpec] = field(default_factory=dict)
     baseline: BaselineConfig = BaselineConfig()
     robustness: RobustnessConfig | None = None
+    model_line: int | None = None  # where `model:` is written, for errors about the model
+    name_line: int | None = None  # where `suite:` is written
 
     def robustness_for(self, candidate: str) -> RobustnessConfig | None:
         """The robustness section if it applies to ``candidate``."""
@@ -391,7 +395,9 @@ def _format_validation_error(exc: ValidationError, document: Any, path: Path) ->
         return SuiteError(f"missing required key '{where}'", path=path, line=line,
                           fix=f"add `{clean[-1]}:` ({_describe(clean)})")
     message = error["msg"].removeprefix("Value error, ")
-    return SuiteError(f"{where}: {message}", path=path, line=line)
+    meaning = _describe(clean) if clean and isinstance(clean[-1], str) else "required"
+    return SuiteError(f"{where}: {message}", path=path, line=line,
+                      fix=f"`{clean[-1]}:` means: {meaning}" if meaning != "required" else None)
 
 
 _SECTION_MODELS: dict[tuple, type[BaseModel]] = {
@@ -455,9 +461,9 @@ def load_suite(path: str | Path) -> SuiteSpec:
         resolved = (base / relative).resolve()
         if not resolved.exists():
             raise SuiteError(
-                f"{what} '{relative}' does not exist (looked for {resolved})",
+                f"{what} '{relative}' does not exist{did_you_mean_path(resolved, relative)}",
                 path=path, line=line(*loc),
-                fix="paths in a suite are relative to the suite file's folder",
+                fix=f"paths in a suite are relative to the suite file's folder: this one points at {shown_path(resolved)}",
             )
         return resolved
 
@@ -613,4 +619,6 @@ def load_suite(path: str | Path) -> SuiteSpec:
         train=train,
         baseline=config.baseline,
         robustness=config.robustness,
+        model_line=line("model") or 1,
+        name_line=line("suite") or 1,
     )

@@ -26,13 +26,42 @@ def test_fingerprint_changes_with_the_weights(tiny_model, tmp_path):
     assert folder_fingerprint(copy) != folder_fingerprint(tiny_model)
 
 
-def test_pickle_only_folders_are_refused(tmp_path):
-    (tmp_path / "config.json").write_text("{}")
-    (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x04")
+def _pickled_copy(tiny_model, folder):
+    """The tiny model with its weights as a pickle checkpoint (pytorch_model.bin) instead of safetensors."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    shutil.copytree(tiny_model, folder)
+    torch.save(load_file(folder / "model.safetensors"), folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+    return folder
+
+
+def test_pickle_weights_load_only_when_the_suite_opts_in(tiny_model, tmp_path, suite_dir):
+    from evalkit.session import EvalSession
+
+    pickled = _pickled_copy(tiny_model, tmp_path / "pickled")
     with pytest.raises(ModelError) as err:
-        resolve_model(str(tmp_path))
-    assert "has no *.safetensors weights (it has pickle checkpoints: pytorch_model.bin)" in str(err.value)
-    assert "pickle checkpoints can run code when loaded and are refused" in str(err.value)
+        resolve_model(str(pickled))
+    assert "has only pickle weights (pytorch_model.bin), which can run code when loaded and are refused" in str(err.value)
+    assert "set `model: {name: ..., allow_pickle: true}` in the suite" in str(err.value)
+    assert resolve_model(str(pickled), allow_pickle=True).path == pickled
+
+    suite = ("suite: s\nmodel: {name: MODEL, allow_pickle: ALLOW}\ndataset: {path: data/tickets.jsonl}\n"
+             "task: {kind: classify, choices: [billing, technical, account, shipping, other], target: label}\n"
+             "candidates:\n  plain: {template: \"Ticket: {{ text }}\\nCategory:\"}\n")
+    session = EvalSession(root=suite_dir.root, reports_dir=suite_dir.root / "reports")
+    refused = suite_dir(suite.replace("MODEL", str(pickled)).replace("ALLOW", "false"), name="refused.eval.yaml")
+    with pytest.raises(ModelError, match=r"refused.eval.yaml:2: model folder .* has only pickle weights"):
+        session.run(session.spec(refused), "plain")
+    allowed = session.run(session.spec(suite_dir(suite.replace("MODEL", str(pickled)).replace("ALLOW", "true"),
+                                                  name="allowed.eval.yaml")), "plain")
+    safe = session.run(session.spec(suite_dir(suite.replace("MODEL", str(tiny_model)).replace("ALLOW", "false")
+                                              .replace("suite: s", "suite: t"), name="safe.eval.yaml")), "plain")
+    assert [e.output for e in allowed.examples] == [e.output for e in safe.examples]
+    assert [e.score for e in allowed.examples] == pytest.approx([e.score for e in safe.examples], abs=1e-5)
 
 
 def test_unknown_name_and_offline_hub_id(monkeypatch, tmp_path):

@@ -43,12 +43,34 @@ def test_syntax_error_names_the_line(tmp_path):
         "{{ cycler.__init__.__globals__.os.popen('id').read() }}",
         "{{ self._TemplateReference__context }}",
         "{% for c in [].__class__.__base__.__subclasses__() %}{{ c }}{% endfor %}",
+        "{{ lipsum.__globals__['os'].listdir('/') }}",
+        "{{ namespace.__init__.__globals__.__builtins__.open('/etc/passwd').read() }}",
+        "{{ text.format.__self__.__class__ }}",
+        "{{ 'x' * 10 ** 10 }}",
+        "{{ 'ab' * 900000 }}",
+        "{{ 9 ** 999999 }}",
     ],
 )
 def test_sandbox_blocks_known_injection_payloads(payload):
     with pytest.raises(TemplateError) as err:
         PromptTemplate(payload).render({"text": "x"}, row_label="row 1")
     assert "while rendering row 1" in str(err.value)
+
+
+def test_a_file_template_cannot_include_files_outside_its_folder(tmp_path):
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "secret.txt").write_text("token")
+    (tmp_path / "prompts" / "part.j2").write_text("shared part")
+    template = tmp_path / "prompts" / "t.j2"
+    template.write_text('{% include "part.j2" %}')
+    assert PromptTemplate.from_file(template).render({}, row_label="row 1") == "shared part"
+    for target in ("../secret.txt", "/etc/passwd"):
+        template.write_text('{% include "' + target + '" %}')
+        with pytest.raises(TemplateError) as err:
+            PromptTemplate.from_file(template).render({}, row_label="row 1")
+        assert str(err.value) == (f"{template}:1: template includes '{target}', which is not a file in the "
+                                  "template's folder prompts/ (while rendering row 1)\n"
+                                  "  fix: include, import or extend only templates beside this one")
 
 
 def test_template_hash_follows_the_source():
@@ -68,5 +90,23 @@ def test_arbitrary_templates_render_or_raise_template_error(source):
     try:
         out = PromptTemplate(source).render({"text": "x", "choices": ["a", "b"], "examples": []}, row_label="row 1")
     except TemplateError:
+        return
+    assert isinstance(out, str)
+
+
+JINJA_PIECES = ["{{", "}}", "{%", "%}", "{#", "#}", " ", "text", "choices", "examples", "loop", "x", "|", "upper",
+                "join", "length", "for", "in", "endfor", "if", "endif", "else", "set", "=", "(", ")", "[", "]", ".",
+                ",", "'", '"', "0", "1", "-1", "*", "**", "~", "+", "%", "__class__", "__globals__", "range",
+                "include", "import", "macro", "endmacro", "\n", "é", "\x00"]
+
+
+@given(st.lists(st.sampled_from(JINJA_PIECES), max_size=30).map("".join))
+def test_template_fragments_render_or_raise_template_error(source):
+    """Sequences of Jinja tokens reach the parser's and the sandbox's error paths far more often than random text."""
+    try:
+        out = PromptTemplate(source).render({"text": "x", "choices": ["a", "b"], "examples": [{"text": "y"}]},
+                                            row_label="row 1")
+    except TemplateError as error:
+        assert "row 1" in str(error) or "syntax error" in str(error)
         return
     assert isinstance(out, str)

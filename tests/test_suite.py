@@ -3,6 +3,8 @@
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from evalkit.errors import SuiteError
 from evalkit.suite import load_suite
@@ -108,3 +110,49 @@ def test_unknown_key_lists_the_allowed_keys(suite_dir, tiny_model):
     message = error_for(suite_dir, BASE.replace("dataset: {", "dataset: {limt: 3, "))
     assert "unknown key 'limt' (did you mean 'limit'?)" in message
     assert "fix: allowed keys here: path, limit, id_field" in message
+
+
+KEYS = ["suite", "model", "dataset", "task", "candidates", "thresholds", "train", "baseline", "robustness", "markers",
+        "path", "limit", "kind", "choices", "target", "scorer", "prompt", "template", "fewshot", "adapter", "chat",
+        "name", "dtype", "accuracy", "k", "seed", "plain", "perturbations", "examples", "max_drop", "stop"]
+SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-5, 300), st.floats(allow_nan=True), st.text(max_size=12),
+                    st.sampled_from(["classify", "generate", ">= 0.5", "=> x", "data/tickets.jsonl", "{{ text }}",
+                                     "exact_match", "billing", "TINY_MODEL", "x.j2", "../../etc/passwd"]))
+VALUES = st.recursive(SCALARS, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=6), inner, max_size=5)),
+    max_leaves=20)
+
+
+def _parses_or_raises_suite_error(suite_dir, text: str) -> None:
+    try:
+        spec = load_suite(suite_dir(text, name="fuzz.eval.yaml"))
+    except SuiteError as error:
+        assert "fuzz.eval.yaml" in str(error)
+        return
+    assert spec.candidates
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(document=st.dictionaries(st.sampled_from(KEYS), VALUES, max_size=8))
+def test_arbitrary_suite_documents_parse_or_raise_suite_error(suite_dir, tiny_model, document):
+    _parses_or_raises_suite_error(suite_dir, yaml.safe_dump(document))
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_a_valid_suite_with_one_value_replaced_parses_or_raises_suite_error(suite_dir, tiny_model, data):
+    document = yaml.safe_load(BASE)
+    section = data.draw(st.sampled_from(sorted(document)))
+    if isinstance(document[section], dict) and data.draw(st.booleans()):
+        key = data.draw(st.sampled_from(sorted(document[section])))
+        document[section][key] = data.draw(VALUES)
+    else:
+        document[section] = data.draw(VALUES)
+    _parses_or_raises_suite_error(suite_dir, yaml.safe_dump(document))
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(max_size=200) | st.lists(st.sampled_from(BASE.splitlines(keepends=True) + [
+    "  - x\n", "&a [*a]\n", "!!python/object:os.system 'id'\n", "? x\n", "\t", ": ", "{", "}", "'"]), max_size=12).map("".join))
+def test_arbitrary_suite_text_parses_or_raises_suite_error(suite_dir, tiny_model, text):
+    _parses_or_raises_suite_error(suite_dir, text)

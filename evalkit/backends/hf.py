@@ -52,6 +52,7 @@ class HFBackend:
         trust_remote_code: bool = False,
         batch_size: int | None = None,
         device: str = "auto",
+        allow_pickle: bool = False,
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -68,7 +69,8 @@ class HFBackend:
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
             self.model = AutoModelForCausalLM.from_pretrained(
-                str(path), dtype=torch_dtype, trust_remote_code=trust_remote_code, use_safetensors=True,
+                str(path), dtype=torch_dtype, trust_remote_code=trust_remote_code,
+                use_safetensors=None if allow_pickle else True,  # None: safetensors when present, else pickle
             )
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load model from {path}: {exc}",

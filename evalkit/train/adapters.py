@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from evalkit.atomic import replace_directory
 from evalkit.data import Dataset, load_dataset
-from evalkit.errors import TrainingError, shown_path
+from evalkit.errors import ModelError, TrainingError, shown_path
 from evalkit.models import file_lock, resolve_model
 from evalkit.suite import SuiteSpec, load_suite
 from evalkit.train.examples import (
@@ -99,10 +99,14 @@ def stale_reason(record: dict[str, Any] | None, folder: Path, expected: dict[str
     if not folder.exists():
         return "it has not been trained yet"
     if record is None:
-        return f"{folder} holds no complete adapter ({RECORD} is missing)"
+        return f"{shown_path(folder)} holds no complete adapter ({RECORD} is missing or unreadable)"
     weights = folder / WEIGHTS
     if not weights.is_file() or _sha256_file(weights) != record.get("adapter_sha256"):
-        return f"its weights file {weights.name} is missing or does not match {RECORD}"
+        return f"its weights file {weights.name} is missing or does not match {RECORD} (a damaged or replaced file)"
+    try:
+        json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "its adapter_config.json is missing or not valid JSON"
     if record.get("content_hash") == expected["content_hash"]:
         return None
     if record.get("base_model_fingerprint") != expected["base_model_fingerprint"]:
@@ -247,7 +251,11 @@ def ensure_adapter(
         raise TrainingError(f"suite '{spec.name}' defines no adapter '{name}'", path=spec.path,
                             fix=f"adapters in its `train:` section: {known}")
     train_spec = spec.train[name]
-    resolved = resolve_model(spec.model.name, base_dir=spec.path.parent, notify=notify)
+    try:
+        resolved = resolve_model(spec.model.name, base_dir=spec.path.parent, notify=notify,
+                                 allow_pickle=spec.model.allow_pickle)
+    except ModelError as error:
+        raise error.located(spec.path, spec.model_line) from None
     training = build_training_set(spec, name, resolved.path)
     expected = _expected(training, resolved.fingerprint)
     test_set = test_set or load_dataset(spec.dataset_path, id_field=spec.id_field)

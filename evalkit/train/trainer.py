@@ -281,7 +281,8 @@ def fit(
         return [{"input_ids": encoded[i].input_ids, "completion_length": encoded[i].completion_length} for i in indices]
 
     set_seed(config.seed)  # before the adapter exists, so its initial weights are reproducible
-    model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch.float32, use_safetensors=True)
+    model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch.float32,
+                                                 use_safetensors=None if training.spec.model.allow_pickle else True)
     model.config.use_cache = False
     with peft_quietly():
         model = get_peft_model(model, _lora_config(config, model, training))
