@@ -229,3 +229,33 @@ def test_the_demo_robustness_section_finds_real_flips(evalkit, request):
         prompt = prepared.render({**rows[flip["id"]].fields, **flip["perturbed"]}, choices, "check")
         scores = backend.score_choices([ChoiceRequest(prompt, tuple(" " + c for c in choices))])[0].logprobs
         assert choices[max(range(len(choices)), key=scores.__getitem__)] == flip["after"] != flip["before"]
+
+
+def _demo_run(root: Path, reports: str, *args: str) -> tuple[list[dict], dict]:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    subprocess.run([sys.executable, "-m", "pytest", "suites", "-q", "-p", "no:cacheprovider", "--evalkit-limit", "4",
+                    "--evalkit-no-cache", "--evalkit-train=never", "--evalkit-reports", reports, *args],
+                   cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=900)
+    latest = root / reports / "latest"
+    rows = [json.loads(line) for line in (latest / "examples.jsonl").read_text().splitlines()]
+    results = json.loads((latest / "results.json").read_text())["suites"]
+    summary = {(suite, name): (c["n"], c["metrics"], c["ci95"], c["failures"], c["passed"],
+                               (c.get("robustness") or {}).get("flipped"))
+               for suite, candidates in results.items() for name, c in candidates.items()}
+    return sorted(rows, key=lambda r: (r["suite"], r["candidate"], r["row"])), summary
+
+
+def test_the_demo_suites_under_two_xdist_workers_equal_a_one_process_run(tmp_path):
+    """Every demo candidate (prompts, the adapter, the robustness search) on the first 4 rows: the per-example
+    rows and every metric of a `-n 2` run equal those of a one-process run."""
+    for name in ("suites", "prompts", "adapters"):
+        (tmp_path / name).symlink_to(REPO / name)
+    one_rows, one = _demo_run(tmp_path, "one")
+    two_rows, two = _demo_run(tmp_path, "two", "-n", "2")
+    assert len(one) == 6 and len(one_rows) == 6 * 4
+    assert two_rows == one_rows
+    assert two == one
