@@ -12,6 +12,8 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import write_jsonl
 
 ROWS = 48
@@ -97,3 +99,75 @@ def test_a_run_killed_with_sigkill_resumes_from_its_finished_batches(tmp_path, t
                            env=env, capture_output=True, text=True)
     assert fresh.returncode == 0, fresh.stdout[-3000:]
     assert _rows(root, "reports") == _rows(root, "uninterrupted")
+
+
+SLOW_TRAINING = """\
+# Slows every optimiser step, so the test can kill the training between its epoch checkpoints.
+import time
+
+import transformers
+
+_step = transformers.Trainer.training_step
+
+
+def _slow_step(self, *args, **kwargs):
+    time.sleep(0.15)
+    return _step(self, *args, **kwargs)
+
+
+transformers.Trainer.training_step = _slow_step
+"""
+
+
+def _training_project(root: Path, tiny_model: Path) -> Path:
+    from tests.test_train import SUITE, colour_rows
+
+    write_jsonl(root / "suites" / "data" / "train.jsonl", colour_rows(96, 1, "tr", range(100, 550)))
+    write_jsonl(root / "suites" / "data" / "test.jsonl", colour_rows(40, 2, "te", range(550, 1000)))
+    suite = SUITE.format(model=tiny_model, epochs=2, layers="[q_proj, v_proj]").replace("output: adapters/", "output: ../adapters/")
+    (root / "suites" / "colours.eval.yaml").write_text(suite)
+    (root / "pytest.ini").write_text("[pytest]\naddopts = -p no:cacheprovider\n")
+    return root
+
+
+def test_a_training_killed_with_sigkill_leaves_no_adapter_and_resumes(tmp_path, tiny_model):
+    from evalkit.train import read_record
+
+    root = _training_project(tmp_path / "killed", tiny_model)
+    (root / "conftest.py").write_text(SLOW_TRAINING)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    checkpoints = root / "adapters" / ".colours-lora.partial" / "checkpoints"
+    first_epoch = checkpoints / "checkpoint-11" / "trainer_state.json"  # an epoch is 11 steps
+    run = subprocess.Popen(_pytest(root), cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not first_epoch.exists() and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.5)  # into the second epoch
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    assert run.returncode == -signal.SIGKILL
+    assert not (root / "adapters" / "colours-lora").exists()  # no adapter that loads as complete
+    # A kill in the middle of writing the next checkpoint leaves it without its trainer_state.json.
+    cut_short = checkpoints / "checkpoint-22"
+    cut_short.mkdir()
+    (cut_short / "adapter_model.safetensors").write_bytes(b"partial")
+
+    resumed = subprocess.run(_pytest(root, "-v"), cwd=root, env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stdout[-3000:]
+    record = read_record(root / "adapters" / "colours-lora")
+    assert record["resumed_from"] == "checkpoint-11"
+    assert record["global_steps"] == 22
+    assert not (root / "adapters" / ".colours-lora.partial").exists()
+
+    fresh_root = _training_project(tmp_path / "uninterrupted", tiny_model)
+    fresh = subprocess.run(_pytest(fresh_root), cwd=fresh_root, env=env, capture_output=True, text=True)
+    assert fresh.returncode == 0, fresh.stdout[-3000:]
+    uninterrupted = read_record(fresh_root / "adapters" / "colours-lora")
+    assert uninterrupted["resumed_from"] is None
+    curve = {p["step"]: p["loss"] for p in uninterrupted["loss_curve"]}
+    assert [p["loss"] for p in record["loss_curve"]] == [
+        pytest.approx(curve[p["step"]], rel=1e-4) for p in record["loss_curve"]]
+    resumed_rows = [r for r in map(json.loads, (root / "reports/latest/examples.jsonl").read_text().splitlines())]
+    fresh_rows = [r for r in map(json.loads, (fresh_root / "reports/latest/examples.jsonl").read_text().splitlines())]
+    assert [(r["candidate"], r["id"], r["output"]) for r in resumed_rows] == [
+        (r["candidate"], r["id"], r["output"]) for r in fresh_rows]

@@ -16,7 +16,10 @@ devices, checkpoints resume, and the best checkpoint by validation accuracy is k
 
 from __future__ import annotations
 
+import json
 import math
+import re
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -250,6 +253,22 @@ def _lora_config(config: TrainConfig, model, training: TrainingSet):
                       target_modules=list(config.lora.target_modules), task_type="CAUSAL_LM")
 
 
+def last_complete_checkpoint(checkpoint_dir: Path) -> str | None:
+    """The newest checkpoint a run can resume from. The Trainer writes ``trainer_state.json`` after the
+    weights, optimizer, scheduler and RNG state, so a checkpoint without a readable one was cut short by a
+    kill; such folders are removed."""
+    if not checkpoint_dir.is_dir():
+        return None
+    found = [p for p in checkpoint_dir.iterdir() if p.is_dir() and re.fullmatch(r"checkpoint-\d+", p.name)]
+    for folder in sorted(found, key=lambda p: int(p.name.split("-")[1]), reverse=True):
+        try:
+            json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+            return str(folder)
+        except (OSError, ValueError):
+            shutil.rmtree(folder, ignore_errors=True)
+    return None
+
+
 def fit(
     training: TrainingSet,
     model_path: Path,
@@ -266,7 +285,6 @@ def fit(
 ) -> FitResult:
     """Train one LoRA adapter on ``train_indices``, validating on ``val_indices`` after every epoch."""
     from peft import get_peft_model
-    from transformers.trainer_utils import get_last_checkpoint
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -342,7 +360,7 @@ def fit(
 
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
-    last = get_last_checkpoint(str(checkpoint_dir)) if resume and checkpoint_dir.is_dir() else None
+    last = last_complete_checkpoint(checkpoint_dir) if resume else None
     if last is not None and notify is not None:
         notify(f"{training.train.name}: resuming from {Path(last).name}")
     started = time.perf_counter()
