@@ -73,7 +73,9 @@ def _diff(args: argparse.Namespace) -> int:
     text, regressed = diff_runs(args.run_a, args.run_b, reports=Path(args.reports), max_drop=args.max_drop,
                                 alpha=args.alpha, strict=args.strict, html=Path(args.html) if args.html else None)
     if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
+        from evalkit.atomic import write_text_atomically
+
+        write_text_atomically(Path(args.output), text)
     else:
         print(text, end="")
     return 1 if regressed else 0
@@ -134,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except EvalkitError as error:
         print(f"evalkit: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # an output file or folder that cannot be written
+        print(f"evalkit: {error.filename or ''}: {error.strerror}", file=sys.stderr)
         return 2
 
 

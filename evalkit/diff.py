@@ -8,7 +8,7 @@ from pathlib import Path
 
 from evalkit.baseline import KIND, read_baseline
 from evalkit.compare import Policy, Snapshot, compare
-from evalkit.errors import EvalkitError
+from evalkit.errors import EvalkitError, did_you_mean
 from evalkit.report.markdown import render_summary
 from evalkit.results import load_run, rows_by_candidate
 
@@ -28,7 +28,7 @@ def resolve_run(name: str, reports: Path) -> Path:
     if candidate.exists():
         return candidate
     runs = sorted(p.name for p in (reports / "runs").glob("*") if p.is_dir()) if (reports / "runs").is_dir() else []
-    raise EvalkitError(f"no run '{name}'", path=reports,
+    raise EvalkitError(f"no run '{name}'{did_you_mean(name, [*runs, 'latest', 'baseline'])}", path=reports,
                        fix="name a run folder, its results.json, 'latest', 'baseline', or a run id"
                            + (f" (newest: {', '.join(runs[-3:])})" if runs else ""))
 
@@ -81,7 +81,8 @@ def diff_runs(run_a: str, run_b: str, *, reports: Path, max_drop: float | None =
     record["run"] = {**record["run"], "baseline": {"path": run_a, "updated": False}}
     record["run"]["run_id"] = f"{record['run'].get('run_id', path_b)} vs {run_a}"
     if html is not None:
+        from evalkit.atomic import write_text_atomically
         from evalkit.report.html import render_html
 
-        html.write_text(render_html(record, rows), encoding="utf-8")
+        write_text_atomically(html, render_html(record, rows))
     return render_summary(record, rows), regressed

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from evalkit.baseline import read_baseline, write_baseline
 from evalkit.cli import main as cli
@@ -211,7 +214,7 @@ def test_diff_names_a_missing_run(tmp_path, capsys):
     assert "no run 'nope'" in err and "20261121T100000Z" in err
     (reports / "latest" / "results.json").write_text('{"schema_version": 99}')
     assert cli(["diff", "20261120T100000Z", "latest", "--reports", str(reports)]) == 2
-    assert "schema_version 99; this evalkit reads (1, 2)" in capsys.readouterr().err
+    assert "schema_version 99; this evalkit reads 1 and 2" in capsys.readouterr().err
 
 
 def test_run_folders_are_pruned_to_the_newest(tmp_path):
@@ -249,3 +252,53 @@ def test_the_baseline_keeps_one_example_per_line_for_reviewable_diffs(tmp_path):
                                 '"output": "\\u0000example-2 | odd", "target": "technical"},')
     assert len(example_lines) == 3
     assert read_baseline(path).get("tickets", "few_shot").outcomes["t-001"].output == "\u0000example-2 | odd"
+
+
+JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers(-3, 10**6) | st.floats() | st.text(max_size=8),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+                           max_leaves=8)
+
+
+def _paths(value, prefix=()):
+    """Every path to a value inside a JSON document."""
+    yield prefix
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _paths(item, (*prefix, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _paths(item, (*prefix, index))
+
+
+def _mutate(document, data):
+    paths = [p for p in _paths(document) if p]
+    path = data.draw(st.sampled_from(paths))
+    parent = document
+    for key in path[:-1]:
+        parent = parent[key]
+    if data.draw(st.booleans()):
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = data.draw(JSON_VALUES)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_a_damaged_run_record_diffs_or_raises_one_clear_error(tmp_path_factory, data):
+    """`evalkit diff` on a run record with one value changed or removed: a comparison or one message, exit 2."""
+    reports = tmp_path_factory.mktemp("reports")
+    run_a, run_b = _pair_of_runs(reports)
+    target = data.draw(st.sampled_from(["results.json", "examples.jsonl"]))
+    if target == "results.json":
+        record = json.loads((run_b / "results.json").read_text())
+        _mutate(record, data)
+        (run_b / "results.json").write_text(json.dumps(record))
+    else:
+        rows = [json.loads(line) for line in (run_b / "examples.jsonl").read_text().splitlines()]
+        _mutate(rows, data)
+        (run_b / "examples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
+        code = cli(["diff", str(run_a), str(run_b), "--reports", str(reports)])
+    assert code in (0, 1, 2)
+    if code == 2:
+        assert err.getvalue().startswith(f"evalkit: {run_b}")

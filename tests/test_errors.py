@@ -198,6 +198,36 @@ def make_project(template: Path, target: Path, case: Case) -> None:
         case.prepare(target)
 
 
+@dataclass
+class CliCase:
+    """A row of the `evalkit diff` table in docs/errors.md: what to damage in run B of a pair of runs."""
+
+    name: str
+    damage: Callable[[Path], None]
+    run_b: str = "20261121T100000Z"
+
+
+def _write(relative: str, text: str) -> Callable[[Path], None]:
+    return lambda run: (run / relative).write_text(text)
+
+
+def _edit_record(change: Callable[[dict], None]) -> Callable[[Path], None]:
+    def damage(run: Path) -> None:
+        record = json.loads((run / "results.json").read_text())
+        change(record)
+        (run / "results.json").write_text(json.dumps(record))
+    return damage
+
+
+CLI_CASES = [
+    CliCase("run-missing", lambda run: None, run_b="20261121T10000Z"),
+    CliCase("run-record-corrupt", _write("results.json", '{"schema_version": 2, "run": {')),
+    CliCase("run-record-version", _edit_record(lambda r: r.update(schema_version=9))),
+    CliCase("run-record-shape", _edit_record(lambda r: r["suites"]["tickets"]["few_shot"]["metrics"].update(accuracy="high"))),
+    CliCase("run-record-row", _write("examples.jsonl", '{"suite": "tickets", "candidate": "few_shot", "id": "t-000"}\n')),
+]
+
+
 def documented_messages() -> dict[str, list[str]]:
     """The table in docs/errors.md: case name -> the ``double-backtick`` texts its message column holds."""
     table = {}
@@ -210,7 +240,7 @@ def documented_messages() -> dict[str, list[str]]:
 
 def test_the_table_documents_exactly_the_tested_cases():
     documented = documented_messages()
-    assert list(documented) == [case.name for case in CASES]
+    assert list(documented) == [case.name for case in CASES] + [case.name for case in CLI_CASES]
     assert all(documented.values())
 
 
@@ -233,3 +263,19 @@ def test_each_documented_mistake(case: Case, template: Path, pytester: pytest.Py
         assert failed == set()
     if case.fails != "*":  # the unbroken suite ran and passed
         assert "suites/support.eval.yaml::plain PASSED" in out
+
+
+@pytest.mark.parametrize("case", CLI_CASES, ids=[c.name for c in CLI_CASES])
+def test_each_documented_run_record_mistake(case: CliCase, tmp_path, monkeypatch, capsys):
+    from evalkit.cli import main
+    from tests.reports_helpers import candidate_result, write_record
+
+    monkeypatch.chdir(tmp_path)
+    results = [candidate_result([i % 3 != 0 for i in range(30)], candidate=name) for name in ("few_shot", "zero_shot")]
+    write_record(Path("reports"), "20261120T100000Z", results)
+    case.damage(write_record(Path("reports"), "20261121T100000Z", results))
+    assert main(["diff", "20261120T100000Z", case.run_b]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    for text in documented_messages()[case.name]:
+        assert text in err, f"{case.name}: docs/errors.md says {text!r}"

@@ -59,6 +59,17 @@ def test_report_html_escapes_model_output_without_a_browser(report):
     assert "http://" not in html.replace("http://www.w3.org/2000/svg", "") and "https://" not in html
 
 
+def test_summary_md_shows_model_output_as_text(report):
+    """summary.md becomes a PR comment: a flipped output can neither inject HTML or markdown nor mention anyone."""
+    from evalkit.report.markdown import cell
+
+    summary = (report.parent / "summary.md").read_text()
+    assert "<script>" not in summary and "<img" not in summary
+    assert "&lt;script>window.\\_\\_evalkit\\_pwned = 1&lt;/script>" in summary
+    assert cell("[x](https://e.example) **b** @team a|b `c` \\ #1 ![i](j)\nnext") == (
+        "\\[x\\](https://e.example) \\*\\*b\\*\\* &#64;team a\\|b \\`c\\` \\\\ \\#1 \\!\\[i\\](j) ⏎ next")
+
+
 def test_report_html_renders_in_headless_chromium(report):
     sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
     problems: list[str] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from tabulate import tabulate
@@ -17,8 +18,10 @@ def cell(value: Any, limit: int = CELL_CHARS) -> str:
     text = text.replace("\r", "").replace("\n", " ⏎ ")
     if len(text) > limit:
         text = text[:limit - 1] + "…"
-    # "<" and "&" are all a comment's HTML needs escaped; ">" stays readable ("'x'->'X'").
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace("|", "\\|").replace("`", "\\`") or " "
+    # "<" and "&" are all a comment's HTML needs escaped; ">" stays readable ("'x'->'X'"). Markdown's inline
+    # syntax is escaped so model output shows as typed (no links, images, emphasis), and "@" so it mentions nobody.
+    text = re.sub(r"([\\|`*_\[\]~#!])", r"\\\1", text)
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace("@", "&#64;") or " "
 
 
 def _mark(value: float) -> str:

@@ -121,7 +121,7 @@ class CandidateView:
         out = []
         for flip in (self.robustness or {}).get("flipped", []):
             if flip.get("perturbed_choices"):
-                before, after = ", ".join(flip["choices"]), ", ".join(flip["perturbed_choices"])
+                before, after = ", ".join(flip.get("choices") or []), ", ".join(flip["perturbed_choices"])
             else:
                 name = next(iter(flip["perturbed"]), None)
                 before, after = (flip["original"].get(name, ""), flip["perturbed"][name]) if name else ("", "")
