@@ -171,3 +171,23 @@ def test_a_training_killed_with_sigkill_leaves_no_adapter_and_resumes(tmp_path, 
     fresh_rows = [r for r in map(json.loads, (fresh_root / "reports/latest/examples.jsonl").read_text().splitlines())]
     assert [(r["candidate"], r["id"], r["output"]) for r in resumed_rows] == [
         (r["candidate"], r["id"], r["output"]) for r in fresh_rows]
+
+
+def test_two_runs_of_a_sampled_suite_write_identical_rows(tmp_path, tiny_model):
+    """Determinism across processes, in the hardest case: sampled generation with repeats, computed anew
+    (no cache) each time, in processes with different hash seeds."""
+    root = _project(tmp_path, tiny_model)
+    (root / "conftest.py").unlink()  # no slowing down
+    suite = root / "suites" / "orders.eval.yaml"
+    suite.write_text(suite.read_text().replace("scorer: exact_match}", "scorer: exact_match, temperature: 8.0, "
+                                                                       "repeats: 3, seed: 7}"))
+    rows = []
+    for run, hash_seed in (("first", "1"), ("second", "2")):
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONHASHSEED": hash_seed}
+        done = subprocess.run(_pytest(root, "--evalkit-no-cache", "--evalkit-reports", run), cwd=root, env=env,
+                              capture_output=True, text=True)
+        assert done.returncode in (0, 1), done.stdout[-3000:]
+        rows.append((root / run / "latest" / "examples.jsonl").read_bytes())
+    assert rows[0] == rows[1]
+    repeats = [json.loads(line)["details"]["outputs"] for line in rows[0].decode().splitlines()]
+    assert len(repeats) == ROWS and sum(len(set(outputs)) > 1 for outputs in repeats) > ROWS // 2  # really sampled

@@ -76,3 +76,28 @@ def test_cli_reports_errors_without_a_traceback(capsys):
     assert main(["prepare", "./no/such/folder"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("evalkit: model './no/such/folder' is neither a known alias nor an existing folder")
+
+
+def test_a_models_own_code_never_runs_unless_the_suite_trusts_it(tiny_model, tmp_path):
+    """A model folder that asks for its own modelling code (config.json `auto_map`) loads with transformers'
+    own class for its architecture, and its code is never imported; with trust_remote_code its code loads."""
+    import json
+    import shutil
+
+    from evalkit.backends.hf import HFBackend
+
+    folder = tmp_path / "remote-code"
+    shutil.copytree(tiny_model, folder)
+    marker = tmp_path / "code-ran"
+    (folder / "modeling_custom.py").write_text(
+        f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n"
+        "from transformers import LlamaForCausalLM\n\n\nclass CustomModel(LlamaForCausalLM):\n    pass\n")
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForCausalLM": "modeling_custom.CustomModel"}
+    (folder / "config.json").write_text(json.dumps(config))
+    fingerprint = folder_fingerprint(folder)
+
+    assert type(HFBackend(folder, fingerprint=fingerprint).model).__name__ == "LlamaForCausalLM"
+    assert not marker.exists()
+    backend = HFBackend(folder, fingerprint=fingerprint, trust_remote_code=True)
+    assert marker.read_text() == "ran" and type(backend.model).__name__ == "CustomModel"
