@@ -312,6 +312,8 @@ class CachedBackend:
                 self.stats.first_miss.setdefault(reason, where or "a request without an example id")
         missing.sort(key=lambda k: -length(requests[first[k]]))  # similar lengths share a batch
         step = COMMIT_EVERY if self.cache is not None else max(1, len(missing))  # nothing to commit: one call
+        if missing:
+            self._load()  # loading the model is not part of any answer's compute time
         for start in range(0, len(missing), step):
             chunk = missing[start: start + step]
             started = time.perf_counter()

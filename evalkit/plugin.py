@@ -248,6 +248,18 @@ def _item_key(item: pytest.Item) -> str | None:
     return None
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]):
+    """A broken suite file is reported whatever `-k` or `-m` selects, as pytest reports a module that fails to
+    import: its item is set aside while the selection runs, and put back first."""
+    invalid = [item for item in items if isinstance(item, InvalidSuiteItem)]
+    items[:] = [item for item in items if not isinstance(item, InvalidSuiteItem)]
+    try:
+        return (yield)
+    finally:
+        items[:0] = invalid
+
+
 def pytest_deselected(items: list[pytest.Item]) -> None:
     for item in items:
         key = _item_key(item)
@@ -263,6 +275,19 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             coverage.selected.add(key)
         elif isinstance(item, InvalidSuiteItem):
             coverage.invalid.add(str(item.path))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """A hand-written test whose `evalkit` fixture call hit a mistake in a suite shows the message, and the test
+    line that made the call, instead of a traceback through evalkit."""
+    report = yield
+    error = call.excinfo.value if call.excinfo is not None else None
+    if report.failed and isinstance(error, EvalkitError) and not isinstance(item, (CandidateItem, InvalidSuiteItem)):
+        lines = [entry.lineno + 1 for entry in call.excinfo.traceback if Path(entry.path) == item.path]
+        where = f"{shown_path(item.path)}:{lines[-1]}" if lines else item.nodeid
+        report.longrepr = f"{where}: the suite it evaluates cannot be used:\n{error}"
+    return report
 
 
 def junit_properties(result: CandidateResult) -> list[tuple[str, object]]:

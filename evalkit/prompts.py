@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
-from evalkit.errors import TemplateError
+from evalkit.errors import TemplateError, did_you_mean
 
 
 MAX_RESULT = 1_000_000  # items a template's `*` may build (a prompt is far shorter)
@@ -87,8 +88,11 @@ class PromptTemplate:
         try:
             return self._template.render(context)
         except jinja2.UndefinedError as exc:
-            fields = ", ".join(sorted(k for k in context if not k.startswith("_")))
-            raise self._error(f"{exc.message} while rendering {row_label}", _template_line(exc),
+            names = sorted(k for k in context if not k.startswith("_"))
+            fields = ", ".join(names)
+            undefined = re.match(r"'([^']+)' is undefined$", exc.message or "")
+            hint = did_you_mean(undefined.group(1), names) if undefined else ""
+            raise self._error(f"{exc.message}{hint} while rendering {row_label}", _template_line(exc),
                               f"use a field the row has ({fields}), or guard it with {{% if x is defined %}}") from None
         except jinja2.exceptions.SecurityError as exc:
             raise self._error(f"template tried an unsafe operation ({exc}) while rendering {row_label}",

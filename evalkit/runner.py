@@ -32,7 +32,8 @@ def _row_label(dataset: Dataset, row: Row) -> str:
 def _field(dataset: Dataset, row: Row, name: str, purpose: str) -> Any:
     if name not in row.fields:
         raise DatasetError(
-            f"row has no field '{name}' ({purpose}); its fields are: {', '.join(row.fields)}",
+            f"row has no field '{name}' ({purpose}){did_you_mean(name, row.fields)}; its fields are: "
+            f"{', '.join(row.fields)}",
             **dataset.where(row), fix=f"add '{name}' to every row, or change the suite's `{purpose}`",
         )
     return row.fields[name]

@@ -279,3 +279,15 @@ def test_each_documented_run_record_mistake(case: CliCase, tmp_path, monkeypatch
     assert "Traceback" not in err
     for text in documented_messages()[case.name]:
         assert text in err, f"{case.name}: docs/errors.md says {text!r}"
+
+
+@pytest.mark.parametrize("selection", [("-k", "support"), ("-m", "not evalkit")])
+def test_a_broken_suite_is_reported_whatever_the_selection(selection, template: Path, pytester: pytest.Pytester):
+    """`-k` and `-m` choose among candidates; a suite file that cannot be read is an error either way."""
+    make_project(template, pytester.path, next(case for case in CASES if case.name == "unknown-key"))
+    result = pytester.runpytest("suites", *selection)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["suites/tickets.eval.yaml:12: unknown key 'tresholds' (did you mean 'thresholds'?)",
+                                 "FAILED suites/tickets.eval.yaml::suite*"])
+    outcomes = result.parseoutcomes()
+    assert outcomes["failed"] == 1 and outcomes.get("passed", 0) == (1 if selection[0] == "-k" else 0)

@@ -151,7 +151,7 @@ def test_template_error_names_row_and_other_candidates_pass(project):
     result = project.runpytest("typo.eval.yaml")
     result.assert_outcomes(failed=2)  # 'good' hits the undefined variable, 'bad' its threshold
     result.stdout.fnmatch_lines([
-        "*typo.eval.yaml:6: template of candidate 'good': 'txt' is undefined while rendering tickets.jsonl:1 (template line 1)",
+        "*typo.eval.yaml:6: template of candidate 'good': 'txt' is undefined (did you mean 'text'?) while rendering tickets.jsonl:1 (template line 1)",
         "*fix: use a field the row has (choices, examples, id, label, text), or guard it with {% if x is defined %}"])
 
 

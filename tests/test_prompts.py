@@ -23,7 +23,7 @@ def test_undefined_variable_names_template_row_and_fields(tmp_path):
     with pytest.raises(TemplateError) as err:
         PromptTemplate.from_file(path).render({"text": "hi", "label": "x"}, row_label="tickets.jsonl:17")
     message = str(err.value)
-    assert message.startswith(f"{path}:2: 'txt' is undefined while rendering tickets.jsonl:17")
+    assert message.startswith(f"{path}:2: 'txt' is undefined (did you mean 'text'?) while rendering tickets.jsonl:17")
     assert "use a field the row has (label, text)" in message
 
 
