@@ -230,6 +230,32 @@ def test_run_folders_are_pruned_to_the_newest(tmp_path):
     assert latest["run"]["run_id"] == "20261124T100000Z"
 
 
+def test_runs_within_one_second_keep_their_order_through_pruning(tmp_path):
+    """Twelve runs that start in the same second, keeping two: ids never go back to a pruned one, and
+    `-10` sorts after `-9`."""
+    import datetime as dt
+
+    from evalkit.results import new_run_id
+
+    reports = tmp_path / "reports"
+    second = dt.datetime(2026, 11, 24, 10, 0, 0, tzinfo=dt.timezone.utc)
+    ids = []
+    for _ in range(12):
+        ids.append(new_run_id(reports / "runs", second))
+        write_record_kept(reports, ids[-1])
+    assert ids == ["20261124T100000Z"] + [f"20261124T100000Z-{n}" for n in range(2, 13)]
+    assert sorted(p.name for p in (reports / "runs").iterdir()) == ["20261124T100000Z-11", "20261124T100000Z-12"]
+
+
+def write_record_kept(reports, run_id, keep=2):
+    from evalkit.results import build_record, example_rows, write_run
+    from tests.reports_helpers import HEADER
+
+    results = [candidate_result([True, False])]
+    header = {**HEADER, "run_id": run_id, "baseline": {"path": "reports/baseline.json", "updated": False}}
+    write_run(reports, build_record(header, results), example_rows(results), keep_runs=keep)
+
+
 def test_a_change_of_rendered_prompts_alone_is_named():
     before = candidate_result([True, False, True])
     after = candidate_result([True, False, True])

@@ -238,7 +238,7 @@ def _demo_run(root: Path, reports: str, *args: str) -> tuple[list[dict], dict]:
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     subprocess.run([sys.executable, "-m", "pytest", "suites", "-q", "-p", "no:cacheprovider", "--evalkit-limit", "4",
-                    "--evalkit-no-cache", "--evalkit-train=never", "--evalkit-reports", reports, *args],
+                    "--evalkit-no-cache", "--evalkit-reports", reports, *args],
                    cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=900)
     latest = root / reports / "latest"
     rows = [json.loads(line) for line in (latest / "examples.jsonl").read_text().splitlines()]
@@ -251,11 +251,15 @@ def _demo_run(root: Path, reports: str, *args: str) -> tuple[list[dict], dict]:
 
 def test_the_demo_suites_under_two_xdist_workers_equal_a_one_process_run(tmp_path):
     """Every demo candidate (prompts, the adapter, the robustness search) on the first 4 rows: the per-example
-    rows and every metric of a `-n 2` run equal those of a one-process run."""
-    for name in ("suites", "prompts", "adapters"):
-        (tmp_path / name).symlink_to(REPO / name)
-    one_rows, one = _demo_run(tmp_path, "one")
-    two_rows, two = _demo_run(tmp_path, "two", "-n", "2")
+    rows and every metric of a `-n 2` run equal those of a one-process run. The one-process run trains the
+    adapter first when the project has none yet (a fresh clone), as the demo does."""
+    import shutil
+
+    shutil.copytree(REPO / "suites", tmp_path / "suites", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "adapters", tmp_path / "adapters")
+    (tmp_path / "prompts").symlink_to(REPO / "prompts")
+    one_rows, one = _demo_run(tmp_path, "one", "--evalkit-train=auto")
+    two_rows, two = _demo_run(tmp_path, "two", "--evalkit-train=never", "-n", "2")
     assert len(one) == 6 and len(one_rows) == 6 * 4
     assert two_rows == one_rows
     assert two == one
