@@ -10,7 +10,7 @@ from evalkit.baseline import KIND, read_baseline
 from evalkit.compare import Policy, Snapshot, compare
 from evalkit.errors import EvalkitError, did_you_mean
 from evalkit.report.markdown import render_summary
-from evalkit.results import load_run, rows_by_candidate
+from evalkit.results import load_run, rows_by_candidate, run_order
 
 REGRESSION_PREFIX = "regression against the baseline"
 
@@ -27,7 +27,8 @@ def resolve_run(name: str, reports: Path) -> Path:
     candidate = reports / "runs" / name
     if candidate.exists():
         return candidate
-    runs = sorted(p.name for p in (reports / "runs").glob("*") if p.is_dir()) if (reports / "runs").is_dir() else []
+    runs = sorted((p.name for p in (reports / "runs").glob("*") if p.is_dir()), key=run_order) \
+        if (reports / "runs").is_dir() else []
     raise EvalkitError(f"no run '{name}'{did_you_mean(name, [*runs, 'latest', 'baseline'])}", path=reports,
                        fix="name a run folder, its results.json, 'latest', 'baseline', or a run id"
                            + (f" (newest: {', '.join(runs[-3:])})" if runs else ""))

@@ -43,6 +43,12 @@ WEIGHT_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth")  # loaded only when a suite sets `model: {allow_pickle: true}`
 
 
+def use_safetensors(allow_pickle: bool) -> bool | None:
+    """``from_pretrained(use_safetensors=...)``: safetensors only, unless the suite allows pickle weights
+    (None: safetensors when the folder has them, else the pickle checkpoint)."""
+    return None if allow_pickle else True
+
+
 @dataclass(frozen=True)
 class ResolvedModel:
     """A model ready to load from a local folder, with a fingerprint of its weights and config."""
@@ -74,8 +80,9 @@ _folder_hashes: dict[tuple, str] = {}
 
 def folder_fingerprint(path: Path) -> str:
     """Content hash of a model folder's config and weights (memoised by size and mtime)."""
-    weights = WEIGHT_SUFFIXES if any(p.suffix in WEIGHT_SUFFIXES for p in path.iterdir()) else PICKLE_SUFFIXES
-    files = sorted(p for p in path.iterdir() if p.is_file() and (p.suffix in weights or p.name == "config.json"))
+    entries = [p for p in path.iterdir() if p.is_file()]
+    weights = WEIGHT_SUFFIXES if any(p.suffix in WEIGHT_SUFFIXES for p in entries) else PICKLE_SUFFIXES
+    files = sorted(p for p in entries if p.suffix in weights or p.name == "config.json")
     key = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files) + (str(path),)
     if key not in _folder_hashes:
         digest = hashlib.sha256()

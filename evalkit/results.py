@@ -206,7 +206,7 @@ def rows_by_candidate(rows: list[dict[str, Any]]) -> dict[tuple[str, str], list[
     return grouped
 
 
-def _run_order(run_id: str) -> tuple[str, int]:
+def run_order(run_id: str) -> tuple[str, int]:
     """Sort key of a run id: its start time, then its sequence within that second (``...Z``, ``...Z-2``, ...)."""
     base, _, n = run_id.partition("-")
     return base, int(n) if n.isdigit() else 1
@@ -216,9 +216,8 @@ def new_run_id(runs_dir: Path, started: _dt.datetime) -> str:
     """A sortable id from the start time (UTC), unique within ``runs_dir`` and after every run that
     started in the same second (even one since pruned: an id is never reused out of order)."""
     base = started.astimezone(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    same_second = [_run_order(p.name)[1] for p in runs_dir.glob(f"{base}*") if _run_order(p.name)[0] == base] \
-        if runs_dir.is_dir() else []
-    n = max(same_second) + 1 if same_second else 1
+    taken = [run_order(p.name) for p in runs_dir.glob(f"{base}*")] if runs_dir.is_dir() else []
+    n = max((seq for b, seq in taken if b == base), default=0) + 1
     return base if n == 1 else f"{base}-{n}"
 
 
@@ -264,7 +263,7 @@ def write_run(reports_dir: Path, record: dict[str, Any], rows: list[dict[str, An
 def prune_runs(runs_dir: Path, keep: int) -> list[Path]:
     """Delete all but the newest ``keep`` run folders (by id, which sorts by start time)."""
     runs = sorted((p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
-                   and (p / "results.json").exists()), key=lambda p: _run_order(p.name))
+                   and (p / "results.json").exists()), key=lambda p: run_order(p.name))
     removed = runs[:-keep] if len(runs) > keep else []
     for old in removed:
         shutil.rmtree(old, ignore_errors=True)

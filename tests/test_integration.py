@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import jinja2
@@ -232,10 +236,6 @@ def test_the_demo_robustness_section_finds_real_flips(evalkit, request):
 
 
 def _demo_run(root: Path, reports: str, *args: str) -> tuple[list[dict], dict]:
-    import os
-    import subprocess
-    import sys
-
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     subprocess.run([sys.executable, "-m", "pytest", "suites", "-q", "-p", "no:cacheprovider", "--evalkit-limit", "4",
                     "--evalkit-no-cache", "--evalkit-reports", reports, *args],
@@ -253,8 +253,6 @@ def test_the_demo_suites_under_two_xdist_workers_equal_a_one_process_run(tmp_pat
     """Every demo candidate (prompts, the adapter, the robustness search) on the first 4 rows: the per-example
     rows and every metric of a `-n 2` run equal those of a one-process run. The one-process run trains the
     adapter first when the project has none yet (a fresh clone), as the demo does."""
-    import shutil
-
     shutil.copytree(REPO / "suites", tmp_path / "suites", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO / "adapters", tmp_path / "adapters")
     (tmp_path / "prompts").symlink_to(REPO / "prompts")

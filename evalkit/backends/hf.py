@@ -58,7 +58,7 @@ class HFBackend:
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
-        from evalkit.models import effective_dtype
+        from evalkit.models import effective_dtype, use_safetensors
 
         hf_logging.disable_progress_bar()
         self.path = Path(path)
@@ -70,7 +70,7 @@ class HFBackend:
             self.tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
             self.model = AutoModelForCausalLM.from_pretrained(
                 str(path), dtype=torch_dtype, trust_remote_code=trust_remote_code,
-                use_safetensors=None if allow_pickle else True,  # None: safetensors when present, else pickle
+                use_safetensors=use_safetensors(allow_pickle),
             )
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load model from {path}: {exc}",

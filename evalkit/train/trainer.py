@@ -39,6 +39,7 @@ from transformers import (
 
 from evalkit.backends.hf import HFBackend, encode_pair, peft_quietly
 from evalkit.errors import TrainingError
+from evalkit.models import use_safetensors
 from evalkit.runner import PreparedCandidate, score_classify, score_generate
 from evalkit.suite import TrainConfig
 from evalkit.train.examples import TrainingSet
@@ -300,7 +301,7 @@ def fit(
 
     set_seed(config.seed)  # before the adapter exists, so its initial weights are reproducible
     model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch.float32,
-                                                 use_safetensors=None if training.spec.model.allow_pickle else True)
+                                                 use_safetensors=use_safetensors(training.spec.model.allow_pickle))
     model.config.use_cache = False
     with peft_quietly():
         model = get_peft_model(model, _lora_config(config, model, training))
