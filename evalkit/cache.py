@@ -24,8 +24,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evalkit.backends.base import Backend, ChoiceRequest, ChoiceResult, GenerateRequest, GenerateResult
+from evalkit.backends.base import (
+    Backend,
+    ChoiceRequest,
+    ChoiceResult,
+    GenerateRequest,
+    GenerateResult,
+    ModelConfig,
+    Notify,
+)
 from evalkit.errors import shown_path
+
 
 SCHEMA_VERSION = 1
 DATABASE = "results.sqlite"
@@ -248,50 +257,65 @@ class CacheStats:
                 "miss_reasons": dict(self.reasons.most_common()), "first_miss": self.first_miss}
 
 
-class CachedBackend:
-    """A backend that answers from the cache and sends only misses to the model, loaded on first miss.
+class CachedBackend(Backend):
+    """Any backend behind the result cache: answers come from the cache, and only misses reach the model,
+    which loads on the first miss (lm-evaluation-harness's CachingLM, with SQLite and miss reasons).
 
-    Without a cache (``cache=None``) it still computes identical requests once and measures model time."""
+    Without a cache (``cache=None``) it still computes identical requests once and measures model time.
+    ``model`` overrides the model's fingerprint in the keys; ``adapter`` is the fingerprint of the adapter
+    the inner backend answers through ("" for the base model)."""
 
-    def __init__(self, cache: ResultCache | None, load: Callable[[], Backend], *, model: str | None = None,
-                 adapter: str = "", stats: CacheStats | None = None,
-                 chat: Callable[[Sequence[dict[str, str]]], str] | None = None) -> None:
+    def __init__(self, cache: ResultCache | None, backend: Backend, *, model: str | None = None,
+                 adapter: str = "", stats: CacheStats | None = None) -> None:
         self.cache = cache
-        self._load = load
+        self.inner = backend
+        self.identity = backend.identity
         self._model = model
         self.adapter = adapter
         self.stats = stats if stats is not None else CacheStats()
-        self._chat = chat
+        self.load_s = 0.0  # the inner backend loads; this wrapper has nothing of its own
+        self.inner_load_s = 0.0  # seconds the inner backend spent loading during this wrapper's calls
+
+    @classmethod
+    def from_config(cls, model: ModelConfig, base_dir: Path, *, notify: Notify | None = None) -> Backend:
+        raise TypeError("a CachedBackend wraps another backend")
 
     @property
     def fingerprint(self) -> str:
-        if self._model is None:  # no fingerprint known in advance: the model's own
-            self._model = self._load().fingerprint
-        return self._model
+        return self._model if self._model is not None else self.inner.identity.fingerprint
 
     def apply_chat_template(self, messages: Sequence[dict[str, str]]) -> str:
-        if self._chat is not None:
-            return self._chat(messages)
-        return self._load().apply_chat_template(messages)
+        return self.inner.apply_chat_template(messages)
 
-    def score_choices(self, requests: Sequence[ChoiceRequest], *, origins: Sequence[str] | None = None) -> list[ChoiceResult]:
+    def score_choices(self, requests: Sequence[ChoiceRequest]) -> list[ChoiceResult]:
         return self._answer(
-            requests, origins, lambda r: choice_parts(r, self.fingerprint, self.adapter),
-            lambda batch: self._load().score_choices(batch), lambda r: len(r.context),
+            requests, lambda r: choice_parts(r, self.fingerprint, self.adapter),
+            self.inner.score_choices, lambda r: len(r.context),
             lambda data: ChoiceResult(logprobs=tuple(data["logprobs"]), is_greedy=tuple(data["is_greedy"]),
                                       context_tokens=data["context_tokens"],
                                       continuation_tokens=tuple(data["continuation_tokens"])),
         )
 
-    def generate(self, requests: Sequence[GenerateRequest], *, origins: Sequence[str] | None = None) -> list[GenerateResult]:
+    def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
         return self._answer(
-            requests, origins, lambda r: generate_parts(r, self.fingerprint, self.adapter),
-            lambda batch: self._load().generate(batch), lambda r: len(r.prompt),
-            lambda data: GenerateResult(**data),
+            requests, lambda r: generate_parts(r, self.fingerprint, self.adapter),
+            self.inner.generate, lambda r: len(r.prompt), lambda data: GenerateResult(**data),
         )
 
-    def _answer(self, requests, origins, parts_of, compute, length, decode) -> list:
+    def _explain_misses(self, missing: list[str], parts: list[KeyParts], origins: list[str | None],
+                        first: dict[str, int]) -> None:
+        if self.cache is None:
+            self.stats.reasons["cache off"] += len(missing)
+            return
+        for k in missing:
+            i = first[k]
+            reason = self.cache.explain_miss(parts[i], origins[i])
+            self.stats.reasons[reason] += 1
+            self.stats.first_miss.setdefault(reason, origins[i] or "a request without an example id")
+
+    def _answer(self, requests, parts_of, compute, length, decode) -> list:
         parts = [parts_of(r) for r in requests]
+        origins = [r.origin for r in requests]
         keys = [p.key for p in parts]
         unique = list(dict.fromkeys(keys))
         self.stats.shared += len(keys) - len(unique)
@@ -301,19 +325,11 @@ class CachedBackend:
         missing = [k for k in unique if k not in stored]
         self.stats.hits += len(unique) - len(missing)
         self.stats.misses += len(missing)
-        if self.cache is None:
-            self.stats.reasons["cache off"] += len(missing)
-        else:
-            for k in missing:
-                i = first[k]
-                where = origins[i] if origins else None
-                reason = self.cache.explain_miss(parts[i], where)
-                self.stats.reasons[reason] += 1
-                self.stats.first_miss.setdefault(reason, where or "a request without an example id")
+        self._explain_misses(missing, parts, origins, first)
         missing.sort(key=lambda k: -length(requests[first[k]]))  # similar lengths share a batch
         step = COMMIT_EVERY if self.cache is not None else max(1, len(missing))  # nothing to commit: one call
         if missing:
-            self._load()  # loading the model is not part of any answer's compute time
+            self.inner_load_s += self.inner.load()  # loading the model is not part of any answer's compute time
         for start in range(0, len(missing), step):
             chunk = missing[start: start + step]
             started = time.perf_counter()
@@ -323,7 +339,7 @@ class CachedBackend:
                 answers[k] = (result, each)
             if self.cache is not None:
                 self.cache.store([(parts[first[k]], json.dumps(result.__dict__), each) for k, result in zip(chunk, results)])
-        if self.cache is not None and origins:
+        if self.cache is not None and any(o is not None for o in origins):
             self.cache.remember_origins([(o, p) for o, p in zip(origins, parts) if o is not None])
         self.stats.compute_s += sum(answers[k][1] for k in keys)
         return [answers[k][0] for k in keys]

@@ -235,32 +235,3 @@ def effective_dtype(dtype: str) -> str:
     if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         return "bfloat16"
     return "float32"
-
-
-@dataclass(frozen=True)
-class ModelIdentity:
-    """What a model's answers depend on, known without loading it: its weights and its dtype."""
-
-    base_fingerprint: str
-    dtype: str
-
-    @property
-    def fingerprint(self) -> str:
-        return f"{self.base_fingerprint}:{self.dtype}"
-
-
-class ChatRenderer:
-    """A model's chat template, from its tokenizer alone: rendering a chat prompt never loads the model."""
-
-    def __init__(self, model_path: Path) -> None:
-        self.model_path = Path(model_path)
-        self._tokenizer = None
-
-    def apply_chat_template(self, messages) -> str:
-        if self._tokenizer is None:
-            from transformers import AutoTokenizer
-
-            self._tokenizer = AutoTokenizer.from_pretrained(str(self.model_path))
-        if not getattr(self._tokenizer, "chat_template", None):
-            raise ModelError(f"model {self.model_path} has no chat template", fix="set `chat: false`")
-        return self._tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)

@@ -14,18 +14,23 @@ SearchStrategy[Change]``, or the same function published under the entry-point g
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import re
 import string
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from importlib.metadata import entry_points
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from evalkit.errors import did_you_mean
+from evalkit.cache import CachedBackend, KeyParts
+from evalkit.data import canonical_json
+from evalkit.errors import DatasetError, did_you_mean
+from evalkit.registry import Registry
+from evalkit.results import ExampleResult
+from evalkit.tasks import PreparedCandidate
 
 if TYPE_CHECKING:
     from hypothesis.strategies import SearchStrategy
@@ -58,14 +63,20 @@ class Perturbation:
     needs_choices: bool = False
 
 
-_REGISTRY: dict[str, Perturbation] = {}
+def _as_perturbation(name: str, loaded: object) -> Perturbation:
+    if isinstance(loaded, Perturbation):
+        return loaded
+    return Perturbation(name, loaded, (getattr(loaded, "__doc__", None) or "").strip())  # type: ignore[arg-type]
+
+
+PERTURBATIONS: Registry[Perturbation] = Registry("perturbation", ENTRY_POINT_GROUP, adapt=_as_perturbation)
 
 
 def register_perturbation(name: str, *, promise: str = "", needs_choices: bool = False):
     """Decorator: register ``factory(fields, choices) -> SearchStrategy[Change]`` under ``name``."""
 
     def decorate(factory: PerturbationFactory) -> PerturbationFactory:
-        _REGISTRY[name] = Perturbation(name, factory, promise or (factory.__doc__ or "").strip(), needs_choices)
+        PERTURBATIONS.add(name, Perturbation(name, factory, promise or (factory.__doc__ or "").strip(), needs_choices))
         return factory
 
     return decorate
@@ -73,24 +84,17 @@ def register_perturbation(name: str, *, promise: str = "", needs_choices: bool =
 
 def perturbations() -> dict[str, Perturbation]:
     """Every registered perturbation: the built-ins, then those published as entry points."""
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name not in _REGISTRY:
-            factory = ep.load()
-            if isinstance(factory, Perturbation):
-                _REGISTRY[ep.name] = factory
-            else:
-                register_perturbation(ep.name)(factory)
-    return dict(_REGISTRY)
+    return {name: PERTURBATIONS.get(name) for name in PERTURBATIONS.names()}
 
 
-def check_perturbations(names: Sequence[str], task_kind: str) -> None:
+def check_perturbations(names: Sequence[str], offers_choices: bool, task_kind: str) -> None:
     """Raise ValueError naming an unknown perturbation (with "did you mean") or a misplaced one."""
     known = perturbations()
     for name in names:
         if name not in known:
             raise ValueError(f"unknown perturbation '{name}'{did_you_mean(name, known)}; "
                              f"available: {', '.join(sorted(known))}")
-        if known[name].needs_choices and task_kind != "classify":
+        if known[name].needs_choices and not offers_choices:
             raise ValueError(f"perturbation '{name}' reorders a classify task's choices; this is a {task_kind} task")
 
 
@@ -366,8 +370,11 @@ def _settings(tries: int):
                     phases=[Phase.generate, Phase.shrink], suppress_health_check=list(HealthCheck))
 
 
+Row = tuple[str, dict[str, str], "list[str] | None", str]  # (row id, text fields, choices, original answer)
+
+
 def search(
-    rows: Sequence[tuple[str, dict[str, str], list[str] | None, str]],
+    rows: Sequence[Row],
     names: Sequence[str],
     predict: Predict,
     *,
@@ -378,39 +385,52 @@ def search(
     """For each ``(row id, text fields, choices, original prediction)``, look for a change of the answer.
 
     ``predict`` maps a batch of (row id, changed text fields, choices) to predictions (labels, or
-    normalised outputs for generate tasks). All
-    rows' tries are predicted in one batch; only shrinking a flipped row calls it one change at a time,
-    at most ``shrink_calls`` times per row."""
-    from hypothesis import find, strategies as st
-    from hypothesis.errors import NoSuchExample
+    normalised outputs for generate tasks). All rows' tries are predicted in one batch; only shrinking a
+    flipped row calls it one change at a time, at most ``shrink_calls`` times per row."""
+    from hypothesis import strategies as st
 
     started = time.perf_counter()
     registry = perturbations()
     report = RobustnessReport(list(names), tries, seed)
-    strategies = {}
-    for row_id, fields, choices, _ in rows:
-        parts = [registry[name].factory(fields, choices) for name in names]
-        strategies[row_id] = st.one_of(parts)
+    strategies = {row_id: st.one_of([registry[name].factory(fields, choices) for name in names])
+                  for row_id, fields, choices, _ in rows}
+    drawn = {row_id: _draw(strategies[row_id], tries, seed, row_id) for row_id, _, _, _ in rows}
+    answers = _predict_drawn(rows, drawn, predict, report)
+    flipped_rows = [row for row in rows if any(answers[(row[0], c.key)] != row[3] for c in drawn[row[0]])]
+    shrunk = _shrink_all(flipped_rows, strategies, answers, predict, tries=tries, seed=seed,
+                         shrink_calls=shrink_calls, report=report)
+    for row in rows:
+        smallest, calls = shrunk.get(row[0], (None, 0))
+        report.calls += calls
+        report.rows.append(_outcome(row, smallest, calls, answers))
+    report.wall_s = time.perf_counter() - started
+    return report
 
-    # 1. Generate every row's tries (Hypothesis, seeded per row), without calling the model.
-    drawn: dict[str, list[Change]] = {}
-    for row_id, _, _, _ in rows:
-        seen: list[Change] = []
 
-        def record(change: Change, seen: list[Change] = seen) -> bool:
-            seen.append(change)
-            return False
+def _draw(strategy: Any, tries: int, seed: int, row_id: str) -> list[Change]:
+    """1. A row's tries, generated by Hypothesis (seeded per row) without calling the model."""
+    from hypothesis import find
+    from hypothesis.errors import NoSuchExample
 
-        try:
-            find(strategies[row_id], record, settings=_settings(tries), random=_random(seed, row_id))
-        except NoSuchExample:
-            pass
-        drawn[row_id] = seen
+    seen: list[Change] = []
 
-    # 2. Predict them all in one batch.
+    def record(change: Change) -> bool:
+        seen.append(change)
+        return False
+
+    try:
+        find(strategy, record, settings=_settings(tries), random=_random(seed, row_id))
+    except NoSuchExample:
+        pass
+    return seen
+
+
+def _predict_drawn(rows: Sequence[Row], drawn: dict[str, list[Change]], predict: Predict,
+                   report: RobustnessReport) -> dict[tuple[str, tuple], str]:
+    """2. Every row's tries predicted in one batch: the answer to each (row id, change key)."""
     answers: dict[tuple[str, tuple], str] = {}
     batch: list[tuple[str, Change]] = []
-    for row_id, fields, choices, _ in rows:
+    for row_id, _, _, _ in rows:
         for change in drawn[row_id]:
             if (row_id, change.key) not in answers:
                 answers[(row_id, change.key)] = ""  # placeholder, filled below
@@ -421,14 +441,21 @@ def search(
         report.calls += len(batch)
         for (row_id, change), prediction in zip(batch, predictions):
             answers[(row_id, change.key)] = prediction
+    return answers
 
-    # 3. Rows whose answer changed: replay each row's search (answered from the batch) and shrink it.
-    #    The rows shrink concurrently, one thread each, and their model calls are pooled into batches.
-    flipped_rows = [row for row in rows if any(answers[(row[0], c.key)] != row[3] for c in drawn[row[0]])]
+
+def _shrink_all(flipped_rows: list[Row], strategies: dict[str, Any], answers: dict[tuple[str, tuple], str],
+                predict: Predict, *, tries: int, seed: int, shrink_calls: int,
+                report: RobustnessReport) -> dict[str, tuple[Change | None, int]]:
+    """3. Rows whose answer changed: replay each row's search (answered from the batch) and shrink it.
+    The rows shrink concurrently, one thread each, and their model calls are pooled into batches."""
+    from hypothesis import find
+    from hypothesis.errors import NoSuchExample
+
     batcher = _Batcher(predict, len(flipped_rows))
 
-    def shrink(row: tuple) -> tuple[Change | None, int]:
-        row_id, _, _, original = row
+    def shrink(row: Row) -> tuple[Change | None, int]:
+        row_id, fields, choices, original = row
         state: dict[str, Any] = {"calls": 0, "smallest": None}
 
         def flips(change: Change) -> bool:
@@ -437,7 +464,7 @@ def search(
                 if state["calls"] >= shrink_calls:
                     raise _Budget
                 state["calls"] += 1
-                answers[key] = batcher.ask((row_id, *_apply(by_id[row_id], change)))
+                answers[key] = batcher.ask((row_id, *_apply((fields, choices), change)))
             changed = answers[key] != original
             if changed:
                 state["smallest"] = change
@@ -457,23 +484,63 @@ def search(
             for row, outcome in zip(flipped_rows, pool.map(shrink, flipped_rows)):
                 shrunk[row[0]] = outcome
     report.batches = batcher.batches
+    return shrunk
 
-    for row_id, fields, choices, original in rows:
-        smallest, calls = shrunk.get(row_id, (None, 0))
-        report.calls += calls
-        if smallest is None:
-            report.rows.append(RowOutcome(row_id, held=True))
-            continue
-        perturbed_fields, _ = _apply(by_id[row_id], smallest)
-        report.rows.append(RowOutcome(row_id, held=False, flip={
-            "id": row_id, "kind": smallest.kind, "change": smallest.description,
-            "original": dict(fields), "perturbed": {k: perturbed_fields[k] for k, _ in smallest.fields},
-            "choices": list(choices) if choices else None,
-            "perturbed_choices": list(smallest.choices) if smallest.choices else None,
-            "before": original, "after": answers[(row_id, smallest.key)],
-            "shrink_calls": calls,
-        }))
-    report.wall_s = time.perf_counter() - started
+
+def _outcome(row: Row, smallest: Change | None, calls: int, answers: dict[tuple[str, tuple], str]) -> RowOutcome:
+    row_id, fields, choices, original = row
+    if smallest is None:
+        return RowOutcome(row_id, held=True)
+    perturbed_fields, _ = _apply((fields, choices), smallest)
+    return RowOutcome(row_id, held=False, flip={
+        "id": row_id, "kind": smallest.kind, "change": smallest.description,
+        "original": dict(fields), "perturbed": {k: perturbed_fields[k] for k, _ in smallest.fields},
+        "choices": list(choices) if choices else None,
+        "perturbed_choices": list(smallest.choices) if smallest.choices else None,
+        "before": original, "after": answers[(row_id, smallest.key)],
+        "shrink_calls": calls,
+    })
+
+
+def check_robustness(prepared: PreparedCandidate, backend: CachedBackend,
+                     examples: list[ExampleResult]) -> RobustnessReport:
+    """Search each selected row of a candidate for a harmless-looking change that changes its answer.
+
+    The search is deterministic given its answers, so its outcome is cached under everything the answers
+    and the search depend on: model, adapter, how a row renders, the rows, the settings and the code."""
+    spec, task, dataset = prepared.spec, prepared.spec.task, prepared.dataset
+    config = spec.robustness
+    assert config is not None
+    kind = prepared.kind
+    exclude = {spec.id_field, task.target, task.choices_field}
+    picked = select_rows(list(range(len(dataset.rows))), config.examples, config.seed)
+    rows: list[Row] = []
+    for i in picked:
+        row = dataset.rows[i]
+        missing = [name for name in config.fields or [] if not isinstance(row.fields.get(name), str)]
+        if missing:
+            raise DatasetError(f"robustness field '{missing[0]}' is not a text field of this row",
+                               **dataset.where(row), fix="name text fields in `robustness.fields`")
+        rows.append((row.id, text_fields(row.fields, exclude, config.fields), prepared.row_choices(i),
+                     kind.answer_of(examples[i])))
+    inputs = {"template": prepared.template.sha256, "fewshot": prepared.fewshot, "chat": prepared.candidate.chat,
+              "system": prepared.candidate.system, "task": task.model_dump(mode="json"),
+              "full": {row.id: row.fields for row in (dataset.rows[i] for i in picked)}, "rows": rows,
+              "code": search_fingerprint(config.perturbations)}
+    parts = KeyParts("robustness", backend.fingerprint, backend.adapter, hashlib.sha256(
+        canonical_json(inputs).encode()).hexdigest(), canonical_json(config.model_dump(mode="json")))
+    stored = backend.cache.lookup([parts.key]) if backend.cache is not None else {}
+    if stored:
+        report = RobustnessReport.from_stored(json.loads(stored[parts.key][0]))
+    else:
+        report = search(rows, config.perturbations,
+                        lambda batch: kind.predict(prepared, backend, batch), tries=config.tries, seed=config.seed,
+                        shrink_calls=config.shrink_calls)
+        if backend.cache is not None:
+            backend.cache.store([(parts, json.dumps(asdict(report)), report.wall_s)])
+    held = {r.id: r.held for r in report.rows}
+    for i in picked:
+        examples[i].details["invariance"] = float(held[dataset.rows[i].id])
     return report
 
 

@@ -14,11 +14,11 @@ import string
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 from evalkit.errors import ScorerError, did_you_mean
+from evalkit.registry import EntryPointError, Registry
 
 ENTRY_POINT_GROUP = "evalkit.scorers"
 
@@ -35,74 +35,61 @@ class Score:
 ScoreFn = Callable[[str, Any], Score]
 Factory = Callable[..., Callable[[str, Any], Any]]
 
-_REGISTRY: dict[str, Factory] = {}
-# Scorers that judge the output alone and need no target field.
-_TARGETLESS: set[str] = set()
+
+@dataclass(frozen=True)
+class ScorerFactory:
+    """A registered scorer: ``factory(**options)`` builds the score function."""
+
+    factory: Factory
+    needs_target: bool = True  # False: it judges the output alone and needs no target field
+
+
+SCORERS: Registry[ScorerFactory] = Registry(
+    "scorer", ENTRY_POINT_GROUP, adapt=lambda name, loaded: loaded if isinstance(loaded, ScorerFactory)
+    else ScorerFactory(loaded))  # type: ignore[arg-type]
 
 
 def register_scorer(name: str, *, needs_target: bool = True) -> Callable[[Factory], Factory]:
     """Decorator registering a scorer factory under ``name``."""
 
     def decorate(factory: Factory) -> Factory:
-        _REGISTRY[name] = factory
-        if not needs_target:
-            _TARGETLESS.add(name)
+        SCORERS.add(name, ScorerFactory(factory, needs_target))
         return factory
 
     return decorate
 
 
 def available_scorers() -> list[str]:
-    _load_entry_points()
-    return sorted(_REGISTRY)
+    return SCORERS.names()
 
 
 def scorer_needs_target(name: str) -> bool:
-    return name not in _TARGETLESS
+    return name not in SCORERS or SCORERS.get(name).needs_target
 
 
-_entry_points_loaded = False
-
-
-def _load_entry_points() -> None:
-    global _entry_points_loaded
-    if _entry_points_loaded:
-        return
-    _entry_points_loaded = True
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name not in _REGISTRY:
-            _REGISTRY[ep.name] = _EntryPointFactory(ep)
-
-
-class _EntryPointFactory:
-    def __init__(self, ep) -> None:
-        self.ep = ep
-
-    def __call__(self, **options):
-        try:
-            factory = self.ep.load()
-        except Exception as exc:  # a broken third-party package must not crash the run
-            raise ScorerError(
-                f"scorer '{self.ep.name}' from entry point '{self.ep.value}' failed to import: {exc}",
-                fix="reinstall the package that provides it",
-            ) from exc
-        return factory(**options)
+def _lookup(name: str) -> ScorerFactory:
+    try:
+        return SCORERS.get(name)
+    except KeyError:
+        raise ScorerError(
+            SCORERS.unknown(name),
+            fix=f"use one of: {', '.join(SCORERS.names())}, or register one under the "
+            f"'{ENTRY_POINT_GROUP}' entry-point group",
+        ) from None
+    except EntryPointError as exc:
+        raise ScorerError(
+            f"scorer '{name}' from entry point '{exc.value}' failed to import: {exc.cause}",
+            fix="reinstall the package that provides it",
+        ) from exc
 
 
 def build_scorer(name: str, options: Mapping[str, Any] | None = None, *, base_dir: Path | None = None) -> ScoreFn:
     """Instantiate scorer ``name`` with ``options``; raise ScorerError naming the fix."""
-    _load_entry_points()
     options = dict(options or {})
-    if name not in _REGISTRY:
-        raise ScorerError(
-            f"unknown scorer '{name}'{did_you_mean(name, _REGISTRY)}",
-            fix=f"use one of: {', '.join(sorted(_REGISTRY))}, or register one under the "
-            f"'{ENTRY_POINT_GROUP}' entry-point group",
-        )
-    factory = _REGISTRY[name]
-    if base_dir is not None and "base_dir" in _parameters(factory):
-        options.setdefault("base_dir", base_dir)
+    factory = _lookup(name).factory
     params = _parameters(factory)
+    if base_dir is not None and params is not None and "base_dir" in params:
+        options.setdefault("base_dir", base_dir)
     if params is not None:
         unknown = [k for k in options if k not in params]
         if unknown:
@@ -118,8 +105,6 @@ def build_scorer(name: str, options: Mapping[str, Any] | None = None, *, base_di
 
 
 def _parameters(factory: Factory) -> list[str] | None:
-    if isinstance(factory, _EntryPointFactory):
-        return None
     sig = inspect.signature(factory)
     if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
         return None

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import datetime as _dt
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evalkit.backends import open_backend
 from evalkit.backends.base import Backend
 from evalkit.baseline import Baseline, read_baseline, write_baseline
 from evalkit.compare import Policy, Snapshot, compare
 from evalkit.errors import EvalkitError, ModelError
 from evalkit.results import CandidateResult, build_record, example_rows, new_run_id, run_header, write_run
-from evalkit.suite import ModelConfig, SuiteSpec, load_suite
+from evalkit.runner import Resources, evaluate_candidate
+from evalkit.spec import ModelConfig, SuiteSpec
+from evalkit.suite import load_suite
 
 
 @dataclass
@@ -32,8 +34,7 @@ class EvalSession:
     notify: Callable[[str], None] | None = None  # shows a message to the user right away
     started: _dt.datetime = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc))
     results: dict[tuple[str, str], CandidateResult] = field(default_factory=dict)
-    models: list[LoadedModel] = field(default_factory=list)
-    _backends: dict[tuple, Backend] = field(default_factory=dict)
+    _backends: dict[tuple, tuple[str, Backend]] = field(default_factory=dict)
     _datasets: dict = field(default_factory=dict)
     _specs: dict[Path, SuiteSpec] = field(default_factory=dict)
     _limits: dict[tuple[str, str], int | None] = field(default_factory=dict)
@@ -47,12 +48,16 @@ class EvalSession:
     written: Path | None = None  # the run folder written at the end of the session
     cache_dir: Path | None = None  # the result cache's folder; None: no cache
     _cache: Any = None  # ResultCache, opened on first use
-    _identities: dict[tuple, Any] = field(default_factory=dict)
-    _chat: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.baseline_path is None:
             self.baseline_path = self.reports_dir / "baseline.json"
+
+    @property
+    def models(self) -> list[LoadedModel]:
+        """The models whose weights this session loaded, in the order they were first asked for."""
+        return [LoadedModel(name, backend.fingerprint, backend.load_s)
+                for name, backend in self._backends.values() if backend.load_s is not None]
 
     def baseline(self) -> Baseline | None:
         """The committed baseline (None when there is none yet); a damaged one raises EvalkitError."""
@@ -67,25 +72,14 @@ class EvalSession:
         return self._baseline
 
     def backend_for(self, model: ModelConfig, base_dir: Path) -> Backend:
-        """The shared backend for ``model`` (loaded on first use, then reused by every suite)."""
-        resolved = self._resolve(model, base_dir)
-        key = (str(resolved.path), model.dtype, model.trust_remote_code, model.batch_size, model.device)
+        """The shared backend for ``model``, built on first use (without loading weights) and reused by
+        every suite; it loads its weights when an answer first needs them."""
+        key = (model.model_dump_json(), str(base_dir))
         if key not in self._backends:
-            from evalkit.backends.hf import HFBackend
-
-            started = time.perf_counter()
-            self._backends[key] = HFBackend(
-                resolved.path, fingerprint=resolved.fingerprint, dtype=model.dtype,
-                trust_remote_code=model.trust_remote_code, batch_size=model.batch_size, device=model.device,
-                allow_pickle=model.allow_pickle,
-            )
-            self.models.append(LoadedModel(model.name, self._backends[key].fingerprint, time.perf_counter() - started))
-        return self._backends[key]
-
-    def _resolve(self, model: ModelConfig, base_dir: Path):
-        from evalkit.models import resolve_model
-
-        return resolve_model(model.name, base_dir=base_dir, notify=self.notify, allow_pickle=model.allow_pickle)
+            backend = open_backend(model, base_dir, notify=self.notify)
+            same = next((b for _, b in self._backends.values() if b.sharing_key() == backend.sharing_key()), None)
+            self._backends[key] = (model.name, same or backend)
+        return self._backends[key][1]
 
     def result_cache(self):
         """The result cache shared by every suite of the session (None when caching is off)."""
@@ -95,24 +89,18 @@ class EvalSession:
             self._cache = ResultCache(self.cache_dir, warn=self.notify)
         return self._cache
 
-    def identify(self, model: ModelConfig, base_dir: Path):
-        """The model's fingerprint and effective dtype, known without loading it."""
-        from evalkit.models import ModelIdentity, effective_dtype
+    def resources(self) -> Resources:
+        """What this session's evaluations share: backends, adapters, datasets and the result cache."""
+        return Resources(backend=self.backend_for, adapter=self.adapter, cache=self.result_cache(),
+                         datasets=self._datasets)
 
-        key = (model.name, str(base_dir), model.dtype)
-        if key not in self._identities:
-            resolved = self._resolve(model, base_dir)
-            self._identities[key] = ModelIdentity(resolved.fingerprint, effective_dtype(model.dtype))
-        return self._identities[key]
-
-    def chat_renderer(self, model: ModelConfig, base_dir: Path):
-        """Renders chat prompts from the model's tokenizer (shared by the session; loads no weights)."""
-        from evalkit.models import ChatRenderer
-
-        path = str(self._resolve(model, base_dir).path)
-        if path not in self._chat:
-            self._chat[path] = ChatRenderer(Path(path))
-        return self._chat[path]
+    def close(self) -> None:
+        """Close the result cache and release every backend."""
+        if self._cache is not None:
+            self._cache.close()
+            self._cache = None
+        for _, backend in self._backends.values():
+            backend.close()
 
     def adapter(self, spec: SuiteSpec, name: str):
         """Adapter ``name`` of ``spec``, trained at most once per session (per ``train_mode``)."""
@@ -159,19 +147,13 @@ class EvalSession:
         """Evaluate (suite, candidate) once per session; later calls return the same result.
 
         ``limit`` evaluates only the first rows (as does the session-wide ``--evalkit-limit``)."""
-        from evalkit.runner import evaluate_candidate
-
         limits = [x for x in (self.limit, limit) if x is not None]
         row_limit = min(limits) if limits else None
         key = (spec.name, candidate)
         cached = self.results.get(key)
         if cached is None or self._limits.get(key) != row_limit:
             try:
-                result = evaluate_candidate(
-                    spec, candidate, self.backend_for, limit=row_limit, dataset_cache=self._datasets,
-                    adapter_provider=self.adapter, result_cache=self.result_cache(), identify=self.identify,
-                    chat_renderer=self.chat_renderer,
-                )
+                result = evaluate_candidate(spec, candidate, self.resources(), limit=row_limit)
             except ModelError as error:  # name the suite line that chose the model
                 raise error.located(spec.path, spec.model_line) from None
             self._compare_with_baseline(spec, result)

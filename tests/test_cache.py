@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import textwrap
 from pathlib import Path
@@ -10,22 +11,30 @@ import pytest
 
 from evalkit.backends.base import ChoiceRequest, GenerateRequest
 from evalkit.cache import CachedBackend, ResultCache
-from evalkit.models import ModelIdentity
-from evalkit.runner import evaluate_candidate
+from evalkit.backends.base import Backend
+from evalkit.runner import Resources, evaluate_candidate
 from evalkit.suite import load_suite
 from tests.conftest import TICKET_ROWS, write_jsonl
 
 
-class Counting:
-    """A backend that counts the requests it is asked to compute."""
+class Counting(Backend):
+    """A backend that counts the requests it is asked to compute, and how often it is asked to load."""
 
     def __init__(self, inner) -> None:
         self.inner = inner
-        self.fingerprint = inner.fingerprint
-        self.base_fingerprint = getattr(inner, "base_fingerprint", None)
+        self.identity = inner.identity
         self.tokenizer = inner.tokenizer
         self.requests = 0
         self.calls = 0
+        self.loads = 0
+
+    @classmethod
+    def from_config(cls, model, base_dir, *, notify=None):
+        raise NotImplementedError
+
+    def load(self) -> float:
+        self.loads += 1
+        return self.inner.load()
 
     def apply_chat_template(self, messages):
         return self.inner.apply_chat_template(messages)
@@ -57,18 +66,14 @@ class Runner:
 
     def __init__(self, tiny_backend, cache_dir: Path) -> None:
         self.backend = Counting(tiny_backend)
-        self.loads = 0
         self.cache = ResultCache(cache_dir)
 
-    def factory(self, model, base_dir):
-        self.loads += 1
-        return self.backend
-
-    def identify(self, model, base_dir):
-        return ModelIdentity(self.backend.base_fingerprint or "tiny", "float32")
+    @property
+    def loads(self) -> int:
+        return self.backend.loads
 
     def run(self, spec, candidate):
-        return evaluate_candidate(spec, candidate, self.factory, result_cache=self.cache, identify=self.identify)
+        return evaluate_candidate(spec, candidate, Resources(backend=lambda *_: self.backend, cache=self.cache))
 
 
 def _rows(result):
@@ -114,8 +119,8 @@ def test_a_miss_names_the_part_of_its_key_that_is_new(tmp_path, tiny_backend):
     request = GenerateRequest("The order number is", 4, ("\n",))
 
     def ask(model, request, origin="s::c::r1::0", adapter=""):
-        backend = CachedBackend(cache, lambda: tiny_backend, model=model, adapter=adapter)
-        backend.generate([request], origins=[origin])
+        backend = CachedBackend(cache, tiny_backend, model=model, adapter=adapter)
+        backend.generate([dataclasses.replace(request, origin=origin)])
         return dict(backend.stats.reasons)
 
     assert ask("m1:float32", request) == {"first evaluation of this example": 1}
@@ -132,7 +137,7 @@ def test_a_miss_names_the_part_of_its_key_that_is_new(tmp_path, tiny_backend):
 
 def test_identical_requests_are_computed_once(tmp_path, tiny_backend):
     counting = Counting(tiny_backend)
-    backend = CachedBackend(ResultCache(tmp_path / "cache"), lambda: counting, model="m")
+    backend = CachedBackend(ResultCache(tmp_path / "cache"), counting, model="m")
     request = ChoiceRequest("Ticket: refund\nCategory:", (" billing", " other"))
     results = backend.score_choices([request, request, request])
     assert counting.requests == 1 and backend.stats.shared == 2
@@ -150,10 +155,13 @@ def test_cached_answers_equal_computed_ones_exactly(tmp_path, tiny_backend):
                 ChoiceRequest("Q: 2 + 3?\nA:", (" 5", " five"))]
     computed = tiny_backend.score_choices(requests)
     cache = ResultCache(tmp_path / "cache")
-    CachedBackend(cache, lambda: tiny_backend, model="m").score_choices(requests)
-    def broken():
-        raise AssertionError("the model must not be loaded")
-    assert CachedBackend(cache, broken, model="m").score_choices(requests) == computed
+    CachedBackend(cache, tiny_backend, model="m").score_choices(requests)
+
+    class Broken(Counting):
+        def load(self) -> float:
+            raise AssertionError("the model must not be loaded")
+
+    assert CachedBackend(cache, Broken(tiny_backend), model="m").score_choices(requests) == computed
 
 
 def test_an_interrupted_call_keeps_the_batches_it_finished(tmp_path, tiny_backend, monkeypatch):
@@ -172,9 +180,9 @@ def test_an_interrupted_call_keeps_the_batches_it_finished(tmp_path, tiny_backen
     cache = ResultCache(tmp_path / "cache")
     requests = [GenerateRequest(f"Item {i}:", 3) for i in range(6)]
     with pytest.raises(KeyboardInterrupt):
-        CachedBackend(cache, lambda: dying, model="m").generate(requests)
+        CachedBackend(cache, dying, model="m").generate(requests)
     assert cache.count() == 4  # two batches of two were committed before the interruption
-    resumed = CachedBackend(ResultCache(tmp_path / "cache"), lambda: counting, model="m")
+    resumed = CachedBackend(ResultCache(tmp_path / "cache"), counting, model="m")
     results = resumed.generate(requests)
     assert counting.requests == 2 and resumed.stats.hits == 4
     assert results == tiny_backend.generate(requests)
@@ -186,7 +194,7 @@ def test_a_corrupt_database_is_set_aside_with_a_warning(tmp_path, tiny_backend):
     (folder / "results.sqlite").write_bytes(b"this is not a database" * 100)
     warnings = []
     cache = ResultCache(folder, warn=warnings.append)
-    backend = CachedBackend(cache, lambda: tiny_backend, model="m")
+    backend = CachedBackend(cache, tiny_backend, model="m")
     backend.generate([GenerateRequest("Hi", 2)])
     assert cache.count() == 1
     assert len(warnings) == 1 and "could not be read" in warnings[0] and "a new one started" in warnings[0]
@@ -267,7 +275,7 @@ def test_cli_shows_and_clears_the_cache(tmp_path, tiny_backend, capsys):
     from evalkit.cli import main
 
     folder = tmp_path / "cache"
-    CachedBackend(ResultCache(folder), lambda: tiny_backend, model="m1:float32").generate(
+    CachedBackend(ResultCache(folder), tiny_backend, model="m1:float32").generate(
         [GenerateRequest("a", 2), GenerateRequest("b", 2)])
     assert main(["cache", "--dir", str(folder)]) == 0
     out = capsys.readouterr().out.splitlines()

@@ -211,7 +211,7 @@ def test_the_demo_robustness_section_finds_real_flips(evalkit, request):
     flip is real: the perturbed ticket, scored alone, gives the reported answer."""
     from evalkit.backends.base import ChoiceRequest
     from evalkit.plugin import SESSION_KEY
-    from evalkit.runner import prepare
+    from evalkit.tasks import prepare
 
     result = evalkit.run("suites/tickets.eval.yaml", candidate="inline")
     r = result.robustness
@@ -226,7 +226,7 @@ def test_the_demo_robustness_section_finds_real_flips(evalkit, request):
     from evalkit.data import load_dataset
 
     dataset = load_dataset(spec.dataset_path, limit=spec.dataset_limit)
-    prepared = prepare(spec, spec.candidates["inline"], dataset, lambda: backend)
+    prepared = prepare(spec, spec.candidates["inline"], dataset, backend.apply_chat_template)
     rows = {row.id: row for row in dataset.rows}
     choices = list(spec.task.choices)
     for flip in r["flipped"][:6]:

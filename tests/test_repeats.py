@@ -8,7 +8,8 @@ import pytest
 
 from evalkit.backends.base import GenerateRequest
 from evalkit.backends.hf import HFBackend
-from evalkit.runner import evaluate_candidate, sample_seed
+from evalkit.runner import Resources, evaluate_candidate
+from evalkit.tasks import sample_seed
 from evalkit.suite import load_suite
 from tests.conftest import write_jsonl
 
@@ -58,8 +59,8 @@ def _suite(tmp_path, tiny_model, extra: str):
 def test_repeats_give_pass_rates_and_flag_examples_that_vary(tmp_path, tiny_model):
     backend = HFBackend(tiny_model, fingerprint="t")
     spec = _suite(tmp_path, tiny_model, ", temperature: 4.0, repeats: 5")
-    first = evaluate_candidate(spec, "plain", lambda *_: backend)
-    again = evaluate_candidate(spec, "plain", lambda *_: backend)
+    first = evaluate_candidate(spec, "plain", Resources(backend=lambda *_: backend))
+    again = evaluate_candidate(spec, "plain", Resources(backend=lambda *_: backend))
     assert [e.details["outputs"] for e in first.examples] == [e.details["outputs"] for e in again.examples]
     assert first.repeats == 5 and first.tokens["output"] > 0
     for e in first.examples:

@@ -15,7 +15,8 @@ from evalkit import robustness
 from evalkit.backends.base import ChoiceRequest, ChoiceResult
 from evalkit.errors import SuiteError
 from evalkit.robustness import DISTRACTORS, apply_typo, perturbations, register_perturbation, search
-from evalkit.runner import evaluate_candidate
+from evalkit.backends.base import Backend, ModelIdentity
+from evalkit.runner import Resources, evaluate_candidate
 from evalkit.suite import load_suite
 from tests.conftest import write_jsonl
 
@@ -178,12 +179,17 @@ def test_apply_typo_operations():
 
 
 def test_custom_perturbations_by_decorator_and_entry_point(monkeypatch):
+    from evalkit import registry
+
+    monkeypatch.setattr(robustness, "PERTURBATIONS", robustness.PERTURBATIONS.copy())
+
     @register_perturbation("shout", promise="upper-cases the whole text")
     def shout(fields, choices):
         return st.just(robustness.Change("shout", (("text", fields["text"].upper()),), None, "upper-cased"))
 
     class EntryPoint:
         name = "reverse"
+        value = "tests:reverse"
 
         @staticmethod
         def load():
@@ -191,7 +197,7 @@ def test_custom_perturbations_by_decorator_and_entry_point(monkeypatch):
                 return st.just(robustness.Change("reverse", (("text", fields["text"][::-1]),), None, "reversed"))
             return reverse
 
-    monkeypatch.setattr(robustness, "entry_points", lambda group: [EntryPoint] if group == "evalkit.perturbations" else [])
+    monkeypatch.setattr(registry, "entry_points", lambda group: [EntryPoint] if group == "evalkit.perturbations" else [])
     try:
         known = perturbations()
         assert known["shout"].promise == "upper-cases the whole text"
@@ -200,17 +206,24 @@ def test_custom_perturbations_by_decorator_and_entry_point(monkeypatch):
         assert report.as_dict()["flipped"][0]["change"] == "upper-cased"  # shrinks to the first listed
         assert "reverse" in known
     finally:
-        robustness._REGISTRY.pop("shout", None)
-        robustness._REGISTRY.pop("reverse", None)
+        robustness.PERTURBATIONS.remove("shout")
+        robustness.PERTURBATIONS.remove("reverse")
 
 
-class BangBackend:
+class BangBackend(Backend):
     """Answers 'no' unless the prompt holds '!': a model that an exclamation mark flips."""
 
-    fingerprint = "bang"
+    identity = ModelIdentity("bang", "float32")
 
     def __init__(self) -> None:
         self.calls = 0
+
+    @classmethod
+    def from_config(cls, model, base_dir, *, notify=None):
+        return cls()
+
+    def generate(self, requests):
+        raise NotImplementedError
 
     def apply_chat_template(self, messages):
         return messages[-1]["content"]
@@ -243,7 +256,7 @@ def test_a_suite_reports_invariance_and_the_minimal_flip(tmp_path):
     spec = _suite(tmp_path, "robustness: {perturbations: [punctuation], examples: 5, tries: 20, seed: 0}\n",
                   "thresholds:\n  invariance: \">= 0.5\"\n")
     backend = BangBackend()
-    result = evaluate_candidate(spec, "plain", lambda *_: backend)
+    result = evaluate_candidate(spec, "plain", Resources(backend=lambda *_: backend))
     assert result.metrics["accuracy"] == 1.0
     r = result.robustness
     assert r["examples"] == 5 and r["tries"] == 20
@@ -291,7 +304,7 @@ def test_robustness_can_cover_some_candidates(tmp_path):
     spec = load_suite(tmp_path / "stock.eval.yaml")
     assert spec.robustness_for("other") is None
     assert "invariance" in spec.thresholds_for("plain") and "invariance" not in spec.thresholds_for("other")
-    result = evaluate_candidate(spec, "other", lambda *_: BangBackend())
+    result = evaluate_candidate(spec, "other", Resources(backend=lambda *_: BangBackend()))
     assert "invariance" not in result.metrics and result.robustness is None and result.passed
     (tmp_path / "stock.eval.yaml").write_text(text.replace("candidates: [plain]", "candidates: [plane]"))
     with pytest.raises(SuiteError) as info:
@@ -357,15 +370,12 @@ def test_search_is_identical_in_processes_with_different_hash_seeds():
 
 def test_a_cached_search_gives_the_same_outcome_and_costs_no_time(tmp_path):
     from evalkit.cache import ResultCache
-    from evalkit.models import ModelIdentity
-
     spec = _suite(tmp_path, "robustness: {perturbations: [punctuation], examples: 5, tries: 20, seed: 0}\n")
     cache = ResultCache(tmp_path / "cache")
     backend = BangBackend()
 
     def run():
-        return evaluate_candidate(spec, "plain", lambda *_: backend, result_cache=cache,
-                                  identify=lambda *_: ModelIdentity("bang", "float32"))
+        return evaluate_candidate(spec, "plain", Resources(backend=lambda *_: backend, cache=cache))
 
     first = run()
     calls = backend.calls

@@ -98,24 +98,25 @@ def test_register_scorer_and_result_normalisation():
         assert fn(">yes", "yes") == Score(1.0, True)
         assert fn("yes", "yes") == Score(0.0, False)
     finally:
-        scoring._REGISTRY.pop("startswith_test")
+        scoring.SCORERS.remove("startswith_test")
 
 
 def test_scorer_returning_garbage_is_reported():
-    scoring._REGISTRY["bad_test"] = lambda: (lambda output, target: "yes")
+    register_scorer("bad_test")(lambda: (lambda output, target: "yes"))
     try:
         with pytest.raises(ScorerError, match="returned 'yes'"):
             build_scorer("bad_test")("x", "y")
     finally:
-        scoring._REGISTRY.pop("bad_test")
+        scoring.SCORERS.remove("bad_test")
 
 
 def test_entry_point_scorers_are_discovered(monkeypatch):
     from importlib.metadata import EntryPoint
 
     ep = EntryPoint(name="length_ratio", value="tests.custom_scorer:length_ratio", group=scoring.ENTRY_POINT_GROUP)
-    monkeypatch.setattr(scoring, "entry_points", lambda group: [ep] if group == scoring.ENTRY_POINT_GROUP else [])
-    monkeypatch.setattr(scoring, "_entry_points_loaded", False)
-    monkeypatch.setattr(scoring, "_REGISTRY", dict(scoring._REGISTRY))
+    from evalkit import registry
+
+    monkeypatch.setattr(registry, "entry_points", lambda group: [ep] if group == scoring.ENTRY_POINT_GROUP else [])
+    monkeypatch.setattr(scoring, "SCORERS", scoring.SCORERS.copy())
     assert "length_ratio" in scoring.available_scorers()
     assert build_scorer("length_ratio")("abcd", "ab").value == 0.5

@@ -1,1 +1,39 @@
-"""Model backends. ``base`` defines the batch-first request/response types; ``hf`` runs transformers."""
+"""Model backends, found by name: ``hf`` (in process, transformers + peft) is built in; other packages
+register theirs under the ``evalkit.backends`` entry-point group.
+
+:mod:`evalkit.backends.base` defines the interface and the batch-first request and result types.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from evalkit.backends.base import BACKENDS, ENTRY_POINT_GROUP, Backend, ModelConfig, Notify
+from evalkit.errors import ModelError
+from evalkit.registry import EntryPointError
+
+
+def backend_names() -> list[str]:
+    """Every backend a suite may name, the built-in ones included."""
+    import evalkit.backends.hf  # noqa: F401  (registers itself; cheap: torch loads with the weights)
+
+    return BACKENDS.names()
+
+
+def backend_class(name: str) -> type[Backend]:
+    """The Backend class registered as ``name``; ModelError when there is none or it fails to import."""
+    backend_names()
+    try:
+        return BACKENDS.get(name)
+    except KeyError:
+        raise ModelError(BACKENDS.unknown(name),
+                         fix=f"backends are: {', '.join(BACKENDS.names())}; others register under the "
+                             f"'{ENTRY_POINT_GROUP}' entry-point group") from None
+    except EntryPointError as exc:
+        raise ModelError(f"backend '{name}' from entry point '{exc.value}' failed to import: {exc.cause}",
+                         fix="reinstall the package that provides it") from exc
+
+
+def open_backend(model: ModelConfig, base_dir: Path, *, notify: Notify | None = None) -> Backend:
+    """The backend a ``model:`` block names, built without loading weights."""
+    return backend_class(model.backend).from_config(model, base_dir, notify=notify)

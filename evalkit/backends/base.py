@@ -1,18 +1,62 @@
-"""Requests and responses shared by every backend. Results always come back in request order."""
+"""The backend interface every model implementation follows, its requests and results, and its registry.
+
+A backend is built cheaply from a suite's ``model:`` block: it knows its identity (what its answers depend
+on) without loading weights, and loads them on first need. Requests come in batches and results go back
+in request order. Backends are registered by name (``@register_backend("hf")``, or the entry-point group
+``evalkit.backends``); a suite picks one with ``model: {backend: NAME}``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from evalkit.errors import ModelError
+from evalkit.registry import Registry
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+class StrictModel(BaseModel):
+    """A suite section: unknown keys are mistakes, and values never change once read."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(StrictModel):
+    """Which model to evaluate: an alias of the embedded default, a local folder, or a hub id."""
+
+    backend: str = Field("hf", description="what runs the model: hf (in process, transformers), or a backend "
+                         "registered under the evalkit.backends entry-point group")
+    name: str = Field(DEFAULT_MODEL, description="alias, local Hugging Face folder, or cached hub id")
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field(
+        "float32", description="weights dtype; auto: bfloat16 where the hardware computes it natively, else float32")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the model runs; auto: a GPU when there is one")
+    trust_remote_code: bool = Field(False, description="allow a model's own Python code to run")
+    allow_pickle: bool = Field(False, description="load pickle weights (*.bin, *.pt), which can run code when "
+                               "loaded; for checkpoints you trust that have no *.safetensors")
+    batch_size: int | None = Field(None, ge=1, description="rows per forward pass (default: automatic)")
+
+ENTRY_POINT_GROUP = "evalkit.backends"
+Notify = Callable[[str], None]
 
 
 @dataclass(frozen=True)
 class ChoiceRequest:
-    """Score each continuation by its log-likelihood after ``context``."""
+    """Score each continuation by its log-likelihood after ``context``.
+
+    ``origin`` names the example the request belongs to (for the result cache's miss explanations); it
+    is not part of what the answer depends on."""
 
     context: str
     continuations: tuple[str, ...]
+    origin: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -36,6 +80,7 @@ class GenerateRequest:
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int = 0
+    origin: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -45,14 +90,94 @@ class GenerateResult:
     output_tokens: int
 
 
-class Backend(Protocol):
-    fingerprint: str
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What a model's answers depend on, known without loading it: its weights and its dtype."""
 
-    def apply_chat_template(self, messages: Sequence[dict[str, str]]) -> str: ...
+    base_fingerprint: str
+    dtype: str
 
-    def score_choices(self, requests: Sequence[ChoiceRequest]) -> list[ChoiceResult]: ...
+    @property
+    def fingerprint(self) -> str:
+        return f"{self.base_fingerprint}:{self.dtype}"
 
-    def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]: ...
+
+class Backend(ABC):
+    """A model that answers batches of requests.
+
+    Subclasses set ``identity`` when built (without loading weights), load their weights in
+    :meth:`_load` (called once, on first need, by :meth:`load`), and implement chat rendering, choice
+    scoring and generation. Adapters are an optional capability (``supports_adapters``)."""
+
+    name: ClassVar[str] = ""  # the registry name, set by @register_backend
+    supports_adapters: ClassVar[bool] = False
+    identity: ModelIdentity
+    load_s: float | None = None  # seconds spent loading the weights; None until loaded
+
+    @classmethod
+    @abstractmethod
+    def from_config(cls, model: ModelConfig, base_dir: Path, *, notify: Notify | None = None) -> Backend:
+        """The backend for a suite's ``model:`` block (paths relative to ``base_dir``); loads no weights."""
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies every answer this backend gives (weights and dtype): the result cache's model key."""
+        return self.identity.fingerprint
+
+    def sharing_key(self) -> Hashable:
+        """Backends with equal keys are interchangeable: a session keeps one of them (one copy of the weights)."""
+        return (type(self).__name__, self.fingerprint)
+
+    @property
+    def loaded(self) -> bool:
+        return self.load_s is not None
+
+    def load(self) -> float:
+        """Load the weights if not loaded yet; the seconds it took (0 when they were loaded already)."""
+        if self.load_s is not None:
+            return 0.0
+        started = time.perf_counter()
+        self._load()
+        self.load_s = time.perf_counter() - started
+        return self.load_s
+
+    def _load(self) -> None:
+        """Load the weights (the default: a backend with nothing to load)."""
+
+    @abstractmethod
+    def apply_chat_template(self, messages: Sequence[dict[str, str]]) -> str:
+        """The prompt text of a chat (system and user turns), ready for the assistant's answer."""
+
+    @abstractmethod
+    def score_choices(self, requests: Sequence[ChoiceRequest]) -> list[ChoiceResult]:
+        """Each request's continuations scored by log-likelihood, in request order."""
+
+    @abstractmethod
+    def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
+        """Each request's output, in request order."""
+
+    def with_adapter(self, key: str, path: Path) -> Backend:
+        """This model seen through the LoRA adapter in ``path``, registered as ``key``."""
+        raise ModelError(f"backend '{self.name}' cannot attach LoRA adapters",
+                         fix="evaluate adapter candidates on a backend that serves adapters (backend: hf)")
+
+    def close(self) -> None:
+        """Release what the backend holds (weights, connections). The default holds nothing."""
+
+
+B = TypeVar("B", bound=type[Backend])
+BACKENDS: Registry[type[Backend]] = Registry("backend", ENTRY_POINT_GROUP)
+
+
+def register_backend(name: str) -> Callable[[B], B]:
+    """Class decorator registering a Backend subclass under ``name``."""
+
+    def decorate(cls: B) -> B:
+        cls.name = name
+        BACKENDS.add(name, cls)
+        return cls
+
+    return decorate
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:

@@ -10,8 +10,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from evalkit.backends.base import ChoiceRequest, ChoiceResult, GenerateRequest, GenerateResult, cut_at_stop
+from evalkit.backends.base import (
+    Backend,
+    ChoiceRequest,
+    ChoiceResult,
+    GenerateRequest,
+    GenerateResult,
+    ModelConfig,
+    ModelIdentity,
+    Notify,
+    cut_at_stop,
+    register_backend,
+)
 from evalkit.errors import ModelError
+
 
 TOKEN_BUDGET = 4096  # padded tokens per forward pass when the batch size is automatic
 MAX_AUTO_BATCH = 64  # rows per scoring pass (TOKEN_BUDGET usually binds first)
@@ -40,8 +52,14 @@ def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], 
     return context_ids, whole[len(context_ids):]
 
 
-class HFBackend:
-    """A causal LM loaded once from a local folder and shared by every suite and candidate."""
+@register_backend("hf")
+class HFBackend(Backend):
+    """A causal LM from a local folder, run in process with transformers; LoRA adapters attach with peft.
+
+    Built cheaply: the tokenizer loads on first use (chat rendering needs nothing more) and the weights on
+    first scoring or generation. One instance is shared by every suite and candidate of a session."""
+
+    supports_adapters = True
 
     def __init__(
         self,
@@ -54,56 +72,106 @@ class HFBackend:
         device: str = "auto",
         allow_pickle: bool = False,
     ) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-        from transformers.utils import logging as hf_logging
+        from evalkit.models import effective_dtype
 
-        from evalkit.models import effective_dtype, use_safetensors
-
-        hf_logging.disable_progress_bar()
         self.path = Path(path)
-        self.dtype_name = effective_dtype(dtype)
-        self.fingerprint = f"{fingerprint}:{self.dtype_name}"
+        self.identity = ModelIdentity(fingerprint, effective_dtype(dtype))
         self.batch_size = batch_size
-        torch_dtype = getattr(torch, self.dtype_name)
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
-            self.model = AutoModelForCausalLM.from_pretrained(
-                str(path), dtype=torch_dtype, trust_remote_code=trust_remote_code,
-                use_safetensors=use_safetensors(allow_pickle),
-            )
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"cannot load model from {path}: {exc}",
-                             fix="check that the folder holds a complete causal LM saved by save_pretrained") from None
-        self.base_fingerprint = fingerprint
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model.to(device)
-        self._setup()
+        self._trust_remote_code = trust_remote_code
+        self._device_name = device
+        self._allow_pickle = allow_pickle
+        self._tokenizer: Any = None
+        self._model: Any = None
 
     @classmethod
-    def from_model(cls, model, tokenizer, *, fingerprint: str, batch_size: int | None = None) -> "HFBackend":
+    def from_config(cls, model: ModelConfig, base_dir: Path, *, notify: Notify | None = None) -> HFBackend:
+        from evalkit.models import resolve_model
+
+        resolved = resolve_model(model.name, base_dir=base_dir, notify=notify, allow_pickle=model.allow_pickle)
+        return cls(resolved.path, fingerprint=resolved.fingerprint, dtype=model.dtype,
+                   trust_remote_code=model.trust_remote_code, batch_size=model.batch_size, device=model.device,
+                   allow_pickle=model.allow_pickle)
+
+    @classmethod
+    def from_model(cls, model, tokenizer, *, fingerprint: str, batch_size: int | None = None) -> HFBackend:
         """A backend around an already loaded model (for example one being trained)."""
-        backend = cls.__new__(cls)
-        backend.path = Path(getattr(model, "name_or_path", "") or "<in memory>")
-        backend.dtype_name = str(next(model.parameters()).dtype).removeprefix("torch.")
-        backend.fingerprint = backend.base_fingerprint = fingerprint
-        backend.batch_size = batch_size
-        backend.tokenizer = tokenizer
-        backend.model = model
+        dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+        backend = cls(Path(getattr(model, "name_or_path", "") or "<in memory>"), fingerprint=fingerprint,
+                      dtype=dtype, batch_size=batch_size)
+        backend._tokenizer, backend._model = tokenizer, model
         backend._setup()
+        backend.load_s = 0.0
         return backend
+
+    def sharing_key(self) -> tuple:
+        return (type(self).__name__, str(self.path), self.dtype_name, self._trust_remote_code, self.batch_size,
+                self._device_name, self._allow_pickle)
+
+    @property
+    def base_fingerprint(self) -> str:
+        return self.identity.base_fingerprint
+
+    @property
+    def dtype_name(self) -> str:
+        return self.identity.dtype
+
+    @property
+    def tokenizer(self) -> Any:
+        """The tokenizer, loaded on first use (without the weights)."""
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            try:
+                self._tokenizer = AutoTokenizer.from_pretrained(str(self.path),
+                                                               trust_remote_code=self._trust_remote_code)
+            except (OSError, ValueError) as exc:
+                raise ModelError(f"cannot load model from {self.path}: {exc}",
+                                 fix="check that the folder holds a complete causal LM saved by save_pretrained") from None
+        return self._tokenizer
+
+    @property
+    def model(self) -> Any:
+        """The transformers model (loaded on first use)."""
+        self.load()
+        return self._model
+
+    def _load(self) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM
+        from transformers.utils import logging as hf_logging
+
+        from evalkit.models import use_safetensors
+
+        hf_logging.disable_progress_bar()
+        tokenizer = self.tokenizer
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                str(self.path), dtype=getattr(torch, self.dtype_name), trust_remote_code=self._trust_remote_code,
+                use_safetensors=use_safetensors(self._allow_pickle),
+            )
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"cannot load model from {self.path}: {exc}",
+                             fix="check that the folder holds a complete causal LM saved by save_pretrained") from None
+        device = self._device_name
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self._tokenizer, self._model = tokenizer, model.to(device)
+        self._setup()
+
+    def close(self) -> None:
+        self._model = None
+        self.load_s = None
 
     def _setup(self) -> None:
         import torch
 
         self._adapters: dict[str, Path] = {}
-        self._active: str | None = None
-        self.model.eval()
+        self._model.eval()
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._torch = torch
-        inner = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        model = self._model
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
         generation_config = getattr(inner, "generation_config", None)
         eos = generation_config.eos_token_id if generation_config is not None else None
         eos_ids = eos if isinstance(eos, list) else [eos]
@@ -124,23 +192,27 @@ class HFBackend:
 
     # ------------------------------------------------------------------ adapters
 
-    def with_adapter(self, key: str, path: Path) -> "AdapterView":
-        """This model with the LoRA adapter in ``path`` attached as ``key`` (loaded once, base weights shared)."""
+    def with_adapter(self, key: str, path: Path) -> AdapterView:
+        """This model seen through the LoRA adapter in ``path``, attached as ``key`` when it first answers
+        (loaded once; the base weights are shared)."""
+        return AdapterView(self, key, Path(path))
+
+    def _attach(self, key: str, path: Path) -> None:
+        self.load()
         if key not in self._adapters:
             from peft import PeftModel
 
             try:
                 with peft_quietly():
-                    if isinstance(self.model, PeftModel):
-                        self.model.load_adapter(str(path), adapter_name=key)
+                    if isinstance(self._model, PeftModel):
+                        self._model.load_adapter(str(path), adapter_name=key)
                     else:
-                        self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=key)
+                        self._model = PeftModel.from_pretrained(self._model, str(path), adapter_name=key)
             except (OSError, ValueError, RuntimeError, KeyError) as exc:
                 raise ModelError(f"cannot attach adapter {path} to model {self.path}: {exc}",
                                  fix="retrain the adapter for this base model (evalkit train SUITE --adapter NAME)") from None
-            self.model.eval()
+            self._model.eval()
             self._adapters[key] = Path(path)
-        return AdapterView(self, key)
 
     @contextlib.contextmanager
     def _using(self, adapter: str | None):
@@ -158,7 +230,7 @@ class HFBackend:
 
     def apply_chat_template(self, messages: Sequence[dict[str, str]]) -> str:
         if not getattr(self.tokenizer, "chat_template", None):
-            raise ModelError(f"model {self.path} has no chat template", fix="set `chat: false` for this candidate")
+            raise ModelError(f"model {self.path} has no chat template", fix="set `chat: false`")
         return self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
 
     # ------------------------------------------------------------------ classify
@@ -209,8 +281,12 @@ class HFBackend:
             batches.append([i])
         return batches
 
-    def score_choices(self, requests: Sequence[ChoiceRequest], *, adapter: str | None = None) -> list[ChoiceResult]:
+    def score_choices(self, requests: Sequence[ChoiceRequest]) -> list[ChoiceResult]:
         """Log-likelihood of every continuation; each context runs once, continuations reuse its cache."""
+        return self._score_with(None, requests)
+
+    def _score_with(self, adapter: str | None, requests: Sequence[ChoiceRequest]) -> list[ChoiceResult]:
+        self.load()
         with self._using(adapter):
             return self._score_choices(requests)
 
@@ -296,8 +372,12 @@ class HFBackend:
 
     # ------------------------------------------------------------------ generate
 
-    def generate(self, requests: Sequence[GenerateRequest], *, adapter: str | None = None) -> list[GenerateResult]:
-        """Greedy decoding in length-sorted batches; a row leaves its batch once it stops."""
+    def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
+        """Decoding in length-sorted batches; a row leaves its batch once it stops."""
+        return self._generate_with(None, requests)
+
+    def _generate_with(self, adapter: str | None, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
+        self.load()
         with self._using(adapter):
             return self._generate(requests)
 
@@ -387,20 +467,37 @@ def _sample(torch, logits, temperature: float, top_p: float, generators: list) -
     return torch.stack([torch.multinomial(row, 1, generator=g)[0] for row, g in zip(probs, generators)])
 
 
-class AdapterView:
-    """The shared base model seen through one attached LoRA adapter (the Backend protocol)."""
+class AdapterView(Backend):
+    """The shared base model seen through one attached LoRA adapter."""
 
-    def __init__(self, base: HFBackend, key: str) -> None:
+    def __init__(self, base: HFBackend, key: str, path: Path) -> None:
         self.base = base
         self.key = key
-        self.fingerprint = f"{base.fingerprint}+{key}"
-        self.tokenizer = base.tokenizer
+        self.path = path
+        self.identity = base.identity  # the adapter is keyed on its own (by its weights' hash)
+
+    @classmethod
+    def from_config(cls, model: ModelConfig, base_dir: Path, *, notify: Notify | None = None) -> Backend:
+        raise TypeError("an AdapterView comes from HFBackend.with_adapter")
+
+    @property
+    def fingerprint(self) -> str:
+        return f"{self.base.fingerprint}+{self.key}"
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.base.tokenizer
+
+    def _load(self) -> None:
+        self.base._attach(self.key, self.path)
 
     def apply_chat_template(self, messages: Sequence[dict[str, str]]) -> str:
         return self.base.apply_chat_template(messages)
 
     def score_choices(self, requests: Sequence[ChoiceRequest]) -> list[ChoiceResult]:
-        return self.base.score_choices(requests, adapter=self.key)
+        self.load()
+        return self.base._score_with(self.key, requests)
 
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
-        return self.base.generate(requests, adapter=self.key)
+        self.load()
+        return self.base._generate_with(self.key, requests)

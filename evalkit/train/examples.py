@@ -6,7 +6,6 @@ finds training rows duplicating golden test rows."""
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,9 +13,9 @@ from typing import Any
 
 from evalkit.data import Dataset, Row, canonical_json, load_dataset
 from evalkit.errors import TrainingError
-from evalkit.models import ChatRenderer
-from evalkit.runner import PreparedCandidate, prepare
-from evalkit.suite import SuiteSpec, TrainSpec
+from evalkit.backends.hf import HFBackend
+from evalkit.tasks import PreparedCandidate, prepare, task_kind
+from evalkit.spec import SuiteSpec, TrainSpec
 
 FORMAT_VERSION = 1  # bump when a change to training makes earlier adapters stale
 
@@ -45,20 +44,6 @@ class TrainingSet:
         return digest.hexdigest()
 
 
-def _completion_text(spec: SuiteSpec, prepared: PreparedCandidate, index: int) -> str:
-    prefix = spec.task.choice_prefix
-    if spec.task.kind == "classify":
-        return prefix + prepared.choices[index][prepared.gold[index]]
-    target = prepared.gold[index]
-    if target is None:
-        raise TrainingError("a generate task needs `target:` to train an adapter (the text the model learns)",
-                            path=spec.path, fix="add `target: <row field with the expected output>` to `task:`")
-    if isinstance(target, list) and target:  # several acceptable answers: learn the first
-        target = target[0]
-    text = target if isinstance(target, str) else json.dumps(target, ensure_ascii=False)
-    return prefix + text
-
-
 def build_training_set(spec: SuiteSpec, name: str, model_path: Path) -> TrainingSet:
     """Load and render the training rows of adapter ``name``; errors name the file and row."""
     train = spec.train[name]
@@ -66,8 +51,10 @@ def build_training_set(spec: SuiteSpec, name: str, model_path: Path) -> Training
     if len(dataset) < 2:
         raise TrainingError(f"adapter '{name}' has {len(dataset)} training row(s)", path=train.data_path,
                             fix="add training rows (a few dozen at least)")
-    prepared = prepare(spec, train.as_candidate(), dataset, lambda: ChatRenderer(model_path))
-    completions = tuple(_completion_text(spec, prepared, i) for i in range(len(dataset)))
+    chat = HFBackend(model_path, fingerprint="").apply_chat_template  # loads the tokenizer alone, on first use
+    prepared = prepare(spec, train.as_candidate(), dataset, chat)
+    kind = task_kind(spec.task.kind)
+    completions = tuple(kind.completion(spec, prepared, i) for i in range(len(dataset)))
     return TrainingSet(spec=spec, train=train, dataset=dataset, prepared=prepared, completions=completions)
 
 

@@ -40,8 +40,8 @@ from transformers import (
 from evalkit.backends.hf import HFBackend, encode_pair, peft_quietly
 from evalkit.errors import TrainingError
 from evalkit.models import use_safetensors
-from evalkit.runner import PreparedCandidate, score_classify, score_generate
-from evalkit.suite import TrainConfig
+from evalkit.tasks import PreparedCandidate, task_kind
+from evalkit.spec import TrainConfig
 from evalkit.train.examples import TrainingSet
 
 IGNORE = -100
@@ -56,7 +56,7 @@ class EncodedRow:
 
 def encode_rows(training: TrainingSet, tokenizer, max_length: int) -> list[EncodedRow]:
     """Tokenise prompt + completion as evaluation does; generate tasks also learn to stop (EOS)."""
-    add_eos = training.spec.task.kind == "generate" and tokenizer.eos_token_id is not None
+    add_eos = task_kind(training.spec.task.kind).learns_to_stop and tokenizer.eos_token_id is not None
     rows = []
     for i, (prompt, completion) in enumerate(zip(training.prompts, training.completions)):
         context, continuation = encode_pair(tokenizer, prompt, completion)
@@ -225,19 +225,6 @@ class FitResult:
     is_main_process: bool = True
 
 
-def _subset(prepared: PreparedCandidate, indices: list[int]) -> PreparedCandidate:
-    from evalkit.data import Dataset
-
-    rows = tuple(prepared.dataset.rows[i] for i in indices)
-    return PreparedCandidate(
-        spec=prepared.spec, candidate=prepared.candidate,
-        dataset=Dataset(path=prepared.dataset.path, rows=rows, content_hash=prepared.dataset.content_hash),
-        template=prepared.template, prompts=[prepared.prompts[i] for i in indices],
-        choices=[prepared.choices[i] for i in indices] if prepared.choices else [],
-        gold=[prepared.gold[i] for i in indices],
-    )
-
-
 def _lora_config(config: TrainConfig, model, training: TrainingSet):
     from peft import LoraConfig
 
@@ -308,13 +295,11 @@ def fit(
     trainable, total = model.get_nb_trainable_parameters()
 
     validating = bool(val_indices)
-    val_prepared = _subset(training.prepared, val_indices) if validating else None
+    val_prepared = training.prepared.subset(val_indices) if validating else None
 
     def validate(peft_model) -> float:
         backend = HFBackend.from_model(peft_model, tokenizer, fingerprint="training")
-        score = score_classify if training.spec.task.kind == "classify" else score_generate
-        _, metrics, _, _ = score(val_prepared, backend)
-        return float(metrics["accuracy"])
+        return float(task_kind(training.spec.task.kind).score(val_prepared, backend).metrics["accuracy"])
 
     steps_per_epoch = math.ceil(len(train_indices) / (config.batch_size * config.gradient_accumulation_steps))
     total_steps = max(1, math.ceil(steps_per_epoch * config.epochs))

@@ -1,0 +1,264 @@
+"""A suite as the rest of evalkit reads it: the schema of a ``*.eval.yaml`` file (pydantic, with help text
+on every field) and the validated suite with its paths resolved (:class:`SuiteSpec`).
+
+:mod:`evalkit.suite` reads a file into these, with file:line errors.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from evalkit.backends.base import DEFAULT_MODEL, ModelConfig, StrictModel
+from evalkit.gate import Threshold
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+__all__ = ["DEFAULT_MODEL", "ModelConfig", "SuiteSpec", "Candidate", "TrainSpec"]
+
+class DatasetConfig(StrictModel):
+    path: str = Field(description="JSONL/JSON/CSV/Parquet file or a saved `datasets` folder, relative to the suite")
+    limit: int | None = Field(None, ge=1, description="evaluate only the first N rows")
+    id_field: str = Field("id", description="row field with a stable example id (else a hash of the row)")
+
+
+class FewshotConfig(StrictModel):
+    path: str = Field(description="rows to draw examples from, relative to the suite")
+    k: int = Field(4, ge=0, description="number of examples")
+    seed: int = Field(0, description="seed for the draw")
+
+
+class ScorerConfig(StrictModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str
+
+
+class TaskConfig(StrictModel):
+    kind: str = Field(description="classify, generate, or a kind registered under evalkit.task_kinds")
+    target: str | None = Field(None, description="row field holding the gold answer")
+    choices: list[str] | None = Field(None, min_length=2)
+    choices_field: str | None = None
+    choice_prefix: str = " "
+    max_new_tokens: int = Field(32, ge=1, le=4096)
+    stop: list[str] = Field(default_factory=lambda: ["\n"])
+    scorer: ScorerConfig = ScorerConfig(name="exact_match")
+    temperature: float = Field(0.0, ge=0, le=10, description="0: greedy decoding; above 0: sampled generation")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling: keep the smallest set of tokens with this mass")
+    repeats: int = Field(1, ge=1, le=100, description="samples per example with temperature > 0; the gate uses the mean")
+    seed: int = Field(0, description="seeds sampled generation (each example and repeat draws its own stream)")
+
+    @field_validator("scorer", mode="before")
+    @classmethod
+    def _scorer_shorthand(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @property
+    def scorer_name(self) -> str:
+        return self.scorer.name
+
+    @property
+    def scorer_options(self) -> dict[str, Any]:
+        return {k: v for k, v in self.scorer.model_dump().items() if k != "name"}
+
+
+def _check_prompt_source(config: Any, what: str) -> None:
+    """A prompt comes from exactly one of a file or inline text; a system turn needs the chat format."""
+    if (config.prompt is None) == (config.template is None):
+        raise ValueError(f"{what} needs exactly one of `prompt:` (a file) or `template:` (inline text)")
+    if config.system is not None and not config.chat:
+        raise ValueError("`system:` applies only with `chat: true`")
+
+
+class LoraSettings(StrictModel):
+    """The LoRA adapter's shape (peft ``LoraConfig``)."""
+
+    r: int = Field(8, ge=1, le=1024, description="rank of the update matrices")
+    alpha: float = Field(16, gt=0, description="scaling numerator: updates are scaled by alpha / r")
+    dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the adapter's input")
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"], min_length=1,
+                                      description="names of the linear layers that get an adapter")
+
+
+class ValidationSettings(StrictModel):
+    """Held-out training rows: early stopping, best checkpoint, optional k-fold cross-validation."""
+
+    fraction: float = Field(0.1, ge=0, lt=1, description="share of training rows held out for validation")
+    early_stopping_patience: int | None = Field(None, ge=1, description="epochs without improvement before stopping")
+    folds: int | None = Field(None, ge=2, le=20, description="also run k-fold cross-validation and report its spread")
+
+
+class TrainConfig(StrictModel):
+    """How the bundled trainer produces one adapter (`train: <name>:` in a suite)."""
+
+    output: str = Field(description="adapter folder, relative to the suite")
+    data: str = Field(description="training rows with the same fields as the test set, relative to the suite")
+    prompt: str | None = Field(None, description="Jinja2 template file, relative to the suite")
+    template: str | None = Field(None, description="inline Jinja2 template")
+    chat: bool = Field(False, description="render the text as the user turn of the model's chat template")
+    system: str | None = Field(None, description="system message when chat is true")
+    epochs: float = Field(3, gt=0, le=1000, description="passes over the training rows")
+    learning_rate: float = Field(2e-4, gt=0, lt=1, description="peak learning rate (AdamW)")
+    batch_size: int = Field(8, ge=1, le=4096, description="rows per optimiser step and device")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="batches accumulated per optimiser step")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="share of steps with a linear warm-up")
+    weight_decay: float = Field(0.0, ge=0, lt=1, description="AdamW weight decay")
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    max_length: int = Field(1024, ge=8, description="longest prompt + completion in tokens; longer rows are an error")
+    precision: Literal["float32", "bfloat16"] = Field("float32", description="bfloat16: autocast mixed precision")
+    lora: LoraSettings = LoraSettings()
+    validation: ValidationSettings = ValidationSettings()
+    seed: int = Field(0, description="seeds the split, the adapter's initial weights and the data order")
+    allow_contamination: bool = Field(False, description="allow training rows that duplicate golden test rows")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "TrainConfig":
+        _check_prompt_source(self, "a training set")
+        return self
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """Everything that shapes the adapter's weights (not where it is written, nor the contamination gate)."""
+        return self.model_dump(exclude={"output", "data", "prompt", "template", "allow_contamination"})
+
+
+class RobustnessConfig(StrictModel):
+    """Perturbation tests (`robustness:` in a suite): does each candidate keep its answers?"""
+
+    perturbations: list[str] = Field(min_length=1, description="names: case, whitespace, typos, punctuation, "
+                                                                 "distractor, choice_order, or registered ones")
+    examples: int = Field(40, ge=1, description="rows drawn (seeded) from the golden set")
+    tries: int = Field(10, ge=1, le=1000, description="perturbations tried per row")
+    seed: int = Field(0, description="seeds the row draw and every row's search")
+    fields: list[str] | None = Field(None, min_length=1, description="row fields to perturb (default: every text "
+                                                                     "field but the id, target and choices)")
+    shrink_calls: int = Field(64, ge=0, le=10000, description="model calls per flipped row spent shrinking its change")
+    candidates: list[str] | None = Field(None, min_length=1, description="candidates to test (default: all)")
+
+
+class BaselineConfig(StrictModel):
+    """When a change against the committed baseline fails a candidate (`baseline:` in a suite)."""
+
+    metric: Literal["accuracy", "acc_norm", "score", "invariance"] = Field(
+        "accuracy", description="the metric gated against the baseline (a mean of one value per example)")
+    max_drop: float = Field(0.0, ge=0, le=1, description="largest drop of the metric that is never a regression")
+    alpha: float = Field(0.05, gt=0, lt=1, description="a drop fails only when the paired McNemar test gives p < alpha")
+    strict: bool = Field(False, description="fail on any drop, significant or not")
+
+
+class CandidateConfig(StrictModel):
+    prompt: str | None = Field(None, description="Jinja2 template file, relative to the suite")
+    template: str | None = Field(None, description="inline Jinja2 template")
+    chat: bool = Field(False, description="render the text as the user turn of the model's chat template")
+    system: str | None = Field(None, description="system message when chat is true")
+    fewshot: FewshotConfig | None = None
+    adapter: str | None = Field(None, description="name of an adapter in the suite's `train:` section")
+    markers: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "CandidateConfig":
+        _check_prompt_source(self, "a candidate")
+        return self
+
+
+class SuiteConfig(StrictModel):
+    suite: str
+    description: str | None = None
+    model: ModelConfig = ModelConfig()
+    dataset: DatasetConfig
+    task: TaskConfig
+    candidates: dict[str, CandidateConfig] = Field(min_length=1)
+    train: dict[str, TrainConfig] = Field(default_factory=dict)
+    thresholds: dict[str, Any] = Field(default_factory=dict)
+    baseline: BaselineConfig = BaselineConfig()
+    robustness: RobustnessConfig | None = None
+    markers: list[str] = Field(default_factory=list)
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_shorthand(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @field_validator("suite")
+    @classmethod
+    def _suite_name(cls, value: str) -> str:
+        if not NAME.match(value):
+            raise ValueError("suite names use letters, digits, '_', '-' and '.' and start with a letter or digit")
+        return value
+
+
+# --------------------------------------------------------------------------- resolved spec
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    prompt_path: Path | None
+    template: str | None
+    chat: bool
+    system: str | None
+    fewshot_path: Path | None
+    fewshot_k: int
+    fewshot_seed: int
+    markers: tuple[str, ...]
+    line: int | None
+    adapter: str | None = None
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """One `train:` entry with its paths resolved."""
+
+    name: str
+    output: Path
+    data_path: Path
+    prompt_path: Path | None
+    template: str | None
+    config: TrainConfig
+    line: int | None
+
+    def as_candidate(self) -> Candidate:
+        """The training prompt as a candidate, so rows render exactly as a candidate renders them."""
+        return Candidate(
+            name=self.name, prompt_path=self.prompt_path, template=self.template, chat=self.config.chat,
+            system=self.config.system, fewshot_path=None, fewshot_k=0, fewshot_seed=0, markers=(), line=self.line,
+        )
+
+
+@dataclass(frozen=True)
+class SuiteSpec:
+    """A validated suite with every path resolved against the suite file's folder."""
+
+    name: str
+    path: Path
+    description: str | None
+    model: ModelConfig
+    dataset_path: Path
+    dataset_limit: int | None
+    id_field: str
+    task: TaskConfig
+    candidates: dict[str, Candidate]
+    thresholds: dict[str, dict[str, Threshold]]
+    markers: tuple[str, ...]
+    train: dict[str, TrainSpec] = field(default_factory=dict)
+    baseline: BaselineConfig = BaselineConfig()
+    robustness: RobustnessConfig | None = None
+    model_line: int | None = None  # where `model:` is written, for errors about the model
+    name_line: int | None = None  # where `suite:` is written
+    scorer_fn: Any = field(default=None, compare=False, repr=False)  # the task's scorer, built once at load
+
+    def scorer(self) -> Any:
+        """The task's scorer (for kinds that use one), as built and checked when the suite was loaded."""
+        return self.scorer_fn
+
+    def robustness_for(self, candidate: str) -> RobustnessConfig | None:
+        """The robustness section if it applies to ``candidate``."""
+        r = self.robustness
+        return r if r is not None and (r.candidates is None or candidate in r.candidates) else None
+
+    metric_names: tuple[str, ...] = ()  # what the suite reports: its task kind's metrics (and invariance)
+
+    def thresholds_for(self, candidate: str) -> dict[str, Threshold]:
+        return self.thresholds.get(candidate, {})

@@ -1,0 +1,445 @@
+"""Task kinds: how a suite's rows become requests, how the answers are scored, which metrics they give.
+
+A task kind is an object registered by name (``classify``, ``generate``, or a third-party one under the
+``evalkit.task_kinds`` entry-point group). It checks its part of the suite, reads each row's gold answer,
+builds its requests, scores the answers, and names its metrics; nothing else in evalkit branches on the
+kind. Rendering prompts (:func:`prepare`) is shared by every kind, the trainer included.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from evalkit.backends.base import Backend, ChoiceRequest, GenerateRequest
+from evalkit.data import Dataset, Row, load_dataset
+from evalkit.errors import DatasetError, EvalkitError, did_you_mean
+from evalkit.prompts import PromptTemplate, select_fewshot
+from evalkit.registry import EntryPointError, Registry
+from evalkit.results import ExampleResult
+from evalkit.stats import macro_f1, macro_f1_interval, mean_interval, wilson_interval
+
+if TYPE_CHECKING:
+    from evalkit.scoring import ScoreFn
+    from evalkit.spec import Candidate, SuiteSpec, TaskConfig
+
+ENTRY_POINT_GROUP = "evalkit.task_kinds"
+RobustRow = tuple[str, dict[str, str], "list[str] | None"]  # (row id, perturbed text fields, choices shown)
+
+
+def row_label(dataset: Dataset, row: Row) -> str:
+    return f"{dataset.path.name}:{row.line}" if row.line is not None else f"row {row.number} of {dataset.path.name}"
+
+
+def row_field(dataset: Dataset, row: Row, name: str, purpose: str) -> Any:
+    """``row``'s field ``name``; a DatasetError naming the row and the suite key (``purpose``) when missing."""
+    if name not in row.fields:
+        raise DatasetError(
+            f"row has no field '{name}' ({purpose}){did_you_mean(name, row.fields)}; its fields are: "
+            f"{', '.join(row.fields)}",
+            **dataset.where(row), fix=f"add '{name}' to every row, or change the suite's `{purpose}`",
+        )
+    return row.fields[name]
+
+
+def origin(spec: SuiteSpec, candidate: Candidate, row_id: str, repeat: int | str = 0) -> str:
+    """Which example (and repeat, or "perturbed" for robustness) a request belongs to: the cache explains
+    a miss against the example's last request."""
+    return f"{spec.name}::{candidate.name}::{row_id}::{repeat}"
+
+
+def sample_seed(seed: int, example_id: str, repeat: int) -> int:
+    """The random stream of one example's repeat: stable across runs, batches and row order."""
+    digest = hashlib.sha256(f"{seed}:{example_id}:{repeat}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+def answer_text(output: str) -> str:
+    """A generated answer as robustness compares it: case and runs of whitespace do not count."""
+    return " ".join(output.split()).casefold()
+
+
+def _rounded(value: float) -> float:
+    return round(float(value), 6)
+
+
+@dataclass
+class PreparedCandidate:
+    """Rendered prompts and gold answers for every row: everything a backend call needs."""
+
+    spec: SuiteSpec
+    candidate: Candidate
+    dataset: Dataset
+    template: PromptTemplate
+    prompts: list[str]
+    choices: list[list[str]] = field(default_factory=list)  # per row, for kinds that offer choices
+    gold: list[Any] = field(default_factory=list)
+    fewshot: list[dict[str, Any]] = field(default_factory=list)  # the examples the template shows
+    chat: Callable[[Sequence[dict[str, str]]], str] | None = None  # renders a chat prompt (chat candidates)
+
+    @property
+    def kind(self) -> TaskKind:
+        return task_kind(self.spec.task.kind)
+
+    def row_choices(self, index: int) -> list[str] | None:
+        return self.choices[index] if self.choices else None
+
+    def render(self, fields: dict[str, Any], choices: list[str] | None, label: str) -> str:
+        """The prompt for one row's ``fields`` (and its ``choices``, for classify): what the model sees."""
+        context: dict[str, Any] = {**fields, "examples": self.fewshot}
+        if choices is not None:
+            context["choices"] = choices
+        text = self.template.render(context, row_label=label)
+        if self.candidate.chat:
+            if self.chat is None:
+                raise TypeError("a chat candidate needs a chat renderer")
+            system = self.candidate.system
+            messages = [{"role": "system", "content": system}] if system else []
+            text = self.chat([*messages, {"role": "user", "content": text}])
+        return text
+
+    def subset(self, indices: list[int]) -> PreparedCandidate:
+        """The same candidate on the rows at ``indices`` only."""
+        rows = tuple(self.dataset.rows[i] for i in indices)
+        return PreparedCandidate(
+            spec=self.spec, candidate=self.candidate,
+            dataset=Dataset(path=self.dataset.path, rows=rows, content_hash=self.dataset.content_hash),
+            template=self.template, prompts=[self.prompts[i] for i in indices],
+            choices=[self.choices[i] for i in indices] if self.choices else [],
+            gold=[self.gold[i] for i in indices], fewshot=self.fewshot, chat=self.chat,
+        )
+
+
+def _template(spec: SuiteSpec, candidate: Candidate) -> PromptTemplate:
+    if candidate.prompt_path is not None:
+        return PromptTemplate.from_file(candidate.prompt_path)
+    return PromptTemplate(candidate.template or "", inline_at=(spec.path, candidate.line),
+                          label=f"template of candidate '{candidate.name}'")
+
+
+def _fewshot(spec: SuiteSpec, candidate: Candidate,
+             dataset_cache: dict[tuple[Path, int | None], Dataset]) -> list[dict[str, Any]]:
+    if candidate.fewshot_path is None:
+        return []
+    key = (candidate.fewshot_path, None)
+    if key not in dataset_cache:
+        dataset_cache[key] = load_dataset(candidate.fewshot_path, id_field=spec.id_field)
+    pool = dataset_cache[key]
+    kind = task_kind(spec.task.kind)
+    return [{**row.fields, "gold": kind.gold_text(spec, pool, row)}
+            for row in select_fewshot(pool.rows, candidate.fewshot_k, candidate.fewshot_seed)]
+
+
+def prepare(spec: SuiteSpec, candidate: Candidate, dataset: Dataset,
+            chat: Callable[[Sequence[dict[str, str]]], str] | None = None,
+            dataset_cache: dict[tuple[Path, int | None], Dataset] | None = None) -> PreparedCandidate:
+    """Render every row's prompt; errors name the template, the row, and the fix. ``chat`` renders the
+    prompts of a chat candidate (a backend's ``apply_chat_template``)."""
+    kind = task_kind(spec.task.kind)
+    prepared = PreparedCandidate(spec=spec, candidate=candidate, dataset=dataset, template=_template(spec, candidate),
+                                 prompts=[], fewshot=_fewshot(spec, candidate, dataset_cache if dataset_cache
+                                                              is not None else {}), chat=chat)
+    for row in dataset.rows:
+        choices, gold = kind.row_answers(spec, dataset, row)
+        if choices is not None:
+            prepared.choices.append(choices)
+        prepared.gold.append(gold)
+        prepared.prompts.append(prepared.render(row.fields, choices, row_label(dataset, row)))
+    return prepared
+
+
+@dataclass
+class Scored:
+    """A candidate's answers, scored: one ExampleResult per row, the metrics with 95% intervals, tokens."""
+
+    examples: list[ExampleResult]
+    metrics: dict[str, float]
+    ci: dict[str, tuple[float, float]]
+    tokens: dict[str, int]
+
+
+class TaskProblem(Exception):
+    """A mistake in a suite's task settings, found by its kind: ``where`` is the key path in the suite."""
+
+    def __init__(self, message: str, *where: str, fix: str | None = None) -> None:
+        super().__init__(message)
+        self.message, self.where, self.fix = message, where, fix
+
+
+class TaskKind(ABC):
+    """One kind of task. Subclasses are registered with ``@register_task_kind(name)``."""
+
+    name: ClassVar[str] = ""
+    metrics: ClassVar[tuple[str, ...]] = ()  # the metrics it reports, the gated one first
+    offers_choices: ClassVar[bool] = False  # whether each row shows choices (perturbations may reorder them)
+    learns_to_stop: ClassVar[bool] = False  # whether an adapter learns to end its answer (EOS after the completion)
+
+    def check(self, task: TaskConfig) -> None:
+        """Refuse settings that make no sense for this kind (ValueError with the reason)."""
+
+    def check_suite(self, task: TaskConfig, base_dir: Path) -> ScoreFn | None:
+        """Suite-level checks once paths are known (TaskProblem); the built scorer, for kinds that use one."""
+        return None
+
+    @abstractmethod
+    def row_answers(self, spec: SuiteSpec, dataset: Dataset, row: Row) -> tuple[list[str] | None, Any]:
+        """(the choices the row offers or None, its gold answer as the scorer sees it)."""
+
+    @abstractmethod
+    def gold_text(self, spec: SuiteSpec, dataset: Dataset, row: Row) -> Any:
+        """The gold answer as a few-shot example shows it."""
+
+    @abstractmethod
+    def completion(self, spec: SuiteSpec, prepared: PreparedCandidate, index: int) -> str:
+        """The text an adapter learns to write after row ``index``'s prompt."""
+
+    @abstractmethod
+    def score(self, prepared: PreparedCandidate, backend: Backend) -> Scored:
+        """Ask ``backend`` for every row and score the answers."""
+
+    @abstractmethod
+    def predict(self, prepared: PreparedCandidate, backend: Backend, rows: Sequence[RobustRow]) -> list[str]:
+        """The answers to perturbed rows, in the form :meth:`answer_of` gives (robustness)."""
+
+    @abstractmethod
+    def answer_of(self, example: ExampleResult) -> str:
+        """An example's answer as robustness compares it."""
+
+
+TASK_KINDS: Registry[TaskKind] = Registry(
+    "task kind", ENTRY_POINT_GROUP, adapt=lambda name, loaded: loaded() if isinstance(loaded, type) else loaded)
+
+
+def register_task_kind(name: str) -> Callable[[type[TaskKind]], type[TaskKind]]:
+    """Class decorator registering (an instance of) a TaskKind subclass under ``name``."""
+
+    def decorate(cls: type[TaskKind]) -> type[TaskKind]:
+        cls.name = name
+        TASK_KINDS.add(name, cls())
+        return cls
+
+    return decorate
+
+
+def task_kind(name: str) -> TaskKind:
+    """The task kind registered as ``name``; EvalkitError when there is none or it fails to import."""
+    try:
+        return TASK_KINDS.get(name)
+    except KeyError:
+        raise EvalkitError(TASK_KINDS.unknown(name), fix=f"kinds are: {', '.join(TASK_KINDS.names())}") from None
+    except EntryPointError as exc:
+        raise EvalkitError(f"task kind '{name}' from entry point '{exc.value}' failed to import: {exc.cause}",
+                           fix="reinstall the package that provides it") from exc
+
+
+# --------------------------------------------------------------------------- classify
+
+
+@register_task_kind("classify")
+class Classify(TaskKind):
+    """Pick one of the row's choices by log-likelihood (no sampling)."""
+
+    metrics = ("accuracy", "acc_norm", "macro_f1")
+    offers_choices = True
+
+    def check(self, task: TaskConfig) -> None:
+        if task.target is None:
+            raise ValueError("a classify task needs `target:` (the row field with the gold choice)")
+        if (task.choices is None) == (task.choices_field is None):
+            raise ValueError("a classify task needs exactly one of `choices:` or `choices_field:`")
+        if task.choices is not None and len(set(task.choices)) != len(task.choices):
+            raise ValueError("`choices` contains duplicates")
+        if task.temperature > 0 or task.repeats > 1:
+            raise ValueError("a classify task scores every choice's log-likelihood; `temperature` and `repeats` "
+                             "apply to generate tasks only")
+
+    def choices(self, spec: SuiteSpec, dataset: Dataset, row: Row) -> list[str]:
+        if spec.task.choices is not None:
+            return list(spec.task.choices)
+        name = spec.task.choices_field or ""
+        value = row_field(dataset, row, name, "choices_field")
+        if not isinstance(value, list) or len(value) < 2 or not all(isinstance(c, (str, int, float)) for c in value):
+            raise DatasetError(f"field '{name}' must be a list of at least two choices, got {value!r}",
+                               **dataset.where(row), fix="write the choices as a JSON list of strings")
+        return [str(c) for c in value]
+
+    def gold_index(self, spec: SuiteSpec, dataset: Dataset, row: Row, choices: list[str]) -> int:
+        """The gold choice of ``row``: its text, or a 0-based index into the choices."""
+        value = row_field(dataset, row, spec.task.target or "", "target")
+        if isinstance(value, str) and value in choices:
+            return choices.index(value)
+        if isinstance(value, bool):
+            pass
+        elif isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit()):
+            index = int(value)
+            if 0 <= index < len(choices):
+                return index
+        raise DatasetError(
+            f"gold {spec.task.target} {value!r} is not one of the choices {choices}",
+            **dataset.where(row), fix="use the choice's exact text or its 0-based index",
+        )
+
+    def row_answers(self, spec: SuiteSpec, dataset: Dataset, row: Row) -> tuple[list[str] | None, Any]:
+        choices = self.choices(spec, dataset, row)
+        return choices, self.gold_index(spec, dataset, row, choices)
+
+    def gold_text(self, spec: SuiteSpec, dataset: Dataset, row: Row) -> Any:
+        choices = self.choices(spec, dataset, row)
+        return choices[self.gold_index(spec, dataset, row, choices)]
+
+    def completion(self, spec: SuiteSpec, prepared: PreparedCandidate, index: int) -> str:
+        return spec.task.choice_prefix + prepared.choices[index][prepared.gold[index]]
+
+    def _requests(self, prepared: PreparedCandidate, rows: Sequence[tuple[str, str, list[str]]],
+                  repeat: int | str) -> list[ChoiceRequest]:
+        prefix = prepared.spec.task.choice_prefix
+        return [ChoiceRequest(prompt, tuple(prefix + c for c in choices),
+                              origin=origin(prepared.spec, prepared.candidate, row_id, repeat))
+                for row_id, prompt, choices in rows]
+
+    def score(self, prepared: PreparedCandidate, backend: Backend) -> Scored:
+        rows = prepared.dataset.rows
+        responses = backend.score_choices(self._requests(
+            prepared, [(row.id, p, c) for row, p, c in zip(rows, prepared.prompts, prepared.choices)], 0))
+        examples, predicted, gold = [], [], []
+        tokens = {"prompt": 0, "output": 0}
+        for row, prompt, choices, g, res in zip(rows, prepared.prompts, prepared.choices, prepared.gold, responses):
+            best = max(range(len(choices)), key=lambda i: res.logprobs[i])
+            best_norm = max(range(len(choices)), key=lambda i: res.logprobs[i] / max(1, len(choices[i])))
+            predicted.append(choices[best])
+            gold.append(choices[g])
+            tokens["prompt"] += res.context_tokens + sum(max(0, t - 1) for t in res.continuation_tokens)
+            examples.append(ExampleResult(
+                id=row.id, row=row.number, prompt=prompt, output=choices[best], target=choices[g],
+                correct=best == g, score=float(best == g),
+                details={"logprobs": {c: _rounded(lp) for c, lp in zip(choices, res.logprobs)},
+                         "prediction_norm": choices[best_norm], "correct_norm": best_norm == g},
+            ))
+        n = len(examples)
+        correct = sum(e.correct for e in examples)
+        correct_norm = sum(e.details["correct_norm"] for e in examples)
+        metrics = {"accuracy": correct / n, "acc_norm": correct_norm / n, "macro_f1": macro_f1(gold, predicted)}
+        ci = {"accuracy": wilson_interval(correct, n), "acc_norm": wilson_interval(correct_norm, n),
+              "macro_f1": macro_f1_interval(gold, predicted)}
+        return Scored(examples, metrics, ci, tokens)
+
+    def predict(self, prepared: PreparedCandidate, backend: Backend, rows: Sequence[RobustRow]) -> list[str]:
+        prompts = [prepared.render(fields, choices, label) for _, fields, choices, label in _rendered(prepared, rows)]
+        results = backend.score_choices(self._requests(
+            prepared, [(row_id, p, choices or []) for p, (row_id, _, choices) in zip(prompts, rows)], "perturbed"))
+        return [choices[max(range(len(choices)), key=lambda k: r.logprobs[k])]
+                for r, (_, _, choices) in zip(results, rows) if choices is not None]
+
+    def answer_of(self, example: ExampleResult) -> str:
+        return example.output
+
+
+def _rendered(prepared: PreparedCandidate, rows: Sequence[RobustRow]):
+    """(row id, every field with the perturbed ones replaced, choices, label) of each perturbed row."""
+    full = {row.id: row for row in prepared.dataset.rows}
+    for row_id, fields, choices in rows:
+        row = full[row_id]
+        yield row_id, {**row.fields, **fields}, choices, f"{row_label(prepared.dataset, row)} (perturbed)"
+
+
+# --------------------------------------------------------------------------- generate
+
+
+@register_task_kind("generate")
+class Generate(TaskKind):
+    """Generate text and score it with the task's scorer; with ``repeats`` > 1, sampled several times."""
+
+    metrics = ("accuracy", "score")
+    learns_to_stop = True
+
+    def check(self, task: TaskConfig) -> None:
+        if task.repeats > 1 and task.temperature == 0:
+            raise ValueError("`repeats` needs sampled generation: greedy decoding (temperature 0) gives the same "
+                             "output every time; set `temperature:` above 0 or remove `repeats:`")
+
+    def check_suite(self, task: TaskConfig, base_dir: Path) -> ScoreFn | None:
+        from evalkit.errors import ScorerError
+        from evalkit.scoring import build_scorer, scorer_needs_target
+
+        try:
+            scorer = build_scorer(task.scorer_name, task.scorer_options, base_dir=base_dir)
+        except ScorerError as exc:
+            raise TaskProblem(exc.message, "task", "scorer", fix=exc.fix) from None
+        if task.target is None and scorer_needs_target(task.scorer_name):
+            raise TaskProblem(f"scorer '{task.scorer_name}' compares with a target, but the task has no `target:`",
+                              "task", fix="add `target: <row field with the expected answer>`")
+        return scorer
+
+    def row_answers(self, spec: SuiteSpec, dataset: Dataset, row: Row) -> tuple[list[str] | None, Any]:
+        target = spec.task.target
+        return None, row_field(dataset, row, target, "target") if target else None
+
+    def gold_text(self, spec: SuiteSpec, dataset: Dataset, row: Row) -> Any:
+        return row.fields.get(spec.task.target) if spec.task.target else None
+
+    def completion(self, spec: SuiteSpec, prepared: PreparedCandidate, index: int) -> str:
+        from evalkit.errors import TrainingError
+
+        target = prepared.gold[index]
+        if target is None:
+            raise TrainingError("a generate task needs `target:` to train an adapter (the text the model learns)",
+                                path=spec.path, fix="add `target: <row field with the expected output>` to `task:`")
+        if isinstance(target, list) and target:  # several acceptable answers: learn the first
+            target = target[0]
+        text = target if isinstance(target, str) else json.dumps(target, ensure_ascii=False)
+        return spec.task.choice_prefix + text
+
+    def _request(self, prepared: PreparedCandidate, prompt: str, row_id: str, repeat: int,
+                 origin_repeat: int | str) -> GenerateRequest:
+        task = prepared.spec.task
+        return GenerateRequest(prompt, task.max_new_tokens, tuple(task.stop), temperature=task.temperature,
+                               top_p=task.top_p, seed=sample_seed(task.seed, row_id, repeat),
+                               origin=origin(prepared.spec, prepared.candidate, row_id, origin_repeat))
+
+    def score(self, prepared: PreparedCandidate, backend: Backend) -> Scored:
+        """Generate and score every row; with ``repeats`` > 1, each row is sampled that many times and its
+        accuracy is its pass rate (the share of repeats that were correct)."""
+        task = prepared.spec.task
+        scorer = prepared.spec.scorer()
+        rows = prepared.dataset.rows
+        responses = backend.generate([self._request(prepared, prompt, row.id, r, r) for r in range(task.repeats)
+                                      for row, prompt in zip(rows, prepared.prompts)])
+        tokens = {"prompt": sum(r.prompt_tokens for r in responses), "output": sum(r.output_tokens for r in responses)}
+        examples = []
+        for i, (row, prompt, target) in enumerate(zip(rows, prepared.prompts, prepared.gold)):
+            runs = [responses[r * len(rows) + i] for r in range(task.repeats)]
+            examples.append(self._example(row, prompt, target, runs, [scorer(res.text, target) for res in runs]))
+        n = len(examples)
+        accuracy_values = [e.pass_rate if e.pass_rate is not None else float(e.correct) for e in examples]
+        values = [e.score for e in examples]
+        return Scored(examples, {"accuracy": sum(accuracy_values) / n, "score": sum(values) / n},
+                      {"accuracy": mean_interval(accuracy_values), "score": mean_interval(values)}, tokens)
+
+    @staticmethod
+    def _example(row: Row, prompt: str, target: Any, runs: list, scored: list) -> ExampleResult:
+        first, first_score = runs[0], scored[0]
+        details: dict[str, Any] = {"output_tokens": first.output_tokens}
+        if first_score.extracted is not None:
+            details["extracted"] = first_score.extracted
+        pass_rate = None
+        if len(runs) > 1:
+            pass_rate = sum(bool(s.correct) for s in scored) / len(runs)
+            details.update(outputs=[res.text for res in runs], flaky=0 < pass_rate < 1)
+        return ExampleResult(
+            id=row.id, row=row.number, prompt=prompt, output=first.text, target=target,
+            correct=bool(first_score.correct) if pass_rate is None else pass_rate >= 0.5,
+            score=sum(float(s.value) for s in scored) / len(runs), details=details, pass_rate=pass_rate,
+        )
+
+    def predict(self, prepared: PreparedCandidate, backend: Backend, rows: Sequence[RobustRow]) -> list[str]:
+        requests = [self._request(prepared, prepared.render(fields, choices, label), row_id, 0, "perturbed")
+                    for row_id, fields, choices, label in _rendered(prepared, rows)]
+        return [answer_text(r.text) for r in backend.generate(requests)]
+
+    def answer_of(self, example: ExampleResult) -> str:
+        return answer_text(example.output)
