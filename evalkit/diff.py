@@ -11,9 +11,7 @@ from evalkit.compare import Policy, Snapshot, compare
 from evalkit.errors import EvalkitError, did_you_mean
 from evalkit.report.markdown import render_summary
 from evalkit.results import load_run, rows_by_candidate, run_order
-
-REGRESSION_PREFIX = "regression against the baseline"
-
+from evalkit.verdict import regression_failure, without_regression
 
 def resolve_run(name: str, reports: Path) -> Path:
     """A run named on the command line: a path, 'latest', 'baseline', or a run id under reports/runs."""
@@ -74,9 +72,9 @@ def diff_runs(run_a: str, run_b: str, *, reports: Path, max_drop: float | None =
             policy = Policy(**{**recorded, **overrides})
             current = Snapshot.from_record(entry, by_candidate.get((suite, name), []), suite=suite, candidate=name)
             comparison = compare(current, reference.get((suite, name)), policy)
-            failures = [f for f in entry.get("failures", []) if not f.startswith(REGRESSION_PREFIX)]
+            failures = without_regression(entry.get("failures", []))
             if comparison["regressed"]:
-                failures.append(f"{REGRESSION_PREFIX}: {comparison['reason']}")
+                failures.append(regression_failure(comparison["reason"]))
                 regressed = True
             entry.update(baseline=comparison, failures=failures, passed=not failures)
     record["run"] = {**record["run"], "baseline": {"path": run_a, "updated": False}}

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import shutil
 import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evalkit.atomic import replace_directory, staging_directory
 
 SCHEMA_VERSION = 2  # 2: baseline comparisons, run ids, repeats (pass_rate)
 READABLE_VERSIONS = (1, 2)
@@ -122,6 +120,14 @@ class CandidateResult:
     compute_s: float | None = None  # model time of this candidate's answers, measured when each was computed
     cache: dict[str, Any] | None = None  # result-cache hits, misses and why (see evalkit.cache)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CandidateResult:
+        """A result from ``dataclasses.asdict`` of one (as pytest-xdist workers hand them over)."""
+        data = dict(data)
+        data["examples"] = [ExampleResult(**e) for e in data["examples"]]
+        data["ci95"] = {k: tuple(v) for k, v in data["ci95"].items()}
+        return cls(**data)
+
     @property
     def passed(self) -> bool:
         return not self.failures
@@ -219,55 +225,6 @@ def new_run_id(runs_dir: Path, started: _dt.datetime) -> str:
     taken = [run_order(p.name) for p in runs_dir.glob(f"{base}*")] if runs_dir.is_dir() else []
     n = max((seq for b, seq in taken if b == base), default=0) + 1
     return base if n == 1 else f"{base}-{n}"
-
-
-def _write_files(directory: Path, files: dict[str, str]) -> None:
-    """Write ``files`` (name -> text) as the whole content of ``directory``, replacing it atomically."""
-    tmp = staging_directory(directory)
-    try:
-        for name, text in files.items():
-            (tmp / name).write_text(text, encoding="utf-8")
-        replace_directory(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def render_run(record: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, str]:
-    """Every file of a run folder, rendered from the record and its example rows."""
-    from evalkit.report.html import render_html
-    from evalkit.report.markdown import render_summary
-
-    return {
-        "results.json": json.dumps(record, indent=2, ensure_ascii=False) + "\n",
-        "examples.jsonl": "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows),
-        "summary.md": render_summary(record, rows),
-        "report.html": render_html(record, rows),
-    }
-
-
-def write_run(reports_dir: Path, record: dict[str, Any], rows: list[dict[str, Any]], *, keep_runs: int = 20) -> Path:
-    """Write ``reports/runs/<run id>/`` and make ``reports/latest/`` a copy of it; prune old runs.
-
-    Each folder is staged and renamed into place, so a reader never sees half a run. ``keep_runs`` = 0
-    keeps every run."""
-    files = render_run(record, rows)
-    run_dir = reports_dir / "runs" / record["run"]["run_id"]
-    _write_files(run_dir, files)
-    _write_files(reports_dir / "latest", files)
-    if keep_runs > 0:
-        prune_runs(reports_dir / "runs", keep_runs)
-    return run_dir
-
-
-def prune_runs(runs_dir: Path, keep: int) -> list[Path]:
-    """Delete all but the newest ``keep`` run folders (by id, which sorts by start time)."""
-    runs = sorted((p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
-                   and (p / "results.json").exists()), key=lambda p: run_order(p.name))
-    removed = runs[:-keep] if len(runs) > keep else []
-    for old in removed:
-        shutil.rmtree(old, ignore_errors=True)
-    return removed
 
 
 def _schema_problem(schema: dict[str, Any], document: Any) -> str | None:

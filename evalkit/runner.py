@@ -22,6 +22,7 @@ from evalkit.errors import EvalkitError, TrainingError, did_you_mean, shown_path
 from evalkit.results import CandidateResult
 from evalkit.stats import wilson_interval
 from evalkit.tasks import PreparedCandidate, Scored, prepare, task_kind
+from evalkit.verdict import threshold_failure
 
 if TYPE_CHECKING:
     from evalkit.spec import Candidate, ModelConfig, SuiteSpec
@@ -104,8 +105,7 @@ def evaluate_candidate(spec: SuiteSpec, candidate_name: str, resources: Resource
 def _failures(spec: SuiteSpec, candidate: str, scored: Scored, adapter: TrainedAdapter | None) -> list[str]:
     """Each threshold the candidate misses, and training data that overlaps the golden rows."""
     failures = [
-        f"{metric} {scored.metrics[metric]:.3f} (95% CI {scored.ci[metric][0]:.3f}-{scored.ci[metric][1]:.3f}) "
-        f"does not meet {t.text!r}"
+        threshold_failure(metric, scored.metrics[metric], scored.ci[metric], t.text)
         for metric, t in spec.thresholds_for(candidate).items()
         if not t.check(scored.metrics[metric])
     ]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime as _dt
+import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,12 @@ from evalkit.backends.base import Backend
 from evalkit.baseline import Baseline, read_baseline, write_baseline
 from evalkit.compare import Policy, Snapshot, compare
 from evalkit.errors import EvalkitError, ModelError
-from evalkit.results import CandidateResult, build_record, example_rows, new_run_id, run_header, write_run
+from evalkit.report.writer import write_run
+from evalkit.results import CandidateResult, build_record, example_rows, new_run_id, run_header
 from evalkit.runner import Resources, evaluate_candidate
 from evalkit.spec import ModelConfig, SuiteSpec
 from evalkit.suite import load_suite
+from evalkit.verdict import regression_failure
 
 
 @dataclass
@@ -48,6 +51,8 @@ class EvalSession:
     written: Path | None = None  # the run folder written at the end of the session
     cache_dir: Path | None = None  # the result cache's folder; None: no cache
     _cache: Any = None  # ResultCache, opened on first use
+    coverage: RunCoverage = field(default_factory=lambda: RunCoverage())
+    report_error: str | None = None  # why the run record or the baseline could not be written
 
     def __post_init__(self) -> None:
         if self.baseline_path is None:
@@ -174,7 +179,66 @@ class EvalSession:
         reference = baseline.get(result.suite, result.candidate)
         result.baseline = compare(Snapshot.from_result(result), reference, Policy(**spec.baseline.model_dump()))
         if result.baseline["regressed"] and self.update_baseline is None:
-            result.failures.append(f"regression against the baseline: {result.baseline['reason']}")
+            result.failures.append(regression_failure(result.baseline["reason"]))
+
+    # ------------------------------------------------------------------ pytest-xdist workers
+
+    def worker_output(self) -> dict[str, str]:
+        """What an xdist worker hands to the controller: its results, their row limits and its coverage."""
+        return {"evalkit_results": json.dumps([asdict(r) for r in self.results.values()]),
+                "evalkit_limits": json.dumps([[s, c, limit] for (s, c), limit in self._limits.items()]),
+                "evalkit_coverage": json.dumps(self.coverage.as_dict())}
+
+    def merge_worker(self, output: dict[str, str]) -> None:
+        """Take in a worker's :meth:`worker_output`, as if this process had run its candidates."""
+        if output.get("evalkit_coverage"):
+            self.coverage.update(json.loads(output["evalkit_coverage"]))
+        for suite, candidate, limit in json.loads(output.get("evalkit_limits") or "[]"):
+            self._limits[(suite, candidate)] = limit
+        for data in json.loads(output.get("evalkit_results") or "[]"):
+            result = CandidateResult.from_dict(data)
+            self.results[(result.suite, result.candidate)] = result
+
+    # ------------------------------------------------------------------ the end of the run
+
+    def finish(self) -> bool:
+        """Write the run folder (and the baseline when asked); False when that failed (see report_error)."""
+        if not self.results:
+            return True
+        produced = {f"{suite}::{candidate}" for suite, candidate in self.results}
+        try:
+            self.write_reports(incomplete=self.coverage.incomplete(produced))
+        except EvalkitError as error:
+            self.report_error = str(error)
+            return False
+        return True
+
+    def summary_lines(self, *, verbose: bool) -> list[tuple[str, str | None]]:
+        """What the terminal shows after the run: (line, colour or None)."""
+        from evalkit.report.terminal import cache_lines, suite_tables
+
+        lines: list[tuple[str, str | None]] = [
+            (line, None) for line in cache_lines(self.results.values(), self.cache_dir, verbose=verbose)]
+        lines += [(f"model {m.name} ({m.fingerprint}) loaded in {m.load_s:.1f}s", None) for m in self.models]
+        if self.limit:
+            lines.append((f"only the first {self.limit} rows of each suite (--evalkit-limit)", None))
+        for table in suite_tables(sorted(self.results.values(), key=lambda r: (r.suite, r.candidate))):
+            lines += [("", None), (table, None)]
+        lines.append(("", None))
+        if self.update_baseline is not None and self.report_error is None:
+            lines.append((f"baseline written: {self.baseline_path}", "green"))
+        elif not any(r.baseline is not None for r in self.results.values()):
+            if self.update_baseline is None:
+                lines.append((f"no baseline at {self.baseline_path}: nothing is compared yet (pytest suites/ "
+                              "--evalkit-update-baseline writes one)", None))
+        else:
+            lines.append((f"compared with the baseline {self.baseline_path}", None))
+        if self.written is not None:
+            lines.append((f"run record: {self.written}/ (also {self.reports_dir / 'latest'}/): results.json, "
+                          "examples.jsonl, summary.md, report.html", None))
+        if self.report_error is not None:
+            lines.append((f"evalkit: {self.report_error}", "red"))
+        return lines
 
     def write_reports(self, *, incomplete: str | None = None) -> Path | None:
         """Write the run folder (and the baseline when asked). ``incomplete`` says why this run does not
@@ -240,3 +304,32 @@ class EvalSession:
                            "evalkit_version": header["evalkit_version"]}
         return write_baseline(self.baseline_path, [Snapshot.from_result(r) for r in results], suite_paths,
                               baseline_header, merge_into=old if merge else None)
+
+
+class RunCoverage:
+    """Which candidates this run selected, left out, or could not use: a baseline needs a complete run."""
+
+    def __init__(self) -> None:
+        self.selected: set[str] = set()  # "suite::candidate" of every selected candidate item
+        self.deselected: set[str] = set()
+        self.invalid: set[str] = set()  # suite files that could not be used
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return {"selected": sorted(self.selected), "deselected": sorted(self.deselected), "invalid": sorted(self.invalid)}
+
+    def update(self, data: dict[str, list[str]]) -> None:
+        self.selected.update(data["selected"])
+        self.deselected.update(data["deselected"])
+        self.invalid.update(data["invalid"])
+
+    def incomplete(self, produced: set[str]) -> str | None:
+        """Why the run does not cover its suites completely, or None."""
+        reasons = []
+        if self.deselected:
+            reasons.append(f"{len(self.deselected)} candidate(s) deselected, e.g. {sorted(self.deselected)[0]}")
+        if self.invalid:
+            reasons.append(f"unusable suite file(s): {', '.join(sorted(self.invalid))}")
+        missing = sorted(self.selected - produced)
+        if missing:
+            reasons.append(f"{len(missing)} candidate(s) without a result, e.g. {missing[0]}")
+        return "; ".join(reasons) or None

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from evalkit.results import CandidateResult, ExampleResult, build_record, example_rows, write_run
+from evalkit.report.writer import write_run
+from evalkit.results import CandidateResult, ExampleResult, build_record, example_rows
 from evalkit.stats import wilson_interval
 
 LABELS = ["billing", "technical", "account", "shipping", "other"]

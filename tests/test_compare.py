@@ -218,7 +218,7 @@ def test_diff_names_a_missing_run(tmp_path, capsys):
 
 
 def test_run_folders_are_pruned_to_the_newest(tmp_path):
-    from evalkit.results import prune_runs
+    from evalkit.report.writer import prune_runs
 
     reports = tmp_path / "reports"
     for day in range(20, 25):
@@ -248,7 +248,8 @@ def test_runs_within_one_second_keep_their_order_through_pruning(tmp_path):
 
 
 def write_record_kept(reports, run_id, keep=2):
-    from evalkit.results import build_record, example_rows, write_run
+    from evalkit.report.writer import write_run
+    from evalkit.results import build_record, example_rows
     from tests.reports_helpers import HEADER
 
     results = [candidate_result([True, False])]

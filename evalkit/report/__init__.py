@@ -1,1 +1,2 @@
-"""Report writers: the terminal summary (more formats build on the same run record)."""
+"""Reports, each a pure function of the run record: the terminal tables, summary.md, report.html, and the
+writer of a run folder."""

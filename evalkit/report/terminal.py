@@ -1,4 +1,4 @@
-"""The table pytest prints after a run: one per suite."""
+"""What pytest prints: a failed candidate's explanation, and after the run one table per suite."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from tabulate import tabulate
 
 from evalkit.compare import format_p
 from evalkit.results import CandidateResult
+from evalkit.verdict import Verdict
 
 
 def _metric_cell(result: CandidateResult, metric: str) -> str:
@@ -51,13 +52,6 @@ def _baseline_cells(result: CandidateResult) -> list[str]:
     return [f"{-gate['drop']:+.3f} ({gate['worse']} worse, {gate['better']} better)", format_p(gate["p_value"])]
 
 
-def _verdict(result: CandidateResult) -> str:
-    status = (result.baseline or {}).get("status")
-    if not result.passed:
-        return "FAIL (regressed)" if (result.baseline or {}).get("regressed") else "FAIL"
-    return "PASS" if status in (None, "no significant change") else f"PASS ({status})"
-
-
 def suite_tables(results: Iterable[CandidateResult]) -> list[str]:
     by_suite: dict[str, list[CandidateResult]] = {}
     for r in results:
@@ -74,7 +68,7 @@ def suite_tables(results: Iterable[CandidateResult]) -> list[str]:
                 r.candidate, r.n, *(_metric_cell(r, m) for m in metrics),
                 ", ".join(f"{m} {t}" for m, t in r.thresholds.items()) or "-",
                 *(_baseline_cells(r) if compared else []),
-                _verdict(r),
+                Verdict.of(r.header()).terminal(),
                 f"{r.wall_s:.1f}s",
                 _tokens(r),
                 f"{r.cost['ms_per_example']:.0f}",
@@ -119,3 +113,31 @@ def cache_lines(results: Iterable[CandidateResult], cache_dir, *, verbose: bool 
     elif misses and cache_dir is not None:
         lines[0] += " (-v says why each missed)"
     return lines
+
+
+def _outcome(value: float) -> str:
+    return "right" if value >= 1 else "wrong" if value <= 0 else f"pass rate {value:.2f}"
+
+
+def failure_text(r: CandidateResult, shown: int = 5) -> str:
+    """Why a candidate failed: each failure, then the examples that flipped (or were wrong)."""
+    lines = [f"{r.suite}::{r.candidate} failed ({r.n} examples):"]
+    lines += [f"  {failure}" for failure in r.failures]
+    comparison = r.baseline or {}
+    if comparison.get("regressed") and comparison.get("changes"):
+        lines.append(f"  since the baseline: {'; '.join(comparison['changes'])}")
+    worse = [f for f in comparison.get("flipped", []) if f["direction"] == "worse"] if comparison.get("regressed") else []
+    if worse:
+        by_id = {e.id: e for e in r.examples}
+        lines.append(f"first examples that got worse ({len(worse)} in all; every flip is in reports/latest/summary.md):")
+        for flip in worse[:shown]:
+            e = by_id[flip["id"]]
+            lines.append(f"  {e.id}: {flip['baseline_output']!r} -> {e.output!r} "
+                         f"({_outcome(flip['baseline'])} -> {_outcome(flip['current'])}), expected {e.target!r}")
+        return "\n".join(lines)
+    wrong = [e for e in r.examples if not e.correct][:3]
+    if wrong:
+        lines.append("first wrong examples:")
+        for e in wrong:
+            lines.append(f"  {e.id}: predicted {e.output!r}, expected {e.target!r}")
+    return "\n".join(lines)

@@ -8,6 +8,7 @@ from typing import Any
 
 from evalkit.compare import format_p
 from evalkit.results import rows_by_candidate
+from evalkit.verdict import Verdict
 
 FLIPS_SHOWN = 5  # flipped examples per candidate in summary.md (report.html shows them all)
 PROMPT_TAIL = 240  # characters of a prompt shown before "full prompt" (few-shot prefixes repeat)
@@ -76,14 +77,7 @@ class CandidateView:
     @property
     def verdict(self) -> str:
         """pass or fail, with what decided it."""
-        if self.passed:
-            return "pass" if self.status in ("no baseline", "no significant change") else f"pass ({self.status})"
-        reasons = []
-        if (self.comparison or {}).get("regressed"):
-            reasons.append("regressed")
-        if any(not f.startswith("regression against the baseline") for f in self.entry.get("failures", [])):
-            reasons.append("threshold" if any("does not meet" in f for f in self.entry["failures"]) else "error")
-        return "FAIL (" + ", ".join(reasons) + ")"
+        return Verdict.of(self.entry).summary()
 
     @property
     def flips(self) -> list[dict[str, Any]]:

@@ -1,0 +1,72 @@
+"""A candidate's verdict, decided in one place: whether it passed, and why not.
+
+A result's ``failures`` are the sentences a user reads (in pytest's output and in results.json); each is
+written here, by kind, and read back here, so every report (terminal, summary.md, report.html, JUnit,
+``evalkit diff``) shows the same verdict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+REGRESSION = "regression against the baseline"
+THRESHOLD = "does not meet"
+QUIET_STATUSES = (None, "no baseline", "no significant change")  # statuses a passing verdict does not mention
+
+
+def threshold_failure(metric: str, value: float, interval: tuple[float, float], expression: str) -> str:
+    return f"{metric} {value:.3f} (95% CI {interval[0]:.3f}-{interval[1]:.3f}) {THRESHOLD} {expression!r}"
+
+
+def regression_failure(reason: str) -> str:
+    return f"{REGRESSION}: {reason}"
+
+
+def without_regression(failures: list[str]) -> list[str]:
+    """``failures`` less the baseline's: what remains when the comparison is made again."""
+    return [f for f in failures if not f.startswith(REGRESSION)]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Pass or fail, and what decided it: the baseline gate, a threshold, or another error."""
+
+    passed: bool
+    status: str | None  # the baseline comparison's status (None: nothing compared)
+    regressed: bool
+    threshold: bool  # a threshold was not met
+    error: bool  # another failure (an adapter trained on golden rows, ...)
+
+    @classmethod
+    def of(cls, entry: Mapping[str, Any]) -> Verdict:
+        """The verdict of a candidate's results.json entry (or a CandidateResult's header)."""
+        failures = list(entry.get("failures") or [])
+        comparison = entry.get("baseline") or {}
+        others = without_regression(failures)
+        return cls(passed=bool(entry.get("passed", not failures)), status=comparison.get("status"),
+                   regressed=bool(comparison.get("regressed")), threshold=any(THRESHOLD in f for f in others),
+                   error=any(THRESHOLD not in f for f in others))
+
+    @property
+    def reasons(self) -> list[str]:
+        reasons = ["regressed"] if self.regressed else []
+        if self.threshold or self.error:
+            reasons.append("threshold" if self.threshold else "error")
+        return reasons
+
+    def summary(self) -> str:
+        """As summary.md and report.html say it: ``pass``, ``pass (improved)``, ``FAIL (regressed, threshold)``."""
+        if self.passed:
+            return "pass" if self.status in QUIET_STATUSES else f"pass ({self.status})"
+        return "FAIL (" + ", ".join(self.reasons) + ")"
+
+    def terminal(self) -> str:
+        """As the terminal table says it: ``PASS``, ``PASS (improved)``, ``FAIL (regressed)``, ``FAIL``."""
+        if not self.passed:
+            return "FAIL (regressed)" if self.regressed else "FAIL"
+        return "PASS" if self.status in QUIET_STATUSES else f"PASS ({self.status})"
+
+    def junit(self) -> str:
+        return "pass" if self.passed else "fail"
