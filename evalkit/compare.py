@@ -183,6 +183,39 @@ def _delta_interval(metric: str, ref: list[Outcome], cur: list[Outcome]) -> tupl
         n)
 
 
+def _metric_changes(current: Snapshot, reference: Snapshot, ref: list[Outcome],
+                    cur: list[Outcome]) -> dict[str, Any]:
+    """Each metric before and after on the shared examples, with the 95% interval of its change."""
+    metrics: dict[str, Any] = {}
+    for metric in current.metrics:
+        pairs = list(zip(ref, cur))
+        if metric in PER_EXAMPLE_METRICS:  # invariance exists only on the rows the robustness search drew
+            pairs = [(r, c) for r, c in pairs if metric in r.values and metric in c.values]
+        if not pairs:
+            continue
+        ref_m, cur_m = [r for r, _ in pairs], [c for _, c in pairs]
+        before, after = _metric_on(metric, ref_m), _metric_on(metric, cur_m)
+        if before is None or after is None:
+            continue
+        lo, hi = _delta_interval(metric, ref_m, cur_m)
+        metrics[metric] = {"baseline": before, "current": after, "delta": after - before, "ci95": [lo, hi],
+                           "baseline_all": reference.metrics.get(metric), "examples": len(pairs)}
+    return metrics
+
+
+def _flips(ref: list[Outcome], cur: list[Outcome], gated: str) -> list[dict[str, Any]]:
+    """The examples whose gated metric changed, the ones that got worse first."""
+    flipped = []
+    for r, c in zip(ref, cur):
+        before, after = r.values.get(gated), c.values.get(gated)
+        if before is None or after is None or abs(after - before) <= _EPS:
+            continue
+        flipped.append({"id": r.id, "direction": "worse" if after < before else "better",
+                        "baseline": before, "current": after, "baseline_output": r.output})
+    flipped.sort(key=lambda f: f["direction"] != "worse")
+    return flipped
+
+
 def compare(current: Snapshot, reference: Snapshot | None, policy: Policy) -> dict[str, Any]:
     """The comparison of ``current`` with ``reference`` as a JSON-ready dict (fields in the README's Reports)."""
     if reference is None:
@@ -204,34 +237,14 @@ def compare(current: Snapshot, reference: Snapshot | None, policy: Policy) -> di
     ref = [reference.outcomes[i] for i in shared_ids]
     cur = [current.outcomes[i] for i in shared_ids]
 
-    metrics: dict[str, Any] = {}
-    for metric in current.metrics:
-        pairs = list(zip(ref, cur))
-        if metric in PER_EXAMPLE_METRICS:  # invariance exists only on the rows the robustness search drew
-            pairs = [(r, c) for r, c in pairs if metric in r.values and metric in c.values]
-        if not pairs:
-            continue
-        ref_m, cur_m = [r for r, _ in pairs], [c for _, c in pairs]
-        before, after = _metric_on(metric, ref_m), _metric_on(metric, cur_m)
-        if before is None or after is None:
-            continue
-        lo, hi = _delta_interval(metric, ref_m, cur_m)
-        metrics[metric] = {"baseline": before, "current": after, "delta": after - before, "ci95": [lo, hi],
-                           "baseline_all": reference.metrics.get(metric), "examples": len(pairs)}
+    metrics = _metric_changes(current, reference, ref, cur)
     result["metrics"] = metrics
 
     gated = policy.metric
-    flipped = []
-    for r, c in zip(ref, cur):
-        before, after = r.values.get(gated), c.values.get(gated)
-        if before is None or after is None or abs(after - before) <= _EPS:
-            continue
-        flipped.append({"id": r.id, "direction": "worse" if after < before else "better",
-                        "baseline": before, "current": after, "baseline_output": r.output})
+    flipped = _flips(ref, cur, gated)
     worse = sum(f["direction"] == "worse" for f in flipped)
     better = len(flipped) - worse
     p_value = mcnemar_exact(worse, better)
-    flipped.sort(key=lambda f: f["direction"] != "worse")  # the examples that got worse first
     result["flipped"] = flipped
     if gated not in metrics:
         result.update(status="not compared", reason=f"metric '{gated}' is missing on one side")

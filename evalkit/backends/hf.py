@@ -318,14 +318,7 @@ class HFBackend(Backend):
         context alone. Rows are left-padded; the vocabulary projection runs only where a token is scored."""
         torch = self._torch
         pad = self.tokenizer.pad_token_id
-        layouts = []
-        for ctx, conts in batch:
-            tokens, positions, groups = list(ctx), list(range(len(ctx))), [-1] * len(ctx)
-            for m, cont in enumerate(conts):
-                tokens += cont[:-1]
-                positions += range(len(ctx), len(ctx) + len(cont) - 1)
-                groups += [m] * (len(cont) - 1)
-            layouts.append((tokens, positions, groups))
+        layouts = [_tree_layout(ctx, conts) for ctx, conts in batch]
         width = max(len(tokens) for tokens, _, _ in layouts)
         input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
         position_ids = torch.zeros((len(batch), width), dtype=torch.long)
@@ -454,6 +447,17 @@ class HFBackend(Backend):
                 cache = getattr(out, self._cache_kw)
                 next_pos = next_pos + 1
         return [(cut_at_stop(text, stop), len(ids)) for text, ids in zip(texts, generated)]
+
+
+def _tree_layout(ctx: list[int], conts: list[list[int]]) -> tuple[list[int], list[int], list[int]]:
+    """One row of a scoring batch: (tokens, position ids, group) for the context followed by each
+    continuation but its last token; group -1 is the context, m the m-th continuation."""
+    tokens, positions, groups = list(ctx), list(range(len(ctx))), [-1] * len(ctx)
+    for m, cont in enumerate(conts):
+        tokens += cont[:-1]
+        positions += range(len(ctx), len(ctx) + len(cont) - 1)
+        groups += [m] * (len(cont) - 1)
+    return tokens, positions, groups
 
 
 def _sample(torch, logits, temperature: float, top_p: float, generators: list) -> Any:

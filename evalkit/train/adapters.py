@@ -153,6 +153,33 @@ def _cross_validate(training: TrainingSet, model_path: Path, folds: int, work: P
     }
 
 
+def _partial_folder(output: Path, content_hash: str) -> tuple[Path, bool]:
+    """The folder an interrupted training resumes from, and whether it holds this same training's work."""
+    partial = output.parent / f".{output.name}.partial"
+    marker = partial / "partial.json"
+    try:
+        resumable = json.loads(marker.read_text())["content_hash"] == content_hash
+    except (OSError, ValueError, KeyError):
+        resumable = False
+    if not resumable and _rank() == 0:  # under torchrun every process gets here; one prepares the folder
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        marker.write_text(json.dumps({"content_hash": content_hash}))
+    return partial, resumable
+
+
+def _save_adapter(training: TrainingSet, model: Any, staged: Path) -> Path:
+    """Save the peft adapter into ``staged``, naming its base model portably; the weights file."""
+    shutil.rmtree(staged, ignore_errors=True)
+    model.save_pretrained(str(staged), safe_serialization=True)
+    adapter_config = staged / "adapter_config.json"
+    peft_config = json.loads(adapter_config.read_text())
+    peft_config["base_model_name_or_path"] = training.spec.model.name  # portable: not this machine's cache path
+    adapter_config.write_text(json.dumps(peft_config, indent=2) + "\n")
+    (staged / "README.md").unlink(missing_ok=True)
+    return staged / WEIGHTS
+
+
 def _train(training: TrainingSet, resolved, expected: dict[str, Any], *, folds: int | None, notify, progress_bar,
            callbacks: Sequence[Any]) -> dict[str, Any]:
     from evalkit.train.trainer import fit
@@ -160,17 +187,7 @@ def _train(training: TrainingSet, resolved, expected: dict[str, Any], *, folds: 
     train_spec = training.train
     config = train_spec.config
     output = train_spec.output
-    partial = output.parent / f".{output.name}.partial"
-    marker = partial / "partial.json"
-    try:
-        resumable = json.loads(marker.read_text())["content_hash"] == expected["content_hash"]
-    except (OSError, ValueError, KeyError):
-        resumable = False
-    if not resumable and _rank() == 0:  # under torchrun every process gets here; one prepares the folder
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        marker.write_text(json.dumps({"content_hash": expected["content_hash"]}))
-
+    partial, resumable = _partial_folder(output, expected["content_hash"])
     started = time.perf_counter()
     cross_validation = None
     folds = folds or config.validation.folds
@@ -183,14 +200,7 @@ def _train(training: TrainingSet, resolved, expected: dict[str, Any], *, folds: 
     if not result.is_main_process:  # other ranks of a distributed run: rank 0 writes the adapter
         return {}
     staged = partial / "adapter"
-    shutil.rmtree(staged, ignore_errors=True)
-    result.model.save_pretrained(str(staged), safe_serialization=True)
-    adapter_config = staged / "adapter_config.json"
-    peft_config = json.loads(adapter_config.read_text())
-    peft_config["base_model_name_or_path"] = training.spec.model.name  # portable: not this machine's cache path
-    adapter_config.write_text(json.dumps(peft_config, indent=2) + "\n")
-    (staged / "README.md").unlink(missing_ok=True)
-    weights = staged / WEIGHTS
+    weights = _save_adapter(training, result.model, staged)
     record = {
         "adapter": train_spec.name,
         **expected,

@@ -36,6 +36,7 @@ from transformers import (
     TrainingArguments,
     set_seed,
 )
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from evalkit.backends.hf import HFBackend, encode_pair, peft_quietly
 from evalkit.errors import TrainingError
@@ -257,51 +258,10 @@ def last_complete_checkpoint(checkpoint_dir: Path) -> str | None:
     return None
 
 
-def fit(
-    training: TrainingSet,
-    model_path: Path,
-    train_indices: list[int],
-    val_indices: list[int],
-    checkpoint_dir: Path,
-    *,
-    resume: bool = True,
-    early_stopping: bool = True,
-    notify: Callable[[str], None] | None = None,
-    progress_bar: bool = False,
-    callbacks: Sequence[TrainerCallback] = (),
-    label: str | None = None,
-) -> FitResult:
-    """Train one LoRA adapter on ``train_indices``, validating on ``val_indices`` after every epoch."""
-    from peft import get_peft_model
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    config = training.train.config
-    tokenizer = AutoTokenizer.from_pretrained(str(model_path))
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    encoded = encode_rows(training, tokenizer, config.max_length)
-
-    def as_dataset(indices: list[int]) -> list[dict[str, Any]]:
-        # A list of dicts is a map-style dataset; the length-grouped sampler reads each row's input_ids.
-        return [{"input_ids": encoded[i].input_ids, "completion_length": encoded[i].completion_length} for i in indices]
-
-    set_seed(config.seed)  # before the adapter exists, so its initial weights are reproducible
-    model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch.float32,
-                                                 use_safetensors=use_safetensors(training.spec.model.allow_pickle))
-    model.config.use_cache = False
-    with peft_quietly():
-        model = get_peft_model(model, _lora_config(config, model, training))
-    trainable, total = model.get_nb_trainable_parameters()
-
-    validating = bool(val_indices)
-    val_prepared = training.prepared.subset(val_indices) if validating else None
-
-    def validate(peft_model) -> float:
-        backend = HFBackend.from_model(peft_model, tokenizer, fingerprint="training")
-        return float(task_kind(training.spec.task.kind).score(val_prepared, backend).metrics["accuracy"])
-
-    steps_per_epoch = math.ceil(len(train_indices) / (config.batch_size * config.gradient_accumulation_steps))
+def _training_arguments(config: TrainConfig, train_rows: int, checkpoint_dir: Path,
+                        validating: bool) -> tuple[TrainingArguments, int]:
+    """The Hugging Face Trainer's arguments for one adapter, and the optimiser steps they make."""
+    steps_per_epoch = math.ceil(train_rows / (config.batch_size * config.gradient_accumulation_steps))
     total_steps = max(1, math.ceil(steps_per_epoch * config.epochs))
     args = TrainingArguments(
         output_dir=str(checkpoint_dir),
@@ -332,32 +292,13 @@ def fit(
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
     )
-    reporter = ProgressReporter(label or training.train.name, notify, progress_bar)
-    extra = [reporter, *callbacks]
-    if validating and early_stopping and config.validation.early_stopping_patience:
-        extra.append(EarlyStoppingCallback(early_stopping_patience=config.validation.early_stopping_patience))
-    trainer = CompletionTrainer(
-        model=model, args=args, train_dataset=as_dataset(train_indices),
-        eval_dataset=as_dataset(val_indices) if validating else None,
-        data_collator=CompletionCollator(tokenizer.pad_token_id), callbacks=extra,
-        validate=validate if validating else None,
-    )
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    return args, total_steps
 
-    trainer.remove_callback(PrinterCallback)
-    trainer.remove_callback(ProgressCallback)
-    last = last_complete_checkpoint(checkpoint_dir) if resume else None
-    if last is not None and notify is not None:
-        notify(f"{training.train.name}: resuming from {Path(last).name}")
-    started = time.perf_counter()
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # transformers' checkpoint housekeeping logs notes meant for its developers
-    try:
-        with peft_quietly():
-            output = trainer.train(resume_from_checkpoint=last)
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    wall = time.perf_counter() - started
+
+def _fit_result(trainer: CompletionTrainer, output: Any, tokenizer: Any, model: Any, *, last: str | None,
+                total_steps: int, wall: float) -> FitResult:
+    """What one training run produced: the best model, its curves, and what it cost."""
+    trainable, total = model.get_nb_trainable_parameters()
     train_seconds = max(1e-9, wall - trainer.eval_seconds)
     history = list(trainer.state.log_history)
     loss_curve = [{"step": h["step"], "epoch": round(h.get("epoch", 0.0), 4), "loss": h["loss"]}
@@ -383,3 +324,78 @@ def fit(
         stopped_early=output.global_step < total_steps,
         is_main_process=trainer.is_world_process_zero(),
     )
+
+
+def _peft_model(training: TrainingSet, model_path: Path) -> Any:
+    """The base model in float32 with a freshly initialised LoRA adapter (seeded: reproducible)."""
+    from peft import get_peft_model
+
+    config = training.train.config
+    set_seed(config.seed)  # before the adapter exists, so its initial weights are reproducible
+    model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch.float32,
+                                                 use_safetensors=use_safetensors(training.spec.model.allow_pickle))
+    model.config.use_cache = False
+    with peft_quietly():
+        return get_peft_model(model, _lora_config(config, model, training))
+
+
+def fit(
+    training: TrainingSet,
+    model_path: Path,
+    train_indices: list[int],
+    val_indices: list[int],
+    checkpoint_dir: Path,
+    *,
+    resume: bool = True,
+    early_stopping: bool = True,
+    notify: Callable[[str], None] | None = None,
+    progress_bar: bool = False,
+    callbacks: Sequence[TrainerCallback] = (),
+    label: str | None = None,
+) -> FitResult:
+    """Train one LoRA adapter on ``train_indices``, validating on ``val_indices`` after every epoch."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    config = training.train.config
+    tokenizer = AutoTokenizer.from_pretrained(str(model_path))
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    encoded = encode_rows(training, tokenizer, config.max_length)
+
+    def as_dataset(indices: list[int]) -> list[dict[str, Any]]:
+        # A list of dicts is a map-style dataset; the length-grouped sampler reads each row's input_ids.
+        return [{"input_ids": encoded[i].input_ids, "completion_length": encoded[i].completion_length} for i in indices]
+
+    model = _peft_model(training, model_path)
+    validating = bool(val_indices)
+    val_prepared = training.prepared.subset(val_indices) if validating else None
+
+    def validate(peft_model) -> float:
+        backend = HFBackend.from_model(peft_model, tokenizer, fingerprint="training")
+        return float(task_kind(training.spec.task.kind).score(val_prepared, backend).metrics["accuracy"])
+
+    args, total_steps = _training_arguments(config, len(train_indices), checkpoint_dir, validating)
+    extra = [ProgressReporter(label or training.train.name, notify, progress_bar), *callbacks]
+    if validating and early_stopping and config.validation.early_stopping_patience:
+        extra.append(EarlyStoppingCallback(early_stopping_patience=config.validation.early_stopping_patience))
+    trainer = CompletionTrainer(
+        model=model, args=args, train_dataset=as_dataset(train_indices),
+        eval_dataset=as_dataset(val_indices) if validating else None,
+        data_collator=CompletionCollator(tokenizer.pad_token_id), callbacks=extra,
+        validate=validate if validating else None,
+    )
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    last = last_complete_checkpoint(checkpoint_dir) if resume else None
+    if last is not None and notify is not None:
+        notify(f"{training.train.name}: resuming from {Path(last).name}")
+    started = time.perf_counter()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # transformers' checkpoint housekeeping logs notes meant for its developers
+    try:
+        with peft_quietly():
+            output = trainer.train(resume_from_checkpoint=last)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    return _fit_result(trainer, output, tokenizer, model, last=last, total_steps=total_steps,
+                       wall=time.perf_counter() - started)
