@@ -29,8 +29,9 @@ CORPUS = [
 ]
 
 
-def build_tiny_model(folder: Path, *, seed: int = 0) -> Path:
-    """A 2-layer Llama with a byte-level BPE tokenizer trained on CORPUS, saved with save_pretrained."""
+def build_tiny_model(folder: Path, *, seed: int = 0, corpus: tuple[str, ...] = ()) -> Path:
+    """A 2-layer Llama with a byte-level BPE tokenizer trained on CORPUS (and ``corpus``), saved with
+    save_pretrained."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -42,7 +43,7 @@ def build_tiny_model(folder: Path, *, seed: int = 0) -> Path:
         vocab_size=400, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
     )
-    tokenizer.train_from_iterator(CORPUS * 5, trainer)
+    tokenizer.train_from_iterator([*CORPUS, *corpus] * 5, trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|im_end|>", pad_token="<|endoftext|>")
     fast.chat_template = CHAT_TEMPLATE
     config = LlamaConfig(

@@ -53,13 +53,23 @@ candidates:
 """
 
 
+@pytest.fixture(scope="module")
+def colour_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random Llama with a tokenizer that knows the colour words, so each choice is one token (as
+    the labels of a real classification task usually are). With choices spelt out byte by byte, the 4-way
+    decision hangs on a sum over several tokens, and where training lands after 20 epochs varied with the
+    CPU's floating-point kernels (AVX512-BF16 against AVX2): 0.65 against 0.9 and more."""
+    corpus = tuple(f"Item: {word}\nColour: {colour}" for word, colour in COLOURS.items())
+    return build_tiny_model(tmp_path_factory.mktemp("colour-llama"), corpus=corpus)
+
+
 @pytest.fixture
-def colours(tmp_path: Path, tiny_model: Path):
+def colours(tmp_path: Path, colour_model: Path):
     """A suite folder with disjoint training (numbers 100-549) and test rows (550-999)."""
     write_jsonl(tmp_path / "data" / "train.jsonl", colour_rows(96, 1, "tr", range(100, 550)))
     write_jsonl(tmp_path / "data" / "test.jsonl", colour_rows(40, 2, "te", range(550, 1000)))
 
-    def write(epochs: float = 20, layers: str = ALL_LAYERS, model: Path = tiny_model, extra: str = "") -> Path:
+    def write(epochs: float = 20, layers: str = ALL_LAYERS, model: Path = colour_model, extra: str = "") -> Path:
         path = tmp_path / "colours.eval.yaml"
         text = SUITE.format(model=model, epochs=epochs, layers=layers)
         if extra:
@@ -95,7 +105,7 @@ def test_training_moves_accuracy_from_chance_to_above_90_percent(colours, tmp_pa
     assert [e.details["logprobs"] for e in again.examples] == [e.details["logprobs"] for e in base.examples]
 
 
-def test_adapter_on_the_shared_base_equals_a_fresh_peft_model(colours, tmp_path, tiny_model):
+def test_adapter_on_the_shared_base_equals_a_fresh_peft_model(colours, tmp_path, colour_model):
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -105,9 +115,9 @@ def test_adapter_on_the_shared_base_equals_a_fresh_peft_model(colours, tmp_path,
     suite = colours(epochs=2)
     adapter = ensure_adapter(suite, "colours-lora")
     result = EvalSession(root=tmp_path, reports_dir=tmp_path / "r").run(load_suite(suite), "lora")
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    tokenizer = AutoTokenizer.from_pretrained(colour_model)
     with peft_quietly():
-        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), str(adapter.path)).eval()
+        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(colour_model), str(adapter.path)).eval()
     example = result.examples[0]
     prompt_ids = tokenizer(example.prompt).input_ids
     for choice, logprob in example.details["logprobs"].items():
