@@ -179,8 +179,8 @@ def main() -> None:
                 rows_here = train[:n]
             suite = write_suite(work, rows_here, test, args, precision)
             results = {}
-            for name, run in (("trl SFTTrainer", lambda: train_trl(suite, resolved.path, work, args, precision)),
-                              ("evalkit", lambda: train_evalkit(suite, resolved.path, work))):
+            for name, run in (("trl SFTTrainer", lambda suite=suite, precision=precision: train_trl(suite, resolved.path, work, args, precision)),
+                              ("evalkit", lambda suite=suite: train_evalkit(suite, resolved.path, work))):
                 print(f"training with {name} ({precision}) ...", flush=True)
                 r = run()
                 r["accuracy"] = accuracy(suite, resolved.path, resolved.fingerprint, r["adapter"])

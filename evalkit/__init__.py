@@ -9,4 +9,4 @@ from evalkit.scoring import Score, register_scorer
 
 __version__ = "0.1.0"
 
-__all__ = ["EvalkitError", "Score", "register_scorer", "__version__"]
+__all__ = ["EvalkitError", "Score", "__version__", "register_scorer"]

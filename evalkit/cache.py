@@ -35,7 +35,6 @@ from evalkit.backends.base import (
 )
 from evalkit.errors import shown_path
 
-
 SCHEMA_VERSION = 1
 DATABASE = "results.sqlite"
 COMMIT_EVERY = 64  # requests per backend call between commits: an interrupted run loses at most this many
@@ -126,7 +125,7 @@ class ResultCache:
             try:
                 self._conn = self._open()
             except sqlite3.DatabaseError as exc:
-                self._rebuild(exc)
+                self._conn = self._rebuild(exc)
         return self._conn
 
     def _open(self) -> sqlite3.Connection:
@@ -145,7 +144,7 @@ class ResultCache:
             raise
         return conn
 
-    def _rebuild(self, error: Exception) -> None:
+    def _rebuild(self, error: Exception) -> sqlite3.Connection:
         """A damaged or foreign database is set aside and replaced by an empty one."""
         aside = self.path.with_name(f"{DATABASE}.broken-{int(time.time())}-{os.getpid()}")
         for suffix in ("", "-wal", "-shm"):
@@ -155,7 +154,7 @@ class ResultCache:
         if self._warn is not None:
             self._warn(f"evalkit: the result cache {shown_path(self.path)} could not be read ({error}); it was moved to "
                        f"{aside.name} and a new one started, so this run recomputes its answers")
-        self._conn = self._open()
+        return self._open()
 
     def close(self) -> None:
         if self._conn is not None:

@@ -82,7 +82,7 @@ class Snapshot:
     outcomes: dict[str, Outcome] = field(default_factory=dict)
 
     @classmethod
-    def from_result(cls, result: CandidateResult) -> "Snapshot":
+    def from_result(cls, result: CandidateResult) -> Snapshot:
         outcomes = {e.id: Outcome(e.id, example_values(e), _short(str(e.output)), _short(e.target))
                     for e in result.examples}
         return cls(result.suite, result.candidate, result.task, result.n, dict(result.metrics),
@@ -90,7 +90,7 @@ class Snapshot:
 
     @classmethod
     def from_record(cls, entry: Mapping[str, Any], examples: Iterable[Mapping[str, Any]], *,
-                    suite: str, candidate: str) -> "Snapshot":
+                    suite: str, candidate: str) -> Snapshot:
         """From a candidate's entry in results.json and its rows of examples.jsonl (or a baseline entry)."""
         outcomes = {}
         for e in examples:
@@ -130,7 +130,7 @@ _HASH_NAMES = {"dataset": "dataset", "template": "prompt template", "model": "mo
 
 
 def _what_changed(reference: Snapshot, current: Snapshot) -> list[str]:
-    changes = []
+    changes: list[str] = []
     for key, label in _HASH_NAMES.items():
         old, new = reference.hashes.get(key), current.hashes.get(key)
         if old == new or (key == "prompts" and (changes or old is None)):

@@ -97,7 +97,7 @@ def _read_text(path: Path) -> str:
 
 
 def _load_jsonl(path: Path, limit: int | None) -> list[tuple[int | None, Any]]:
-    records = []
+    records: list[tuple[int | None, Any]] = []
     for number, text in enumerate(_read_text(path).splitlines(), start=1):
         if not text.strip():
             continue
@@ -130,7 +130,7 @@ def _load_csv(path: Path, limit: int | None) -> list[tuple[int | None, Any]]:
     reader = csv.DictReader(text.splitlines())
     if not reader.fieldnames:
         raise DatasetError("CSV file has no header row", path=path, fix="put the field names on the first line")
-    records = []
+    records: list[tuple[int | None, Any]] = []
     for fields in reader:
         line = reader.line_num
         if None in fields:

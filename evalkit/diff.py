@@ -13,6 +13,7 @@ from evalkit.report.markdown import render_summary
 from evalkit.results import load_run, rows_by_candidate, run_order
 from evalkit.verdict import regression_failure, without_regression
 
+
 def resolve_run(name: str, reports: Path) -> Path:
     """A run named on the command line: a path, 'latest', 'baseline', or a run id under reports/runs."""
     path = Path(name)

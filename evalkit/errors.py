@@ -48,7 +48,7 @@ class EvalkitError(Exception):
     def __str__(self) -> str:
         return self.render()
 
-    def located(self, path: str | Path, line: int | None = None) -> "EvalkitError":
+    def located(self, path: str | Path, line: int | None = None) -> EvalkitError:
         """This error, placed at ``path:line`` unless it already names a file."""
         if self.path is not None:
             return self

@@ -156,7 +156,7 @@ def embedded_gguf(model: EmbeddedModel) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ModelError(f"the embedded default model package '{model.package}' is not installed",
                          fix=f"run `{model.install}`")
-    gguf = Path(list(spec.submodule_search_locations)[0]) / model.filename
+    gguf = Path(next(iter(spec.submodule_search_locations))) / model.filename
     if not gguf.is_file():
         raise ModelError(f"{gguf} is missing from package '{model.package}'", fix=f"reinstall it: `{model.install}`")
     return gguf
@@ -201,7 +201,7 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
             model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
             # A GGUF-loaded model keeps a quantizer marker that makes save_pretrained refuse; the
             # weights are already de-quantised to float32, so the marker can go.
-            model.hf_quantizer = None
+            model.hf_quantizer = None  # type: ignore[assignment]
             if hasattr(model.config, "quantization_config"):
                 del model.config.quantization_config
             model.save_pretrained(str(tmp))

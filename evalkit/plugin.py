@@ -135,8 +135,8 @@ class SuiteFile(pytest.File):
         session: EvalSession = self.config.stash[SESSION_KEY]
         try:
             spec = session.spec(self.path)
-        except EvalkitError as error:
-            yield InvalidSuiteItem.from_parent(self, name="suite", error=error)
+        except EvalkitError as unusable:
+            yield InvalidSuiteItem.from_parent(self, name="suite", error=unusable)
             return
         names = self.config.stash[SUITE_NAMES_KEY]
         other = names.setdefault(spec.name, self.path)
@@ -227,9 +227,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     """A hand-written test whose `evalkit` fixture call hit a mistake in a suite shows the message, and the test
     line that made the call, instead of a traceback through evalkit."""
     report = yield
-    error = call.excinfo.value if call.excinfo is not None else None
+    excinfo = call.excinfo
+    error = excinfo.value if excinfo is not None else None
     if report.failed and isinstance(error, EvalkitError) and not isinstance(item, (CandidateItem, InvalidSuiteItem)):
-        lines = [entry.lineno + 1 for entry in call.excinfo.traceback if Path(entry.path) == item.path]
+        lines = [entry.lineno + 1 for entry in excinfo.traceback if Path(entry.path) == item.path]  # type: ignore[union-attr]
         where = f"{shown_path(item.path)}:{lines[-1]}" if lines else item.nodeid
         report.longrepr = f"{where}: the suite it evaluates cannot be used:\n{error}"
     return report
@@ -249,7 +250,7 @@ def trained_adapter(request: pytest.FixtureRequest):
 
 
 @pytest.fixture
-def evalkit(request: pytest.FixtureRequest) -> "EvalkitFixture":
+def evalkit(request: pytest.FixtureRequest) -> EvalkitFixture:
     """Run suites from hand-written tests: ``evalkit.run("suites/x.eval.yaml", candidate="few_shot")``."""
     return EvalkitFixture(request.config)
 
@@ -286,7 +287,7 @@ class EvalkitReporter:
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if hasattr(self.config, "workerinput"):  # an xdist worker: hand results to the controller
-            self.config.workeroutput.update(self.session.worker_output())
+            self.config.workeroutput.update(self.session.worker_output())  # type: ignore[attr-defined]
         elif not self.session.finish():
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 

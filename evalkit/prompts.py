@@ -14,7 +14,6 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from evalkit.errors import TemplateError, did_you_mean
 
-
 MAX_RESULT = 1_000_000  # items a template's `*` may build (a prompt is far shorter)
 MAX_EXPONENT = 1_000
 
@@ -74,7 +73,7 @@ class PromptTemplate:
         return TemplateError(message, path=self.path, line=template_line, fix=fix)
 
     @classmethod
-    def from_file(cls, path: Path) -> "PromptTemplate":
+    def from_file(cls, path: Path) -> PromptTemplate:
         try:
             source = path.read_text(encoding="utf-8")
         except OSError as exc:

@@ -103,7 +103,7 @@ class Registry(Generic[T]):
         except Exception as exc:  # a broken third-party package must not crash the run
             raise EntryPointError(ep.name, ep.value, exc) from exc
         part = self._adapt(name, loaded) if self._adapt is not None else loaded
-        return self.add(name, part)  # type: ignore[arg-type]
+        return self.add(name, part)
 
     def entry_point(self, name: str) -> str | None:
         """``module:attr`` of the entry point behind ``name`` when it is not imported yet, else None."""

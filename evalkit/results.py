@@ -9,7 +9,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 SCHEMA_VERSION = 2  # 2: baseline comparisons, run ids, repeats (pass_rate)
 READABLE_VERSIONS = (1, 2)
 
@@ -221,7 +220,7 @@ def run_order(run_id: str) -> tuple[str, int]:
 def new_run_id(runs_dir: Path, started: _dt.datetime) -> str:
     """A sortable id from the start time (UTC), unique within ``runs_dir`` and after every run that
     started in the same second (even one since pruned: an id is never reused out of order)."""
-    base = started.astimezone(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    base = started.astimezone(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     taken = [run_order(p.name) for p in runs_dir.glob(f"{base}*")] if runs_dir.is_dir() else []
     n = max((seq for b, seq in taken if b == base), default=0) + 1
     return base if n == 1 else f"{base}-{n}"

@@ -13,6 +13,7 @@ SearchStrategy[Change]``, or the same function published under the entry-point g
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import random
@@ -307,7 +308,7 @@ class RobustnessReport:
         return sum(r.held for r in self.rows) / len(self.rows) if self.rows else 1.0
 
     @classmethod
-    def from_stored(cls, data: dict[str, Any]) -> "RobustnessReport":
+    def from_stored(cls, data: dict[str, Any]) -> RobustnessReport:
         """A report kept by ``dataclasses.asdict`` (in the result cache)."""
         report = cls(**{**data, "rows": [RowOutcome(**row) for row in data["rows"]]})
         report.cached = True
@@ -418,10 +419,8 @@ def _draw(strategy: Any, tries: int, seed: int, row_id: str) -> list[Change]:
         seen.append(change)
         return False
 
-    try:
+    with contextlib.suppress(NoSuchExample):
         find(strategy, record, settings=_settings(tries), random=_random(seed, row_id))
-    except NoSuchExample:
-        pass
     return seen
 
 
@@ -512,7 +511,7 @@ def check_robustness(prepared: PreparedCandidate, backend: CachedBackend,
     config = spec.robustness
     assert config is not None
     kind = prepared.kind
-    exclude = {spec.id_field, task.target, task.choices_field}
+    exclude = {name for name in (spec.id_field, task.target, task.choices_field) if name is not None}
     picked = select_rows(list(range(len(dataset.rows))), config.examples, config.seed)
     rows: list[Row] = []
     for i in picked:

@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from evalkit.backends import open_backend
 from evalkit.backends.base import Backend
@@ -20,6 +20,8 @@ from evalkit.runner import Resources, evaluate_candidate
 from evalkit.spec import ModelConfig, SuiteSpec
 from evalkit.suite import load_suite
 from evalkit.verdict import regression_failure
+
+TrainMode = Literal["auto", "never", "always"]
 
 
 @dataclass
@@ -35,13 +37,13 @@ class EvalSession:
     reports_dir: Path
     limit: int | None = None
     notify: Callable[[str], None] | None = None  # shows a message to the user right away
-    started: _dt.datetime = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc))
+    started: _dt.datetime = field(default_factory=lambda: _dt.datetime.now(_dt.UTC))
     results: dict[tuple[str, str], CandidateResult] = field(default_factory=dict)
     _backends: dict[tuple, tuple[str, Backend]] = field(default_factory=dict)
     _datasets: dict = field(default_factory=dict)
     _specs: dict[Path, SuiteSpec] = field(default_factory=dict)
     _limits: dict[tuple[str, str], int | None] = field(default_factory=dict)
-    train_mode: str = "auto"  # auto: train missing or stale adapters; never: that is an error; always: retrain
+    train_mode: TrainMode = "auto"  # auto: train missing or stale adapters; never: that is an error; always: retrain
     _adapters: dict[tuple[Path, str], Any] = field(default_factory=dict)
     baseline_path: Path | None = None  # default: <reports_dir>/baseline.json
     update_baseline: str | None = None  # None: gate on the baseline; "replace" or "merge": write it from this run
@@ -54,9 +56,10 @@ class EvalSession:
     coverage: RunCoverage = field(default_factory=lambda: RunCoverage())
     report_error: str | None = None  # why the run record or the baseline could not be written
 
-    def __post_init__(self) -> None:
-        if self.baseline_path is None:
-            self.baseline_path = self.reports_dir / "baseline.json"
+    @property
+    def baseline_file(self) -> Path:
+        """The baseline compared with and written: ``baseline_path``, else <reports_dir>/baseline.json."""
+        return self.baseline_path if self.baseline_path is not None else self.reports_dir / "baseline.json"
 
     @property
     def models(self) -> list[LoadedModel]:
@@ -68,7 +71,7 @@ class EvalSession:
         """The committed baseline (None when there is none yet); a damaged one raises EvalkitError."""
         if not self._baseline_read:
             try:
-                self._baseline = read_baseline(self.baseline_path)
+                self._baseline = read_baseline(self.baseline_file)
             except EvalkitError as error:
                 self._baseline = error
             self._baseline_read = True
@@ -226,13 +229,13 @@ class EvalSession:
             lines += [("", None), (table, None)]
         lines.append(("", None))
         if self.update_baseline is not None and self.report_error is None:
-            lines.append((f"baseline written: {self.baseline_path}", "green"))
+            lines.append((f"baseline written: {self.baseline_file}", "green"))
         elif not any(r.baseline is not None for r in self.results.values()):
             if self.update_baseline is None:
-                lines.append((f"no baseline at {self.baseline_path}: nothing is compared yet (pytest suites/ "
+                lines.append((f"no baseline at {self.baseline_file}: nothing is compared yet (pytest suites/ "
                               "--evalkit-update-baseline writes one)", None))
         else:
-            lines.append((f"compared with the baseline {self.baseline_path}", None))
+            lines.append((f"compared with the baseline {self.baseline_file}", None))
         if self.written is not None:
             lines.append((f"run record: {self.written}/ (also {self.reports_dir / 'latest'}/): results.json, "
                           "examples.jsonl, summary.md, report.html", None))
@@ -245,13 +248,13 @@ class EvalSession:
         cover every suite and candidate it should (a baseline is then refused unless merging)."""
         if not self.results:
             return None
-        finished = _dt.datetime.now(_dt.timezone.utc)
+        finished = _dt.datetime.now(_dt.UTC)
         header = run_header(self.root, self.started, finished)
         header["run_id"] = new_run_id(self.reports_dir / "runs", self.started)
         header["row_limit"] = self.limit
         ordered = sorted(self.results.values(), key=lambda r: (r.suite, r.candidate))
         baseline_error = None
-        header["baseline"] = {"path": self._shown(self.baseline_path), "updated": False}
+        header["baseline"] = {"path": self._shown(self.baseline_file), "updated": False}
         if self.update_baseline is not None:
             try:
                 written = self._write_baseline(ordered, header, incomplete)
@@ -278,7 +281,7 @@ class EvalSession:
         merge = self.update_baseline == "merge"
         if self.limit is not None:
             raise EvalkitError("baseline not written: --evalkit-limit evaluated only the first rows of each suite",
-                               path=self.baseline_path, fix="update the baseline from a run without --evalkit-limit")
+                               path=self.baseline_file, fix="update the baseline from a run without --evalkit-limit")
         limited = sorted(f"{s}::{c}" for (s, c), row_limit in self._limits.items() if row_limit is not None)
         if limited and incomplete is None:
             incomplete = f"{', '.join(limited)} evaluated only the first rows (evalkit.run(..., limit=N))"
@@ -296,13 +299,13 @@ class EvalSession:
         if incomplete is not None and not merge:
             raise EvalkitError(
                 f"baseline not written: this run covered only part of the suites ({incomplete})",
-                path=self.baseline_path,
+                path=self.baseline_file,
                 fix="run every suite (pytest suites/ --evalkit-update-baseline), or keep the other entries and "
                     "replace only what ran with --evalkit-merge-baseline")
         suite_paths = {r.suite: self._shown(Path(r.suite_path)) for r in results}
         baseline_header = {"written": header["finished"], "git_commit": header["git_commit"],
                            "evalkit_version": header["evalkit_version"]}
-        return write_baseline(self.baseline_path, [Snapshot.from_result(r) for r in results], suite_paths,
+        return write_baseline(self.baseline_file, [Snapshot.from_result(r) for r in results], suite_paths,
                               baseline_header, merge_into=old if merge else None)
 
 

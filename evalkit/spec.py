@@ -11,14 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from evalkit.backends.base import DEFAULT_MODEL, ModelConfig, StrictModel
 from evalkit.gate import Threshold
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
-__all__ = ["DEFAULT_MODEL", "ModelConfig", "SuiteSpec", "Candidate", "TrainSpec"]
+__all__ = ["DEFAULT_MODEL", "Candidate", "ModelConfig", "SuiteSpec", "TrainSpec"]
 
 class DatasetConfig(StrictModel):
     path: str = Field(description="JSONL/JSON/CSV/Parquet file or a saved `datasets` folder, relative to the suite")
@@ -115,7 +115,7 @@ class TrainConfig(StrictModel):
     allow_contamination: bool = Field(False, description="allow training rows that duplicate golden test rows")
 
     @model_validator(mode="after")
-    def _one_source(self) -> "TrainConfig":
+    def _one_source(self) -> TrainConfig:
         _check_prompt_source(self, "a training set")
         return self
 
@@ -158,7 +158,7 @@ class CandidateConfig(StrictModel):
     markers: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _one_source(self) -> "CandidateConfig":
+    def _one_source(self) -> CandidateConfig:
         _check_prompt_source(self, "a candidate")
         return self
 
@@ -243,7 +243,7 @@ class SuiteSpec:
     thresholds: dict[str, dict[str, Threshold]]
     markers: tuple[str, ...]
     train: dict[str, TrainSpec] = field(default_factory=dict)
-    baseline: BaselineConfig = BaselineConfig()
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
     robustness: RobustnessConfig | None = None
     model_line: int | None = None  # where `model:` is written, for errors about the model
     name_line: int | None = None  # where `suite:` is written

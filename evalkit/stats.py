@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 Z95 = 1.959963984540054
 
@@ -22,7 +23,7 @@ def wilson_interval(successes: float, n: int, z: float = Z95) -> tuple[float, fl
 
 
 def bootstrap_interval(
-    statistic: Callable[[Sequence[int]], float],
+    statistic: Callable[[Any], float],
     n: int,
     *,
     resamples: int = 1000,
@@ -36,8 +37,8 @@ def bootstrap_interval(
         return (0.0, 1.0)
     rng = np.random.default_rng(seed)
     values = sorted(statistic(rng.integers(0, n, size=n)) for _ in range(resamples))
-    lo = values[int(math.floor((1 - level) / 2 * (resamples - 1)))]
-    hi = values[int(math.ceil((1 + level) / 2 * (resamples - 1)))]
+    lo = values[math.floor((1 - level) / 2 * (resamples - 1))]
+    hi = values[math.ceil((1 + level) / 2 * (resamples - 1))]
     return (float(lo), float(hi))
 
 

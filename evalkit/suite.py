@@ -85,7 +85,7 @@ def load_yaml(path: Path) -> Any:
     except UnicodeDecodeError:
         raise SuiteError("suite file is not UTF-8 text", path=path, fix="save it as UTF-8") from None
     try:
-        return yaml.load(text, Loader=_LineLoader)  # noqa: S506 - _LineLoader is a SafeLoader
+        return yaml.load(text, Loader=_LineLoader)
     except SuiteError as exc:
         exc.path = str(path)
         raise SuiteError(exc.message, path=path, line=exc.line, fix=exc.fix) from None
@@ -127,7 +127,7 @@ def _format_validation_error(exc: ValidationError, document: Any, path: Path) ->
     kind = error["type"]
     if kind == "extra_forbidden":
         allowed = _allowed_keys(clean[:-1])
-        key = clean[-1]
+        key = str(clean[-1])
         return SuiteError(f"unknown key '{key}'{did_you_mean(key, allowed)}", path=path, line=line,
                           fix=f"allowed keys here: {', '.join(allowed)}" if allowed else None)
     if kind == "missing":

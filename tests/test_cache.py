@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from evalkit.backends.base import ChoiceRequest, GenerateRequest
+from evalkit.backends.base import Backend, ChoiceRequest, GenerateRequest
 from evalkit.cache import CachedBackend, ResultCache
-from evalkit.backends.base import Backend
 from evalkit.runner import Resources, evaluate_candidate
 from evalkit.suite import load_suite
 from tests.conftest import TICKET_ROWS, write_jsonl

@@ -8,7 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from evalkit.baseline import read_baseline, write_baseline
 from evalkit.cli import main as cli
@@ -238,7 +239,7 @@ def test_runs_within_one_second_keep_their_order_through_pruning(tmp_path):
     from evalkit.results import new_run_id
 
     reports = tmp_path / "reports"
-    second = dt.datetime(2026, 11, 24, 10, 0, 0, tzinfo=dt.timezone.utc)
+    second = dt.datetime(2026, 11, 24, 10, 0, 0, tzinfo=dt.UTC)
     ids = []
     for _ in range(12):
         ids.append(new_run_id(reports / "runs", second))

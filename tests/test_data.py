@@ -1,7 +1,8 @@
 import json
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from evalkit.data import load_dataset
 from evalkit.errors import DatasetError
@@ -20,9 +21,9 @@ def test_jsonl_rows_ids_lines_and_limit(tmp_path):
 
 
 def test_formats_give_identical_rows_and_hash(tmp_path):
+    import datasets
     import pyarrow as pa
     import pyarrow.parquet as pq
-    import datasets
 
     (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS))
     (tmp_path / "d.json").write_text(json.dumps(ROWS))

@@ -1,5 +1,6 @@
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from evalkit.errors import TemplateError
 from evalkit.prompts import PromptTemplate, select_fewshot

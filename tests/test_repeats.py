@@ -9,8 +9,8 @@ import pytest
 from evalkit.backends.base import GenerateRequest
 from evalkit.backends.hf import HFBackend
 from evalkit.runner import Resources, evaluate_candidate
-from evalkit.tasks import sample_seed
 from evalkit.suite import load_suite
+from evalkit.tasks import sample_seed
 from tests.conftest import write_jsonl
 
 PROMPTS = ["Ticket: my invoice is wrong\nCategory:", "Question: what is 2 + 3?\nAnswer:", "The order number is"]

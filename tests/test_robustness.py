@@ -12,10 +12,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from evalkit import robustness
-from evalkit.backends.base import ChoiceRequest, ChoiceResult
+from evalkit.backends.base import Backend, ChoiceRequest, ChoiceResult, ModelIdentity
 from evalkit.errors import SuiteError
 from evalkit.robustness import DISTRACTORS, apply_typo, perturbations, register_perturbation, search
-from evalkit.backends.base import Backend, ModelIdentity
 from evalkit.runner import Resources, evaluate_candidate
 from evalkit.suite import load_suite
 from tests.conftest import write_jsonl

@@ -321,11 +321,11 @@ def test_unknown_target_module_lists_the_linear_layers(colours):
 
 
 def test_attached_adapters_switch_by_name_and_leave_the_base_untouched(colours, tmp_path, tiny_model):
+    import shutil
+
     from evalkit.backends.base import ChoiceRequest, GenerateRequest
     from evalkit.backends.hf import HFBackend
     from evalkit.models import folder_fingerprint
-
-    import shutil
 
     first = ensure_adapter(colours(epochs=1), "colours-lora")
     first_copy = shutil.copytree(first.path, tmp_path / "first-copy")

@@ -24,7 +24,6 @@ from evalkit.backends.base import (
 )
 from evalkit.errors import ModelError
 
-
 TOKEN_BUDGET = 4096  # padded tokens per forward pass when the batch size is automatic
 MAX_AUTO_BATCH = 64  # rows per scoring pass (TOKEN_BUDGET usually binds first)
 MAX_GENERATE_BATCH = 128  # decoding steps are small, so generation gains from many rows per step
@@ -155,7 +154,7 @@ class HFBackend(Backend):
         device = self._device_name
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        self._tokenizer, self._model = tokenizer, model.to(device)
+        self._tokenizer, self._model = tokenizer, model.to(device)  # type: ignore[arg-type]
         self._setup()
 
     def close(self) -> None:
@@ -241,12 +240,13 @@ class HFBackend(Backend):
     def generate_rows(self, width: int, steps: int) -> int:
         """How many rows one generation batch may hold: its key/value cache and logits must fit in a
         share of the memory available now (GPU memory on a GPU), and at most MAX_GENERATE_BATCH."""
-        config = self.model.config
-        config = getattr(config, "get_text_config", lambda: config)()
-        layers = getattr(config, "num_hidden_layers", 32)
-        heads = getattr(config, "num_key_value_heads", None) or getattr(config, "num_attention_heads", 32)
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // getattr(config, "num_attention_heads", 32)
-        element = next(self.model.parameters()).element_size()
+        model_config = self.model.config
+        config: Any = getattr(model_config, "get_text_config", lambda: model_config)()
+        layers: int = getattr(config, "num_hidden_layers", 32)
+        heads: int = config.num_key_value_heads if getattr(config, "num_key_value_heads", None) else \
+            getattr(config, "num_attention_heads", 32)
+        head_dim: int = getattr(config, "head_dim", None) or config.hidden_size // getattr(config, "num_attention_heads", 32)
+        element = int(next(self.model.parameters()).element_size())
         per_row = (width + steps) * 2 * layers * heads * head_dim * element + 4 * config.vocab_size
         return max(1, min(MAX_GENERATE_BATCH, int(MEMORY_SHARE * self._available_memory()) // per_row))
 
@@ -324,7 +324,8 @@ class HFBackend(Backend):
         position_ids = torch.zeros((len(batch), width), dtype=torch.long)
         allowed = torch.eye(width, dtype=torch.bool).repeat(len(batch), 1, 1)  # padding sees only itself
         read: dict[tuple[int, int], int] = {}  # (row, column) where the model's prediction is read -> its index
-        reads, targets = [], []  # per scored token: which read predicts it, and the token it should give
+        reads: list[int] = []  # per scored token: which read predicts it
+        targets: list[int] = []  # and the token it should give: which read predicts it, and the token it should give
         spans: list[list[tuple[int, int]]] = []  # per row and continuation: (first, count) into the targets
         for row, ((ctx, conts), (tokens, positions, groups)) in enumerate(zip(batch, layouts)):
             n, offset = len(tokens), width - len(tokens)

@@ -53,7 +53,7 @@ def _robustness_section(view: RunView) -> list[str]:
     lines = ["### Robustness", ""]
     body = []
     for c in candidates:
-        r = c.robustness
+        r = c.robustness or {}
         body.append([f"{c.suite} · {c.name}", c.metric_cell("invariance"), f"{r['held']} of {r['examples']}",
                      str(r["tries"]), ", ".join(r["perturbations"]), f"{r['wall_s']:.0f}s"])
     lines.append(tabulate(body, headers=["candidate", "invariance [95% CI]", "rows that held", "tries per row",

@@ -78,22 +78,22 @@ def suite_tables(results: Iterable[CandidateResult]) -> list[str]:
                  " training: adapter training time, trainable parameters, size)")
         if compared:
             title += "\nvs baseline: change of the gated metric on the shared examples; p: exact McNemar test on the flips"
-        robust = [r for r in rows if r.robustness]
+        robust = [(r.candidate, r.robustness) for r in rows if r.robustness]
         footer = ""
         if robust:
             footer = "\nrobustness (invariance: rows whose answer held under every perturbation; report.html shows the flips): " + \
-                "; ".join(f"{r.candidate} {r.robustness['held']} of {r.robustness['examples']} rows held, "
-                          f"{r.robustness['tries']} tries each, {r.robustness['wall_s']:.0f}s"
-                          f"{' (cached)' if r.robustness.get('cached') else ''}" for r in robust)
+                "; ".join(f"{name} {rb['held']} of {rb['examples']} rows held, "
+                          f"{rb['tries']} tries each, {rb['wall_s']:.0f}s"
+                          f"{' (cached)' if rb.get('cached') else ''}" for name, rb in robust)
         tables.append(title + "\n" + tabulate(body, headers=headers, tablefmt="simple", disable_numparse=True) + footer)
     return tables
 
 
 def cache_lines(results: Iterable[CandidateResult], cache_dir, *, verbose: bool = False) -> list[str]:
     """How many requests the result cache answered; with ``verbose``, why each candidate's misses missed."""
-    results = [r for r in results if r.cache is not None]
-    hits = sum(r.cache["hits"] for r in results)
-    misses = sum(r.cache["misses"] for r in results)
+    stats = [(r, r.cache) for r in results if r.cache is not None]
+    hits = sum(cache["hits"] for _, cache in stats)
+    misses = sum(cache["misses"] for _, cache in stats)
     total = hits + misses
     if cache_dir is None:
         lines = [f"result cache off (--evalkit-no-cache): {total} requests computed"]
@@ -103,13 +103,13 @@ def cache_lines(results: Iterable[CandidateResult], cache_dir, *, verbose: bool 
         if total and not misses:
             lines[0] += "; the model was not loaded"
     if verbose and cache_dir is not None:
-        for r in sorted(results, key=lambda r: (r.suite, r.candidate)):
-            reasons = r.cache["miss_reasons"]
+        for r, cache in sorted(stats, key=lambda pair: (pair[0].suite, pair[0].candidate)):
+            reasons = cache["miss_reasons"]
             if not reasons:
                 continue
-            why = "; ".join(f"{count} {reason} (first: {r.cache['first_miss'].get(reason, '?')})"
+            why = "; ".join(f"{count} {reason} (first: {cache['first_miss'].get(reason, '?')})"
                             for reason, count in reasons.items())
-            lines.append(f"  {r.suite}::{r.candidate}: {r.cache['misses']} missed: {why}")
+            lines.append(f"  {r.suite}::{r.candidate}: {cache['misses']} missed: {why}")
     elif misses and cache_dir is not None:
         lines[0] += " (-v says why each missed)"
     return lines

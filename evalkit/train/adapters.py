@@ -143,7 +143,7 @@ def _cross_validate(training: TrainingSet, model_path: Path, folds: int, work: P
     for fold, (train_idx, val_idx) in enumerate(kfold_rows(len(training), folds, config.seed)):
         result = fit(training, model_path, train_idx, val_idx, work / f"fold-{fold}", resume=False,
                      notify=notify, progress_bar=progress_bar, label=f"{training.train.name} fold {fold + 1}/{folds}")
-        accuracies.append(result.best_validation_accuracy)
+        accuracies.append(result.best_validation_accuracy or 0.0)
         shutil.rmtree(work / f"fold-{fold}", ignore_errors=True)
     return {
         "folds": folds,
@@ -228,7 +228,7 @@ def _train(training: TrainingSet, resolved, expected: dict[str, Any], *, folds: 
         "total_parameters": result.total_parameters,
         "adapter_bytes": weights.stat().st_size,
         "adapter_sha256": _sha256_file(weights),
-        "trained_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "trained_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     from evalkit import __version__
 
@@ -292,6 +292,7 @@ def ensure_adapter(
             record = _train(training, resolved, expected, folds=folds, notify=notify,
                             progress_bar=progress_bar, callbacks=callbacks)
             trained_now = True
+    assert record is not None  # read (when current) or just written
     return TrainedAdapter(name=name, path=output, record=record, trained_now=trained_now, contamination=contamination,
                           allow_contamination=train_spec.config.allow_contamination)
 

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from evalkit.backends.hf import HFBackend
 from evalkit.data import Dataset, Row, canonical_json, load_dataset
 from evalkit.errors import TrainingError
-from evalkit.backends.hf import HFBackend
-from evalkit.tasks import PreparedCandidate, prepare, task_kind
 from evalkit.spec import SuiteSpec, TrainSpec
+from evalkit.tasks import PreparedCandidate, prepare, task_kind
 
 FORMAT_VERSION = 1  # bump when a change to training makes earlier adapters stale
 

@@ -41,8 +41,8 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from evalkit.backends.hf import HFBackend, encode_pair, peft_quietly
 from evalkit.errors import TrainingError
 from evalkit.models import use_safetensors
-from evalkit.tasks import PreparedCandidate, task_kind
 from evalkit.spec import TrainConfig
+from evalkit.tasks import task_kind
 from evalkit.train.examples import TrainingSet
 
 IGNORE = -100
@@ -136,7 +136,7 @@ class CompletionTrainer(Trainer):
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         started = time.perf_counter()
-        model = self.model
+        model: Any = self.model
         was_training = model.training
         model.eval()
         total, count = 0.0, 0
@@ -149,11 +149,11 @@ class CompletionTrainer(Trainer):
             accuracy = self.validate(model) if self.validate is not None else float("nan")
         if was_training:
             model.train()
-        loss = total / max(1, count)
-        metrics = {
-            f"{metric_key_prefix}_loss": loss,
+        mean_loss = total / max(1, count)
+        metrics: dict[str, float] = {
+            f"{metric_key_prefix}_loss": mean_loss,
             f"{metric_key_prefix}_accuracy": accuracy,
-            f"{metric_key_prefix}_{SELECTION_METRIC}": accuracy - 1e-6 * loss,
+            f"{metric_key_prefix}_{SELECTION_METRIC}": accuracy - 1e-6 * mean_loss,
         }
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
@@ -238,7 +238,8 @@ def _lora_config(config: TrainConfig, model, training: TrainingSet):
             path=training.spec.path, line=training.train.line,
             fix=f"set lora.target_modules to some of: {', '.join(linear_names)}",
         )
-    return LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
+    alpha: Any = config.lora.alpha  # peft annotates an int; a float scales as well
+    return LoraConfig(r=config.lora.r, lora_alpha=alpha, lora_dropout=config.lora.dropout,
                       target_modules=list(config.lora.target_modules), task_type="CAUSAL_LM")
 
 
@@ -368,7 +369,7 @@ def fit(
 
     model = _peft_model(training, model_path)
     validating = bool(val_indices)
-    val_prepared = training.prepared.subset(val_indices) if validating else None
+    val_prepared = training.prepared.subset(val_indices)
 
     def validate(peft_model) -> float:
         backend = HFBackend.from_model(peft_model, tokenizer, fingerprint="training")

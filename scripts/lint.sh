@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Static checks, as configured in pyproject.toml: ruff (lint and format) and mypy on evalkit/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+.venv/bin/ruff check evalkit tests benchmarks
+.venv/bin/ruff format --check evalkit tests benchmarks
+.venv/bin/mypy
