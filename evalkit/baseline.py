@@ -15,42 +15,11 @@ from typing import Any
 from evalkit.atomic import write_text_atomically
 from evalkit.compare import Snapshot
 from evalkit.errors import EvalkitError
+from evalkit.record import BASELINE_KIND, BASELINE_SCHEMA, BASELINE_VERSION, schema_problem
 
-KIND = "evalkit-baseline"
-VERSION = 1
+KIND = BASELINE_KIND
+VERSION = BASELINE_VERSION
 UPDATE_HINT = "pytest suites/ --evalkit-update-baseline"
-
-_VALUES = {"type": "object", "additionalProperties": {"type": "number"}}
-SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["kind", "version", "suites"],
-    "properties": {
-        "kind": {"const": KIND},
-        "version": {"const": VERSION},
-        "suites": {"type": "object", "additionalProperties": {
-            "type": "object",
-            "required": ["suite_path", "candidates"],
-            "properties": {
-                "suite_path": {"type": "string"},
-                "candidates": {"type": "object", "additionalProperties": {
-                    "type": "object",
-                    "required": ["n", "metrics", "hashes", "examples"],
-                    "properties": {
-                        "task": {"type": "string"},
-                        "n": {"type": "integer", "minimum": 0},
-                        "metrics": _VALUES,
-                        "hashes": {"type": "object"},
-                        "examples": {"type": "array", "items": {
-                            "type": "object",
-                            "required": ["id", "values"],
-                            "properties": {"id": {"type": "string"}, "values": _VALUES},
-                        }},
-                    },
-                }},
-            },
-        }},
-    },
-}
 
 
 @dataclass
@@ -78,15 +47,12 @@ def read_baseline(path: Path) -> Baseline | None:
     except ValueError as exc:
         raise EvalkitError(f"the baseline is not valid JSON: {getattr(exc, 'msg', exc)}", path=path,
                            line=getattr(exc, "lineno", None), fix=fix) from None
-    import jsonschema
-
     if isinstance(document, dict) and document.get("kind") == KIND and document.get("version") != VERSION:
         raise EvalkitError(f"the baseline has version {document.get('version')!r}; this evalkit reads version {VERSION}",
                            path=path, fix=f"write it again with this evalkit: {UPDATE_HINT}")
-    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(SCHEMA).iter_errors(document))
-    if error is not None:
-        where = "/".join(str(p) for p in error.absolute_path) or "the top level"
-        raise EvalkitError(f"the baseline is not an evalkit baseline: at {where}: {error.message}", path=path, fix=fix)
+    problem = schema_problem(BASELINE_SCHEMA, document)
+    if problem is not None:
+        raise EvalkitError(f"the baseline is not an evalkit baseline: at {problem}", path=path, fix=fix)
     baseline = Baseline(path=path, header={k: v for k, v in document.items() if k != "suites"})
     for suite, data in document["suites"].items():
         baseline.suite_paths[suite] = data["suite_path"]

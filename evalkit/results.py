@@ -9,75 +9,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 2  # 2: baseline comparisons, run ids, repeats (pass_rate)
-READABLE_VERSIONS = (1, 2)
+from evalkit.record import READABLE_RUN_VERSIONS, ROW_SCHEMA, RUN_SCHEMA, RUN_SCHEMA_VERSION, schema_problem
 
-# What the readers of a run record (evalkit diff, the reports) rely on; everything else is optional.
-_NUMBER = {"type": "number"}
-_TEXT_OR_NULL = {"type": ["string", "null"]}
-_STRINGS = {"type": "array", "items": {"type": "string"}}
-_ID = {"type": ["string", "integer"]}
-RUN_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["schema_version", "run", "suites"],
-    "properties": {
-        "run": {"type": "object", "properties": {
-            "run_id": {"type": "string"}, "git_commit": _TEXT_OR_NULL, "started": _TEXT_OR_NULL,
-            "row_limit": {"type": ["integer", "null"]}, "baseline": {"type": ["object", "null"]},
-            "models": {"type": "array", "items": {"type": "object", "required": ["name"],
-                                                  "properties": {"name": {"type": "string"}}}},
-        }},
-        "suites": {"type": "object", "additionalProperties": {
-            "type": "object", "minProperties": 1, "additionalProperties": {
-                "type": "object",
-                "required": ["task", "n", "metrics", "ci95", "failures"],
-                "properties": {
-                    "task": {"type": "string"},
-                    "n": {"type": "integer", "minimum": 0},
-                    "metrics": {"type": "object", "additionalProperties": _NUMBER},
-                    "ci95": {"type": "object", "additionalProperties": {
-                        "type": "array", "items": _NUMBER, "minItems": 2, "maxItems": 2}},
-                    "failures": _STRINGS,
-                    "passed": {"type": "boolean"},
-                    "repeats": {"type": ["integer", "null"]},
-                    "dataset_hash": _TEXT_OR_NULL, "template_sha256": _TEXT_OR_NULL,
-                    "prompts_sha256": _TEXT_OR_NULL, "model_fingerprint": _TEXT_OR_NULL,
-                    "adapter": {"type": ["object", "null"], "properties": {"content_hash": _TEXT_OR_NULL}},
-                    "cost": {"type": "object"},
-                    "baseline": {"type": ["object", "null"], "properties": {"policy": {
-                        "type": ["object", "null"], "additionalProperties": False, "properties": {
-                            "metric": {"type": "string"}, "max_drop": _NUMBER, "alpha": _NUMBER,
-                            "strict": {"type": "boolean"}}}}},
-                    "robustness": {"type": ["object", "null"],
-                                   "required": ["held", "examples", "tries", "perturbations", "wall_s", "flipped"],
-                                   "properties": {
-                        "held": {"type": "integer"}, "examples": {"type": "integer"}, "tries": {"type": "integer"},
-                        "perturbations": _STRINGS, "wall_s": _NUMBER,
-                        "flipped": {"type": "array", "items": {
-                            "type": "object", "required": ["id", "change", "before", "after", "original", "perturbed"],
-                            "properties": {
-                                "id": _ID, "change": {"type": "string"},
-                                "choices": {"type": ["array", "null"], "items": {"type": "string"}},
-                                "perturbed_choices": {"type": ["array", "null"], "items": {"type": "string"}},
-                                "original": {"type": "object", "additionalProperties": {"type": "string"}},
-                                "perturbed": {"type": "object", "additionalProperties": {"type": "string"}},
-                            }}},
-                    }},
-                },
-            }}},
-    },
-}
-ROW_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["suite", "candidate", "id", "correct", "score"],
-    "properties": {
-        "suite": {"type": "string"}, "candidate": {"type": "string"}, "id": _ID, "row": {"type": "integer"},
-        "prompt": {"type": "string"}, "correct": {"type": "boolean"}, "score": _NUMBER,
-        "pass_rate": {"type": ["number", "null"]},
-        "details": {"type": ["object", "null"], "properties": {"correct_norm": {"type": ["boolean", "number"]},
-                                                               "invariance": _NUMBER, "flaky": {}}},
-    },
-}
+SCHEMA_VERSION = RUN_SCHEMA_VERSION
+READABLE_VERSIONS = READABLE_RUN_VERSIONS
 
 
 @dataclass
@@ -226,16 +161,6 @@ def new_run_id(runs_dir: Path, started: _dt.datetime) -> str:
     return base if n == 1 else f"{base}-{n}"
 
 
-def _schema_problem(schema: dict[str, Any], document: Any) -> str | None:
-    """Where ``document`` departs from ``schema`` and how, or None."""
-    import jsonschema
-
-    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(document))
-    if error is None:
-        return None
-    return f"{'/'.join(str(p) for p in error.absolute_path) or 'the top level'}: {error.message}"
-
-
 def load_run(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Read a run folder (or its results.json): the record and its example rows, checked for shape."""
     from evalkit.errors import EvalkitError
@@ -258,7 +183,7 @@ def load_run(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         readable = " and ".join(map(str, READABLE_VERSIONS))
         raise EvalkitError(f"the run record has schema_version {version!r}; this evalkit reads {readable}",
                            path=results_path, fix="rerun the suites with this evalkit version, or upgrade evalkit")
-    problem = _schema_problem(RUN_SCHEMA, record) or next(
+    problem = schema_problem(RUN_SCHEMA, record) or next(
         (f"suites/{suite}/{name}/ci95: no interval for metric '{metric}'"
          for suite, candidates in record["suites"].items() for name, entry in candidates.items()
          for metric in entry["metrics"] if metric not in entry["ci95"]), None)
@@ -276,7 +201,7 @@ def load_run(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
                 except ValueError as exc:
                     raise EvalkitError(f"line is not valid JSON: {getattr(exc, 'msg', exc)}", path=examples_path,
                                        line=number, fix=damaged) from None
-                problem = _schema_problem(ROW_SCHEMA, row)
+                problem = schema_problem(ROW_SCHEMA, row)
                 if problem is not None:
                     raise EvalkitError(f"not an example row evalkit wrote: at {problem}", path=examples_path,
                                        line=number, fix=damaged)

@@ -29,11 +29,10 @@ def _chromium() -> str:
 def report(tmp_path) -> Path:
     """A run of two candidates compared with a baseline; one flipped output plants a script."""
     adapter = tmp_path / "adapters" / "tickets-lora"
-    adapter.mkdir(parents=True)
-    (adapter / "training.json").write_text(json.dumps({
+    curves = {  # what the run record keeps of the adapter's training
         "loss_curve": [{"step": s, "epoch": s / 10, "loss": 3.0 / s} for s in range(1, 31)],
         "validation": [{"epoch": e, "step": 10 * e, "loss": 0.5, "accuracy": a} for e, a in [(1, 0.6), (2, 0.8), (3, 0.9)]],
-    }))
+    }
     before = [i % 4 != 3 for i in range(40)]
     after = [False] * 8 + before[8:]
     few_shot = candidate_result(after, candidate="few_shot", template="u" * 64)
@@ -41,7 +40,7 @@ def report(tmp_path) -> Path:
     few_shot.examples[1].prompt = "Ticket: </pre><b>bold?</b>\nCategory:"
     lora = candidate_result(before, candidate="lora")
     lora.adapter = {"name": "tickets-lora", "path": str(adapter), "content_hash": "a" * 64, "train_s": 61.0,
-                    "trainable_parameters": 4_884_480, "adapter_bytes": 19_600_000}
+                    "trainable_parameters": 4_884_480, "adapter_bytes": 19_600_000, **curves}
     for result, base in ((few_shot, before), (lora, before)):
         result.baseline = compare(Snapshot.from_result(result),
                                   Snapshot.from_result(candidate_result(base, candidate=result.candidate)), Policy())

@@ -6,8 +6,6 @@ that allows no script is a second line of defence. Charts are inline SVG compute
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 from evalkit.report.view import CandidateView, RunView, build_view
@@ -42,13 +40,8 @@ def _bar_chart(candidates: list[CandidateView]) -> dict[str, Any]:
 
 
 def _training_curve(adapter: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The loss curve and validation accuracy of an adapter, from its training.json, as SVG polylines."""
-    if not adapter or not adapter.get("path"):
-        return None
-    try:
-        record = json.loads((Path(adapter["path"]) / "training.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    """The loss curve and validation accuracy of an adapter, as the run record keeps them, as SVG polylines."""
+    record = adapter or {}
     losses = [(p["step"], p["loss"]) for p in record.get("loss_curve") or [] if p.get("loss") is not None]
     if len(losses) < 2:
         return None
@@ -61,7 +54,7 @@ def _training_curve(adapter: dict[str, Any] | None) -> dict[str, Any] | None:
 
     validation = [v for v in record.get("validation") or [] if v.get("accuracy") is not None]
     return {
-        "name": adapter.get("name", ""), "width": width, "height": height, "pad": pad,
+        "name": record.get("name", ""), "width": width, "height": height, "pad": pad,
         "loss": " ".join(point(s, v, top) for s, v in losses),
         "accuracy": " ".join(point(v["step"], v["accuracy"], 1.0) for v in validation),
         "max_loss": f"{top:.2f}", "steps": max_step,

@@ -80,6 +80,9 @@ class TrainedAdapter:
             "best_validation_accuracy": self.record.get("best_validation_accuracy"),
             **self.cost(),
             "contamination": [str(d) for d in self.contamination],
+            # the curves as trained, so a report rendered later shows this adapter, not a retrained one
+            "loss_curve": self.record.get("loss_curve") or [],
+            "validation": self.record.get("validation") or [],
         }
 
 

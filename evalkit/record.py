@@ -1,0 +1,212 @@
+"""The on-disk records, typed: a run folder's ``results.json`` and ``examples.jsonl`` rows, and the committed
+``baseline.json``. The JSON schemas that every reader checks a file against are generated from these
+models, so the documented shape and the checked shape are one.
+
+Each model lists what the readers rely on; other keys are kept as they are (``extra="allow"``), so a
+record written by an evalkit that adds fields still reads. Fields that older records lack are optional.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+RUN_SCHEMA_VERSION = 2  # 2: baseline comparisons, run ids, repeats (pass_rate)
+READABLE_RUN_VERSIONS = (1, 2)
+BASELINE_KIND = "evalkit-baseline"
+BASELINE_VERSION = 1
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+# --------------------------------------------------------------------------- results.json
+
+
+class ModelInfo(_Open):
+    name: str
+    fingerprint: str | None = None
+
+
+class RunInfo(_Open):
+    """The run's header: when, from which commit, with which row limit and baseline."""
+
+    run_id: str | None = None
+    started: str | None = None
+    finished: str | None = None
+    git_commit: str | None = None
+    evalkit_version: str | None = None
+    row_limit: int | None = None
+    baseline: dict[str, Any] | None = None
+    models: list[ModelInfo] = Field(default_factory=list)
+
+
+class AdapterInfo(_Open):
+    """The LoRA adapter behind a candidate, as it was when the run used it (training curves included)."""
+
+    name: str | None = None
+    content_hash: str | None = None
+    train_s: float | None = None
+    trainable_parameters: int | None = None
+    adapter_bytes: int | None = None
+    loss_curve: list[dict[str, Any]] | None = None
+    validation: list[dict[str, Any]] | None = None
+
+
+class PolicyInfo(BaseModel):
+    """When a change against the baseline fails a candidate (a suite's ``baseline:`` section)."""
+
+    model_config = ConfigDict(extra="forbid")
+    metric: str
+    max_drop: float
+    alpha: float
+    strict: bool
+
+
+class MetricChange(_Open):
+    baseline: float
+    current: float
+    delta: float
+    ci95: tuple[float, float]
+    examples: int
+
+
+class Flip(_Open):
+    id: str | int
+    direction: Literal["worse", "better"]
+    baseline: float
+    current: float
+
+
+class Gate(_Open):
+    metric: str
+    drop: float
+    p_value: float
+    worse: int
+    better: int
+
+
+class Comparison(_Open):
+    """A candidate against its baseline entry (see :mod:`evalkit.compare`)."""
+
+    status: str | None = None
+    regressed: bool = False
+    reason: str | None = None
+    policy: PolicyInfo | None = None
+    changes: list[str] = Field(default_factory=list)
+    metrics: dict[str, MetricChange] = Field(default_factory=dict)
+    flipped: list[Flip] = Field(default_factory=list)
+    gate: Gate | None = None
+
+
+class RobustFlip(_Open):
+    id: str | int
+    change: str
+    before: str
+    after: str
+    original: dict[str, str]
+    perturbed: dict[str, str]
+    choices: list[str] | None = None
+    perturbed_choices: list[str] | None = None
+
+
+class Robustness(_Open):
+    held: int
+    examples: int
+    tries: int
+    perturbations: list[str]
+    wall_s: float
+    flipped: list[RobustFlip]
+
+
+class CandidateEntry(_Open):
+    """One candidate of one suite: metrics with 95% intervals, what produced them, the verdict's inputs."""
+
+    task: str
+    n: int = Field(ge=0)
+    metrics: dict[str, float]
+    ci95: dict[str, tuple[float, float]]
+    failures: list[str]
+    passed: bool | None = None
+    repeats: int | None = None
+    dataset_hash: str | None = None
+    template_sha256: str | None = None
+    prompts_sha256: str | None = None
+    model_fingerprint: str | None = None
+    adapter: AdapterInfo | None = None
+    cost: dict[str, Any] = Field(default_factory=dict)
+    baseline: Comparison | None = None
+    robustness: Robustness | None = None
+
+
+class RunRecord(_Open):
+    """``results.json``: the run's header and every candidate's entry, by suite."""
+
+    schema_version: int
+    run: RunInfo
+    suites: dict[str, dict[str, CandidateEntry]]
+
+
+class ExampleRow(_Open):
+    """One line of ``examples.jsonl``: one example of one candidate."""
+
+    suite: str
+    candidate: str
+    id: str | int
+    correct: bool
+    score: float
+    row: int | None = None
+    prompt: str | None = None
+    pass_rate: float | None = None
+    details: dict[str, Any] | None = None
+
+
+# --------------------------------------------------------------------------- baseline.json
+
+
+class BaselineExample(_Open):
+    id: str
+    values: dict[str, float]
+
+
+class BaselineCandidate(_Open):
+    task: str | None = None
+    n: int = Field(ge=0)
+    metrics: dict[str, float]
+    hashes: dict[str, Any]
+    examples: list[BaselineExample]
+
+
+class BaselineSuite(_Open):
+    suite_path: str
+    candidates: dict[str, BaselineCandidate]
+
+
+class BaselineFile(_Open):
+    """``reports/baseline.json``: per suite and candidate, the metrics and each example's values."""
+
+    kind: Literal["evalkit-baseline"]
+    version: Literal[1]
+    suites: dict[str, BaselineSuite]
+
+
+def json_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The JSON schema (draft 2020-12) of ``model``: what a file must look like to be read."""
+    return model.model_json_schema(mode="validation")
+
+
+RUN_SCHEMA = json_schema(RunRecord)
+ROW_SCHEMA = json_schema(ExampleRow)
+BASELINE_SCHEMA = json_schema(BaselineFile)
+
+
+def schema_problem(schema: dict[str, Any], document: Any) -> str | None:
+    """Where ``document`` departs from ``schema`` and how ("suites/x/y/n: 'a' is not of type 'integer'"), or None."""
+    import jsonschema
+
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(document))
+    if error is None:
+        return None
+    return f"{'/'.join(str(p) for p in error.absolute_path) or 'the top level'}: {error.message}"
