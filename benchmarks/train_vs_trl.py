@@ -74,7 +74,7 @@ def train_evalkit(suite: Path, model_path: Path, work: Path) -> dict:
     spec = load_suite(suite)
     training = build_training_set(spec, "sst2-lora", model_path)
     result = fit(training, model_path, list(range(len(training))), [], work / "evalkit-checkpoints", resume=False)
-    out = work / f"evalkit-adapter-{spec.train['sst2-lora'].config.precision}"
+    out = work / f"evalkit-adapter-{spec.train['sst2-lora'].precision}"
     result.model.save_pretrained(str(out))
     return {"seconds": result.train_seconds, "tokens": None, "tokens_per_second": result.tokens_per_second,
             "adapter": out, "padding_fraction": result.padding_fraction}

@@ -43,7 +43,7 @@ def _train(args: argparse.Namespace) -> int:
     for name in names:
         # Cross-validation leaves the adapter's weights as they are, so asking for it forces a run.
         # (An unknown name is reported by ensure_adapter.)
-        recorded = (read_record(spec.train[name].output) if name in spec.train else None) or {}
+        recorded = (read_record(spec.train[name].output_path) if name in spec.train else None) or {}
         recorded = recorded.get("cross_validation") or {}
         retrain = args.force or (args.folds is not None and recorded.get("folds") != args.folds)
         adapter = ensure_adapter(spec, name, mode="always" if retrain else "auto", notify=print,

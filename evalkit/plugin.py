@@ -149,7 +149,7 @@ class SuiteFile(pytest.File):
         for name, candidate in spec.candidates.items():
             item = CandidateItem.from_parent(self, name=name, spec=spec)
             item.add_marker("evalkit")
-            for marker in candidate.markers:
+            for marker in candidate.all_markers:
                 item.add_marker(marker)
             item.extra_keyword_matches.add(spec.name)
             yield item

@@ -1,17 +1,16 @@
 """A suite as the rest of evalkit reads it: the schema of a ``*.eval.yaml`` file (pydantic, with help text
-on every field) and the validated suite with its paths resolved (:class:`SuiteSpec`).
-
-:mod:`evalkit.suite` reads a file into these, with file:line errors.
+on every field), which is also the validated suite itself. :mod:`evalkit.suite` reads a file into it, with
+file:line errors, and places it: each candidate and adapter learns its name, its line and the folder its
+paths are relative to, and the suite keeps its parsed thresholds, scorer and metric names.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from evalkit.backends.base import DEFAULT_MODEL, ModelConfig, StrictModel
 from evalkit.gate import Threshold
@@ -119,6 +118,40 @@ class TrainConfig(StrictModel):
         _check_prompt_source(self, "a training set")
         return self
 
+    _name: str = PrivateAttr("")
+    _base: Path = PrivateAttr(Path("."))
+    _line: int | None = PrivateAttr(None)
+
+    def placed(self, name: str, base: Path, line: int | None) -> TrainConfig:
+        """This entry as the suite file names it: its name, the folder its paths are relative to, its line."""
+        self._name, self._base, self._line = name, base, line
+        return self
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def line(self) -> int | None:
+        return self._line
+
+    @property
+    def output_path(self) -> Path:
+        return (self._base / self.output).resolve()
+
+    @property
+    def data_path(self) -> Path:
+        return (self._base / self.data).resolve()
+
+    @property
+    def prompt_path(self) -> Path | None:
+        return (self._base / self.prompt).resolve() if self.prompt else None
+
+    def as_candidate(self) -> CandidateConfig:
+        """The training prompt as a candidate, so rows render exactly as a candidate renders them."""
+        candidate = CandidateConfig(prompt=self.prompt, template=self.template, chat=self.chat, system=self.system)
+        return candidate.placed(self.name, self._base, self.line, ())
+
     def hyperparameters(self) -> dict[str, Any]:
         """Everything that shapes the adapter's weights (not where it is written, nor the contamination gate)."""
         return self.model_dump(exclude={"output", "data", "prompt", "template", "allow_contamination"})
@@ -162,6 +195,46 @@ class CandidateConfig(StrictModel):
         _check_prompt_source(self, "a candidate")
         return self
 
+    _name: str = PrivateAttr("")
+    _base: Path = PrivateAttr(Path("."))
+    _line: int | None = PrivateAttr(None)
+    _suite_markers: tuple[str, ...] = PrivateAttr(())
+
+    def placed(self, name: str, base: Path, line: int | None, suite_markers: tuple[str, ...]) -> CandidateConfig:
+        """This candidate as the suite file names it: its name, the folder its paths are relative to, its
+        line, and the suite's markers."""
+        self._name, self._base, self._line, self._suite_markers = name, base, line, suite_markers
+        return self
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def line(self) -> int | None:
+        return self._line
+
+    @property
+    def prompt_path(self) -> Path | None:
+        return (self._base / self.prompt).resolve() if self.prompt else None
+
+    @property
+    def fewshot_path(self) -> Path | None:
+        return (self._base / self.fewshot.path).resolve() if self.fewshot else None
+
+    @property
+    def fewshot_k(self) -> int:
+        return self.fewshot.k if self.fewshot else 0
+
+    @property
+    def fewshot_seed(self) -> int:
+        return self.fewshot.seed if self.fewshot else 0
+
+    @property
+    def all_markers(self) -> tuple[str, ...]:
+        """The suite's markers and the candidate's own."""
+        return (*self._suite_markers, *self.markers)
+
 
 class SuiteConfig(StrictModel):
     suite: str
@@ -171,7 +244,9 @@ class SuiteConfig(StrictModel):
     task: TaskConfig
     candidates: dict[str, CandidateConfig] = Field(min_length=1)
     train: dict[str, TrainConfig] = Field(default_factory=dict)
-    thresholds: dict[str, Any] = Field(default_factory=dict)
+    written_thresholds: dict[str, Any] = Field(
+        default_factory=dict, alias="thresholds",
+        description="metric: comparison for every candidate, or candidate: {metric: comparison}")
     baseline: BaselineConfig = BaselineConfig()
     robustness: RobustnessConfig | None = None
     markers: list[str] = Field(default_factory=list)
@@ -191,74 +266,75 @@ class SuiteConfig(StrictModel):
 
 # --------------------------------------------------------------------------- resolved spec
 
+    _path: Path = PrivateAttr(Path("."))
+    _lines: dict[str, int | None] = PrivateAttr(default_factory=dict)
+    _thresholds: dict[str, dict[str, Threshold]] = PrivateAttr(default_factory=dict)
+    _scorer: Any = PrivateAttr(None)
+    _metric_names: tuple[str, ...] = PrivateAttr(())
 
-@dataclass(frozen=True)
-class Candidate:
-    name: str
-    prompt_path: Path | None
-    template: str | None
-    chat: bool
-    system: str | None
-    fewshot_path: Path | None
-    fewshot_k: int
-    fewshot_seed: int
-    markers: tuple[str, ...]
-    line: int | None
-    adapter: str | None = None
+    def resolved(self, path: Path, *, lines: dict[str, int | None], thresholds: dict[str, dict[str, Threshold]],
+                 scorer: Any, metric_names: tuple[str, ...]) -> SuiteConfig:
+        """Attach what reading the file found out: where it is (paths resolve against its folder), the lines
+        of `suite:` and `model:`, every candidate's parsed thresholds, the task's scorer and metrics."""
+        self._path, self._lines, self._thresholds = path.resolve(), lines, thresholds
+        self._scorer, self._metric_names = scorer, metric_names
+        return self
 
+    @property
+    def name(self) -> str:
+        return self.suite
 
-@dataclass(frozen=True)
-class TrainSpec:
-    """One `train:` entry with its paths resolved."""
+    @property
+    def path(self) -> Path:
+        """The suite file."""
+        return self._path
 
-    name: str
-    output: Path
-    data_path: Path
-    prompt_path: Path | None
-    template: str | None
-    config: TrainConfig
-    line: int | None
+    @property
+    def dataset_path(self) -> Path:
+        return (self._path.parent / self.dataset.path).resolve()
 
-    def as_candidate(self) -> Candidate:
-        """The training prompt as a candidate, so rows render exactly as a candidate renders them."""
-        return Candidate(
-            name=self.name, prompt_path=self.prompt_path, template=self.template, chat=self.config.chat,
-            system=self.config.system, fewshot_path=None, fewshot_k=0, fewshot_seed=0, markers=(), line=self.line,
-        )
+    @property
+    def dataset_limit(self) -> int | None:
+        return self.dataset.limit
 
+    @property
+    def id_field(self) -> str:
+        return self.dataset.id_field
 
-@dataclass(frozen=True)
-class SuiteSpec:
-    """A validated suite with every path resolved against the suite file's folder."""
+    @property
+    def model_line(self) -> int:
+        """Where `model:` is written, for errors about the model."""
+        return self._lines.get("model") or 1
 
-    name: str
-    path: Path
-    description: str | None
-    model: ModelConfig
-    dataset_path: Path
-    dataset_limit: int | None
-    id_field: str
-    task: TaskConfig
-    candidates: dict[str, Candidate]
-    thresholds: dict[str, dict[str, Threshold]]
-    markers: tuple[str, ...]
-    train: dict[str, TrainSpec] = field(default_factory=dict)
-    baseline: BaselineConfig = field(default_factory=BaselineConfig)
-    robustness: RobustnessConfig | None = None
-    model_line: int | None = None  # where `model:` is written, for errors about the model
-    name_line: int | None = None  # where `suite:` is written
-    scorer_fn: Any = field(default=None, compare=False, repr=False)  # the task's scorer, built once at load
+    @property
+    def name_line(self) -> int:
+        """Where `suite:` is written."""
+        return self._lines.get("suite") or 1
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """What the suite reports: its task kind's metrics (and invariance with `robustness:`)."""
+        return self._metric_names
 
     def scorer(self) -> Any:
         """The task's scorer (for kinds that use one), as built and checked when the suite was loaded."""
-        return self.scorer_fn
+        return self._scorer
 
     def robustness_for(self, candidate: str) -> RobustnessConfig | None:
         """The robustness section if it applies to ``candidate``."""
         r = self.robustness
         return r if r is not None and (r.candidates is None or candidate in r.candidates) else None
 
-    metric_names: tuple[str, ...] = ()  # what the suite reports: its task kind's metrics (and invariance)
+    @property
+    def thresholds(self) -> dict[str, dict[str, Threshold]]:
+        """Every candidate's thresholds, parsed: the shared ones with its own on top."""
+        return self._thresholds
 
     def thresholds_for(self, candidate: str) -> dict[str, Threshold]:
-        return self.thresholds.get(candidate, {})
+        return self._thresholds.get(candidate, {})
+
+
+# The names the rest of evalkit reads a suite by: the validated tree itself, placed in its file.
+SuiteSpec = SuiteConfig
+Candidate = CandidateConfig
+TrainSpec = TrainConfig

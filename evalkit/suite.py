@@ -168,13 +168,14 @@ def _section_model(loc: tuple) -> type[BaseModel] | None:
 
 def _allowed_keys(loc: tuple) -> list[str]:
     model = _section_model(loc)
-    return list(model.model_fields) if model is not None else []
+    return [field.alias or name for name, field in model.model_fields.items()] if model is not None else []
 
 
 def _describe(loc: tuple) -> str:
     model = _section_model(loc[:-1])
-    if model is not None and loc[-1] in model.model_fields:
-        return model.model_fields[loc[-1]].description or "required"
+    fields = {field.alias or name: field for name, field in model.model_fields.items()} if model is not None else {}
+    if loc[-1] in fields:
+        return fields[loc[-1]].description or "required"
     return "required"
 
 
@@ -214,47 +215,34 @@ def _scorer(reader: _Reader, task: TaskConfig) -> Any:
 
 
 def _train_specs(reader: _Reader, config: SuiteConfig) -> dict[str, TrainSpec]:
-    train: dict[str, TrainSpec] = {}
     outputs: dict[Path, str] = {}
     for name, tc in config.train.items():
         reader.usable_name(name, "adapter", "train", name, fix_what="not a usable name")
-        spec = TrainSpec(
-            name=name,
-            output=(reader.base / tc.output).resolve(),
-            data_path=reader.existing(tc.data, "train", name, "data", what="training data"),
-            prompt_path=reader.existing(tc.prompt, "train", name, "prompt", what="prompt template") if tc.prompt else None,
-            template=tc.template,
-            config=tc,
-            line=reader.line("train", name),
-        )
-        if spec.output in outputs:
-            raise reader.error(f"adapters '{outputs[spec.output]}' and '{name}' are both written to {spec.output}",
-                               "train", name, "output", fix="give every adapter its own `output:` folder")
-        outputs[spec.output] = name
-        train[name] = spec
-    return train
+        tc.placed(name, reader.base, reader.line("train", name))
+        reader.existing(tc.data, "train", name, "data", what="training data")
+        if tc.prompt:
+            reader.existing(tc.prompt, "train", name, "prompt", what="prompt template")
+        if tc.output_path in outputs:
+            raise reader.error(f"adapters '{outputs[tc.output_path]}' and '{name}' are both written to "
+                               f"{tc.output_path}", "train", name, "output",
+                               fix="give every adapter its own `output:` folder")
+        outputs[tc.output_path] = name
+    return config.train
 
 
 def _candidates(reader: _Reader, config: SuiteConfig, train: dict[str, TrainSpec]) -> dict[str, Candidate]:
-    candidates: dict[str, Candidate] = {}
     for name, cand in config.candidates.items():
         reader.usable_name(name, "candidate", "candidates", name, fix_what="not usable as a pytest id")
-        prompt_path = reader.existing(cand.prompt, "candidates", name, "prompt", what="prompt template") if cand.prompt else None
-        fewshot_path = None
+        if cand.prompt:
+            reader.existing(cand.prompt, "candidates", name, "prompt", what="prompt template")
         if cand.fewshot is not None:
-            fewshot_path = reader.existing(cand.fewshot.path, "candidates", name, "fewshot", "path", what="few-shot dataset")
-        candidates[name] = Candidate(
-            name=name, prompt_path=prompt_path, template=cand.template, chat=cand.chat, system=cand.system,
-            fewshot_path=fewshot_path, fewshot_k=cand.fewshot.k if cand.fewshot else 0,
-            fewshot_seed=cand.fewshot.seed if cand.fewshot else 0,
-            markers=tuple(config.markers) + tuple(cand.markers), line=reader.line("candidates", name),
-            adapter=cand.adapter,
-        )
+            reader.existing(cand.fewshot.path, "candidates", name, "fewshot", "path", what="few-shot dataset")
+        cand.placed(name, reader.base, reader.line("candidates", name), tuple(config.markers))
         if cand.adapter is not None and cand.adapter not in train:
             known = f"adapters in `train:` are: {', '.join(train)}" if train else "add a `train:` section that defines it"
             raise reader.error(f"candidate '{name}' uses adapter '{cand.adapter}', which the suite does not define"
                                f"{did_you_mean(cand.adapter, train)}", "candidates", name, "adapter", fix=known)
-    return candidates
+    return config.candidates
 
 
 def _metric_names(reader: _Reader, config: SuiteConfig, candidates: dict[str, Candidate]) -> tuple[str, ...]:
@@ -302,7 +290,7 @@ def _thresholds(reader: _Reader, config: SuiteConfig, candidates: dict[str, Cand
     shared: dict[str, Threshold] = {}
     overrides: dict[str, dict[str, Threshold]] = {}
     kind = config.task.kind
-    for key, value in config.thresholds.items():
+    for key, value in config.written_thresholds.items():
         if isinstance(value, dict):
             if key not in candidates:
                 raise reader.error(f"thresholds for '{key}', which is not a candidate{did_you_mean(key, candidates)}",
@@ -368,28 +356,11 @@ def load_suite(path: str | Path) -> SuiteSpec:
     document, config = _validated(path)
     reader = _Reader(path, document)
     _check_names(reader, config)
-    dataset_path = reader.existing(config.dataset.path, "dataset", "path", what="dataset")
+    reader.existing(config.dataset.path, "dataset", "path", what="dataset")
     scorer = _scorer(reader, config.task)
     train = _train_specs(reader, config)
     candidates = _candidates(reader, config, train)
     metric_names = _metric_names(reader, config, candidates)
-    return SuiteSpec(
-        name=config.suite,
-        path=path.resolve(),
-        description=config.description,
-        model=config.model,
-        dataset_path=dataset_path,
-        dataset_limit=config.dataset.limit,
-        id_field=config.dataset.id_field,
-        task=config.task,
-        candidates=candidates,
-        thresholds=_thresholds(reader, config, candidates, metric_names),
-        markers=tuple(config.markers),
-        train=train,
-        baseline=config.baseline,
-        robustness=config.robustness,
-        model_line=reader.line("model") or 1,
-        name_line=reader.line("suite") or 1,
-        scorer_fn=scorer,
-        metric_names=metric_names,
-    )
+    return config.resolved(path, lines={"model": reader.line("model"), "suite": reader.line("suite")},
+                           thresholds=_thresholds(reader, config, candidates, metric_names), scorer=scorer,
+                           metric_names=metric_names)

@@ -134,14 +134,14 @@ def _expected(training: TrainingSet, base_fingerprint: str) -> dict[str, Any]:
         "content_hash": content_hash(training, base_fingerprint),
         "base_model_fingerprint": base_fingerprint,
         "examples_sha256": training.examples_sha256(),
-        "hyperparameters": training.train.config.hyperparameters(),
+        "hyperparameters": training.train.hyperparameters(),
     }
 
 
 def _cross_validate(training: TrainingSet, model_path: Path, folds: int, work: Path, notify, progress_bar) -> dict[str, Any]:
     from evalkit.train.trainer import fit
 
-    config = training.train.config
+    config = training.train
     accuracies = []
     for fold, (train_idx, val_idx) in enumerate(kfold_rows(len(training), folds, config.seed)):
         result = fit(training, model_path, train_idx, val_idx, work / f"fold-{fold}", resume=False,
@@ -188,8 +188,8 @@ def _train(training: TrainingSet, resolved, expected: dict[str, Any], *, folds: 
     from evalkit.train.trainer import fit
 
     train_spec = training.train
-    config = train_spec.config
-    output = train_spec.output
+    config = train_spec
+    output = train_spec.output_path
     partial, resumable = _partial_folder(output, expected["content_hash"])
     started = time.perf_counter()
     cross_validation = None
@@ -210,7 +210,7 @@ def _train(training: TrainingSet, resolved, expected: dict[str, Any], *, folds: 
         "suite": training.spec.name,
         "base_model": training.spec.model.name,
         "task": training.spec.task.kind,
-        "data": {"path": train_spec.config.data, "sha256": training.dataset.content_hash, "rows": len(training),
+        "data": {"path": train_spec.data, "sha256": training.dataset.content_hash, "rows": len(training),
                  "train_rows": len(train_idx), "validation_rows": len(val_idx)},
         "template_sha256": training.prepared.template.sha256,
         "config": config.model_dump(),
@@ -274,7 +274,7 @@ def ensure_adapter(
     test_set = test_set or load_dataset(spec.dataset_path, id_field=spec.id_field)
     contamination = tuple(find_contamination(training, test_set))
 
-    output = train_spec.output
+    output = train_spec.output_path
     # Under `torchrun` / `accelerate launch` the launcher coordinates the processes; a file lock would deadlock them.
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # set by torchrun and accelerate launch
     lock = contextlib.nullcontext() if distributed else file_lock(output.parent / f".{output.name}.lock")
@@ -291,13 +291,13 @@ def ensure_adapter(
                 )
             if notify is not None:
                 why = "retraining on request" if reason is None else f"training it because {reason}"
-                notify(f"adapter '{name}': {why} ({len(training)} rows, {train_spec.config.epochs:g} epochs)")
+                notify(f"adapter '{name}': {why} ({len(training)} rows, {train_spec.epochs:g} epochs)")
             record = _train(training, resolved, expected, folds=folds, notify=notify,
                             progress_bar=progress_bar, callbacks=callbacks)
             trained_now = True
     assert record is not None  # read (when current) or just written
     return TrainedAdapter(name=name, path=output, record=record, trained_now=trained_now, contamination=contamination,
-                          allow_contamination=train_spec.config.allow_contamination)
+                          allow_contamination=train_spec.allow_contamination)
 
 
 def train_adapter(spec: SuiteSpec | str | Path, name: str, **kwargs: Any) -> TrainedAdapter:

@@ -66,7 +66,7 @@ def content_hash(training: TrainingSet, base_fingerprint: str) -> str:
         "base_model": base_fingerprint,
         "task": spec.task.kind,
         "examples": training.examples_sha256(),
-        "hyperparameters": training.train.config.hyperparameters(),
+        "hyperparameters": training.train.hyperparameters(),
     }
     return hashlib.sha256(canonical_json(parts).encode("utf-8")).hexdigest()
 

@@ -331,7 +331,7 @@ def _peft_model(training: TrainingSet, model_path: Path) -> Any:
     """The base model in float32 with a freshly initialised LoRA adapter (seeded: reproducible)."""
     from peft import get_peft_model
 
-    config = training.train.config
+    config = training.train
     set_seed(config.seed)  # before the adapter exists, so its initial weights are reproducible
     model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch.float32,
                                                  use_safetensors=use_safetensors(training.spec.model.allow_pickle))
@@ -358,7 +358,7 @@ def fit(
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    config = training.train.config
+    config = training.train
     tokenizer = AutoTokenizer.from_pretrained(str(model_path))
     tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
     encoded = encode_rows(training, tokenizer, config.max_length)
