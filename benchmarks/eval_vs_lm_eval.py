@@ -31,7 +31,8 @@ MODEL = "smollm2-135m-instruct"
 # Each task: the rows, lm_eval's task YAML, and the evalkit suite with the same prompt.
 TASKS = {
     "arc_easy": {
-        "source": "arc_easy_test/data.jsonl", "kind": "classify",
+        "source": "arc_easy_test/data.jsonl",
+        "kind": "classify",
         "lm_eval": """\
             output_type: multiple_choice
             doc_to_text: "Question: {{question}}\\nAnswer:"
@@ -46,7 +47,8 @@ TASKS = {
             """,
     },
     "sst2": {
-        "source": "sst2_validation/data.jsonl", "kind": "classify",
+        "source": "sst2_validation/data.jsonl",
+        "kind": "classify",
         "lm_eval": """\
             output_type: multiple_choice
             doc_to_text: "{{text}}\\nQuestion: Is this sentence positive or negative?\\nAnswer:"
@@ -61,7 +63,8 @@ TASKS = {
             """,
     },
     "nq_open": {
-        "source": "nq_open_dev/data.jsonl", "kind": "generate",
+        "source": "nq_open_dev/data.jsonl",
+        "kind": "generate",
         "lm_eval": """\
             output_type: generate_until
             doc_to_text: "Q: {{question}}?\\nA:"
@@ -92,16 +95,27 @@ def evalkit_worker(suite: Path) -> None:
     result = session.run(spec, "plain")
     seconds = time.perf_counter() - started
     backend = next(iter(session._backends.values()))
-    params = sum(p.numel() for name, p in backend.model.named_parameters()
-                 if "embed_tokens" not in name and "lm_head" not in name)
+    params = sum(
+        p.numel()
+        for name, p in backend.model.named_parameters()
+        if "embed_tokens" not in name and "lm_head" not in name
+    )
     predictions = [e.output for e in result.examples]
     if spec.task.kind == "classify":
         predictions = [list(e.details["logprobs"]).index(e.output) for e in result.examples]  # the choice's index
-    print(json.dumps({
-        "seconds": seconds, "examples": result.n, "predictions": predictions,
-        "accuracy": result.metrics["accuracy"], "tokens": result.tokens, "non_embedding_parameters": params,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }))
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "examples": result.n,
+                "predictions": predictions,
+                "accuracy": result.metrics["accuracy"],
+                "tokens": result.tokens,
+                "non_embedding_parameters": params,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            }
+        )
+    )
 
 
 # ------------------------------------------------------------------------------------------ driver
@@ -119,7 +133,7 @@ def matmul_rate(dtype: str, seconds: float = 3.0) -> float:
     while time.perf_counter() - started < seconds:
         torch.nn.functional.linear(a, w)
         runs += 1
-    return 2 * 2048 ** 3 * runs / (time.perf_counter() - started) / 1e9
+    return 2 * 2048**3 * runs / (time.perf_counter() - started) / 1e9
 
 
 def write_task(work: Path, name: str, rows: int) -> tuple[Path, Path]:
@@ -137,10 +151,12 @@ def write_task(work: Path, name: str, rows: int) -> tuple[Path, Path]:
     tasks.mkdir(exist_ok=True)
     (tasks / f"bench_{name}.yaml").write_text(
         f"task: bench_{name}\ndataset_path: json\ndataset_kwargs: {{data_files: {{test: {data}}}}}\n"
-        f"test_split: test\n" + textwrap.dedent(task["lm_eval"]))
+        f"test_split: test\n" + textwrap.dedent(task["lm_eval"])
+    )
     suite = work / f"{name}.eval.yaml"
-    suite.write_text(f"suite: bench-{name}\nmodel: {MODEL}\ndataset: {{path: {data.name}}}\n"
-                     + textwrap.dedent(task["evalkit"]))
+    suite.write_text(
+        f"suite: bench-{name}\nmodel: {MODEL}\ndataset: {{path: {data.name}}}\n" + textwrap.dedent(task["evalkit"])
+    )
     return suite, tasks
 
 
@@ -176,7 +192,8 @@ def cache_runs(work: Path, rows: int, env: dict[str, str]) -> dict:
     suite = project / "suites" / "sst2.eval.yaml"
     first = "{{ text }}\\nQuestion: Is this sentence positive or negative?\\nAnswer:"
     second = "Review: {{ text }}\\nSentiment:"
-    suite.write_text(textwrap.dedent(f"""\
+    suite.write_text(
+        textwrap.dedent(f"""\
         suite: sst2
         model: {MODEL}
         dataset: {{path: sst2.jsonl, limit: {rows}}}
@@ -184,7 +201,8 @@ def cache_runs(work: Path, rows: int, env: dict[str, str]) -> dict:
         candidates:
           question: {{template: "{first}"}}
           review: {{template: "{second}"}}
-        """))
+        """)
+    )
     pytest = [str(ROOT / ".venv" / "bin" / "pytest"), "suites", "-v"]
 
     def timed(args: list[str]) -> tuple[float, str]:
@@ -209,8 +227,12 @@ def main() -> None:
     parser.add_argument("--sst2-rows", type=int, default=872)
     parser.add_argument("--generate-rows", type=int, default=100)
     parser.add_argument("--dtypes", default="float32,bfloat16")
-    parser.add_argument("--slow-dtype-rows", type=int, default=40,
-                        help="rows per task in a dtype this CPU only emulates (bf16 without AMX/AVX512-BF16)")
+    parser.add_argument(
+        "--slow-dtype-rows",
+        type=int,
+        default=40,
+        help="rows per task in a dtype this CPU only emulates (bf16 without AMX/AVX512-BF16)",
+    )
     parser.add_argument("--lm-eval-batch-size", type=int, default=16)
     parser.add_argument("--cache-rows", type=int, default=200)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "eval_vs_lm_eval.json"))
@@ -231,7 +253,10 @@ def main() -> None:
     dtypes = args.dtypes.split(",")
     for dtype in dtypes:
         report["machine"][f"matmul_gflops_{dtype}"] = matmul_rate(dtype)
-    print("matrix-multiply rate: " + ", ".join(f"{d} {report['machine'][f'matmul_gflops_{d}']:.1f} GFLOP/s" for d in dtypes))
+    print(
+        "matrix-multiply rate: "
+        + ", ".join(f"{d} {report['machine'][f'matmul_gflops_{d}']:.1f} GFLOP/s" for d in dtypes)
+    )
 
     predictions: dict[tuple[str, str], list] = {}
     for dtype in dtypes:
@@ -242,26 +267,46 @@ def main() -> None:
             suite, task_dir = write_task(work / f"{dtype}-{name}", name, n)
             suite = with_dtype(suite, dtype)
             evalkit_cmd = [sys.executable, __file__, "--evalkit-worker", str(suite)]
-            lm_eval_cmd = [str(LM_EVAL_PYTHON), str(ROOT / "benchmarks" / "lm_eval_worker.py"), "--model", model_path,
-                           "--dtype", dtype, "--task-dir", str(task_dir), "--task", f"bench_{name}",
-                           "--batch-size", str(args.lm_eval_batch_size), "--kind", TASKS[name]["kind"]]
+            lm_eval_cmd = [
+                str(LM_EVAL_PYTHON),
+                str(ROOT / "benchmarks" / "lm_eval_worker.py"),
+                "--model",
+                model_path,
+                "--dtype",
+                dtype,
+                "--task-dir",
+                str(task_dir),
+                "--task",
+                f"bench_{name}",
+                "--batch-size",
+                str(args.lm_eval_batch_size),
+                "--kind",
+                TASKS[name]["kind"],
+            ]
             order = [("evalkit", evalkit_cmd), ("lm_eval", lm_eval_cmd)]
             results = dict((tool, run_json(cmd, env)) for tool, cmd in (order if k % 2 == 0 else order[::-1]))
             ours, theirs = results["evalkit"], results["lm_eval"]
-            run = {"dtype": dtype, "task": name, "rows": n, "evalkit": {k: v for k, v in ours.items() if k != "predictions"},
-                   "lm_eval": {k: v for k, v in theirs.items() if k != "predictions"},
-                   "speedup": (ours["examples"] / ours["seconds"]) / (theirs["examples"] / theirs["seconds"]),
-                   "predictions_differ": agree(name, ours["predictions"], theirs["predictions"])}
+            run = {
+                "dtype": dtype,
+                "task": name,
+                "rows": n,
+                "evalkit": {k: v for k, v in ours.items() if k != "predictions"},
+                "lm_eval": {k: v for k, v in theirs.items() if k != "predictions"},
+                "speedup": (ours["examples"] / ours["seconds"]) / (theirs["examples"] / theirs["seconds"]),
+                "predictions_differ": agree(name, ours["predictions"], theirs["predictions"]),
+            }
             if TASKS[name]["kind"] == "classify":
                 flops = ours["tokens"]["prompt"] * 2 * ours["non_embedding_parameters"]
                 run["evalkit_gflops"] = flops / ours["seconds"] / 1e9
                 run["mfu"] = run["evalkit_gflops"] / report["machine"][f"matmul_gflops_{dtype}"]
             predictions[(dtype, name)] = ours["predictions"]
             report["runs"].append(run)
-            print(f"{dtype} {name} ({n} rows): evalkit {ours['examples'] / ours['seconds']:.2f} ex/s, lm_eval "
-                  f"{theirs['examples'] / theirs['seconds']:.2f} ex/s, x{run['speedup']:.2f}; accuracy "
-                  f"{ours['accuracy']:.3f} vs {theirs['accuracy']:.3f}; {run['predictions_differ']} predictions differ",
-                  flush=True)
+            print(
+                f"{dtype} {name} ({n} rows): evalkit {ours['examples'] / ours['seconds']:.2f} ex/s, lm_eval "
+                f"{theirs['examples'] / theirs['seconds']:.2f} ex/s, x{run['speedup']:.2f}; accuracy "
+                f"{ours['accuracy']:.3f} vs {theirs['accuracy']:.3f}; {run['predictions_differ']} predictions differ",
+                flush=True,
+            )
     if len(dtypes) > 1:
         changed = {}
         for name in TASKS:
@@ -276,23 +321,51 @@ def main() -> None:
     table = []
     for run in report["runs"]:
         ours, theirs = run["evalkit"], run["lm_eval"]
-        table.append([run["dtype"], run["task"], run["rows"], f"{ours['examples'] / ours['seconds']:.2f}",
-                      f"{theirs['examples'] / theirs['seconds']:.2f}", f"{run['speedup']:.2f}x",
-                      f"{ours['accuracy']:.3f} / {theirs['accuracy']:.3f}", run["predictions_differ"],
-                      f"{100 * run['mfu']:.0f}%" if "mfu" in run else "-",
-                      f"{ours['peak_rss_mb']:.0f} / {theirs['peak_rss_mb']:.0f}"])
+        table.append(
+            [
+                run["dtype"],
+                run["task"],
+                run["rows"],
+                f"{ours['examples'] / ours['seconds']:.2f}",
+                f"{theirs['examples'] / theirs['seconds']:.2f}",
+                f"{run['speedup']:.2f}x",
+                f"{ours['accuracy']:.3f} / {theirs['accuracy']:.3f}",
+                run["predictions_differ"],
+                f"{100 * run['mfu']:.0f}%" if "mfu" in run else "-",
+                f"{ours['peak_rss_mb']:.0f} / {theirs['peak_rss_mb']:.0f}",
+            ]
+        )
     print()
-    print(tabulate(table, headers=["dtype", "task", "rows", "evalkit ex/s", "lm_eval ex/s", "speed-up",
-                                   "accuracy (evalkit / lm_eval)", "predictions differ", "evalkit MFU",
-                                   "peak RSS MB (evalkit / lm_eval)"], tablefmt="github"))
+    print(
+        tabulate(
+            table,
+            headers=[
+                "dtype",
+                "task",
+                "rows",
+                "evalkit ex/s",
+                "lm_eval ex/s",
+                "speed-up",
+                "accuracy (evalkit / lm_eval)",
+                "predictions differ",
+                "evalkit MFU",
+                "peak RSS MB (evalkit / lm_eval)",
+            ],
+            tablefmt="github",
+        )
+    )
     if "dtype_changes" in report:
-        print("\npredictions bf16 changes against fp32: " + ", ".join(
-            f"{k} {v['changed']} of {v['rows']}" for k, v in report["dtype_changes"].items()))
+        print(
+            "\npredictions bf16 changes against fp32: "
+            + ", ".join(f"{k} {v['changed']} of {v['rows']}" for k, v in report["dtype_changes"].items())
+        )
     c = report["cache"]
-    print(f"\nresult cache (pytest, 2 candidates x {c['rows']} SST-2 rows; pytest --collect-only alone takes "
-          f"{c['pytest_collect_only_s']:.1f}s):\n  cold {c['cold_s']:.1f}s: {c['cold_cache']}\n"
-          f"  warm {c['warm_s']:.1f}s: {c['warm_cache']}\n  one prompt changed {c['one_prompt_changed_s']:.1f}s: "
-          f"{c['one_prompt_changed_cache']}")
+    print(
+        f"\nresult cache (pytest, 2 candidates x {c['rows']} SST-2 rows; pytest --collect-only alone takes "
+        f"{c['pytest_collect_only_s']:.1f}s):\n  cold {c['cold_s']:.1f}s: {c['cold_cache']}\n"
+        f"  warm {c['warm_s']:.1f}s: {c['warm_cache']}\n  one prompt changed {c['one_prompt_changed_s']:.1f}s: "
+        f"{c['one_prompt_changed_cache']}"
+    )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwritten: {args.out}")

@@ -44,11 +44,17 @@ def main() -> None:
         else:
             predictions.append(responses[0] if isinstance(responses[0], str) else responses[0][0])
     metrics = result["results"][args.task]
-    print(json.dumps({
-        "seconds": seconds, "examples": len(samples), "predictions": predictions,
-        "accuracy": metrics.get("acc,none", metrics.get("exact_match,none")),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }))
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "examples": len(samples),
+                "predictions": predictions,
+                "accuracy": metrics.get("acc,none", metrics.get("exact_match,none")),
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

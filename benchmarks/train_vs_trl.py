@@ -36,7 +36,7 @@ def split_sst2(path: Path, train_rows: int, test_rows: int, seed: int) -> tuple[
     if train_rows + test_rows > len(rows):
         raise SystemExit(f"{path} has {len(rows)} rows; asked for {train_rows} + {test_rows}")
     keep = [{"id": str(r["id"]), "text": r["text"], "label": CHOICES[r["label"]]} for r in rows]
-    return keep[:train_rows], keep[train_rows:train_rows + test_rows]
+    return keep[:train_rows], keep[train_rows : train_rows + test_rows]
 
 
 def write_suite(folder: Path, train: list[dict], test: list[dict], args: argparse.Namespace, precision: str) -> Path:
@@ -76,8 +76,13 @@ def train_evalkit(suite: Path, model_path: Path, work: Path) -> dict:
     result = fit(training, model_path, list(range(len(training))), [], work / "evalkit-checkpoints", resume=False)
     out = work / f"evalkit-adapter-{spec.train['sst2-lora'].precision}"
     result.model.save_pretrained(str(out))
-    return {"seconds": result.train_seconds, "tokens": None, "tokens_per_second": result.tokens_per_second,
-            "adapter": out, "padding_fraction": result.padding_fraction}
+    return {
+        "seconds": result.train_seconds,
+        "tokens": None,
+        "tokens_per_second": result.tokens_per_second,
+        "adapter": out,
+        "padding_fraction": result.padding_fraction,
+    }
 
 
 def train_trl(suite: Path, model_path: Path, work: Path, args: argparse.Namespace, precision: str) -> dict:
@@ -95,15 +100,30 @@ def train_trl(suite: Path, model_path: Path, work: Path, args: argparse.Namespac
     tokenizer = AutoTokenizer.from_pretrained(str(model_path))
     model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch.float32)
     config = SFTConfig(
-        output_dir=str(work / f"trl-checkpoints-{precision}"), num_train_epochs=args.epochs,
-        learning_rate=args.learning_rate, per_device_train_batch_size=args.batch_size, seed=args.seed,
-        data_seed=args.seed, bf16=precision == "bfloat16", max_length=1024, packing=False,
-        completion_only_loss=True, report_to=[], save_strategy="epoch", logging_steps=10, disable_tqdm=True,
+        output_dir=str(work / f"trl-checkpoints-{precision}"),
+        num_train_epochs=args.epochs,
+        learning_rate=args.learning_rate,
+        per_device_train_batch_size=args.batch_size,
+        seed=args.seed,
+        data_seed=args.seed,
+        bf16=precision == "bfloat16",
+        max_length=1024,
+        packing=False,
+        completion_only_loss=True,
+        report_to=[],
+        save_strategy="epoch",
+        logging_steps=10,
+        disable_tqdm=True,
         dataloader_pin_memory=torch.cuda.is_available(),
         use_cpu=precision == "bfloat16" and not torch.cuda.is_available(),
     )
-    lora = LoraConfig(r=args.rank, lora_alpha=2 * args.rank, lora_dropout=0.0, target_modules=["q_proj", "v_proj"],
-                      task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=args.rank,
+        lora_alpha=2 * args.rank,
+        lora_dropout=0.0,
+        target_modules=["q_proj", "v_proj"],
+        task_type="CAUSAL_LM",
+    )
     trainer = SFTTrainer(model=model, args=config, train_dataset=data, processing_class=tokenizer, peft_config=lora)
     trainer.remove_callback(PrinterCallback)
     tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"]) * args.epochs
@@ -112,7 +132,12 @@ def train_trl(suite: Path, model_path: Path, work: Path, args: argparse.Namespac
     seconds = time.perf_counter() - started
     out = work / f"trl-adapter-{precision}"
     trainer.model.save_pretrained(str(out))
-    return {"seconds": round(seconds, 3), "tokens": tokens, "tokens_per_second": round(tokens / seconds, 1), "adapter": out}
+    return {
+        "seconds": round(seconds, 3),
+        "tokens": tokens,
+        "tokens_per_second": round(tokens / seconds, 1),
+        "adapter": out,
+    }
 
 
 def accuracy(suite: Path, model_path: Path, fingerprint: str, adapter: Path | None) -> float:
@@ -139,9 +164,12 @@ def main() -> None:
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--precisions", default="float32,bfloat16", help="comma-separated: float32, bfloat16")
-    parser.add_argument("--bf16-train-rows", type=int, default=None,
-                        help="training rows for the bfloat16 comparison (default: --train-rows where bfloat16 is "
-                             "native, else 32)")
+    parser.add_argument(
+        "--bf16-train-rows",
+        type=int,
+        default=None,
+        help="training rows for the bfloat16 comparison (default: --train-rows where bfloat16 is native, else 32)",
+    )
     args = parser.parse_args()
 
     import datasets
@@ -158,9 +186,12 @@ def main() -> None:
     resolved = resolve_model("smollm2-135m-instruct")
     train, test = split_sst2(SST2, args.train_rows, args.test_rows, args.seed)
     work = Path(tempfile.mkdtemp(prefix="evalkit-bench-"))
-    print(f"SST-2: {len(train)} training rows, {len(test)} test rows; LoRA r={args.rank} on q_proj, v_proj; "
-          f"{args.epochs:g} epoch(s), batch {args.batch_size}, lr {args.learning_rate:g}; "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, trl {trl_version}", flush=True)
+    print(
+        f"SST-2: {len(train)} training rows, {len(test)} test rows; LoRA r={args.rank} on q_proj, v_proj; "
+        f"{args.epochs:g} epoch(s), batch {args.batch_size}, lr {args.learning_rate:g}; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, trl {trl_version}",
+        flush=True,
+    )
     rows = []
     try:
         base_suite = write_suite(work, train, test, args, "float32")
@@ -174,28 +205,49 @@ def main() -> None:
                     continue
                 n = args.bf16_train_rows or (len(train) if _bf16_native() else 32)
                 if n < len(train):
-                    print(f"bfloat16 is emulated on this CPU (no AVX512-BF16 or AMX): training on the first {n} rows",
-                          flush=True)
+                    print(
+                        f"bfloat16 is emulated on this CPU (no AVX512-BF16 or AMX): training on the first {n} rows",
+                        flush=True,
+                    )
                 rows_here = train[:n]
             suite = write_suite(work, rows_here, test, args, precision)
             results = {}
-            for name, run in (("trl SFTTrainer", lambda suite=suite, precision=precision: train_trl(suite, resolved.path, work, args, precision)),
-                              ("evalkit", lambda suite=suite: train_evalkit(suite, resolved.path, work))):
+            for name, run in (
+                (
+                    "trl SFTTrainer",
+                    lambda suite=suite, precision=precision: train_trl(suite, resolved.path, work, args, precision),
+                ),
+                ("evalkit", lambda suite=suite: train_evalkit(suite, resolved.path, work)),
+            ):
                 print(f"training with {name} ({precision}) ...", flush=True)
                 r = run()
                 r["accuracy"] = accuracy(suite, resolved.path, resolved.fingerprint, r["adapter"])
                 results[name] = r
-                print(f"  {r['tokens_per_second']:.1f} tokens/s, {r['seconds']:.1f}s, accuracy {r['accuracy']:.3f}",
-                      flush=True)
+                print(
+                    f"  {r['tokens_per_second']:.1f} tokens/s, {r['seconds']:.1f}s, accuracy {r['accuracy']:.3f}",
+                    flush=True,
+                )
             speedup = results["evalkit"]["tokens_per_second"] / results["trl SFTTrainer"]["tokens_per_second"]
             for name, r in results.items():
-                rows.append([precision, len(rows_here), name, f"{r['tokens_per_second']:.1f}", f"{r['seconds']:.1f}",
-                             f"{r['accuracy']:.3f}", f"{speedup:.2f}x" if name == "evalkit" else ""])
+                rows.append(
+                    [
+                        precision,
+                        len(rows_here),
+                        name,
+                        f"{r['tokens_per_second']:.1f}",
+                        f"{r['seconds']:.1f}",
+                        f"{r['accuracy']:.3f}",
+                        f"{speedup:.2f}x" if name == "evalkit" else "",
+                    ]
+                )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print()
-    print(tabulate(rows, headers=["precision", "train rows", "trainer", "tokens/s", "train s", "test accuracy",
-                                  "speed vs trl"]))
+    print(
+        tabulate(
+            rows, headers=["precision", "train rows", "trainer", "tokens/s", "train s", "test accuracy", "speed vs trl"]
+        )
+    )
 
 
 def _bf16_native() -> bool:

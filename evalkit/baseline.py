@@ -45,11 +45,18 @@ def read_baseline(path: Path) -> Baseline | None:
     try:
         document = json.loads(text)
     except ValueError as exc:
-        raise EvalkitError(f"the baseline is not valid JSON: {getattr(exc, 'msg', exc)}", path=path,
-                           line=getattr(exc, "lineno", None), fix=fix) from None
+        raise EvalkitError(
+            f"the baseline is not valid JSON: {getattr(exc, 'msg', exc)}",
+            path=path,
+            line=getattr(exc, "lineno", None),
+            fix=fix,
+        ) from None
     if isinstance(document, dict) and document.get("kind") == KIND and document.get("version") != VERSION:
-        raise EvalkitError(f"the baseline has version {document.get('version')!r}; this evalkit reads version {VERSION}",
-                           path=path, fix=f"write it again with this evalkit: {UPDATE_HINT}")
+        raise EvalkitError(
+            f"the baseline has version {document.get('version')!r}; this evalkit reads version {VERSION}",
+            path=path,
+            fix=f"write it again with this evalkit: {UPDATE_HINT}",
+        )
     problem = schema_problem(BASELINE_SCHEMA, document)
     if problem is not None:
         raise EvalkitError(f"the baseline is not an evalkit baseline: at {problem}", path=path, fix=fix)
@@ -57,13 +64,20 @@ def read_baseline(path: Path) -> Baseline | None:
     for suite, data in document["suites"].items():
         baseline.suite_paths[suite] = data["suite_path"]
         for candidate, entry in data["candidates"].items():
-            baseline.entries[(suite, candidate)] = Snapshot.from_record(entry, entry["examples"], suite=suite,
-                                                                        candidate=candidate)
+            baseline.entries[(suite, candidate)] = Snapshot.from_record(
+                entry, entry["examples"], suite=suite, candidate=candidate
+            )
     return baseline
 
 
-def write_baseline(path: Path, snapshots: list[Snapshot], suite_paths: dict[str, str], header: dict[str, Any],
-                   *, merge_into: Baseline | None = None) -> int:
+def write_baseline(
+    path: Path,
+    snapshots: list[Snapshot],
+    suite_paths: dict[str, str],
+    header: dict[str, Any],
+    *,
+    merge_into: Baseline | None = None,
+) -> int:
     """Write the baseline atomically; with ``merge_into``, keep its entries this run did not produce.
 
     Returns the number of candidates written."""
@@ -76,9 +90,14 @@ def write_baseline(path: Path, snapshots: list[Snapshot], suite_paths: dict[str,
         suites.setdefault(suite, {"candidates": {}})["suite_path"] = suite_paths[suite]
     for snapshot in snapshots:
         suites[snapshot.suite]["candidates"][snapshot.candidate] = snapshot.baseline_entry()
-    document = {"kind": KIND, "version": VERSION, **header,
-                "suites": {s: {**suites[s], "candidates": dict(sorted(suites[s]["candidates"].items()))}
-                           for s in sorted(suites)}}
+    document = {
+        "kind": KIND,
+        "version": VERSION,
+        **header,
+        "suites": {
+            s: {**suites[s], "candidates": dict(sorted(suites[s]["candidates"].items()))} for s in sorted(suites)
+        },
+    }
     write_text_atomically(path, _one_example_per_line(document))
     return sum(len(s["candidates"]) for s in suites.values())
 

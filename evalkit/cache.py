@@ -69,7 +69,9 @@ class KeyParts:
 
     @property
     def key(self) -> str:
-        return _sha256("\x00".join([str(SCHEMA_VERSION), self.kind, self.model, self.adapter, self.request, self.params]))
+        return _sha256(
+            "\x00".join([str(SCHEMA_VERSION), self.kind, self.model, self.adapter, self.request, self.params])
+        )
 
 
 def choice_parts(request: ChoiceRequest, model: str, adapter: str) -> KeyParts:
@@ -94,8 +96,11 @@ def explain_change(before: tuple, now: KeyParts) -> str:
             continue
         if part == "params":
             a_params, b_params = json.loads(a), json.loads(b)
-            diffs = [f"{k} {a_params.get(k, '-')} -> {b_params.get(k, '-')}"
-                     for k in sorted(set(a_params) | set(b_params)) if a_params.get(k) != b_params.get(k)]
+            diffs = [
+                f"{k} {a_params.get(k, '-')} -> {b_params.get(k, '-')}"
+                for k in sorted(set(a_params) | set(b_params))
+                if a_params.get(k) != b_params.get(k)
+            ]
             changed.append(f"{label} changed ({', '.join(diffs)})")
         elif part == "request":
             changed.append("prompt changed")
@@ -152,8 +157,10 @@ class ResultCache:
             if source.exists():
                 os.replace(source, Path(str(aside) + suffix))
         if self._warn is not None:
-            self._warn(f"evalkit: the result cache {shown_path(self.path)} could not be read ({error}); it was moved to "
-                       f"{aside.name} and a new one started, so this run recomputes its answers")
+            self._warn(
+                f"evalkit: the result cache {shown_path(self.path)} could not be read ({error}); it was moved to "
+                f"{aside.name} and a new one started, so this run recomputes its answers"
+            )
         return self._open()
 
     def close(self) -> None:
@@ -169,18 +176,21 @@ class ResultCache:
         with self._lock:
             conn = self._connect()
             for start in range(0, len(keys), 500):
-                chunk = list(keys[start: start + 500])
+                chunk = list(keys[start : start + 500])
                 marks = ",".join("?" * len(chunk))
                 for key, result, seconds in conn.execute(
-                        f"SELECT key, result, seconds FROM entries WHERE key IN ({marks})", chunk):
+                    f"SELECT key, result, seconds FROM entries WHERE key IN ({marks})", chunk
+                ):
                     found[key] = (result, seconds)
         return found
 
     def store(self, entries: Sequence[tuple[KeyParts, str, float]]) -> None:
         """Commit (parts, result JSON, compute seconds) entries in one transaction."""
         now = time.time()
-        rows = [(p.key, p.kind, p.model, p.adapter, p.request, p.params, result, seconds, now)
-                for p, result, seconds in entries]
+        rows = [
+            (p.key, p.kind, p.model, p.adapter, p.request, p.params, result, seconds, now)
+            for p, result, seconds in entries
+        ]
         with self._lock:
             conn = self._connect()
             with _transaction(conn):
@@ -200,14 +210,16 @@ class ResultCache:
         with self._lock:
             conn = self._connect()
             if origin is not None:
-                before = conn.execute("SELECT kind, model, adapter, request, params FROM origins WHERE origin = ?",
-                                      (origin,)).fetchone()
+                before = conn.execute(
+                    "SELECT kind, model, adapter, request, params FROM origins WHERE origin = ?", (origin,)
+                ).fetchone()
                 if before is not None:
                     return explain_change(before, parts)
             same_prompt = conn.execute(  # the closest earlier answer: fewest differing parts, then the latest
                 "SELECT kind, model, adapter, request, params FROM entries WHERE request = ? AND kind = ? "
                 "ORDER BY (model != ?) + (adapter != ?) + (params != ?), created DESC LIMIT 1",
-                (parts.request, parts.kind, parts.model, parts.adapter, parts.params)).fetchone()
+                (parts.request, parts.kind, parts.model, parts.adapter, parts.params),
+            ).fetchone()
         if same_prompt is not None:
             return explain_change(same_prompt, parts)
         return "first evaluation of this example" if origin is not None else "new prompt"
@@ -218,8 +230,11 @@ class ResultCache:
             conn = self._connect()
             rows = conn.execute("SELECT kind, model, adapter, count(*) FROM entries GROUP BY 1, 2, 3 ORDER BY 4 DESC")
             by_model = {(kind, model, adapter): n for kind, model, adapter, n in rows}
-        size = sum(Path(f"{self.path}{suffix}").stat().st_size for suffix in ("", "-wal", "-shm")
-                   if Path(f"{self.path}{suffix}").exists())
+        size = sum(
+            Path(f"{self.path}{suffix}").stat().st_size
+            for suffix in ("", "-wal", "-shm")
+            if Path(f"{self.path}{suffix}").exists()
+        )
         return {"entries": sum(by_model.values()), "bytes": size, "by_model": by_model}
 
     def count(self) -> int:
@@ -252,8 +267,14 @@ class CacheStats:
     first_miss: dict[str, str] = field(default_factory=dict)  # reason -> the first example it applied to
 
     def as_dict(self) -> dict[str, Any]:
-        return {"hits": self.hits, "misses": self.misses, "shared": self.shared, "compute_s": round(self.compute_s, 3),
-                "miss_reasons": dict(self.reasons.most_common()), "first_miss": self.first_miss}
+        return {
+            "hits": self.hits,
+            "misses": self.misses,
+            "shared": self.shared,
+            "compute_s": round(self.compute_s, 3),
+            "miss_reasons": dict(self.reasons.most_common()),
+            "first_miss": self.first_miss,
+        }
 
 
 class CachedBackend(Backend):
@@ -264,8 +285,15 @@ class CachedBackend(Backend):
     ``model`` overrides the model's fingerprint in the keys; ``adapter`` is the fingerprint of the adapter
     the inner backend answers through ("" for the base model)."""
 
-    def __init__(self, cache: ResultCache | None, backend: Backend, *, model: str | None = None,
-                 adapter: str = "", stats: CacheStats | None = None) -> None:
+    def __init__(
+        self,
+        cache: ResultCache | None,
+        backend: Backend,
+        *,
+        model: str | None = None,
+        adapter: str = "",
+        stats: CacheStats | None = None,
+    ) -> None:
         self.cache = cache
         self.inner = backend
         self.identity = backend.identity
@@ -288,21 +316,30 @@ class CachedBackend(Backend):
 
     def score_choices(self, requests: Sequence[ChoiceRequest]) -> list[ChoiceResult]:
         return self._answer(
-            requests, lambda r: choice_parts(r, self.fingerprint, self.adapter),
-            self.inner.score_choices, lambda r: len(r.context),
-            lambda data: ChoiceResult(logprobs=tuple(data["logprobs"]), is_greedy=tuple(data["is_greedy"]),
-                                      context_tokens=data["context_tokens"],
-                                      continuation_tokens=tuple(data["continuation_tokens"])),
+            requests,
+            lambda r: choice_parts(r, self.fingerprint, self.adapter),
+            self.inner.score_choices,
+            lambda r: len(r.context),
+            lambda data: ChoiceResult(
+                logprobs=tuple(data["logprobs"]),
+                is_greedy=tuple(data["is_greedy"]),
+                context_tokens=data["context_tokens"],
+                continuation_tokens=tuple(data["continuation_tokens"]),
+            ),
         )
 
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
         return self._answer(
-            requests, lambda r: generate_parts(r, self.fingerprint, self.adapter),
-            self.inner.generate, lambda r: len(r.prompt), lambda data: GenerateResult(**data),
+            requests,
+            lambda r: generate_parts(r, self.fingerprint, self.adapter),
+            self.inner.generate,
+            lambda r: len(r.prompt),
+            lambda data: GenerateResult(**data),
         )
 
-    def _explain_misses(self, missing: list[str], parts: list[KeyParts], origins: list[str | None],
-                        first: dict[str, int]) -> None:
+    def _explain_misses(
+        self, missing: list[str], parts: list[KeyParts], origins: list[str | None], first: dict[str, int]
+    ) -> None:
         if self.cache is None:
             self.stats.reasons["cache off"] += len(missing)
             return
@@ -330,14 +367,16 @@ class CachedBackend(Backend):
         if missing:
             self.inner_load_s += self.inner.load()  # loading the model is not part of any answer's compute time
         for start in range(0, len(missing), step):
-            chunk = missing[start: start + step]
+            chunk = missing[start : start + step]
             started = time.perf_counter()
             results = compute([requests[first[k]] for k in chunk])
             each = (time.perf_counter() - started) / len(chunk)
             for k, result in zip(chunk, results):
                 answers[k] = (result, each)
             if self.cache is not None:
-                self.cache.store([(parts[first[k]], json.dumps(result.__dict__), each) for k, result in zip(chunk, results)])
+                self.cache.store(
+                    [(parts[first[k]], json.dumps(result.__dict__), each) for k, result in zip(chunk, results)]
+                )
         if self.cache is not None and any(o is not None for o in origins):
             self.cache.remember_origins([(o, p) for o, p in zip(origins, parts) if o is not None])
         self.stats.compute_s += sum(answers[k][1] for k in keys)

@@ -18,7 +18,9 @@ def _models(args: argparse.Namespace) -> int:
             source = str(embedded_gguf(model))
         except EvalkitError:
             source = f"not installed ({model.install})"
-        converted = sorted(p.name for p in (cache_root() / "models").glob(f"{alias}-*") if (p / "evalkit_model.json").exists())
+        converted = sorted(
+            p.name for p in (cache_root() / "models").glob(f"{alias}-*") if (p / "evalkit_model.json").exists()
+        )
         print(f"{alias}\n  {model.description}\n  source: {source}\n  converted: {', '.join(converted) or 'not yet'}")
     return 0
 
@@ -37,8 +39,11 @@ def _train(args: argparse.Namespace) -> int:
 
     spec = load_suite(args.suite)
     if not spec.train:
-        raise EvalkitError("the suite has no `train:` section", path=spec.path,
-                           fix="add `train: {<adapter name>: {output: ..., data: ..., prompt: ...}}`")
+        raise EvalkitError(
+            "the suite has no `train:` section",
+            path=spec.path,
+            fix="add `train: {<adapter name>: {output: ..., data: ..., prompt: ...}}`",
+        )
     names = [args.adapter] if args.adapter else list(spec.train)
     for name in names:
         # Cross-validation leaves the adapter's weights as they are, so asking for it forces a run.
@@ -46,32 +51,52 @@ def _train(args: argparse.Namespace) -> int:
         recorded = (read_record(spec.train[name].output_path) if name in spec.train else None) or {}
         recorded = recorded.get("cross_validation") or {}
         retrain = args.force or (args.folds is not None and recorded.get("folds") != args.folds)
-        adapter = ensure_adapter(spec, name, mode="always" if retrain else "auto", notify=print,
-                                 progress_bar=sys.stderr.isatty(), folds=args.folds)
+        adapter = ensure_adapter(
+            spec,
+            name,
+            mode="always" if retrain else "auto",
+            notify=print,
+            progress_bar=sys.stderr.isatty(),
+            folds=args.folds,
+        )
         r = adapter.record
         if not r:  # another process of a distributed run; rank 0 writes and reports the adapter
             continue
         state = "trained" if adapter.trained_now else "up to date"
         print(f"{name}: {state} -> {adapter.path}")
         best = r.get("best_validation_accuracy")
-        print(f"  {r['data']['train_rows']} training rows, {r['data']['validation_rows']} validation rows"
-              + (f", best validation accuracy {best:.3f} ({r['best_checkpoint']})" if best is not None else ""))
-        print(f"  {r['train_seconds']:.1f}s training, {r['tokens_per_second']:.0f} tokens/s, "
-              f"{r['trainable_parameters']:,} trainable parameters, {r['adapter_bytes'] / 1e6:.2f} MB")
+        print(
+            f"  {r['data']['train_rows']} training rows, {r['data']['validation_rows']} validation rows"
+            + (f", best validation accuracy {best:.3f} ({r['best_checkpoint']})" if best is not None else "")
+        )
+        print(
+            f"  {r['train_seconds']:.1f}s training, {r['tokens_per_second']:.0f} tokens/s, "
+            f"{r['trainable_parameters']:,} trainable parameters, {r['adapter_bytes'] / 1e6:.2f} MB"
+        )
         cv = r.get("cross_validation")
         if cv:
             print(f"  {cv['folds']}-fold cross-validation accuracy {cv['mean']:.3f} ± {cv['stdev']:.3f}")
         if adapter.contamination:
-            print(f"  warning: {len(adapter.contamination)} training row(s) duplicate golden test rows: "
-                  + "; ".join(str(d) for d in adapter.contamination[:5]), file=sys.stderr)
+            print(
+                f"  warning: {len(adapter.contamination)} training row(s) duplicate golden test rows: "
+                + "; ".join(str(d) for d in adapter.contamination[:5]),
+                file=sys.stderr,
+            )
     return 0
 
 
 def _diff(args: argparse.Namespace) -> int:
     from evalkit.diff import diff_runs
 
-    text, regressed = diff_runs(args.run_a, args.run_b, reports=Path(args.reports), max_drop=args.max_drop,
-                                alpha=args.alpha, strict=args.strict, html=Path(args.html) if args.html else None)
+    text, regressed = diff_runs(
+        args.run_a,
+        args.run_b,
+        reports=Path(args.reports),
+        max_drop=args.max_drop,
+        alpha=args.alpha,
+        strict=args.strict,
+        html=Path(args.html) if args.html else None,
+    )
     if args.output:
         from evalkit.atomic import write_text_atomically
 
@@ -111,16 +136,25 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("suite", help="suite file (*.eval.yaml) with a `train:` section")
     train.add_argument("--adapter", help="train only this adapter (default: every adapter of the suite)")
     train.add_argument("--force", action="store_true", help="retrain even when the adapter is up to date")
-    train.add_argument("--folds", type=int, default=None, metavar="K",
-                       help="also run K-fold cross-validation and report mean and spread of validation accuracy")
+    train.add_argument(
+        "--folds",
+        type=int,
+        default=None,
+        metavar="K",
+        help="also run K-fold cross-validation and report mean and spread of validation accuracy",
+    )
     train.set_defaults(func=_train)
     diff = commands.add_parser(
-        "diff", help="compare two run records (or a run with the baseline); exit code 1 when RUN_B regressed",
+        "diff",
+        help="compare two run records (or a run with the baseline); exit code 1 when RUN_B regressed",
         description="Compare RUN_B with RUN_A as a run is compared with its baseline. Each RUN is a run folder, "
-                    "its results.json, a run id under <reports>/runs, 'latest', or 'baseline' (<reports>/baseline.json).")
+        "its results.json, a run id under <reports>/runs, 'latest', or 'baseline' (<reports>/baseline.json).",
+    )
     diff.add_argument("run_a", metavar="RUN_A", help="the reference (older) run")
     diff.add_argument("run_b", metavar="RUN_B", help="the run to judge")
-    diff.add_argument("--reports", default="reports", help="reports folder for run ids, latest and baseline (default: reports)")
+    diff.add_argument(
+        "--reports", default="reports", help="reports folder for run ids, latest and baseline (default: reports)"
+    )
     diff.add_argument("--max-drop", type=float, default=None, help="override each suite's baseline max_drop")
     diff.add_argument("--alpha", type=float, default=None, help="override each suite's baseline alpha")
     diff.add_argument("--strict", action="store_true", default=None, help="fail on any drop")

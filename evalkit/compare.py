@@ -83,23 +83,43 @@ class Snapshot:
 
     @classmethod
     def from_result(cls, result: CandidateResult) -> Snapshot:
-        outcomes = {e.id: Outcome(e.id, example_values(e), _short(str(e.output)), _short(e.target))
-                    for e in result.examples}
-        return cls(result.suite, result.candidate, result.task, result.n, dict(result.metrics),
-                   hashes_of(result.header()), outcomes)
+        outcomes = {
+            e.id: Outcome(e.id, example_values(e), _short(str(e.output)), _short(e.target)) for e in result.examples
+        }
+        return cls(
+            result.suite,
+            result.candidate,
+            result.task,
+            result.n,
+            dict(result.metrics),
+            hashes_of(result.header()),
+            outcomes,
+        )
 
     @classmethod
-    def from_record(cls, entry: Mapping[str, Any], examples: Iterable[Mapping[str, Any]], *,
-                    suite: str, candidate: str) -> Snapshot:
+    def from_record(
+        cls, entry: Mapping[str, Any], examples: Iterable[Mapping[str, Any]], *, suite: str, candidate: str
+    ) -> Snapshot:
         """From a candidate's entry in results.json and its rows of examples.jsonl (or a baseline entry)."""
         outcomes = {}
         for e in examples:
             values = e.get("values") or example_values(e)  # a baseline entry has them; examples.jsonl does not
-            outcomes[str(e["id"])] = Outcome(str(e["id"]), {k: float(v) for k, v in values.items()},
-                                             _short(str(e.get("output", ""))), _short(e.get("target")))
+            outcomes[str(e["id"])] = Outcome(
+                str(e["id"]),
+                {k: float(v) for k, v in values.items()},
+                _short(str(e.get("output", ""))),
+                _short(e.get("target")),
+            )
         hashes = entry.get("hashes") or hashes_of(entry)
-        return cls(suite, candidate, entry.get("task", ""), int(entry.get("n", len(outcomes))),
-                   {k: float(v) for k, v in entry["metrics"].items()}, dict(hashes), outcomes)
+        return cls(
+            suite,
+            candidate,
+            entry.get("task", ""),
+            int(entry.get("n", len(outcomes))),
+            {k: float(v) for k, v in entry["metrics"].items()},
+            dict(hashes),
+            outcomes,
+        )
 
     def baseline_entry(self) -> dict[str, Any]:
         """What ``reports/baseline.json`` keeps of this candidate."""
@@ -108,8 +128,9 @@ class Snapshot:
             "n": self.n,
             "metrics": self.metrics,
             "hashes": self.hashes,
-            "examples": [{"id": o.id, "values": o.values, "output": o.output, "target": o.target}
-                         for o in self.outcomes.values()],
+            "examples": [
+                {"id": o.id, "values": o.values, "output": o.output, "target": o.target} for o in self.outcomes.values()
+            ],
         }
 
 
@@ -125,8 +146,13 @@ def hashes_of(header: Mapping[str, Any]) -> dict[str, str | None]:
     }
 
 
-_HASH_NAMES = {"dataset": "dataset", "template": "prompt template", "model": "model", "adapter": "adapter",
-               "prompts": "rendered prompts"}
+_HASH_NAMES = {
+    "dataset": "dataset",
+    "template": "prompt template",
+    "model": "model",
+    "adapter": "adapter",
+    "prompts": "rendered prompts",
+}
 
 
 def _what_changed(reference: Snapshot, current: Snapshot) -> list[str]:
@@ -136,8 +162,10 @@ def _what_changed(reference: Snapshot, current: Snapshot) -> list[str]:
         if old == new or (key == "prompts" and (changes or old is None)):
             continue  # a changed template or dataset explains changed prompts; say so once
         if key == "prompts":
-            changes.append("rendered prompts changed with the same template and data (few-shot examples, chat "
-                           f"format or system message; {str(old)[:12]} -> {str(new)[:12]})")
+            changes.append(
+                "rendered prompts changed with the same template and data (few-shot examples, chat "
+                f"format or system message; {str(old)[:12]} -> {str(new)[:12]})"
+            )
             continue
         if old is None:
             changes.append(f"{label} added ({str(new)[:12]})")
@@ -174,17 +202,25 @@ def _delta_interval(metric: str, ref: list[Outcome], cur: list[Outcome]) -> tupl
 
         texts = [str(o.target) for o in ref] + [o.output for o in ref] + [o.output for o in cur]
         labels = {label: i for i, label in enumerate(sorted(set(texts), key=repr))}
-        gold, before, after = (np.array([labels[t] for t in texts[k * n:(k + 1) * n]], dtype=np.int64) for k in range(3))
+        gold, before, after = (
+            np.array([labels[t] for t in texts[k * n : (k + 1) * n]], dtype=np.int64) for k in range(3)
+        )
         return paired_bootstrap_interval(
-            lambda idx: _macro_f1_codes(gold[idx], after[idx], len(labels)) - _macro_f1_codes(gold[idx], before[idx], len(labels)),
-            n)
+            lambda idx: (
+                _macro_f1_codes(gold[idx], after[idx], len(labels))
+                - _macro_f1_codes(gold[idx], before[idx], len(labels))
+            ),
+            n,
+        )
     return paired_bootstrap_interval(
-        lambda idx: (_metric_on(metric, [cur[i] for i in idx]) or 0.0) - (_metric_on(metric, [ref[i] for i in idx]) or 0.0),
-        n)
+        lambda idx: (
+            (_metric_on(metric, [cur[i] for i in idx]) or 0.0) - (_metric_on(metric, [ref[i] for i in idx]) or 0.0)
+        ),
+        n,
+    )
 
 
-def _metric_changes(current: Snapshot, reference: Snapshot, ref: list[Outcome],
-                    cur: list[Outcome]) -> dict[str, Any]:
+def _metric_changes(current: Snapshot, reference: Snapshot, ref: list[Outcome], cur: list[Outcome]) -> dict[str, Any]:
     """Each metric before and after on the shared examples, with the 95% interval of its change."""
     metrics: dict[str, Any] = {}
     for metric in current.metrics:
@@ -198,8 +234,14 @@ def _metric_changes(current: Snapshot, reference: Snapshot, ref: list[Outcome],
         if before is None or after is None:
             continue
         lo, hi = _delta_interval(metric, ref_m, cur_m)
-        metrics[metric] = {"baseline": before, "current": after, "delta": after - before, "ci95": [lo, hi],
-                           "baseline_all": reference.metrics.get(metric), "examples": len(pairs)}
+        metrics[metric] = {
+            "baseline": before,
+            "current": after,
+            "delta": after - before,
+            "ci95": [lo, hi],
+            "baseline_all": reference.metrics.get(metric),
+            "examples": len(pairs),
+        }
     return metrics
 
 
@@ -210,8 +252,15 @@ def _flips(ref: list[Outcome], cur: list[Outcome], gated: str) -> list[dict[str,
         before, after = r.values.get(gated), c.values.get(gated)
         if before is None or after is None or abs(after - before) <= _EPS:
             continue
-        flipped.append({"id": r.id, "direction": "worse" if after < before else "better",
-                        "baseline": before, "current": after, "baseline_output": r.output})
+        flipped.append(
+            {
+                "id": r.id,
+                "direction": "worse" if after < before else "better",
+                "baseline": before,
+                "current": after,
+                "baseline_output": r.output,
+            }
+        )
     flipped.sort(key=lambda f: f["direction"] != "worse")
     return flipped
 
@@ -219,8 +268,12 @@ def _flips(ref: list[Outcome], cur: list[Outcome], gated: str) -> list[dict[str,
 def compare(current: Snapshot, reference: Snapshot | None, policy: Policy) -> dict[str, Any]:
     """The comparison of ``current`` with ``reference`` as a JSON-ready dict (fields in the README's Reports)."""
     if reference is None:
-        return {"status": "new", "regressed": False, "policy": policy.as_dict(),
-                "reason": "no baseline entry for this candidate yet"}
+        return {
+            "status": "new",
+            "regressed": False,
+            "policy": policy.as_dict(),
+            "reason": "no baseline entry for this candidate yet",
+        }
     shared_ids = [i for i in current.outcomes if i in reference.outcomes]
     result: dict[str, Any] = {
         "policy": policy.as_dict(),
@@ -231,8 +284,12 @@ def compare(current: Snapshot, reference: Snapshot | None, policy: Policy) -> di
         "regressed": False,
     }
     if not shared_ids:
-        result.update(status="no shared examples", metrics={}, flipped=[],
-                      reason="the run and the baseline share no example ids, so nothing can be compared")
+        result.update(
+            status="no shared examples",
+            metrics={},
+            flipped=[],
+            reason="the run and the baseline share no example ids, so nothing can be compared",
+        )
         return result
     ref = [reference.outcomes[i] for i in shared_ids]
     cur = [current.outcomes[i] for i in shared_ids]
@@ -249,33 +306,42 @@ def compare(current: Snapshot, reference: Snapshot | None, policy: Policy) -> di
     if gated not in metrics:
         result.update(status="not compared", reason=f"metric '{gated}' is missing on one side")
         return result
-    delta = metrics[gated]["delta"]
+    change = metrics[gated]
+    result["gate"] = {"metric": gated, "drop": -change["delta"], "p_value": p_value, "worse": worse, "better": better}
+    status, reason = _decide(policy, change, p_value, worse, better)
+    result.update(status=status, regressed=status == "regressed", reason=reason)
+    return result
+
+
+def _decide(policy: Policy, change: dict[str, Any], p_value: float, worse: int, better: int) -> tuple[str, str]:
+    """The status of a candidate's change in the gated metric, and the sentence that explains it."""
+    gated, delta = policy.metric, change["delta"]
     drop = -delta
-    result["gate"] = {"metric": gated, "drop": drop, "p_value": p_value, "worse": worse, "better": better}
-    before, after = metrics[gated]["baseline"], metrics[gated]["current"]
-    lo, hi = metrics[gated]["ci95"]
-    evidence = (f"{before:.3f} -> {after:.3f} on {metrics[gated]['examples']} shared examples "
-                f"(95% CI of the change {lo:+.3f} to {hi:+.3f}); {worse} got worse, {better} better")
+    lo, hi = change["ci95"]
+    evidence = (
+        f"{change['baseline']:.3f} -> {change['current']:.3f} on {change['examples']} shared examples "
+        f"(95% CI of the change {lo:+.3f} to {hi:+.3f}); {worse} got worse, {better} better"
+    )
     p_text = f"McNemar p = {format_p(p_value)}"
     if policy.strict and drop > _EPS:
-        result.update(status="regressed", regressed=True,
-                      reason=f"{gated} dropped {drop:.3f} and the suite is strict ({p_text}): {evidence}")
-    elif drop > policy.max_drop + _EPS and p_value < policy.alpha:
-        result.update(status="regressed", regressed=True,
-                      reason=f"{gated} dropped {drop:.3f} (more than max_drop {policy.max_drop:g}) and "
-                             f"{p_text} < alpha {policy.alpha:g}: {evidence}")
-    elif delta > _EPS and p_value < policy.alpha:
-        result.update(status="improved", reason=f"{gated} rose {delta:.3f} ({p_text}): {evidence}")
-    elif drop > _EPS:
-        why = (f"{p_text}, not below alpha {policy.alpha:g}" if p_value >= policy.alpha
-               else f"within max_drop {policy.max_drop:g}")
-        result.update(status="within noise", reason=f"{gated} dropped {drop:.3f}, {why}: {evidence}")
-    else:
-        result.update(status="no significant change", reason=f"{gated} {evidence}; {p_text}")
-    return result
+        return "regressed", f"{gated} dropped {drop:.3f} and the suite is strict ({p_text}): {evidence}"
+    if drop > policy.max_drop + _EPS and p_value < policy.alpha:
+        return "regressed", (
+            f"{gated} dropped {drop:.3f} (more than max_drop {policy.max_drop:g}) and "
+            f"{p_text} < alpha {policy.alpha:g}: {evidence}"
+        )
+    if delta > _EPS and p_value < policy.alpha:
+        return "improved", f"{gated} rose {delta:.3f} ({p_text}): {evidence}"
+    if drop > _EPS:
+        why = (
+            f"{p_text}, not below alpha {policy.alpha:g}"
+            if p_value >= policy.alpha
+            else f"within max_drop {policy.max_drop:g}"
+        )
+        return "within noise", f"{gated} dropped {drop:.3f}, {why}: {evidence}"
+    return "no significant change", f"{gated} {evidence}; {p_text}"
 
 
 def format_p(p: float) -> str:
     """A p-value as the reports print it: three decimals, or two significant digits below 0.001."""
     return f"{p:.2g}" if p < 0.001 else f"{p:.3f}"
-

@@ -70,7 +70,10 @@ def load_dataset(path: str | Path, *, limit: int | None = None, id_field: str = 
         if not isinstance(fields, dict):
             raise DatasetError(
                 f"a row must be an object of fields, got {type(fields).__name__}",
-                path=path, line=line, row=None if line else number, fix='write each row as {"field": value, ...}',
+                path=path,
+                line=line,
+                row=None if line else number,
+                fix='write each row as {"field": value, ...}',
             )
         raw_id = fields.get(id_field)
         example_id = str(raw_id) if raw_id is not None else row_hash(fields)
@@ -78,7 +81,10 @@ def load_dataset(path: str | Path, *, limit: int | None = None, id_field: str = 
             if raw_id is not None:
                 raise DatasetError(
                     f"duplicate {id_field} {raw_id!r} (also row {seen[example_id]})",
-                    path=path, line=line, row=None if line else number, fix=f"give every row a distinct `{id_field}`",
+                    path=path,
+                    line=line,
+                    row=None if line else number,
+                    fix=f"give every row a distinct `{id_field}`",
                 )
             example_id = f"{example_id}-{number}"  # an exact duplicate row: keep it, with a distinct id
         seen[example_id] = number
@@ -106,7 +112,9 @@ def _load_jsonl(path: Path, limit: int | None) -> list[tuple[int | None, Any]]:
         except json.JSONDecodeError as exc:
             raise DatasetError(
                 f"line is not valid JSON: {exc.msg} (column {exc.colno})",
-                path=path, line=number, fix="each line of a .jsonl file must be one complete JSON object",
+                path=path,
+                line=number,
+                fix="each line of a .jsonl file must be one complete JSON object",
             ) from None
         if limit is not None and len(records) >= limit:
             break
@@ -117,11 +125,18 @@ def _load_json(path: Path, limit: int | None) -> list[tuple[int | None, Any]]:
     try:
         value = json.loads(_read_text(path))
     except json.JSONDecodeError as exc:
-        raise DatasetError(f"not valid JSON: {exc.msg}", path=path, line=exc.lineno,
-                           fix="a .json dataset is one JSON array of row objects") from None
+        raise DatasetError(
+            f"not valid JSON: {exc.msg}",
+            path=path,
+            line=exc.lineno,
+            fix="a .json dataset is one JSON array of row objects",
+        ) from None
     if not isinstance(value, list):
-        raise DatasetError(f"expected a JSON array of rows, got {type(value).__name__}", path=path,
-                           fix="write [ {...}, {...} ], or use .jsonl with one object per line")
+        raise DatasetError(
+            f"expected a JSON array of rows, got {type(value).__name__}",
+            path=path,
+            fix="write [ {...}, {...} ], or use .jsonl with one object per line",
+        )
     return [(None, v) for v in value[:limit]]
 
 
@@ -134,11 +149,19 @@ def _load_csv(path: Path, limit: int | None) -> list[tuple[int | None, Any]]:
     for fields in reader:
         line = reader.line_num
         if None in fields:
-            raise DatasetError("row has more values than the header has columns", path=path, line=line,
-                               fix="quote values that contain commas")
+            raise DatasetError(
+                "row has more values than the header has columns",
+                path=path,
+                line=line,
+                fix="quote values that contain commas",
+            )
         if any(v is None for v in fields.values()):
-            raise DatasetError("row has fewer values than the header has columns", path=path, line=line,
-                               fix="fill every column, or leave it empty between commas")
+            raise DatasetError(
+                "row has fewer values than the header has columns",
+                path=path,
+                line=line,
+                fix="fill every column, or leave it empty between commas",
+            )
         records.append((line, dict(fields)))
         if limit is not None and len(records) >= limit:
             break
@@ -151,7 +174,9 @@ def _load_parquet(path: Path, limit: int | None) -> list[tuple[int | None, Any]]
     try:
         table = pq.read_table(path)
     except Exception as exc:  # pyarrow raises several types for corrupt files
-        raise DatasetError(f"cannot read Parquet file: {exc}", path=path, fix="rewrite it with pandas or pyarrow") from None
+        raise DatasetError(
+            f"cannot read Parquet file: {exc}", path=path, fix="rewrite it with pandas or pyarrow"
+        ) from None
     if limit is not None:
         table = table.slice(0, limit)
     return [(None, row) for row in table.to_pylist()]
@@ -163,10 +188,13 @@ def _load_saved_dataset(path: Path, limit: int | None) -> list[tuple[int | None,
     try:
         loaded = datasets.load_from_disk(str(path))
     except Exception as exc:  # datasets raises FileNotFoundError or its own errors for foreign folders
-        raise DatasetError(f"not a saved `datasets` folder: {exc}", path=path, fix=f"point `path:` at a {SUPPORTED}") from None
+        raise DatasetError(
+            f"not a saved `datasets` folder: {exc}", path=path, fix=f"point `path:` at a {SUPPORTED}"
+        ) from None
     if isinstance(loaded, datasets.DatasetDict):
         raise DatasetError(
-            f"folder holds several splits ({', '.join(loaded)})", path=path,
+            f"folder holds several splits ({', '.join(loaded)})",
+            path=path,
             fix=f"point `path:` at one split's folder, e.g. {path / next(iter(loaded))}",
         )
     if limit is not None:

@@ -26,11 +26,17 @@ def resolve_run(name: str, reports: Path) -> Path:
     candidate = reports / "runs" / name
     if candidate.exists():
         return candidate
-    runs = sorted((p.name for p in (reports / "runs").glob("*") if p.is_dir()), key=run_order) \
-        if (reports / "runs").is_dir() else []
-    raise EvalkitError(f"no run '{name}'{did_you_mean(name, [*runs, 'latest', 'baseline'])}", path=reports,
-                       fix="name a run folder, its results.json, 'latest', 'baseline', or a run id"
-                           + (f" (newest: {', '.join(runs[-3:])})" if runs else ""))
+    runs = (
+        sorted((p.name for p in (reports / "runs").glob("*") if p.is_dir()), key=run_order)
+        if (reports / "runs").is_dir()
+        else []
+    )
+    raise EvalkitError(
+        f"no run '{name}'{did_you_mean(name, [*runs, 'latest', 'baseline'])}",
+        path=reports,
+        fix="name a run folder, its results.json, 'latest', 'baseline', or a run id"
+        + (f" (newest: {', '.join(runs[-3:])})" if runs else ""),
+    )
 
 
 def _is_baseline(path: Path) -> bool:
@@ -48,19 +54,33 @@ def _snapshots(path: Path) -> dict[tuple[str, str], Snapshot]:
         return dict(baseline.entries) if baseline else {}
     record, rows = load_run(path)
     by_candidate = rows_by_candidate(rows)
-    return {(suite, name): Snapshot.from_record(entry, by_candidate.get((suite, name), []), suite=suite, candidate=name)
-            for suite, candidates in record["suites"].items() for name, entry in candidates.items()}
+    return {
+        (suite, name): Snapshot.from_record(entry, by_candidate.get((suite, name), []), suite=suite, candidate=name)
+        for suite, candidates in record["suites"].items()
+        for name, entry in candidates.items()
+    }
 
 
-def diff_runs(run_a: str, run_b: str, *, reports: Path, max_drop: float | None = None, alpha: float | None = None,
-              strict: bool | None = None, html: Path | None = None) -> tuple[str, bool]:
+def diff_runs(
+    run_a: str,
+    run_b: str,
+    *,
+    reports: Path,
+    max_drop: float | None = None,
+    alpha: float | None = None,
+    strict: bool | None = None,
+    html: Path | None = None,
+) -> tuple[str, bool]:
     """The markdown comparison of run B against run A, and whether any candidate of B regressed.
 
     ``html`` also writes the comparison as a report.html page there."""
     path_a, path_b = resolve_run(run_a, reports), resolve_run(run_b, reports)
     if _is_baseline(path_b):
-        raise EvalkitError("RUN_B must be a run record, not a baseline", path=path_b,
-                           fix="put the baseline first: evalkit diff baseline latest")
+        raise EvalkitError(
+            "RUN_B must be a run record, not a baseline",
+            path=path_b,
+            fix="put the baseline first: evalkit diff baseline latest",
+        )
     reference = _snapshots(path_a)
     record, rows = load_run(path_b)
     record = copy.deepcopy(record)

@@ -9,17 +9,11 @@ from dataclasses import dataclass
 
 from evalkit.errors import ThresholdError
 
-_OPERATORS = {
-    ">=": operator.ge,
-    ">": operator.gt,
-    "<=": operator.le,
-    "<": operator.lt,
-    "==": operator.eq,
-}
+_OPERATORS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt, "==": operator.eq}
 _EXPRESSION = re.compile(
     r"^\s*(?P<op>>=|<=|==|>|<)\s*(?P<number>[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*(?P<percent>%?)\s*$"
 )
-_FIX = "write a comparison and a number, e.g. \">= 0.60\", \"> 0.5\" or \">= 75%\""
+_FIX = 'write a comparison and a number, e.g. ">= 0.60", "> 0.5" or ">= 75%"'
 
 
 @dataclass(frozen=True)
@@ -52,8 +46,7 @@ def parse_threshold(metric: str, expression: object) -> Threshold:
         return Threshold(metric, ">=", value, f">= {expression}")
     if not isinstance(expression, str):
         raise ThresholdError(
-            f"threshold for '{metric}' must be a string like \">= 0.60\", got {type(expression).__name__}",
-            fix=_FIX,
+            f"threshold for '{metric}' must be a string like \">= 0.60\", got {type(expression).__name__}", fix=_FIX
         )
     match = _EXPRESSION.match(expression)
     if not match:

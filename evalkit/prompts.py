@@ -48,7 +48,11 @@ class PromptTemplate:
     """A compiled template; ``render`` turns one row's context into prompt text."""
 
     def __init__(
-        self, source: str, *, path: Path | None = None, inline_at: tuple[Path, int | None] | None = None,
+        self,
+        source: str,
+        *,
+        path: Path | None = None,
+        inline_at: tuple[Path, int | None] | None = None,
         label: str = "inline template",
     ) -> None:
         """``path``: the template file. ``inline_at``: (suite file, line) of an inline template, whose
@@ -62,8 +66,9 @@ class PromptTemplate:
         try:
             self._template = env.from_string(source)
         except jinja2.TemplateSyntaxError as exc:
-            raise self._error(f"template syntax error: {exc.message}", exc.lineno,
-                              "check the {{ }} and {% %} tags on this line") from None
+            raise self._error(
+                f"template syntax error: {exc.message}", exc.lineno, "check the {{ }} and {% %} tags on this line"
+            ) from None
 
     def _error(self, message: str, template_line: int | None, fix: str | None) -> TemplateError:
         if self._inline_at is not None:
@@ -91,21 +96,36 @@ class PromptTemplate:
             fields = ", ".join(names)
             undefined = re.match(r"'([^']+)' is undefined$", exc.message or "")
             hint = did_you_mean(undefined.group(1), names) if undefined else ""
-            raise self._error(f"{exc.message}{hint} while rendering {row_label}", _template_line(exc),
-                              f"use a field the row has ({fields}), or guard it with {{% if x is defined %}}") from None
+            raise self._error(
+                f"{exc.message}{hint} while rendering {row_label}",
+                _template_line(exc),
+                f"use a field the row has ({fields}), or guard it with {{% if x is defined %}}",
+            ) from None
         except jinja2.exceptions.SecurityError as exc:
-            raise self._error(f"template tried an unsafe operation ({exc}) while rendering {row_label}",
-                              _template_line(exc), "templates may read row fields, choices and examples only") from None
+            raise self._error(
+                f"template tried an unsafe operation ({exc}) while rendering {row_label}",
+                _template_line(exc),
+                "templates may read row fields, choices and examples only",
+            ) from None
         except jinja2.TemplateNotFound as exc:
-            folder = f"the template's folder {self.path.parent.name}/" if self.path is not None else "a template file's folder"
-            raise self._error(f"template includes '{exc.name}', which is not a file in {folder} (while rendering "
-                              f"{row_label})", _template_line(exc),
-                              "include, import or extend only templates beside this one") from None
+            folder = (
+                f"the template's folder {self.path.parent.name}/"
+                if self.path is not None
+                else "a template file's folder"
+            )
+            raise self._error(
+                f"template includes '{exc.name}', which is not a file in {folder} (while rendering {row_label})",
+                _template_line(exc),
+                "include, import or extend only templates beside this one",
+            ) from None
         except jinja2.TemplateError as exc:
             raise self._error(f"{exc} while rendering {row_label}", _template_line(exc), None) from None
         except (TypeError, ValueError, AttributeError, KeyError, IndexError, ArithmeticError, RecursionError) as exc:
-            raise self._error(f"{type(exc).__name__}: {exc} while rendering {row_label}", _template_line(exc),
-                              "check the operations the template applies to this row's values") from None
+            raise self._error(
+                f"{type(exc).__name__}: {exc} while rendering {row_label}",
+                _template_line(exc),
+                "check the operations the template applies to this row's values",
+            ) from None
 
 
 def _template_line(exc: BaseException) -> int | None:

@@ -8,7 +8,7 @@ record written by an evalkit that adds fields still reads. Fields that older rec
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -146,7 +146,15 @@ class RunRecord(_Open):
 
     schema_version: int
     run: RunInfo
-    suites: dict[str, dict[str, CandidateEntry]]
+    suites: dict[str, Annotated[dict[str, CandidateEntry], Field(min_length=1)]]
+
+
+class ExampleDetails(_Open):
+    """What a task kind adds to an example; the values a comparison reads are typed."""
+
+    correct_norm: bool | float = False  # classify: right by length-normalised log-likelihood
+    invariance: float = 1.0  # robustness: 1 when the answer held under every perturbation
+    flaky: Any = None  # repeats: whether the outcome varied
 
 
 class ExampleRow(_Open):
@@ -160,7 +168,7 @@ class ExampleRow(_Open):
     row: int | None = None
     prompt: str | None = None
     pass_rate: float | None = None
-    details: dict[str, Any] | None = None
+    details: ExampleDetails | None = None
 
 
 # --------------------------------------------------------------------------- baseline.json

@@ -161,34 +161,54 @@ def new_run_id(runs_dir: Path, started: _dt.datetime) -> str:
     return base if n == 1 else f"{base}-{n}"
 
 
-def load_run(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Read a run folder (or its results.json): the record and its example rows, checked for shape."""
+_DAMAGED = "the file is damaged; rerun the suites to write it again"
+_NOT_A_RUN = "point at a folder written by evalkit (reports/latest or reports/runs/<run id>)"
+
+
+def _read_record(results_path: Path) -> dict[str, Any]:
+    """``results.json``, parsed and checked against the run record's schema."""
     from evalkit.errors import EvalkitError
 
-    folder = path if path.is_dir() else path.parent
-    results_path = folder / "results.json"
-    fix = "point at a folder written by evalkit (reports/latest or reports/runs/<run id>)"
     try:
         text = results_path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise EvalkitError(f"cannot read the run record: {exc.strerror}", path=results_path, fix=fix) from None
-    damaged = "the file is damaged; rerun the suites to write it again"
+        raise EvalkitError(f"cannot read the run record: {exc.strerror}", path=results_path, fix=_NOT_A_RUN) from None
     try:
         record = json.loads(text)
     except ValueError as exc:
-        raise EvalkitError(f"the run record is not valid JSON: {getattr(exc, 'msg', exc)}", path=results_path,
-                           line=getattr(exc, "lineno", None), fix=damaged) from None
+        raise EvalkitError(
+            f"the run record is not valid JSON: {getattr(exc, 'msg', exc)}",
+            path=results_path,
+            line=getattr(exc, "lineno", None),
+            fix=_DAMAGED,
+        ) from None
     version = record.get("schema_version") if isinstance(record, dict) else None
     if version not in READABLE_VERSIONS:
         readable = " and ".join(map(str, READABLE_VERSIONS))
-        raise EvalkitError(f"the run record has schema_version {version!r}; this evalkit reads {readable}",
-                           path=results_path, fix="rerun the suites with this evalkit version, or upgrade evalkit")
+        raise EvalkitError(
+            f"the run record has schema_version {version!r}; this evalkit reads {readable}",
+            path=results_path,
+            fix="rerun the suites with this evalkit version, or upgrade evalkit",
+        )
     problem = schema_problem(RUN_SCHEMA, record) or next(
-        (f"suites/{suite}/{name}/ci95: no interval for metric '{metric}'"
-         for suite, candidates in record["suites"].items() for name, entry in candidates.items()
-         for metric in entry["metrics"] if metric not in entry["ci95"]), None)
+        (
+            f"suites/{suite}/{name}/ci95: no interval for metric '{metric}'"
+            for suite, candidates in record["suites"].items()
+            for name, entry in candidates.items()
+            for metric in entry["metrics"]
+            if metric not in entry["ci95"]
+        ),
+        None,
+    )
     if problem is not None:
-        raise EvalkitError(f"the run record is not one evalkit wrote: at {problem}", path=results_path, fix=damaged)
+        raise EvalkitError(f"the run record is not one evalkit wrote: at {problem}", path=results_path, fix=_DAMAGED)
+    return record
+
+
+def _read_rows(folder: Path) -> list[dict[str, Any]]:
+    """The rows of ``examples.jsonl``, each checked against the example row's schema."""
+    from evalkit.errors import EvalkitError
+
     rows = []
     examples_path = folder / "examples.jsonl"
     try:
@@ -199,13 +219,24 @@ def load_run(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
                 try:
                     row = json.loads(line)
                 except ValueError as exc:
-                    raise EvalkitError(f"line is not valid JSON: {getattr(exc, 'msg', exc)}", path=examples_path,
-                                       line=number, fix=damaged) from None
+                    raise EvalkitError(
+                        f"line is not valid JSON: {getattr(exc, 'msg', exc)}",
+                        path=examples_path,
+                        line=number,
+                        fix=_DAMAGED,
+                    ) from None
                 problem = schema_problem(ROW_SCHEMA, row)
                 if problem is not None:
-                    raise EvalkitError(f"not an example row evalkit wrote: at {problem}", path=examples_path,
-                                       line=number, fix=damaged)
+                    raise EvalkitError(
+                        f"not an example row evalkit wrote: at {problem}", path=examples_path, line=number, fix=_DAMAGED
+                    )
                 rows.append(row)
     except FileNotFoundError:
-        raise EvalkitError("the run folder has no examples.jsonl", path=folder, fix=fix) from None
-    return record, rows
+        raise EvalkitError("the run folder has no examples.jsonl", path=folder, fix=_NOT_A_RUN) from None
+    return rows
+
+
+def load_run(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Read a run folder (or its results.json): the record and its example rows, checked for shape."""
+    folder = path if path.is_dir() else path.parent
+    return _read_record(folder / "results.json"), _read_rows(folder)

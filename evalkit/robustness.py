@@ -93,8 +93,9 @@ def check_perturbations(names: Sequence[str], offers_choices: bool, task_kind: s
     known = perturbations()
     for name in names:
         if name not in known:
-            raise ValueError(f"unknown perturbation '{name}'{did_you_mean(name, known)}; "
-                             f"available: {', '.join(sorted(known))}")
+            raise ValueError(
+                f"unknown perturbation '{name}'{did_you_mean(name, known)}; available: {', '.join(sorted(known))}"
+            )
         if known[name].needs_choices and not offers_choices:
             raise ValueError(f"perturbation '{name}' reorders a classify task's choices; this is a {task_kind} task")
 
@@ -123,7 +124,7 @@ def _positions(text: str, allowed: Callable[[str], bool], max_size: int = 6):
 
 
 def _shown(text: str, at: int) -> str:
-    return repr(text[max(0, at - 8):at + 9])
+    return repr(text[max(0, at - 8) : at + 9])
 
 
 def _has_other_case(ch: str) -> bool:
@@ -132,7 +133,9 @@ def _has_other_case(ch: str) -> bool:
     return other != ch and len(other) == 1 and other.swapcase() == ch
 
 
-@register_perturbation("case", promise="changes the case of some letters; the text compared case-insensitively is unchanged")
+@register_perturbation(
+    "case", promise="changes the case of some letters; the text compared case-insensitively is unchanged"
+)
 def case_changes(fields: dict[str, str], choices: list[str] | None):
     def inner(name: str, text: str):
         def apply(positions: list[int]) -> Change:
@@ -151,7 +154,9 @@ def case_changes(fields: dict[str, str], choices: list[str] | None):
 _SPACES = [" ", "  ", "\n", "\t"]
 
 
-@register_perturbation("whitespace", promise="inserts spaces, tabs or line breaks; the text without whitespace is unchanged")
+@register_perturbation(
+    "whitespace", promise="inserts spaces, tabs or line breaks; the text without whitespace is unchanged"
+)
 def whitespace_changes(fields: dict[str, str], choices: list[str] | None):
     from hypothesis import strategies as st
 
@@ -170,7 +175,9 @@ def whitespace_changes(fields: dict[str, str], choices: list[str] | None):
 
 
 _KEYBOARD = "qwertyuiopasdfghjklzxcvbnm"
-_NEIGHBOURS = {ch: "".join(_KEYBOARD[j] for j in (i - 1, i + 1) if 0 <= j < len(_KEYBOARD)) for i, ch in enumerate(_KEYBOARD)}
+_NEIGHBOURS = {
+    ch: "".join(_KEYBOARD[j] for j in (i - 1, i + 1) if 0 <= j < len(_KEYBOARD)) for i, ch in enumerate(_KEYBOARD)
+}
 _TYPO_OPS = ("swap", "delete", "double", "neighbour")
 
 
@@ -178,20 +185,23 @@ def apply_typo(text: str, position: int, op: str) -> str:
     """One typo at a letter: swap with the next letter, delete it, double it, or hit a neighbouring key."""
     ch = text[position]
     if op == "swap" and position + 1 < len(text) and text[position + 1].isalpha():
-        return text[:position] + text[position + 1] + ch + text[position + 2:]
+        return text[:position] + text[position + 1] + ch + text[position + 2 :]
     if op == "delete":
-        return text[:position] + text[position + 1:]
+        return text[:position] + text[position + 1 :]
     if op == "double":
         return text[:position] + ch + text[position:]
     near = _NEIGHBOURS.get(ch.lower(), "")
     if near:
         sub = near[0].upper() if ch.isupper() else near[0]
-        return text[:position] + sub + text[position + 1:]
+        return text[:position] + sub + text[position + 1 :]
     return text[:position] + ch + text[position:]  # no neighbour known: double it
 
 
-@register_perturbation("typos", promise="one to three typos in letters (swap, delete, double, neighbouring key); "
-                                         "each changes at most two adjacent characters")
+@register_perturbation(
+    "typos",
+    promise="one to three typos in letters (swap, delete, double, neighbouring key); "
+    "each changes at most two adjacent characters",
+)
 def typo_changes(fields: dict[str, str], choices: list[str] | None):
     from hypothesis import strategies as st
 
@@ -216,7 +226,9 @@ def typo_changes(fields: dict[str, str], choices: list[str] | None):
 _PUNCT = set(string.punctuation)
 
 
-@register_perturbation("punctuation", promise="removes or adds punctuation marks; letters, digits and spaces are unchanged")
+@register_perturbation(
+    "punctuation", promise="removes or adds punctuation marks; letters, digits and spaces are unchanged"
+)
 def punctuation_changes(fields: dict[str, str], choices: list[str] | None):
     from hypothesis import strategies as st
 
@@ -235,7 +247,10 @@ def punctuation_changes(fields: dict[str, str], choices: list[str] | None):
                         del chars[position]
                 else:
                     chars.insert(position, mark)
-            shown = ", ".join(f"{op} {mark or repr(text[p])} at {p}" for op, p, mark in sorted(set(edits), key=lambda e: (e[1], e[0], e[2])))
+            shown = ", ".join(
+                f"{op} {mark or repr(text[p])} at {p}"
+                for op, p, mark in sorted(set(edits), key=lambda e: (e[1], e[0], e[2]))
+            )
             return Change("punctuation", ((name, "".join(chars)),), None, f"punctuation in {name}: {shown}")
 
         return st.lists(st.one_of(remove, add), min_size=1, max_size=3).map(apply)
@@ -253,7 +268,9 @@ DISTRACTORS = (
 )
 
 
-@register_perturbation("distractor", promise="adds one neutral sentence before or after the text; the text itself is kept whole")
+@register_perturbation(
+    "distractor", promise="adds one neutral sentence before or after the text; the text itself is kept whole"
+)
 def distractor_changes(fields: dict[str, str], choices: list[str] | None):
     from hypothesis import strategies as st
 
@@ -261,16 +278,20 @@ def distractor_changes(fields: dict[str, str], choices: list[str] | None):
         def apply(choice: tuple[int, bool]) -> Change:
             sentence, after = DISTRACTORS[choice[0]], choice[1]
             new = f"{text} {sentence}" if after else f"{sentence} {text}"
-            return Change("distractor", ((name, new),), None,
-                          f"{'appended' if after else 'prepended'} {sentence!r} to {name}")
+            return Change(
+                "distractor", ((name, new),), None, f"{'appended' if after else 'prepended'} {sentence!r} to {name}"
+            )
 
         return st.tuples(st.integers(0, len(DISTRACTORS) - 1), st.booleans().map(lambda b: not b)).map(apply)
 
     return _field_and(fields, inner)
 
 
-@register_perturbation("choice_order", promise="shows a classify task's choices in another order; the set of choices and "
-                                                 "the answer's label are unchanged", needs_choices=True)
+@register_perturbation(
+    "choice_order",
+    promise="shows a classify task's choices in another order; the set of choices and the answer's label are unchanged",
+    needs_choices=True,
+)
 def choice_order_changes(fields: dict[str, str], choices: list[str] | None):
     from hypothesis import strategies as st
 
@@ -319,9 +340,15 @@ class RobustnessReport:
     def as_dict(self) -> dict[str, Any]:
         return {
             "cached": self.cached,
-            "perturbations": self.perturbations, "tries": self.tries, "seed": self.seed,
-            "examples": len(self.rows), "held": sum(r.held for r in self.rows), "invariance": self.invariance,
-            "model_calls": self.calls, "shrink_batches": len(self.batches), "wall_s": round(self.wall_s, 3),
+            "perturbations": self.perturbations,
+            "tries": self.tries,
+            "seed": self.seed,
+            "examples": len(self.rows),
+            "held": sum(r.held for r in self.rows),
+            "invariance": self.invariance,
+            "model_calls": self.calls,
+            "shrink_batches": len(self.batches),
+            "wall_s": round(self.wall_s, 3),
             "flipped": [r.flip for r in self.rows if r.flip is not None],
         }
 
@@ -367,21 +394,21 @@ def _settings(tries: int):
 
     # report_multiple_bugs=False: Hypothesis otherwise keeps generating after the first flip for as long as
     # 10 seconds allow, which would make the search depend on how fast the model (or the cache) answers.
-    return settings(max_examples=tries, database=None, deadline=None, report_multiple_bugs=False,
-                    phases=[Phase.generate, Phase.shrink], suppress_health_check=list(HealthCheck))
+    return settings(
+        max_examples=tries,
+        database=None,
+        deadline=None,
+        report_multiple_bugs=False,
+        phases=[Phase.generate, Phase.shrink],
+        suppress_health_check=list(HealthCheck),
+    )
 
 
 Row = tuple[str, dict[str, str], "list[str] | None", str]  # (row id, text fields, choices, original answer)
 
 
 def search(
-    rows: Sequence[Row],
-    names: Sequence[str],
-    predict: Predict,
-    *,
-    tries: int,
-    seed: int,
-    shrink_calls: int = 64,
+    rows: Sequence[Row], names: Sequence[str], predict: Predict, *, tries: int, seed: int, shrink_calls: int = 64
 ) -> RobustnessReport:
     """For each ``(row id, text fields, choices, original prediction)``, look for a change of the answer.
 
@@ -393,13 +420,16 @@ def search(
     started = time.perf_counter()
     registry = perturbations()
     report = RobustnessReport(list(names), tries, seed)
-    strategies = {row_id: st.one_of([registry[name].factory(fields, choices) for name in names])
-                  for row_id, fields, choices, _ in rows}
+    strategies = {
+        row_id: st.one_of([registry[name].factory(fields, choices) for name in names])
+        for row_id, fields, choices, _ in rows
+    }
     drawn = {row_id: _draw(strategies[row_id], tries, seed, row_id) for row_id, _, _, _ in rows}
     answers = _predict_drawn(rows, drawn, predict, report)
     flipped_rows = [row for row in rows if any(answers[(row[0], c.key)] != row[3] for c in drawn[row[0]])]
-    shrunk = _shrink_all(flipped_rows, strategies, answers, predict, tries=tries, seed=seed,
-                         shrink_calls=shrink_calls, report=report)
+    shrunk = _shrink_all(
+        flipped_rows, strategies, answers, predict, tries=tries, seed=seed, shrink_calls=shrink_calls, report=report
+    )
     for row in rows:
         smallest, calls = shrunk.get(row[0], (None, 0))
         report.calls += calls
@@ -424,8 +454,9 @@ def _draw(strategy: Any, tries: int, seed: int, row_id: str) -> list[Change]:
     return seen
 
 
-def _predict_drawn(rows: Sequence[Row], drawn: dict[str, list[Change]], predict: Predict,
-                   report: RobustnessReport) -> dict[tuple[str, tuple], str]:
+def _predict_drawn(
+    rows: Sequence[Row], drawn: dict[str, list[Change]], predict: Predict, report: RobustnessReport
+) -> dict[tuple[str, tuple], str]:
     """2. Every row's tries predicted in one batch: the answer to each (row id, change key)."""
     answers: dict[tuple[str, tuple], str] = {}
     batch: list[tuple[str, Change]] = []
@@ -443,9 +474,17 @@ def _predict_drawn(rows: Sequence[Row], drawn: dict[str, list[Change]], predict:
     return answers
 
 
-def _shrink_all(flipped_rows: list[Row], strategies: dict[str, Any], answers: dict[tuple[str, tuple], str],
-                predict: Predict, *, tries: int, seed: int, shrink_calls: int,
-                report: RobustnessReport) -> dict[str, tuple[Change | None, int]]:
+def _shrink_all(
+    flipped_rows: list[Row],
+    strategies: dict[str, Any],
+    answers: dict[tuple[str, tuple], str],
+    predict: Predict,
+    *,
+    tries: int,
+    seed: int,
+    shrink_calls: int,
+    report: RobustnessReport,
+) -> dict[str, tuple[Change | None, int]]:
     """3. Rows whose answer changed: replay each row's search (answered from the batch) and shrink it.
     The rows shrink concurrently, one thread each, and their model calls are pooled into batches."""
     from hypothesis import find
@@ -491,50 +530,97 @@ def _outcome(row: Row, smallest: Change | None, calls: int, answers: dict[tuple[
     if smallest is None:
         return RowOutcome(row_id, held=True)
     perturbed_fields, _ = _apply((fields, choices), smallest)
-    return RowOutcome(row_id, held=False, flip={
-        "id": row_id, "kind": smallest.kind, "change": smallest.description,
-        "original": dict(fields), "perturbed": {k: perturbed_fields[k] for k, _ in smallest.fields},
-        "choices": list(choices) if choices else None,
-        "perturbed_choices": list(smallest.choices) if smallest.choices else None,
-        "before": original, "after": answers[(row_id, smallest.key)],
-        "shrink_calls": calls,
-    })
+    return RowOutcome(
+        row_id,
+        held=False,
+        flip={
+            "id": row_id,
+            "kind": smallest.kind,
+            "change": smallest.description,
+            "original": dict(fields),
+            "perturbed": {k: perturbed_fields[k] for k, _ in smallest.fields},
+            "choices": list(choices) if choices else None,
+            "perturbed_choices": list(smallest.choices) if smallest.choices else None,
+            "before": original,
+            "after": answers[(row_id, smallest.key)],
+            "shrink_calls": calls,
+        },
+    )
 
 
-def check_robustness(prepared: PreparedCandidate, backend: CachedBackend,
-                     examples: list[ExampleResult]) -> RobustnessReport:
-    """Search each selected row of a candidate for a harmless-looking change that changes its answer.
-
-    The search is deterministic given its answers, so its outcome is cached under everything the answers
-    and the search depend on: model, adapter, how a row renders, the rows, the settings and the code."""
+def _search_rows(prepared: PreparedCandidate, examples: list[ExampleResult], picked: list[int]) -> list[Row]:
+    """(row id, its text fields, its choices, its answer) of each picked row."""
     spec, task, dataset = prepared.spec, prepared.spec.task, prepared.dataset
     config = spec.robustness
     assert config is not None
-    kind = prepared.kind
     exclude = {name for name in (spec.id_field, task.target, task.choices_field) if name is not None}
-    picked = select_rows(list(range(len(dataset.rows))), config.examples, config.seed)
     rows: list[Row] = []
     for i in picked:
         row = dataset.rows[i]
         missing = [name for name in config.fields or [] if not isinstance(row.fields.get(name), str)]
         if missing:
-            raise DatasetError(f"robustness field '{missing[0]}' is not a text field of this row",
-                               **dataset.where(row), fix="name text fields in `robustness.fields`")
-        rows.append((row.id, text_fields(row.fields, exclude, config.fields), prepared.row_choices(i),
-                     kind.answer_of(examples[i])))
-    inputs = {"template": prepared.template.sha256, "fewshot": prepared.fewshot, "chat": prepared.candidate.chat,
-              "system": prepared.candidate.system, "task": task.model_dump(mode="json"),
-              "full": {row.id: row.fields for row in (dataset.rows[i] for i in picked)}, "rows": rows,
-              "code": search_fingerprint(config.perturbations)}
-    parts = KeyParts("robustness", backend.fingerprint, backend.adapter, hashlib.sha256(
-        canonical_json(inputs).encode()).hexdigest(), canonical_json(config.model_dump(mode="json")))
+            raise DatasetError(
+                f"robustness field '{missing[0]}' is not a text field of this row",
+                **dataset.where(row),
+                fix="name text fields in `robustness.fields`",
+            )
+        rows.append(
+            (
+                row.id,
+                text_fields(row.fields, exclude, config.fields),
+                prepared.row_choices(i),
+                prepared.kind.answer_of(examples[i]),
+            )
+        )
+    return rows
+
+
+def _search_key(prepared: PreparedCandidate, backend: CachedBackend, rows: list[Row], picked: list[int]) -> KeyParts:
+    """What a search's outcome depends on: model, adapter, how a row renders, the rows, the settings, the code."""
+    config, dataset = prepared.spec.robustness, prepared.dataset
+    assert config is not None
+    inputs = {
+        "template": prepared.template.sha256,
+        "fewshot": prepared.fewshot,
+        "chat": prepared.candidate.chat,
+        "system": prepared.candidate.system,
+        "task": prepared.spec.task.model_dump(mode="json"),
+        "full": {row.id: row.fields for row in (dataset.rows[i] for i in picked)},
+        "rows": rows,
+        "code": search_fingerprint(config.perturbations),
+    }
+    return KeyParts(
+        "robustness",
+        backend.fingerprint,
+        backend.adapter,
+        hashlib.sha256(canonical_json(inputs).encode()).hexdigest(),
+        canonical_json(config.model_dump(mode="json")),
+    )
+
+
+def check_robustness(
+    prepared: PreparedCandidate, backend: CachedBackend, examples: list[ExampleResult]
+) -> RobustnessReport:
+    """Search each selected row of a candidate for a harmless-looking change that changes its answer.
+
+    The search is deterministic given its answers, so its outcome is cached (:func:`_search_key`)."""
+    config, dataset = prepared.spec.robustness, prepared.dataset
+    assert config is not None
+    picked = select_rows(list(range(len(dataset.rows))), config.examples, config.seed)
+    rows = _search_rows(prepared, examples, picked)
+    parts = _search_key(prepared, backend, rows, picked)
     stored = backend.cache.lookup([parts.key]) if backend.cache is not None else {}
     if stored:
         report = RobustnessReport.from_stored(json.loads(stored[parts.key][0]))
     else:
-        report = search(rows, config.perturbations,
-                        lambda batch: kind.predict(prepared, backend, batch), tries=config.tries, seed=config.seed,
-                        shrink_calls=config.shrink_calls)
+        report = search(
+            rows,
+            config.perturbations,
+            lambda batch: prepared.kind.predict(prepared, backend, batch),
+            tries=config.tries,
+            seed=config.seed,
+            shrink_calls=config.shrink_calls,
+        )
         if backend.cache is not None:
             backend.cache.store([(parts, json.dumps(asdict(report)), report.wall_s)])
     held = {r.id: r.held for r in report.rows}
@@ -604,4 +690,3 @@ def text_fields(row_fields: dict[str, Any], exclude: set[str], only: Sequence[st
     if only is not None:
         return {name: row_fields[name] for name in only if isinstance(row_fields.get(name), str)}
     return {name: value for name, value in row_fields.items() if isinstance(value, str) and name not in exclude}
-

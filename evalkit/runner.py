@@ -55,23 +55,32 @@ class Resources:
 
 def _candidate(spec: SuiteSpec, name: str) -> Candidate:
     if name not in spec.candidates:
-        raise EvalkitError(f"suite '{spec.name}' has no candidate '{name}'{did_you_mean(name, spec.candidates)}",
-                           path=spec.path, fix=f"candidates are: {', '.join(spec.candidates)}")
+        raise EvalkitError(
+            f"suite '{spec.name}' has no candidate '{name}'{did_you_mean(name, spec.candidates)}",
+            path=spec.path,
+            fix=f"candidates are: {', '.join(spec.candidates)}",
+        )
     return spec.candidates[name]
 
 
-def answering_backend(spec: SuiteSpec, base: Backend, adapter: TrainedAdapter | None,
-                      cache: ResultCache | None) -> CachedBackend:
+def answering_backend(
+    spec: SuiteSpec, base: Backend, adapter: TrainedAdapter | None, cache: ResultCache | None
+) -> CachedBackend:
     """``base`` (through ``adapter`` when there is one) behind the result cache."""
     if adapter is None:
         return CachedBackend(cache, base, stats=CacheStats())
     check_adapter_base(spec, adapter, base.identity.base_fingerprint)
-    return CachedBackend(cache, base.with_adapter(adapter.key, adapter.path), stats=CacheStats(),
-                         adapter=adapter.record.get("adapter_sha256", adapter.key))
+    return CachedBackend(
+        cache,
+        base.with_adapter(adapter.key, adapter.path),
+        stats=CacheStats(),
+        adapter=adapter.record.get("adapter_sha256", adapter.key),
+    )
 
 
-def evaluate_candidate(spec: SuiteSpec, candidate_name: str, resources: Resources, *,
-                       limit: int | None = None) -> CandidateResult:
+def evaluate_candidate(
+    spec: SuiteSpec, candidate_name: str, resources: Resources, *, limit: int | None = None
+) -> CandidateResult:
     """Run one candidate of a suite end to end and gate it on the suite's thresholds.
 
     A candidate with an adapter gets it from ``resources`` (which trains it when needed) and runs on the
@@ -98,8 +107,17 @@ def evaluate_candidate(spec: SuiteSpec, candidate_name: str, resources: Resource
         scored.metrics["invariance"] = robustness.invariance
         scored.ci["invariance"] = wilson_interval(sum(r.held for r in robustness.rows), len(robustness.rows))
     wall_s = time.perf_counter() - started - backend.inner_load_s - robustness_s
-    return _result(spec, candidate_name, prepared, scored, adapter, backend, wall_s=wall_s, compute_s=compute_s,
-                   robustness=robustness.as_dict() if robustness is not None else None)
+    return _result(
+        spec,
+        candidate_name,
+        prepared,
+        scored,
+        adapter,
+        backend,
+        wall_s=wall_s,
+        compute_s=compute_s,
+        robustness=robustness.as_dict() if robustness is not None else None,
+    )
 
 
 def _failures(spec: SuiteSpec, candidate: str, scored: Scored, adapter: TrainedAdapter | None) -> list[str]:
@@ -120,9 +138,18 @@ def _failures(spec: SuiteSpec, candidate: str, scored: Scored, adapter: TrainedA
     return failures
 
 
-def _result(spec: SuiteSpec, candidate: str, prepared: PreparedCandidate, scored: Scored,
-            adapter: TrainedAdapter | None, backend: CachedBackend, *, wall_s: float, compute_s: float,
-            robustness: dict[str, Any] | None) -> CandidateResult:
+def _result(
+    spec: SuiteSpec,
+    candidate: str,
+    prepared: PreparedCandidate,
+    scored: Scored,
+    adapter: TrainedAdapter | None,
+    backend: CachedBackend,
+    *,
+    wall_s: float,
+    compute_s: float,
+    robustness: dict[str, Any] | None,
+) -> CandidateResult:
     return CandidateResult(
         suite=spec.name,
         candidate=candidate,
@@ -156,5 +183,6 @@ def check_adapter_base(spec: SuiteSpec, adapter: TrainedAdapter, actual: str | N
         raise TrainingError(
             f"adapter '{adapter.name}' ({adapter.path}) was trained for base model {str(trained_for)[:12]}, "
             f"but suite '{spec.name}' evaluates {spec.model.name} ({actual[:12]})",
-            path=spec.path, fix=f"retrain it: evalkit train {shown_path(spec.path)} --adapter {adapter.name}",
+            path=spec.path,
+            fix=f"retrain it: evalkit train {shown_path(spec.path)} --adapter {adapter.name}",
         )

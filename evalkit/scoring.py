@@ -44,9 +44,12 @@ class ScorerFactory:
     needs_target: bool = True  # False: it judges the output alone and needs no target field
 
 
-SCORERS: Registry[ScorerFactory] = Registry(
-    "scorer", ENTRY_POINT_GROUP, adapt=lambda name, loaded: loaded if isinstance(loaded, ScorerFactory)
-    else ScorerFactory(loaded))  # type: ignore[arg-type]
+def _as_scorer(name: str, loaded: Any) -> ScorerFactory:
+    """What an entry point names: a ScorerFactory, or a plain factory ``(**options) -> score function``."""
+    return loaded if isinstance(loaded, ScorerFactory) else ScorerFactory(loaded)
+
+
+SCORERS: Registry[ScorerFactory] = Registry("scorer", ENTRY_POINT_GROUP, adapt=_as_scorer)
 
 
 def register_scorer(name: str, *, needs_target: bool = True) -> Callable[[Factory], Factory]:
@@ -121,8 +124,7 @@ def _normalise_result(name: str, fn: Callable[[str, Any], Any]) -> ScoreFn:
         if isinstance(result, (int, float)) and 0.0 <= float(result) <= 1.0:
             return Score(float(result), float(result) >= 1.0)
         raise ScorerError(
-            f"scorer '{name}' returned {result!r}",
-            fix="a scorer returns a Score, a bool, or a number between 0 and 1",
+            f"scorer '{name}' returned {result!r}", fix="a scorer returns a Score, a bool, or a number between 0 and 1"
         )
 
     return score

@@ -64,8 +64,11 @@ class EvalSession:
     @property
     def models(self) -> list[LoadedModel]:
         """The models whose weights this session loaded, in the order they were first asked for."""
-        return [LoadedModel(name, backend.fingerprint, backend.load_s)
-                for name, backend in self._backends.values() if backend.load_s is not None]
+        return [
+            LoadedModel(name, backend.fingerprint, backend.load_s)
+            for name, backend in self._backends.values()
+            if backend.load_s is not None
+        ]
 
     def baseline(self) -> Baseline | None:
         """The committed baseline (None when there is none yet); a damaged one raises EvalkitError."""
@@ -99,8 +102,9 @@ class EvalSession:
 
     def resources(self) -> Resources:
         """What this session's evaluations share: backends, adapters, datasets and the result cache."""
-        return Resources(backend=self.backend_for, adapter=self.adapter, cache=self.result_cache(),
-                         datasets=self._datasets)
+        return Resources(
+            backend=self.backend_for, adapter=self.adapter, cache=self.result_cache(), datasets=self._datasets
+        )
 
     def close(self) -> None:
         """Close the result cache and release every backend."""
@@ -134,8 +138,10 @@ class EvalSession:
                     owners.append(spec)
         if len(owners) != 1:
             where = ", ".join(str(o.path) for o in owners) if owners else "no suite"
-            raise EvalkitError(f"adapter '{name}' is defined by {where}",
-                               fix="name the suite: trained_adapter(name, suite='suites/<file>.eval.yaml')")
+            raise EvalkitError(
+                f"adapter '{name}' is defined by {where}",
+                fix="name the suite: trained_adapter(name, suite='suites/<file>.eval.yaml')",
+            )
         return self.adapter(owners[0], name)
 
     def suite_path(self, suite: str | Path) -> Path:
@@ -188,9 +194,11 @@ class EvalSession:
 
     def worker_output(self) -> dict[str, str]:
         """What an xdist worker hands to the controller: its results, their row limits and its coverage."""
-        return {"evalkit_results": json.dumps([asdict(r) for r in self.results.values()]),
-                "evalkit_limits": json.dumps([[s, c, limit] for (s, c), limit in self._limits.items()]),
-                "evalkit_coverage": json.dumps(self.coverage.as_dict())}
+        return {
+            "evalkit_results": json.dumps([asdict(r) for r in self.results.values()]),
+            "evalkit_limits": json.dumps([[s, c, limit] for (s, c), limit in self._limits.items()]),
+            "evalkit_coverage": json.dumps(self.coverage.as_dict()),
+        }
 
     def merge_worker(self, output: dict[str, str]) -> None:
         """Take in a worker's :meth:`worker_output`, as if this process had run its candidates."""
@@ -221,7 +229,8 @@ class EvalSession:
         from evalkit.report.terminal import cache_lines, suite_tables
 
         lines: list[tuple[str, str | None]] = [
-            (line, None) for line in cache_lines(self.results.values(), self.cache_dir, verbose=verbose)]
+            (line, None) for line in cache_lines(self.results.values(), self.cache_dir, verbose=verbose)
+        ]
         lines += [(f"model {m.name} ({m.fingerprint}) loaded in {m.load_s:.1f}s", None) for m in self.models]
         if self.limit:
             lines.append((f"only the first {self.limit} rows of each suite (--evalkit-limit)", None))
@@ -232,13 +241,23 @@ class EvalSession:
             lines.append((f"baseline written: {self.baseline_file}", "green"))
         elif not any(r.baseline is not None for r in self.results.values()):
             if self.update_baseline is None:
-                lines.append((f"no baseline at {self.baseline_file}: nothing is compared yet (pytest suites/ "
-                              "--evalkit-update-baseline writes one)", None))
+                lines.append(
+                    (
+                        f"no baseline at {self.baseline_file}: nothing is compared yet (pytest suites/ "
+                        "--evalkit-update-baseline writes one)",
+                        None,
+                    )
+                )
         else:
             lines.append((f"compared with the baseline {self.baseline_file}", None))
         if self.written is not None:
-            lines.append((f"run record: {self.written}/ (also {self.reports_dir / 'latest'}/): results.json, "
-                          "examples.jsonl, summary.md, report.html", None))
+            lines.append(
+                (
+                    f"run record: {self.written}/ (also {self.reports_dir / 'latest'}/): results.json, "
+                    "examples.jsonl, summary.md, report.html",
+                    None,
+                )
+            )
         if self.report_error is not None:
             lines.append((f"evalkit: {self.report_error}", "red"))
         return lines
@@ -262,11 +281,15 @@ class EvalSession:
             except EvalkitError as error:
                 baseline_error = error
         try:
-            self.written = write_run(self.reports_dir, build_record(header, ordered), example_rows(ordered),
-                                     keep_runs=self.keep_runs)
+            self.written = write_run(
+                self.reports_dir, build_record(header, ordered), example_rows(ordered), keep_runs=self.keep_runs
+            )
         except OSError as exc:
-            raise EvalkitError(f"cannot write the run record: {exc.strerror}", path=self.reports_dir,
-                               fix="make the reports folder writable, or move it with --evalkit-reports") from None
+            raise EvalkitError(
+                f"cannot write the run record: {exc.strerror}",
+                path=self.reports_dir,
+                fix="make the reports folder writable, or move it with --evalkit-reports",
+            ) from None
         if baseline_error is not None:
             raise baseline_error
         return self.written
@@ -280,8 +303,11 @@ class EvalSession:
     def _write_baseline(self, results: list[CandidateResult], header: dict[str, Any], incomplete: str | None) -> int:
         merge = self.update_baseline == "merge"
         if self.limit is not None:
-            raise EvalkitError("baseline not written: --evalkit-limit evaluated only the first rows of each suite",
-                               path=self.baseline_file, fix="update the baseline from a run without --evalkit-limit")
+            raise EvalkitError(
+                "baseline not written: --evalkit-limit evaluated only the first rows of each suite",
+                path=self.baseline_file,
+                fix="update the baseline from a run without --evalkit-limit",
+            )
         limited = sorted(f"{s}::{c}" for (s, c), row_limit in self._limits.items() if row_limit is not None)
         if limited and incomplete is None:
             incomplete = f"{', '.join(limited)} evaluated only the first rows (evalkit.run(..., limit=N))"
@@ -301,12 +327,21 @@ class EvalSession:
                 f"baseline not written: this run covered only part of the suites ({incomplete})",
                 path=self.baseline_file,
                 fix="run every suite (pytest suites/ --evalkit-update-baseline), or keep the other entries and "
-                    "replace only what ran with --evalkit-merge-baseline")
+                "replace only what ran with --evalkit-merge-baseline",
+            )
         suite_paths = {r.suite: self._shown(Path(r.suite_path)) for r in results}
-        baseline_header = {"written": header["finished"], "git_commit": header["git_commit"],
-                           "evalkit_version": header["evalkit_version"]}
-        return write_baseline(self.baseline_file, [Snapshot.from_result(r) for r in results], suite_paths,
-                              baseline_header, merge_into=old if merge else None)
+        baseline_header = {
+            "written": header["finished"],
+            "git_commit": header["git_commit"],
+            "evalkit_version": header["evalkit_version"],
+        }
+        return write_baseline(
+            self.baseline_file,
+            [Snapshot.from_result(r) for r in results],
+            suite_paths,
+            baseline_header,
+            merge_into=old if merge else None,
+        )
 
 
 class RunCoverage:
@@ -318,7 +353,11 @@ class RunCoverage:
         self.invalid: set[str] = set()  # suite files that could not be used
 
     def as_dict(self) -> dict[str, list[str]]:
-        return {"selected": sorted(self.selected), "deselected": sorted(self.deselected), "invalid": sorted(self.invalid)}
+        return {
+            "selected": sorted(self.selected),
+            "deselected": sorted(self.deselected),
+            "invalid": sorted(self.invalid),
+        }
 
     def update(self, data: dict[str, list[str]]) -> None:
         self.selected.update(data["selected"])

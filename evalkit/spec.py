@@ -19,6 +19,7 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 __all__ = ["DEFAULT_MODEL", "Candidate", "ModelConfig", "SuiteSpec", "TrainSpec"]
 
+
 class DatasetConfig(StrictModel):
     path: str = Field(description="JSONL/JSON/CSV/Parquet file or a saved `datasets` folder, relative to the suite")
     limit: int | None = Field(None, ge=1, description="evaluate only the first N rows")
@@ -46,8 +47,12 @@ class TaskConfig(StrictModel):
     stop: list[str] = Field(default_factory=lambda: ["\n"])
     scorer: ScorerConfig = ScorerConfig(name="exact_match")
     temperature: float = Field(0.0, ge=0, le=10, description="0: greedy decoding; above 0: sampled generation")
-    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling: keep the smallest set of tokens with this mass")
-    repeats: int = Field(1, ge=1, le=100, description="samples per example with temperature > 0; the gate uses the mean")
+    top_p: float = Field(
+        1.0, gt=0, le=1, description="nucleus sampling: keep the smallest set of tokens with this mass"
+    )
+    repeats: int = Field(
+        1, ge=1, le=100, description="samples per example with temperature > 0; the gate uses the mean"
+    )
     seed: int = Field(0, description="seeds sampled generation (each example and repeat draws its own stream)")
 
     @field_validator("scorer", mode="before")
@@ -78,8 +83,11 @@ class LoraSettings(StrictModel):
     r: int = Field(8, ge=1, le=1024, description="rank of the update matrices")
     alpha: float = Field(16, gt=0, description="scaling numerator: updates are scaled by alpha / r")
     dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the adapter's input")
-    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"], min_length=1,
-                                      description="names of the linear layers that get an adapter")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "v_proj"],
+        min_length=1,
+        description="names of the linear layers that get an adapter",
+    )
 
 
 class ValidationSettings(StrictModel):
@@ -160,13 +168,18 @@ class TrainConfig(StrictModel):
 class RobustnessConfig(StrictModel):
     """Perturbation tests (`robustness:` in a suite): does each candidate keep its answers?"""
 
-    perturbations: list[str] = Field(min_length=1, description="names: case, whitespace, typos, punctuation, "
-                                                                 "distractor, choice_order, or registered ones")
+    perturbations: list[str] = Field(
+        min_length=1,
+        description="names: case, whitespace, typos, punctuation, distractor, choice_order, or registered ones",
+    )
     examples: int = Field(40, ge=1, description="rows drawn (seeded) from the golden set")
     tries: int = Field(10, ge=1, le=1000, description="perturbations tried per row")
     seed: int = Field(0, description="seeds the row draw and every row's search")
-    fields: list[str] | None = Field(None, min_length=1, description="row fields to perturb (default: every text "
-                                                                     "field but the id, target and choices)")
+    fields: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="row fields to perturb (default: every text field but the id, target and choices)",
+    )
     shrink_calls: int = Field(64, ge=0, le=10000, description="model calls per flipped row spent shrinking its change")
     candidates: list[str] | None = Field(None, min_length=1, description="candidates to test (default: all)")
 
@@ -175,7 +188,8 @@ class BaselineConfig(StrictModel):
     """When a change against the committed baseline fails a candidate (`baseline:` in a suite)."""
 
     metric: Literal["accuracy", "acc_norm", "score", "invariance"] = Field(
-        "accuracy", description="the metric gated against the baseline (a mean of one value per example)")
+        "accuracy", description="the metric gated against the baseline (a mean of one value per example)"
+    )
     max_drop: float = Field(0.0, ge=0, le=1, description="largest drop of the metric that is never a regression")
     alpha: float = Field(0.05, gt=0, lt=1, description="a drop fails only when the paired McNemar test gives p < alpha")
     strict: bool = Field(False, description="fail on any drop, significant or not")
@@ -245,8 +259,10 @@ class SuiteConfig(StrictModel):
     candidates: dict[str, CandidateConfig] = Field(min_length=1)
     train: dict[str, TrainConfig] = Field(default_factory=dict)
     written_thresholds: dict[str, Any] = Field(
-        default_factory=dict, alias="thresholds",
-        description="metric: comparison for every candidate, or candidate: {metric: comparison}")
+        default_factory=dict,
+        alias="thresholds",
+        description="metric: comparison for every candidate, or candidate: {metric: comparison}",
+    )
     baseline: BaselineConfig = BaselineConfig()
     robustness: RobustnessConfig | None = None
     markers: list[str] = Field(default_factory=list)
@@ -263,8 +279,7 @@ class SuiteConfig(StrictModel):
             raise ValueError("suite names use letters, digits, '_', '-' and '.' and start with a letter or digit")
         return value
 
-
-# --------------------------------------------------------------------------- resolved spec
+    # --------------------------------------------------------------------------- resolved spec
 
     _path: Path = PrivateAttr(Path("."))
     _lines: dict[str, int | None] = PrivateAttr(default_factory=dict)
@@ -272,8 +287,15 @@ class SuiteConfig(StrictModel):
     _scorer: Any = PrivateAttr(None)
     _metric_names: tuple[str, ...] = PrivateAttr(())
 
-    def resolved(self, path: Path, *, lines: dict[str, int | None], thresholds: dict[str, dict[str, Threshold]],
-                 scorer: Any, metric_names: tuple[str, ...]) -> SuiteConfig:
+    def resolved(
+        self,
+        path: Path,
+        *,
+        lines: dict[str, int | None],
+        thresholds: dict[str, dict[str, Threshold]],
+        scorer: Any,
+        metric_names: tuple[str, ...],
+    ) -> SuiteConfig:
         """Attach what reading the file found out: where it is (paths resolve against its folder), the lines
         of `suite:` and `model:`, every candidate's parsed thresholds, the task's scorer and metrics."""
         self._path, self._lines, self._thresholds = path.resolve(), lines, thresholds

@@ -23,12 +23,7 @@ def wilson_interval(successes: float, n: int, z: float = Z95) -> tuple[float, fl
 
 
 def bootstrap_interval(
-    statistic: Callable[[Any], float],
-    n: int,
-    *,
-    resamples: int = 1000,
-    seed: int = 0,
-    level: float = 0.95,
+    statistic: Callable[[Any], float], n: int, *, resamples: int = 1000, seed: int = 0, level: float = 0.95
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of ``statistic(indices)`` over ``n`` examples (deterministic)."""
     import numpy as np
@@ -104,8 +99,9 @@ def mcnemar_exact(worse: int, better: int) -> float:
     return min(1.0, 2 * tail)
 
 
-def paired_difference_interval(both: int, only_first: int, only_second: int, neither: int,
-                               z: float = Z95) -> tuple[float, float]:
+def paired_difference_interval(
+    both: int, only_first: int, only_second: int, neither: int, z: float = Z95
+) -> tuple[float, float]:
     """95% interval of p2 - p1 for paired proportions (Newcombe 1998, method 10: hybrid score).
 
     ``only_first`` examples are correct in the first run only, ``only_second`` in the second only.
@@ -127,8 +123,9 @@ def paired_difference_interval(both: int, only_first: int, only_second: int, nei
     return (max(-1.0, lower), min(1.0, upper))
 
 
-def paired_bootstrap_interval(statistic: Callable[[Sequence[int]], float], n: int, *, resamples: int = 1000,
-                              seed: int = 0) -> tuple[float, float]:
+def paired_bootstrap_interval(
+    statistic: Callable[[Sequence[int]], float], n: int, *, resamples: int = 1000, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap interval of a paired statistic (the same resampled examples for both runs)."""
     if n <= 0:
         return (-1.0, 1.0)

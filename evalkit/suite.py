@@ -95,8 +95,9 @@ def load_yaml(path: Path) -> Any:
         problem = exc.problem or exc.context or "invalid YAML"
         if exc.context and exc.context_mark and mark and exc.context_mark.line != mark.line:
             problem += f" ({exc.context} started on line {exc.context_mark.line + 1})"
-        raise SuiteError(f"YAML syntax error: {problem}", path=path, line=line,
-                         fix="check indentation and quoting on this line") from None
+        raise SuiteError(
+            f"YAML syntax error: {problem}", path=path, line=line, fix="check indentation and quoting on this line"
+        ) from None
     except yaml.YAMLError as exc:
         raise SuiteError(f"YAML error: {exc}", path=path) from None
 
@@ -128,15 +129,24 @@ def _format_validation_error(exc: ValidationError, document: Any, path: Path) ->
     if kind == "extra_forbidden":
         allowed = _allowed_keys(clean[:-1])
         key = str(clean[-1])
-        return SuiteError(f"unknown key '{key}'{did_you_mean(key, allowed)}", path=path, line=line,
-                          fix=f"allowed keys here: {', '.join(allowed)}" if allowed else None)
+        return SuiteError(
+            f"unknown key '{key}'{did_you_mean(key, allowed)}",
+            path=path,
+            line=line,
+            fix=f"allowed keys here: {', '.join(allowed)}" if allowed else None,
+        )
     if kind == "missing":
-        return SuiteError(f"missing required key '{where}'", path=path, line=line,
-                          fix=f"add `{clean[-1]}:` ({_describe(clean)})")
+        return SuiteError(
+            f"missing required key '{where}'", path=path, line=line, fix=f"add `{clean[-1]}:` ({_describe(clean)})"
+        )
     message = error["msg"].removeprefix("Value error, ")
     meaning = _describe(clean) if clean and isinstance(clean[-1], str) else "required"
-    return SuiteError(f"{where}: {message}", path=path, line=line,
-                      fix=f"`{clean[-1]}:` means: {meaning}" if meaning != "required" else None)
+    return SuiteError(
+        f"{where}: {message}",
+        path=path,
+        line=line,
+        fix=f"`{clean[-1]}:` means: {meaning}" if meaning != "required" else None,
+    )
 
 
 _SECTION_MODELS: dict[tuple, type[BaseModel]] = {
@@ -195,15 +205,19 @@ class _Reader:
         resolved = (self.base / relative).resolve()
         if not resolved.exists():
             raise self.error(
-                f"{what} '{relative}' does not exist{did_you_mean_path(resolved, relative)}", *loc,
+                f"{what} '{relative}' does not exist{did_you_mean_path(resolved, relative)}",
+                *loc,
                 fix=f"paths in a suite are relative to the suite file's folder: this one points at {shown_path(resolved)}",
             )
         return resolved
 
     def usable_name(self, name: Any, what: str, *loc: Any, fix_what: str) -> None:
         if not NAME.match(str(name)):
-            raise self.error(f"{what} name '{name}' is {fix_what}", *loc,
-                             fix="use letters, digits, '_', '-' and '.', starting with a letter or digit")
+            raise self.error(
+                f"{what} name '{name}' is {fix_what}",
+                *loc,
+                fix="use letters, digits, '_', '-' and '.', starting with a letter or digit",
+            )
 
 
 def _scorer(reader: _Reader, task: TaskConfig) -> Any:
@@ -223,9 +237,13 @@ def _train_specs(reader: _Reader, config: SuiteConfig) -> dict[str, TrainSpec]:
         if tc.prompt:
             reader.existing(tc.prompt, "train", name, "prompt", what="prompt template")
         if tc.output_path in outputs:
-            raise reader.error(f"adapters '{outputs[tc.output_path]}' and '{name}' are both written to "
-                               f"{tc.output_path}", "train", name, "output",
-                               fix="give every adapter its own `output:` folder")
+            raise reader.error(
+                f"adapters '{outputs[tc.output_path]}' and '{name}' are both written to {tc.output_path}",
+                "train",
+                name,
+                "output",
+                fix="give every adapter its own `output:` folder",
+            )
         outputs[tc.output_path] = name
     return config.train
 
@@ -239,9 +257,17 @@ def _candidates(reader: _Reader, config: SuiteConfig, train: dict[str, TrainSpec
             reader.existing(cand.fewshot.path, "candidates", name, "fewshot", "path", what="few-shot dataset")
         cand.placed(name, reader.base, reader.line("candidates", name), tuple(config.markers))
         if cand.adapter is not None and cand.adapter not in train:
-            known = f"adapters in `train:` are: {', '.join(train)}" if train else "add a `train:` section that defines it"
-            raise reader.error(f"candidate '{name}' uses adapter '{cand.adapter}', which the suite does not define"
-                               f"{did_you_mean(cand.adapter, train)}", "candidates", name, "adapter", fix=known)
+            known = (
+                f"adapters in `train:` are: {', '.join(train)}" if train else "add a `train:` section that defines it"
+            )
+            raise reader.error(
+                f"candidate '{name}' uses adapter '{cand.adapter}', which the suite does not define"
+                f"{did_you_mean(cand.adapter, train)}",
+                "candidates",
+                name,
+                "adapter",
+                fix=known,
+            )
     return config.candidates
 
 
@@ -255,37 +281,57 @@ def _metric_names(reader: _Reader, config: SuiteConfig, candidates: dict[str, Ca
 
         for name in robustness.candidates or []:
             if name not in candidates:
-                raise reader.error(f"robustness names candidate '{name}', which the suite does not define"
-                                   f"{did_you_mean(name, candidates)}", "robustness", "candidates",
-                                   fix=f"candidates are: {', '.join(candidates)}")
+                raise reader.error(
+                    f"robustness names candidate '{name}', which the suite does not define"
+                    f"{did_you_mean(name, candidates)}",
+                    "robustness",
+                    "candidates",
+                    fix=f"candidates are: {', '.join(candidates)}",
+                )
         try:
             check_perturbations(robustness.perturbations, task_kind(task.kind).offers_choices, task.kind)
         except ValueError as exc:
-            raise reader.error(str(exc), "robustness", "perturbations",
-                               fix="list perturbations by name; the README's robustness section describes each") from None
+            raise reader.error(
+                str(exc),
+                "robustness",
+                "perturbations",
+                fix="list perturbations by name; the README's robustness section describes each",
+            ) from None
         names = (*names, "invariance")
     if config.baseline.metric not in names:
-        raise reader.error(f"baseline metric '{config.baseline.metric}' is not reported by a {task.kind} task",
-                           "baseline", "metric", fix=f"use one of: {', '.join(m for m in names if m != 'macro_f1')}")
+        raise reader.error(
+            f"baseline metric '{config.baseline.metric}' is not reported by a {task.kind} task",
+            "baseline",
+            "metric",
+            fix=f"use one of: {', '.join(m for m in names if m != 'macro_f1')}",
+        )
     return names
 
 
-def _threshold(reader: _Reader, metric_names: tuple[str, ...], kind: str, metric: str, expression: Any,
-               *loc: Any) -> Threshold:
+def _threshold(
+    reader: _Reader, metric_names: tuple[str, ...], kind: str, metric: str, expression: Any, *loc: Any
+) -> Threshold:
     if metric not in metric_names:
         if metric == "invariance":
-            raise reader.error("metric 'invariance' needs a `robustness:` section", *loc,
-                               fix="add `robustness: {perturbations: [case, typos]}`")
-        raise reader.error(f"unknown metric '{metric}' in thresholds{did_you_mean(metric, metric_names)}", *loc,
-                           fix=f"a {kind} task reports: {', '.join(metric_names)}")
+            raise reader.error(
+                "metric 'invariance' needs a `robustness:` section",
+                *loc,
+                fix="add `robustness: {perturbations: [case, typos]}`",
+            )
+        raise reader.error(
+            f"unknown metric '{metric}' in thresholds{did_you_mean(metric, metric_names)}",
+            *loc,
+            fix=f"a {kind} task reports: {', '.join(metric_names)}",
+        )
     try:
         return parse_threshold(metric, expression)
     except ThresholdError as exc:
         raise reader.error(exc.message, *loc, fix=exc.fix) from None
 
 
-def _thresholds(reader: _Reader, config: SuiteConfig, candidates: dict[str, Candidate],
-                metric_names: tuple[str, ...]) -> dict[str, dict[str, Threshold]]:
+def _thresholds(
+    reader: _Reader, config: SuiteConfig, candidates: dict[str, Candidate], metric_names: tuple[str, ...]
+) -> dict[str, dict[str, Threshold]]:
     """Every candidate's thresholds: the shared ones, overridden by its own."""
     shared: dict[str, Threshold] = {}
     overrides: dict[str, dict[str, Threshold]] = {}
@@ -293,25 +339,41 @@ def _thresholds(reader: _Reader, config: SuiteConfig, candidates: dict[str, Cand
     for key, value in config.written_thresholds.items():
         if isinstance(value, dict):
             if key not in candidates:
-                raise reader.error(f"thresholds for '{key}', which is not a candidate{did_you_mean(key, candidates)}",
-                                   "thresholds", key, fix=f"candidates are: {', '.join(candidates)}")
-            overrides[key] = {m: _threshold(reader, metric_names, kind, m, e, "thresholds", key, m)
-                              for m, e in value.items()}
+                raise reader.error(
+                    f"thresholds for '{key}', which is not a candidate{did_you_mean(key, candidates)}",
+                    "thresholds",
+                    key,
+                    fix=f"candidates are: {', '.join(candidates)}",
+                )
+            overrides[key] = {
+                m: _threshold(reader, metric_names, kind, m, e, "thresholds", key, m) for m, e in value.items()
+            }
         elif key in candidates:
-            raise reader.error(f"thresholds for candidate '{key}' must be a mapping of metric to comparison",
-                               "thresholds", key, fix=f"write `{key}: {{accuracy: \">= 0.5\"}}`")
+            raise reader.error(
+                f"thresholds for candidate '{key}' must be a mapping of metric to comparison",
+                "thresholds",
+                key,
+                fix=f'write `{key}: {{accuracy: ">= 0.5"}}`',
+            )
         else:
             shared[key] = _threshold(reader, metric_names, kind, key, value, "thresholds", key)
     robust = config.robustness
     tested = set(candidates) if robust is None or robust.candidates is None else set(robust.candidates)
     for name, own in overrides.items():
         if "invariance" in own and name not in tested:
-            raise reader.error(f"threshold on invariance for '{name}', which `robustness.candidates` leaves out",
-                               "thresholds", name, "invariance",
-                               fix=f"add '{name}' to `robustness.candidates`, or drop the threshold")
-    return {name: {m: t for m, t in {**shared, **overrides.get(name, {})}.items()
-                   if m != "invariance" or name in tested}  # a shared invariance threshold: tested only
-            for name in candidates}
+            raise reader.error(
+                f"threshold on invariance for '{name}', which `robustness.candidates` leaves out",
+                "thresholds",
+                name,
+                "invariance",
+                fix=f"add '{name}' to `robustness.candidates`, or drop the threshold",
+            )
+    return {
+        name: {
+            m: t for m, t in {**shared, **overrides.get(name, {})}.items() if m != "invariance" or name in tested
+        }  # a shared invariance threshold: tested only
+        for name in candidates
+    }
 
 
 def _validated(path: Path) -> tuple[Any, SuiteConfig]:
@@ -319,7 +381,8 @@ def _validated(path: Path) -> tuple[Any, SuiteConfig]:
     if not isinstance(document, dict):
         raise SuiteError(
             "a suite file must be a YAML mapping with `suite:`, `dataset:`, `task:` and `candidates:`",
-            path=path, line=1,
+            path=path,
+            line=1,
         )
     try:
         return document, SuiteConfig.model_validate(dict(document))
@@ -336,14 +399,20 @@ def _check_names(reader: _Reader, config: SuiteConfig) -> None:
     """The backend and the task kind are ones some package registered, and the kind accepts its settings."""
     backend = config.model.backend
     if backend not in backend_names():
-        raise reader.error(f"model.backend: Input should be {_one_of(backend_names())}"
-                           f"{did_you_mean(backend, backend_names())}", "model", "backend",
-                           fix=f"other backends register under the '{BACKENDS.group}' entry-point group")
+        raise reader.error(
+            f"model.backend: Input should be {_one_of(backend_names())}{did_you_mean(backend, backend_names())}",
+            "model",
+            "backend",
+            fix=f"other backends register under the '{BACKENDS.group}' entry-point group",
+        )
     kind = config.task.kind
     if kind not in TASK_KINDS:
-        raise reader.error(f"task.kind: Input should be {_one_of(TASK_KINDS.names())}"
-                           f"{did_you_mean(kind, TASK_KINDS.names())}", "task", "kind",
-                           fix=f"other kinds register under the '{TASK_KINDS.group}' entry-point group")
+        raise reader.error(
+            f"task.kind: Input should be {_one_of(TASK_KINDS.names())}{did_you_mean(kind, TASK_KINDS.names())}",
+            "task",
+            "kind",
+            fix=f"other kinds register under the '{TASK_KINDS.group}' entry-point group",
+        )
     try:
         task_kind(kind).check(config.task)
     except ValueError as exc:
@@ -361,6 +430,10 @@ def load_suite(path: str | Path) -> SuiteSpec:
     train = _train_specs(reader, config)
     candidates = _candidates(reader, config, train)
     metric_names = _metric_names(reader, config, candidates)
-    return config.resolved(path, lines={"model": reader.line("model"), "suite": reader.line("suite")},
-                           thresholds=_thresholds(reader, config, candidates, metric_names), scorer=scorer,
-                           metric_names=metric_names)
+    return config.resolved(
+        path,
+        lines={"model": reader.line("model"), "suite": reader.line("suite")},
+        thresholds=_thresholds(reader, config, candidates, metric_names),
+        scorer=scorer,
+        metric_names=metric_names,
+    )

@@ -42,7 +42,8 @@ def row_field(dataset: Dataset, row: Row, name: str, purpose: str) -> Any:
         raise DatasetError(
             f"row has no field '{name}' ({purpose}){did_you_mean(name, row.fields)}; its fields are: "
             f"{', '.join(row.fields)}",
-            **dataset.where(row), fix=f"add '{name}' to every row, or change the suite's `{purpose}`",
+            **dataset.where(row),
+            fix=f"add '{name}' to every row, or change the suite's `{purpose}`",
         )
     return row.fields[name]
 
@@ -107,23 +108,31 @@ class PreparedCandidate:
         """The same candidate on the rows at ``indices`` only."""
         rows = tuple(self.dataset.rows[i] for i in indices)
         return PreparedCandidate(
-            spec=self.spec, candidate=self.candidate,
+            spec=self.spec,
+            candidate=self.candidate,
             dataset=Dataset(path=self.dataset.path, rows=rows, content_hash=self.dataset.content_hash),
-            template=self.template, prompts=[self.prompts[i] for i in indices],
+            template=self.template,
+            prompts=[self.prompts[i] for i in indices],
             choices=[self.choices[i] for i in indices] if self.choices else [],
-            gold=[self.gold[i] for i in indices], fewshot=self.fewshot, chat=self.chat,
+            gold=[self.gold[i] for i in indices],
+            fewshot=self.fewshot,
+            chat=self.chat,
         )
 
 
 def _template(spec: SuiteSpec, candidate: Candidate) -> PromptTemplate:
     if candidate.prompt_path is not None:
         return PromptTemplate.from_file(candidate.prompt_path)
-    return PromptTemplate(candidate.template or "", inline_at=(spec.path, candidate.line),
-                          label=f"template of candidate '{candidate.name}'")
+    return PromptTemplate(
+        candidate.template or "",
+        inline_at=(spec.path, candidate.line),
+        label=f"template of candidate '{candidate.name}'",
+    )
 
 
-def _fewshot(spec: SuiteSpec, candidate: Candidate,
-             dataset_cache: dict[tuple[Path, int | None], Dataset]) -> list[dict[str, Any]]:
+def _fewshot(
+    spec: SuiteSpec, candidate: Candidate, dataset_cache: dict[tuple[Path, int | None], Dataset]
+) -> list[dict[str, Any]]:
     if candidate.fewshot_path is None:
         return []
     key = (candidate.fewshot_path, None)
@@ -131,19 +140,31 @@ def _fewshot(spec: SuiteSpec, candidate: Candidate,
         dataset_cache[key] = load_dataset(candidate.fewshot_path, id_field=spec.id_field)
     pool = dataset_cache[key]
     kind = task_kind(spec.task.kind)
-    return [{**row.fields, "gold": kind.gold_text(spec, pool, row)}
-            for row in select_fewshot(pool.rows, candidate.fewshot_k, candidate.fewshot_seed)]
+    return [
+        {**row.fields, "gold": kind.gold_text(spec, pool, row)}
+        for row in select_fewshot(pool.rows, candidate.fewshot_k, candidate.fewshot_seed)
+    ]
 
 
-def prepare(spec: SuiteSpec, candidate: Candidate, dataset: Dataset,
-            chat: Callable[[Sequence[dict[str, str]]], str] | None = None,
-            dataset_cache: dict[tuple[Path, int | None], Dataset] | None = None) -> PreparedCandidate:
+def prepare(
+    spec: SuiteSpec,
+    candidate: Candidate,
+    dataset: Dataset,
+    chat: Callable[[Sequence[dict[str, str]]], str] | None = None,
+    dataset_cache: dict[tuple[Path, int | None], Dataset] | None = None,
+) -> PreparedCandidate:
     """Render every row's prompt; errors name the template, the row, and the fix. ``chat`` renders the
     prompts of a chat candidate (a backend's ``apply_chat_template``)."""
     kind = task_kind(spec.task.kind)
-    prepared = PreparedCandidate(spec=spec, candidate=candidate, dataset=dataset, template=_template(spec, candidate),
-                                 prompts=[], fewshot=_fewshot(spec, candidate, dataset_cache if dataset_cache
-                                                              is not None else {}), chat=chat)
+    prepared = PreparedCandidate(
+        spec=spec,
+        candidate=candidate,
+        dataset=dataset,
+        template=_template(spec, candidate),
+        prompts=[],
+        fewshot=_fewshot(spec, candidate, dataset_cache if dataset_cache is not None else {}),
+        chat=chat,
+    )
     for row in dataset.rows:
         choices, gold = kind.row_answers(spec, dataset, row)
         if choices is not None:
@@ -240,8 +261,10 @@ def task_kind(name: str) -> TaskKind:
     except KeyError:
         raise EvalkitError(TASK_KINDS.unknown(name), fix=f"kinds are: {', '.join(TASK_KINDS.names())}") from None
     except EntryPointError as exc:
-        raise EvalkitError(f"task kind '{name}' from entry point '{exc.value}' failed to import: {exc.cause}",
-                           fix="reinstall the package that provides it") from exc
+        raise EvalkitError(
+            f"task kind '{name}' from entry point '{exc.value}' failed to import: {exc.cause}",
+            fix="reinstall the package that provides it",
+        ) from exc
 
 
 # --------------------------------------------------------------------------- classify
@@ -262,8 +285,10 @@ class Classify(TaskKind):
         if task.choices is not None and len(set(task.choices)) != len(task.choices):
             raise ValueError("`choices` contains duplicates")
         if task.temperature > 0 or task.repeats > 1:
-            raise ValueError("a classify task scores every choice's log-likelihood; `temperature` and `repeats` "
-                             "apply to generate tasks only")
+            raise ValueError(
+                "a classify task scores every choice's log-likelihood; `temperature` and `repeats` "
+                "apply to generate tasks only"
+            )
 
     def choices(self, spec: SuiteSpec, dataset: Dataset, row: Row) -> list[str]:
         if spec.task.choices is not None:
@@ -271,8 +296,11 @@ class Classify(TaskKind):
         name = spec.task.choices_field or ""
         value = row_field(dataset, row, name, "choices_field")
         if not isinstance(value, list) or len(value) < 2 or not all(isinstance(c, (str, int, float)) for c in value):
-            raise DatasetError(f"field '{name}' must be a list of at least two choices, got {value!r}",
-                               **dataset.where(row), fix="write the choices as a JSON list of strings")
+            raise DatasetError(
+                f"field '{name}' must be a list of at least two choices, got {value!r}",
+                **dataset.where(row),
+                fix="write the choices as a JSON list of strings",
+            )
         return [str(c) for c in value]
 
     def gold_index(self, spec: SuiteSpec, dataset: Dataset, row: Row, choices: list[str]) -> int:
@@ -288,7 +316,8 @@ class Classify(TaskKind):
                 return index
         raise DatasetError(
             f"gold {spec.task.target} {value!r} is not one of the choices {choices}",
-            **dataset.where(row), fix="use the choice's exact text or its 0-based index",
+            **dataset.where(row),
+            fix="use the choice's exact text or its 0-based index",
         )
 
     def row_answers(self, spec: SuiteSpec, dataset: Dataset, row: Row) -> tuple[list[str] | None, Any]:
@@ -302,17 +331,24 @@ class Classify(TaskKind):
     def completion(self, spec: SuiteSpec, prepared: PreparedCandidate, index: int) -> str:
         return spec.task.choice_prefix + prepared.choices[index][prepared.gold[index]]
 
-    def _requests(self, prepared: PreparedCandidate, rows: Sequence[tuple[str, str, list[str]]],
-                  repeat: int | str) -> list[ChoiceRequest]:
+    def _requests(
+        self, prepared: PreparedCandidate, rows: Sequence[tuple[str, str, list[str]]], repeat: int | str
+    ) -> list[ChoiceRequest]:
         prefix = prepared.spec.task.choice_prefix
-        return [ChoiceRequest(prompt, tuple(prefix + c for c in choices),
-                              origin=origin(prepared.spec, prepared.candidate, row_id, repeat))
-                for row_id, prompt, choices in rows]
+        return [
+            ChoiceRequest(
+                prompt,
+                tuple(prefix + c for c in choices),
+                origin=origin(prepared.spec, prepared.candidate, row_id, repeat),
+            )
+            for row_id, prompt, choices in rows
+        ]
 
     def score(self, prepared: PreparedCandidate, backend: Backend) -> Scored:
         rows = prepared.dataset.rows
-        responses = backend.score_choices(self._requests(
-            prepared, [(row.id, p, c) for row, p, c in zip(rows, prepared.prompts, prepared.choices)], 0))
+        responses = backend.score_choices(
+            self._requests(prepared, [(row.id, p, c) for row, p, c in zip(rows, prepared.prompts, prepared.choices)], 0)
+        )
         examples, predicted, gold = [], [], []
         tokens = {"prompt": 0, "output": 0}
         for row, prompt, choices, g, res in zip(rows, prepared.prompts, prepared.choices, prepared.gold, responses):
@@ -321,26 +357,45 @@ class Classify(TaskKind):
             predicted.append(choices[best])
             gold.append(choices[g])
             tokens["prompt"] += res.context_tokens + sum(max(0, t - 1) for t in res.continuation_tokens)
-            examples.append(ExampleResult(
-                id=row.id, row=row.number, prompt=prompt, output=choices[best], target=choices[g],
-                correct=best == g, score=float(best == g),
-                details={"logprobs": {c: _rounded(lp) for c, lp in zip(choices, res.logprobs)},
-                         "prediction_norm": choices[best_norm], "correct_norm": best_norm == g},
-            ))
+            examples.append(
+                ExampleResult(
+                    id=row.id,
+                    row=row.number,
+                    prompt=prompt,
+                    output=choices[best],
+                    target=choices[g],
+                    correct=best == g,
+                    score=float(best == g),
+                    details={
+                        "logprobs": {c: _rounded(lp) for c, lp in zip(choices, res.logprobs)},
+                        "prediction_norm": choices[best_norm],
+                        "correct_norm": best_norm == g,
+                    },
+                )
+            )
         n = len(examples)
         correct = sum(e.correct for e in examples)
         correct_norm = sum(e.details["correct_norm"] for e in examples)
         metrics = {"accuracy": correct / n, "acc_norm": correct_norm / n, "macro_f1": macro_f1(gold, predicted)}
-        ci = {"accuracy": wilson_interval(correct, n), "acc_norm": wilson_interval(correct_norm, n),
-              "macro_f1": macro_f1_interval(gold, predicted)}
+        ci = {
+            "accuracy": wilson_interval(correct, n),
+            "acc_norm": wilson_interval(correct_norm, n),
+            "macro_f1": macro_f1_interval(gold, predicted),
+        }
         return Scored(examples, metrics, ci, tokens)
 
     def predict(self, prepared: PreparedCandidate, backend: Backend, rows: Sequence[RobustRow]) -> list[str]:
         prompts = [prepared.render(fields, choices, label) for _, fields, choices, label in _rendered(prepared, rows)]
-        results = backend.score_choices(self._requests(
-            prepared, [(row_id, p, choices or []) for p, (row_id, _, choices) in zip(prompts, rows)], "perturbed"))
-        return [choices[max(range(len(choices)), key=lambda k: r.logprobs[k])]
-                for r, (_, _, choices) in zip(results, rows) if choices is not None]
+        results = backend.score_choices(
+            self._requests(
+                prepared, [(row_id, p, choices or []) for p, (row_id, _, choices) in zip(prompts, rows)], "perturbed"
+            )
+        )
+        return [
+            choices[max(range(len(choices)), key=lambda k: r.logprobs[k])]
+            for r, (_, _, choices) in zip(results, rows)
+            if choices is not None
+        ]
 
     def answer_of(self, example: ExampleResult) -> str:
         return example.output
@@ -366,8 +421,10 @@ class Generate(TaskKind):
 
     def check(self, task: TaskConfig) -> None:
         if task.repeats > 1 and task.temperature == 0:
-            raise ValueError("`repeats` needs sampled generation: greedy decoding (temperature 0) gives the same "
-                             "output every time; set `temperature:` above 0 or remove `repeats:`")
+            raise ValueError(
+                "`repeats` needs sampled generation: greedy decoding (temperature 0) gives the same "
+                "output every time; set `temperature:` above 0 or remove `repeats:`"
+            )
 
     def check_suite(self, task: TaskConfig, base_dir: Path) -> ScoreFn | None:
         from evalkit.errors import ScorerError
@@ -378,8 +435,11 @@ class Generate(TaskKind):
         except ScorerError as exc:
             raise TaskProblem(exc.message, "task", "scorer", fix=exc.fix) from None
         if task.target is None and scorer_needs_target(task.scorer_name):
-            raise TaskProblem(f"scorer '{task.scorer_name}' compares with a target, but the task has no `target:`",
-                              "task", fix="add `target: <row field with the expected answer>`")
+            raise TaskProblem(
+                f"scorer '{task.scorer_name}' compares with a target, but the task has no `target:`",
+                "task",
+                fix="add `target: <row field with the expected answer>`",
+            )
         return scorer
 
     def row_answers(self, spec: SuiteSpec, dataset: Dataset, row: Row) -> tuple[list[str] | None, Any]:
@@ -394,19 +454,29 @@ class Generate(TaskKind):
 
         target = prepared.gold[index]
         if target is None:
-            raise TrainingError("a generate task needs `target:` to train an adapter (the text the model learns)",
-                                path=spec.path, fix="add `target: <row field with the expected output>` to `task:`")
+            raise TrainingError(
+                "a generate task needs `target:` to train an adapter (the text the model learns)",
+                path=spec.path,
+                fix="add `target: <row field with the expected output>` to `task:`",
+            )
         if isinstance(target, list) and target:  # several acceptable answers: learn the first
             target = target[0]
         text = target if isinstance(target, str) else json.dumps(target, ensure_ascii=False)
         return spec.task.choice_prefix + text
 
-    def _request(self, prepared: PreparedCandidate, prompt: str, row_id: str, repeat: int,
-                 origin_repeat: int | str) -> GenerateRequest:
+    def _request(
+        self, prepared: PreparedCandidate, prompt: str, row_id: str, repeat: int, origin_repeat: int | str
+    ) -> GenerateRequest:
         task = prepared.spec.task
-        return GenerateRequest(prompt, task.max_new_tokens, tuple(task.stop), temperature=task.temperature,
-                               top_p=task.top_p, seed=sample_seed(task.seed, row_id, repeat),
-                               origin=origin(prepared.spec, prepared.candidate, row_id, origin_repeat))
+        return GenerateRequest(
+            prompt,
+            task.max_new_tokens,
+            tuple(task.stop),
+            temperature=task.temperature,
+            top_p=task.top_p,
+            seed=sample_seed(task.seed, row_id, repeat),
+            origin=origin(prepared.spec, prepared.candidate, row_id, origin_repeat),
+        )
 
     def score(self, prepared: PreparedCandidate, backend: Backend) -> Scored:
         """Generate and score every row; with ``repeats`` > 1, each row is sampled that many times and its
@@ -414,8 +484,13 @@ class Generate(TaskKind):
         task = prepared.spec.task
         scorer = prepared.spec.scorer()
         rows = prepared.dataset.rows
-        responses = backend.generate([self._request(prepared, prompt, row.id, r, r) for r in range(task.repeats)
-                                      for row, prompt in zip(rows, prepared.prompts)])
+        responses = backend.generate(
+            [
+                self._request(prepared, prompt, row.id, r, r)
+                for r in range(task.repeats)
+                for row, prompt in zip(rows, prepared.prompts)
+            ]
+        )
         tokens = {"prompt": sum(r.prompt_tokens for r in responses), "output": sum(r.output_tokens for r in responses)}
         examples = []
         for i, (row, prompt, target) in enumerate(zip(rows, prepared.prompts, prepared.gold)):
@@ -424,8 +499,12 @@ class Generate(TaskKind):
         n = len(examples)
         accuracy_values = [e.pass_rate if e.pass_rate is not None else float(e.correct) for e in examples]
         values = [e.score for e in examples]
-        return Scored(examples, {"accuracy": sum(accuracy_values) / n, "score": sum(values) / n},
-                      {"accuracy": mean_interval(accuracy_values), "score": mean_interval(values)}, tokens)
+        return Scored(
+            examples,
+            {"accuracy": sum(accuracy_values) / n, "score": sum(values) / n},
+            {"accuracy": mean_interval(accuracy_values), "score": mean_interval(values)},
+            tokens,
+        )
 
     @staticmethod
     def _example(row: Row, prompt: str, target: Any, runs: list, scored: list) -> ExampleResult:
@@ -438,14 +517,22 @@ class Generate(TaskKind):
             pass_rate = sum(bool(s.correct) for s in scored) / len(runs)
             details.update(outputs=[res.text for res in runs], flaky=0 < pass_rate < 1)
         return ExampleResult(
-            id=row.id, row=row.number, prompt=prompt, output=first.text, target=target,
+            id=row.id,
+            row=row.number,
+            prompt=prompt,
+            output=first.text,
+            target=target,
             correct=bool(first_score.correct) if pass_rate is None else pass_rate >= 0.5,
-            score=sum(float(s.value) for s in scored) / len(runs), details=details, pass_rate=pass_rate,
+            score=sum(float(s.value) for s in scored) / len(runs),
+            details=details,
+            pass_rate=pass_rate,
         )
 
     def predict(self, prepared: PreparedCandidate, backend: Backend, rows: Sequence[RobustRow]) -> list[str]:
-        requests = [self._request(prepared, prepared.render(fields, choices, label), row_id, 0, "perturbed")
-                    for row_id, fields, choices, label in _rendered(prepared, rows)]
+        requests = [
+            self._request(prepared, prepared.render(fields, choices, label), row_id, 0, "perturbed")
+            for row_id, fields, choices, label in _rendered(prepared, rows)
+        ]
         return [answer_text(r.text) for r in backend.generate(requests)]
 
     def answer_of(self, example: ExampleResult) -> str:

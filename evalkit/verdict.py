@@ -45,9 +45,13 @@ class Verdict:
         failures = list(entry.get("failures") or [])
         comparison = entry.get("baseline") or {}
         others = without_regression(failures)
-        return cls(passed=bool(entry.get("passed", not failures)), status=comparison.get("status"),
-                   regressed=bool(comparison.get("regressed")), threshold=any(THRESHOLD in f for f in others),
-                   error=any(THRESHOLD not in f for f in others))
+        return cls(
+            passed=bool(entry.get("passed", not failures)),
+            status=comparison.get("status"),
+            regressed=bool(comparison.get("regressed")),
+            threshold=any(THRESHOLD in f for f in others),
+            error=any(THRESHOLD not in f for f in others),
+        )
 
     @property
     def reasons(self) -> list[str]:

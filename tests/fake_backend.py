@@ -38,9 +38,12 @@ class FakeBackend(Backend):
         results = []
         for r in requests:
             text = r.context.lower()
-            logprobs = tuple(-0.5 if c.strip().lower() in text else -1.0 - 0.1 * i for i, c in enumerate(r.continuations))
-            results.append(ChoiceResult(logprobs, (False,) * len(logprobs), len(text.split()),
-                                        tuple(1 for _ in r.continuations)))
+            logprobs = tuple(
+                -0.5 if c.strip().lower() in text else -1.0 - 0.1 * i for i, c in enumerate(r.continuations)
+            )
+            results.append(
+                ChoiceResult(logprobs, (False,) * len(logprobs), len(text.split()), tuple(1 for _ in r.continuations))
+            )
         return results
 
     def generate(self, requests):

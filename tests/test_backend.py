@@ -59,9 +59,15 @@ def reference_generate(backend, prompt, max_new_tokens):
     tok = backend.tokenizer
     ids = torch.tensor([tok(prompt).input_ids])
     with torch.no_grad():
-        out = backend.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                                     do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-    new = out[0, ids.shape[1]:].tolist()
+        out = backend.model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+        )
+    new = out[0, ids.shape[1] :].tolist()
     if tok.eos_token_id in new:
         new = new[: new.index(tok.eos_token_id)]
     return tok.decode(new, skip_special_tokens=True)

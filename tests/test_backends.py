@@ -74,8 +74,9 @@ def test_a_backend_from_an_entry_point_runs_a_suite_through_every_stage(pytester
     again = pytester.runpytest_subprocess("suites", "-p", "no:cacheprovider", "--junitxml=junit.xml")
     again.assert_outcomes(passed=2)
     assert _calls(fake_project) == []  # every answer and the robustness search came from the result cache
-    again.stdout.fnmatch_lines(["result cache *: 12 of 12 requests answered from it (100%), 0 computed; "
-                                "the model was not loaded"])
+    again.stdout.fnmatch_lines(
+        ["result cache *: 12 of 12 requests answered from it (100%), 0 computed; the model was not loaded"]
+    )
     comparison = json.loads((pytester.path / "reports/latest/results.json").read_text())["suites"]["keywords"]["plain"]
     assert comparison["baseline"]["status"] == "no significant change" and comparison["baseline"]["flipped"] == []
     properties = {p.get("name"): p.get("value") for p in ET.parse(pytester.path / "junit.xml").iter("property")}
@@ -87,21 +88,29 @@ def test_an_unknown_backend_is_named_with_the_line_and_the_known_ones(pytester, 
     path.write_text(path.read_text().replace("backend: fake", "backend: fak"))
     result = pytester.runpytest_subprocess("suites", "-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*keywords.eval.yaml:2: model.backend: Input should be 'fake' or 'hf' "
-                                 "(did you mean 'fake'?)"])
+    result.stdout.fnmatch_lines(
+        ["*keywords.eval.yaml:2: model.backend: Input should be 'fake' or 'hf' (did you mean 'fake'?)"]
+    )
 
 
 def test_a_row_limited_run_under_xdist_never_writes_the_baseline(pytester, fake_project):
     """A worker's `evalkit.run(..., limit=N)` reaches the controller with its row limit, so the check that
     refuses a baseline from a row-limited run holds under pytest-xdist too."""
-    pytester.makepyfile(test_limited="""
+    pytester.makepyfile(
+        test_limited="""
         def test_first_rows(evalkit):
             assert evalkit.run("suites/keywords.eval.yaml", candidate="plain", limit=2).n == 2
-        """)
-    result = pytester.runpytest_subprocess("test_limited.py", "-n", "2", "-p", "no:cacheprovider",
-                                           "--evalkit-update-baseline")
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "test_limited.py", "-n", "2", "-p", "no:cacheprovider", "--evalkit-update-baseline"
+    )
     result.assert_outcomes(passed=1)
     assert result.ret == 1
-    result.stdout.fnmatch_lines(["*baseline not written: this run covered only part of the suites "
-                                 "(keywords::plain evaluated only the first rows*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*baseline not written: this run covered only part of the suites "
+            "(keywords::plain evaluated only the first rows*"
+        ]
+    )
     assert not (pytester.path / "reports" / "baseline.json").exists()

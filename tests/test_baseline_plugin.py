@@ -9,8 +9,14 @@ import pytest
 
 from tests.conftest import write_jsonl
 
-TEXTS = ["I was charged twice", "The app crashes on start", "I forgot my password", "My parcel never arrived",
-         "Are you hiring?", "Refund my last invoice"]
+TEXTS = [
+    "I was charged twice",
+    "The app crashes on start",
+    "I forgot my password",
+    "My parcel never arrived",
+    "Are you hiring?",
+    "Refund my last invoice",
+]
 LABELS = ["billing", "technical", "account", "shipping", "other"]
 
 SUITE = """\
@@ -27,8 +33,10 @@ candidates:
 
 
 def _rows(labels: list[str]) -> list[dict]:
-    return [{"id": f"g-{i:02d}", "text": f"{TEXTS[i % len(TEXTS)]} (case {i})", "label": label}
-            for i, label in enumerate(labels)]
+    return [
+        {"id": f"g-{i:02d}", "text": f"{TEXTS[i % len(TEXTS)]} (case {i})", "label": label}
+        for i, label in enumerate(labels)
+    ]
 
 
 @pytest.fixture
@@ -38,8 +46,11 @@ def gated(pytester: pytest.Pytester, tiny_model):
     pytester.makeini("[pytest]\nfilterwarnings =\n    ignore::pytest.PytestAssertRewriteWarning\n")
     (pytester.path / "gate.eval.yaml").write_text(SUITE.format(model=tiny_model))
     pytester.runpytest().assert_outcomes(passed=2)
-    predictions = [e["output"] for e in map(json.loads, (pytester.path / "reports/latest/examples.jsonl").read_text().splitlines())
-                   if e["candidate"] == "plain"]
+    predictions = [
+        e["output"]
+        for e in map(json.loads, (pytester.path / "reports/latest/examples.jsonl").read_text().splitlines())
+        if e["candidate"] == "plain"
+    ]
     pytester.predictions = predictions
     write_jsonl(pytester.path / "data" / "gate.jsonl", _rows(predictions))
     return pytester
@@ -71,12 +82,17 @@ def test_update_then_a_regression_fails_and_names_the_flips(gated):
     assert worse.ret == pytest.ExitCode.TESTS_FAILED
     out = worse.stdout.str()
     assert "gate::plain failed (30 examples):" in out
-    assert ("regression against the baseline: accuracy dropped 0.333 (more than max_drop 0) and McNemar p = 0.002 "
-            "< alpha 0.05: 1.000 -> 0.667 on 30 shared examples") in out
+    assert (
+        "regression against the baseline: accuracy dropped 0.333 (more than max_drop 0) and McNemar p = 0.002 "
+        "< alpha 0.05: 1.000 -> 0.667 on 30 shared examples"
+    ) in out
     assert "  since the baseline: dataset changed (" in out
-    worse.stdout.fnmatch_lines([
-        "*first examples that got worse (10 in all*",
-        f"*g-00: '{gated.predictions[0]}' -> '{gated.predictions[0]}' (right -> wrong), expected '{labels[0]}'"])
+    worse.stdout.fnmatch_lines(
+        [
+            "*first examples that got worse (10 in all*",
+            f"*g-00: '{gated.predictions[0]}' -> '{gated.predictions[0]}' (right -> wrong), expected '{labels[0]}'",
+        ]
+    )
     summary = (gated.path / "reports" / "latest" / "summary.md").read_text()
     assert "| plain       | accuracy | 0.667 [0.49, 0.81] | 1.000      | -0.333" in summary
     assert "❌ FAIL (regressed)" in summary and "- `plain`: dataset changed" in summary
@@ -99,9 +115,12 @@ def test_a_partial_run_does_not_replace_the_baseline_unless_merging(gated):
     before = (gated.path / "reports" / "baseline.json").read_text()
     partial = gated.runpytest("-k", "plain", "--evalkit-update-baseline")
     assert partial.ret == pytest.ExitCode.TESTS_FAILED
-    partial.stdout.fnmatch_lines([
-        "evalkit: *baseline.json: baseline not written: this run covered only part of the suites "
-        "(1 candidate(s) deselected, e.g. gate::terse)*"])
+    partial.stdout.fnmatch_lines(
+        [
+            "evalkit: *baseline.json: baseline not written: this run covered only part of the suites "
+            "(1 candidate(s) deselected, e.g. gate::terse)*"
+        ]
+    )
     assert (gated.path / "reports" / "baseline.json").read_text() == before
     assert (gated.path / "reports" / "latest" / "results.json").exists()  # the run itself is still recorded
 
@@ -111,7 +130,9 @@ def test_a_partial_run_does_not_replace_the_baseline_unless_merging(gated):
     assert sorted(_baseline(gated)["suites"]["gate"]["candidates"]) == ["plain", "terse"]
 
     # A suite in the baseline whose file still exists but did not run also makes a run partial.
-    (gated.path / "other.eval.yaml").write_text((gated.path / "gate.eval.yaml").read_text().replace("suite: gate", "suite: other"))
+    (gated.path / "other.eval.yaml").write_text(
+        (gated.path / "gate.eval.yaml").read_text().replace("suite: gate", "suite: other")
+    )
     gated.runpytest("--evalkit-update-baseline").assert_outcomes(passed=4)
     refused = gated.runpytest("gate.eval.yaml", "--evalkit-update-baseline")
     refused.stdout.fnmatch_lines(["*suite(s) other are in the baseline but did not run*"])
@@ -125,8 +146,9 @@ def test_a_damaged_baseline_fails_every_candidate_with_the_fix(gated):
     (gated.path / "reports" / "baseline.json").write_text('{"kind": "evalkit-baseline", "version": 1,\n "suites": [}')
     result = gated.runpytest()
     result.assert_outcomes(failed=2)
-    result.stdout.fnmatch_lines(["*reports/baseline.json:2: the baseline is not valid JSON*",
-                                 "*fix: restore it from version control*"])
+    result.stdout.fnmatch_lines(
+        ["*reports/baseline.json:2: the baseline is not valid JSON*", "*fix: restore it from version control*"]
+    )
     assert "Traceback" not in result.stdout.str()
     # Writing a new baseline replaces it.
     gated.runpytest("--evalkit-update-baseline").assert_outcomes(passed=2)
@@ -141,9 +163,14 @@ def test_run_folders_and_latest(gated):
     latest = json.loads((gated.path / "reports" / "latest" / "results.json").read_text())
     assert latest["run"]["run_id"] == runs[-1]
     assert sorted(p.name for p in (gated.path / "reports" / "latest").iterdir()) == [
-        "examples.jsonl", "report.html", "results.json", "summary.md"]
-    assert (gated.path / "reports" / "runs" / runs[-1] / "summary.md").read_text() == \
-        (gated.path / "reports" / "latest" / "summary.md").read_text()
+        "examples.jsonl",
+        "report.html",
+        "results.json",
+        "summary.md",
+    ]
+    assert (gated.path / "reports" / "runs" / runs[-1] / "summary.md").read_text() == (
+        gated.path / "reports" / "latest" / "summary.md"
+    ).read_text()
 
 
 def test_baseline_under_xdist_sees_the_whole_run(gated):
@@ -159,7 +186,8 @@ def test_baseline_under_xdist_sees_the_whole_run(gated):
 
 def test_a_fixture_run_with_a_row_limit_cannot_become_the_baseline(gated):
     (gated.path / "test_limited.py").write_text(
-        "def test_limited(evalkit):\n    assert evalkit.run('gate.eval.yaml', candidate='plain', limit=5).n == 5\n")
+        "def test_limited(evalkit):\n    assert evalkit.run('gate.eval.yaml', candidate='plain', limit=5).n == 5\n"
+    )
     result = gated.runpytest("test_limited.py", "--evalkit-update-baseline")
     result.stdout.fnmatch_lines(["*baseline not written*gate::plain evaluated only the first rows*"])
     assert not (gated.path / "reports" / "baseline.json").exists()

@@ -105,8 +105,14 @@ def test_changing_one_template_reevaluates_only_that_candidate(suite_dir, tiny_b
     changed = load_suite(suite_dir(SUITE.replace("The category is:", "Category:")))
     before = runner.backend.requests
     short, long = runner.run(changed, "short"), runner.run(changed, "long")
-    assert short.cache == {"hits": 6, "misses": 0, "shared": 0, "compute_s": short.cache["compute_s"],
-                           "miss_reasons": {}, "first_miss": {}}
+    assert short.cache == {
+        "hits": 6,
+        "misses": 0,
+        "shared": 0,
+        "compute_s": short.cache["compute_s"],
+        "miss_reasons": {},
+        "first_miss": {},
+    }
     assert long.cache["hits"] == 0 and long.cache["misses"] == 6
     assert long.cache["miss_reasons"] == {"prompt changed": 6}
     assert long.cache["first_miss"] == {"prompt changed": "tickets::long::a::0"}
@@ -150,8 +156,10 @@ def test_identical_requests_are_computed_once(tmp_path, tiny_backend):
 
 
 def test_cached_answers_equal_computed_ones_exactly(tmp_path, tiny_backend):
-    requests = [ChoiceRequest("Ticket: my invoice is wrong\nCategory:", (" billing", " technical support")),
-                ChoiceRequest("Q: 2 + 3?\nA:", (" 5", " five"))]
+    requests = [
+        ChoiceRequest("Ticket: my invoice is wrong\nCategory:", (" billing", " technical support")),
+        ChoiceRequest("Q: 2 + 3?\nA:", (" 5", " five")),
+    ]
     computed = tiny_backend.score_choices(requests)
     cache = ResultCache(tmp_path / "cache")
     CachedBackend(cache, tiny_backend, model="m").score_choices(requests)
@@ -218,7 +226,8 @@ def test_a_database_from_another_schema_version_is_rebuilt(tmp_path):
 def project(pytester, tiny_model):
     write_jsonl(pytester.path / "suites" / "data" / "tickets.jsonl", TICKET_ROWS)
     (pytester.path / "suites" / "tickets.eval.yaml").write_text(
-        textwrap.dedent(SUITE).replace("TINY_MODEL", str(tiny_model)).replace("data/", "data/"))
+        textwrap.dedent(SUITE).replace("TINY_MODEL", str(tiny_model)).replace("data/", "data/")
+    )
     (pytester.path / "tox.ini").write_text("[pytest]\naddopts = -p no:cacheprovider\n")
     return pytester
 
@@ -229,8 +238,9 @@ def test_plugin_second_run_answers_everything_from_the_cache(project):
     first.stdout.fnmatch_lines(["result cache *.evalkit_cache: 0 of 12 requests answered from it (0%), 12 computed*"])
     second = project.runpytest("suites")
     second.assert_outcomes(passed=2)
-    second.stdout.fnmatch_lines(["result cache *: 12 of 12 requests answered from it (100%), 0 computed; "
-                                 "the model was not loaded"])
+    second.stdout.fnmatch_lines(
+        ["result cache *: 12 of 12 requests answered from it (100%), 0 computed; the model was not loaded"]
+    )
     assert "loaded in" not in second.stdout.str()
 
 
@@ -239,15 +249,18 @@ def test_plugin_verbose_run_says_why_requests_missed(project):
     suite = project.path / "suites" / "tickets.eval.yaml"
     suite.write_text(suite.read_text().replace("The category is:", "Category:"))
     result = project.runpytest("suites", "-v")
-    result.stdout.fnmatch_lines([
-        "result cache *: 6 of 12 requests answered from it (50%), 6 computed",
-        "  tickets::long: 6 missed: 6 prompt changed (first: tickets::long::a::0)",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "result cache *: 6 of 12 requests answered from it (50%), 6 computed",
+            "  tickets::long: 6 missed: 6 prompt changed (first: tickets::long::a::0)",
+        ]
+    )
 
 
 def test_plugin_no_cache_and_cache_dir_options(project):
     project.runpytest("suites", "--evalkit-no-cache").stdout.fnmatch_lines(
-        ["result cache off (--evalkit-no-cache): 12 requests computed"])
+        ["result cache off (--evalkit-no-cache): 12 requests computed"]
+    )
     assert not (project.path / ".evalkit_cache").exists()
     project.runpytest("suites", "--evalkit-cache-dir", "elsewhere")
     assert (project.path / "elsewhere" / "results.sqlite").is_file()
@@ -263,10 +276,12 @@ def test_plugin_xdist_workers_share_the_cache(project):
     again = project.runpytest("suites", "-n", "2")
     again.stdout.fnmatch_lines(["result cache *: 12 of 12 requests answered from it (100%), 0 computed*"])
     import json
+
     records = sorted((project.path / "reports" / "runs").iterdir())
     rows = [[json.loads(line) for line in (r / "examples.jsonl").read_text().splitlines()] for r in records]
-    strip = lambda run: sorted((e["suite"], e["candidate"], e["id"], e["output"], json.dumps(e["details"], sort_keys=True))
-                               for e in run)  # noqa: E731
+    strip = lambda run: sorted(
+        (e["suite"], e["candidate"], e["id"], e["output"], json.dumps(e["details"], sort_keys=True)) for e in run
+    )  # noqa: E731
     assert strip(rows[0]) == strip(rows[1]) == strip(rows[2])
 
 
@@ -275,7 +290,8 @@ def test_cli_shows_and_clears_the_cache(tmp_path, tiny_backend, capsys):
 
     folder = tmp_path / "cache"
     CachedBackend(ResultCache(folder), tiny_backend, model="m1:float32").generate(
-        [GenerateRequest("a", 2), GenerateRequest("b", 2)])
+        [GenerateRequest("a", 2), GenerateRequest("b", 2)]
+    )
     assert main(["cache", "--dir", str(folder)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith(f"result cache {folder}: 2 answers, ")

@@ -57,17 +57,29 @@ def test_significant_drop_beyond_max_drop_regresses():
     base, cur = _runs(worse=10, better=0)
     result = compare(cur, base, Policy())
     assert result["status"] == "regressed" and result["regressed"]
-    assert result["gate"] == {"metric": "accuracy", "drop": pytest.approx(0.10), "p_value": pytest.approx(2 / 1024),
-                              "worse": 10, "better": 0}
+    assert result["gate"] == {
+        "metric": "accuracy",
+        "drop": pytest.approx(0.10),
+        "p_value": pytest.approx(2 / 1024),
+        "worse": 10,
+        "better": 0,
+    }
     assert result["metrics"]["accuracy"]["delta"] == pytest.approx(-0.10)
     lo, hi = result["metrics"]["accuracy"]["ci95"]
     assert lo < -0.10 < hi < 0
     assert [f["id"] for f in result["flipped"]] == [f"t-{i:03d}" for i in range(10)]
-    assert result["flipped"][0] == {"id": "t-000", "direction": "worse", "baseline": 1.0, "current": 0.0,
-                                    "baseline_output": "billing"}
-    assert result["reason"] == ("accuracy dropped 0.100 (more than max_drop 0) and McNemar p = 0.002 < alpha 0.05: "
-                                "0.800 -> 0.700 on 100 shared examples (95% CI of the change -0.162 to -0.041); "
-                                "10 got worse, 0 better")
+    assert result["flipped"][0] == {
+        "id": "t-000",
+        "direction": "worse",
+        "baseline": 1.0,
+        "current": 0.0,
+        "baseline_output": "billing",
+    }
+    assert result["reason"] == (
+        "accuracy dropped 0.100 (more than max_drop 0) and McNemar p = 0.002 < alpha 0.05: "
+        "0.800 -> 0.700 on 100 shared examples (95% CI of the change -0.162 to -0.041); "
+        "10 got worse, 0 better"
+    )
 
 
 def test_verdicts_at_the_max_drop_boundary():
@@ -148,13 +160,24 @@ def test_baseline_round_trip_and_merge(tmp_path):
     assert not list(tmp_path.glob(".baseline.json-*"))  # no temporary file left behind
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    ('{"kind": "evalkit-baseline",\n "version": 1,\n "suites": {', "the baseline is not valid JSON: Expecting property name"),
-    ('{"kind": "evalkit-baseline", "version": 7, "suites": {}}', "the baseline has version 7; this evalkit reads version 1"),
-    ('{"kind": "something-else", "version": 1, "suites": {}}', "the baseline is not an evalkit baseline: at kind:"),
-    ('{"kind": "evalkit-baseline", "version": 1, "suites": {"t": {"suite_path": "x", "candidates": {"c": {"n": 1}}}}}',
-     "at suites/t/candidates/c: 'metrics' is a required property"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            '{"kind": "evalkit-baseline",\n "version": 1,\n "suites": {',
+            "the baseline is not valid JSON: Expecting property name",
+        ),
+        (
+            '{"kind": "evalkit-baseline", "version": 7, "suites": {}}',
+            "the baseline has version 7; this evalkit reads version 1",
+        ),
+        ('{"kind": "something-else", "version": 1, "suites": {}}', "the baseline is not an evalkit baseline: at kind:"),
+        (
+            '{"kind": "evalkit-baseline", "version": 1, "suites": {"t": {"suite_path": "x", "candidates": {"c": {"n": 1}}}}}',
+            "at suites/t/candidates/c: 'metrics' is a required property",
+        ),
+    ],
+)
 def test_a_damaged_baseline_is_a_clear_error(tmp_path, content, message):
     path = tmp_path / "baseline.json"
     path.write_text(content)
@@ -172,8 +195,11 @@ def _pair_of_runs(reports: Path) -> tuple[Path, Path]:
     for i in (0, 1, 2, 4, 5, 6, 8, 9):
         after[i] = False
     after[3] = True  # one example got better
-    run_a = write_record(reports, "20261120T100000Z", [candidate_result(before, candidate="few_shot"),
-                                                       candidate_result(before, candidate="zero_shot")])
+    run_a = write_record(
+        reports,
+        "20261120T100000Z",
+        [candidate_result(before, candidate="few_shot"), candidate_result(before, candidate="zero_shot")],
+    )
     edited = candidate_result(after, candidate="few_shot", template="u" * 64)
     edited.examples[0].output = "<script>alert('x')</script> | billing"
     run_b = write_record(reports, "20261121T100000Z", [edited, candidate_result(before, candidate="zero_shot")])
@@ -198,8 +224,12 @@ def test_diff_with_no_regression_exits_zero_and_accepts_baseline(tmp_path, capsy
     assert cli(["diff", str(run_a), str(run_b), "--max-drop", "0.2", "--reports", str(reports)]) == 0
     capsys.readouterr()
     baseline = reports / "baseline.json"
-    write_baseline(baseline, [Snapshot.from_result(candidate_result([True] * 40, candidate="few_shot"))],
-                   {"tickets": "suites/tickets.eval.yaml"}, {})
+    write_baseline(
+        baseline,
+        [Snapshot.from_result(candidate_result([True] * 40, candidate="few_shot"))],
+        {"tickets": "suites/tickets.eval.yaml"},
+        {},
+    )
     assert cli(["diff", "baseline", "latest", "--reports", str(reports)]) == 1
     out = capsys.readouterr().out
     assert "| few_shot    | accuracy | 0.575 [0.42, 0.71] | 1.000      | -0.425" in out
@@ -263,8 +293,10 @@ def test_a_change_of_rendered_prompts_alone_is_named():
     after = candidate_result([True, False, True])
     before.prompts_sha256, after.prompts_sha256 = "p" * 64, "q" * 64
     result = compare(Snapshot.from_result(after), Snapshot.from_result(before), Policy())
-    assert result["changes"] == ["rendered prompts changed with the same template and data (few-shot examples, "
-                                 "chat format or system message; pppppppppppp -> qqqqqqqqqqqq)"]
+    assert result["changes"] == [
+        "rendered prompts changed with the same template and data (few-shot examples, "
+        "chat format or system message; pppppppppppp -> qqqqqqqqqqqq)"
+    ]
     after.template_sha256 = "u" * 64  # a new template explains the new prompts: named once
     result = compare(Snapshot.from_result(after), Snapshot.from_result(before), Policy())
     assert result["changes"] == ["prompt template changed (tttttttttttt -> uuuuuuuuuuuu)"]
@@ -276,15 +308,19 @@ def test_the_baseline_keeps_one_example_per_line_for_reviewable_diffs(tmp_path):
     write_baseline(path, [Snapshot.from_result(result)], {"tickets": "suites/tickets.eval.yaml"}, {})
     lines = path.read_text().splitlines()
     example_lines = [line.strip() for line in lines if line.strip().startswith('{"id": ')]
-    assert example_lines[1] == ('{"id": "t-001", "values": {"accuracy": 0.0, "score": 0.0, "acc_norm": 0.0}, '
-                                '"output": "\\u0000example-2 | odd", "target": "technical"},')
+    assert example_lines[1] == (
+        '{"id": "t-001", "values": {"accuracy": 0.0, "score": 0.0, "acc_norm": 0.0}, '
+        '"output": "\\u0000example-2 | odd", "target": "technical"},'
+    )
     assert len(example_lines) == 3
     assert read_baseline(path).get("tickets", "few_shot").outcomes["t-001"].output == "\u0000example-2 | odd"
 
 
-JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers(-3, 10**6) | st.floats() | st.text(max_size=8),
-                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
-                           max_leaves=8)
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 10**6) | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
 
 
 def _paths(value, prefix=()):

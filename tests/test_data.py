@@ -7,7 +7,11 @@ from hypothesis import strategies as st
 from evalkit.data import load_dataset
 from evalkit.errors import DatasetError
 
-ROWS = [{"id": 1, "text": "a", "label": "x"}, {"id": 2, "text": "b", "label": "y"}, {"id": 3, "text": "c", "label": "x"}]
+ROWS = [
+    {"id": 1, "text": "a", "label": "x"},
+    {"id": 2, "text": "b", "label": "y"},
+    {"id": 3, "text": "c", "label": "x"},
+]
 
 
 def test_jsonl_rows_ids_lines_and_limit(tmp_path):
@@ -56,7 +60,7 @@ def test_rows_without_id_get_a_content_hash(tmp_path):
         ("d.jsonl", '{"a": 1}\n{"a": 2,}\n', "d.jsonl:2: line is not valid JSON"),
         ("d.jsonl", "", "dataset has no rows"),
         ("d.jsonl", '{"id": 1}\n{"id": 1}\n', "d.jsonl:2: duplicate id 1 (also row 1)"),
-        ("d.jsonl", '[1, 2]\n', "d.jsonl:1: a row must be an object of fields, got list"),
+        ("d.jsonl", "[1, 2]\n", "d.jsonl:1: a row must be an object of fields, got list"),
         ("d.json", '{"rows": []}', "expected a JSON array of rows, got dict"),
         ("d.csv", "a,b\n1,2,3\n", "d.csv:2: row has more values than the header has columns"),
         ("d.txt", "hello", "unsupported dataset format '.txt'"),
@@ -80,7 +84,9 @@ def test_missing_file(tmp_path):
 def test_saved_dataset_dict_asks_for_a_split(tmp_path):
     import datasets
 
-    datasets.DatasetDict({"train": datasets.Dataset.from_list(ROWS), "test": datasets.Dataset.from_list(ROWS)}).save_to_disk(str(tmp_path / "dd"))
+    datasets.DatasetDict(
+        {"train": datasets.Dataset.from_list(ROWS), "test": datasets.Dataset.from_list(ROWS)}
+    ).save_to_disk(str(tmp_path / "dd"))
     with pytest.raises(DatasetError, match=r"folder holds several splits \(train, test\)"):
         load_dataset(tmp_path / "dd")
 

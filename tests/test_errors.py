@@ -46,7 +46,9 @@ thresholds:
   accuracy: ">= 0"
 """
 
-WITH_ADAPTER = BROKEN.replace("candidates:\n", """\
+WITH_ADAPTER = BROKEN.replace(
+    "candidates:\n",
+    """\
 train:
   tickets-lora:
     output: ../adapters/tickets-lora
@@ -57,11 +59,19 @@ train:
     lora: {r: 4, alpha: 8, target_modules: [q_proj, v_proj]}
     validation: {fraction: 0.25}
 candidates:
-""").replace("thresholds:", "  tuned:\n    prompt: ../prompts/plain.j2\n    adapter: tickets-lora\nthresholds:")
+""",
+).replace("thresholds:", "  tuned:\n    prompt: ../prompts/plain.j2\n    adapter: tickets-lora\nthresholds:")
 
-TRAIN_ROWS = [{"id": f"t{i}-{label}", "text": f"{text} ({i})", "label": label}
-              for i in range(4) for text, label in [("My card was charged", "billing"), ("The page is blank", "technical"),
-                                                    ("Reset my login", "account"), ("The box is lost", "shipping")]]
+TRAIN_ROWS = [
+    {"id": f"t{i}-{label}", "text": f"{text} ({i})", "label": label}
+    for i in range(4)
+    for text, label in [
+        ("My card was charged", "billing"),
+        ("The page is blank", "technical"),
+        ("Reset my login", "account"),
+        ("The box is lost", "shipping"),
+    ]
+]
 
 
 @dataclass
@@ -119,49 +129,115 @@ def _adapter_for_another_model(root: Path) -> None:
 
 def _foreign_baseline(root: Path) -> None:
     (root / "reports").mkdir(exist_ok=True)
-    (root / "reports" / "baseline.json").write_text(json.dumps({"kind": "evalkit-baseline", "version": 99, "suites": {}}))
+    (root / "reports" / "baseline.json").write_text(
+        json.dumps({"kind": "evalkit-baseline", "version": 99, "suites": {}})
+    )
 
 
 CASES = [
-    Case("yaml-syntax", replace=(("choices: [billing, technical, account, shipping, other]",
-                                  "choices: [billing, technical, account"),)),
+    Case(
+        "yaml-syntax",
+        replace=(("choices: [billing, technical, account, shipping, other]", "choices: [billing, technical, account"),),
+    ),
     Case("unknown-key", replace=(("thresholds:", "tresholds:"),)),
-    Case("missing-key", replace=(("task:\n  kind: classify\n  choices: [billing, technical, account, shipping, other]\n"
-                                  "  target: label\n", ""),)),
+    Case(
+        "missing-key",
+        replace=(
+            (
+                "task:\n  kind: classify\n  choices: [billing, technical, account, shipping, other]\n  target: label\n",
+                "",
+            ),
+        ),
+    ),
     Case("wrong-type", replace=(("  path: data/tickets.jsonl\n", "  path: data/tickets.jsonl\n  limit: all\n"),)),
     Case("dataset-missing", replace=(("data/tickets.jsonl", "data/tickest.jsonl"),)),
-    Case("jsonl-line", fails="plain", files={"suites/data/tickets.jsonl": _rows()[:-1].replace("\n", "\n{oops\n", 1) + "\n"}),
+    Case(
+        "jsonl-line",
+        fails="plain",
+        files={"suites/data/tickets.jsonl": _rows()[:-1].replace("\n", "\n{oops\n", 1) + "\n"},
+    ),
     Case("empty-dataset", fails="plain", files={"suites/data/tickets.jsonl": ""}),
-    Case("row-lacks-field", fails="plain", files={"suites/data/tickets.jsonl": _rows((3, {"id": "d", "body": "x", "label": "shipping"}))}),
+    Case(
+        "row-lacks-field",
+        fails="plain",
+        files={"suites/data/tickets.jsonl": _rows((3, {"id": "d", "body": "x", "label": "shipping"}))},
+    ),
     Case("row-lacks-target", fails="plain", files={"suites/data/tickets.jsonl": _rows((2, {"id": "c", "text": "x"}))}),
     Case("template-syntax", fails="plain", files={"prompts/plain.j2": "Ticket: {{ text }}\n{% if %}\nCategory:"}),
     Case("undefined-variable", fails="plain", files={"prompts/plain.j2": "Ticket: {{ txt }}\nCategory:"}),
-    Case("target-not-a-choice", fails="plain", files={"suites/data/tickets.jsonl": _rows((4, {"id": "e", "text": "x", "label": "refund"}))}),
-    Case("unknown-scorer", replace=(("  kind: classify\n  choices: [billing, technical, account, shipping, other]\n",
-                                     "  kind: generate\n  scorer: exact_mach\n"),)),
-    Case("unknown-metric", replace=(("  accuracy: \">= 0\"", "  acuracy: \">= 0\""),)),
-    Case("threshold-syntax", replace=(("\">= 0\"", "\"=> 0.6\""),)),
-    Case("duplicate-candidate", replace=(("thresholds:", "  plain:\n    template: \"{{ text }}\"\nthresholds:"),)),
+    Case(
+        "target-not-a-choice",
+        fails="plain",
+        files={"suites/data/tickets.jsonl": _rows((4, {"id": "e", "text": "x", "label": "refund"}))},
+    ),
+    Case(
+        "unknown-scorer",
+        replace=(
+            (
+                "  kind: classify\n  choices: [billing, technical, account, shipping, other]\n",
+                "  kind: generate\n  scorer: exact_mach\n",
+            ),
+        ),
+    ),
+    Case("unknown-metric", replace=(('  accuracy: ">= 0"', '  acuracy: ">= 0"'),)),
+    Case("threshold-syntax", replace=(('">= 0"', '"=> 0.6"'),)),
+    Case("duplicate-candidate", replace=(("thresholds:", '  plain:\n    template: "{{ text }}"\nthresholds:'),)),
     Case("duplicate-suite", replace=(("suite: tickets", "suite: support"),)),
-    Case("unknown-candidate", replace=(("  accuracy: \">= 0\"", "  plian: {accuracy: \">= 0\"}"),)),
+    Case("unknown-candidate", replace=(('  accuracy: ">= 0"', '  plian: {accuracy: ">= 0"}'),)),
     Case("prompt-missing", replace=(("prompts/plain.j2", "prompts/plian.j2"),)),
-    Case("template-injection", fails="plain", files={"prompts/plain.j2": "{{ text.__class__.__mro__[1].__subclasses__() }}"}),
+    Case(
+        "template-injection",
+        fails="plain",
+        files={"prompts/plain.j2": "{{ text.__class__.__mro__[1].__subclasses__() }}"},
+    ),
     Case("model-missing", fails="plain", replace=(("model: ../models/tiny", "model: ../models/tiy"),)),
     Case("model-offline", fails="plain", replace=(("model: ../models/tiny", "model: acme/tiny-llama"),)),
-    Case("model-pickle", fails="plain", replace=(("model: ../models/tiny", "model: ../models/pickled"),), prepare=_pickled_model),
+    Case(
+        "model-pickle",
+        fails="plain",
+        replace=(("model: ../models/tiny", "model: ../models/pickled"),),
+        prepare=_pickled_model,
+    ),
     Case("adapter-undefined", suite=WITH_ADAPTER, replace=(("adapter: tickets-lora", "adapter: ticket-lora"),)),
     Case("adapter-missing", fails="tuned", suite=WITH_ADAPTER, args=("--evalkit-train=never",)),
-    Case("adapter-incomplete", fails="tuned", suite=WITH_ADAPTER, adapter=True, prepare=_incomplete_adapter,
-         args=("--evalkit-train=never",)),
-    Case("adapter-corrupt", fails="tuned", suite=WITH_ADAPTER, adapter=True, prepare=_corrupt_adapter, args=("--evalkit-train=never",)),
-    Case("adapter-other-model", fails="tuned", suite=WITH_ADAPTER, adapter=True, prepare=_adapter_for_another_model,
-         args=("--evalkit-train=never",)),
+    Case(
+        "adapter-incomplete",
+        fails="tuned",
+        suite=WITH_ADAPTER,
+        adapter=True,
+        prepare=_incomplete_adapter,
+        args=("--evalkit-train=never",),
+    ),
+    Case(
+        "adapter-corrupt",
+        fails="tuned",
+        suite=WITH_ADAPTER,
+        adapter=True,
+        prepare=_corrupt_adapter,
+        args=("--evalkit-train=never",),
+    ),
+    Case(
+        "adapter-other-model",
+        fails="tuned",
+        suite=WITH_ADAPTER,
+        adapter=True,
+        prepare=_adapter_for_another_model,
+        args=("--evalkit-train=never",),
+    ),
     Case("baseline-corrupt", fails="*", files={"reports/baseline.json": '{"kind": "evalkit-baseline",'}),
     Case("baseline-version", fails="*", prepare=_foreign_baseline),
-    Case("cache-corrupt", files={".evalkit_cache/results.sqlite": "not a database"}, fails="",
-         exit_code=pytest.ExitCode.OK),
-    Case("reports-unwritable", fails="", files={"reports": "a file where the reports folder should be"},
-         args=("--evalkit-baseline", "baseline.json")),
+    Case(
+        "cache-corrupt",
+        files={".evalkit_cache/results.sqlite": "not a database"},
+        fails="",
+        exit_code=pytest.ExitCode.OK,
+    ),
+    Case(
+        "reports-unwritable",
+        fails="",
+        files={"reports": "a file where the reports folder should be"},
+        args=("--evalkit-baseline", "baseline.json"),
+    ),
 ]
 
 
@@ -176,8 +252,9 @@ def template(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Path
     (root / "prompts").mkdir()
     (root / "prompts" / "plain.j2").write_text("Ticket: {{ text }}\nCategory:")
     (root / "suites" / "support.eval.yaml").write_text(GOOD)
-    (root / "pytest.ini").write_text("[pytest]\naddopts = -p no:cacheprovider\n"
-                                     "filterwarnings = ignore::pytest.PytestAssertRewriteWarning\n")
+    (root / "pytest.ini").write_text(
+        "[pytest]\naddopts = -p no:cacheprovider\nfilterwarnings = ignore::pytest.PytestAssertRewriteWarning\n"
+    )
     from evalkit.train import ensure_adapter
 
     (root / "suites" / "tickets.eval.yaml").write_text(WITH_ADAPTER)
@@ -218,6 +295,7 @@ def _edit_record(change: Callable[[dict], None]) -> Callable[[Path], None]:
         record = json.loads((run / "results.json").read_text())
         change(record)
         (run / "results.json").write_text(json.dumps(record))
+
     return damage
 
 
@@ -225,8 +303,13 @@ CLI_CASES = [
     CliCase("run-missing", lambda run: None, run_b="20261121T10000Z"),
     CliCase("run-record-corrupt", _write("results.json", '{"schema_version": 2, "run": {')),
     CliCase("run-record-version", _edit_record(lambda r: r.update(schema_version=9))),
-    CliCase("run-record-shape", _edit_record(lambda r: r["suites"]["tickets"]["few_shot"]["metrics"].update(accuracy="high"))),
-    CliCase("run-record-row", _write("examples.jsonl", '{"suite": "tickets", "candidate": "few_shot", "id": "t-000"}\n')),
+    CliCase(
+        "run-record-shape",
+        _edit_record(lambda r: r["suites"]["tickets"]["few_shot"]["metrics"].update(accuracy="high")),
+    ),
+    CliCase(
+        "run-record-row", _write("examples.jsonl", '{"suite": "tickets", "candidate": "few_shot", "id": "t-000"}\n')
+    ),
 ]
 
 
@@ -288,7 +371,11 @@ def test_a_broken_suite_is_reported_whatever_the_selection(selection, template: 
     make_project(template, pytester.path, next(case for case in CASES if case.name == "unknown-key"))
     result = pytester.runpytest("suites", *selection)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.stdout.fnmatch_lines(["suites/tickets.eval.yaml:12: unknown key 'tresholds' (did you mean 'thresholds'?)",
-                                 "FAILED suites/tickets.eval.yaml::suite*"])
+    result.stdout.fnmatch_lines(
+        [
+            "suites/tickets.eval.yaml:12: unknown key 'tresholds' (did you mean 'thresholds'?)",
+            "FAILED suites/tickets.eval.yaml::suite*",
+        ]
+    )
     outcomes = result.parseoutcomes()
     assert outcomes["failed"] == 1 and outcomes.get("passed", 0) == (1 if selection[0] == "-k" else 0)

@@ -40,17 +40,23 @@ hf.HFBackend.generate = _slow_generate
 
 
 def _project(root: Path, tiny_model: Path) -> Path:
-    write_jsonl(root / "suites" / "orders.jsonl",
-                [{"id": f"o{i}", "text": f"Order number {1000 + i * 37} was late", "order": str(1000 + i * 37)}
-                 for i in range(ROWS)])
-    (root / "suites" / "orders.eval.yaml").write_text(textwrap.dedent(f"""\
+    write_jsonl(
+        root / "suites" / "orders.jsonl",
+        [
+            {"id": f"o{i}", "text": f"Order number {1000 + i * 37} was late", "order": str(1000 + i * 37)}
+            for i in range(ROWS)
+        ],
+    )
+    (root / "suites" / "orders.eval.yaml").write_text(
+        textwrap.dedent(f"""\
         suite: orders
         model: {tiny_model}
         dataset: {{path: orders.jsonl}}
         task: {{kind: generate, target: order, max_new_tokens: 5, scorer: exact_match}}
         candidates:
           plain: {{template: "{{{{ text }}}}\\nOrder:"}}
-        """))
+        """)
+    )
     (root / "conftest.py").write_text(SLOW_BACKEND)
     (root / "pytest.ini").write_text("[pytest]\naddopts = -p no:cacheprovider\n")
     return root
@@ -95,8 +101,13 @@ def test_a_run_killed_with_sigkill_resumes_from_its_finished_batches(tmp_path, t
     assert f"result cache {root / '.evalkit_cache'}: {kept} of {ROWS} requests answered from it" in resumed.stdout
     assert _stored(database) == ROWS
 
-    fresh = subprocess.run(_pytest(root, "--evalkit-no-cache", "--evalkit-reports", "uninterrupted"), cwd=root,
-                           env=env, capture_output=True, text=True)
+    fresh = subprocess.run(
+        _pytest(root, "--evalkit-no-cache", "--evalkit-reports", "uninterrupted"),
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert fresh.returncode == 0, fresh.stdout[-3000:]
     assert _rows(root, "reports") == _rows(root, "uninterrupted")
 
@@ -124,7 +135,9 @@ def _training_project(root: Path, tiny_model: Path) -> Path:
 
     write_jsonl(root / "suites" / "data" / "train.jsonl", colour_rows(96, 1, "tr", range(100, 550)))
     write_jsonl(root / "suites" / "data" / "test.jsonl", colour_rows(40, 2, "te", range(550, 1000)))
-    suite = SUITE.format(model=tiny_model, epochs=2, layers="[q_proj, v_proj]").replace("output: adapters/", "output: ../adapters/")
+    suite = SUITE.format(model=tiny_model, epochs=2, layers="[q_proj, v_proj]").replace(
+        "output: adapters/", "output: ../adapters/"
+    )
     (root / "suites" / "colours.eval.yaml").write_text(suite)
     (root / "pytest.ini").write_text("[pytest]\naddopts = -p no:cacheprovider\n")
     return root
@@ -166,11 +179,13 @@ def test_a_training_killed_with_sigkill_leaves_no_adapter_and_resumes(tmp_path, 
     assert uninterrupted["resumed_from"] is None
     curve = {p["step"]: p["loss"] for p in uninterrupted["loss_curve"]}
     assert [p["loss"] for p in record["loss_curve"]] == [
-        pytest.approx(curve[p["step"]], rel=1e-4) for p in record["loss_curve"]]
+        pytest.approx(curve[p["step"]], rel=1e-4) for p in record["loss_curve"]
+    ]
     resumed_rows = [r for r in map(json.loads, (root / "reports/latest/examples.jsonl").read_text().splitlines())]
     fresh_rows = [r for r in map(json.loads, (fresh_root / "reports/latest/examples.jsonl").read_text().splitlines())]
     assert [(r["candidate"], r["id"], r["output"]) for r in resumed_rows] == [
-        (r["candidate"], r["id"], r["output"]) for r in fresh_rows]
+        (r["candidate"], r["id"], r["output"]) for r in fresh_rows
+    ]
 
 
 def test_two_runs_of_a_sampled_suite_write_identical_rows(tmp_path, tiny_model):
@@ -179,13 +194,19 @@ def test_two_runs_of_a_sampled_suite_write_identical_rows(tmp_path, tiny_model):
     root = _project(tmp_path, tiny_model)
     (root / "conftest.py").unlink()  # no slowing down
     suite = root / "suites" / "orders.eval.yaml"
-    suite.write_text(suite.read_text().replace("scorer: exact_match}", "scorer: exact_match, temperature: 8.0, "
-                                                                       "repeats: 3, seed: 7}"))
+    suite.write_text(
+        suite.read_text().replace("scorer: exact_match}", "scorer: exact_match, temperature: 8.0, repeats: 3, seed: 7}")
+    )
     rows = []
     for run, hash_seed in (("first", "1"), ("second", "2")):
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONHASHSEED": hash_seed}
-        done = subprocess.run(_pytest(root, "--evalkit-no-cache", "--evalkit-reports", run), cwd=root, env=env,
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            _pytest(root, "--evalkit-no-cache", "--evalkit-reports", run),
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         assert done.returncode in (0, 1), done.stdout[-3000:]
         rows.append((root / run / "latest" / "examples.jsonl").read_bytes())
     assert rows[0] == rows[1]

@@ -55,8 +55,9 @@ def direct_predictions(smollm, prompts: list[str]) -> list[str]:
             width = max(map(len, wholes))
             batch = torch.tensor([w + [tok.pad_token_id] * (width - len(w)) for w in wholes])
             logprobs = model(batch).logits.log_softmax(-1)  # right padding cannot change earlier positions
-            scores = [sum(float(logprobs[k, i - 1, w[i]]) for i in range(len(context), len(w)))
-                      for k, w in enumerate(wholes)]
+            scores = [
+                sum(float(logprobs[k, i - 1, w[i]]) for i in range(len(context), len(w))) for k, w in enumerate(wholes)
+            ]
             predictions.append(CHOICES[max(range(len(CHOICES)), key=scores.__getitem__)])
     return predictions
 
@@ -87,9 +88,14 @@ def test_generate_equals_transformers_greedy_decoding(evalkit, smollm):
         prompt = render(REPO / "prompts" / "orders" / "zero_shot.j2", row)
         ids = torch.tensor([tok(prompt).input_ids])
         with torch.no_grad():
-            out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=24, do_sample=False,
-                                 pad_token_id=tok.pad_token_id)
-        text = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).split("\n")[0]
+            out = model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=24,
+                do_sample=False,
+                pad_token_id=tok.pad_token_id,
+            )
+        text = tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True).split("\n")[0]
         assert example.prompt == prompt
         assert example.output == text
         correct += text.strip().lstrip("#").casefold() == row["order_id"].casefold()
@@ -107,13 +113,14 @@ def test_a_clearly_worse_prompt_fails_the_demo_threshold(pytester):
     suite = TICKETS.read_text()
     # The same suite with a prompt that never shows the model the ticket.
     worse = suite.split("candidates:")[0] + (
-        "candidates:\n  no_ticket:\n    template: \"Category:\"\n"
-        "thresholds:\n  accuracy: \">= 0.50\"\n")
+        'candidates:\n  no_ticket:\n    template: "Category:"\nthresholds:\n  accuracy: ">= 0.50"\n'
+    )
     (pytester.path / "suites" / "worse.eval.yaml").write_text(worse)
     result = pytester.runpytest("suites/worse.eval.yaml", "--evalkit-limit", "60")
     result.assert_outcomes(failed=1)
-    accuracy = json.loads((pytester.path / "reports" / "latest" / "results.json").read_text())[
-        "suites"]["ticket-routing"]["no_ticket"]["metrics"]["accuracy"]
+    accuracy = json.loads((pytester.path / "reports" / "latest" / "results.json").read_text())["suites"][
+        "ticket-routing"
+    ]["no_ticket"]["metrics"]["accuracy"]
     assert accuracy < 0.35  # one label for every ticket: about one in five right
 
 
@@ -159,14 +166,23 @@ def test_the_documented_train_contract_trains_once_then_reuses(pytester):
     (pytester.path / "suites" / "tuned.eval.yaml").write_text(header + TRAIN_CONTRACT)
     first = pytester.runpytest_subprocess("suites/tuned.eval.yaml", "--evalkit-limit", "40")
     first.assert_outcomes(passed=1)
-    first.stdout.fnmatch_lines(["*adapter 'tickets-lora': training it because it has not been trained yet (100 rows, 3 epochs)"])
+    first.stdout.fnmatch_lines(
+        ["*adapter 'tickets-lora': training it because it has not been trained yet (100 rows, 3 epochs)"]
+    )
     adapter = pytester.path / "adapters" / "tickets-lora"
     training = json.loads((adapter / "training.json").read_text())
-    assert training["config"]["lora"] == {"r": 8, "alpha": 16.0, "dropout": 0.05, "target_modules": ["q_proj", "v_proj"]}
+    assert training["config"]["lora"] == {
+        "r": 8,
+        "alpha": 16.0,
+        "dropout": 0.05,
+        "target_modules": ["q_proj", "v_proj"],
+    }
     assert training["data"]["train_rows"] == 90 and training["data"]["validation_rows"] == 10
     assert training["trainable_parameters"] == 30 * 8 * ((576 + 576) + (576 + 192))  # 30 layers, q and v
     assert 1 <= len(training["validation"]) <= 3
-    assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == "smollm2-135m-instruct"
+    assert (
+        json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == "smollm2-135m-instruct"
+    )
     record = json.loads((pytester.path / "reports" / "latest" / "results.json").read_text())
     lora = record["suites"]["ticket-routing"]["lora"]
     assert lora["adapter"]["content_hash"] == training["content_hash"] and lora["n"] == 40
@@ -174,7 +190,9 @@ def test_the_documented_train_contract_trains_once_then_reuses(pytester):
     again = pytester.runpytest_subprocess("suites/tuned.eval.yaml", "--evalkit-limit", "40", "--evalkit-train=never")
     again.assert_outcomes(passed=1)
     assert "training it" not in again.stdout.str()
-    rerun = json.loads((pytester.path / "reports" / "latest" / "results.json").read_text())["suites"]["ticket-routing"]["lora"]
+    rerun = json.loads((pytester.path / "reports" / "latest" / "results.json").read_text())["suites"]["ticket-routing"][
+        "lora"
+    ]
     assert rerun["metrics"] == lora["metrics"]
 
 
@@ -184,7 +202,7 @@ def test_a_worse_prompt_regresses_against_the_baseline(pytester):
     link_demo_files(pytester.path)
     head = TICKETS.read_text().split("\ntrain:")[0].replace("limit: 200", "limit: 60")
     suite = pytester.path / "suites" / "gate.eval.yaml"
-    candidate = "candidates:\n  inline:\n    template: \"{template}\"\nbaseline: {{max_drop: 0.02}}\n"
+    candidate = 'candidates:\n  inline:\n    template: "{template}"\nbaseline: {{max_drop: 0.02}}\n'
     suite.write_text(head + "\n" + candidate.format(template="Ticket: {{ text }}\\nCategory:"))
     pytester.runpytest("suites/", "--evalkit-update-baseline").assert_outcomes(passed=1)
     pytester.runpytest("suites/").assert_outcomes(passed=1)  # unchanged: no flips at all
@@ -192,15 +210,18 @@ def test_a_worse_prompt_regresses_against_the_baseline(pytester):
     suite.write_text(head + "\n" + candidate.format(template="Category:"))  # the model no longer sees the ticket
     result = pytester.runpytest("suites/")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines([
-        "ticket-routing::inline failed (60 examples):",
-        "*regression against the baseline: accuracy dropped 0.* (more than max_drop 0.02) and McNemar p = * < alpha 0.05: "
-        "0.* -> 0.* on 60 shared examples*",
-        "  since the baseline: prompt template changed*",
-        "first examples that got worse (* in all; every flip is in reports/latest/summary.md):",
-    ])
-    comparison = json.loads((pytester.path / "reports" / "latest" / "results.json").read_text())[
-        "suites"]["ticket-routing"]["inline"]["baseline"]
+    result.stdout.fnmatch_lines(
+        [
+            "ticket-routing::inline failed (60 examples):",
+            "*regression against the baseline: accuracy dropped 0.* (more than max_drop 0.02) and McNemar p = * < alpha 0.05: "
+            "0.* -> 0.* on 60 shared examples*",
+            "  since the baseline: prompt template changed*",
+            "first examples that got worse (* in all; every flip is in reports/latest/summary.md):",
+        ]
+    )
+    comparison = json.loads((pytester.path / "reports" / "latest" / "results.json").read_text())["suites"][
+        "ticket-routing"
+    ]["inline"]["baseline"]
     assert comparison["status"] == "regressed" and comparison["gate"]["p_value"] < 0.05
     assert comparison["gate"]["worse"] > comparison["gate"]["better"]
     assert comparison["shared"] == 60 and comparison["changes"][0].startswith("prompt template changed")
@@ -237,15 +258,43 @@ def test_the_demo_robustness_section_finds_real_flips(evalkit, request):
 
 def _demo_run(root: Path, reports: str, *args: str) -> tuple[list[dict], dict]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    subprocess.run([sys.executable, "-m", "pytest", "suites", "-q", "-p", "no:cacheprovider", "--evalkit-limit", "4",
-                    "--evalkit-no-cache", "--evalkit-reports", reports, *args],
-                   cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=900)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "suites",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--evalkit-limit",
+            "4",
+            "--evalkit-no-cache",
+            "--evalkit-reports",
+            reports,
+            *args,
+        ],
+        cwd=root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=900,
+    )
     latest = root / reports / "latest"
     rows = [json.loads(line) for line in (latest / "examples.jsonl").read_text().splitlines()]
     results = json.loads((latest / "results.json").read_text())["suites"]
-    summary = {(suite, name): (c["n"], c["metrics"], c["ci95"], c["failures"], c["passed"],
-                               (c.get("robustness") or {}).get("flipped"))
-               for suite, candidates in results.items() for name, c in candidates.items()}
+    summary = {
+        (suite, name): (
+            c["n"],
+            c["metrics"],
+            c["ci95"],
+            c["failures"],
+            c["passed"],
+            (c.get("robustness") or {}).get("flipped"),
+        )
+        for suite, candidates in results.items()
+        for name, c in candidates.items()
+    }
     return sorted(rows, key=lambda r: (r["suite"], r["candidate"], r["row"])), summary
 
 

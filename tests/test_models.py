@@ -45,21 +45,36 @@ def test_pickle_weights_load_only_when_the_suite_opts_in(tiny_model, tmp_path, s
     pickled = _pickled_copy(tiny_model, tmp_path / "pickled")
     with pytest.raises(ModelError) as err:
         resolve_model(str(pickled))
-    assert "has only pickle weights (pytorch_model.bin), which can run code when loaded and are refused" in str(err.value)
+    assert "has only pickle weights (pytorch_model.bin), which can run code when loaded and are refused" in str(
+        err.value
+    )
     assert "set `model: {name: ..., allow_pickle: true}` in the suite" in str(err.value)
     assert resolve_model(str(pickled), allow_pickle=True).path == pickled
 
-    suite = ("suite: s\nmodel: {name: MODEL, allow_pickle: ALLOW}\ndataset: {path: data/tickets.jsonl}\n"
-             "task: {kind: classify, choices: [billing, technical, account, shipping, other], target: label}\n"
-             "candidates:\n  plain: {template: \"Ticket: {{ text }}\\nCategory:\"}\n")
+    suite = (
+        "suite: s\nmodel: {name: MODEL, allow_pickle: ALLOW}\ndataset: {path: data/tickets.jsonl}\n"
+        "task: {kind: classify, choices: [billing, technical, account, shipping, other], target: label}\n"
+        'candidates:\n  plain: {template: "Ticket: {{ text }}\\nCategory:"}\n'
+    )
     session = EvalSession(root=suite_dir.root, reports_dir=suite_dir.root / "reports")
     refused = suite_dir(suite.replace("MODEL", str(pickled)).replace("ALLOW", "false"), name="refused.eval.yaml")
     with pytest.raises(ModelError, match=r"refused.eval.yaml:2: model folder .* has only pickle weights"):
         session.run(session.spec(refused), "plain")
-    allowed = session.run(session.spec(suite_dir(suite.replace("MODEL", str(pickled)).replace("ALLOW", "true"),
-                                                  name="allowed.eval.yaml")), "plain")
-    safe = session.run(session.spec(suite_dir(suite.replace("MODEL", str(tiny_model)).replace("ALLOW", "false")
-                                              .replace("suite: s", "suite: t"), name="safe.eval.yaml")), "plain")
+    allowed = session.run(
+        session.spec(
+            suite_dir(suite.replace("MODEL", str(pickled)).replace("ALLOW", "true"), name="allowed.eval.yaml")
+        ),
+        "plain",
+    )
+    safe = session.run(
+        session.spec(
+            suite_dir(
+                suite.replace("MODEL", str(tiny_model)).replace("ALLOW", "false").replace("suite: s", "suite: t"),
+                name="safe.eval.yaml",
+            )
+        ),
+        "plain",
+    )
     assert [e.output for e in allowed.examples] == [e.output for e in safe.examples]
     assert [e.score for e in allowed.examples] == pytest.approx([e.score for e in safe.examples], abs=1e-5)
 
@@ -68,7 +83,9 @@ def test_unknown_name_and_offline_hub_id(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     with pytest.raises(ModelError, match="'smolm2' is neither a known alias nor an existing folder"):
         resolve_model("smolm2")
-    with pytest.raises(ModelError, match=r"model 'acme/nothing' is not available on this machine \(evaluation never downloads\)"):
+    with pytest.raises(
+        ModelError, match=r"model 'acme/nothing' is not available on this machine \(evaluation never downloads\)"
+    ):
         resolve_model("acme/nothing")
 
 
@@ -91,7 +108,8 @@ def test_a_models_own_code_never_runs_unless_the_suite_trusts_it(tiny_model, tmp
     marker = tmp_path / "code-ran"
     (folder / "modeling_custom.py").write_text(
         f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n"
-        "from transformers import LlamaForCausalLM\n\n\nclass CustomModel(LlamaForCausalLM):\n    pass\n")
+        "from transformers import LlamaForCausalLM\n\n\nclass CustomModel(LlamaForCausalLM):\n    pass\n"
+    )
     config = json.loads((folder / "config.json").read_text())
     config["auto_map"] = {"AutoModelForCausalLM": "modeling_custom.CustomModel"}
     (folder / "config.json").write_text(json.dumps(config))

@@ -33,13 +33,17 @@ def project(pytester: pytest.Pytester, tiny_model):
     write_jsonl(pytester.path / "data" / "tickets.jsonl", TICKET_ROWS)
     (pytester.path / "prompts").mkdir()
     (pytester.path / "prompts" / "bad.j2").write_text("{{ text }}\n")
-    pytester.makeini("[pytest]\nmarkers =\n    slow: slow suites\n"
-                     "filterwarnings =\n    ignore::pytest.PytestAssertRewriteWarning\n")
+    pytester.makeini(
+        "[pytest]\nmarkers =\n    slow: slow suites\nfilterwarnings =\n    ignore::pytest.PytestAssertRewriteWarning\n"
+    )
 
     def write(name: str, text: str):
         path = pytester.path / name
-        path.write_text(textwrap.dedent(text).replace("{model}", str(tiny_model)) if "{{" not in text
-                        else text.format(model=tiny_model))
+        path.write_text(
+            textwrap.dedent(text).replace("{model}", str(tiny_model))
+            if "{{" not in text
+            else text.format(model=tiny_model)
+        )
         return path
 
     write("tickets.eval.yaml", SUITE)
@@ -65,13 +69,18 @@ def test_thresholds_pass_and_fail_with_a_clear_message(project):
     result = project.runpytest()
     result.assert_outcomes(passed=1, failed=1)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.stdout.fnmatch_lines([
-        "*tickets::bad failed (6 examples):",
-        "*accuracy 0.* (95% CI 0.*-0.*) does not meet '> 1'",
-    ])
-    result.stdout.fnmatch_lines(["*evalkit results*", "tickets (classify, model *",
-                                 "candidate*n*accuracy*acc_norm*macro_f1*threshold*verdict*time*tok/ex*ms/ex*training",
-                                 "*", "bad * 6 *accuracy > 1 *FAIL * -"])
+    result.stdout.fnmatch_lines(
+        ["*tickets::bad failed (6 examples):", "*accuracy 0.* (95% CI 0.*-0.*) does not meet '> 1'"]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "*evalkit results*",
+            "tickets (classify, model *",
+            "candidate*n*accuracy*acc_norm*macro_f1*threshold*verdict*time*tok/ex*ms/ex*training",
+            "*",
+            "bad * 6 *accuracy > 1 *FAIL * -",
+        ]
+    )
     assert "Traceback" not in result.stdout.str()
 
 
@@ -131,8 +140,10 @@ def test_junit_xml_carries_metrics(project):
 
 
 def test_invalid_suite_fails_alone_and_others_still_run(project):
-    project.write("broken.eval.yaml", "suite: broken\ndataset: {path: data/tickets.jsonl}\ntask: {kind: classify}\n"
-                                      "candidatez: {}\n")
+    project.write(
+        "broken.eval.yaml",
+        "suite: broken\ndataset: {path: data/tickets.jsonl}\ntask: {kind: classify}\ncandidatez: {}\n",
+    )
     result = project.runpytest()
     result.assert_outcomes(passed=1, failed=2)
     result.stdout.fnmatch_lines(["*broken.eval.yaml:4: unknown key 'candidatez' (did you mean 'candidates'?)"])
@@ -147,23 +158,30 @@ def test_duplicate_suite_names_are_an_error(project):
 
 
 def test_template_error_names_row_and_other_candidates_pass(project):
-    project.write("typo.eval.yaml", SUITE.replace("suite: tickets", "suite: typo").replace("{{{{ text }}}}", "{{{{ txt }}}}"))
+    project.write(
+        "typo.eval.yaml", SUITE.replace("suite: tickets", "suite: typo").replace("{{{{ text }}}}", "{{{{ txt }}}}")
+    )
     result = project.runpytest("typo.eval.yaml")
     result.assert_outcomes(failed=2)  # 'good' hits the undefined variable, 'bad' its threshold
-    result.stdout.fnmatch_lines([
-        "*typo.eval.yaml:6: template of candidate 'good': 'txt' is undefined (did you mean 'text'?) while rendering tickets.jsonl:1 (template line 1)",
-        "*fix: use a field the row has (choices, examples, id, label, text), or guard it with {% if x is defined %}"])
+    result.stdout.fnmatch_lines(
+        [
+            "*typo.eval.yaml:6: template of candidate 'good': 'txt' is undefined (did you mean 'text'?) while rendering tickets.jsonl:1 (template line 1)",
+            "*fix: use a field the row has (choices, examples, id, label, text), or guard it with {% if x is defined %}",
+        ]
+    )
 
 
 def test_evalkit_fixture_runs_a_suite_from_python(project):
-    project.makepyfile(test_api="""
+    project.makepyfile(
+        test_api="""
         def test_api(evalkit):
             result = evalkit.run("tickets.eval.yaml", candidate="good")
             assert result.n == 6
             assert len(result.examples) == 6
             assert result.metrics["accuracy"] == sum(e.correct for e in result.examples) / 6
             assert evalkit.run("tickets.eval.yaml", candidate="good") is result  # evaluated once
-    """)
+    """
+    )
     result = project.runpytest("test_api.py")
     result.assert_outcomes(passed=1)
     assert set(read_results(project)["suites"]["tickets"]) == {"good"}
@@ -202,14 +220,17 @@ def test_generate_suite_with_chat_candidate(project):
     examples = [e for e in read_examples(project) if e["candidate"] == "chat"]
     assert examples[0]["prompt"] == (
         "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nClassify: I was charged twice<|im_end|>\n"
-        "<|im_start|>assistant\n")
+        "<|im_start|>assistant\n"
+    )
     assert all("\n" not in e["output"] for e in examples)
     assert set(read_results(project)["suites"]["gen"]["plain"]["metrics"]) == {"accuracy", "score"}
 
 
 def test_plugin_import_does_not_load_torch():
-    code = ("import sys, evalkit.plugin, evalkit.suite, evalkit.runner, evalkit.train; "
-            "print(sorted(m for m in ('torch', 'transformers', 'datasets', 'peft') if m in sys.modules))")
+    code = (
+        "import sys, evalkit.plugin, evalkit.suite, evalkit.runner, evalkit.train; "
+        "print(sorted(m for m in ('torch', 'transformers', 'datasets', 'peft') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -240,7 +261,9 @@ candidates:
   plain: {{template: "Ticket: {{{{ text }}}}\\nCategory:"}}
   lora: {{template: "Ticket: {{{{ text }}}}\\nCategory:", adapter: tickets-lora}}
 """
-TRAIN_ROWS = [{"id": f"t{i}", "text": f"{r['text']} (case {i})", "label": r["label"]} for i, r in enumerate(TICKET_ROWS * 3)]
+TRAIN_ROWS = [
+    {"id": f"t{i}", "text": f"{r['text']} (case {i})", "label": r["label"]} for i, r in enumerate(TICKET_ROWS * 3)
+]
 
 
 @pytest.fixture
@@ -255,10 +278,15 @@ def tuned(project):
 def test_adapter_candidate_trains_once_and_shows_its_cost(tuned):
     result = tuned.runpytest_subprocess("tuned.eval.yaml")
     result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["*adapter 'tickets-lora': training it because it has not been trained yet (18 rows, 1 epochs)",
-                                 "*tickets-lora: epoch 1/1 train loss * val loss * val accuracy *"])
-    result.stdout.fnmatch_lines(["candidate*tok/ex*ms/ex*training", "*", "lora * 6 * PASS *s, 0.4k params, * kB",
-                                 "plain * 6 * PASS * -"])
+    result.stdout.fnmatch_lines(
+        [
+            "*adapter 'tickets-lora': training it because it has not been trained yet (18 rows, 1 epochs)",
+            "*tickets-lora: epoch 1/1 train loss * val loss * val accuracy *",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        ["candidate*tok/ex*ms/ex*training", "*", "lora * 6 * PASS *s, 0.4k params, * kB", "plain * 6 * PASS * -"]
+    )
     record = read_results(tuned)["suites"]["tickets-tuned"]["lora"]
     training = json.loads((tuned.path / "adapters" / "tickets-lora" / "training.json").read_text())
     assert record["adapter"]["content_hash"] == training["content_hash"]
@@ -274,30 +302,39 @@ def test_adapter_candidate_trains_once_and_shows_its_cost(tuned):
 def test_train_never_fails_the_candidate_that_needs_a_missing_adapter(tuned):
     result = tuned.runpytest("tuned.eval.yaml", "--evalkit-train=never")
     result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines([
-        "*tuned.eval.yaml:6: adapter 'tickets-lora' cannot be used: it has not been trained yet",
-        "*fix: train it with `evalkit train tuned.eval.yaml --adapter tickets-lora`, or run with --evalkit-train=auto"])
+    result.stdout.fnmatch_lines(
+        [
+            "*tuned.eval.yaml:6: adapter 'tickets-lora' cannot be used: it has not been trained yet",
+            "*fix: train it with `evalkit train tuned.eval.yaml --adapter tickets-lora`, or run with --evalkit-train=auto",
+        ]
+    )
     assert not (tuned.path / "adapters" / "tickets-lora").exists()
 
 
 def test_trained_adapter_fixture(tuned):
-    tuned.makepyfile(test_adapter="""
+    tuned.makepyfile(
+        test_adapter="""
         def test_adapter(trained_adapter):
             adapter = trained_adapter("tickets-lora", suite="tuned.eval.yaml")
             assert adapter.trained_now
             assert (adapter.path / "adapter_model.safetensors").is_file()
             assert adapter.record["data"]["rows"] == 18
             assert trained_adapter("tickets-lora", suite="tuned.eval.yaml") is adapter
-    """)
+    """
+    )
     tuned.runpytest_subprocess("test_adapter.py").assert_outcomes(passed=1)
 
 
 def test_cli_trains_then_reports_up_to_date(tuned):
     first = tuned.run(sys.executable, "-m", "evalkit.cli", "train", "tuned.eval.yaml")
     assert first.ret == 0
-    first.stdout.fnmatch_lines(["tickets-lora: trained -> *adapters/tickets-lora",
-                                "  16 training rows, 2 validation rows, best validation accuracy * (checkpoint-2)",
-                                "  *s training, * tokens/s, 448 trainable parameters, 0.00 MB"])
+    first.stdout.fnmatch_lines(
+        [
+            "tickets-lora: trained -> *adapters/tickets-lora",
+            "  16 training rows, 2 validation rows, best validation accuracy * (checkpoint-2)",
+            "  *s training, * tokens/s, 448 trainable parameters, 0.00 MB",
+        ]
+    )
     second = tuned.run(sys.executable, "-m", "evalkit.cli", "train", "tuned.eval.yaml", "--adapter", "tickets-lora")
     second.stdout.fnmatch_lines(["tickets-lora: up to date -> *"])
     folds = tuned.run(sys.executable, "-m", "evalkit.cli", "train", "tuned.eval.yaml", "--folds", "2")
@@ -306,5 +343,9 @@ def test_cli_trains_then_reports_up_to_date(tuned):
     again.stdout.fnmatch_lines(["tickets-lora: up to date -> *", "*", "*", "  2-fold cross-validation accuracy *"])
     missing = tuned.run(sys.executable, "-m", "evalkit.cli", "train", "tuned.eval.yaml", "--adapter", "nope")
     assert missing.ret == 2
-    missing.stderr.fnmatch_lines(["evalkit: *tuned.eval.yaml: suite 'tickets-tuned' defines no adapter 'nope'",
-                                  "  fix: adapters in its `train:` section: tickets-lora"])
+    missing.stderr.fnmatch_lines(
+        [
+            "evalkit: *tuned.eval.yaml: suite 'tickets-tuned' defines no adapter 'nope'",
+            "  fix: adapters in its `train:` section: tickets-lora",
+        ]
+    )

@@ -7,7 +7,9 @@ from evalkit.prompts import PromptTemplate, select_fewshot
 
 
 def test_renders_fields_choices_and_examples():
-    t = PromptTemplate("{% for ex in examples %}Q: {{ ex.q }} A: {{ ex.gold }}\n{% endfor %}Q: {{ q }} ({{ choices | join('/') }})")
+    t = PromptTemplate(
+        "{% for ex in examples %}Q: {{ ex.q }} A: {{ ex.gold }}\n{% endfor %}Q: {{ q }} ({{ choices | join('/') }})"
+    )
     text = t.render({"q": "2+2", "choices": ["3", "4"], "examples": [{"q": "1+1", "gold": "2"}]}, row_label="d.jsonl:1")
     assert text == "Q: 1+1 A: 2\nQ: 2+2 (3/4)"
 
@@ -69,9 +71,11 @@ def test_a_file_template_cannot_include_files_outside_its_folder(tmp_path):
         template.write_text('{% include "' + target + '" %}')
         with pytest.raises(TemplateError) as err:
             PromptTemplate.from_file(template).render({}, row_label="row 1")
-        assert str(err.value) == (f"{template}:1: template includes '{target}', which is not a file in the "
-                                  "template's folder prompts/ (while rendering row 1)\n"
-                                  "  fix: include, import or extend only templates beside this one")
+        assert str(err.value) == (
+            f"{template}:1: template includes '{target}', which is not a file in the "
+            "template's folder prompts/ (while rendering row 1)\n"
+            "  fix: include, import or extend only templates beside this one"
+        )
 
 
 def test_template_hash_follows_the_source():
@@ -95,18 +99,67 @@ def test_arbitrary_templates_render_or_raise_template_error(source):
     assert isinstance(out, str)
 
 
-JINJA_PIECES = ["{{", "}}", "{%", "%}", "{#", "#}", " ", "text", "choices", "examples", "loop", "x", "|", "upper",
-                "join", "length", "for", "in", "endfor", "if", "endif", "else", "set", "=", "(", ")", "[", "]", ".",
-                ",", "'", '"', "0", "1", "-1", "*", "**", "~", "+", "%", "__class__", "__globals__", "range",
-                "include", "import", "macro", "endmacro", "\n", "é", "\x00"]
+JINJA_PIECES = [
+    "{{",
+    "}}",
+    "{%",
+    "%}",
+    "{#",
+    "#}",
+    " ",
+    "text",
+    "choices",
+    "examples",
+    "loop",
+    "x",
+    "|",
+    "upper",
+    "join",
+    "length",
+    "for",
+    "in",
+    "endfor",
+    "if",
+    "endif",
+    "else",
+    "set",
+    "=",
+    "(",
+    ")",
+    "[",
+    "]",
+    ".",
+    ",",
+    "'",
+    '"',
+    "0",
+    "1",
+    "-1",
+    "*",
+    "**",
+    "~",
+    "+",
+    "%",
+    "__class__",
+    "__globals__",
+    "range",
+    "include",
+    "import",
+    "macro",
+    "endmacro",
+    "\n",
+    "é",
+    "\x00",
+]
 
 
 @given(st.lists(st.sampled_from(JINJA_PIECES), max_size=30).map("".join))
 def test_template_fragments_render_or_raise_template_error(source):
     """Sequences of Jinja tokens reach the parser's and the sandbox's error paths far more often than random text."""
     try:
-        out = PromptTemplate(source).render({"text": "x", "choices": ["a", "b"], "examples": [{"text": "y"}]},
-                                            row_label="row 1")
+        out = PromptTemplate(source).render(
+            {"text": "x", "choices": ["a", "b"], "examples": [{"text": "y"}]}, row_label="row 1"
+        )
     except TemplateError as error:
         assert "row 1" in str(error) or "syntax error" in str(error)
         return

@@ -32,7 +32,9 @@ def test_top_p_keeps_only_the_nucleus(tiny_model):
     backend = HFBackend(tiny_model, fingerprint="t")
     greedy = backend.generate([GenerateRequest(PROMPTS[1], 5, ())])[0].text
     # A tiny nucleus holds only the most likely token, so sampling equals greedy decoding.
-    narrow = backend.generate([GenerateRequest(PROMPTS[1], 5, (), temperature=5.0, top_p=1e-6, seed=s) for s in range(4)])
+    narrow = backend.generate(
+        [GenerateRequest(PROMPTS[1], 5, (), temperature=5.0, top_p=1e-6, seed=s) for s in range(4)]
+    )
     assert {r.text for r in narrow} == {greedy}
 
 
@@ -45,14 +47,16 @@ def test_sample_seed_is_stable():
 def _suite(tmp_path, tiny_model, extra: str):
     write_jsonl(tmp_path / "qa.jsonl", [{"id": f"q{i}", "q": q, "a": "5"} for i, q in enumerate(PROMPTS * 3)])
     path = tmp_path / "qa.eval.yaml"
-    path.write_text(textwrap.dedent(f"""\
+    path.write_text(
+        textwrap.dedent(f"""\
         suite: qa
         model: {tiny_model}
         dataset: {{path: qa.jsonl}}
         task: {{kind: generate, target: a, max_new_tokens: 3, scorer: contains{extra}}}
         candidates:
           plain: {{template: "{{{{ q }}}}"}}
-        """))
+        """)
+    )
     return load_suite(path)
 
 
@@ -81,10 +85,13 @@ def test_repeats_give_pass_rates_and_flag_examples_that_vary(tmp_path, tiny_mode
     assert f"- `plain`: {len(flaky)} example(s) vary between its 5 repeats" in summary
 
 
-@pytest.mark.parametrize(("extra", "message"), [
-    (", repeats: 3", "`repeats` needs sampled generation: greedy decoding (temperature 0) gives the same output"),
-    (", temperature: -1", "task.temperature: Input should be greater than or equal to 0"),
-])
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (", repeats: 3", "`repeats` needs sampled generation: greedy decoding (temperature 0) gives the same output"),
+        (", temperature: -1", "task.temperature: Input should be greater than or equal to 0"),
+    ],
+)
 def test_repeats_need_sampling(tmp_path, tiny_model, extra, message):
     from evalkit.errors import SuiteError
 

@@ -14,7 +14,7 @@ from evalkit.compare import Policy, Snapshot, compare
 from evalkit.report.html import render_html
 from tests.reports_helpers import candidate_result, write_record
 
-PLANTED = "<script>window.__evalkit_pwned = 1</script><img src=x onerror=\"window.__evalkit_pwned = 2\">"
+PLANTED = '<script>window.__evalkit_pwned = 1</script><img src=x onerror="window.__evalkit_pwned = 2">'
 ARTIFACTS = Path(os.environ.get("EVALKIT_TEST_ARTIFACTS", Path(__file__).parent.parent / "test-artifacts"))
 
 
@@ -31,7 +31,9 @@ def report(tmp_path) -> Path:
     adapter = tmp_path / "adapters" / "tickets-lora"
     curves = {  # what the run record keeps of the adapter's training
         "loss_curve": [{"step": s, "epoch": s / 10, "loss": 3.0 / s} for s in range(1, 31)],
-        "validation": [{"epoch": e, "step": 10 * e, "loss": 0.5, "accuracy": a} for e, a in [(1, 0.6), (2, 0.8), (3, 0.9)]],
+        "validation": [
+            {"epoch": e, "step": 10 * e, "loss": 0.5, "accuracy": a} for e, a in [(1, 0.6), (2, 0.8), (3, 0.9)]
+        ],
     }
     before = [i % 4 != 3 for i in range(40)]
     after = [False] * 8 + before[8:]
@@ -39,11 +41,21 @@ def report(tmp_path) -> Path:
     few_shot.examples[0].output = PLANTED
     few_shot.examples[1].prompt = "Ticket: </pre><b>bold?</b>\nCategory:"
     lora = candidate_result(before, candidate="lora")
-    lora.adapter = {"name": "tickets-lora", "path": str(adapter), "content_hash": "a" * 64, "train_s": 61.0,
-                    "trainable_parameters": 4_884_480, "adapter_bytes": 19_600_000, **curves}
+    lora.adapter = {
+        "name": "tickets-lora",
+        "path": str(adapter),
+        "content_hash": "a" * 64,
+        "train_s": 61.0,
+        "trainable_parameters": 4_884_480,
+        "adapter_bytes": 19_600_000,
+        **curves,
+    }
     for result, base in ((few_shot, before), (lora, before)):
-        result.baseline = compare(Snapshot.from_result(result),
-                                  Snapshot.from_result(candidate_result(base, candidate=result.candidate)), Policy())
+        result.baseline = compare(
+            Snapshot.from_result(result),
+            Snapshot.from_result(candidate_result(base, candidate=result.candidate)),
+            Policy(),
+        )
         if result.baseline["regressed"]:
             result.failures.append("regression against the baseline: " + result.baseline["reason"])
     return write_record(tmp_path / "reports", "20261121T100000Z", [few_shot, lora]) / "report.html"
@@ -66,7 +78,8 @@ def test_summary_md_shows_model_output_as_text(report):
     assert "<script>" not in summary and "<img" not in summary
     assert "&lt;script>window.\\_\\_evalkit\\_pwned = 1&lt;/script>" in summary
     assert cell("[x](https://e.example) **b** @team a|b `c` \\ #1 ![i](j)\nnext") == (
-        "\\[x\\](https://e.example) \\*\\*b\\*\\* &#64;team a\\|b \\`c\\` \\\\ \\#1 \\!\\[i\\](j) ⏎ next")
+        "\\[x\\](https://e.example) \\*\\*b\\*\\* &#64;team a\\|b \\`c\\` \\\\ \\#1 \\!\\[i\\](j) ⏎ next"
+    )
 
 
 def test_report_html_renders_in_headless_chromium(report):
@@ -76,9 +89,14 @@ def test_report_html_renders_in_headless_chromium(report):
         browser = playwright.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
         try:
             page = browser.new_page(viewport={"width": 1200, "height": 900})
-            page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None)
+            page.on(
+                "console",
+                lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None,
+            )
             page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-            page.on("request", lambda r: problems.append(f"network: {r.url}") if not r.url.startswith("file:") else None)
+            page.on(
+                "request", lambda r: problems.append(f"network: {r.url}") if not r.url.startswith("file:") else None
+            )
             page.goto(report.as_uri())
             page.wait_for_load_state("load")
 
@@ -117,4 +135,4 @@ def test_render_html_needs_no_training_record(report, tmp_path):
     record["suites"]["tickets"]["lora"]["adapter"]["path"] = str(tmp_path / "gone")
     rows = [json.loads(line) for line in (report.parent / "examples.jsonl").read_text().splitlines()]
     html = render_html(record, rows)
-    assert "polyline class=\"loss\"" not in html and "rect class=\"bar" in html
+    assert 'polyline class="loss"' not in html and 'rect class="bar' in html

@@ -34,8 +34,13 @@ def _without_timing(report) -> dict:
 
 
 def test_shrinking_reports_exactly_the_one_letter_that_flips_the_answer():
-    report = search([("r1", {"text": TEXT}, None, "no"), ("r2", {"text": "nothing to see"}, None, "no")],
-                    ["case"], contains_capital_x, tries=100, seed=0)
+    report = search(
+        [("r1", {"text": TEXT}, None, "no"), ("r2", {"text": "nothing to see"}, None, "no")],
+        ["case"],
+        contains_capital_x,
+        tries=100,
+        seed=0,
+    )
     assert report.invariance == 0.5
     [flip] = report.as_dict()["flipped"]
     assert flip["perturbed"] == {"text": "the quick brown foX jumps"}  # one letter, not the several first drawn
@@ -51,9 +56,11 @@ def test_a_fixed_seed_gives_identical_results_twice():
     assert _without_timing(first) == _without_timing(again)
     seen: list[list[str]] = [[], []]
     for k, seed in enumerate((3, 4)):
+
         def record(batch, k=k):
             seen[k].extend(fields["text"] for _, fields, _ in batch)
             return contains_capital_x(batch)
+
         search(rows, names, record, tries=30, seed=seed)
     assert seen[0] != seen[1]  # another seed tries other perturbations
 
@@ -65,8 +72,14 @@ def test_tries_are_scored_in_one_batch_and_shrinking_calls_one_at_a_time():
         batches.append(len(batch))
         return contains_capital_x(batch)
 
-    report = search([("r1", {"text": TEXT}, None, "no"), ("r2", {"text": "nothing to see"}, None, "no")],
-                    ["case"], counting, tries=100, seed=0, shrink_calls=5)
+    report = search(
+        [("r1", {"text": TEXT}, None, "no"), ("r2", {"text": "nothing to see"}, None, "no")],
+        ["case"],
+        counting,
+        tries=100,
+        seed=0,
+        shrink_calls=5,
+    )
     assert batches[0] > 100 and all(size == 1 for size in batches[1:])
     assert len(batches) - 1 <= 5  # the shrink budget
     assert report.calls == sum(batches)
@@ -194,14 +207,22 @@ def test_custom_perturbations_by_decorator_and_entry_point(monkeypatch):
         def load():
             def reverse(fields, choices):
                 return st.just(robustness.Change("reverse", (("text", fields["text"][::-1]),), None, "reversed"))
+
             return reverse
 
-    monkeypatch.setattr(registry, "entry_points", lambda group: [EntryPoint] if group == "evalkit.perturbations" else [])
+    monkeypatch.setattr(
+        registry, "entry_points", lambda group: [EntryPoint] if group == "evalkit.perturbations" else []
+    )
     try:
         known = perturbations()
         assert known["shout"].promise == "upper-cases the whole text"
-        report = search([("r1", {"text": "fox"}, None, "fox")], ["shout", "reverse"],
-                        lambda batch: [f["text"] for _, f, _ in batch], tries=5, seed=0)
+        report = search(
+            [("r1", {"text": "fox"}, None, "fox")],
+            ["shout", "reverse"],
+            lambda batch: [f["text"] for _, f, _ in batch],
+            tries=5,
+            seed=0,
+        )
         assert report.as_dict()["flipped"][0]["change"] == "upper-cased"  # shrinks to the first listed
         assert "reverse" in known
     finally:
@@ -241,19 +262,26 @@ def _suite(tmp_path, robustness_yaml: str, thresholds: str = "") -> object:
     rows = [{"id": f"q{i}", "text": f"is item {i} in stock", "label": "no"} for i in range(8)]
     write_jsonl(tmp_path / "data.jsonl", rows)
     path = tmp_path / "stock.eval.yaml"
-    path.write_text(textwrap.dedent("""\
+    path.write_text(
+        textwrap.dedent("""\
         suite: stock
         dataset: {path: data.jsonl}
         task: {kind: classify, choices: ["yes", "no"], target: label}
         candidates:
           plain: {template: "Q: {{ text }}\\nA:"}
-        """) + robustness_yaml + thresholds)
+        """)
+        + robustness_yaml
+        + thresholds
+    )
     return load_suite(path)
 
 
 def test_a_suite_reports_invariance_and_the_minimal_flip(tmp_path):
-    spec = _suite(tmp_path, "robustness: {perturbations: [punctuation], examples: 5, tries: 20, seed: 0}\n",
-                  "thresholds:\n  invariance: \">= 0.5\"\n")
+    spec = _suite(
+        tmp_path,
+        "robustness: {perturbations: [punctuation], examples: 5, tries: 20, seed: 0}\n",
+        'thresholds:\n  invariance: ">= 0.5"\n',
+    )
     backend = BangBackend()
     result = evaluate_candidate(spec, "plain", Resources(backend=lambda *_: backend))
     assert result.metrics["accuracy"] == 1.0
@@ -264,17 +292,25 @@ def test_a_suite_reports_invariance_and_the_minimal_flip(tmp_path):
     for flip in r["flipped"]:
         assert flip["change"].startswith("punctuation in text: add ! at ")  # one mark, the one that matters
         assert flip["perturbed"]["text"].count("!") == 1 and (flip["before"], flip["after"]) == ("no", "yes")
-    assert sorted(e.details["invariance"] for e in result.examples if "invariance" in e.details) == \
-        sorted([0.0] * (5 - r["held"]) + [1.0] * r["held"])
+    assert sorted(e.details["invariance"] for e in result.examples if "invariance" in e.details) == sorted(
+        [0.0] * (5 - r["held"]) + [1.0] * r["held"]
+    )
     assert result.passed == (result.metrics["invariance"] >= 0.5)
 
 
-@pytest.mark.parametrize(("robust", "thresholds", "message"), [
-    ("robustness: {perturbations: [typo]}\n", "", "unknown perturbation 'typo' (did you mean 'typos'?)"),
-    ("", "thresholds:\n  invariance: \">= 0.9\"\n", "metric 'invariance' needs a `robustness:` section"),
-    ("robustness: {perturbations: []}\n", "", "robustness.perturbations: List should have at least 1 item"),
-    ("robustness: {perturbations: [case], tries: 0}\n", "", "robustness.tries: Input should be greater than or equal to 1"),
-])
+@pytest.mark.parametrize(
+    ("robust", "thresholds", "message"),
+    [
+        ("robustness: {perturbations: [typo]}\n", "", "unknown perturbation 'typo' (did you mean 'typos'?)"),
+        ("", 'thresholds:\n  invariance: ">= 0.9"\n', "metric 'invariance' needs a `robustness:` section"),
+        ("robustness: {perturbations: []}\n", "", "robustness.perturbations: List should have at least 1 item"),
+        (
+            "robustness: {perturbations: [case], tries: 0}\n",
+            "",
+            "robustness.tries: Input should be greater than or equal to 1",
+        ),
+    ],
+)
 def test_robustness_mistakes_are_suite_errors(tmp_path, robust, thresholds, message):
     with pytest.raises(SuiteError) as info:
         _suite(tmp_path, robust, thresholds)
@@ -285,8 +321,10 @@ def test_robustness_mistakes_are_suite_errors(tmp_path, robust, thresholds, mess
 def test_choice_order_needs_a_classify_task(tmp_path):
     write_jsonl(tmp_path / "qa.jsonl", [{"id": "a", "q": "2+3", "a": "5"}])
     path = tmp_path / "qa.eval.yaml"
-    path.write_text("suite: qa\ndataset: {path: qa.jsonl}\ntask: {kind: generate, target: a}\n"
-                    "candidates:\n  plain: {template: \"{{ q }}\"}\nrobustness: {perturbations: [choice_order]}\n")
+    path.write_text(
+        "suite: qa\ndataset: {path: qa.jsonl}\ntask: {kind: generate, target: a}\n"
+        'candidates:\n  plain: {template: "{{ q }}"}\nrobustness: {perturbations: [choice_order]}\n'
+    )
     with pytest.raises(SuiteError) as info:
         load_suite(path)
     assert "perturbation 'choice_order' reorders a classify task's choices; this is a generate task" in str(info.value)
@@ -294,11 +332,20 @@ def test_choice_order_needs_a_classify_task(tmp_path):
 
 
 def test_robustness_can_cover_some_candidates(tmp_path):
-    spec = _suite(tmp_path, "robustness: {perturbations: [punctuation], examples: 3, tries: 5, candidates: [plain]}\n",
-                  "thresholds:\n  invariance: \">= 0.1\"\n")
+    spec = _suite(
+        tmp_path,
+        "robustness: {perturbations: [punctuation], examples: 3, tries: 5, candidates: [plain]}\n",
+        'thresholds:\n  invariance: ">= 0.1"\n',
+    )
     assert spec.robustness_for("plain") is not None
-    text = (tmp_path / "stock.eval.yaml").read_text().replace(
-        "  plain: {template: \"Q: {{ text }}\\nA:\"}\n", "  plain: {template: \"Q: {{ text }}\\nA:\"}\n  other: {template: \"{{ text }}\"}\n")
+    text = (
+        (tmp_path / "stock.eval.yaml")
+        .read_text()
+        .replace(
+            '  plain: {template: "Q: {{ text }}\\nA:"}\n',
+            '  plain: {template: "Q: {{ text }}\\nA:"}\n  other: {template: "{{ text }}"}\n',
+        )
+    )
     (tmp_path / "stock.eval.yaml").write_text(text)
     spec = load_suite(tmp_path / "stock.eval.yaml")
     assert spec.robustness_for("other") is None
@@ -308,7 +355,9 @@ def test_robustness_can_cover_some_candidates(tmp_path):
     (tmp_path / "stock.eval.yaml").write_text(text.replace("candidates: [plain]", "candidates: [plane]"))
     with pytest.raises(SuiteError) as info:
         load_suite(tmp_path / "stock.eval.yaml")
-    assert "robustness names candidate 'plane', which the suite does not define (did you mean 'plain'?)" in str(info.value)
+    assert "robustness names candidate 'plane', which the suite does not define (did you mean 'plain'?)" in str(
+        info.value
+    )
 
 
 def test_robustness_through_pytest_shows_in_table_record_and_reports(pytester, tiny_model):
@@ -318,7 +367,8 @@ def test_robustness_through_pytest_shows_in_table_record_and_reports(pytester, t
 
     write_jsonl(pytester.path / "data.jsonl", TICKET_ROWS)
     pytester.makeini("[pytest]\nfilterwarnings =\n    ignore::pytest.PytestAssertRewriteWarning\n")
-    (pytester.path / "t.eval.yaml").write_text(textwrap.dedent(f"""\
+    (pytester.path / "t.eval.yaml").write_text(
+        textwrap.dedent(f"""\
         suite: tickets
         model: {tiny_model}
         dataset: {{path: data.jsonl}}
@@ -328,10 +378,16 @@ def test_robustness_through_pytest_shows_in_table_record_and_reports(pytester, t
           listed: {{template: "One of {{{{ choices | join(', ') }}}}. Ticket: {{{{ text }}}}\\nCategory:"}}
         robustness: {{perturbations: [case, typos, choice_order], examples: 4, tries: 6}}
         thresholds: {{invariance: ">= 0"}}
-        """))
+        """)
+    )
     result = pytester.runpytest()
     result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["candidate*accuracy*invariance*", "robustness (invariance: *): listed * of 4 rows held, 6 tries each, *s; plain *"])
+    result.stdout.fnmatch_lines(
+        [
+            "candidate*accuracy*invariance*",
+            "robustness (invariance: *): listed * of 4 rows held, 6 tries each, *s; plain *",
+        ]
+    )
     record = json.loads((pytester.path / "reports/latest/results.json").read_text())
     for entry in record["suites"]["tickets"].values():
         r = entry["robustness"]
@@ -360,8 +416,16 @@ def test_search_is_identical_in_processes_with_different_hash_seeds():
     import subprocess
     import sys
 
-    outputs = {subprocess.run([sys.executable, "-c", SEARCH_IN_A_PROCESS], capture_output=True, text=True, check=True,
-                              env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2", "3")}
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", SEARCH_IN_A_PROCESS],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        ).stdout
+        for seed in ("1", "2", "3")
+    }
     assert len(outputs) == 1
     asked, flips = json.loads(outputs.pop())
     assert len(asked) > 12 * 8 and any(flips)
@@ -369,6 +433,7 @@ def test_search_is_identical_in_processes_with_different_hash_seeds():
 
 def test_a_cached_search_gives_the_same_outcome_and_costs_no_time(tmp_path):
     from evalkit.cache import ResultCache
+
     spec = _suite(tmp_path, "robustness: {perturbations: [punctuation], examples: 5, tries: 20, seed: 0}\n")
     cache = ResultCache(tmp_path / "cache")
     backend = BangBackend()
@@ -381,7 +446,8 @@ def test_a_cached_search_gives_the_same_outcome_and_costs_no_time(tmp_path):
     again = run()
     assert backend.calls == calls  # neither the rows nor the search reached the model
     assert first.robustness["cached"] is False and again.robustness["cached"] is True
-    assert {k: v for k, v in again.robustness.items() if k != "cached"} == \
-        {k: v for k, v in first.robustness.items() if k != "cached"}
+    assert {k: v for k, v in again.robustness.items() if k != "cached"} == {
+        k: v for k, v in first.robustness.items() if k != "cached"
+    }
     assert again.metrics == first.metrics
     assert again.wall_s >= 0  # the cached search is not subtracted from this run's time

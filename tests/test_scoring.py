@@ -11,8 +11,14 @@ def score(name, output, target, **options):
 
 @pytest.mark.parametrize(
     ("output", "target", "correct"),
-    [("Paris", "paris", True), ("  Paris. ", "Paris", True), ("#A12345", "A12345", True),
-     ("Paris, France", "Paris", False), ("", "Paris", False), ("blue", ["red", "Blue"], True)],
+    [
+        ("Paris", "paris", True),
+        ("  Paris. ", "Paris", True),
+        ("#A12345", "A12345", True),
+        ("Paris, France", "Paris", False),
+        ("", "Paris", False),
+        ("blue", ["red", "Blue"], True),
+    ],
 )
 def test_exact_match(output, target, correct):
     assert score("exact_match", output, target).correct is correct
@@ -25,7 +31,9 @@ def test_exact_match_case_sensitive_option():
 def test_contains():
     assert score("contains", "The answer is Paris, of course", "paris").correct
     assert not score("contains", "London", "Paris").correct
-    assert score("contains", "it was  December 1972", ["14 December 1972", "December 1972"]).extracted == "December 1972"
+    assert (
+        score("contains", "it was  December 1972", ["14 December 1972", "December 1972"]).extracted == "December 1972"
+    )
 
 
 def test_regex_extracts_the_group_and_compares():
@@ -41,10 +49,16 @@ def test_regex_bad_pattern_is_a_scorer_error():
 
 @pytest.mark.parametrize(
     ("output", "target", "options", "correct"),
-    [("The total is 1,234.50 dollars", "1234.5", {}, True), ("$42", 42, {}, True),
-     ("about 3.14159", "3.14", {"tolerance": 0.01}, True), ("about 3.2", "3.14", {"tolerance": 0.01}, False),
-     ("first 7 then 9", "9", {"pick": "last"}, True), ("first 7 then 9", "9", {}, False),
-     ("no number", "1", {}, False), ("101", "100", {"tolerance": 0.02, "relative": True}, True)],
+    [
+        ("The total is 1,234.50 dollars", "1234.5", {}, True),
+        ("$42", 42, {}, True),
+        ("about 3.14159", "3.14", {"tolerance": 0.01}, True),
+        ("about 3.2", "3.14", {"tolerance": 0.01}, False),
+        ("first 7 then 9", "9", {"pick": "last"}, True),
+        ("first 7 then 9", "9", {}, False),
+        ("no number", "1", {}, False),
+        ("101", "100", {"tolerance": 0.02, "relative": True}, True),
+    ],
 )
 def test_numeric(output, target, options, correct):
     assert score("numeric", output, target, **options).correct is correct
@@ -102,7 +116,7 @@ def test_register_scorer_and_result_normalisation():
 
 
 def test_scorer_returning_garbage_is_reported():
-    register_scorer("bad_test")(lambda: (lambda output, target: "yes"))
+    register_scorer("bad_test")(lambda: lambda output, target: "yes")
     try:
         with pytest.raises(ScorerError, match="returned 'yes'"):
             build_scorer("bad_test")("x", "y")

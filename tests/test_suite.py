@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from evalkit.errors import SuiteError
 from evalkit.suite import load_suite
 
-CONTRACT = '''\
+CONTRACT = """\
 suite: ticket-routing
 model: smollm2-135m-instruct        # alias of the embedded default, a local HF folder, or a hub id
 dataset:
@@ -32,7 +32,7 @@ candidates:
 thresholds:
   accuracy: ">= 0.60"               # applies to every candidate
   zero_shot: {accuracy: ">= 0.30"}  # per-candidate override
-'''
+"""
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -52,7 +52,10 @@ def test_the_documented_example_parses_against_the_repository_files():
     assert spec.candidates["inline"].template == "Ticket: {{ text }}\nCategory:"
     assert spec.task.choice_prefix == " "
     assert {c: str(t["accuracy"]) for c, t in spec.thresholds.items()} == {
-        "zero_shot": ">= 0.3", "few_shot": ">= 0.6", "inline": ">= 0.6"}
+        "zero_shot": ">= 0.3",
+        "few_shot": ">= 0.6",
+        "inline": ">= 0.6",
+    }
 
 
 BASE = """\
@@ -79,7 +82,10 @@ def test_base_suite_is_valid(suite_dir, tiny_model):
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("suite: s\ndataset: [unclosed\n", ":3: YAML syntax error: expected ',' or ']', but got '<stream end>' (while parsing a flow sequence started on line 2)"),
+        (
+            "suite: s\ndataset: [unclosed\n",
+            ":3: YAML syntax error: expected ',' or ']', but got '<stream end>' (while parsing a flow sequence started on line 2)",
+        ),
         ("suite: s\n  bad indent: 1\n", ":2: YAML syntax error: mapping values are not allowed here"),
         ("- just\n- a list\n", ":1: a suite file must be a YAML mapping"),
         (BASE + "candidatez: {}\n", ":7: unknown key 'candidatez' (did you mean 'candidates'?)"),
@@ -89,16 +95,37 @@ def test_base_suite_is_valid(suite_dir, tiny_model):
         (BASE.replace("kind: classify", "kind: clasify"), ":4: task.kind: Input should be 'classify' or 'generate'"),
         (BASE.replace(", target: label", ""), "a classify task needs `target:`"),
         (BASE + "thresholds: {accuracy: '=> 0.6'}\n", ":7: threshold for 'accuracy' does not parse"),
-        (BASE + "thresholds:\n  acuracy: '>= 0.6'\n", ":8: unknown metric 'acuracy' in thresholds (did you mean 'accuracy'?)"),
-        (BASE + "thresholds:\n  plan: {accuracy: '>= 0.6'}\n", ":8: thresholds for 'plan', which is not a candidate (did you mean 'plain'?)"),
+        (
+            BASE + "thresholds:\n  acuracy: '>= 0.6'\n",
+            ":8: unknown metric 'acuracy' in thresholds (did you mean 'accuracy'?)",
+        ),
+        (
+            BASE + "thresholds:\n  plan: {accuracy: '>= 0.6'}\n",
+            ":8: thresholds for 'plan', which is not a candidate (did you mean 'plain'?)",
+        ),
         (BASE + "  plain: {template: x}\n", ":7: duplicate key 'plain' (first defined on line 6)"),
         (BASE.replace("plain: {", "plain: {prompt: missing.j2, "), "exactly one of `prompt:`"),
-        (BASE.replace("candidates:\n  plain", "candidates:\n  'bad name'"), ":6: candidate name 'bad name' is not usable as a pytest id"),
-        (BASE.replace("kind: classify", "kind: generate, scorer: exact_mach"), ":4: unknown scorer 'exact_mach' (did you mean 'exact_match'?)"),
-        (BASE.replace("model: TINY_MODEL", "model: {name: TINY_MODEL, dtpe: float32}"), ":2: unknown key 'dtpe' (did you mean 'dtype'?)"),
+        (
+            BASE.replace("candidates:\n  plain", "candidates:\n  'bad name'"),
+            ":6: candidate name 'bad name' is not usable as a pytest id",
+        ),
+        (
+            BASE.replace("kind: classify", "kind: generate, scorer: exact_mach"),
+            ":4: unknown scorer 'exact_mach' (did you mean 'exact_match'?)",
+        ),
+        (
+            BASE.replace("model: TINY_MODEL", "model: {name: TINY_MODEL, dtpe: float32}"),
+            ":2: unknown key 'dtpe' (did you mean 'dtype'?)",
+        ),
         (BASE.replace("plain: {", "FewShot: {promt: x, "), ":6: unknown key 'promt' (did you mean 'prompt'?)"),
-        (BASE.replace("kind: classify", "kind: generate, scorer: {name: numeric, tolerence: 1}"), ":4: scorer 'numeric' has no option 'tolerence' (did you mean 'tolerance'?)"),
-        (BASE.replace("model: TINY_MODEL", "model: {name: TINY_MODEL, dtype: float64}"), ":2: model.dtype: Input should be 'float32', 'bfloat16', 'float16' or 'auto'"),
+        (
+            BASE.replace("kind: classify", "kind: generate, scorer: {name: numeric, tolerence: 1}"),
+            ":4: scorer 'numeric' has no option 'tolerence' (did you mean 'tolerance'?)",
+        ),
+        (
+            BASE.replace("model: TINY_MODEL", "model: {name: TINY_MODEL, dtype: float64}"),
+            ":2: model.dtype: Input should be 'float32', 'bfloat16', 'float16' or 'auto'",
+        ),
     ],
 )
 def test_mistakes_name_the_file_line_and_problem(suite_dir, tiny_model, text, expected):
@@ -113,15 +140,68 @@ def test_unknown_key_lists_the_allowed_keys(suite_dir, tiny_model):
     assert "fix: allowed keys here: path, limit, id_field" in message
 
 
-KEYS = ["suite", "model", "dataset", "task", "candidates", "thresholds", "train", "baseline", "robustness", "markers",
-        "path", "limit", "kind", "choices", "target", "scorer", "prompt", "template", "fewshot", "adapter", "chat",
-        "name", "dtype", "accuracy", "k", "seed", "plain", "perturbations", "examples", "max_drop", "stop"]
-SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-5, 300), st.floats(allow_nan=True), st.text(max_size=12),
-                    st.sampled_from(["classify", "generate", ">= 0.5", "=> x", "data/tickets.jsonl", "{{ text }}",
-                                     "exact_match", "billing", "TINY_MODEL", "x.j2", "../../etc/passwd"]))
-VALUES = st.recursive(SCALARS, lambda inner: st.one_of(
-    st.lists(inner, max_size=4), st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=6), inner, max_size=5)),
-    max_leaves=20)
+KEYS = [
+    "suite",
+    "model",
+    "dataset",
+    "task",
+    "candidates",
+    "thresholds",
+    "train",
+    "baseline",
+    "robustness",
+    "markers",
+    "path",
+    "limit",
+    "kind",
+    "choices",
+    "target",
+    "scorer",
+    "prompt",
+    "template",
+    "fewshot",
+    "adapter",
+    "chat",
+    "name",
+    "dtype",
+    "accuracy",
+    "k",
+    "seed",
+    "plain",
+    "perturbations",
+    "examples",
+    "max_drop",
+    "stop",
+]
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 300),
+    st.floats(allow_nan=True),
+    st.text(max_size=12),
+    st.sampled_from(
+        [
+            "classify",
+            "generate",
+            ">= 0.5",
+            "=> x",
+            "data/tickets.jsonl",
+            "{{ text }}",
+            "exact_match",
+            "billing",
+            "TINY_MODEL",
+            "x.j2",
+            "../../etc/passwd",
+        ]
+    ),
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=6), inner, max_size=5)
+    ),
+    max_leaves=20,
+)
 
 
 def _parses_or_raises_suite_error(suite_dir, text: str) -> None:
@@ -153,7 +233,15 @@ def test_a_valid_suite_with_one_value_replaced_parses_or_raises_suite_error(suit
 
 
 @settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(text=st.text(max_size=200) | st.lists(st.sampled_from(BASE.splitlines(keepends=True) + [
-    "  - x\n", "&a [*a]\n", "!!python/object:os.system 'id'\n", "? x\n", "\t", ": ", "{", "}", "'"]), max_size=12).map("".join))
+@given(
+    text=st.text(max_size=200)
+    | st.lists(
+        st.sampled_from(
+            BASE.splitlines(keepends=True)
+            + ["  - x\n", "&a [*a]\n", "!!python/object:os.system 'id'\n", "? x\n", "\t", ": ", "{", "}", "'"]
+        ),
+        max_size=12,
+    ).map("".join)
+)
 def test_arbitrary_suite_text_parses_or_raises_suite_error(suite_dir, tiny_model, text):
     _parses_or_raises_suite_error(suite_dir, text)

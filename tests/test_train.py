@@ -15,8 +15,16 @@ from evalkit.suite import load_suite
 from evalkit.train import ensure_adapter, read_record
 from tests.conftest import build_tiny_model, write_jsonl
 
-COLOURS = {"apple": "red", "cherry": "red", "grass": "green", "lime": "green",
-           "sky": "blue", "ocean": "blue", "sun": "yellow", "lemon": "yellow"}
+COLOURS = {
+    "apple": "red",
+    "cherry": "red",
+    "grass": "green",
+    "lime": "green",
+    "sky": "blue",
+    "ocean": "blue",
+    "sun": "yellow",
+    "lemon": "yellow",
+}
 ALL_LAYERS = "[q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]"
 
 
@@ -24,8 +32,10 @@ def colour_rows(n: int, seed: int, prefix: str, numbers: range) -> list[dict]:
     """A learnable mapping the random model cannot know: a word (with a distracting number) to a colour."""
     rng = random.Random(seed)
     words = list(COLOURS)
-    return [{"id": f"{prefix}{i}", "text": f"{(w := rng.choice(words))} {rng.choice(numbers)}", "label": COLOURS[w]}
-            for i in range(n)]
+    return [
+        {"id": f"{prefix}{i}", "text": f"{(w := rng.choice(words))} {rng.choice(numbers)}", "label": COLOURS[w]}
+        for i in range(n)
+    ]
 
 
 SUITE = """\
@@ -90,8 +100,13 @@ def test_training_moves_accuracy_from_chance_to_above_90_percent(colours, tmp_pa
     assert lora.accuracy >= 0.9
     assert len(session.models) == 1  # the adapter ran on the base model already loaded
     record = read_record(tmp_path / "adapters" / "colours-lora")
-    assert record["data"] == {"path": "data/train.jsonl", "sha256": record["data"]["sha256"], "rows": 96,
-                              "train_rows": 86, "validation_rows": 10}
+    assert record["data"] == {
+        "path": "data/train.jsonl",
+        "sha256": record["data"]["sha256"],
+        "rows": 96,
+        "train_rows": 86,
+        "validation_rows": 10,
+    }
     assert [v["epoch"] for v in record["validation"]] == [float(e) for e in range(1, 21)]
     assert record["loss_curve"][0]["loss"] > 3 * record["loss_curve"][-1]["loss"]
     # r * (in + out) for q, k, v, o (32->32, 32->16, 32->16, 32->32) and the MLP (32->64 twice, 64->32), 2 layers
@@ -121,7 +136,7 @@ def test_adapter_on_the_shared_base_equals_a_fresh_peft_model(colours, tmp_path,
     example = result.examples[0]
     prompt_ids = tokenizer(example.prompt).input_ids
     for choice, logprob in example.details["logprobs"].items():
-        choice_ids = tokenizer(example.prompt + " " + choice).input_ids[len(prompt_ids):]
+        choice_ids = tokenizer(example.prompt + " " + choice).input_ids[len(prompt_ids) :]
         with torch.no_grad():
             logits = model(torch.tensor([prompt_ids + choice_ids])).logits[0].log_softmax(-1)
         expected = sum(float(logits[len(prompt_ids) - 1 + i, t]) for i, t in enumerate(choice_ids))
@@ -142,9 +157,13 @@ def test_unchanged_suite_reuses_the_adapter_and_any_change_retrains(colours, tmp
     (tmp_path / "data" / "train.jsonl").write_text("\n".join(rows) + "\n")
     with pytest.raises(TrainingError) as error:
         ensure_adapter(suite, "colours-lora", mode="never")
-    assert error.value.message == ("adapter 'colours-lora' cannot be used: "
-                                   "its training rows, prompt template or completions changed")
-    assert error.value.fix == f"train it with `evalkit train {suite} --adapter colours-lora`, or run with --evalkit-train=auto"
+    assert error.value.message == (
+        "adapter 'colours-lora' cannot be used: its training rows, prompt template or completions changed"
+    )
+    assert (
+        error.value.fix
+        == f"train it with `evalkit train {suite} --adapter colours-lora`, or run with --evalkit-train=auto"
+    )
     changed_row = ensure_adapter(suite, "colours-lora")
     assert changed_row.trained_now and changed_row.content_hash != first.content_hash
 
@@ -233,7 +252,8 @@ def test_generate_tasks_learn_the_target_and_to_stop(tmp_path, tiny_model):
     write_jsonl(tmp_path / "train.jsonl", rows[:40])
     write_jsonl(tmp_path / "test.jsonl", [{**r, "word": r["word"] + "s"} for r in rows[:8]])
     suite = tmp_path / "codes.eval.yaml"
-    suite.write_text(textwrap.dedent(f"""\
+    suite.write_text(
+        textwrap.dedent(f"""\
         suite: codes
         model: {tiny_model}
         dataset: {{path: test.jsonl}}
@@ -246,7 +266,8 @@ def test_generate_tasks_learn_the_target_and_to_stop(tmp_path, tiny_model):
             epochs: 1
         candidates:
           lora: {{template: "Word: {{{{ word }}}}\\nCode:", adapter: codes-lora}}
-        """))
+        """)
+    )
     from transformers import AutoTokenizer
 
     from evalkit.train.examples import build_training_set
@@ -257,7 +278,7 @@ def test_generate_tasks_learn_the_target_and_to_stop(tmp_path, tiny_model):
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     encoded = encode_rows(training, tokenizer, max_length=64)
     assert encoded[0].input_ids[-1] == tokenizer.eos_token_id
-    assert tokenizer.decode(encoded[0].input_ids[-encoded[0].completion_length:]) == " AP0<|im_end|>"
+    assert tokenizer.decode(encoded[0].input_ids[-encoded[0].completion_length :]) == " AP0<|im_end|>"
 
 
 def test_completion_loss_equals_the_full_logits_loss(tiny_model):
@@ -268,9 +289,11 @@ def test_completion_loss_equals_the_full_logits_loss(tiny_model):
     from evalkit.train.trainer import CompletionCollator, completion_loss
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
-    features = [{"input_ids": [5, 6, 7, 8, 9, 10], "completion_length": 2},
-                {"input_ids": [11, 12, 13], "completion_length": 1},
-                {"input_ids": [14, 15, 16, 17], "completion_length": 3}]
+    features = [
+        {"input_ids": [5, 6, 7, 8, 9, 10], "completion_length": 2},
+        {"input_ids": [11, 12, 13], "completion_length": 1},
+        {"input_ids": [14, 15, 16, 17], "completion_length": 3},
+    ]
     batch = CompletionCollator(pad_id=0)(features)
     assert batch["input_ids"].tolist()[1] == [0, 0, 0, 11, 12, 13]
     assert batch["completion_labels"].tolist() == [[-100, 9, 10], [-100, -100, 13], [15, 16, 17]]
@@ -288,10 +311,16 @@ def test_completion_loss_equals_the_full_logits_loss(tiny_model):
     assert float(loss) == pytest.approx(expected / n, rel=1e-5)
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ("    adapter: colours-lora\n", None),
-    ("    adapter: colour-lora\n", "candidate 'lora' uses adapter 'colour-lora', which the suite does not define (did you mean 'colours-lora'?)"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("    adapter: colours-lora\n", None),
+        (
+            "    adapter: colour-lora\n",
+            "candidate 'lora' uses adapter 'colour-lora', which the suite does not define (did you mean 'colours-lora'?)",
+        ),
+    ],
+)
 def test_candidate_adapter_must_be_defined(colours, change, message):
     path = colours()
     path.write_text(path.read_text().replace("    adapter: colours-lora\n", change))
@@ -317,7 +346,10 @@ def test_unknown_target_module_lists_the_linear_layers(colours):
     with pytest.raises(TrainingError) as error:
         ensure_adapter(colours(layers="[qkv_proj]"), "colours-lora")
     assert error.value.message == "adapter 'colours-lora': the base model has no linear layer named qkv_proj"
-    assert error.value.fix == "set lora.target_modules to some of: down_proj, gate_proj, k_proj, o_proj, q_proj, up_proj, v_proj"
+    assert (
+        error.value.fix
+        == "set lora.target_modules to some of: down_proj, gate_proj, k_proj, o_proj, q_proj, up_proj, v_proj"
+    )
 
 
 def test_attached_adapters_switch_by_name_and_leave_the_base_untouched(colours, tmp_path, tiny_model):
@@ -350,10 +382,12 @@ def test_attached_adapters_switch_by_name_and_leave_the_base_untouched(colours, 
     assert backend.with_adapter(second.key, second.path).score_choices(requests) == tuned  # attached once
 
 
-
 def test_a_row_longer_than_max_length_names_the_row(colours):
     with pytest.raises(TrainingError) as error:
         ensure_adapter(colours(extra="max_length: 8\n"), "colours-lora")
     assert error.value.path.endswith("train.jsonl") and error.value.line == 1
-    assert error.value.message.startswith("row is ") and "over max_length 8 of adapter 'colours-lora'" in error.value.message
+    assert (
+        error.value.message.startswith("row is ")
+        and "over max_length 8 of adapter 'colours-lora'" in error.value.message
+    )
     assert error.value.fix == "shorten the row, or raise `max_length:` in the suite's `train:` entry"

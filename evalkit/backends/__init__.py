@@ -26,12 +26,16 @@ def backend_class(name: str) -> type[Backend]:
     try:
         return BACKENDS.get(name)
     except KeyError:
-        raise ModelError(BACKENDS.unknown(name),
-                         fix=f"backends are: {', '.join(BACKENDS.names())}; others register under the "
-                             f"'{ENTRY_POINT_GROUP}' entry-point group") from None
+        raise ModelError(
+            BACKENDS.unknown(name),
+            fix=f"backends are: {', '.join(BACKENDS.names())}; others register under the "
+            f"'{ENTRY_POINT_GROUP}' entry-point group",
+        ) from None
     except EntryPointError as exc:
-        raise ModelError(f"backend '{name}' from entry point '{exc.value}' failed to import: {exc.cause}",
-                         fix="reinstall the package that provides it") from exc
+        raise ModelError(
+            f"backend '{name}' from entry point '{exc.value}' failed to import: {exc.cause}",
+            fix="reinstall the package that provides it",
+        ) from exc
 
 
 def open_backend(model: ModelConfig, base_dir: Path, *, notify: Notify | None = None) -> Backend:

@@ -32,16 +32,26 @@ class StrictModel(BaseModel):
 class ModelConfig(StrictModel):
     """Which model to evaluate: an alias of the embedded default, a local folder, or a hub id."""
 
-    backend: str = Field("hf", description="what runs the model: hf (in process, transformers), or a backend "
-                         "registered under the evalkit.backends entry-point group")
+    backend: str = Field(
+        "hf",
+        description="what runs the model: hf (in process, transformers), or a backend "
+        "registered under the evalkit.backends entry-point group",
+    )
     name: str = Field(DEFAULT_MODEL, description="alias, local Hugging Face folder, or cached hub id")
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field(
-        "float32", description="weights dtype; auto: bfloat16 where the hardware computes it natively, else float32")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the model runs; auto: a GPU when there is one")
+        "float32", description="weights dtype; auto: bfloat16 where the hardware computes it natively, else float32"
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="where the model runs; auto: a GPU when there is one"
+    )
     trust_remote_code: bool = Field(False, description="allow a model's own Python code to run")
-    allow_pickle: bool = Field(False, description="load pickle weights (*.bin, *.pt), which can run code when "
-                               "loaded; for checkpoints you trust that have no *.safetensors")
+    allow_pickle: bool = Field(
+        False,
+        description="load pickle weights (*.bin, *.pt), which can run code when "
+        "loaded; for checkpoints you trust that have no *.safetensors",
+    )
     batch_size: int | None = Field(None, ge=1, description="rows per forward pass (default: automatic)")
+
 
 ENTRY_POINT_GROUP = "evalkit.backends"
 Notify = Callable[[str], None]
@@ -158,8 +168,10 @@ class Backend(ABC):
 
     def with_adapter(self, key: str, path: Path) -> Backend:
         """This model seen through the LoRA adapter in ``path``, registered as ``key``."""
-        raise ModelError(f"backend '{self.name}' cannot attach LoRA adapters",
-                         fix="evaluate adapter candidates on a backend that serves adapters (backend: hf)")
+        raise ModelError(
+            f"backend '{self.name}' cannot attach LoRA adapters",
+            fix="evaluate adapter candidates on a backend that serves adapters (backend: hf)",
+        )
 
     def close(self) -> None:
         """Release what the backend holds (weights, connections). The default holds nothing."""

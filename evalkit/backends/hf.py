@@ -48,15 +48,16 @@ def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], 
         context = context[:-spaces]
     whole = tokenizer(context + continuation).input_ids
     context_ids = tokenizer(context).input_ids
-    return context_ids, whole[len(context_ids):]
+    return context_ids, whole[len(context_ids) :]
 
 
 @register_backend("hf")
 class HFBackend(Backend):
     """A causal LM from a local folder, run in process with transformers; LoRA adapters attach with peft.
 
-    Built cheaply: the tokenizer loads on first use (chat rendering needs nothing more) and the weights on
-    first scoring or generation. One instance is shared by every suite and candidate of a session."""
+    Built from a suite (:meth:`from_config`) it costs nothing: the tokenizer loads on first use (chat
+    rendering needs nothing more) and the weights on first scoring or generation. One instance is shared by
+    every suite and candidate of a session."""
 
     supports_adapters = True
 
@@ -70,7 +71,9 @@ class HFBackend(Backend):
         batch_size: int | None = None,
         device: str = "auto",
         allow_pickle: bool = False,
+        lazy: bool = False,
     ) -> None:
+        """The model in ``path``, loaded now, or with ``lazy`` when an answer first needs it."""
         from evalkit.models import effective_dtype
 
         self.path = Path(path)
@@ -81,30 +84,51 @@ class HFBackend(Backend):
         self._allow_pickle = allow_pickle
         self._tokenizer: Any = None
         self._model: Any = None
+        if not lazy:
+            self.load()
 
     @classmethod
     def from_config(cls, model: ModelConfig, base_dir: Path, *, notify: Notify | None = None) -> HFBackend:
         from evalkit.models import resolve_model
 
         resolved = resolve_model(model.name, base_dir=base_dir, notify=notify, allow_pickle=model.allow_pickle)
-        return cls(resolved.path, fingerprint=resolved.fingerprint, dtype=model.dtype,
-                   trust_remote_code=model.trust_remote_code, batch_size=model.batch_size, device=model.device,
-                   allow_pickle=model.allow_pickle)
+        return cls(
+            resolved.path,
+            fingerprint=resolved.fingerprint,
+            dtype=model.dtype,
+            trust_remote_code=model.trust_remote_code,
+            batch_size=model.batch_size,
+            device=model.device,
+            allow_pickle=model.allow_pickle,
+            lazy=True,
+        )
 
     @classmethod
     def from_model(cls, model, tokenizer, *, fingerprint: str, batch_size: int | None = None) -> HFBackend:
         """A backend around an already loaded model (for example one being trained)."""
         dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
-        backend = cls(Path(getattr(model, "name_or_path", "") or "<in memory>"), fingerprint=fingerprint,
-                      dtype=dtype, batch_size=batch_size)
+        backend = cls(
+            Path(getattr(model, "name_or_path", "") or "<in memory>"),
+            fingerprint=fingerprint,
+            dtype=dtype,
+            batch_size=batch_size,
+            lazy=True,
+        )
         backend._tokenizer, backend._model = tokenizer, model
         backend._setup()
         backend.load_s = 0.0
         return backend
 
     def sharing_key(self) -> tuple:
-        return (type(self).__name__, str(self.path), self.dtype_name, self._trust_remote_code, self.batch_size,
-                self._device_name, self._allow_pickle)
+        return (
+            type(self).__name__,
+            str(self.path),
+            self.dtype_name,
+            self._trust_remote_code,
+            self.batch_size,
+            self._device_name,
+            self._allow_pickle,
+        )
 
     @property
     def base_fingerprint(self) -> str:
@@ -121,11 +145,14 @@ class HFBackend(Backend):
             from transformers import AutoTokenizer
 
             try:
-                self._tokenizer = AutoTokenizer.from_pretrained(str(self.path),
-                                                               trust_remote_code=self._trust_remote_code)
+                self._tokenizer = AutoTokenizer.from_pretrained(
+                    str(self.path), trust_remote_code=self._trust_remote_code
+                )
             except (OSError, ValueError) as exc:
-                raise ModelError(f"cannot load model from {self.path}: {exc}",
-                                 fix="check that the folder holds a complete causal LM saved by save_pretrained") from None
+                raise ModelError(
+                    f"cannot load model from {self.path}: {exc}",
+                    fix="check that the folder holds a complete causal LM saved by save_pretrained",
+                ) from None
         return self._tokenizer
 
     @property
@@ -145,12 +172,16 @@ class HFBackend(Backend):
         tokenizer = self.tokenizer
         try:
             model = AutoModelForCausalLM.from_pretrained(
-                str(self.path), dtype=getattr(torch, self.dtype_name), trust_remote_code=self._trust_remote_code,
+                str(self.path),
+                dtype=getattr(torch, self.dtype_name),
+                trust_remote_code=self._trust_remote_code,
                 use_safetensors=use_safetensors(self._allow_pickle),
             )
         except (OSError, ValueError) as exc:
-            raise ModelError(f"cannot load model from {self.path}: {exc}",
-                             fix="check that the folder holds a complete causal LM saved by save_pretrained") from None
+            raise ModelError(
+                f"cannot load model from {self.path}: {exc}",
+                fix="check that the folder holds a complete causal LM saved by save_pretrained",
+            ) from None
         device = self._device_name
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -181,7 +212,9 @@ class HFBackend(Backend):
         # (LoRA layers sit inside these modules, so an attached adapter applies here too).
         self._decoder = inner.get_decoder()
         self._lm_head = inner.get_output_embeddings()
-        self._start_id = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.tokenizer.eos_token_id
+        self._start_id = (
+            self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.tokenizer.eos_token_id
+        )
         self._eos_ids = sorted({t for t in [*eos_ids, self.tokenizer.eos_token_id] if t is not None})
         self._end_ids = {*self._eos_ids, self.tokenizer.pad_token_id}
 
@@ -208,8 +241,10 @@ class HFBackend(Backend):
                     else:
                         self._model = PeftModel.from_pretrained(self._model, str(path), adapter_name=key)
             except (OSError, ValueError, RuntimeError, KeyError) as exc:
-                raise ModelError(f"cannot attach adapter {path} to model {self.path}: {exc}",
-                                 fix="retrain the adapter for this base model (evalkit train SUITE --adapter NAME)") from None
+                raise ModelError(
+                    f"cannot attach adapter {path} to model {self.path}: {exc}",
+                    fix="retrain the adapter for this base model (evalkit train SUITE --adapter NAME)",
+                ) from None
             self._model.eval()
             self._adapters[key] = Path(path)
 
@@ -243,9 +278,14 @@ class HFBackend(Backend):
         model_config = self.model.config
         config: Any = getattr(model_config, "get_text_config", lambda: model_config)()
         layers: int = getattr(config, "num_hidden_layers", 32)
-        heads: int = config.num_key_value_heads if getattr(config, "num_key_value_heads", None) else \
-            getattr(config, "num_attention_heads", 32)
-        head_dim: int = getattr(config, "head_dim", None) or config.hidden_size // getattr(config, "num_attention_heads", 32)
+        heads: int = (
+            config.num_key_value_heads
+            if getattr(config, "num_key_value_heads", None)
+            else getattr(config, "num_attention_heads", 32)
+        )
+        head_dim: int = getattr(config, "head_dim", None) or config.hidden_size // getattr(
+            config, "num_attention_heads", 32
+        )
         element = int(next(self.model.parameters()).element_size())
         per_row = (width + steps) * 2 * layers * heads * head_dim * element + 4 * config.vocab_size
         return max(1, min(MAX_GENERATE_BATCH, int(MEMORY_SHARE * self._available_memory()) // per_row))
@@ -258,8 +298,9 @@ class HFBackend(Backend):
         except (ValueError, OSError):
             return 2 << 30
 
-    def _batches(self, order: list[int], lengths: list[int], default: int = MAX_AUTO_BATCH,
-                 min_fill: float = MIN_FILL) -> list[list[int]]:
+    def _batches(
+        self, order: list[int], lengths: list[int], default: int = MAX_AUTO_BATCH, min_fill: float = MIN_FILL
+    ) -> list[list[int]]:
         """Consecutive slices of ``order`` (longest first), each padded to its first row's length.
 
         A fixed ``batch_size`` gives slices of that many rows. Otherwise a slice holds at most ``default``
@@ -273,8 +314,11 @@ class HFBackend(Backend):
                 if self.batch_size:
                     full = len(current) >= self.batch_size
                 else:
-                    full = (len(current) >= default or (len(current) + 1) * width > TOKEN_BUDGET
-                            or lengths[i] < min_fill * width)
+                    full = (
+                        len(current) >= default
+                        or (len(current) + 1) * width > TOKEN_BUDGET
+                        or lengths[i] < min_fill * width
+                    )
                 if not full:
                     current.append(i)
                     continue
@@ -334,7 +378,8 @@ class HFBackend(Backend):
             group = torch.tensor(groups)
             index = torch.arange(n)
             allowed[row, offset:, offset:] = (index[None, :] <= index[:, None]) & (
-                (group[None, :] == -1) | (group[None, :] == group[:, None]))
+                (group[None, :] == -1) | (group[None, :] == group[:, None])
+            )
             last_context = offset + len(ctx) - 1
             row_spans, column = [], offset + len(ctx)
             for cont in conts:  # token k of a continuation is predicted at the position before it
@@ -347,8 +392,10 @@ class HFBackend(Backend):
         device = self._device
         with torch.inference_mode():
             hidden = self._decoder(
-                input_ids=input_ids.to(device), attention_mask=allowed[:, None].to(device),
-                position_ids=position_ids.to(device), use_cache=False,
+                input_ids=input_ids.to(device),
+                attention_mask=allowed[:, None].to(device),
+                position_ids=position_ids.to(device),
+                use_cache=False,
             ).last_hidden_state
             where = torch.tensor(list(read), device=device)
             logprobs_all = torch.log_softmax(self._lm_head(hidden[where[:, 0], where[:, 1]]).float(), dim=-1).cpu()
@@ -357,9 +404,10 @@ class HFBackend(Backend):
         hits = (logprobs_all.argmax(-1)[read_ids] == target_ids).tolist()
         return [
             ChoiceResult(
-                logprobs=tuple(float(sum(picked[first: first + count])) for first, count in row_spans),
-                is_greedy=tuple(all(hits[first: first + count]) for first, count in row_spans),
-                context_tokens=len(ctx), continuation_tokens=tuple(len(c) for c in conts),
+                logprobs=tuple(float(sum(picked[first : first + count])) for first, count in row_spans),
+                is_greedy=tuple(all(hits[first : first + count]) for first, count in row_spans),
+                context_tokens=len(ctx),
+                continuation_tokens=tuple(len(c) for c in conts),
             )
             for (ctx, conts), row_spans in zip(batch, spans)
         ]
@@ -393,38 +441,47 @@ class HFBackend(Backend):
                     results[i] = GenerateResult(text=text, prompt_tokens=len(encoded[i]), output_tokens=n_out)
         return results  # type: ignore[return-value]
 
-    def _generate_batch(self, batch: list[list[int]], max_new_tokens: int, stop: tuple[str, ...],
-                        sampling: tuple[float, float, list[int]] | None = None) -> list[tuple[str, int]]:
+    def _left_padded(self, batch: list[list[int]]) -> tuple[Any, Any, Any]:
+        """(input ids, attention mask, position ids) of a left-padded batch, on the model's device."""
+        torch = self._torch
+        width = max(len(ids) for ids in batch)
+        input_ids = torch.full((len(batch), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, ids in enumerate(batch):
+            input_ids[row, width - len(ids) :] = torch.tensor(ids)
+            mask[row, width - len(ids) :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        return input_ids.to(self._device), mask.to(self._device), positions.to(self._device)
+
+    def _generate_batch(
+        self,
+        batch: list[list[int]],
+        max_new_tokens: int,
+        stop: tuple[str, ...],
+        sampling: tuple[float, float, list[int]] | None = None,
+    ) -> list[tuple[str, int]]:
         """Decode one left-padded batch; ``sampling`` = (temperature, top_p, one seed per row), else greedy."""
         torch = self._torch
-        pad = self.tokenizer.pad_token_id
-        width = max(len(ids) for ids in batch)
-        input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, ids in enumerate(batch):  # left padding
-            input_ids[row, width - len(ids):] = torch.tensor(ids)
-            mask[row, width - len(ids):] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
         device = self._device
-        input_ids, mask, positions = input_ids.to(device), mask.to(device), positions.to(device)
+        input_ids, mask, positions = self._left_padded(batch)
         generated: list[list[int]] = [[] for _ in batch]
         texts = [""] * len(batch)
         active = list(range(len(batch)))  # original row of each position in the running batch
-        generators = []
-        if sampling is not None:  # one stream per row: its samples do not depend on the batch around it
-            for seed in sampling[2]:
-                generators.append(torch.Generator(device=device))
-                generators[-1].manual_seed(seed)
+        # one random stream per row: its samples do not depend on the batch around it
+        generators = [torch.Generator(device=device).manual_seed(seed) for seed in sampling[2]] if sampling else []
         with torch.inference_mode():
-            out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                             use_cache=True, logits_to_keep=1)
+            out = self.model(
+                input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1
+            )
             cache = getattr(out, self._cache_kw)
             next_pos = positions[:, -1] + 1
             for step in range(max_new_tokens):
                 if sampling is None:
                     tokens = out.logits[:, -1].argmax(-1)
                 else:
-                    tokens = _sample(torch, out.logits[:, -1], sampling[0], sampling[1], [generators[r] for r in active])
+                    tokens = _sample(
+                        torch, out.logits[:, -1], sampling[0], sampling[1], [generators[r] for r in active]
+                    )
                 token_list = tokens.tolist()
                 keep = []
                 for k, row in enumerate(active):
@@ -443,8 +500,13 @@ class HFBackend(Backend):
                     tokens, mask, next_pos = tokens[index], mask[index], next_pos[index]
                     active = [active[k] for k in keep]
                 mask = torch.cat([mask, torch.ones((len(active), 1), dtype=torch.long, device=device)], dim=-1)
-                out = self.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_pos[:, None],
-                                 use_cache=True, **{self._cache_kw: cache})
+                out = self.model(
+                    input_ids=tokens[:, None],
+                    attention_mask=mask,
+                    position_ids=next_pos[:, None],
+                    use_cache=True,
+                    **{self._cache_kw: cache},
+                )
                 cache = getattr(out, self._cache_kw)
                 next_pos = next_pos + 1
         return [(cut_at_stop(text, stop), len(ids)) for text, ids in zip(texts, generated)]

@@ -27,13 +27,23 @@ def _bar_chart(candidates: list[CandidateView]) -> dict[str, Any]:
         y = 10 + i * (BAR_HEIGHT + 8)
         lo, hi = c.interval()
         base = c.baseline_value
-        bars.append({
-            "label": c.name, "y": y, "mid": y + BAR_HEIGHT / 2, "x0": LABEL_WIDTH, "width": round(x(c.value()) - LABEL_WIDTH, 1),
-            "lo": x(lo), "hi": x(hi), "value": f"{c.value():.3f}", "value_x": x(hi) + 6,
-            "baseline": None if base is None else x(base), "passed": c.passed,
-            "title": f"{c.name}: {c.metric} {c.value():.3f}, 95% CI {lo:.3f}-{hi:.3f}"
-                     + ("" if base is None else f", baseline {base:.3f}"),
-        })
+        bars.append(
+            {
+                "label": c.name,
+                "y": y,
+                "mid": y + BAR_HEIGHT / 2,
+                "x0": LABEL_WIDTH,
+                "width": round(x(c.value()) - LABEL_WIDTH, 1),
+                "lo": x(lo),
+                "hi": x(hi),
+                "value": f"{c.value():.3f}",
+                "value_x": x(hi) + 6,
+                "baseline": None if base is None else x(base),
+                "passed": c.passed,
+                "title": f"{c.name}: {c.metric} {c.value():.3f}, 95% CI {lo:.3f}-{hi:.3f}"
+                + ("" if base is None else f", baseline {base:.3f}"),
+            }
+        )
     height = 20 + len(candidates) * (BAR_HEIGHT + 8) + 20
     ticks = [{"x": x(t / 4), "label": f"{t / 4:.2f}"} for t in range(5)]
     return {"width": CHART_WIDTH, "height": height, "bars": bars, "ticks": ticks, "axis_y": height - 18}
@@ -50,14 +60,20 @@ def _training_curve(adapter: dict[str, Any] | None) -> dict[str, Any] | None:
     top = max(v for _, v in losses) or 1.0
 
     def point(step: float, value: float, scale: float) -> str:
-        return f"{pad + step / max_step * (width - 2 * pad):.1f},{height - pad - value / scale * (height - 2 * pad):.1f}"
+        return (
+            f"{pad + step / max_step * (width - 2 * pad):.1f},{height - pad - value / scale * (height - 2 * pad):.1f}"
+        )
 
     validation = [v for v in record.get("validation") or [] if v.get("accuracy") is not None]
     return {
-        "name": record.get("name", ""), "width": width, "height": height, "pad": pad,
+        "name": record.get("name", ""),
+        "width": width,
+        "height": height,
+        "pad": pad,
         "loss": " ".join(point(s, v, top) for s, v in losses),
         "accuracy": " ".join(point(v["step"], v["accuracy"], 1.0) for v in validation),
-        "max_loss": f"{top:.2f}", "steps": max_step,
+        "max_loss": f"{top:.2f}",
+        "steps": max_step,
         "epochs": [{"x": point(v["step"], 0, 1.0).split(",")[0], "label": f"{v['accuracy']:.2f}"} for v in validation],
     }
 
@@ -65,17 +81,24 @@ def _training_curve(adapter: dict[str, Any] | None) -> dict[str, Any] | None:
 def _environment():
     from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-    return Environment(loader=PackageLoader("evalkit.report", "templates"), autoescape=select_autoescape(["html", "j2"]),
-                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    return Environment(
+        loader=PackageLoader("evalkit.report", "templates"),
+        autoescape=select_autoescape(["html", "j2"]),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
 
 
 def render_html(record: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     view: RunView = build_view(record, rows)
     suites = []
     for suite in view.suites:
-        suites.append({
-            "view": suite,
-            "chart": _bar_chart(suite.candidates),
-            "curves": [curve for c in suite.candidates if (curve := _training_curve(c.entry.get("adapter")))],
-        })
+        suites.append(
+            {
+                "view": suite,
+                "chart": _bar_chart(suite.candidates),
+                "curves": [curve for c in suite.candidates if (curve := _training_curve(c.entry.get("adapter")))],
+            }
+        )
     return _environment().get_template("report.html.j2").render(view=view, suites=suites)

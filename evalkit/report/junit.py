@@ -19,7 +19,10 @@ def junit_properties(result: CandidateResult) -> list[tuple[str, object]]:
         props.append(("evalkit.baseline.status", comparison["status"]))
         gate = comparison.get("gate")
         if gate:
-            props += [(f"evalkit.baseline.{gate['metric']}.delta", round(-gate["drop"], 6)),
-                      ("evalkit.baseline.p_value", round(gate["p_value"], 6)),
-                      ("evalkit.baseline.worse", gate["worse"]), ("evalkit.baseline.better", gate["better"])]
+            props += [
+                (f"evalkit.baseline.{gate['metric']}.delta", round(-gate["drop"], 6)),
+                ("evalkit.baseline.p_value", round(gate["p_value"], 6)),
+                ("evalkit.baseline.worse", gate["worse"]),
+                ("evalkit.baseline.better", gate["better"]),
+            ]
     return props

@@ -17,7 +17,7 @@ def cell(value: Any, limit: int = CELL_CHARS) -> str:
     text = value if isinstance(value, str) else repr(value) if value is not None else ""
     text = text.replace("\r", "").replace("\n", " ⏎ ")
     if len(text) > limit:
-        text = text[:limit - 1] + "…"
+        text = text[: limit - 1] + "…"
     # "<" and "&" are all a comment's HTML needs escaped; ">" stays readable ("'x'->'X'"). Markdown's inline
     # syntax is escaped so model output shows as typed (no links, images, emphasis), and "@" so it mentions nobody.
     text = re.sub(r"([\\|`*_\[\]~#!])", r"\\\1", text)
@@ -37,12 +37,23 @@ def _flips_section(c: CandidateView) -> list[str]:
     if not flips:
         return []
     worse, better = c.flip_counts
-    lines = [f"**{c.suite} · {c.name}**: {worse} got worse, {better} got better"
-             + (f" (first {FLIPS_SHOWN} shown)" if len(flips) > FLIPS_SHOWN else ""), ""]
-    body = [[cell(f["id"], 40), f"{cell(f['baseline_output'])} {_mark(f['baseline'])}",
-             f"{cell(f['output'])} {_mark(f['current'])}", cell(f["target"])] for f in flips[:FLIPS_SHOWN]]
-    lines.append(tabulate(body, headers=["example", "baseline", "now", "expected"], tablefmt="github",
-                          disable_numparse=True))
+    lines = [
+        f"**{c.suite} · {c.name}**: {worse} got worse, {better} got better"
+        + (f" (first {FLIPS_SHOWN} shown)" if len(flips) > FLIPS_SHOWN else ""),
+        "",
+    ]
+    body = [
+        [
+            cell(f["id"], 40),
+            f"{cell(f['baseline_output'])} {_mark(f['baseline'])}",
+            f"{cell(f['output'])} {_mark(f['current'])}",
+            cell(f["target"]),
+        ]
+        for f in flips[:FLIPS_SHOWN]
+    ]
+    lines.append(
+        tabulate(body, headers=["example", "baseline", "now", "expected"], tablefmt="github", disable_numparse=True)
+    )
     return [*lines, ""]
 
 
@@ -54,22 +65,47 @@ def _robustness_section(view: RunView) -> list[str]:
     body = []
     for c in candidates:
         r = c.robustness or {}
-        body.append([f"{c.suite} · {c.name}", c.metric_cell("invariance"), f"{r['held']} of {r['examples']}",
-                     str(r["tries"]), ", ".join(r["perturbations"]), f"{r['wall_s']:.0f}s"])
-    lines.append(tabulate(body, headers=["candidate", "invariance [95% CI]", "rows that held", "tries per row",
-                                         "perturbations", "time"], tablefmt="github", disable_numparse=True))
+        body.append(
+            [
+                f"{c.suite} · {c.name}",
+                c.metric_cell("invariance"),
+                f"{r['held']} of {r['examples']}",
+                str(r["tries"]),
+                ", ".join(r["perturbations"]),
+                f"{r['wall_s']:.0f}s",
+            ]
+        )
+    lines.append(
+        tabulate(
+            body,
+            headers=["candidate", "invariance [95% CI]", "rows that held", "tries per row", "perturbations", "time"],
+            tablefmt="github",
+            disable_numparse=True,
+        )
+    )
     lines.append("")
     for c in candidates:
         flips = c.robustness_flips
         if not flips:
             continue
-        lines += [f"**{c.suite} · {c.name}**: {len(flips)} row(s) changed their answer"
-                  + (f" (first {FLIPS_SHOWN} shown)" if len(flips) > FLIPS_SHOWN else "")
-                  + "; the smallest change found for each:", ""]
-        rows = [[cell(f["id"], 40), cell(f["change"]), cell(f["input_after"]), cell(f["before"]), cell(f["after"])]
-                for f in flips[:FLIPS_SHOWN]]
-        lines.append(tabulate(rows, headers=["example", "change", "perturbed input", "answer", "perturbed answer"],
-                              tablefmt="github", disable_numparse=True))
+        lines += [
+            f"**{c.suite} · {c.name}**: {len(flips)} row(s) changed their answer"
+            + (f" (first {FLIPS_SHOWN} shown)" if len(flips) > FLIPS_SHOWN else "")
+            + "; the smallest change found for each:",
+            "",
+        ]
+        rows = [
+            [cell(f["id"], 40), cell(f["change"]), cell(f["input_after"]), cell(f["before"]), cell(f["after"])]
+            for f in flips[:FLIPS_SHOWN]
+        ]
+        lines.append(
+            tabulate(
+                rows,
+                headers=["example", "change", "perturbed input", "answer", "perturbed answer"],
+                tablefmt="github",
+                disable_numparse=True,
+            )
+        )
         lines.append("")
     return lines
 
@@ -79,24 +115,36 @@ def render_summary(record: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     failed = view.failed
     lines = [f"## {view.title}", "", " · ".join(view.facts), ""]
     if failed:
-        lines.append(f"**{len(failed)} of {view.total} candidates failed:** "
-                     + ", ".join(f"`{c.suite}::{c.name}`" for c in failed))
+        lines.append(
+            f"**{len(failed)} of {view.total} candidates failed:** "
+            + ", ".join(f"`{c.suite}::{c.name}`" for c in failed)
+        )
     else:
         lines.append(f"**All {view.total} candidates passed.**")
     lines.append("")
     for suite in view.suites:
         lines += [f"### {suite.name} ({suite.task}, {suite.n} examples)", ""]
-        body = [[c.name, c.metric, c.metric_cell(), c.baseline_cell, c.change_cell, c.p_cell, _verdict(c)]
-                for c in suite.candidates]
-        lines.append(tabulate(body, headers=["candidate", "metric", "value [95% CI]", "baseline", "change [95% CI]",
-                                             "p", "verdict"], tablefmt="github", disable_numparse=True))
+        body = [
+            [c.name, c.metric, c.metric_cell(), c.baseline_cell, c.change_cell, c.p_cell, _verdict(c)]
+            for c in suite.candidates
+        ]
+        lines.append(
+            tabulate(
+                body,
+                headers=["candidate", "metric", "value [95% CI]", "baseline", "change [95% CI]", "p", "verdict"],
+                tablefmt="github",
+                disable_numparse=True,
+            )
+        )
         lines.append("")
         for c in suite.candidates:
             comparison = c.comparison or {}
             notes = list(comparison.get("changes", []))
             if comparison.get("only_current") or comparison.get("only_baseline"):
-                notes.append(f"compared on the {comparison['shared']} examples both runs share "
-                             f"({comparison['only_current']} new, {comparison['only_baseline']} only in the baseline)")
+                notes.append(
+                    f"compared on the {comparison['shared']} examples both runs share "
+                    f"({comparison['only_current']} new, {comparison['only_baseline']} only in the baseline)"
+                )
             if c.flaky:
                 notes.append(f"{len(c.flaky)} example(s) vary between its {c.entry.get('repeats')} repeats")
             if notes:
@@ -107,8 +155,12 @@ def render_summary(record: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     if flip_lines:
         lines += ["### Flipped examples", "", *flip_lines]
     lines += _robustness_section(view)
-    if not any(c.comparison for s in view.suites for c in s.candidates) and not (view.run.get("baseline") or {}).get("updated"):
+    if not any(c.comparison for s in view.suites for c in s.candidates) and not (view.run.get("baseline") or {}).get(
+        "updated"
+    ):
         lines += ["No baseline to compare with yet: `pytest suites/ --evalkit-update-baseline` writes one.", ""]
-    lines.append("<sub>p: exact McNemar test on the examples that flipped; change: on the examples both runs share. "
-                 "Full report: report.html in the run's folder.</sub>")
+    lines.append(
+        "<sub>p: exact McNemar test on the examples that flipped; change: on the examples both runs share. "
+        "Full report: report.html in the run's folder.</sub>"
+    )
     return "\n".join(lines).rstrip() + "\n"

@@ -60,31 +60,54 @@ def suite_tables(results: Iterable[CandidateResult]) -> list[str]:
     for suite, rows in by_suite.items():
         metrics = list(dict.fromkeys(m for r in rows for m in r.metrics))  # invariance: robustness-tested only
         compared = any(r.baseline is not None for r in rows)
-        headers = ["candidate", "n", *metrics, "threshold", *(["vs baseline", "p"] if compared else []), "verdict",
-                   "time", "tok/ex", "ms/ex", "training"]
+        headers = [
+            "candidate",
+            "n",
+            *metrics,
+            "threshold",
+            *(["vs baseline", "p"] if compared else []),
+            "verdict",
+            "time",
+            "tok/ex",
+            "ms/ex",
+            "training",
+        ]
         body = []
         for r in rows:
-            body.append([
-                r.candidate, r.n, *(_metric_cell(r, m) for m in metrics),
-                ", ".join(f"{m} {t}" for m, t in r.thresholds.items()) or "-",
-                *(_baseline_cells(r) if compared else []),
-                Verdict.of(r.header()).terminal(),
-                f"{r.wall_s:.1f}s",
-                _tokens(r),
-                f"{r.cost['ms_per_example']:.0f}",
-                _training(r),
-            ])
-        title = (f"{suite} ({rows[0].task}, model {rows[0].model}; metric [95% CI]; tok/ex: prompt tokens per example;"
-                 " training: adapter training time, trainable parameters, size)")
+            body.append(
+                [
+                    r.candidate,
+                    r.n,
+                    *(_metric_cell(r, m) for m in metrics),
+                    ", ".join(f"{m} {t}" for m, t in r.thresholds.items()) or "-",
+                    *(_baseline_cells(r) if compared else []),
+                    Verdict.of(r.header()).terminal(),
+                    f"{r.wall_s:.1f}s",
+                    _tokens(r),
+                    f"{r.cost['ms_per_example']:.0f}",
+                    _training(r),
+                ]
+            )
+        title = (
+            f"{suite} ({rows[0].task}, model {rows[0].model}; metric [95% CI]; tok/ex: prompt tokens per example;"
+            " training: adapter training time, trainable parameters, size)"
+        )
         if compared:
-            title += "\nvs baseline: change of the gated metric on the shared examples; p: exact McNemar test on the flips"
+            title += (
+                "\nvs baseline: change of the gated metric on the shared examples; p: exact McNemar test on the flips"
+            )
         robust = [(r.candidate, r.robustness) for r in rows if r.robustness]
         footer = ""
         if robust:
-            footer = "\nrobustness (invariance: rows whose answer held under every perturbation; report.html shows the flips): " + \
-                "; ".join(f"{name} {rb['held']} of {rb['examples']} rows held, "
-                          f"{rb['tries']} tries each, {rb['wall_s']:.0f}s"
-                          f"{' (cached)' if rb.get('cached') else ''}" for name, rb in robust)
+            footer = (
+                "\nrobustness (invariance: rows whose answer held under every perturbation; report.html shows the flips): "
+                + "; ".join(
+                    f"{name} {rb['held']} of {rb['examples']} rows held, "
+                    f"{rb['tries']} tries each, {rb['wall_s']:.0f}s"
+                    f"{' (cached)' if rb.get('cached') else ''}"
+                    for name, rb in robust
+                )
+            )
         tables.append(title + "\n" + tabulate(body, headers=headers, tablefmt="simple", disable_numparse=True) + footer)
     return tables
 
@@ -107,8 +130,9 @@ def cache_lines(results: Iterable[CandidateResult], cache_dir, *, verbose: bool 
             reasons = cache["miss_reasons"]
             if not reasons:
                 continue
-            why = "; ".join(f"{count} {reason} (first: {cache['first_miss'].get(reason, '?')})"
-                            for reason, count in reasons.items())
+            why = "; ".join(
+                f"{count} {reason} (first: {cache['first_miss'].get(reason, '?')})" for reason, count in reasons.items()
+            )
             lines.append(f"  {r.suite}::{r.candidate}: {cache['misses']} missed: {why}")
     elif misses and cache_dir is not None:
         lines[0] += " (-v says why each missed)"
@@ -126,14 +150,20 @@ def failure_text(r: CandidateResult, shown: int = 5) -> str:
     comparison = r.baseline or {}
     if comparison.get("regressed") and comparison.get("changes"):
         lines.append(f"  since the baseline: {'; '.join(comparison['changes'])}")
-    worse = [f for f in comparison.get("flipped", []) if f["direction"] == "worse"] if comparison.get("regressed") else []
+    worse = (
+        [f for f in comparison.get("flipped", []) if f["direction"] == "worse"] if comparison.get("regressed") else []
+    )
     if worse:
         by_id = {e.id: e for e in r.examples}
-        lines.append(f"first examples that got worse ({len(worse)} in all; every flip is in reports/latest/summary.md):")
+        lines.append(
+            f"first examples that got worse ({len(worse)} in all; every flip is in reports/latest/summary.md):"
+        )
         for flip in worse[:shown]:
             e = by_id[flip["id"]]
-            lines.append(f"  {e.id}: {flip['baseline_output']!r} -> {e.output!r} "
-                         f"({_outcome(flip['baseline'])} -> {_outcome(flip['current'])}), expected {e.target!r}")
+            lines.append(
+                f"  {e.id}: {flip['baseline_output']!r} -> {e.output!r} "
+                f"({_outcome(flip['baseline'])} -> {_outcome(flip['current'])}), expected {e.target!r}"
+            )
         return "\n".join(lines)
     wrong = [e for e in r.examples if not e.correct][:3]
     if wrong:

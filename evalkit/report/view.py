@@ -87,8 +87,15 @@ class CandidateView:
             row = self.examples.get(flip["id"], {})
             prompt = row.get("prompt", "")
             tail = prompt if len(prompt) <= PROMPT_TAIL else "…" + prompt[-PROMPT_TAIL:]
-            out.append({**flip, "prompt": prompt, "prompt_tail": tail, "output": row.get("output", ""),
-                        "target": row.get("target")})
+            out.append(
+                {
+                    **flip,
+                    "prompt": prompt,
+                    "prompt_tail": tail,
+                    "output": row.get("output", ""),
+                    "target": row.get("target"),
+                }
+            )
         return out
 
     @property
@@ -119,8 +126,7 @@ class CandidateView:
             else:
                 name = next(iter(flip["perturbed"]), None)
                 before, after = (flip["original"].get(name, ""), flip["perturbed"][name]) if name else ("", "")
-            out.append({**flip, "input_before": before, "input_after": after,
-                        "marked": marked_segments(before, after)})
+            out.append({**flip, "input_before": before, "input_after": after, "marked": marked_segments(before, after)})
         return out
 
 
@@ -194,9 +200,10 @@ def build_view(record: dict[str, Any], rows: list[dict[str, Any]]) -> RunView:
     for suite, candidates in record["suites"].items():
         views = []
         for name, entry in candidates.items():
-            policy = ((entry.get("baseline") or {}).get("policy") or {})
-            views.append(CandidateView(suite, name, entry, policy.get("metric", "accuracy"),
-                                       by_candidate.get((suite, name), {})))
+            policy = (entry.get("baseline") or {}).get("policy") or {}
+            views.append(
+                CandidateView(suite, name, entry, policy.get("metric", "accuracy"), by_candidate.get((suite, name), {}))
+            )
         first = next(iter(candidates.values()))
         metrics = list(dict.fromkeys(m for entry in candidates.values() for m in entry["metrics"]))
         suites.append(SuiteView(suite, first.get("task", ""), first.get("n", 0), metrics, views))

@@ -52,8 +52,10 @@ def write_run(reports_dir: Path, record: dict[str, Any], rows: list[dict[str, An
 
 def prune_runs(runs_dir: Path, keep: int) -> list[Path]:
     """Delete all but the newest ``keep`` run folders (by id, which sorts by start time)."""
-    runs = sorted((p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
-                   and (p / "results.json").exists()), key=lambda p: run_order(p.name))
+    runs = sorted(
+        (p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / "results.json").exists()),
+        key=lambda p: run_order(p.name),
+    )
     removed = runs[:-keep] if len(runs) > keep else []
     for old in removed:
         shutil.rmtree(old, ignore_errors=True)

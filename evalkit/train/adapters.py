@@ -25,7 +25,8 @@ from evalkit.atomic import replace_directory
 from evalkit.data import Dataset, load_dataset
 from evalkit.errors import ModelError, TrainingError, shown_path
 from evalkit.models import file_lock, resolve_model
-from evalkit.suite import SuiteSpec, load_suite
+from evalkit.spec import SuiteSpec, TrainSpec
+from evalkit.suite import load_suite
 from evalkit.train.examples import (
     Duplicate,
     TrainingSet,
@@ -113,8 +114,10 @@ def stale_reason(record: dict[str, Any] | None, folder: Path, expected: dict[str
     if record.get("content_hash") == expected["content_hash"]:
         return None
     if record.get("base_model_fingerprint") != expected["base_model_fingerprint"]:
-        return (f"it was trained for another base model (fingerprint {str(record.get('base_model_fingerprint'))[:12]}, "
-                f"the suite's model is {expected['base_model_fingerprint'][:12]})")
+        return (
+            f"it was trained for another base model (fingerprint {str(record.get('base_model_fingerprint'))[:12]}, "
+            f"the suite's model is {expected['base_model_fingerprint'][:12]})"
+        )
     if record.get("examples_sha256") != expected["examples_sha256"]:
         return "its training rows, prompt template or completions changed"
     old, new = record.get("hyperparameters", {}), expected["hyperparameters"]
@@ -138,14 +141,25 @@ def _expected(training: TrainingSet, base_fingerprint: str) -> dict[str, Any]:
     }
 
 
-def _cross_validate(training: TrainingSet, model_path: Path, folds: int, work: Path, notify, progress_bar) -> dict[str, Any]:
+def _cross_validate(
+    training: TrainingSet, model_path: Path, folds: int, work: Path, notify, progress_bar
+) -> dict[str, Any]:
     from evalkit.train.trainer import fit
 
     config = training.train
     accuracies = []
     for fold, (train_idx, val_idx) in enumerate(kfold_rows(len(training), folds, config.seed)):
-        result = fit(training, model_path, train_idx, val_idx, work / f"fold-{fold}", resume=False,
-                     notify=notify, progress_bar=progress_bar, label=f"{training.train.name} fold {fold + 1}/{folds}")
+        result = fit(
+            training,
+            model_path,
+            train_idx,
+            val_idx,
+            work / f"fold-{fold}",
+            resume=False,
+            notify=notify,
+            progress_bar=progress_bar,
+            label=f"{training.train.name} fold {fold + 1}/{folds}",
+        )
         accuracies.append(result.best_validation_accuracy or 0.0)
         shutil.rmtree(work / f"fold-{fold}", ignore_errors=True)
     return {
@@ -183,37 +197,35 @@ def _save_adapter(training: TrainingSet, model: Any, staged: Path) -> Path:
     return staged / WEIGHTS
 
 
-def _train(training: TrainingSet, resolved, expected: dict[str, Any], *, folds: int | None, notify, progress_bar,
-           callbacks: Sequence[Any]) -> dict[str, Any]:
-    from evalkit.train.trainer import fit
+def _training_record(
+    training: TrainingSet,
+    expected: dict[str, Any],
+    result: Any,
+    weights: Path,
+    split: tuple[list[int], list[int]],
+    cross_validation: dict[str, Any] | None,
+    wall_seconds: float,
+) -> dict[str, Any]:
+    """``training.json``: what the adapter depends on, how training went, and what it cost."""
+    from evalkit import __version__
 
     train_spec = training.train
-    config = train_spec
-    output = train_spec.output_path
-    partial, resumable = _partial_folder(output, expected["content_hash"])
-    started = time.perf_counter()
-    cross_validation = None
-    folds = folds or config.validation.folds
-    if folds:
-        cross_validation = _cross_validate(training, resolved.path, folds, partial / "folds", notify, progress_bar)
-    train_idx, val_idx = split_rows(len(training), config.validation.fraction, config.seed)
-    result = fit(training, resolved.path, train_idx, val_idx, partial / "checkpoints", resume=resumable,
-                 notify=notify, progress_bar=progress_bar, callbacks=callbacks)
-
-    if not result.is_main_process:  # other ranks of a distributed run: rank 0 writes the adapter
-        return {}
-    staged = partial / "adapter"
-    weights = _save_adapter(training, result.model, staged)
-    record = {
+    train_idx, val_idx = split
+    return {
         "adapter": train_spec.name,
         **expected,
         "suite": training.spec.name,
         "base_model": training.spec.model.name,
         "task": training.spec.task.kind,
-        "data": {"path": train_spec.data, "sha256": training.dataset.content_hash, "rows": len(training),
-                 "train_rows": len(train_idx), "validation_rows": len(val_idx)},
+        "data": {
+            "path": train_spec.data,
+            "sha256": training.dataset.content_hash,
+            "rows": len(training),
+            "train_rows": len(train_idx),
+            "validation_rows": len(val_idx),
+        },
         "template_sha256": training.prepared.template.sha256,
-        "config": config.model_dump(),
+        "config": train_spec.model_dump(),
         "loss_curve": result.loss_curve,
         "validation": result.validation,
         "best_validation_accuracy": result.best_validation_accuracy,
@@ -223,7 +235,7 @@ def _train(training: TrainingSet, resolved, expected: dict[str, Any], *, folds: 
         "epochs_run": result.epochs_run,
         "stopped_early": result.stopped_early,
         "resumed_from": result.resumed_from,
-        "wall_seconds": round(time.perf_counter() - started, 3),
+        "wall_seconds": round(wall_seconds, 3),
         "train_seconds": result.train_seconds,
         "tokens_per_second": result.tokens_per_second,
         "padding_fraction": result.padding_fraction,
@@ -232,14 +244,64 @@ def _train(training: TrainingSet, resolved, expected: dict[str, Any], *, folds: 
         "adapter_bytes": weights.stat().st_size,
         "adapter_sha256": _sha256_file(weights),
         "trained_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "evalkit_version": __version__,
     }
-    from evalkit import __version__
 
-    record["evalkit_version"] = __version__
-    (staged / RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")  # written last: marks it complete
-    replace_directory(staged, output)
+
+def _train(
+    training: TrainingSet,
+    resolved,
+    expected: dict[str, Any],
+    *,
+    folds: int | None,
+    notify,
+    progress_bar,
+    callbacks: Sequence[Any],
+) -> dict[str, Any]:
+    from evalkit.train.trainer import fit
+
+    config = training.train
+    partial, resumable = _partial_folder(config.output_path, expected["content_hash"])
+    started = time.perf_counter()
+    cross_validation = None
+    folds = folds or config.validation.folds
+    if folds:
+        cross_validation = _cross_validate(training, resolved.path, folds, partial / "folds", notify, progress_bar)
+    split = split_rows(len(training), config.validation.fraction, config.seed)
+    result = fit(
+        training,
+        resolved.path,
+        *split,
+        partial / "checkpoints",
+        resume=resumable,
+        notify=notify,
+        progress_bar=progress_bar,
+        callbacks=callbacks,
+    )
+    if not result.is_main_process:  # other ranks of a distributed run: rank 0 writes the adapter
+        return {}
+    staged = partial / "adapter"
+    weights = _save_adapter(training, result.model, staged)
+    record = _training_record(
+        training, expected, result, weights, split, cross_validation, time.perf_counter() - started
+    )
+    # training.json is written last: it marks the adapter complete
+    (staged / RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    replace_directory(staged, config.output_path)
     shutil.rmtree(partial, ignore_errors=True)
     return record
+
+
+def _train_entry(spec: SuiteSpec, name: str, mode: str) -> TrainSpec:
+    if mode not in TRAIN_MODES:
+        raise TrainingError(f"unknown training mode {mode!r}", fix=f"use one of: {', '.join(TRAIN_MODES)}")
+    if name not in spec.train:
+        raise TrainingError(
+            f"suite '{spec.name}' defines no adapter '{name}'",
+            path=spec.path,
+            fix=f"adapters in its `train:` section: {', '.join(spec.train) or 'none'}",
+        )
+    return spec.train[name]
 
 
 def ensure_adapter(
@@ -255,18 +317,12 @@ def ensure_adapter(
 ) -> TrainedAdapter:
     """The adapter ``name`` of a suite, trained first when missing or stale (``auto``), always
     (``always``), or never (``never``: a missing or stale adapter is an error)."""
-    if not isinstance(spec, SuiteSpec):
-        spec = load_suite(spec)
-    if mode not in TRAIN_MODES:
-        raise TrainingError(f"unknown training mode {mode!r}", fix=f"use one of: {', '.join(TRAIN_MODES)}")
-    if name not in spec.train:
-        known = ", ".join(spec.train) or "none"
-        raise TrainingError(f"suite '{spec.name}' defines no adapter '{name}'", path=spec.path,
-                            fix=f"adapters in its `train:` section: {known}")
-    train_spec = spec.train[name]
+    spec = spec if isinstance(spec, SuiteSpec) else load_suite(spec)
+    train_spec = _train_entry(spec, name, mode)
     try:
-        resolved = resolve_model(spec.model.name, base_dir=spec.path.parent, notify=notify,
-                                 allow_pickle=spec.model.allow_pickle)
+        resolved = resolve_model(
+            spec.model.name, base_dir=spec.path.parent, notify=notify, allow_pickle=spec.model.allow_pickle
+        )
     except ModelError as error:
         raise error.located(spec.path, spec.model_line) from None
     training = build_training_set(spec, name, resolved.path)
@@ -285,19 +341,28 @@ def ensure_adapter(
         if mode == "always" or reason is not None:
             if mode == "never":
                 raise TrainingError(
-                    f"adapter '{name}' cannot be used: {reason}", path=spec.path, line=train_spec.line,
+                    f"adapter '{name}' cannot be used: {reason}",
+                    path=spec.path,
+                    line=train_spec.line,
                     fix=f"train it with `evalkit train {shown_path(spec.path)} --adapter {name}`, "
-                        "or run with --evalkit-train=auto",
+                    "or run with --evalkit-train=auto",
                 )
             if notify is not None:
                 why = "retraining on request" if reason is None else f"training it because {reason}"
                 notify(f"adapter '{name}': {why} ({len(training)} rows, {train_spec.epochs:g} epochs)")
-            record = _train(training, resolved, expected, folds=folds, notify=notify,
-                            progress_bar=progress_bar, callbacks=callbacks)
+            record = _train(
+                training, resolved, expected, folds=folds, notify=notify, progress_bar=progress_bar, callbacks=callbacks
+            )
             trained_now = True
     assert record is not None  # read (when current) or just written
-    return TrainedAdapter(name=name, path=output, record=record, trained_now=trained_now, contamination=contamination,
-                          allow_contamination=train_spec.allow_contamination)
+    return TrainedAdapter(
+        name=name,
+        path=output,
+        record=record,
+        trained_now=trained_now,
+        contamination=contamination,
+        allow_contamination=train_spec.allow_contamination,
+    )
 
 
 def train_adapter(spec: SuiteSpec | str | Path, name: str, **kwargs: Any) -> TrainedAdapter:

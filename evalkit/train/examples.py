@@ -49,9 +49,14 @@ def build_training_set(spec: SuiteSpec, name: str, model_path: Path) -> Training
     train = spec.train[name]
     dataset = load_dataset(train.data_path, id_field=spec.id_field)
     if len(dataset) < 2:
-        raise TrainingError(f"adapter '{name}' has {len(dataset)} training row(s)", path=train.data_path,
-                            fix="add training rows (a few dozen at least)")
-    chat = HFBackend(model_path, fingerprint="").apply_chat_template  # loads the tokenizer alone, on first use
+        raise TrainingError(
+            f"adapter '{name}' has {len(dataset)} training row(s)",
+            path=train.data_path,
+            fix="add training rows (a few dozen at least)",
+        )
+    chat = HFBackend(
+        model_path, fingerprint="", lazy=True
+    ).apply_chat_template  # loads the tokenizer alone, on first use
     prepared = prepare(spec, train.as_candidate(), dataset, chat)
     kind = task_kind(spec.task.kind)
     completions = tuple(kind.completion(spec, prepared, i) for i in range(len(dataset)))
@@ -85,7 +90,10 @@ def kfold_rows(n: int, folds: int, seed: int) -> list[tuple[list[int], list[int]
     order = list(range(n))
     random.Random(seed).shuffle(order)
     return [
-        (sorted(i for k, i in enumerate(order) if k % folds != fold), sorted(i for k, i in enumerate(order) if k % folds == fold))
+        (
+            sorted(i for k, i in enumerate(order) if k % folds != fold),
+            sorted(i for k, i in enumerate(order) if k % folds == fold),
+        )
         for fold in range(folds)
     ]
 

@@ -64,8 +64,12 @@ def encode_rows(training: TrainingSet, tokenizer, max_length: int) -> list[Encod
         if add_eos:
             continuation = [*continuation, tokenizer.eos_token_id]
         if not continuation:
-            raise TrainingError(f"row's completion {completion!r} encodes to no tokens", path=training.dataset.path,
-                                line=training.dataset.rows[i].line, fix="give the row a non-empty target")
+            raise TrainingError(
+                f"row's completion {completion!r} encodes to no tokens",
+                path=training.dataset.path,
+                line=training.dataset.rows[i].line,
+                fix="give the row a non-empty target",
+            )
         ids = (context or [_start_id(tokenizer)]) + continuation
         if len(ids) > max_length:
             raise TrainingError(
@@ -95,10 +99,10 @@ class CompletionCollator:
         labels = torch.full((len(features), keep), IGNORE, dtype=torch.long)
         for row, f in enumerate(features):
             ids = torch.tensor(f["input_ids"], dtype=torch.long)
-            input_ids[row, width - len(ids):] = ids
-            mask[row, width - len(ids):] = 1
+            input_ids[row, width - len(ids) :] = ids
+            mask[row, width - len(ids) :] = 1
             c = f["completion_length"]
-            labels[row, keep - c:] = ids[len(ids) - c:]
+            labels[row, keep - c :] = ids[len(ids) - c :]
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         return {"input_ids": input_ids, "attention_mask": mask, "position_ids": positions, "completion_labels": labels}
 
@@ -107,8 +111,13 @@ def completion_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor
     """Mean cross-entropy over completion tokens, from logits at the positions that predict them only."""
     labels = batch["completion_labels"]
     keep = labels.shape[1]
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                position_ids=batch["position_ids"], logits_to_keep=keep + 1, use_cache=False)
+    out = model(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        position_ids=batch["position_ids"],
+        logits_to_keep=keep + 1,
+        use_cache=False,
+    )
     logits = out.logits[:, :-1]  # position t predicts token t + 1
     selected = labels != IGNORE
     count = int(selected.sum())
@@ -175,8 +184,13 @@ class ProgressReporter(TrainerCallback):
         if self.bar_enabled and state.is_world_process_zero:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc=f"training {self.label}", unit="step",
-                            dynamic_ncols=True)
+            self.bar = tqdm(
+                total=state.max_steps,
+                initial=state.global_step,
+                desc=f"training {self.label}",
+                unit="step",
+                dynamic_ncols=True,
+            )
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.bar is not None:
@@ -191,10 +205,12 @@ class ProgressReporter(TrainerCallback):
             return
         epoch = state.epoch or 0.0
         losses = [h["loss"] for h in state.log_history if "loss" in h and epoch - 1 < h.get("epoch", 0) <= epoch]
-        line = (f"{self.label}: epoch {epoch:.0f}/{math.ceil(args.num_train_epochs)}"
-                f" train loss {sum(losses) / len(losses) if losses else float('nan'):.4f}"
-                f" val loss {metrics['eval_loss']:.4f} val accuracy {metrics['eval_accuracy']:.3f}"
-                f" ({time.perf_counter() - self.started:.0f}s)")
+        line = (
+            f"{self.label}: epoch {epoch:.0f}/{math.ceil(args.num_train_epochs)}"
+            f" train loss {sum(losses) / len(losses) if losses else float('nan'):.4f}"
+            f" val loss {metrics['eval_loss']:.4f} val accuracy {metrics['eval_accuracy']:.3f}"
+            f" ({time.perf_counter() - self.started:.0f}s)"
+        )
         if self.bar is not None:
             self.bar.write(line)
         elif self.notify is not None:
@@ -229,18 +245,29 @@ class FitResult:
 def _lora_config(config: TrainConfig, model, training: TrainingSet):
     from peft import LoraConfig
 
-    linear_names = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
-                           if isinstance(module, torch.nn.Linear) and "lm_head" not in name})
+    linear_names = sorted(
+        {
+            name.rsplit(".", 1)[-1]
+            for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) and "lm_head" not in name
+        }
+    )
     missing = [m for m in config.lora.target_modules if m not in linear_names]
     if missing:
         raise TrainingError(
             f"adapter '{training.train.name}': the base model has no linear layer named {', '.join(missing)}",
-            path=training.spec.path, line=training.train.line,
+            path=training.spec.path,
+            line=training.train.line,
             fix=f"set lora.target_modules to some of: {', '.join(linear_names)}",
         )
     alpha: Any = config.lora.alpha  # peft annotates an int; a float scales as well
-    return LoraConfig(r=config.lora.r, lora_alpha=alpha, lora_dropout=config.lora.dropout,
-                      target_modules=list(config.lora.target_modules), task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=config.lora.r,
+        lora_alpha=alpha,
+        lora_dropout=config.lora.dropout,
+        target_modules=list(config.lora.target_modules),
+        task_type="CAUSAL_LM",
+    )
 
 
 def last_complete_checkpoint(checkpoint_dir: Path) -> str | None:
@@ -259,8 +286,9 @@ def last_complete_checkpoint(checkpoint_dir: Path) -> str | None:
     return None
 
 
-def _training_arguments(config: TrainConfig, train_rows: int, checkpoint_dir: Path,
-                        validating: bool) -> tuple[TrainingArguments, int]:
+def _training_arguments(
+    config: TrainConfig, train_rows: int, checkpoint_dir: Path, validating: bool
+) -> tuple[TrainingArguments, int]:
     """The Hugging Face Trainer's arguments for one adapter, and the optimiser steps they make."""
     steps_per_epoch = math.ceil(train_rows / (config.batch_size * config.gradient_accumulation_steps))
     total_steps = max(1, math.ceil(steps_per_epoch * config.epochs))
@@ -296,16 +324,33 @@ def _training_arguments(config: TrainConfig, train_rows: int, checkpoint_dir: Pa
     return args, total_steps
 
 
-def _fit_result(trainer: CompletionTrainer, output: Any, tokenizer: Any, model: Any, *, last: str | None,
-                total_steps: int, wall: float) -> FitResult:
+def _fit_result(
+    trainer: CompletionTrainer,
+    output: Any,
+    tokenizer: Any,
+    model: Any,
+    *,
+    last: str | None,
+    total_steps: int,
+    wall: float,
+) -> FitResult:
     """What one training run produced: the best model, its curves, and what it cost."""
     trainable, total = model.get_nb_trainable_parameters()
     train_seconds = max(1e-9, wall - trainer.eval_seconds)
     history = list(trainer.state.log_history)
-    loss_curve = [{"step": h["step"], "epoch": round(h.get("epoch", 0.0), 4), "loss": h["loss"]}
-                  for h in history if "loss" in h]
-    validation = [{"epoch": round(h.get("epoch", 0.0), 4), "step": h["step"], "loss": h["eval_loss"], "accuracy": h["eval_accuracy"]}
-                  for h in history if "eval_accuracy" in h]
+    loss_curve = [
+        {"step": h["step"], "epoch": round(h.get("epoch", 0.0), 4), "loss": h["loss"]} for h in history if "loss" in h
+    ]
+    validation = [
+        {
+            "epoch": round(h.get("epoch", 0.0), 4),
+            "step": h["step"],
+            "loss": h["eval_loss"],
+            "accuracy": h["eval_accuracy"],
+        }
+        for h in history
+        if "eval_accuracy" in h
+    ]
     best = max((v["accuracy"] for v in validation), default=None)
     return FitResult(
         model=trainer.model,
@@ -333,8 +378,9 @@ def _peft_model(training: TrainingSet, model_path: Path) -> Any:
 
     config = training.train
     set_seed(config.seed)  # before the adapter exists, so its initial weights are reproducible
-    model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch.float32,
-                                                 use_safetensors=use_safetensors(training.spec.model.allow_pickle))
+    model = AutoModelForCausalLM.from_pretrained(
+        str(model_path), dtype=torch.float32, use_safetensors=use_safetensors(training.spec.model.allow_pickle)
+    )
     model.config.use_cache = False
     with peft_quietly():
         return get_peft_model(model, _lora_config(config, model, training))
@@ -380,9 +426,12 @@ def fit(
     if validating and early_stopping and config.validation.early_stopping_patience:
         extra.append(EarlyStoppingCallback(early_stopping_patience=config.validation.early_stopping_patience))
     trainer = CompletionTrainer(
-        model=model, args=args, train_dataset=as_dataset(train_indices),
+        model=model,
+        args=args,
+        train_dataset=as_dataset(train_indices),
         eval_dataset=as_dataset(val_indices) if validating else None,
-        data_collator=CompletionCollator(tokenizer.pad_token_id), callbacks=extra,
+        data_collator=CompletionCollator(tokenizer.pad_token_id),
+        callbacks=extra,
         validate=validate if validating else None,
     )
     trainer.remove_callback(PrinterCallback)
@@ -391,12 +440,20 @@ def fit(
     if last is not None and notify is not None:
         notify(f"{training.train.name}: resuming from {Path(last).name}")
     started = time.perf_counter()
+    output = _train_quietly(trainer, last)
+    return _fit_result(
+        trainer, output, tokenizer, model, last=last, total_steps=total_steps, wall=time.perf_counter() - started
+    )
+
+
+def _train_quietly(trainer: CompletionTrainer, resume_from: str | None) -> Any:
+    """``trainer.train()``, without the notes transformers' checkpoint housekeeping logs for its developers."""
+    from transformers.utils import logging as hf_logging
+
     verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # transformers' checkpoint housekeeping logs notes meant for its developers
+    hf_logging.set_verbosity_error()
     try:
         with peft_quietly():
-            output = trainer.train(resume_from_checkpoint=last)
+            return trainer.train(resume_from_checkpoint=resume_from)
     finally:
         hf_logging.set_verbosity(verbosity)
-    return _fit_result(trainer, output, tokenizer, model, last=last, total_steps=total_steps,
-                       wall=time.perf_counter() - started)
