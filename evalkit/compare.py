@@ -23,8 +23,6 @@ from evalkit.stats import (
 if TYPE_CHECKING:
     from evalkit.results import CandidateResult, ExampleResult
 
-# Metrics that are a mean of one value per example: they can be compared example by example and gated.
-PER_EXAMPLE_METRICS = ("accuracy", "acc_norm", "score", "invariance")
 OUTPUT_CHARS = 300  # how much of a model output a baseline keeps for the report
 _EPS = 1e-9
 
@@ -186,9 +184,14 @@ def _metric_on(metric: str, outcomes: list[Outcome]) -> float | None:
     return None
 
 
+def _per_example(metric: str, outcomes: list[Outcome]) -> bool:
+    """Whether ``metric`` is a mean of one value per example (examples carry their values of such metrics)."""
+    return any(metric in o.values for o in outcomes)
+
+
 def _delta_interval(metric: str, ref: list[Outcome], cur: list[Outcome]) -> tuple[float, float]:
     n = len(ref)
-    if metric in PER_EXAMPLE_METRICS:
+    if _per_example(metric, ref):
         a = [o.values[metric] for o in ref]
         b = [o.values[metric] for o in cur]
         if all(v in (0.0, 1.0) for v in a + b):
@@ -225,7 +228,7 @@ def _metric_changes(current: Snapshot, reference: Snapshot, ref: list[Outcome], 
     metrics: dict[str, Any] = {}
     for metric in current.metrics:
         pairs = list(zip(ref, cur))
-        if metric in PER_EXAMPLE_METRICS:  # invariance exists only on the rows the robustness search drew
+        if _per_example(metric, ref):  # invariance exists only on the rows the robustness search drew
             pairs = [(r, c) for r, c in pairs if metric in r.values and metric in c.values]
         if not pairs:
             continue

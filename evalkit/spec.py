@@ -187,8 +187,10 @@ class RobustnessConfig(StrictModel):
 class BaselineConfig(StrictModel):
     """When a change against the committed baseline fails a candidate (`baseline:` in a suite)."""
 
-    metric: Literal["accuracy", "acc_norm", "score", "invariance"] = Field(
-        "accuracy", description="the metric gated against the baseline (a mean of one value per example)"
+    metric: str = Field(
+        "accuracy",
+        description="the metric gated against the baseline (a mean of one value per example: "
+        "accuracy, acc_norm for classify, score for generate, or invariance)",
     )
     max_drop: float = Field(0.0, ge=0, le=1, description="largest drop of the metric that is never a regression")
     alpha: float = Field(0.05, gt=0, lt=1, description="a drop fails only when the paired McNemar test gives p < alpha")

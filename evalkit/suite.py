@@ -298,12 +298,18 @@ def _metric_names(reader: _Reader, config: SuiteConfig, candidates: dict[str, Ca
                 fix="list perturbations by name; the README's robustness section describes each",
             ) from None
         names = (*names, "invariance")
-    if config.baseline.metric not in names:
+    gateable = (*task_kind(task.kind).per_example, *(("invariance",) if robustness is not None else ()))
+    if config.baseline.metric not in gateable:
+        problem = (
+            "is a statistic of the whole set, not a mean over examples that a paired test can compare"
+            if config.baseline.metric in names
+            else f"is not reported by a {task.kind} task"
+        )
         raise reader.error(
-            f"baseline metric '{config.baseline.metric}' is not reported by a {task.kind} task",
+            f"baseline metric '{config.baseline.metric}' {problem}",
             "baseline",
             "metric",
-            fix=f"use one of: {', '.join(m for m in names if m != 'macro_f1')}",
+            fix=f"use one of: {', '.join(gateable)}",
         )
     return names
 

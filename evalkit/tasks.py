@@ -196,7 +196,8 @@ class TaskKind(ABC):
     """One kind of task. Subclasses are registered with ``@register_task_kind(name)``."""
 
     name: ClassVar[str] = ""
-    metrics: ClassVar[tuple[str, ...]] = ()  # the metrics it reports, the gated one first
+    metrics: ClassVar[tuple[str, ...]] = ()  # the metrics it reports, the default gated one first
+    per_example: ClassVar[tuple[str, ...]] = ()  # those that are a mean of one value per example: gateable
     offers_choices: ClassVar[bool] = False  # whether each row shows choices (perturbations may reorder them)
     learns_to_stop: ClassVar[bool] = False  # whether an adapter learns to end its answer (EOS after the completion)
 
@@ -275,6 +276,7 @@ class Classify(TaskKind):
     """Pick one of the row's choices by log-likelihood (no sampling)."""
 
     metrics = ("accuracy", "acc_norm", "macro_f1")
+    per_example = ("accuracy", "acc_norm")
     offers_choices = True
 
     def check(self, task: TaskConfig) -> None:
@@ -417,6 +419,7 @@ class Generate(TaskKind):
     """Generate text and score it with the task's scorer; with ``repeats`` > 1, sampled several times."""
 
     metrics = ("accuracy", "score")
+    per_example = ("accuracy", "score")
     learns_to_stop = True
 
     def check(self, task: TaskConfig) -> None:
