@@ -11,9 +11,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from evalkit.backends import backend_names
+from evalkit.backends import backend_class, backend_names
 from evalkit.backends.base import BACKENDS
-from evalkit.errors import SuiteError, ThresholdError, did_you_mean, did_you_mean_path, shown_path
+from evalkit.errors import ModelError, SuiteError, ThresholdError, did_you_mean, did_you_mean_path, shown_path
 from evalkit.gate import Threshold, parse_threshold
 from evalkit.spec import (
     DEFAULT_MODEL,
@@ -401,9 +401,9 @@ def _one_of(names: list[str]) -> str:
     return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
 
 
-def _check_names(reader: _Reader, config: SuiteConfig) -> None:
-    """The backend and the task kind are ones some package registered, and the kind accepts its settings."""
-    backend = config.model.backend
+def _check_backend(reader: _Reader, model: ModelConfig) -> None:
+    """The backend is one some package registered, and the `model:` keys it does not share are its own."""
+    backend = model.backend
     if backend not in backend_names():
         raise reader.error(
             f"model.backend: Input should be {_one_of(backend_names())}{did_you_mean(backend, backend_names())}",
@@ -411,6 +411,38 @@ def _check_names(reader: _Reader, config: SuiteConfig) -> None:
             "backend",
             fix=f"other backends register under the '{BACKENDS.group}' entry-point group",
         )
+    try:
+        settings = backend_class(backend).Settings
+    except ModelError as exc:  # its package failed to import
+        raise reader.error(exc.message, "model", "backend", fix=exc.fix) from None
+    allowed = [*ModelConfig.model_fields, *settings.model_fields]
+    for key in model.model_extra or {}:
+        if key not in settings.model_fields:
+            raise reader.error(
+                f"unknown key '{key}'{did_you_mean(key, allowed)}",
+                "model",
+                key,
+                fix=f"allowed keys here: {', '.join(allowed)}",
+            )
+    try:
+        settings.model_validate(model.model_extra or {})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        loc = tuple(error["loc"])
+        description = (
+            settings.model_fields[str(loc[0])].description if loc and str(loc[0]) in settings.model_fields else None
+        )
+        raise reader.error(
+            f"model.{'.'.join(map(str, loc))}: {error['msg'].removeprefix('Value error, ')}",
+            "model",
+            *loc,
+            fix=f"`{loc[-1]}:` means: {description}" if description else None,
+        ) from None
+
+
+def _check_names(reader: _Reader, config: SuiteConfig) -> None:
+    """The backend and the task kind are ones some package registered, and both accept their settings."""
+    _check_backend(reader, config.model)
     kind = config.task.kind
     if kind not in TASK_KINDS:
         raise reader.error(

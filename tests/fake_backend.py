@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 
-from evalkit.backends.base import Backend, ChoiceResult, GenerateResult, ModelIdentity
+from pydantic import Field
+
+from evalkit.backends.base import Backend, ChoiceResult, GenerateResult, ModelIdentity, StrictModel
 
 
 def _log(event: str, n: int = 0) -> None:
@@ -20,12 +22,18 @@ def _log(event: str, n: int = 0) -> None:
 
 
 class FakeBackend(Backend):
-    def __init__(self, name: str) -> None:
+    class Settings(StrictModel):
+        """The backend's own keys in a suite's `model:` block."""
+
+        miss: float = Field(-1.0, le=0, description="log-probability of a choice the prompt does not mention")
+
+    def __init__(self, name: str, miss: float) -> None:
         self.identity = ModelIdentity(f"keyword-model-{name}", "none")
+        self.miss = miss
 
     @classmethod
     def from_config(cls, model, base_dir, *, notify=None) -> FakeBackend:
-        return cls(model.name)
+        return cls(model.name, cls.settings(model).miss)
 
     def _load(self) -> None:
         _log("load")
@@ -39,7 +47,7 @@ class FakeBackend(Backend):
         for r in requests:
             text = r.context.lower()
             logprobs = tuple(
-                -0.5 if c.strip().lower() in text else -1.0 - 0.1 * i for i, c in enumerate(r.continuations)
+                -0.5 if c.strip().lower() in text else self.miss - 0.1 * i for i, c in enumerate(r.continuations)
             )
             results.append(
                 ChoiceResult(logprobs, (False,) * len(logprobs), len(text.split()), tuple(1 for _ in r.continuations))

@@ -24,7 +24,7 @@ ROWS = [
 ]
 SUITE = """\
     suite: keywords
-    model: {backend: fake, name: v1}
+    model: {backend: fake, name: v1, miss: -1.0}
     dataset: {path: data/rows.jsonl}
     task: {kind: classify, choices: [billing, shipping, other], target: label}
     candidates:
@@ -90,6 +90,22 @@ def test_an_unknown_backend_is_named_with_the_line_and_the_known_ones(pytester, 
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         ["*keywords.eval.yaml:2: model.backend: Input should be 'fake' or 'hf' (did you mean 'fake'?)"]
+    )
+
+
+def test_a_backends_own_settings_are_checked_where_the_suite_writes_them(pytester, fake_project):
+    path = pytester.path / "suites" / "keywords.eval.yaml"
+    path.write_text(path.read_text().replace("miss: -1.0", "mis: -1.0"))
+    result = pytester.runpytest_subprocess("suites", "-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*keywords.eval.yaml:2: unknown key 'mis' (did you mean 'miss'?)"])
+    path.write_text(path.read_text().replace("mis: -1.0", "miss: 2.0"))
+    result = pytester.runpytest_subprocess("suites", "-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines(
+        [
+            "*keywords.eval.yaml:2: model.miss: Input should be less than or equal to 0",
+            "*fix: `miss:` means: log-probability of a choice the prompt does not mention",
+        ]
     )
 
 

@@ -30,7 +30,11 @@ class StrictModel(BaseModel):
 
 
 class ModelConfig(StrictModel):
-    """Which model to evaluate: an alias of the embedded default, a local folder, or a hub id."""
+    """Which model to evaluate, and what runs it: an alias of the embedded default, a local folder, or a hub
+    id, run by the ``hf`` backend; or what another backend names. Keys beyond these are the backend's own
+    settings (its ``Settings``), checked when the suite is read."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
 
     backend: str = Field(
         "hf",
@@ -112,6 +116,10 @@ class ModelIdentity:
         return f"{self.base_fingerprint}:{self.dtype}"
 
 
+class NoSettings(StrictModel):
+    """A backend whose suite block has no keys of its own."""
+
+
 class Backend(ABC):
     """A model that answers batches of requests.
 
@@ -120,6 +128,7 @@ class Backend(ABC):
     scoring and generation. Adapters are an optional capability (``supports_adapters``)."""
 
     name: ClassVar[str] = ""  # the registry name, set by @register_backend
+    Settings: ClassVar[type[BaseModel]] = NoSettings  # its own keys in a suite's `model:` block
     supports_adapters: ClassVar[bool] = False
     identity: ModelIdentity
     load_s: float | None = None  # seconds spent loading the weights; None until loaded
@@ -128,6 +137,11 @@ class Backend(ABC):
     @abstractmethod
     def from_config(cls, model: ModelConfig, base_dir: Path, *, notify: Notify | None = None) -> Backend:
         """The backend for a suite's ``model:`` block (paths relative to ``base_dir``); loads no weights."""
+
+    @classmethod
+    def settings(cls, model: ModelConfig) -> BaseModel:
+        """This backend's own keys of ``model`` (beyond the common ones), validated by ``Settings``."""
+        return cls.Settings.model_validate(model.model_extra or {})
 
     @property
     def fingerprint(self) -> str:
