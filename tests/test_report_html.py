@@ -131,8 +131,14 @@ def test_report_html_renders_in_headless_chromium(report):
 
 
 def test_render_html_needs_no_training_record(report, tmp_path):
+    """The training curves come from the run record: the adapter folder is never read, so a report rendered
+    again after the adapter was deleted (or retrained) shows the adapter the run used; a record without
+    curves (an older run) renders without them."""
     record = json.loads((report.parent / "results.json").read_text())
     record["suites"]["tickets"]["lora"]["adapter"]["path"] = str(tmp_path / "gone")
     rows = [json.loads(line) for line in (report.parent / "examples.jsonl").read_text().splitlines()]
+    assert render_html(record, rows) == report.read_text()
+    for key in ("loss_curve", "validation"):
+        del record["suites"]["tickets"]["lora"]["adapter"][key]
     html = render_html(record, rows)
     assert 'polyline class="loss"' not in html and 'rect class="bar' in html
