@@ -150,6 +150,8 @@ CASES = [
         ),
     ),
     Case("wrong-type", replace=(("  path: data/tickets.jsonl\n", "  path: data/tickets.jsonl\n  limit: all\n"),)),
+    Case("unknown-backend", replace=(("model: ../models/tiny", "model: {name: ../models/tiny, backend: hff}"),)),
+    Case("unknown-kind", replace=(("  kind: classify", "  kind: clasify"),)),
     Case("dataset-missing", replace=(("data/tickets.jsonl", "data/tickest.jsonl"),)),
     Case(
         "jsonl-line",
