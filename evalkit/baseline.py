@@ -15,7 +15,7 @@ from typing import Any
 from evalkit.atomic import write_text_atomically
 from evalkit.compare import Snapshot
 from evalkit.errors import EvalkitError
-from evalkit.record import BASELINE_KIND, BASELINE_SCHEMA, BASELINE_VERSION, schema_problem
+from evalkit.record import BASELINE_KIND, BASELINE_VERSION, BaselineFile, parse_json, schema_problem
 
 KIND = BASELINE_KIND
 VERSION = BASELINE_VERSION
@@ -42,22 +42,14 @@ def read_baseline(path: Path) -> Baseline | None:
     except OSError as exc:
         raise EvalkitError(f"cannot read the baseline: {exc.strerror}", path=path) from None
     fix = f"restore it from version control (git checkout -- {path.name}), or write a new one: {UPDATE_HINT}"
-    try:
-        document = json.loads(text)
-    except ValueError as exc:
-        raise EvalkitError(
-            f"the baseline is not valid JSON: {getattr(exc, 'msg', exc)}",
-            path=path,
-            line=getattr(exc, "lineno", None),
-            fix=fix,
-        ) from None
+    document = parse_json(text, path=path, what="baseline", fix=fix)
     if isinstance(document, dict) and document.get("kind") == KIND and document.get("version") != VERSION:
         raise EvalkitError(
             f"the baseline has version {document.get('version')!r}; this evalkit reads version {VERSION}",
             path=path,
             fix=f"write it again with this evalkit: {UPDATE_HINT}",
         )
-    problem = schema_problem(BASELINE_SCHEMA, document)
+    problem = schema_problem(BaselineFile, document)
     if problem is not None:
         raise EvalkitError(f"the baseline is not an evalkit baseline: at {problem}", path=path, fix=fix)
     baseline = Baseline(path=path, header={k: v for k, v in document.items() if k != "suites"})

@@ -8,6 +8,9 @@ record written by an evalkit that adds fields still reads. Fields that older rec
 
 from __future__ import annotations
 
+import functools
+import json
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -200,21 +203,41 @@ class BaselineFile(_Open):
     suites: dict[str, BaselineSuite]
 
 
+@functools.cache
 def json_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """The JSON schema (draft 2020-12) of ``model``: what a file must look like to be read."""
+    """The JSON schema (draft 2020-12) of ``model``: what a file must look like to be read. Generated on
+    first use (not at import: the plugin's start-up never needs it)."""
     return model.model_json_schema(mode="validation")
 
 
-RUN_SCHEMA = json_schema(RunRecord)
-ROW_SCHEMA = json_schema(ExampleRow)
-BASELINE_SCHEMA = json_schema(BaselineFile)
-
-
-def schema_problem(schema: dict[str, Any], document: Any) -> str | None:
-    """Where ``document`` departs from ``schema`` and how ("suites/x/y/n: 'a' is not of type 'integer'"), or None."""
+@functools.cache
+def _validator(model: type[BaseModel]) -> Any:
     import jsonschema
 
-    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(document))
+    return jsonschema.Draft202012Validator(json_schema(model))
+
+
+def schema_problem(model: type[BaseModel], document: Any) -> str | None:
+    """Where ``document`` departs from ``model``'s schema and how ("suites/x/y/n: 'a' is not of type
+    'integer'"), or None."""
+    import jsonschema
+
+    error = jsonschema.exceptions.best_match(_validator(model).iter_errors(document))
     if error is None:
         return None
     return f"{'/'.join(str(p) for p in error.absolute_path) or 'the top level'}: {error.message}"
+
+
+def parse_json(text: str, *, path: Path, what: str, fix: str) -> Any:
+    """``text`` parsed as JSON; an EvalkitError naming the file and line ("the {what} is not valid JSON")."""
+    from evalkit.errors import EvalkitError
+
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise EvalkitError(
+            f"the {what} is not valid JSON: {getattr(exc, 'msg', exc)}",
+            path=path,
+            line=getattr(exc, "lineno", None),
+            fix=fix,
+        ) from None

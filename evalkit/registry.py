@@ -9,33 +9,34 @@ costs nothing until a suite uses it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
 from typing import Generic, TypeVar
 
-from evalkit.errors import did_you_mean
+from evalkit.errors import EvalkitError, did_you_mean
 
 T = TypeVar("T")
-
-
-class EntryPointError(Exception):
-    """An entry point named in a registry's group could not be imported."""
-
-    def __init__(self, name: str, value: str, cause: BaseException) -> None:
-        super().__init__(f"{name} = {value}: {cause}")
-        self.name, self.value, self.cause = name, value, cause
 
 
 class Registry(Generic[T]):
     """Parts of one kind by name: registered in code, or published under ``group`` by another package.
 
     ``adapt`` turns what an entry point loads into a registered part (for example a plain function into
-    the part's record); by default the loaded object is the part."""
+    the part's record); by default the loaded object is the part. :meth:`get` raises ``error`` (an
+    EvalkitError subclass) for a name nobody registered or a package that fails to import."""
 
-    def __init__(self, kind: str, group: str, *, adapt: Callable[[str, object], T] | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        group: str,
+        *,
+        adapt: Callable[[str, object], T] | None = None,
+        error: type[EvalkitError] = EvalkitError,
+    ) -> None:
         self.kind = kind
         self.group = group
         self._adapt = adapt
+        self._error = error
         self._parts: dict[str, T] = {}
         self._pending: dict[str, EntryPoint] = {}
         self._scanned = False
@@ -53,7 +54,7 @@ class Registry(Generic[T]):
 
     def copy(self) -> Registry[T]:
         """A registry with the same parts whose entry points are listed again on first use."""
-        other: Registry[T] = Registry(self.kind, self.group, adapt=self._adapt)
+        other: Registry[T] = Registry(self.kind, self.group, adapt=self._adapt, error=self._error)
         other._parts = dict(self._parts)
         return other
 
@@ -82,31 +83,29 @@ class Registry(Generic[T]):
         self._scan()
         return name in self._parts or name in self._pending
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.names())
-
     def unknown(self, name: str) -> str:
         """The message for a name nobody registered: "unknown <kind> 'x'" with a did-you-mean."""
         return f"unknown {self.kind} '{name}'{did_you_mean(name, self.names())}"
 
     def get(self, name: str) -> T:
-        """The part registered as ``name``. KeyError (with :meth:`unknown`'s message) when there is none;
-        EntryPointError when its package fails to import."""
+        """The part registered as ``name``; the registry's error, with the fix, when there is none or its
+        package fails to import."""
         self._scan()
         if name in self._parts:
             return self._parts[name]
         if name not in self._pending:
-            raise KeyError(self.unknown(name))
+            raise self._error(
+                self.unknown(name),
+                fix=f"use one of: {', '.join(self.names())}, or register one "
+                f"under the '{self.group}' entry-point group",
+            )
         ep = self._pending[name]
         try:
             loaded = ep.load()
         except Exception as exc:  # a broken third-party package must not crash the run
-            raise EntryPointError(ep.name, ep.value, exc) from exc
+            raise self._error(
+                f"{self.kind} '{name}' from entry point '{ep.value}' failed to import: {exc}",
+                fix="reinstall the package that provides it",
+            ) from exc
         part = self._adapt(name, loaded) if self._adapt is not None else loaded
         return self.add(name, part)
-
-    def entry_point(self, name: str) -> str | None:
-        """``module:attr`` of the entry point behind ``name`` when it is not imported yet, else None."""
-        self._scan()
-        ep = self._pending.get(name)
-        return ep.value if ep is not None else None

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evalkit.record import READABLE_RUN_VERSIONS, ROW_SCHEMA, RUN_SCHEMA, RUN_SCHEMA_VERSION, schema_problem
+from evalkit.record import READABLE_RUN_VERSIONS, RUN_SCHEMA_VERSION, ExampleRow, RunRecord, parse_json, schema_problem
 
 SCHEMA_VERSION = RUN_SCHEMA_VERSION
 READABLE_VERSIONS = READABLE_RUN_VERSIONS
@@ -173,15 +173,7 @@ def _read_record(results_path: Path) -> dict[str, Any]:
         text = results_path.read_text(encoding="utf-8")
     except OSError as exc:
         raise EvalkitError(f"cannot read the run record: {exc.strerror}", path=results_path, fix=_NOT_A_RUN) from None
-    try:
-        record = json.loads(text)
-    except ValueError as exc:
-        raise EvalkitError(
-            f"the run record is not valid JSON: {getattr(exc, 'msg', exc)}",
-            path=results_path,
-            line=getattr(exc, "lineno", None),
-            fix=_DAMAGED,
-        ) from None
+    record = parse_json(text, path=results_path, what="run record", fix=_DAMAGED)
     version = record.get("schema_version") if isinstance(record, dict) else None
     if version not in READABLE_VERSIONS:
         readable = " and ".join(map(str, READABLE_VERSIONS))
@@ -190,7 +182,7 @@ def _read_record(results_path: Path) -> dict[str, Any]:
             path=results_path,
             fix="rerun the suites with this evalkit version, or upgrade evalkit",
         )
-    problem = schema_problem(RUN_SCHEMA, record) or next(
+    problem = schema_problem(RunRecord, record) or next(
         (
             f"suites/{suite}/{name}/ci95: no interval for metric '{metric}'"
             for suite, candidates in record["suites"].items()
@@ -225,7 +217,7 @@ def _read_rows(folder: Path) -> list[dict[str, Any]]:
                         line=number,
                         fix=_DAMAGED,
                     ) from None
-                problem = schema_problem(ROW_SCHEMA, row)
+                problem = schema_problem(ExampleRow, row)
                 if problem is not None:
                     raise EvalkitError(
                         f"not an example row evalkit wrote: at {problem}", path=examples_path, line=number, fix=_DAMAGED

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.errors import ScorerError, did_you_mean
-from evalkit.registry import EntryPointError, Registry
+from evalkit.registry import Registry
 
 ENTRY_POINT_GROUP = "evalkit.scorers"
 
@@ -49,7 +49,7 @@ def _as_scorer(name: str, loaded: Any) -> ScorerFactory:
     return loaded if isinstance(loaded, ScorerFactory) else ScorerFactory(loaded)
 
 
-SCORERS: Registry[ScorerFactory] = Registry("scorer", ENTRY_POINT_GROUP, adapt=_as_scorer)
+SCORERS: Registry[ScorerFactory] = Registry("scorer", ENTRY_POINT_GROUP, adapt=_as_scorer, error=ScorerError)
 
 
 def register_scorer(name: str, *, needs_target: bool = True) -> Callable[[Factory], Factory]:
@@ -70,26 +70,10 @@ def scorer_needs_target(name: str) -> bool:
     return name not in SCORERS or SCORERS.get(name).needs_target
 
 
-def _lookup(name: str) -> ScorerFactory:
-    try:
-        return SCORERS.get(name)
-    except KeyError:
-        raise ScorerError(
-            SCORERS.unknown(name),
-            fix=f"use one of: {', '.join(SCORERS.names())}, or register one under the "
-            f"'{ENTRY_POINT_GROUP}' entry-point group",
-        ) from None
-    except EntryPointError as exc:
-        raise ScorerError(
-            f"scorer '{name}' from entry point '{exc.value}' failed to import: {exc.cause}",
-            fix="reinstall the package that provides it",
-        ) from exc
-
-
 def build_scorer(name: str, options: Mapping[str, Any] | None = None, *, base_dir: Path | None = None) -> ScoreFn:
     """Instantiate scorer ``name`` with ``options``; raise ScorerError naming the fix."""
     options = dict(options or {})
-    factory = _lookup(name).factory
+    factory = SCORERS.get(name).factory
     params = _parameters(factory)
     if base_dir is not None and params is not None and "base_dir" in params:
         options.setdefault("base_dir", base_dir)

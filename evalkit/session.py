@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from evalkit.backends import open_backend
 from evalkit.backends.base import Backend
@@ -21,7 +21,41 @@ from evalkit.spec import ModelConfig, SuiteSpec
 from evalkit.suite import load_suite
 from evalkit.verdict import regression_failure
 
-TrainMode = Literal["auto", "never", "always"]
+if TYPE_CHECKING:
+    from evalkit.train import TrainMode
+
+
+class RunCoverage:
+    """Which candidates this run selected, left out, or could not use: a baseline needs a complete run."""
+
+    def __init__(self) -> None:
+        self.selected: set[str] = set()  # "suite::candidate" of every selected candidate item
+        self.deselected: set[str] = set()
+        self.invalid: set[str] = set()  # suite files that could not be used
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return {
+            "selected": sorted(self.selected),
+            "deselected": sorted(self.deselected),
+            "invalid": sorted(self.invalid),
+        }
+
+    def update(self, data: dict[str, list[str]]) -> None:
+        self.selected.update(data["selected"])
+        self.deselected.update(data["deselected"])
+        self.invalid.update(data["invalid"])
+
+    def incomplete(self, produced: set[str]) -> str | None:
+        """Why the run does not cover its suites completely, or None."""
+        reasons = []
+        if self.deselected:
+            reasons.append(f"{len(self.deselected)} candidate(s) deselected, e.g. {sorted(self.deselected)[0]}")
+        if self.invalid:
+            reasons.append(f"unusable suite file(s): {', '.join(sorted(self.invalid))}")
+        missing = sorted(self.selected - produced)
+        if missing:
+            reasons.append(f"{len(missing)} candidate(s) without a result, e.g. {missing[0]}")
+        return "; ".join(reasons) or None
 
 
 @dataclass
@@ -53,7 +87,7 @@ class EvalSession:
     written: Path | None = None  # the run folder written at the end of the session
     cache_dir: Path | None = None  # the result cache's folder; None: no cache
     _cache: Any = None  # ResultCache, opened on first use
-    coverage: RunCoverage = field(default_factory=lambda: RunCoverage())
+    coverage: RunCoverage = field(default_factory=RunCoverage)
     report_error: str | None = None  # why the run record or the baseline could not be written
 
     @property
@@ -342,36 +376,3 @@ class EvalSession:
             baseline_header,
             merge_into=old if merge else None,
         )
-
-
-class RunCoverage:
-    """Which candidates this run selected, left out, or could not use: a baseline needs a complete run."""
-
-    def __init__(self) -> None:
-        self.selected: set[str] = set()  # "suite::candidate" of every selected candidate item
-        self.deselected: set[str] = set()
-        self.invalid: set[str] = set()  # suite files that could not be used
-
-    def as_dict(self) -> dict[str, list[str]]:
-        return {
-            "selected": sorted(self.selected),
-            "deselected": sorted(self.deselected),
-            "invalid": sorted(self.invalid),
-        }
-
-    def update(self, data: dict[str, list[str]]) -> None:
-        self.selected.update(data["selected"])
-        self.deselected.update(data["deselected"])
-        self.invalid.update(data["invalid"])
-
-    def incomplete(self, produced: set[str]) -> str | None:
-        """Why the run does not cover its suites completely, or None."""
-        reasons = []
-        if self.deselected:
-            reasons.append(f"{len(self.deselected)} candidate(s) deselected, e.g. {sorted(self.deselected)[0]}")
-        if self.invalid:
-            reasons.append(f"unusable suite file(s): {', '.join(sorted(self.invalid))}")
-        missing = sorted(self.selected - produced)
-        if missing:
-            reasons.append(f"{len(missing)} candidate(s) without a result, e.g. {missing[0]}")
-        return "; ".join(reasons) or None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
@@ -77,6 +77,35 @@ def _check_prompt_source(config: Any, what: str) -> None:
         raise ValueError("`system:` applies only with `chat: true`")
 
 
+class _Placed(StrictModel):
+    """A section that renders prompts (a candidate, a training set), placed in its suite file by the loader:
+    its name, its line, and the folder its paths are relative to."""
+
+    if TYPE_CHECKING:  # a field of each subclass, declared there so each keeps its own key order
+        prompt: str | None
+    _name: str = PrivateAttr("")
+    _base: Path = PrivateAttr(Path("."))
+    _line: int | None = PrivateAttr(None)
+
+    def _place(self, name: str, base: Path, line: int | None) -> None:
+        self._name, self._base, self._line = name, base, line
+
+    def _resolved(self, relative: str) -> Path:
+        return (self._base / relative).resolve()
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def line(self) -> int | None:
+        return self._line
+
+    @property
+    def prompt_path(self) -> Path | None:
+        return self._resolved(self.prompt) if self.prompt else None
+
+
 class LoraSettings(StrictModel):
     """The LoRA adapter's shape (peft ``LoraConfig``)."""
 
@@ -98,7 +127,7 @@ class ValidationSettings(StrictModel):
     folds: int | None = Field(None, ge=2, le=20, description="also run k-fold cross-validation and report its spread")
 
 
-class TrainConfig(StrictModel):
+class TrainConfig(_Placed):
     """How the bundled trainer produces one adapter (`train: <name>:` in a suite)."""
 
     output: str = Field(description="adapter folder, relative to the suite")
@@ -126,34 +155,18 @@ class TrainConfig(StrictModel):
         _check_prompt_source(self, "a training set")
         return self
 
-    _name: str = PrivateAttr("")
-    _base: Path = PrivateAttr(Path("."))
-    _line: int | None = PrivateAttr(None)
-
     def placed(self, name: str, base: Path, line: int | None) -> TrainConfig:
         """This entry as the suite file names it: its name, the folder its paths are relative to, its line."""
-        self._name, self._base, self._line = name, base, line
+        self._place(name, base, line)
         return self
 
     @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def line(self) -> int | None:
-        return self._line
-
-    @property
     def output_path(self) -> Path:
-        return (self._base / self.output).resolve()
+        return self._resolved(self.output)
 
     @property
     def data_path(self) -> Path:
-        return (self._base / self.data).resolve()
-
-    @property
-    def prompt_path(self) -> Path | None:
-        return (self._base / self.prompt).resolve() if self.prompt else None
+        return self._resolved(self.data)
 
     def as_candidate(self) -> CandidateConfig:
         """The training prompt as a candidate, so rows render exactly as a candidate renders them."""
@@ -197,7 +210,7 @@ class BaselineConfig(StrictModel):
     strict: bool = Field(False, description="fail on any drop, significant or not")
 
 
-class CandidateConfig(StrictModel):
+class CandidateConfig(_Placed):
     prompt: str | None = Field(None, description="Jinja2 template file, relative to the suite")
     template: str | None = Field(None, description="inline Jinja2 template")
     chat: bool = Field(False, description="render the text as the user turn of the model's chat template")
@@ -211,32 +224,18 @@ class CandidateConfig(StrictModel):
         _check_prompt_source(self, "a candidate")
         return self
 
-    _name: str = PrivateAttr("")
-    _base: Path = PrivateAttr(Path("."))
-    _line: int | None = PrivateAttr(None)
     _suite_markers: tuple[str, ...] = PrivateAttr(())
 
     def placed(self, name: str, base: Path, line: int | None, suite_markers: tuple[str, ...]) -> CandidateConfig:
         """This candidate as the suite file names it: its name, the folder its paths are relative to, its
         line, and the suite's markers."""
-        self._name, self._base, self._line, self._suite_markers = name, base, line, suite_markers
+        self._place(name, base, line)
+        self._suite_markers = suite_markers
         return self
 
     @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def line(self) -> int | None:
-        return self._line
-
-    @property
-    def prompt_path(self) -> Path | None:
-        return (self._base / self.prompt).resolve() if self.prompt else None
-
-    @property
     def fewshot_path(self) -> Path | None:
-        return (self._base / self.fewshot.path).resolve() if self.fewshot else None
+        return self._resolved(self.fewshot.path) if self.fewshot else None
 
     @property
     def fewshot_k(self) -> int:

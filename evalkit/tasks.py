@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from evalkit.backends.base import Backend, ChoiceRequest, GenerateRequest
 from evalkit.data import Dataset, Row, load_dataset
-from evalkit.errors import DatasetError, EvalkitError, did_you_mean
+from evalkit.errors import DatasetError, did_you_mean
 from evalkit.prompts import PromptTemplate, select_fewshot
-from evalkit.registry import EntryPointError, Registry
+from evalkit.registry import Registry
 from evalkit.results import ExampleResult
 from evalkit.stats import macro_f1, macro_f1_interval, mean_interval, wilson_interval
 
@@ -257,15 +257,7 @@ def register_task_kind(name: str) -> Callable[[type[TaskKind]], type[TaskKind]]:
 
 def task_kind(name: str) -> TaskKind:
     """The task kind registered as ``name``; EvalkitError when there is none or it fails to import."""
-    try:
-        return TASK_KINDS.get(name)
-    except KeyError:
-        raise EvalkitError(TASK_KINDS.unknown(name), fix=f"kinds are: {', '.join(TASK_KINDS.names())}") from None
-    except EntryPointError as exc:
-        raise EvalkitError(
-            f"task kind '{name}' from entry point '{exc.value}' failed to import: {exc.cause}",
-            fix="reinstall the package that provides it",
-        ) from exc
+    return TASK_KINDS.get(name)
 
 
 # --------------------------------------------------------------------------- classify

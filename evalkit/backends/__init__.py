@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from evalkit.backends.base import BACKENDS, ENTRY_POINT_GROUP, Backend, ModelConfig, Notify
-from evalkit.errors import ModelError
-from evalkit.registry import EntryPointError
+from evalkit.backends.base import BACKENDS, Backend, ModelConfig, Notify
 
 
 def backend_names() -> list[str]:
@@ -23,19 +21,7 @@ def backend_names() -> list[str]:
 def backend_class(name: str) -> type[Backend]:
     """The Backend class registered as ``name``; ModelError when there is none or it fails to import."""
     backend_names()
-    try:
-        return BACKENDS.get(name)
-    except KeyError:
-        raise ModelError(
-            BACKENDS.unknown(name),
-            fix=f"backends are: {', '.join(BACKENDS.names())}; others register under the "
-            f"'{ENTRY_POINT_GROUP}' entry-point group",
-        ) from None
-    except EntryPointError as exc:
-        raise ModelError(
-            f"backend '{name}' from entry point '{exc.value}' failed to import: {exc.cause}",
-            fix="reinstall the package that provides it",
-        ) from exc
+    return BACKENDS.get(name)
 
 
 def open_backend(model: ModelConfig, base_dir: Path, *, notify: Notify | None = None) -> Backend:

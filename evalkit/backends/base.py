@@ -152,10 +152,6 @@ class Backend(ABC):
         """Backends with equal keys are interchangeable: a session keeps one of them (one copy of the weights)."""
         return (type(self).__name__, self.fingerprint)
 
-    @property
-    def loaded(self) -> bool:
-        return self.load_s is not None
-
     def load(self) -> float:
         """Load the weights if not loaded yet; the seconds it took (0 when they were loaded already)."""
         if self.load_s is not None:
@@ -192,7 +188,7 @@ class Backend(ABC):
 
 
 B = TypeVar("B", bound=type[Backend])
-BACKENDS: Registry[type[Backend]] = Registry("backend", ENTRY_POINT_GROUP)
+BACKENDS: Registry[type[Backend]] = Registry("backend", ENTRY_POINT_GROUP, error=ModelError)
 
 
 def register_backend(name: str) -> Callable[[B], B]:
