@@ -7,6 +7,7 @@ import inspect
 import os
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from evalkit.backends.base import (
     cut_at_stop,
     register_backend,
 )
+from evalkit.backends.prefix import MIN_SHARED, PrefixGroup, PrefixStore, Tokens, plan_prefixes
 from evalkit.errors import ModelError
 
 TOKEN_BUDGET = 4096  # padded tokens per forward pass when the batch size is automatic
@@ -60,6 +62,7 @@ class HFBackend(Backend):
     every suite and candidate of a session."""
 
     supports_adapters = True
+    min_shared = MIN_SHARED  # tokens rows must have in common before their prefix is computed once
 
     def __init__(
         self,
@@ -84,6 +87,9 @@ class HFBackend(Backend):
         self._allow_pickle = allow_pickle
         self._tokenizer: Any = None
         self._model: Any = None
+        # Key/value states of shared prompt prefixes, kept for later calls while the weights stay fixed.
+        self._prefixes = PrefixStore()
+        self._keep_prefixes = True
         if not lazy:
             self.load()
 
@@ -115,6 +121,7 @@ class HFBackend(Backend):
             lazy=True,
         )
         backend._tokenizer, backend._model = tokenizer, model
+        backend._keep_prefixes = False  # a model handed over may be training: its prefixes go stale
         backend._setup()
         backend.load_s = 0.0
         return backend
@@ -190,6 +197,7 @@ class HFBackend(Backend):
 
     def close(self) -> None:
         self._model = None
+        self._prefixes.clear()
         self.load_s = None
 
     def _setup(self) -> None:
@@ -272,9 +280,10 @@ class HFBackend(Backend):
     def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         return encode_pair(self.tokenizer, context, continuation)
 
-    def generate_rows(self, width: int, steps: int) -> int:
-        """How many rows one generation batch may hold: its key/value cache and logits must fit in a
-        share of the memory available now (GPU memory on a GPU), and at most MAX_GENERATE_BATCH."""
+    def rows_in_memory(self, tokens: int) -> int:
+        """How many rows of ``tokens`` tokens (shared prefix included) one batch may hold: their key/value
+        cache and logits must fit in a share of the memory available now (GPU memory on a GPU), and at
+        most MAX_GENERATE_BATCH."""
         model_config = self.model.config
         config: Any = getattr(model_config, "get_text_config", lambda: model_config)()
         layers: int = getattr(config, "num_hidden_layers", 32)
@@ -287,7 +296,7 @@ class HFBackend(Backend):
             config, "num_attention_heads", 32
         )
         element = int(next(self.model.parameters()).element_size())
-        per_row = (width + steps) * 2 * layers * heads * head_dim * element + 4 * config.vocab_size
+        per_row = tokens * 2 * layers * heads * head_dim * element + 4 * config.vocab_size
         return max(1, min(MAX_GENERATE_BATCH, int(MEMORY_SHARE * self._available_memory()) // per_row))
 
     def _available_memory(self) -> int:
@@ -325,6 +334,39 @@ class HFBackend(Backend):
             batches.append([i])
         return batches
 
+    # ------------------------------------------------------------------ shared prefixes
+
+    def _shared_prefixes(self, adapter: str | None, sequences: Sequence[Sequence[int]]) -> list[PrefixGroup]:
+        """The rows grouped by the token prefix each group computes once (see evalkit.backends.prefix)."""
+        return plan_prefixes(sequences, self._prefixes.prefixes(adapter), self.min_shared)
+
+    def _prefix_states(self, adapter: str | None, prefix: Tokens) -> list[tuple[Any, Any]]:
+        """Every layer's (keys, values) for ``prefix`` as a batch of one; kept for later calls unless the
+        weights may change under this backend (a model being trained)."""
+        states = self._prefixes.get(adapter, prefix)
+        if states is None:
+            torch, device = self._torch, self._device
+            with torch.inference_mode():
+                out = self._decoder(
+                    input_ids=torch.tensor([prefix], device=device),
+                    position_ids=torch.arange(len(prefix), device=device)[None],
+                    use_cache=True,
+                )
+            states = [(keys, values) for keys, values, *_ in getattr(out, self._cache_kw)]
+            if self._keep_prefixes:
+                self._prefixes.put(adapter, prefix, states, sum(k.nbytes + v.nbytes for k, v in states))
+        return states
+
+    @staticmethod
+    def _continuing(states: list[tuple[Any, Any]] | None, rows: int) -> Any:
+        """A fresh cache holding the prefix's states for each of ``rows`` rows (views, not copies)."""
+        from transformers import DynamicCache
+
+        assert states is not None
+        return DynamicCache([(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in states])
+
+    # ------------------------------------------------------------------ classify
+
     def score_choices(self, requests: Sequence[ChoiceRequest]) -> list[ChoiceResult]:
         """Log-likelihood of every continuation; each context runs once, continuations reuse its cache."""
         return self._score_with(None, requests)
@@ -332,9 +374,9 @@ class HFBackend(Backend):
     def _score_with(self, adapter: str | None, requests: Sequence[ChoiceRequest]) -> list[ChoiceResult]:
         self.load()
         with self._using(adapter):
-            return self._score_choices(requests)
+            return self._score_choices(adapter, requests)
 
-    def _score_choices(self, requests: Sequence[ChoiceRequest]) -> list[ChoiceResult]:
+    def _score_choices(self, adapter: str | None, requests: Sequence[ChoiceRequest]) -> list[ChoiceResult]:
         encoded = []
         for r in requests:
             pairs = [self._encode_pair(r.context, c) for c in r.continuations]
@@ -343,63 +385,47 @@ class HFBackend(Backend):
                 if not cont:
                     raise ModelError(f"choice {choice!r} encodes to no tokens", fix="choices must be non-empty text")
             encoded.append((context_ids, [cont for _, cont in pairs]))
-        # A row's sequence is its context followed by every continuation but its last token (see _score_batch).
-        lengths = [len(ctx) + sum(len(c) - 1 for c in conts) for ctx, conts in encoded]
-        order = sorted(range(len(requests)), key=lambda i: -lengths[i])
         results: list[ChoiceResult | None] = [None] * len(requests)
-        for batch in self._batches(order, lengths):
-            for i, result in zip(batch, self._score_batch([encoded[i] for i in batch])):
-                results[i] = result
+        for group in self._shared_prefixes(adapter, [ctx for ctx, _ in encoded]):
+            shared = len(group.prefix)
+            states = self._prefix_states(adapter, group.prefix) if shared else None
+            rows = [encoded[i] for i in group.rows]
+            # A row's own sequence: its context after the prefix, then every continuation but its last token.
+            lengths = [len(ctx) - shared + sum(len(c) - 1 for c in conts) for ctx, conts in rows]
+            order = sorted(range(len(rows)), key=lambda k: -lengths[k])
+            most = min(MAX_AUTO_BATCH, self.rows_in_memory(shared + lengths[order[0]])) if shared else MAX_AUTO_BATCH
+            for batch in self._batches(order, lengths, default=most):
+                for k, result in zip(batch, self._score_batch([rows[k] for k in batch], shared, states)):
+                    results[group.rows[k]] = result
         return results  # type: ignore[return-value]
 
-    def _score_batch(self, batch: list[tuple[list[int], list[list[int]]]]) -> list[ChoiceResult]:
+    def _score_batch(
+        self, batch: list[tuple[list[int], list[list[int]]]], shared: int = 0, states: list | None = None
+    ) -> list[ChoiceResult]:
         """Score every continuation of every row in one forward pass, computing each token once.
 
         A row is laid out as its context followed by its continuations side by side (all but each one's
         last token, which is only predicted). A tree-shaped attention mask lets a continuation token see
         the context and the earlier tokens of its own continuation, and position ids restart after the
         context for each continuation, so each continuation is scored exactly as if it followed the
-        context alone. Rows are left-padded; the vocabulary projection runs only where a token is scored."""
+        context alone. The first ``shared`` context tokens, the same in every row, are not laid out: their
+        key/value ``states`` are computed once and every token of the batch sees them. Rows are
+        left-padded; the vocabulary projection runs only where a token is scored."""
         torch = self._torch
-        pad = self.tokenizer.pad_token_id
-        layouts = [_tree_layout(ctx, conts) for ctx, conts in batch]
-        width = max(len(tokens) for tokens, _, _ in layouts)
-        input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        position_ids = torch.zeros((len(batch), width), dtype=torch.long)
-        allowed = torch.eye(width, dtype=torch.bool).repeat(len(batch), 1, 1)  # padding sees only itself
-        read: dict[tuple[int, int], int] = {}  # (row, column) where the model's prediction is read -> its index
-        reads: list[int] = []  # per scored token: which read predicts it
-        targets: list[int] = []  # and the token it should give: which read predicts it, and the token it should give
-        spans: list[list[tuple[int, int]]] = []  # per row and continuation: (first, count) into the targets
-        for row, ((ctx, conts), (tokens, positions, groups)) in enumerate(zip(batch, layouts)):
-            n, offset = len(tokens), width - len(tokens)
-            input_ids[row, offset:] = torch.tensor(tokens)
-            position_ids[row, offset:] = torch.tensor(positions)
-            group = torch.tensor(groups)
-            index = torch.arange(n)
-            allowed[row, offset:, offset:] = (index[None, :] <= index[:, None]) & (
-                (group[None, :] == -1) | (group[None, :] == group[:, None])
-            )
-            last_context = offset + len(ctx) - 1
-            row_spans, column = [], offset + len(ctx)
-            for cont in conts:  # token k of a continuation is predicted at the position before it
-                cols = [last_context] + list(range(column, column + len(cont) - 1))
-                row_spans.append((len(targets), len(cont)))
-                reads += [read.setdefault((row, col), len(read)) for col in cols]  # the context's last token once
-                targets += cont
-                column += len(cont) - 1
-            spans.append(row_spans)
+        layout = _ScoringLayout.of(torch, batch, shared, self.tokenizer.pad_token_id)
         device = self._device
+        prefix = {self._cache_kw: self._continuing(states, len(batch))} if shared else {}
         with torch.inference_mode():
             hidden = self._decoder(
-                input_ids=input_ids.to(device),
-                attention_mask=allowed[:, None].to(device),
-                position_ids=position_ids.to(device),
+                input_ids=layout.input_ids.to(device),
+                attention_mask=layout.allowed[:, None].to(device),
+                position_ids=layout.position_ids.to(device),
                 use_cache=False,
+                **prefix,
             ).last_hidden_state
-            where = torch.tensor(list(read), device=device)
+            where = torch.tensor(list(layout.read), device=device)
             logprobs_all = torch.log_softmax(self._lm_head(hidden[where[:, 0], where[:, 1]]).float(), dim=-1).cpu()
-        target_ids, read_ids = torch.tensor(targets), torch.tensor(reads)
+        target_ids, read_ids = torch.tensor(layout.targets), torch.tensor(layout.reads)
         picked = logprobs_all[read_ids, target_ids].tolist()
         hits = (logprobs_all.argmax(-1)[read_ids] == target_ids).tolist()
         return [
@@ -409,7 +435,7 @@ class HFBackend(Backend):
                 context_tokens=len(ctx),
                 continuation_tokens=tuple(len(c) for c in conts),
             )
-            for (ctx, conts), row_spans in zip(batch, spans)
+            for (ctx, conts), row_spans in zip(batch, layout.spans)
         ]
 
     # ------------------------------------------------------------------ generate
@@ -421,28 +447,33 @@ class HFBackend(Backend):
     def _generate_with(self, adapter: str | None, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
         self.load()
         with self._using(adapter):
-            return self._generate(requests)
+            return self._generate(adapter, requests)
 
-    def _generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
+    def _generate(self, adapter: str | None, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
         encoded = [self.tokenizer(r.prompt).input_ids or [self._start_id] for r in requests]
         results: list[GenerateResult | None] = [None] * len(requests)
-        groups: dict[tuple, list[int]] = {}
-        for i in sorted(range(len(requests)), key=lambda i: -len(encoded[i])):
-            r = requests[i]
-            groups.setdefault((r.max_new_tokens, r.stop, r.temperature, r.top_p), []).append(i)
-        lengths = [len(ids) for ids in encoded]
-        for (max_new_tokens, stop, temperature, top_p), indices in groups.items():
-            rows = self.generate_rows(lengths[indices[0]], max_new_tokens)
-            # Padding costs only the prompt pass; the decoding steps gain from every row in the batch.
-            for batch in self._batches(indices, lengths, default=rows, min_fill=0.0):
-                sampling = None if temperature == 0 else (temperature, top_p, [requests[i].seed for i in batch])
-                texts = self._generate_batch([encoded[i] for i in batch], max_new_tokens, stop, sampling)
-                for i, (text, n_out) in zip(batch, texts):
-                    results[i] = GenerateResult(text=text, prompt_tokens=len(encoded[i]), output_tokens=n_out)
+        for group in self._shared_prefixes(adapter, encoded):
+            shared = len(group.prefix)
+            states = self._prefix_states(adapter, group.prefix) if shared else None
+            lengths = {i: len(encoded[i]) - shared for i in group.rows}
+            settings: dict[tuple, list[int]] = {}
+            for i in sorted(group.rows, key=lambda i: -lengths[i]):
+                r = requests[i]
+                settings.setdefault((r.max_new_tokens, r.stop, r.temperature, r.top_p), []).append(i)
+            for (max_new_tokens, stop, temperature, top_p), indices in settings.items():
+                rows = self.rows_in_memory(shared + lengths[indices[0]] + max_new_tokens)
+                # Padding costs only the prompt pass; the decoding steps gain from every row in the batch.
+                for batch in self._batches(indices, lengths, default=rows, min_fill=0.0):  # type: ignore[arg-type]
+                    sampling = None if temperature == 0 else (temperature, top_p, [requests[i].seed for i in batch])
+                    own = [encoded[i][shared:] for i in batch]
+                    texts = self._generate_batch(own, max_new_tokens, stop, sampling, shared, states)
+                    for i, (text, n_out) in zip(batch, texts):
+                        results[i] = GenerateResult(text=text, prompt_tokens=len(encoded[i]), output_tokens=n_out)
         return results  # type: ignore[return-value]
 
-    def _left_padded(self, batch: list[list[int]]) -> tuple[Any, Any, Any]:
-        """(input ids, attention mask, position ids) of a left-padded batch, on the model's device."""
+    def _left_padded(self, batch: list[list[int]], shared: int = 0) -> tuple[Any, Any, Any]:
+        """(input ids, attention mask, position ids) of a left-padded batch that continues ``shared``
+        prefix tokens (the mask covers them too), on the model's device."""
         torch = self._torch
         width = max(len(ids) for ids in batch)
         input_ids = torch.full((len(batch), width), self.tokenizer.pad_token_id, dtype=torch.long)
@@ -450,7 +481,8 @@ class HFBackend(Backend):
         for row, ids in enumerate(batch):
             input_ids[row, width - len(ids) :] = torch.tensor(ids)
             mask[row, width - len(ids) :] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        positions = shared + (mask.cumsum(-1) - 1).clamp(min=0)
+        mask = torch.cat([torch.ones((len(batch), shared), dtype=torch.long), mask], dim=-1)
         return input_ids.to(self._device), mask.to(self._device), positions.to(self._device)
 
     def _generate_batch(
@@ -459,19 +491,28 @@ class HFBackend(Backend):
         max_new_tokens: int,
         stop: tuple[str, ...],
         sampling: tuple[float, float, list[int]] | None = None,
+        shared: int = 0,
+        states: list | None = None,
     ) -> list[tuple[str, int]]:
-        """Decode one left-padded batch; ``sampling`` = (temperature, top_p, one seed per row), else greedy."""
+        """Decode one left-padded batch; ``sampling`` = (temperature, top_p, one seed per row), else greedy.
+        The rows continue ``shared`` prefix tokens whose key/value ``states`` are already computed."""
         torch = self._torch
         device = self._device
-        input_ids, mask, positions = self._left_padded(batch)
+        input_ids, mask, positions = self._left_padded(batch, shared)
         generated: list[list[int]] = [[] for _ in batch]
         texts = [""] * len(batch)
         active = list(range(len(batch)))  # original row of each position in the running batch
         # one random stream per row: its samples do not depend on the batch around it
         generators = [torch.Generator(device=device).manual_seed(seed) for seed in sampling[2]] if sampling else []
+        prefix = {self._cache_kw: self._continuing(states, len(batch))} if shared else {}
         with torch.inference_mode():
             out = self.model(
-                input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1
+                input_ids=input_ids,
+                attention_mask=mask,
+                position_ids=positions,
+                use_cache=True,
+                logits_to_keep=1,
+                **prefix,
             )
             cache = getattr(out, self._cache_kw)
             next_pos = positions[:, -1] + 1
@@ -482,16 +523,7 @@ class HFBackend(Backend):
                     tokens = _sample(
                         torch, out.logits[:, -1], sampling[0], sampling[1], [generators[r] for r in active]
                     )
-                token_list = tokens.tolist()
-                keep = []
-                for k, row in enumerate(active):
-                    token = token_list[k]
-                    if token in self._end_ids:
-                        continue
-                    generated[row].append(token)
-                    texts[row] = self.tokenizer.decode(generated[row], skip_special_tokens=True)
-                    if not any(s and s in texts[row] for s in stop):
-                        keep.append(k)
+                keep = self._still_going(tokens.tolist(), active, generated, texts, stop)
                 if not keep or step == max_new_tokens - 1:
                     break
                 if len(keep) < len(active):
@@ -511,14 +543,75 @@ class HFBackend(Backend):
                 next_pos = next_pos + 1
         return [(cut_at_stop(text, stop), len(ids)) for text, ids in zip(texts, generated)]
 
+    def _still_going(
+        self, tokens: list[int], active: list[int], generated: list[list[int]], texts: list[str], stop: tuple[str, ...]
+    ) -> list[int]:
+        """Append each active row's new token and text; the positions (in ``active``) of the rows that go on:
+        neither an end token nor a stop string yet."""
+        keep = []
+        for k, row in enumerate(active):
+            if tokens[k] in self._end_ids:
+                continue
+            generated[row].append(tokens[k])
+            texts[row] = self.tokenizer.decode(generated[row], skip_special_tokens=True)
+            if not any(s and s in texts[row] for s in stop):
+                keep.append(k)
+        return keep
 
-def _tree_layout(ctx: list[int], conts: list[list[int]]) -> tuple[list[int], list[int], list[int]]:
-    """One row of a scoring batch: (tokens, position ids, group) for the context followed by each
-    continuation but its last token; group -1 is the context, m the m-th continuation."""
-    tokens, positions, groups = list(ctx), list(range(len(ctx))), [-1] * len(ctx)
+
+@dataclass
+class _ScoringLayout:
+    """The tensors and bookkeeping of one scoring batch (see HFBackend._score_batch)."""
+
+    input_ids: Any
+    position_ids: Any
+    allowed: Any  # (rows, width, shared + width): which tokens each token may attend to
+    read: dict[tuple[int, int], int]  # (row, column) where the model's prediction is read -> its index
+    reads: list[int]  # per scored token: which read predicts it
+    targets: list[int]  # and the token it should give
+    spans: list[list[tuple[int, int]]]  # per row and continuation: (first, count) into the targets
+
+    @classmethod
+    def of(cls, torch: Any, batch: list[tuple[list[int], list[list[int]]]], shared: int, pad: int) -> _ScoringLayout:
+        layouts = [_tree_layout(ctx[shared:], conts, start=shared) for ctx, conts in batch]
+        width = max(len(tokens) for tokens, _, _ in layouts)
+        input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        position_ids = torch.zeros((len(batch), width), dtype=torch.long)
+        allowed = torch.zeros((len(batch), width, shared + width), dtype=torch.bool)
+        allowed[:, :, :shared] = True  # every token sees the shared prefix
+        allowed[:, :, shared:] = torch.eye(width, dtype=torch.bool)  # padding sees only itself
+        read: dict[tuple[int, int], int] = {}
+        reads: list[int] = []
+        targets: list[int] = []
+        spans: list[list[tuple[int, int]]] = []
+        for row, ((ctx, conts), (tokens, positions, groups)) in enumerate(zip(batch, layouts)):
+            n, offset = len(tokens), width - len(tokens)
+            input_ids[row, offset:] = torch.tensor(tokens)
+            position_ids[row, offset:] = torch.tensor(positions)
+            group = torch.tensor(groups)
+            index = torch.arange(n)
+            allowed[row, offset:, shared + offset :] = (index[None, :] <= index[:, None]) & (
+                (group[None, :] == -1) | (group[None, :] == group[:, None])
+            )
+            own_context = len(ctx) - shared
+            row_spans, column = [], offset + own_context
+            for cont in conts:  # token k of a continuation is predicted at the position before it
+                cols = [offset + own_context - 1] + list(range(column, column + len(cont) - 1))
+                row_spans.append((len(targets), len(cont)))
+                reads += [read.setdefault((row, col), len(read)) for col in cols]  # the context's last token once
+                targets += cont
+                column += len(cont) - 1
+            spans.append(row_spans)
+        return cls(input_ids, position_ids, allowed, read, reads, targets, spans)
+
+
+def _tree_layout(ctx: list[int], conts: list[list[int]], start: int = 0) -> tuple[list[int], list[int], list[int]]:
+    """One row of a scoring batch: (tokens, position ids from ``start``, group) for the context followed
+    by each continuation but its last token; group -1 is the context, m the m-th continuation."""
+    tokens, positions, groups = list(ctx), list(range(start, start + len(ctx))), [-1] * len(ctx)
     for m, cont in enumerate(conts):
         tokens += cont[:-1]
-        positions += range(len(ctx), len(ctx) + len(cont) - 1)
+        positions += range(start + len(ctx), start + len(ctx) + len(cont) - 1)
         groups += [m] * (len(cont) - 1)
     return tokens, positions, groups
 

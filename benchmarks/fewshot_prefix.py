@@ -1,0 +1,118 @@
+"""The demo's few-shot candidates, timed without the result cache (see BENCHMARKS.md, "Few-shot prompts").
+
+    .venv/bin/python benchmarks/fewshot_prefix.py [--out FILE] [--compare FILE] [--rows N]
+
+Evaluates ticket routing's and order extraction's few_shot candidates in one process (the model loads
+and warms up on two rows first), then runs ticket routing's robustness search on few_shot with all six
+perturbations. Prints milliseconds per example and the search's seconds, and writes every prediction,
+choice log-probability and robustness outcome to ``--out``. ``--compare`` reads an earlier ``--out`` file
+and reports how far the scores moved and whether any prediction, generated text or search outcome
+changed, with the speed-ups.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PERTURBATIONS = ["case", "whitespace", "typos", "punctuation", "distractor", "choice_order"]
+
+
+def measure(rows: int | None) -> dict:
+    from evalkit.models import cpu_has_native_bf16
+    from evalkit.session import EvalSession
+
+    reports = Path(tempfile.mkdtemp(prefix="evalkit-fewshot-"))
+    session = EvalSession(root=ROOT, reports_dir=reports, cache_dir=None)
+    figures: dict = {"machine": {"cpus": os.cpu_count(), "native_bf16": cpu_has_native_bf16()}, "candidates": {}}
+    for suite in ("tickets", "orders"):
+        spec = session.spec(ROOT / "suites" / f"{suite}.eval.yaml")
+        spec = spec.model_copy(update={"robustness": None})  # timed on its own below
+        session.run(spec, "few_shot", limit=2)  # warm-up: the model loads and its kernels are built
+        session.results.clear()
+        started = time.perf_counter()
+        result = session.run(spec, "few_shot", limit=rows)
+        seconds = time.perf_counter() - started
+        figures["candidates"][suite] = {
+            "rows": result.n,
+            "seconds": seconds,
+            "ms_per_example": 1000 * seconds / result.n,
+            "accuracy": result.metrics["accuracy"],
+            "outputs": [e.output for e in result.examples],
+            "logprobs": [e.details.get("logprobs") for e in result.examples],
+        }
+        print(f"{suite} few_shot: {result.n} rows, {1000 * seconds / result.n:.1f} ms/example", flush=True)
+    spec = session.spec(ROOT / "suites" / "tickets.eval.yaml")
+    assert spec.robustness is not None
+    everything = spec.robustness.model_copy(update={"perturbations": PERTURBATIONS, "candidates": ["few_shot"]})
+    spec = spec.model_copy(update={"robustness": everything})
+    session.results.clear()
+    started = time.perf_counter()
+    result = session.run(spec, "few_shot", limit=rows)
+    assert result.robustness is not None
+    figures["robustness"] = {
+        "perturbations": PERTURBATIONS,
+        "seconds": result.robustness["wall_s"],
+        "with_evaluation_s": time.perf_counter() - started,
+        "invariance": result.robustness["invariance"],
+        "held": result.robustness["held"],
+        "flipped": result.robustness["flipped"],
+        "model_calls": result.robustness["model_calls"],
+    }
+    print(
+        f"tickets few_shot robustness ({len(PERTURBATIONS)} perturbations): {result.robustness['wall_s']:.1f} s, "
+        f"invariance {result.robustness['invariance']:.3f}",
+        flush=True,
+    )
+    session.close()
+    return figures
+
+
+def compare(before: dict, after: dict) -> None:
+    for suite, now in after["candidates"].items():
+        then = before["candidates"][suite]
+        changed = sum(a != b for a, b in zip(then["outputs"], now["outputs"]))
+        moved = max(
+            (
+                abs(x - y)
+                for a, b in zip(then["logprobs"], now["logprobs"])
+                if a and b
+                for x, y in zip(a.values(), b.values())
+            ),
+            default=0.0,
+        )
+        print(
+            f"{suite} few_shot: {then['ms_per_example']:.1f} -> {now['ms_per_example']:.1f} ms/example "
+            f"({then['ms_per_example'] / now['ms_per_example']:.2f}x); {changed} of {now['rows']} outputs changed; "
+            f"largest score change {moved:.2e}"
+        )
+    then, now = before["robustness"], after["robustness"]
+    print(
+        f"tickets few_shot robustness: {then['seconds']:.1f} -> {now['seconds']:.1f} s ({then['seconds'] / now['seconds']:.2f}x); "
+        f"outcomes {'identical' if then['flipped'] == now['flipped'] else 'CHANGED'}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "fewshot_prefix.json")
+    parser.add_argument("--compare", type=Path, help="an earlier --out file to compare with")
+    parser.add_argument("--rows", type=int, help="only the first N rows of each suite")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    figures = measure(args.rows)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(figures, indent=1) + "\n")
+    print(f"written: {args.out}")
+    if args.compare:
+        compare(json.loads(args.compare.read_text()), figures)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""Shared prompt prefixes: found on token ids, computed once, and answers equal to computing every row whole."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from evalkit.backends.base import ChoiceRequest, GenerateRequest
+from evalkit.backends.hf import HFBackend, peft_quietly
+from evalkit.backends.prefix import MIN_SHARED, PrefixStore, plan_prefixes
+from tests.test_backend import direct_logprob, reference_generate
+
+HEADER = list(range(100, 140))  # 40 tokens every few-shot row starts with
+FEW_SHOT = (
+    "Classify each ticket: billing, technical, account, shipping or other.\n"
+    "Ticket: my invoice is wrong\nCategory: billing\n"
+    "Ticket: the app crashes\nCategory: technical\n"
+    "Ticket: please change my email address\nCategory: account\n"
+    "Ticket: the parcel never arrived\nCategory: shipping\n"
+)
+TICKETS = ["I was charged twice", "cannot log in", "where is my parcel", "refund please", "refunds please"]
+CHOICES = (" billing", " technical support", " account")
+
+
+def test_rows_with_a_common_beginning_share_exactly_that_many_tokens():
+    rows = [HEADER + [1, 2], HEADER + [3], HEADER + [1, 5, 6], [7] * 50]
+    groups = plan_prefixes(rows)
+    assert [(len(g.prefix), sorted(g.rows)) for g in groups] == [(40, [0, 1, 2]), (0, [3])]
+    assert groups[0].prefix == tuple(HEADER)
+
+
+def test_every_row_keeps_its_last_token_outside_the_prefix():
+    groups = plan_prefixes([HEADER, HEADER, HEADER + [5]])
+    assert [(len(g.prefix), sorted(g.rows)) for g in groups] == [(39, [0, 1, 2])]
+
+
+def test_a_short_common_beginning_is_not_shared():
+    rows = [list(range(MIN_SHARED - 1)) + [500 + i] * 30 for i in range(3)]
+    assert [(g.prefix, sorted(g.rows)) for g in plan_prefixes(rows)] == [((), [0, 1, 2])]
+
+
+def test_a_row_sharing_only_a_header_does_not_shorten_the_few_shot_group():
+    chat_header = list(range(20))
+    few_shot = chat_header + list(range(1000, 1200))
+    rows = [few_shot + [1], few_shot + [2], few_shot + [3], chat_header + [9] * 30]
+    groups = plan_prefixes(rows)
+    assert [(len(g.prefix), sorted(g.rows)) for g in groups] == [(220, [0, 1, 2]), (0, [3])]
+
+
+def test_a_stored_prefix_is_reused_when_nearly_as_long_and_by_a_row_alone():
+    stored = (tuple(HEADER),)
+    nearly = [HEADER + [1, 2, 3], HEADER + [1, 2, 4], HEADER + [1, 2, 5, 6]]  # share 42 tokens, 40 stored
+    group = plan_prefixes(nearly, stored)[0]
+    assert (group.prefix, group.stored) == (tuple(HEADER), True)
+    alone = plan_prefixes([HEADER + [8, 9]], stored)[0]
+    assert (alone.prefix, alone.stored) == (tuple(HEADER), True)
+    much_longer = [HEADER + list(range(200, 260)) + [i] for i in range(3)]  # share 100 tokens, 40 stored
+    group = plan_prefixes(much_longer, stored)[0]
+    assert (len(group.prefix), group.stored) == (100, False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([(), tuple(HEADER), tuple(HEADER[:20]), (7,) * 30]), st.lists(st.integers(0, 3), max_size=6)
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_every_row_is_planned_once_under_a_prefix_of_its_own_tokens(shapes):
+    rows = [list(head) + tail or [0] for head, tail in shapes]
+    groups = plan_prefixes(rows)
+    assert sorted(i for g in groups for i in g.rows) == list(range(len(rows)))
+    for group in groups:
+        assert group.prefix == () or len(group.prefix) >= MIN_SHARED
+        for i in group.rows:
+            assert tuple(rows[i][: len(group.prefix)]) == group.prefix and len(rows[i]) > len(group.prefix)
+
+
+def test_the_store_drops_the_least_recently_used_prefix_past_its_budget():
+    store = PrefixStore(budget=100)
+    store.put(None, (1,), "a", 60)
+    store.put("lora", (2,), "b", 30)
+    assert store.get(None, (1,)) == "a"  # now the most recently used
+    store.put(None, (3,), "c", 30)
+    assert store.prefixes(None) == [(1,), (3,)] and store.prefixes("lora") == []
+    store.put(None, (4,), "too big", 101)
+    assert store.get(None, (4,)) is None
+
+
+# ---------------------------------------------------------------------------------- on the tiny model
+
+
+def few_shot_contexts():
+    return [f"{FEW_SHOT}Ticket: {text}\nCategory:" for text in TICKETS]
+
+
+@pytest.fixture
+def sharing(tiny_model):
+    return HFBackend(tiny_model, fingerprint="t")
+
+
+def unshared(tiny_model):
+    backend = HFBackend(tiny_model, fingerprint="t")
+    backend.min_shared = 10**9  # every row computed whole
+    return backend
+
+
+def test_few_shot_scores_equal_rows_computed_whole(tiny_model, sharing):
+    requests = [ChoiceRequest(c, CHOICES) for c in few_shot_contexts()]
+    results = sharing.score_choices(requests)
+    (prefix,) = sharing._prefixes.prefixes(None)
+    ids = [sharing.tokenizer(c).input_ids for c in few_shot_contexts()]
+    assert len(prefix) >= len(sharing.tokenizer(FEW_SHOT).input_ids) - 1
+    assert all(tuple(row[: len(prefix)]) == prefix for row in ids)  # a token prefix of every row's own ids
+    whole = unshared(tiny_model).score_choices(requests)
+    for request, result, reference in zip(requests, results, whole):
+        assert result.logprobs == pytest.approx(reference.logprobs, abs=1e-4)
+        direct = [direct_logprob(sharing, request.context, c) for c in request.continuations]
+        assert result.logprobs == pytest.approx(direct, abs=1e-4)
+        assert result.context_tokens == reference.context_tokens
+        assert result.is_greedy == reference.is_greedy
+
+
+def test_a_later_call_reuses_the_stored_prefix(tiny_model, sharing, monkeypatch):
+    contexts = few_shot_contexts()
+    sharing.score_choices([ChoiceRequest(c, CHOICES) for c in contexts[:3]])
+    computed = []
+    original = sharing._decoder.forward
+    monkeypatch.setattr(
+        sharing._decoder, "forward", lambda **kw: computed.append(kw["input_ids"].shape) or original(**kw)
+    )
+    late = sharing.score_choices([ChoiceRequest(contexts[4], CHOICES)])[0]
+    (prefix,) = sharing._prefixes.prefixes(None)
+    assert len(computed) == 1 and computed[0][1] < len(prefix) // 2  # only the row's own tokens and choices ran
+    assert late.logprobs == pytest.approx([direct_logprob(sharing, contexts[4], c) for c in CHOICES], abs=1e-4)
+
+
+def test_few_shot_greedy_outputs_equal_rows_generated_whole(tiny_model, sharing):
+    prompts = few_shot_contexts()
+    results = sharing.generate([GenerateRequest(p, 12) for p in prompts])
+    assert sharing._prefixes.prefixes(None)
+    for prompt, result in zip(prompts, results):
+        assert result.text == reference_generate(sharing, prompt, 12)
+        assert result.prompt_tokens == len(sharing.tokenizer(prompt).input_ids)
+
+
+def test_an_adapter_never_continues_a_prefix_computed_without_it(tmp_path, tiny_model, sharing):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    with peft_quietly():
+        get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model), lora).save_pretrained(tmp_path / "lora")
+    requests = [ChoiceRequest(c, CHOICES) for c in few_shot_contexts()]
+    base = sharing.score_choices(requests)
+    tuned = sharing.with_adapter("lora", tmp_path / "lora").score_choices(requests)
+    assert sharing._prefixes.prefixes(None) and sharing._prefixes.prefixes("lora")
+    reference = unshared(tiny_model).with_adapter("lora", tmp_path / "lora").score_choices(requests)
+    for a, b, c in zip(base, tuned, reference):
+        assert b.logprobs == pytest.approx(c.logprobs, abs=1e-4)
+        assert max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs)) > 1e-3  # the adapter changed the scores
+
+
+def test_a_model_handed_over_for_training_keeps_no_prefix_between_calls(tiny_model, sharing):
+    trained = HFBackend.from_model(sharing.model, sharing.tokenizer, fingerprint="training")
+    trained.score_choices([ChoiceRequest(c, CHOICES) for c in few_shot_contexts()])
+    assert trained._prefixes.prefixes(None) == []
