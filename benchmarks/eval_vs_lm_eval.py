@@ -1,11 +1,13 @@
-"""evalkit against lm-evaluation-harness: same model, rows and prompts, run interleaved (see BENCHMARKS.md).
+"""evalkit against lm-evaluation-harness: same model, rows and prompts, end to end (see BENCHMARKS.md).
 
     bash benchmarks/eval_vs_lm_eval.sh [--arc-rows 500] [--sst2-rows 872] [--generate-rows 100] ...
 
-For each dtype and task, one process per tool loads the model, warms up on two rows and evaluates the
-rows; the tools alternate which runs first. Printed: examples per second of each, the ratio, whether
-the predictions agree, the share of the machine's matrix-multiply rate that evalkit's classify reaches,
-the result cache's cold / warm / one-prompt-changed pytest runs, and peak resident memory.
+For each dtype and task, each tool runs as a user runs it, in a fresh process timed from its start to its
+exit: evalkit as ``pytest SUITE --evalkit-no-cache``, lm_eval as its ``lm_eval`` command. The tools
+alternate which runs first. Printed: seconds of each, the ratio, whether the predictions agree, the share
+of the machine's matrix-multiply rate that evalkit's classify reaches, peak resident memory, and the result
+cache's cold / warm / one-prompt-changed pytest runs. bfloat16 runs only where the CPU has bf16 matrix
+instructions (AVX512-BF16 or AMX) or on a GPU; elsewhere the benchmark says it could not be measured.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import argparse
 import json
 import os
 import re
-import resource
 import shutil
 import subprocess
 import sys
@@ -25,7 +26,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "datasets"
-LM_EVAL_PYTHON = ROOT / "benchmarks" / ".venv-lmeval" / "bin" / "python"
+LM_EVAL = ROOT / "benchmarks" / ".venv-lmeval" / "bin" / "lm_eval"
+PYTEST = ROOT / ".venv" / "bin" / "pytest"
+# Runs a command and reports its peak resident memory (the largest of its processes) on stderr.
+PEAK_RSS = (
+    "import resource, subprocess, sys; code = subprocess.call(sys.argv[1:]); "
+    "print(f'peak_rss_kb={resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}', file=sys.stderr); sys.exit(code)"
+)
 MODEL = "smollm2-135m-instruct"
 
 # Each task: the rows, lm_eval's task YAML, and the evalkit suite with the same prompt.
@@ -81,43 +88,6 @@ TASKS = {
 }
 
 
-# ------------------------------------------------------------------------------------------ workers
-
-
-def evalkit_worker(suite: Path) -> None:
-    """Evaluate the suite's one candidate in this process (no result cache) and print JSON."""
-    from evalkit.session import EvalSession
-
-    session = EvalSession(root=suite.parent, reports_dir=suite.parent / "reports", cache_dir=None)
-    spec = session.spec(suite)
-    session.run(spec, "plain", limit=2)  # warm-up: loads the model and its kernels
-    started = time.perf_counter()
-    result = session.run(spec, "plain")
-    seconds = time.perf_counter() - started
-    backend = next(iter(session._backends.values()))
-    params = sum(
-        p.numel()
-        for name, p in backend.model.named_parameters()
-        if "embed_tokens" not in name and "lm_head" not in name
-    )
-    predictions = [e.output for e in result.examples]
-    if spec.task.kind == "classify":
-        predictions = [list(e.details["logprobs"]).index(e.output) for e in result.examples]  # the choice's index
-    print(
-        json.dumps(
-            {
-                "seconds": seconds,
-                "examples": result.n,
-                "predictions": predictions,
-                "accuracy": result.metrics["accuracy"],
-                "tokens": result.tokens,
-                "non_embedding_parameters": params,
-                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            }
-        )
-    )
-
-
 # ------------------------------------------------------------------------------------------ driver
 
 
@@ -160,11 +130,87 @@ def write_task(work: Path, name: str, rows: int) -> tuple[Path, Path]:
     return suite, tasks
 
 
-def run_json(command: list[str], env: dict[str, str]) -> dict:
-    out = subprocess.run(command, capture_output=True, text=True, env=env)
+def timed(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
+    """Seconds from the command's start to its exit, and its peak resident memory in MB."""
+    started = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", PEAK_RSS, *command], cwd=cwd, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
     if out.returncode != 0:
-        sys.exit(f"failed: {' '.join(command)}\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+        sys.exit(f"failed: {' '.join(command)}\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    peak = re.search(r"peak_rss_kb=(\d+)", out.stderr)
+    assert peak is not None
+    return seconds, int(peak.group(1)) / 1024
+
+
+def run_evalkit(suite: Path, env: dict[str, str]) -> dict:
+    """``pytest SUITE --evalkit-no-cache`` from start to exit; predictions from the run folder it writes."""
+    reports = suite.parent / "reports"
+    shutil.rmtree(reports, ignore_errors=True)
+    command = [str(PYTEST), suite.name, "-q", "-p", "no:cacheprovider", "--evalkit-no-cache"]
+    seconds, peak_rss_mb = timed(command + ["--evalkit-reports", str(reports)], suite.parent, env)
+    (suite_record,) = json.loads((reports / "latest" / "results.json").read_text())["suites"].values()
+    (record,) = suite_record.values()
+    rows = [json.loads(line) for line in (reports / "latest" / "examples.jsonl").read_text().splitlines()]
+    rows.sort(key=lambda r: r["row"])
+    if record["task"] == "classify":  # the chosen choice's index
+        predictions = [list(r["details"]["logprobs"]).index(r["output"]) for r in rows]
+    else:
+        predictions = [r["output"] for r in rows]
+    return {
+        "seconds": seconds,
+        "examples": record["n"],
+        "predictions": predictions,
+        "accuracy": record["metrics"]["accuracy"],
+        "tokens": record["tokens"],
+        "compute_s": record["compute_s"],
+        "peak_rss_mb": peak_rss_mb,
+    }
+
+
+def run_lm_eval(model: str, dtype: str, task_dir: Path, name: str, batch_size: int, env: dict[str, str]) -> dict:
+    """The ``lm_eval`` command from start to exit; predictions from the samples it logs."""
+    out = task_dir.parent / "lm_eval_out"
+    shutil.rmtree(out, ignore_errors=True)
+    command = [
+        str(LM_EVAL),
+        "--model",
+        "hf",
+        "--model_args",
+        f"pretrained={model},dtype={dtype}",
+        "--device",
+        "cpu",
+        "--batch_size",
+        str(batch_size),
+        "--include_path",
+        str(task_dir),
+        "--tasks",
+        f"bench_{name}",
+        "--log_samples",
+        "--output_path",
+        str(out),
+        "--seed",
+        "0",
+    ]
+    seconds, peak_rss_mb = timed(command, task_dir.parent, env)
+    (samples_file,) = out.rglob(f"samples_bench_{name}_*.jsonl")
+    (results_file,) = out.rglob("results_*.json")
+    samples = sorted((json.loads(line) for line in samples_file.read_text().splitlines()), key=lambda s: s["doc_id"])
+    predictions = []
+    for sample in samples:
+        responses = sample["filtered_resps"]
+        if TASKS[name]["kind"] == "classify":  # one (loglikelihood, is_greedy) per choice: the best one
+            logliks = [float(r[0]) for r in responses]
+            predictions.append(max(range(len(logliks)), key=lambda i: logliks[i]))
+        else:
+            predictions.append(responses[0] if isinstance(responses[0], str) else responses[0][0])
+    metrics = json.loads(results_file.read_text())["results"][f"bench_{name}"]
+    return {
+        "seconds": seconds,
+        "examples": len(samples),
+        "predictions": predictions,
+        "accuracy": metrics.get("acc,none", metrics.get("exact_match,none")),
+        "peak_rss_mb": peak_rss_mb,
+    }
 
 
 def with_dtype(suite: Path, dtype: str) -> Path:
@@ -221,102 +267,51 @@ def cache_runs(work: Path, rows: int, env: dict[str, str]) -> dict:
     return figures
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--arc-rows", type=int, default=500)
-    parser.add_argument("--sst2-rows", type=int, default=872)
-    parser.add_argument("--generate-rows", type=int, default=100)
-    parser.add_argument("--dtypes", default="float32,bfloat16")
-    parser.add_argument(
-        "--slow-dtype-rows",
-        type=int,
-        default=40,
-        help="rows per task in a dtype this CPU only emulates (bf16 without AMX/AVX512-BF16)",
-    )
-    parser.add_argument("--lm-eval-batch-size", type=int, default=16)
-    parser.add_argument("--cache-rows", type=int, default=200)
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "eval_vs_lm_eval.json"))
-    parser.add_argument("--evalkit-worker", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.evalkit_worker:
-        return evalkit_worker(args.evalkit_worker)
+def non_embedding_parameters(model_path: str) -> int:
+    from transformers import AutoModelForCausalLM
 
-    from tabulate import tabulate
+    model = AutoModelForCausalLM.from_pretrained(model_path)
+    return sum(p.numel() for n, p in model.named_parameters() if "embed_tokens" not in n and "lm_head" not in n)
 
-    from evalkit.models import cpu_has_native_bf16, resolve_model
 
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    model_path = str(resolve_model(MODEL).path)
-    work = Path(tempfile.mkdtemp(prefix="evalkit-bench-"))
-    rows = {"arc_easy": args.arc_rows, "sst2": args.sst2_rows, "nq_open": args.generate_rows}
-    report: dict = {"machine": {"cpus": os.cpu_count(), "native_bf16": cpu_has_native_bf16()}, "runs": []}
-    dtypes = args.dtypes.split(",")
-    for dtype in dtypes:
-        report["machine"][f"matmul_gflops_{dtype}"] = matmul_rate(dtype)
+def compare_task(name: str, n: int, dtype: str, work: Path, args: argparse.Namespace, env: dict[str, str]) -> dict:
+    """Both tools on one task's first ``n`` rows in ``dtype``, end to end; the tools alternate going first."""
+    folder = work / f"{dtype}-{name}"
+    folder.mkdir()
+    suite, task_dir = write_task(folder, name, n)
+    suite = with_dtype(suite, dtype)
+    runs = {
+        "evalkit": lambda: run_evalkit(suite, env),
+        "lm_eval": lambda: run_lm_eval(args.model_path, dtype, task_dir, name, args.lm_eval_batch_size, env),
+    }
+    order = list(runs) if list(TASKS).index(name) % 2 == 0 else list(runs)[::-1]
+    results = {tool: runs[tool]() for tool in order}
+    ours, theirs = results["evalkit"], results["lm_eval"]
+    run = {
+        "dtype": dtype,
+        "task": name,
+        "rows": n,
+        "evalkit": {k: v for k, v in ours.items() if k != "predictions"},
+        "lm_eval": {k: v for k, v in theirs.items() if k != "predictions"},
+        "speedup": theirs["seconds"] / ours["seconds"],
+        "predictions_differ": agree(name, ours["predictions"], theirs["predictions"]),
+        "predictions": ours["predictions"],
+    }
+    if TASKS[name]["kind"] == "classify":
+        flops = ours["tokens"]["prompt"] * 2 * args.parameters
+        run["evalkit_gflops"] = flops / ours["compute_s"] / 1e9
+        run["mfu"] = run["evalkit_gflops"] / args.matmul[dtype]
     print(
-        "matrix-multiply rate: "
-        + ", ".join(f"{d} {report['machine'][f'matmul_gflops_{d}']:.1f} GFLOP/s" for d in dtypes)
+        f"{dtype} {name} ({n} rows, process start to exit): evalkit {ours['seconds']:.1f} s, lm_eval "
+        f"{theirs['seconds']:.1f} s, x{run['speedup']:.2f}; accuracy {ours['accuracy']:.3f} vs "
+        f"{theirs['accuracy']:.3f}; {run['predictions_differ']} predictions differ",
+        flush=True,
     )
+    return run
 
-    predictions: dict[tuple[str, str], list] = {}
-    for dtype in dtypes:
-        slow = dtype == "bfloat16" and not cpu_has_native_bf16()
-        for k, name in enumerate(TASKS):
-            n = min(rows[name], args.slow_dtype_rows) if slow else rows[name]
-            (work / f"{dtype}-{name}").mkdir()
-            suite, task_dir = write_task(work / f"{dtype}-{name}", name, n)
-            suite = with_dtype(suite, dtype)
-            evalkit_cmd = [sys.executable, __file__, "--evalkit-worker", str(suite)]
-            lm_eval_cmd = [
-                str(LM_EVAL_PYTHON),
-                str(ROOT / "benchmarks" / "lm_eval_worker.py"),
-                "--model",
-                model_path,
-                "--dtype",
-                dtype,
-                "--task-dir",
-                str(task_dir),
-                "--task",
-                f"bench_{name}",
-                "--batch-size",
-                str(args.lm_eval_batch_size),
-                "--kind",
-                TASKS[name]["kind"],
-            ]
-            order = [("evalkit", evalkit_cmd), ("lm_eval", lm_eval_cmd)]
-            results = dict((tool, run_json(cmd, env)) for tool, cmd in (order if k % 2 == 0 else order[::-1]))
-            ours, theirs = results["evalkit"], results["lm_eval"]
-            run = {
-                "dtype": dtype,
-                "task": name,
-                "rows": n,
-                "evalkit": {k: v for k, v in ours.items() if k != "predictions"},
-                "lm_eval": {k: v for k, v in theirs.items() if k != "predictions"},
-                "speedup": (ours["examples"] / ours["seconds"]) / (theirs["examples"] / theirs["seconds"]),
-                "predictions_differ": agree(name, ours["predictions"], theirs["predictions"]),
-            }
-            if TASKS[name]["kind"] == "classify":
-                flops = ours["tokens"]["prompt"] * 2 * ours["non_embedding_parameters"]
-                run["evalkit_gflops"] = flops / ours["seconds"] / 1e9
-                run["mfu"] = run["evalkit_gflops"] / report["machine"][f"matmul_gflops_{dtype}"]
-            predictions[(dtype, name)] = ours["predictions"]
-            report["runs"].append(run)
-            print(
-                f"{dtype} {name} ({n} rows): evalkit {ours['examples'] / ours['seconds']:.2f} ex/s, lm_eval "
-                f"{theirs['examples'] / theirs['seconds']:.2f} ex/s, x{run['speedup']:.2f}; accuracy "
-                f"{ours['accuracy']:.3f} vs {theirs['accuracy']:.3f}; {run['predictions_differ']} predictions differ",
-                flush=True,
-            )
-    if len(dtypes) > 1:
-        changed = {}
-        for name in TASKS:
-            a, b = predictions.get((dtypes[0], name)), predictions.get((dtypes[1], name))
-            if a and b:
-                m = min(len(a), len(b))
-                changed[name] = {"rows": m, "changed": agree(name, a[:m], b[:m])}
-        report["dtype_changes"] = changed
-    report["cache"] = cache_runs(work, args.cache_rows, env)
-    shutil.rmtree(work, ignore_errors=True)
+
+def print_table(report: dict) -> None:
+    from tabulate import tabulate
 
     table = []
     for run in report["runs"]:
@@ -326,8 +321,8 @@ def main() -> None:
                 run["dtype"],
                 run["task"],
                 run["rows"],
-                f"{ours['examples'] / ours['seconds']:.2f}",
-                f"{theirs['examples'] / theirs['seconds']:.2f}",
+                f"{ours['seconds']:.1f}",
+                f"{theirs['seconds']:.1f}",
                 f"{run['speedup']:.2f}x",
                 f"{ours['accuracy']:.3f} / {theirs['accuracy']:.3f}",
                 run["predictions_differ"],
@@ -335,37 +330,92 @@ def main() -> None:
                 f"{ours['peak_rss_mb']:.0f} / {theirs['peak_rss_mb']:.0f}",
             ]
         )
+    headers = [
+        "dtype",
+        "task",
+        "rows",
+        "evalkit s",
+        "lm_eval s",
+        "speed-up",
+        "accuracy (evalkit / lm_eval)",
+        "predictions differ",
+        "evalkit MFU",
+        "peak RSS MB (evalkit / lm_eval)",
+    ]
     print()
-    print(
-        tabulate(
-            table,
-            headers=[
-                "dtype",
-                "task",
-                "rows",
-                "evalkit ex/s",
-                "lm_eval ex/s",
-                "speed-up",
-                "accuracy (evalkit / lm_eval)",
-                "predictions differ",
-                "evalkit MFU",
-                "peak RSS MB (evalkit / lm_eval)",
-            ],
-            tablefmt="github",
-        )
-    )
+    print(tabulate(table, headers=headers, tablefmt="github"))
+    for note in report["skipped"]:
+        print(note)
     if "dtype_changes" in report:
         print(
-            "\npredictions bf16 changes against fp32: "
+            "\npredictions bf16 changes against fp32 (evalkit): "
             + ", ".join(f"{k} {v['changed']} of {v['rows']}" for k, v in report["dtype_changes"].items())
         )
     c = report["cache"]
+    if c is None:
+        return
     print(
         f"\nresult cache (pytest, 2 candidates x {c['rows']} SST-2 rows; pytest --collect-only alone takes "
         f"{c['pytest_collect_only_s']:.1f}s):\n  cold {c['cold_s']:.1f}s: {c['cold_cache']}\n"
         f"  warm {c['warm_s']:.1f}s: {c['warm_cache']}\n  one prompt changed {c['one_prompt_changed_s']:.1f}s: "
         f"{c['one_prompt_changed_cache']}"
     )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arc-rows", type=int, default=500)
+    parser.add_argument("--sst2-rows", type=int, default=872)
+    parser.add_argument("--generate-rows", type=int, default=100)
+    parser.add_argument("--tasks", default=",".join(TASKS))
+    parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--lm-eval-batch-size", type=int, default=16)
+    parser.add_argument("--cache-rows", type=int, default=200, help="0 skips the result-cache runs")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "eval_vs_lm_eval.json"))
+    args = parser.parse_args()
+
+    import torch
+
+    from evalkit.models import cpu_has_native_bf16, resolve_model
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    args.model_path = str(resolve_model(MODEL).path)
+    args.parameters = non_embedding_parameters(args.model_path)
+    work = Path(tempfile.mkdtemp(prefix="evalkit-bench-"))
+    rows = {"arc_easy": args.arc_rows, "sst2": args.sst2_rows, "nq_open": args.generate_rows}
+    native_bf16 = cpu_has_native_bf16() or torch.cuda.is_available()
+    report: dict = {
+        "machine": {"cpus": os.cpu_count(), "native_bf16": native_bf16, "torch": torch.__version__},
+        "runs": [],
+        "skipped": [],
+    }
+    dtypes = args.dtypes.split(",")
+    if "bfloat16" in dtypes and not native_bf16:
+        dtypes.remove("bfloat16")
+        report["skipped"].append(
+            "bfloat16 not measured: this CPU has no bf16 matrix instructions (AVX512-BF16 or AMX), so bf16 "
+            "would run emulated, several times slower than float32, and its figures would not be bf16's"
+        )
+    args.matmul = {dtype: matmul_rate(dtype) for dtype in dtypes}
+    report["machine"]["matmul_gflops"] = args.matmul
+    print("matrix-multiply rate: " + ", ".join(f"{d} {rate:.1f} GFLOP/s" for d, rate in args.matmul.items()))
+    for dtype in dtypes:
+        for name in args.tasks.split(","):
+            report["runs"].append(compare_task(name, rows[name], dtype, work, args, env))
+    if len(dtypes) > 1:
+        by = {(run["dtype"], run["task"]): run.pop("predictions") for run in report["runs"]}
+        report["dtype_changes"] = {
+            name: {
+                "rows": len(by[(dtypes[0], name)]),
+                "changed": agree(name, by[(dtypes[0], name)], by[(dtypes[1], name)]),
+            }
+            for name in args.tasks.split(",")
+        }
+    for run in report["runs"]:
+        run.pop("predictions", None)
+    report["cache"] = cache_runs(work, args.cache_rows, env) if args.cache_rows else None
+    shutil.rmtree(work, ignore_errors=True)
+    print_table(report)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwritten: {args.out}")

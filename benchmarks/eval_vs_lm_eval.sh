@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # evalkit against lm-evaluation-harness on ARC-Easy, SST-2 and NQ-open (see BENCHMARKS.md).
 # lm_eval is not an evalkit dependency: it goes into its own environment, benchmarks/.venv-lmeval.
-# Usage: bash benchmarks/eval_vs_lm_eval.sh [--arc-rows N] [--sst2-rows N] [--generate-rows N]
-#        [--dtypes float32,bfloat16] [--slow-dtype-rows N] [--lm-eval-batch-size N] [--cache-rows N]
+# Usage: bash benchmarks/eval_vs_lm_eval.sh [--arc-rows N] [--sst2-rows N] [--generate-rows N] [--tasks arc_easy,sst2,nq_open]
+#        [--dtypes float32,bfloat16] [--lm-eval-batch-size N] [--cache-rows N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

@@ -102,6 +102,31 @@ def test_generate_equals_transformers_greedy_decoding(evalkit, smollm):
     assert result.metrics["accuracy"] == correct / n
 
 
+def test_few_shot_candidates_answer_as_when_every_row_is_computed_whole(evalkit):
+    """The demo's few_shot prompts share their examples: computed once, the answers do not change."""
+    from evalkit.backends.base import ChoiceRequest, GenerateRequest
+    from evalkit.backends.hf import HFBackend
+    from evalkit.models import resolve_model
+
+    resolved = resolve_model("smollm2-135m-instruct")
+    shared = HFBackend(resolved.path, fingerprint=resolved.fingerprint)
+    whole = HFBackend(resolved.path, fingerprint=resolved.fingerprint)
+    whole.min_shared = 10**9  # no prefix is shared: every row computed in full
+    tickets = evalkit.run(TICKETS, candidate="few_shot", limit=24)
+    requests = [ChoiceRequest(e.prompt, tuple(" " + c for c in CHOICES)) for e in tickets.examples]
+    scored, reference = shared.score_choices(requests), whole.score_choices(requests)
+    (prefix,) = shared._prefixes.prefixes(None)
+    assert len(prefix) > 100  # the instructions and the four examples
+    for example, result, expected in zip(tickets.examples, scored, reference):
+        assert result.logprobs == pytest.approx(expected.logprobs, abs=1e-4)
+        assert list(example.details["logprobs"].values()) == pytest.approx(expected.logprobs, abs=1e-4)
+    orders = evalkit.run(ORDERS, candidate="few_shot", limit=12)
+    requests = [GenerateRequest(e.prompt, 24, ("\n",)) for e in orders.examples]
+    texts = [r.text for r in shared.generate(requests)]
+    assert texts == [r.text for r in whole.generate(requests)]
+    assert texts == [e.output for e in orders.examples]
+
+
 def link_demo_files(root: Path) -> None:
     (root / "suites").mkdir()
     (root / "suites" / "data").symlink_to(REPO / "suites" / "data")

@@ -167,7 +167,16 @@ def test_an_adapter_never_continues_a_prefix_computed_without_it(tmp_path, tiny_
         assert max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs)) > 1e-3  # the adapter changed the scores
 
 
-def test_a_model_handed_over_for_training_keeps_no_prefix_between_calls(tiny_model, sharing):
+def test_a_model_handed_over_for_training_shares_within_a_call_and_keeps_nothing(tiny_model, sharing, monkeypatch):
     trained = HFBackend.from_model(sharing.model, sharing.tokenizer, fingerprint="training")
+    widths = []
+    original = trained._decoder.forward
+    monkeypatch.setattr(
+        trained._decoder, "forward", lambda **kw: widths.append(kw["input_ids"].shape) or original(**kw)
+    )
     trained.score_choices([ChoiceRequest(c, CHOICES) for c in few_shot_contexts()])
-    assert trained._prefixes.prefixes(None) == []
+    shared = len(sharing.tokenizer(FEW_SHOT).input_ids) - 1
+    assert widths[0][0] == 1 and widths[0][1] >= shared  # the prefix, once
+    assert sum(rows for rows, _ in widths[1:]) == len(TICKETS)  # then the rows, in batches...
+    assert all(width < shared // 2 for _, width in widths[1:])  # ...of their own tokens only
+    assert trained._prefixes.prefixes(None) == []  # its weights may change before the next call

@@ -44,13 +44,16 @@ def peft_quietly():
 def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
     """Split like lm-evaluation-harness: trailing spaces of the context move to the continuation,
     and the continuation is what encoding the whole adds after the context's tokens."""
+    context_ids, (continuation_ids,) = encode_choices(tokenizer, context, [continuation])
+    return context_ids, continuation_ids
+
+
+def encode_choices(tokenizer, context: str, continuations: Sequence[str]) -> tuple[list[int], list[list[int]]]:
+    """:func:`encode_pair` for every continuation of one context, in one call to the tokenizer."""
     spaces = len(context) - len(context.rstrip(" "))
-    if spaces:
-        continuation = context[-spaces:] + continuation
-        context = context[:-spaces]
-    whole = tokenizer(context + continuation).input_ids
-    context_ids = tokenizer(context).input_ids
-    return context_ids, whole[len(context_ids) :]
+    head, moved = (context[:-spaces], context[-spaces:]) if spaces else (context, "")
+    context_ids, *wholes = tokenizer([head, *(head + moved + c for c in continuations)]).input_ids
+    return context_ids, [whole[len(context_ids) :] for whole in wholes]
 
 
 @register_backend("hf")
@@ -277,9 +280,6 @@ class HFBackend(Backend):
 
     # ------------------------------------------------------------------ classify
 
-    def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-        return encode_pair(self.tokenizer, context, continuation)
-
     def rows_in_memory(self, tokens: int) -> int:
         """How many rows of ``tokens`` tokens (shared prefix included) one batch may hold: their key/value
         cache and logits must fit in a share of the memory available now (GPU memory on a GPU), and at
@@ -379,12 +379,11 @@ class HFBackend(Backend):
     def _score_choices(self, adapter: str | None, requests: Sequence[ChoiceRequest]) -> list[ChoiceResult]:
         encoded = []
         for r in requests:
-            pairs = [self._encode_pair(r.context, c) for c in r.continuations]
-            context_ids = pairs[0][0] or [self._start_id]
-            for choice, (_, cont) in zip(r.continuations, pairs):
+            context_ids, continuations = encode_choices(self.tokenizer, r.context, r.continuations)
+            for choice, cont in zip(r.continuations, continuations):
                 if not cont:
                     raise ModelError(f"choice {choice!r} encodes to no tokens", fix="choices must be non-empty text")
-            encoded.append((context_ids, [cont for _, cont in pairs]))
+            encoded.append((context_ids or [self._start_id], continuations))
         results: list[ChoiceResult | None] = [None] * len(requests)
         for group in self._shared_prefixes(adapter, [ctx for ctx, _ in encoded]):
             shared = len(group.prefix)
