@@ -180,3 +180,27 @@ def test_a_model_handed_over_for_training_shares_within_a_call_and_keeps_nothing
     assert sum(rows for rows, _ in widths[1:]) == len(TICKETS)  # then the rows, in batches...
     assert all(width < shared // 2 for _, width in widths[1:])  # ...of their own tokens only
     assert trained._prefixes.prefixes(None) == []  # its weights may change before the next call
+
+
+def test_rows_that_stop_early_leave_the_reserved_cache_and_the_rest_decode_unchanged(sharing):
+    from evalkit.backends.base import cut_at_stop
+
+    prompts = [f"{FEW_SHOT}Ticket: {text}" for text in TICKETS]  # rows that continue differently
+    free = [reference_generate(sharing, p, 12) for p in prompts]
+    assert len(free[0]) > 6
+    stop = (free[0][3:5],)  # the first row stops after a few tokens; the others, if at all, elsewhere
+    results = sharing.generate([GenerateRequest(p, 12, stop) for p in prompts])
+    assert [r.text for r in results] == [cut_at_stop(text, stop) for text in free]
+    assert len({r.output_tokens for r in results}) > 1  # rows did stop at different steps
+
+
+def test_the_reserved_cache_refuses_to_overflow():
+    from evalkit.backends.kv_cache import ReservedLayer
+
+    layer = ReservedLayer(capacity=4, rows=2)
+    layer.update(torch.zeros(2, 1, 3, 8), torch.zeros(2, 1, 3, 8))
+    assert layer.get_seq_length() == 3 and layer.keys.shape == (2, 1, 3, 8)
+    layer.batch_select_indices(torch.tensor([1]))
+    assert layer.keys.shape == (1, 1, 3, 8)
+    with pytest.raises(RuntimeError, match="key/value cache of 4 positions cannot take 5"):
+        layer.update(torch.zeros(1, 1, 2, 8), torch.zeros(1, 1, 2, 8))

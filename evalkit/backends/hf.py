@@ -30,7 +30,8 @@ TOKEN_BUDGET = 4096  # padded tokens per forward pass when the batch size is aut
 MAX_AUTO_BATCH = 64  # rows per scoring pass (TOKEN_BUDGET usually binds first)
 MAX_GENERATE_BATCH = 128  # decoding steps are small, so generation gains from many rows per step
 MEMORY_SHARE = 0.25  # of the memory available now, at most this much for one batch's cache and logits
-MIN_FILL = 0.9  # a row shorter than this share of its batch's longest starts a new batch
+MIN_FILL = 0.9  # a row shorter than this share of its batch's longest starts a new batch...
+MIN_SPLIT = 1024  # ...once the batch holds this many padded tokens (smaller matrix products run far slower)
 
 
 @contextlib.contextmanager
@@ -313,8 +314,10 @@ class HFBackend(Backend):
         """Consecutive slices of ``order`` (longest first), each padded to its first row's length.
 
         A fixed ``batch_size`` gives slices of that many rows. Otherwise a slice holds at most ``default``
-        rows and TOKEN_BUDGET padded tokens, and a row shorter than ``min_fill`` of the slice's first
-        starts a new slice (for scoring, padding then stays under about a tenth of the tokens)."""
+        rows and TOKEN_BUDGET padded tokens, and once it holds MIN_SPLIT padded tokens, a row shorter
+        than ``min_fill`` of the slice's first starts a new slice (for scoring, padding then stays under
+        about a tenth of the tokens, while short rows still make matrix products large enough to run
+        near the machine's rate)."""
         batches: list[list[int]] = []
         for i in order:
             current = batches[-1] if batches else None
@@ -326,7 +329,7 @@ class HFBackend(Backend):
                     full = (
                         len(current) >= default
                         or (len(current) + 1) * width > TOKEN_BUDGET
-                        or lengths[i] < min_fill * width
+                        or (lengths[i] < min_fill * width and len(current) * width >= MIN_SPLIT)
                     )
                 if not full:
                     current.append(i)
@@ -338,7 +341,13 @@ class HFBackend(Backend):
 
     def _shared_prefixes(self, adapter: str | None, sequences: Sequence[Sequence[int]]) -> list[PrefixGroup]:
         """The rows grouped by the token prefix each group computes once (see evalkit.backends.prefix)."""
-        return plan_prefixes(sequences, self._prefixes.prefixes(adapter), self.min_shared)
+        if not self._keep_prefixes:  # nothing outlives the call: only its own rows can share
+            return plan_prefixes(sequences, min_shared=self.min_shared)
+        groups = plan_prefixes(
+            sequences, self._prefixes.prefixes(adapter), self.min_shared, self._prefixes.seen(adapter)
+        )
+        self._prefixes.see(adapter, sequences)
+        return groups
 
     def _prefix_states(self, adapter: str | None, prefix: Tokens) -> list[tuple[Any, Any]]:
         """Every layer's (keys, values) for ``prefix`` as a batch of one; kept for later calls unless the
@@ -503,7 +512,7 @@ class HFBackend(Backend):
         active = list(range(len(batch)))  # original row of each position in the running batch
         # one random stream per row: its samples do not depend on the batch around it
         generators = [torch.Generator(device=device).manual_seed(seed) for seed in sampling[2]] if sampling else []
-        prefix = {self._cache_kw: self._continuing(states, len(batch))} if shared else {}
+        cache = self._decoding_cache(len(batch), shared + input_ids.shape[1] + max_new_tokens, states)
         with torch.inference_mode():
             out = self.model(
                 input_ids=input_ids,
@@ -511,7 +520,7 @@ class HFBackend(Backend):
                 position_ids=positions,
                 use_cache=True,
                 logits_to_keep=1,
-                **prefix,
+                **{self._cache_kw: cache},
             )
             cache = getattr(out, self._cache_kw)
             next_pos = positions[:, -1] + 1
@@ -541,6 +550,18 @@ class HFBackend(Backend):
                 cache = getattr(out, self._cache_kw)
                 next_pos = next_pos + 1
         return [(cut_at_stop(text, stop), len(ids)) for text, ids in zip(texts, generated)]
+
+    def _decoding_cache(self, rows: int, capacity: int, states: list | None) -> Any:
+        """A key/value cache with room for ``capacity`` positions per row, starting from the shared
+        prefix's ``states``; transformers' growing cache for models whose layers are not all full
+        attention (sliding windows, linear attention), which it handles itself."""
+        config = self.model.config
+        text = getattr(config, "get_text_config", lambda: config)()
+        if any(kind != "full_attention" for kind in getattr(text, "layer_types", None) or ()):
+            return self._continuing(states, rows) if states else None
+        from evalkit.backends.kv_cache import reserved_cache
+
+        return reserved_cache(text.num_hidden_layers, rows, capacity, states)
 
     def _still_going(
         self, tokens: list[int], active: list[int], generated: list[list[int]], texts: list[str], stop: tuple[str, ...]
