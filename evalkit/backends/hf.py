@@ -31,7 +31,7 @@ MAX_AUTO_BATCH = 64  # rows per scoring pass (TOKEN_BUDGET usually binds first)
 MAX_GENERATE_BATCH = 128  # decoding steps are small, so generation gains from many rows per step
 MEMORY_SHARE = 0.25  # of the memory available now, at most this much for one batch's cache and logits
 MIN_FILL = 0.9  # a row shorter than this share of its batch's longest starts a new batch...
-MIN_SPLIT = 1024  # ...once the batch holds this many padded tokens (smaller matrix products run far slower)
+MIN_SPLIT = 512  # ...once the batch holds this many padded tokens (smaller matrix products run far slower)
 
 
 @contextlib.contextmanager
