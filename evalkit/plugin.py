@@ -189,7 +189,8 @@ def _settle_the_heap() -> None:
 
     The interpreter's exit and pytest's own garbage collections would otherwise walk those objects again
     and again (about a second at the end of every run that loaded a model). The one collection here runs
-    while pytest still reports exceptions raised by finalizers; frozen objects are freed at exit as usual."""
+    while pytest still reports exceptions raised by finalizers. Frozen objects are still released by
+    reference counting; only cycles among them are left to the process's exit."""
     gc.collect()
     gc.freeze()
 
