@@ -341,13 +341,7 @@ class HFBackend(Backend):
 
     def _shared_prefixes(self, adapter: str | None, sequences: Sequence[Sequence[int]]) -> list[PrefixGroup]:
         """The rows grouped by the token prefix each group computes once (see evalkit.backends.prefix)."""
-        if not self._keep_prefixes:  # nothing outlives the call: only its own rows can share
-            return plan_prefixes(sequences, min_shared=self.min_shared)
-        groups = plan_prefixes(
-            sequences, self._prefixes.prefixes(adapter), self.min_shared, self._prefixes.seen(adapter)
-        )
-        self._prefixes.see(adapter, sequences)
-        return groups
+        return plan_prefixes(sequences, self._prefixes.prefixes(adapter), self.min_shared)
 
     def _prefix_states(self, adapter: str | None, prefix: Tokens) -> list[tuple[Any, Any]]:
         """Every layer's (keys, values) for ``prefix`` as a batch of one; kept for later calls unless the

@@ -13,10 +13,8 @@ beginning is the same for every row of a candidate. :func:`plan_prefixes` finds 
   group of few-shot prompts starts its own group instead of shortening theirs);
 * every row keeps at least its last token outside the prefix, because that is where its answer is read;
 * a prefix an earlier call computed (``stored``) is reused when it is nearly as long as the group's own:
-  the tokens it leaves to every row cost less than computing the longer prefix once;
-* a row alone in its call is compared with the rows of recent calls (``seen``): what it shares with one
-  of them is computed as a prefix of its own, which then serves later calls (a robustness search asks
-  for one changed row at a time, and its few-shot examples stay the same).
+  the tokens it leaves to every row cost less than computing the longer prefix once (a robustness
+  search asks for a few changed rows at a time, and its few-shot examples stay the same).
 
 :class:`PrefixStore` keeps computed prefixes (their key/value states) for later calls, least recently
 used first out, within a byte budget.
@@ -24,7 +22,7 @@ used first out, within a byte budget.
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +30,6 @@ from typing import Any
 MIN_SHARED = 16  # tokens: a shorter common prefix is not worth a forward pass of its own
 KEEP_SHARE = 0.5  # a row joins a group only if the group's prefix keeps at least this share of its length
 STORE_BYTES = 256 << 20  # key/value states of computed prefixes kept for later calls
-SEEN_ROWS = 256  # token ids of recent rows kept to find prefixes across calls
 
 Tokens = tuple[int, ...]
 
@@ -83,16 +80,8 @@ def _longest_stored(rows: list[int], sequences: Sequence[Sequence[int]], stored:
     return best
 
 
-def _longest_seen(tokens: Sequence[int], seen: Sequence[Tokens]) -> int:
-    """How many leading tokens ``tokens`` shares with any of the ``seen`` rows (at most all but its last)."""
-    return min(max((common_prefix_length(tokens, other) for other in seen), default=0), len(tokens) - 1)
-
-
 def plan_prefixes(
-    sequences: Sequence[Sequence[int]],
-    stored: Sequence[Tokens] = (),
-    min_shared: int = MIN_SHARED,
-    seen: Sequence[Tokens] = (),
+    sequences: Sequence[Sequence[int]], stored: Sequence[Tokens] = (), min_shared: int = MIN_SHARED
 ) -> list[PrefixGroup]:
     """Groups of rows with the prefix each group computes once; rows that share nothing worth it come
     last, in one group with the empty prefix."""
@@ -101,11 +90,8 @@ def plan_prefixes(
     for shared, rows in _runs(sequences, min_shared):
         known = _longest_stored(rows, sequences, [s for s in stored if len(s) >= min_shared])
         if len(rows) == 1:
-            earlier = _longest_seen(sequences[rows[0]], seen) if not known else 0
             if known:
                 groups.append(PrefixGroup(known, rows, stored=True))
-            elif earlier >= min_shared:
-                groups.append(PrefixGroup(tuple(sequences[rows[0]][:earlier]), rows))
             else:
                 alone.rows += rows
         elif known and (shared - len(known)) * len(rows) <= shared:
@@ -123,14 +109,6 @@ class PrefixStore:
     def __init__(self, budget: int = STORE_BYTES) -> None:
         self.budget = budget
         self._entries: OrderedDict[tuple[Hashable, Tokens], tuple[Any, int]] = OrderedDict()
-        self._seen: dict[Hashable, deque[Tokens]] = {}
-
-    def seen(self, owner: Hashable) -> list[Tokens]:
-        """The token ids of the last SEEN_ROWS rows planned for ``owner``."""
-        return list(self._seen.get(owner, ()))
-
-    def see(self, owner: Hashable, sequences: Sequence[Sequence[int]]) -> None:
-        self._seen.setdefault(owner, deque(maxlen=SEEN_ROWS)).extend(tuple(s) for s in sequences)
 
     def prefixes(self, owner: Hashable) -> list[Tokens]:
         """The prefixes held for ``owner`` (for example the adapter they were computed with)."""
@@ -153,4 +131,3 @@ class PrefixStore:
 
     def clear(self) -> None:
         self._entries.clear()
-        self._seen.clear()
