@@ -231,6 +231,12 @@ class HFBackend(Backend):
         self._end_ids = {*self._eos_ids, self.tokenizer.pad_token_id}
 
     @property
+    def _text_config(self) -> Any:
+        """The language model's own config (a multimodal model's text part)."""
+        config = self.model.config
+        return getattr(config, "get_text_config", lambda: config)()
+
+    @property
     def _device(self):
         return next(self.model.parameters()).device
 
@@ -279,14 +285,13 @@ class HFBackend(Backend):
             raise ModelError(f"model {self.path} has no chat template", fix="set `chat: false`")
         return self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
 
-    # ------------------------------------------------------------------ classify
+    # ------------------------------------------------------------------ batching
 
     def rows_in_memory(self, tokens: int) -> int:
         """How many rows of ``tokens`` tokens (shared prefix included) one batch may hold: their key/value
         cache and logits must fit in a share of the memory available now (GPU memory on a GPU), and at
         most MAX_GENERATE_BATCH."""
-        model_config = self.model.config
-        config: Any = getattr(model_config, "get_text_config", lambda: model_config)()
+        config = self._text_config
         layers: int = getattr(config, "num_hidden_layers", 32)
         heads: int = (
             config.num_key_value_heads
@@ -360,13 +365,21 @@ class HFBackend(Backend):
                 self._prefixes.put(adapter, prefix, states, sum(k.nbytes + v.nbytes for k, v in states))
         return states
 
-    @staticmethod
-    def _continuing(states: list[tuple[Any, Any]] | None, rows: int) -> Any:
-        """A fresh cache holding the prefix's states for each of ``rows`` rows (views, not copies)."""
-        from transformers import DynamicCache
+    def _cache_after(self, states: list | None, rows: int, capacity: int) -> Any:
+        """A key/value cache for ``rows`` rows of up to ``capacity`` positions, holding the shared prefix's
+        ``states`` when there are some (see evalkit.backends.kv_cache): each forward pass writes its new
+        keys and values into it instead of concatenating. Models whose layers are not all full attention
+        (sliding windows, linear attention) get transformers' own cache, which knows their layers."""
+        config = self._text_config
+        if any(kind != "full_attention" for kind in getattr(config, "layer_types", None) or ()):
+            if not states:
+                return None  # the model builds its own
+            from transformers import DynamicCache
 
-        assert states is not None
-        return DynamicCache([(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in states])
+            return DynamicCache([(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in states])
+        from evalkit.backends.kv_cache import reserved_cache
+
+        return reserved_cache(config.num_hidden_layers, rows, capacity, states)
 
     # ------------------------------------------------------------------ classify
 
@@ -416,7 +429,8 @@ class HFBackend(Backend):
         torch = self._torch
         layout = _ScoringLayout.of(torch, batch, shared, self.tokenizer.pad_token_id)
         device = self._device
-        prefix = {self._cache_kw: self._continuing(states, len(batch))} if shared else {}
+        width = layout.input_ids.shape[1]
+        prefix = {self._cache_kw: self._cache_after(states, len(batch), shared + width)} if shared else {}
         with torch.inference_mode():
             hidden = self._decoder(
                 input_ids=layout.input_ids.to(device),
@@ -506,7 +520,7 @@ class HFBackend(Backend):
         active = list(range(len(batch)))  # original row of each position in the running batch
         # one random stream per row: its samples do not depend on the batch around it
         generators = [torch.Generator(device=device).manual_seed(seed) for seed in sampling[2]] if sampling else []
-        cache = self._decoding_cache(len(batch), shared + input_ids.shape[1] + max_new_tokens, states)
+        cache = self._cache_after(states, len(batch), shared + input_ids.shape[1] + max_new_tokens)
         with torch.inference_mode():
             out = self.model(
                 input_ids=input_ids,
@@ -544,18 +558,6 @@ class HFBackend(Backend):
                 cache = getattr(out, self._cache_kw)
                 next_pos = next_pos + 1
         return [(cut_at_stop(text, stop), len(ids)) for text, ids in zip(texts, generated)]
-
-    def _decoding_cache(self, rows: int, capacity: int, states: list | None) -> Any:
-        """A key/value cache with room for ``capacity`` positions per row, starting from the shared
-        prefix's ``states``; transformers' growing cache for models whose layers are not all full
-        attention (sliding windows, linear attention), which it handles itself."""
-        config = self.model.config
-        text = getattr(config, "get_text_config", lambda: config)()
-        if any(kind != "full_attention" for kind in getattr(text, "layer_types", None) or ()):
-            return self._continuing(states, rows) if states else None
-        from evalkit.backends.kv_cache import reserved_cache
-
-        return reserved_cache(text.num_hidden_layers, rows, capacity, states)
 
     def _still_going(
         self, tokens: list[int], active: list[int], generated: list[list[int]], texts: list[str], stop: tuple[str, ...]
