@@ -24,6 +24,34 @@ ROOT = Path(__file__).resolve().parent.parent
 PERTURBATIONS = ["case", "whitespace", "typos", "punctuation", "distractor", "choice_order"]
 
 
+def count_tokens() -> dict:
+    """Counts, from here on, the tokens each classify row needs in full and the shared prefix it skips,
+    by wrapping the transformers backend (a measurement aid: evalkit itself keeps no such count)."""
+    import evalkit.backends.hf as hf
+
+    counts = {"rows": 0, "whole": 0, "computed": 0}
+    plan, score = hf.HFBackend._shared_prefixes, hf.HFBackend._score_choices
+    prefix_of: dict[int, int] = {}
+
+    def planned(self, adapter, sequences):
+        groups = plan(self, adapter, sequences)
+        prefix_of.clear()
+        prefix_of.update({i: len(g.prefix) for g in groups for i in g.rows})
+        return groups
+
+    def scored(self, adapter, requests):
+        results = score(self, adapter, requests)
+        for k, result in enumerate(results):
+            whole = result.context_tokens + sum(n - 1 for n in result.continuation_tokens)
+            counts["rows"] += 1
+            counts["whole"] += whole
+            counts["computed"] += whole - prefix_of[k]
+        return results
+
+    hf.HFBackend._shared_prefixes, hf.HFBackend._score_choices = planned, scored  # type: ignore[method-assign]
+    return counts
+
+
 def measure(rows: int | None) -> dict:
     from evalkit.models import cpu_has_native_bf16
     from evalkit.session import EvalSession
@@ -53,6 +81,7 @@ def measure(rows: int | None) -> dict:
     everything = spec.robustness.model_copy(update={"perturbations": PERTURBATIONS, "candidates": ["few_shot"]})
     spec = spec.model_copy(update={"robustness": everything})
     session.results.clear()
+    counts = count_tokens()
     started = time.perf_counter()
     result = session.run(spec, "few_shot", limit=rows)
     assert result.robustness is not None
@@ -64,10 +93,12 @@ def measure(rows: int | None) -> dict:
         "held": result.robustness["held"],
         "flipped": result.robustness["flipped"],
         "model_calls": result.robustness["model_calls"],
+        "tokens": counts,  # the candidate's 160 evaluated rows included, then the search's
     }
     print(
         f"tickets few_shot robustness ({len(PERTURBATIONS)} perturbations): {result.robustness['wall_s']:.1f} s, "
-        f"invariance {result.robustness['invariance']:.3f}",
+        f"invariance {result.robustness['invariance']:.3f}; {counts['rows']} rows scored: "
+        f"{counts['whole']} tokens whole, {counts['computed']} after shared prefixes",
         flush=True,
     )
     session.close()
