@@ -83,7 +83,10 @@ def generate_parts(request: GenerateRequest, model: str, adapter: str) -> KeyPar
     params: dict[str, Any] = {"max_new_tokens": request.max_new_tokens, "stop": list(request.stop)}
     if request.temperature:  # greedy decoding ignores the seed: identical greedy requests share one answer
         params.update(temperature=request.temperature, top_p=request.top_p, seed=request.seed)
-    return KeyParts("generate", model, adapter, _sha256(request.prompt), json.dumps(params, sort_keys=True))
+    text = request.prompt
+    if request.messages:  # a served chat model answers the turns, not the prompt rendered from them
+        text = json.dumps([request.prompt, [list(m) for m in request.messages]], ensure_ascii=False)
+    return KeyParts("generate", model, adapter, _sha256(text), json.dumps(params, sort_keys=True))
 
 
 def explain_change(before: tuple, now: KeyParts) -> str:
@@ -366,16 +369,12 @@ class CachedBackend(Backend):
         step = COMMIT_EVERY if self.cache is not None else max(1, len(missing))  # nothing to commit: one call
         if missing:
             self.inner_load_s += self.inner.load()  # loading the model is not part of any answer's compute time
-        for start in range(0, len(missing), step):
-            chunk = missing[start : start + step]
-            started = time.perf_counter()
-            results = compute([requests[first[k]] for k in chunk])
-            each = (time.perf_counter() - started) / len(chunk)
-            for k, result in zip(chunk, results):
-                answers[k] = (result, each)
+        for ready in self.inner.answers_as_ready([requests[first[k]] for k in missing], step):
+            for i, result, seconds in ready:
+                answers[missing[i]] = (result, seconds)
             if self.cache is not None:
                 self.cache.store(
-                    [(parts[first[k]], json.dumps(result.__dict__), each) for k, result in zip(chunk, results)]
+                    [(parts[first[missing[i]]], json.dumps(result.__dict__), seconds) for i, result, seconds in ready]
                 )
         if self.cache is not None and any(o is not None for o in origins):
             self.cache.remember_origins([(o, p) for o, p in zip(origins, parts) if o is not None])

@@ -97,6 +97,11 @@ INI: list[tuple[str, str, str]] = [
     ("evalkit_train", "auto, never or always (see --evalkit-train)", "auto"),
     ("evalkit_baseline", "baseline file, relative to the rootdir (default: <reports>/baseline.json)", ""),
     ("evalkit_keep_runs", "run folders to keep under <reports>/runs (0 keeps all)", "20"),
+    (
+        "evalkit_allowed_hosts",
+        "hosts (or host:port, * wildcards) a served model may be reached at besides loopback; never in a suite",
+        "",
+    ),
 ]
 
 
@@ -161,8 +166,10 @@ def _session_settings(config: pytest.Config) -> dict[str, Any]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    from evalkit.backends.hosts import allow
     from evalkit.session import EvalSession
 
+    allow(str(config.getini("evalkit_allowed_hosts")).replace(",", " ").split())
     config.addinivalue_line("markers", "evalkit: an evaluation suite candidate collected from *.eval.yaml")
     session = EvalSession(notify=_notifier(config), **_session_settings(config))
     config.stash[SESSION_KEY] = session

@@ -69,7 +69,8 @@ def answering_backend(
     """``base`` (through ``adapter`` when there is one) behind the result cache."""
     if adapter is None:
         return CachedBackend(cache, base, stats=CacheStats())
-    check_adapter_base(spec, adapter, base.identity.base_fingerprint)
+    if base.knows_weights:  # a served model's identity is the server's word; it checks its own adapters
+        check_adapter_base(spec, adapter, base.identity.base_fingerprint)
     return CachedBackend(
         cache,
         base.with_adapter(adapter.key, adapter.path),

@@ -1,6 +1,6 @@
 """Scorers for ``generate`` tasks: each turns (model output, target) into a Score.
 
-Built in: ``exact_match``, ``contains``, ``regex``, ``numeric``, ``json`` and ``f1``. Custom scorers are
+Built in: ``exact_match``, ``contains``, ``regex``, ``choice``, ``numeric``, ``json`` and ``f1``. Custom scorers are
 registered with :func:`register_scorer` or through the ``evalkit.scorers`` entry-point group, whose
 entry points name a factory ``factory(**options) -> score(output, target) -> Score | float | bool``.
 """
@@ -187,6 +187,51 @@ def regex(pattern: str, ignore_case: bool = False):
         return Score(float(ok), ok, found)
 
     return score
+
+
+@register_scorer("choice")
+def choice(choices: list[str], letters: bool = False, ignore_case: bool = True):
+    """Map the output to one of ``choices``: a choice's exact text (as a whole word), or with ``letters``
+    the letter A, B, C... of the prompt's list too. The last match in the output wins (a model that
+    reasons before it answers names its answer last), as in lm-evaluation-harness and inspect_ai. The
+    target is the gold choice's text or its 0-based index."""
+    if not isinstance(choices, (list, tuple)) or len(choices) < 2 or not all(isinstance(c, str) and c for c in choices):
+        raise ValueError("`choices` must list at least two non-empty choices")
+    if letters and len(choices) > 26:
+        raise ValueError("`letters` names at most 26 choices (A to Z)")
+    ordered = sorted(choices, key=len, reverse=True)  # "billing dispute" before "billing"
+    words = re.compile(
+        r"(?<!\w)(" + "|".join(re.escape(c) for c in ordered) + r")(?!\w)", re.IGNORECASE if ignore_case else 0
+    )
+    by_text = {(c.casefold() if ignore_case else c): c for c in choices}
+    # A letter as an answer: "(B)", "B)", "B.", "B:", or alone at the end ("Answer: B"); never the article "A".
+    letter = re.compile(r"(?<![A-Za-z0-9])\(?([A-Z])(?:[).:\]](?!\w)|\s*$)")
+
+    def pick(output: str) -> str | None:
+        found = [(m.end(), by_text[m.group(1).casefold() if ignore_case else m.group(1)]) for m in words.finditer(output)]
+        if letters:
+            found += [
+                (m.end(), choices[ord(m.group(1)) - ord("A")])
+                for m in letter.finditer(output)
+                if ord(m.group(1)) - ord("A") < len(choices)
+            ]
+        return max(found)[1] if found else None
+
+    def gold(target: Any) -> str:
+        if isinstance(target, int) and not isinstance(target, bool) and 0 <= target < len(choices):
+            return choices[target]
+        return str(target)
+
+    def score(output: str, target: Any) -> Score:
+        picked = pick(output)
+        ok = picked is not None and any(normalise(picked) == normalise(gold(t)) for t in _as_list(target))
+        return Score(float(ok), ok, picked)
+
+    return score
+
+
+def _as_list(target: Any) -> list[Any]:
+    return list(target) if isinstance(target, (list, tuple)) else [target]
 
 
 _NUMBER = re.compile(r"[-+]?\$?\s?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+]?\.\d+")

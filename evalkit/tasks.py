@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 ENTRY_POINT_GROUP = "evalkit.task_kinds"
 RobustRow = tuple[str, dict[str, str], "list[str] | None"]  # (row id, perturbed text fields, choices shown)
+Turns = tuple[tuple[str, str], ...]  # a chat candidate's (role, content) turns; empty for a plain prompt
 
 
 def row_label(dataset: Dataset, row: Row) -> str:
@@ -82,6 +83,7 @@ class PreparedCandidate:
     gold: list[Any] = field(default_factory=list)
     fewshot: list[dict[str, Any]] = field(default_factory=list)  # the examples the template shows
     chat: Callable[[Sequence[dict[str, str]]], str] | None = None  # renders a chat prompt (chat candidates)
+    turns: list[Turns] = field(default_factory=list)  # per row, the chat turns its prompt was rendered from
 
     @property
     def kind(self) -> TaskKind:
@@ -90,19 +92,20 @@ class PreparedCandidate:
     def row_choices(self, index: int) -> list[str] | None:
         return self.choices[index] if self.choices else None
 
-    def render(self, fields: dict[str, Any], choices: list[str] | None, label: str) -> str:
-        """The prompt for one row's ``fields`` (and its ``choices``, for classify): what the model sees."""
+    def render(self, fields: dict[str, Any], choices: list[str] | None, label: str) -> tuple[str, Turns]:
+        """The prompt for one row's ``fields`` (and its ``choices``, for classify): what the model sees, and
+        for a chat candidate the turns it was rendered from (a served model applies its own template)."""
         context: dict[str, Any] = {**fields, "examples": self.fewshot}
         if choices is not None:
             context["choices"] = choices
         text = self.template.render(context, row_label=label)
-        if self.candidate.chat:
-            if self.chat is None:
-                raise TypeError("a chat candidate needs a chat renderer")
-            system = self.candidate.system
-            messages = [{"role": "system", "content": system}] if system else []
-            text = self.chat([*messages, {"role": "user", "content": text}])
-        return text
+        if not self.candidate.chat:
+            return text, ()
+        if self.chat is None:
+            raise TypeError("a chat candidate needs a chat renderer")
+        system = self.candidate.system
+        turns: Turns = ((("system", system),) if system else ()) + (("user", text),)
+        return self.chat([{"role": role, "content": content} for role, content in turns]), turns
 
     def subset(self, indices: list[int]) -> PreparedCandidate:
         """The same candidate on the rows at ``indices`` only."""
@@ -117,6 +120,7 @@ class PreparedCandidate:
             gold=[self.gold[i] for i in indices],
             fewshot=self.fewshot,
             chat=self.chat,
+            turns=[self.turns[i] for i in indices],
         )
 
 
@@ -170,7 +174,9 @@ def prepare(
         if choices is not None:
             prepared.choices.append(choices)
         prepared.gold.append(gold)
-        prepared.prompts.append(prepared.render(row.fields, choices, row_label(dataset, row)))
+        prompt, turns = prepared.render(row.fields, choices, row_label(dataset, row))
+        prepared.prompts.append(prompt)
+        prepared.turns.append(turns)
     return prepared
 
 
@@ -379,7 +385,7 @@ class Classify(TaskKind):
         return Scored(examples, metrics, ci, tokens)
 
     def predict(self, prepared: PreparedCandidate, backend: Backend, rows: Sequence[RobustRow]) -> list[str]:
-        prompts = [prepared.render(fields, choices, label) for _, fields, choices, label in _rendered(prepared, rows)]
+        prompts = [prepared.render(fields, choices, label)[0] for _, fields, choices, label in _rendered(prepared, rows)]
         results = backend.score_choices(
             self._requests(
                 prepared, [(row_id, p, choices or []) for p, (row_id, _, choices) in zip(prompts, rows)], "perturbed"
@@ -460,17 +466,23 @@ class Generate(TaskKind):
         return spec.task.choice_prefix + text
 
     def _request(
-        self, prepared: PreparedCandidate, prompt: str, row_id: str, repeat: int, origin_repeat: int | str
+        self,
+        prepared: PreparedCandidate,
+        prompt: tuple[str, Turns],
+        row_id: str,
+        repeat: int,
+        origin_repeat: int | str,
     ) -> GenerateRequest:
         task = prepared.spec.task
         return GenerateRequest(
-            prompt,
+            prompt[0],
             task.max_new_tokens,
             tuple(task.stop),
             temperature=task.temperature,
             top_p=task.top_p,
             seed=sample_seed(task.seed, row_id, repeat),
             origin=origin(prepared.spec, prepared.candidate, row_id, origin_repeat),
+            messages=prompt[1],
         )
 
     def score(self, prepared: PreparedCandidate, backend: Backend) -> Scored:
@@ -483,7 +495,7 @@ class Generate(TaskKind):
             [
                 self._request(prepared, prompt, row.id, r, r)
                 for r in range(task.repeats)
-                for row, prompt in zip(rows, prepared.prompts)
+                for row, prompt in zip(rows, zip(prepared.prompts, prepared.turns))
             ]
         )
         tokens = {"prompt": sum(r.prompt_tokens for r in responses), "output": sum(r.output_tokens for r in responses)}

