@@ -73,7 +73,16 @@ class ServedSettings(StrictModel):
     timeout_s: float = Field(60.0, gt=0, description="seconds one request may take before it is retried")
     max_retries: int = Field(5, ge=0, le=20, description="retries of a request that failed (429, 5xx, timeouts)")
     revision: str | None = Field(None, description="your pin of the served model's identity (part of the cache key)")
-    api_key: str | None = Field(None, description="not allowed: name the variable with api_key_env", exclude=True)
+    extra_body: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fields added to every request body, for a server's own sampling options (llama.cpp: "
+        "{repeat_penalty: 1.0}); part of the cache key",
+    )
+    api_key: str | None = Field(
+        None,
+        description="refused: a key written into a suite; the suite names its variable with api_key_env",
+        exclude=True,
+    )
 
     @field_validator("api_key")
     @classmethod
@@ -167,6 +176,8 @@ class ServedBackend(Backend):
         URL and the server's own message."""
         import openai
 
+        if self.settings.extra_body:
+            body["extra_body"] = self.settings.extra_body
         try:
             return call(**body)
         except openai.APIStatusError as exc:
@@ -205,11 +216,13 @@ class ServedBackend(Backend):
 
     @property  # type: ignore[override]
     def identity(self) -> ModelIdentity:
-        """The served model's id, what ``/v1/models`` says of it (its volatile fields left out) and the
-        suite's ``revision`` pin: a server whose model changed gives new cache keys."""
+        """The served model's id, what ``/v1/models`` says of it (its volatile fields left out), the suite's
+        ``revision`` pin and ``extra_body``: a server whose model changed gives new cache keys."""
         if self._identity is None:
             entry = {k: v for k, v in self._entry(self.model_name).items() if k not in VOLATILE_MODEL_FIELDS}
-            described = json.dumps([self.model_name, entry, self.settings.revision], sort_keys=True, default=str)
+            described = json.dumps(
+                [self.model_name, entry, self.settings.revision, self.settings.extra_body], sort_keys=True, default=str
+            )
             self._identity = ModelIdentity(hashlib.sha256(described.encode()).hexdigest()[:16], "served")
         return self._identity
 
