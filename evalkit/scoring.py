@@ -208,7 +208,9 @@ def choice(choices: list[str], letters: bool = False, ignore_case: bool = True):
     letter = re.compile(r"(?<![A-Za-z0-9])\(?([A-Z])(?:[).:\]](?!\w)|\s*$)")
 
     def pick(output: str) -> str | None:
-        found = [(m.end(), by_text[m.group(1).casefold() if ignore_case else m.group(1)]) for m in words.finditer(output)]
+        found = [
+            (m.end(), by_text[m.group(1).casefold() if ignore_case else m.group(1)]) for m in words.finditer(output)
+        ]
         if letters:
             found += [
                 (m.end(), choices[ord(m.group(1)) - ord("A")])

@@ -385,7 +385,9 @@ class Classify(TaskKind):
         return Scored(examples, metrics, ci, tokens)
 
     def predict(self, prepared: PreparedCandidate, backend: Backend, rows: Sequence[RobustRow]) -> list[str]:
-        prompts = [prepared.render(fields, choices, label)[0] for _, fields, choices, label in _rendered(prepared, rows)]
+        prompts = [
+            prepared.render(fields, choices, label)[0] for _, fields, choices, label in _rendered(prepared, rows)
+        ]
         results = backend.score_choices(
             self._requests(
                 prepared, [(row_id, p, choices or []) for p, (row_id, _, choices) in zip(prompts, rows)], "perturbed"
@@ -466,12 +468,7 @@ class Generate(TaskKind):
         return spec.task.choice_prefix + text
 
     def _request(
-        self,
-        prepared: PreparedCandidate,
-        prompt: tuple[str, Turns],
-        row_id: str,
-        repeat: int,
-        origin_repeat: int | str,
+        self, prepared: PreparedCandidate, prompt: tuple[str, Turns], row_id: str, repeat: int, origin_repeat: int | str
     ) -> GenerateRequest:
         task = prepared.spec.task
         return GenerateRequest(

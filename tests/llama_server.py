@@ -51,10 +51,26 @@ class LlamaServer:
 
     def start(self, timeout: float = 120.0) -> LlamaServer:
         command = [
-            sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_path()), "--model_alias", ALIAS,
-            "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", "2048", "--logits_all", "true",
-            "--n_threads", "2", "--verbose", "false",
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(gguf_path()),
+            "--model_alias",
+            ALIAS,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--n_ctx",
+            "2048",
+            "--logits_all",
+            "true",
+            "--n_threads",
+            "2",
+            "--verbose",
+            "false",
+        ]
         if self.api_key:
             command += ["--api_key", self.api_key]
         with self.log.open("ab") as log:
@@ -62,7 +78,9 @@ class LlamaServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited with {self.process.returncode}: {self.log.read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"llama_cpp.server exited with {self.process.returncode}: {self.log.read_text()[-2000:]}"
+                )
             try:
                 request = urllib.request.Request(f"{self.url}/models")
                 if self.api_key:

@@ -300,3 +300,17 @@ def test_cli_shows_and_clears_the_cache(tmp_path, tiny_backend, capsys):
     assert capsys.readouterr().out == f"cleared the result cache at {folder}\n"
     assert main(["cache", "--dir", str(folder)]) == 0
     assert capsys.readouterr().out == f"no result cache at {folder}\n"
+
+
+def test_a_chat_request_is_keyed_by_its_turns_and_a_plain_one_as_before():
+    from evalkit.cache import generate_parts
+
+    plain = GenerateRequest("Hello", 8)
+    chat = GenerateRequest("Hello", 8, messages=(("user", "Hello"),))
+    other_system = GenerateRequest("Hello", 8, messages=(("system", "Be brief."), ("user", "Hello")))
+    keys = {generate_parts(r, "model", "").key for r in (plain, chat, other_system)}
+    assert len(keys) == 3
+    # Plain prompts keep the keys they had before chat turns existed: earlier caches stay valid.
+    import hashlib
+
+    assert generate_parts(plain, "model", "").request == hashlib.sha256(b"Hello").hexdigest()

@@ -42,6 +42,37 @@ def test_regex_extracts_the_group_and_compares():
     assert not score("regex", "nothing here", "A-991", pattern=r"#([A-Z]-\d+)").correct
 
 
+TEAMS = ["billing", "technical", "account", "shipping", "other"]
+
+
+@pytest.mark.parametrize(
+    ("output", "letters", "extracted"),
+    [
+        ("technical", False, "technical"),
+        ("It looks like billing at first, but it is a Technical issue.", False, "technical"),  # the last match wins
+        ("billing-related", False, "billing"),
+        ("otherwise fine", False, None),  # a choice only as a whole word
+        ("I cannot tell.", False, None),
+        ("B", True, "technical"),
+        ("The answer is (D)", True, "shipping"),
+        ("A billing problem. Answer: C.", True, "account"),  # the article "A" is not a letter; the last one wins
+        ("Answer: B", False, None),  # letters only when asked for
+        ("Z)", True, None),  # a letter past the choices
+    ],
+)
+def test_choice_maps_the_output_to_one_of_the_choices(output, letters, extracted):
+    result = score("choice", output, "technical", choices=TEAMS, letters=letters)
+    assert result.extracted == extracted
+    assert result.correct is (extracted == "technical")
+
+
+def test_choice_takes_the_gold_choice_as_text_or_index_and_checks_its_options():
+    assert score("choice", "shipping", 3, choices=TEAMS).correct
+    assert score("choice", "shipping", "Shipping", choices=TEAMS).correct
+    with pytest.raises(ScorerError, match="scorer 'choice': `choices` must list at least two non-empty choices"):
+        build_scorer("choice", {"choices": ["only"]})
+
+
 def test_regex_bad_pattern_is_a_scorer_error():
     with pytest.raises(ScorerError, match="does not compile"):
         build_scorer("regex", {"pattern": "(unclosed"})

@@ -73,7 +73,11 @@ def test_a_base_url_off_the_allow_list_is_refused_before_anything_is_sent(pytest
 
 def test_a_suite_that_holds_a_key_is_refused_at_its_line_without_showing_it(pytester):
     suite = served_suite(
-        "http://127.0.0.1:9/v1", task=ORDERS_GENERATE, candidates=ORDERS_ZERO_SHOT, rows=2, model_extra=f"api_key: {KEY}\n"
+        "http://127.0.0.1:9/v1",
+        task=ORDERS_GENERATE,
+        candidates=ORDERS_ZERO_SHOT,
+        rows=2,
+        model_extra=f"api_key: {KEY}\n",
     )
     pytester.makefile(".eval.yaml", served=suite)
     result = pytester.runpytest_subprocess("served.eval.yaml", "-p", "no:cacheprovider")
@@ -109,6 +113,7 @@ def test_a_key_variable_that_is_not_set_is_named(pytester, monkeypatch):
 
 
 # ---------------------------------------------------------------------- against the real server
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
@@ -202,7 +207,9 @@ def test_generate_through_the_server_agrees_with_the_in_process_model(pytester, 
 
 @pytest.mark.integration
 def test_a_choice_scored_generate_candidate_runs_through_chat_completions(pytester, proxy):
-    task = f"kind: generate\ntarget: label\nmax_new_tokens: 8\nscorer: {{name: choice, choices: {json.dumps(CHOICES)}}}\n"
+    task = (
+        f"kind: generate\ntarget: label\nmax_new_tokens: 8\nscorer: {{name: choice, choices: {json.dumps(CHOICES)}}}\n"
+    )
     candidate = (
         "chat_choice:\n"
         '  template: "Route this support ticket to one team: billing, technical, account, shipping or other.\\n'
@@ -225,9 +232,7 @@ def test_a_choice_scored_generate_candidate_runs_through_chat_completions(pytest
 def test_429_500_and_a_stalled_connection_are_retried_and_a_lasting_failure_names_the_server(pytester, proxy):
     pytester.makefile(
         ".eval.yaml",
-        served=served_suite(
-            proxy.url, task=ORDERS_GENERATE, candidates=ORDERS_ZERO_SHOT, rows=2
-        )
+        served=served_suite(proxy.url, task=ORDERS_GENERATE, candidates=ORDERS_ZERO_SHOT, rows=2)
         .replace("concurrency: 2", "concurrency: 1")
         .replace("timeout_s: 30", "timeout_s: 2")
         .replace("max_retries: 2", "max_retries: 3"),
@@ -264,9 +269,7 @@ def test_a_server_killed_mid_run_loses_no_finished_answer(pytester, tmp_path):
     try:
         pytester.makefile(
             ".eval.yaml",
-            served=served_suite(
-                proxy.url, task=ORDERS_GENERATE, candidates=ORDERS_ZERO_SHOT, rows=10
-            )
+            served=served_suite(proxy.url, task=ORDERS_GENERATE, candidates=ORDERS_ZERO_SHOT, rows=10)
             .replace("concurrency: 2", "concurrency: 1")
             .replace("max_retries: 2", "max_retries: 1"),
         )
@@ -307,7 +310,9 @@ def test_a_planted_key_reaches_the_server_and_no_output(pytester, tmp_path, monk
         )
         ok = pytester.runpytest_subprocess("served.eval.yaml", "-p", "no:cacheprovider", "--junitxml=junit.xml")
         ok.assert_outcomes(passed=1)  # the server refuses requests without its key
-        sent = {value for *_, headers in proxy.seen for name, value in headers.items() if name.lower() == "authorization"}
+        sent = {
+            value for *_, headers in proxy.seen for name, value in headers.items() if name.lower() == "authorization"
+        }
         assert sent == {f"Bearer {KEY}"} and len(proxy.seen) == 4  # /v1/models and the three rows
         # A server that echoes the key back in its error message.
         proxy.faults.extend([("status", 400, {"Content-Type": "application/json"}, error_body(f"bad token {KEY}"))])
@@ -340,9 +345,16 @@ def test_no_prompt_logprobs_and_an_unserved_adapter_get_clear_messages(proxy, tm
     )
     assert "--enable-lora --lora-modules tickets-lora=PATH" in (unserved.value.fix or "")
 
-    no_logprobs = {"id": "x", "object": "text_completion", "created": 0, "model": ALIAS,
-                   "choices": [{"text": " Paris", "index": 0, "logprobs": None, "finish_reason": "length"}]}  # fmt: skip
-    proxy.faults.extend([("call", lambda: None), ("status", 200, {"Content-Type": "application/json"}, json.dumps(no_logprobs))])
+    no_logprobs = {
+        "id": "x",
+        "object": "text_completion",
+        "created": 0,
+        "model": ALIAS,
+        "choices": [{"text": " Paris", "index": 0, "logprobs": None, "finish_reason": "length"}],
+    }
+    proxy.faults.extend(
+        [("call", lambda: None), ("status", 200, {"Content-Type": "application/json"}, json.dumps(no_logprobs))]
+    )
     backend = ServedBackend.from_config(model, tmp_path)
     with pytest.raises(ModelError) as refused:
         backend.score_choices([ChoiceRequest("Ticket: x\nCategory:", (" billing", " other"))])

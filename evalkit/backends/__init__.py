@@ -14,7 +14,7 @@ from evalkit.backends.base import BACKENDS, Backend, ModelConfig, Notify
 
 def backend_names() -> list[str]:
     """Every backend a suite may name, the built-in ones included."""
-    import evalkit.backends.hf  # noqa: F401  (registers itself; cheap: torch loads with the weights)
+    import evalkit.backends.hf  # registers itself; cheap: torch loads with the weights
     import evalkit.backends.served  # noqa: F401  (the openai backend; its client loads on the first request)
 
     return BACKENDS.names()

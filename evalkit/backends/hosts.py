@@ -46,8 +46,7 @@ def check_allowed(url: str) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ModelError(
-            f"base_url '{without_credentials(url)}' is not an http(s) URL",
-            fix="write it as http://HOST:PORT/v1",
+            f"base_url '{without_credentials(url)}' is not an http(s) URL", fix="write it as http://HOST:PORT/v1"
         )
     host = parts.hostname.lower()
     names = [host] if parts.port is None else [host, f"{host}:{parts.port}"]

@@ -117,8 +117,9 @@ class ServedBackend(Backend):
     def __init__(self, name: str, settings: ServedSettings, base_dir: Path, *, notify: Notify | None = None) -> None:
         check_allowed(settings.base_url)
         self.model_name = name
-        self.settings = settings
-        self.url = without_credentials(settings.base_url.rstrip("/"))
+        self.options = settings
+        self._base_url = settings.base_url.rstrip("/")
+        self.url = without_credentials(self._base_url)  # what messages show
         self._base_dir = base_dir
         self._notify = notify
         self._key = self._read_key(settings.api_key_env)
@@ -150,7 +151,7 @@ class ServedBackend(Backend):
         return key
 
     def sharing_key(self) -> tuple:
-        s = self.settings
+        s = self.options
         return (type(self).__name__, self.url, self.model_name, s.api_key_env, s.revision, s.tokenizer, s.concurrency)
 
     # ------------------------------------------------------------------ the server
@@ -161,14 +162,16 @@ class ServedBackend(Backend):
             import openai
 
             self._client_ = openai.OpenAI(
-                base_url=self.url,
+                base_url=self._base_url,
                 api_key=self._key or NO_KEY,
-                timeout=self.settings.timeout_s,
-                max_retries=self.settings.max_retries,
+                timeout=self.options.timeout_s,
+                max_retries=self.options.max_retries,
             )
         return self._client_
 
     def _redact(self, text: str) -> str:
+        """``text`` without the key or the credentials of ``base_url``."""
+        text = text.replace(self._base_url, self.url)
         return text.replace(self._key, "***") if self._key else text
 
     def _call(self, what: str, call: Any, **body: Any) -> Any:
@@ -176,20 +179,20 @@ class ServedBackend(Backend):
         URL and the server's own message."""
         import openai
 
-        if self.settings.extra_body:
-            body["extra_body"] = self.settings.extra_body
+        if self.options.extra_body:
+            body["extra_body"] = self.options.extra_body
         try:
             return call(**body)
         except openai.APIStatusError as exc:
             detail = _server_message(exc)
             raise ModelError(
                 self._redact(f"{self.url}/{what} answered {exc.status_code}: {detail}"),
-                fix=_status_fix(exc.status_code, self.settings.max_retries),
+                fix=_status_fix(exc.status_code, self.options.max_retries),
             ) from None
         except openai.APITimeoutError:
             raise ModelError(
-                f"{self.url}/{what} did not answer within {self.settings.timeout_s:g} s "
-                f"({self.settings.max_retries} retries)",
+                f"{self.url}/{what} did not answer within {self.options.timeout_s:g} s "
+                f"({self.options.max_retries} retries)",
                 fix="raise `timeout_s:` or lower `concurrency:`, or check the server's load",
             ) from None
         except openai.APIConnectionError as exc:
@@ -214,14 +217,14 @@ class ServedBackend(Backend):
             )
         return served[name]
 
-    @property  # type: ignore[override]
-    def identity(self) -> ModelIdentity:
+    @property
+    def identity(self) -> ModelIdentity:  # type: ignore[override]
         """The served model's id, what ``/v1/models`` says of it (its volatile fields left out), the suite's
         ``revision`` pin and ``extra_body``: a server whose model changed gives new cache keys."""
         if self._identity is None:
             entry = {k: v for k, v in self._entry(self.model_name).items() if k not in VOLATILE_MODEL_FIELDS}
             described = json.dumps(
-                [self.model_name, entry, self.settings.revision, self.settings.extra_body], sort_keys=True, default=str
+                [self.model_name, entry, self.options.revision, self.options.extra_body], sort_keys=True, default=str
             )
             self._identity = ModelIdentity(hashlib.sha256(described.encode()).hexdigest()[:16], "served")
         return self._identity
@@ -231,12 +234,12 @@ class ServedBackend(Backend):
     @property
     def tokenizer(self) -> Any:
         """The local tokenizer named by ``tokenizer:`` (None without one)."""
-        if self._tokenizer_ is None and self.settings.tokenizer is not None:
+        if self._tokenizer_ is None and self.options.tokenizer is not None:
             from transformers import AutoTokenizer
 
             from evalkit.models import resolve_model
 
-            resolved = resolve_model(self.settings.tokenizer, base_dir=self._base_dir, notify=self._notify)
+            resolved = resolve_model(self.options.tokenizer, base_dir=self._base_dir, notify=self._notify)
             self._tokenizer_ = AutoTokenizer.from_pretrained(str(resolved.path))
         return self._tokenizer_
 
@@ -264,7 +267,7 @@ class ServedBackend(Backend):
             answer: Any = self._score_one
         else:
             answer = self._generate_one
-        pool = ThreadPoolExecutor(max_workers=self.settings.concurrency, thread_name_prefix="evalkit-served")
+        pool = ThreadPoolExecutor(max_workers=self.options.concurrency, thread_name_prefix="evalkit-served")
         try:
             pending: dict[Future, int] = {pool.submit(_timed, answer, r, model): i for i, r in enumerate(requests)}
             while pending:
@@ -365,7 +368,7 @@ class ServedBackend(Backend):
         )
         echo = self._echo(prefix + PROBE + (greedy.choices[0].text or ""), self.model_name)
         value, top = echo.logprobs[-1], echo.top[-1]
-        return value is not None and bool(top) and value >= max(top.values()) - 1e-3
+        return value is not None and top is not None and bool(top) and value >= max(top.values()) - 1e-3
 
     def _probe_alignment(self) -> bool:
         """False when prompt log-probabilities line up as sent; True when they line up only after the
@@ -383,8 +386,7 @@ class ServedBackend(Backend):
         raise ModelError(
             f"the server at {self.url} reports prompt log-probabilities that do not line up with the prompt's "
             f"tokens{'' if bos else ' (prepending a BOS token needs a local tokenizer)'}",
-            fix="add `tokenizer: <alias or folder of the served model>` to the suite's `model:` block, or "
-            + WAY_OUT,
+            fix="add `tokenizer: <alias or folder of the served model>` to the suite's `model:` block, or " + WAY_OUT,
         )
 
     def _score_one(self, request: ChoiceRequest, model: str) -> ChoiceResult:
@@ -410,7 +412,7 @@ class ServedBackend(Backend):
         if len(echo.logprobs) not in (len(ids), len(ids) - dropped):
             raise ModelError(
                 f"the server returned {len(echo.logprobs)} prompt log-probabilities for a prompt of {len(ids)} "
-                f"tokens: its tokenizer splits the text differently from `tokenizer: {self.settings.tokenizer}`",
+                f"tokens: its tokenizer splits the text differently from `tokenizer: {self.options.tokenizer}`",
                 fix="set `tokenizer:` to the served model's own tokenizer",
             )
         n = len(continuation_ids)
@@ -472,8 +474,8 @@ class ServedAdapter(Backend):
     def from_config(cls, model: ModelConfig, base_dir: Path, *, notify: Notify | None = None) -> Backend:
         raise TypeError("a ServedAdapter comes from ServedBackend.with_adapter")
 
-    @property  # type: ignore[override]
-    def identity(self) -> ModelIdentity:
+    @property
+    def identity(self) -> ModelIdentity:  # type: ignore[override]
         return self.base.identity
 
     @property

@@ -1,0 +1,160 @@
+"""The demo's suites through a real OpenAI-compatible server against the in-process backend (BENCHMARKS.md,
+"Served models").
+
+    .venv/bin/python benchmarks/served_vs_in_process.py [--rows N] [--out FILE]
+
+Starts llama-cpp-python's server on the embedded GGUF (as the tests do), then for each candidate runs the
+same rows through ``backend: openai`` and through the in-process ``hf`` backend, without the result cache:
+
+- classify: how often the served prediction equals the in-process one given the same tokens (the BOS
+  token the served path prepends, then the prompt) and the in-process default (the prompt alone), the
+  mean absolute difference of the choice log-probabilities, and each side's accuracy;
+- generate: how often the generated texts are equal, and each side's accuracy.
+
+Then the throughput of ``concurrency`` 1 and 8 against the same server (rows per second, generate and
+classify). The server answers one request at a time (llama-cpp-python holds a global lock), so the
+difference is what overlapping the client's work and the network with the server's buys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# (suite, candidate, share of --rows): the server takes about a second per echoed classify request of a
+# short prompt (it sorts the vocabulary in Python for every prompt token), so the long zero-shot prompts get half
+CANDIDATES = [
+    ("tickets", "inline", 1.0),
+    ("tickets", "zero_shot", 0.5),
+    ("orders", "zero_shot", 1.0),
+    ("orders", "few_shot", 1.0),
+]
+
+
+def served_model(url: str, concurrency: int = 8):
+    from evalkit.backends.base import ModelConfig
+
+    return ModelConfig(  # type: ignore[call-arg]
+        backend="openai",
+        name="smollm2-135m-instruct",
+        base_url=url,
+        tokenizer="smollm2-135m-instruct",
+        concurrency=concurrency,
+        extra_body={"repeat_penalty": 1.0},
+    )
+
+
+def compare(session, url: str, suite: str, candidate: str, rows: int) -> dict:
+    from evalkit.backends.base import ChoiceRequest
+
+    spec = session.spec(ROOT / "suites" / f"{suite}.eval.yaml").model_copy(update={"robustness": None})
+    served_spec = spec.model_copy(update={"model": served_model(url), "name": f"{spec.name}-served"})
+    started = time.perf_counter()
+    served = session.run(served_spec, candidate, limit=rows)
+    served_s = time.perf_counter() - started
+    local = session.run(spec, candidate, limit=rows)
+    n = served.n
+    entry = {
+        "suite": suite,
+        "candidate": candidate,
+        "rows": n,
+        "served_accuracy": served.metrics["accuracy"],
+        "in_process_accuracy": local.metrics["accuracy"],
+        "served_s": round(served_s, 1),
+    }
+    if spec.task.kind == "classify":
+        choices = list(spec.task.choices or [])
+        prefix = spec.task.choice_prefix
+        hf = session.backend_for(spec.model, spec.path.parent)
+        same = hf.score_choices(
+            [ChoiceRequest("<|im_start|>" + e.prompt, tuple(prefix + c for c in choices)) for e in served.examples]
+        )
+        picked = [choices[max(range(len(choices)), key=r.logprobs.__getitem__)] for r in same]
+        differences = [
+            abs(e.details["logprobs"][c] - lp)
+            for e, r in zip(served.examples, same)
+            for c, lp in zip(choices, r.logprobs)
+        ]
+        gold = [e.target for e in served.examples]
+        entry.update(
+            agreement_same_tokens=sum(e.output == p for e, p in zip(served.examples, picked)) / n,
+            agreement_in_process_default=sum(a.output == b.output for a, b in zip(served.examples, local.examples)) / n,
+            in_process_same_tokens_accuracy=sum(p == g for p, g in zip(picked, gold)) / n,
+            mean_abs_logprob_difference=round(sum(differences) / len(differences), 4),
+        )
+    else:
+        entry["agreement_texts"] = sum(a.output == b.output for a, b in zip(served.examples, local.examples)) / n
+    return entry
+
+
+def throughput(session, url: str, rows: int) -> list[dict]:
+    measured = []
+    for suite, candidate, n in [("orders", "zero_shot", rows), ("tickets", "inline", max(4, rows // 4))]:
+        spec = session.spec(ROOT / "suites" / f"{suite}.eval.yaml").model_copy(update={"robustness": None})
+        for concurrency in (1, 8, 1, 8):  # alternated: the host's speed drifts
+            served_spec = spec.model_copy(
+                update={"model": served_model(url, concurrency), "name": f"{spec.name}-served"}
+            )
+            session.results.clear()
+            started = time.perf_counter()
+            result = session.run(served_spec, candidate, limit=n)
+            seconds = time.perf_counter() - started
+            measured.append(
+                {
+                    "suite": suite,
+                    "kind": spec.task.kind,
+                    "concurrency": concurrency,
+                    "rows": result.n,
+                    "seconds": round(seconds, 2),
+                    "rows_per_s": round(result.n / seconds, 2),
+                }
+            )
+            print(json.dumps(measured[-1]), flush=True)
+    return measured
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=40)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "served.json")
+    args = parser.parse_args()
+
+    from evalkit.models import cpu_has_native_bf16
+    from evalkit.session import EvalSession
+    from tests.llama_server import LlamaServer
+
+    work = Path(tempfile.mkdtemp(prefix="evalkit-served-"))
+    server = LlamaServer(work / "server.log").start()
+    session = EvalSession(root=ROOT, reports_dir=work / "reports", cache_dir=None)
+    try:
+        agreement = []
+        for suite, candidate, share in CANDIDATES:
+            agreement.append(compare(session, server.url, suite, candidate, int(args.rows * share)))
+            print(json.dumps(agreement[-1]), flush=True)
+        speeds = throughput(session, server.url, args.rows)
+    finally:
+        session.close()
+        server.stop()
+    record = {
+        "machine": {"cpu_bf16": cpu_has_native_bf16(), "processor": platform.processor(), "cores": os.cpu_count()},
+        "server": "llama-cpp-python 0.3.36 (python -m llama_cpp.server), SmolLM2-135M-Instruct Q4_1 GGUF",
+        "agreement": agreement,
+        "throughput": speeds,
+    }
+    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
