@@ -55,11 +55,21 @@ def served_model(url: str, concurrency: int = 8):
     )
 
 
+def demo_spec(session, suite: str):
+    """The demo suite without its robustness search (and so without its invariance thresholds)."""
+    spec = session.spec(ROOT / "suites" / f"{suite}.eval.yaml").model_copy(update={"robustness": None})
+    spec._thresholds = {
+        candidate: {metric: t for metric, t in thresholds.items() if metric != "invariance"}
+        for candidate, thresholds in spec._thresholds.items()
+    }
+    return spec
+
+
 def compare(session, url: str, suite: str, candidate: str, rows: int) -> dict:
     from evalkit.backends.base import ChoiceRequest
 
-    spec = session.spec(ROOT / "suites" / f"{suite}.eval.yaml").model_copy(update={"robustness": None})
-    served_spec = spec.model_copy(update={"model": served_model(url), "name": f"{spec.name}-served"})
+    spec = demo_spec(session, suite)
+    served_spec = spec.model_copy(update={"model": served_model(url), "suite": f"{spec.name}-served"})
     started = time.perf_counter()
     served = session.run(served_spec, candidate, limit=rows)
     served_s = time.perf_counter() - started
@@ -101,10 +111,10 @@ def compare(session, url: str, suite: str, candidate: str, rows: int) -> dict:
 def throughput(session, url: str, rows: int) -> list[dict]:
     measured = []
     for suite, candidate, n in [("orders", "zero_shot", rows), ("tickets", "inline", max(4, rows // 4))]:
-        spec = session.spec(ROOT / "suites" / f"{suite}.eval.yaml").model_copy(update={"robustness": None})
+        spec = demo_spec(session, suite)
         for concurrency in (1, 8, 1, 8):  # alternated: the host's speed drifts
             served_spec = spec.model_copy(
-                update={"model": served_model(url, concurrency), "name": f"{spec.name}-served"}
+                update={"model": served_model(url, concurrency), "suite": f"{spec.name}-served"}
             )
             session.results.clear()
             started = time.perf_counter()

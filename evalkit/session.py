@@ -63,6 +63,12 @@ class LoadedModel:
     name: str
     fingerprint: str
     load_s: float
+    served_at: str | None = None  # the server's URL, for a model a server answers for
+
+    def describe(self) -> str:
+        if self.served_at is not None:
+            return f"model {self.name} ({self.fingerprint}) served at {self.served_at}"
+        return f"model {self.name} ({self.fingerprint}) loaded in {self.load_s:.1f}s"
 
 
 @dataclass
@@ -99,7 +105,7 @@ class EvalSession:
     def models(self) -> list[LoadedModel]:
         """The models whose weights this session loaded, in the order they were first asked for."""
         return [
-            LoadedModel(name, backend.fingerprint, backend.load_s)
+            LoadedModel(name, backend.fingerprint, backend.load_s, backend.served_at)
             for name, backend in self._backends.values()
             if backend.load_s is not None
         ]
@@ -265,7 +271,7 @@ class EvalSession:
         lines: list[tuple[str, str | None]] = [
             (line, None) for line in cache_lines(self.results.values(), self.cache_dir, verbose=verbose)
         ]
-        lines += [(f"model {m.name} ({m.fingerprint}) loaded in {m.load_s:.1f}s", None) for m in self.models]
+        lines += [(m.describe(), None) for m in self.models]
         if self.limit:
             lines.append((f"only the first {self.limit} rows of each suite (--evalkit-limit)", None))
         for table in suite_tables(sorted(self.results.values(), key=lambda r: (r.suite, r.candidate))):

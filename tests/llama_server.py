@@ -18,6 +18,7 @@ import threading
 import time
 import urllib.request
 from collections import deque
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -118,6 +119,9 @@ class FaultProxy:
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream.removesuffix("/v1")
         self.faults: deque = deque()
+        # Set to a detokenizer, the proxy takes prompts of token ids (as vLLM does) and forwards their text.
+        self.detokenize: Callable[[list[int]], str] | None = None
+        self.prompts: list[object] = []  # the `prompt` of every completions request, as the client sent it
         self.seen: list[tuple[float, str, str, dict[str, str]]] = []  # (time, method, path, headers)
         self.port = free_port()
         proxy = self
@@ -149,6 +153,12 @@ class FaultProxy:
     def handle(self, handler: BaseHTTPRequestHandler, method: str) -> None:
         body = handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
         self.seen.append((time.monotonic(), method, handler.path, dict(handler.headers)))
+        if handler.path.endswith("/completions") and body:
+            payload = json.loads(body)
+            self.prompts.append(payload.get("prompt"))
+            if self.detokenize is not None and isinstance(payload.get("prompt"), list):
+                payload["prompt"] = self.detokenize(payload["prompt"])
+                body = json.dumps(payload).encode()
         if handler.path.endswith("completions") and self.faults:
             fault = self.faults.popleft()
             if fault[0] == "status":

@@ -360,3 +360,39 @@ def test_no_prompt_logprobs_and_an_unserved_adapter_get_clear_messages(proxy, tm
         backend.score_choices([ChoiceRequest("Ticket: x\nCategory:", (" billing", " other"))])
     assert "returns no log-probabilities for the prompt's own tokens" in refused.value.message
     assert "`kind: generate` with `scorer: {name: choice" in (refused.value.fix or "")
+
+
+@pytest.mark.integration
+def test_a_server_that_takes_token_ids_gets_them_and_scores_the_same(proxy, tmp_path):
+    from evalkit.backends.base import ChoiceRequest, ModelConfig
+    from evalkit.backends.served import ServedBackend
+
+    model = ModelConfig(backend="openai", name=ALIAS, base_url=proxy.url, tokenizer=ALIAS)  # type: ignore[call-arg]
+    request = ChoiceRequest("Ticket: my parcel never arrived\nCategory:", (" billing", " shipping"))
+    as_text = ServedBackend.from_config(model, tmp_path).score_choices([request])[0]
+    assert all(isinstance(p, str) for p in proxy.prompts)  # llama.cpp's server refuses ids: text it is
+
+    ids_backend = ServedBackend.from_config(model, tmp_path)
+    proxy.detokenize = lambda ids: ids_backend.tokenizer.decode(ids)
+    proxy.prompts.clear()
+    as_ids = ids_backend.score_choices([request])[0]
+    scored = proxy.prompts[-2:]  # one echo per choice, after the alignment probe and the ids probe
+    assert all(isinstance(p, list) and p[0] == ids_backend.tokenizer.bos_token_id for p in scored)
+    assert as_ids.logprobs == pytest.approx(as_text.logprobs, abs=1e-4)
+    assert as_ids.continuation_tokens == as_text.continuation_tokens == (1, 1)
+
+
+@pytest.mark.integration
+def test_a_tokenizer_that_splits_differently_from_the_server_is_caught(proxy, tmp_path, tiny_model):
+    from evalkit.backends.base import ChoiceRequest, ModelConfig
+    from evalkit.backends.served import ServedBackend
+    from evalkit.errors import ModelError
+
+    wrong = ModelConfig(backend="openai", name=ALIAS, base_url=proxy.url, tokenizer=str(tiny_model))  # type: ignore[call-arg]
+    backend = ServedBackend.from_config(wrong, tmp_path)
+    backend._bos = False  # the tiny tokenizer's BOS is not the served model's: skip straight to the count
+    backend._send_ids = False
+    with pytest.raises(ModelError) as caught:
+        backend.score_choices([ChoiceRequest("Ticket: my parcel never arrived\nCategory:", (" billing", " shipping"))])
+    assert caught.value.message.startswith("the server returned ")
+    assert caught.value.message.endswith(f"its tokenizer splits the text differently from `tokenizer: {tiny_model}`")

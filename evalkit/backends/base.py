@@ -136,6 +136,7 @@ class Backend(ABC):
     knows_weights: ClassVar[bool] = True  # identity hashes the weights (an adapter for other weights is refused)
     identity: ModelIdentity
     load_s: float | None = None  # seconds spent loading the weights; None until loaded
+    served_at: str | None = None  # the URL of the server that answers, for a model that is not loaded here
 
     @classmethod
     @abstractmethod

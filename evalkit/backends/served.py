@@ -120,6 +120,7 @@ class ServedBackend(Backend):
         self.options = settings
         self._base_url = settings.base_url.rstrip("/")
         self.url = without_credentials(self._base_url)  # what messages show
+        self.served_at = self.url
         self._base_dir = base_dir
         self._notify = notify
         self._key = self._read_key(settings.api_key_env)
@@ -151,8 +152,11 @@ class ServedBackend(Backend):
         return key
 
     def sharing_key(self) -> tuple:
-        s = self.options
-        return (type(self).__name__, self.url, self.model_name, s.api_key_env, s.revision, s.tokenizer, s.concurrency)
+        return (
+            type(self).__name__,
+            self.model_name,
+            json.dumps(self.options.model_dump(), sort_keys=True, default=str),
+        )
 
     # ------------------------------------------------------------------ the server
 
@@ -258,8 +262,9 @@ class ServedBackend(Backend):
         return self.answers_for(self.model_name, requests)
 
     def answers_for(self, model: str, requests: Sequence[Any]) -> Iterator[list[tuple[int, Any, float]]]:
-        """``model``'s answers to ``requests``, each as it arrives, ``concurrency`` requests in flight; the
-        first failure cancels the rest (the answers already handed over stay in the cache)."""
+        """``model``'s answers to ``requests``, each as it arrives, ``concurrency`` requests in flight. The
+        first failure cancels the requests not yet sent; those in flight finish and are handed over before
+        it is raised, so the cache keeps every answer the server gave."""
         if not requests:
             return
         if isinstance(requests[0], ChoiceRequest):
@@ -267,18 +272,32 @@ class ServedBackend(Backend):
             answer: Any = self._score_one
         else:
             answer = self._generate_one
+        assert self._client is not None  # built here, before the threads share it
         pool = ThreadPoolExecutor(max_workers=self.options.concurrency, thread_name_prefix="evalkit-served")
+        failure: BaseException | None = None
         try:
             pending: dict[Future, int] = {pool.submit(_timed, answer, r, model): i for i, r in enumerate(requests)}
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 ready = []
                 for future in done:
+                    index = pending.pop(future)
+                    if future.cancelled():
+                        continue
+                    if future.exception() is not None:
+                        if failure is None:  # stop asking; the requests in flight still finish and are kept
+                            failure = future.exception()
+                            for other in pending:
+                                other.cancel()
+                        continue
                     result, seconds = future.result()
-                    ready.append((pending.pop(future), result, seconds))
-                yield ready
+                    ready.append((index, result, seconds))
+                if ready:
+                    yield ready
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+        if failure is not None:
+            raise failure
 
     def score_choices(self, requests: Sequence[ChoiceRequest]) -> list[ChoiceResult]:
         return _in_order(self.answers_as_ready(requests, len(requests)), len(requests))
