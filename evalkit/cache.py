@@ -321,7 +321,6 @@ class CachedBackend(Backend):
         return self._answer(
             requests,
             lambda r: choice_parts(r, self.fingerprint, self.adapter),
-            self.inner.score_choices,
             lambda r: len(r.context),
             lambda data: ChoiceResult(
                 logprobs=tuple(data["logprobs"]),
@@ -335,7 +334,6 @@ class CachedBackend(Backend):
         return self._answer(
             requests,
             lambda r: generate_parts(r, self.fingerprint, self.adapter),
-            self.inner.generate,
             lambda r: len(r.prompt),
             lambda data: GenerateResult(**data),
         )
@@ -352,7 +350,7 @@ class CachedBackend(Backend):
             self.stats.reasons[reason] += 1
             self.stats.first_miss.setdefault(reason, origins[i] or "a request without an example id")
 
-    def _answer(self, requests, parts_of, compute, length, decode) -> list:
+    def _answer(self, requests, parts_of, length, decode) -> list:
         parts = [parts_of(r) for r in requests]
         origins = [r.origin for r in requests]
         keys = [p.key for p in parts]

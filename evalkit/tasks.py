@@ -92,9 +92,13 @@ class PreparedCandidate:
     def row_choices(self, index: int) -> list[str] | None:
         return self.choices[index] if self.choices else None
 
-    def render(self, fields: dict[str, Any], choices: list[str] | None, label: str) -> tuple[str, Turns]:
-        """The prompt for one row's ``fields`` (and its ``choices``, for classify): what the model sees, and
-        for a chat candidate the turns it was rendered from (a served model applies its own template)."""
+    def render(self, fields: dict[str, Any], choices: list[str] | None, label: str) -> str:
+        """The prompt for one row's ``fields`` (and its ``choices``, for classify): what the model sees."""
+        return self.render_with_turns(fields, choices, label)[0]
+
+    def render_with_turns(self, fields: dict[str, Any], choices: list[str] | None, label: str) -> tuple[str, Turns]:
+        """:meth:`render`, and for a chat candidate the turns the prompt was rendered from (a served model
+        gets those and applies its own chat template)."""
         context: dict[str, Any] = {**fields, "examples": self.fewshot}
         if choices is not None:
             context["choices"] = choices
@@ -174,7 +178,7 @@ def prepare(
         if choices is not None:
             prepared.choices.append(choices)
         prepared.gold.append(gold)
-        prompt, turns = prepared.render(row.fields, choices, row_label(dataset, row))
+        prompt, turns = prepared.render_with_turns(row.fields, choices, row_label(dataset, row))
         prepared.prompts.append(prompt)
         prepared.turns.append(turns)
     return prepared
@@ -385,9 +389,7 @@ class Classify(TaskKind):
         return Scored(examples, metrics, ci, tokens)
 
     def predict(self, prepared: PreparedCandidate, backend: Backend, rows: Sequence[RobustRow]) -> list[str]:
-        prompts = [
-            prepared.render(fields, choices, label)[0] for _, fields, choices, label in _rendered(prepared, rows)
-        ]
+        prompts = [prepared.render(fields, choices, label) for _, fields, choices, label in _rendered(prepared, rows)]
         results = backend.score_choices(
             self._requests(
                 prepared, [(row_id, p, choices or []) for p, (row_id, _, choices) in zip(prompts, rows)], "perturbed"
@@ -534,7 +536,7 @@ class Generate(TaskKind):
 
     def predict(self, prepared: PreparedCandidate, backend: Backend, rows: Sequence[RobustRow]) -> list[str]:
         requests = [
-            self._request(prepared, prepared.render(fields, choices, label), row_id, 0, "perturbed")
+            self._request(prepared, prepared.render_with_turns(fields, choices, label), row_id, 0, "perturbed")
             for row_id, fields, choices, label in _rendered(prepared, rows)
         ]
         return [answer_text(r.text) for r in backend.generate(requests)]

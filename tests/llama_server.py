@@ -172,7 +172,9 @@ class FaultProxy:
             fault[1]()
         try:
             connection = http.client.HTTPConnection(self.upstream.removeprefix("http://"), timeout=300)
-            headers = {k: v for k, v in handler.headers.items() if k.lower() not in ("host", "connection")}
+            headers = {
+                k: v for k, v in handler.headers.items() if k.lower() not in ("host", "connection", "content-length")
+            }
             connection.request(method, handler.path, body=body or None, headers=headers)
             answer = connection.getresponse()
             self._answer(handler, answer.status, answer.read(), {"Content-Type": answer.getheader("Content-Type", "")})

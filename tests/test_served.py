@@ -370,14 +370,16 @@ def test_a_server_that_takes_token_ids_gets_them_and_scores_the_same(proxy, tmp_
     model = ModelConfig(backend="openai", name=ALIAS, base_url=proxy.url, tokenizer=ALIAS)  # type: ignore[call-arg]
     request = ChoiceRequest("Ticket: my parcel never arrived\nCategory:", (" billing", " shipping"))
     as_text = ServedBackend.from_config(model, tmp_path).score_choices([request])[0]
-    assert all(isinstance(p, str) for p in proxy.prompts)  # llama.cpp's server refuses ids: text it is
+    # The alignment probe (greedy token and echo, without then with BOS), one prompt of token ids asking
+    # whether the server takes them (llama.cpp's refuses), then one echo per choice as text.
+    assert [type(p).__name__ for p in proxy.prompts] == ["str"] * 4 + ["list"] + ["str"] * 2
 
     ids_backend = ServedBackend.from_config(model, tmp_path)
     proxy.detokenize = lambda ids: ids_backend.tokenizer.decode(ids)
     proxy.prompts.clear()
     as_ids = ids_backend.score_choices([request])[0]
     scored = proxy.prompts[-2:]  # one echo per choice, after the alignment probe and the ids probe
-    assert all(isinstance(p, list) and p[0] == ids_backend.tokenizer.bos_token_id for p in scored)
+    assert all(isinstance(p, list) and p[0] == ids_backend.tokenizer.bos_token_id for p in scored), proxy.prompts
     assert as_ids.logprobs == pytest.approx(as_text.logprobs, abs=1e-4)
     assert as_ids.continuation_tokens == as_text.continuation_tokens == (1, 1)
 
