@@ -1,7 +1,7 @@
 """The demo's suites through a real OpenAI-compatible server against the in-process backend (BENCHMARKS.md,
 "Served models").
 
-    .venv/bin/python benchmarks/served_vs_in_process.py [--rows N] [--out FILE]
+    .venv/bin/python benchmarks/served_vs_in_process.py [--rows N] [--sst2-rows N] [--only-sst2] [--out FILE]
 
 Starts llama-cpp-python's server on the embedded GGUF (as the tests do), then for each candidate runs the
 same rows through ``backend: openai`` and through the in-process ``hf`` backend, without the result cache:
@@ -11,6 +11,7 @@ same rows through ``backend: openai`` and through the in-process ``hf`` backend,
   mean absolute difference of the choice log-probabilities, and each side's accuracy;
 - generate: how often the generated texts are equal, and each side's accuracy.
 
+Then, when ``../shared/datasets`` is beside the repository, SST-2 rows scored both ways (a two-way task).
 Then the throughput of ``concurrency`` 1 and 8 against the same server (rows per second, generate and
 classify). The server answers one request at a time (llama-cpp-python holds a global lock), so the
 difference is what overlapping the client's work and the network with the server's buys.
@@ -108,6 +109,34 @@ def compare(session, url: str, suite: str, candidate: str, rows: int) -> dict:
     return entry
 
 
+def sst2(session, url: str, rows: int) -> dict | None:
+    """SST-2 validation rows (from ../shared/datasets, when present) scored both ways with the same prompt,
+    ``Review: TEXT\nSentiment:`` with the choices positive and negative: a two-way task with wider margins."""
+    from evalkit.backends.base import ChoiceRequest
+
+    source = ROOT.parent / "shared" / "datasets" / "sst2_validation" / "data.jsonl"
+    if rows <= 0 or not source.exists():
+        return None
+    data = [json.loads(line) for line in source.read_text().splitlines()[:rows]]
+    choices = ("negative", "positive")
+    requests = [ChoiceRequest(f"Review: {r['text']}\nSentiment:", tuple(" " + c for c in choices)) for r in data]
+    served = session.backend_for(served_model(url), ROOT)
+    hf = session.backend_for(session.spec(ROOT / "suites" / "tickets.eval.yaml").model, ROOT)
+    picked = {
+        "served": served.score_choices(requests),
+        "same_tokens": hf.score_choices([ChoiceRequest("<|im_start|>" + r.context, r.continuations) for r in requests]),
+        "default": hf.score_choices(requests),
+    }
+    labels = {name: [max(range(2), key=a.logprobs.__getitem__) for a in answers] for name, answers in picked.items()}
+    gold = [r["label"] for r in data]
+    return {
+        "rows": len(data),
+        "accuracy": {name: sum(p == g for p, g in zip(found, gold)) / len(data) for name, found in labels.items()},
+        "agreement_same_tokens": sum(a == b for a, b in zip(labels["served"], labels["same_tokens"])) / len(data),
+        "agreement_in_process_default": sum(a == b for a, b in zip(labels["served"], labels["default"])) / len(data),
+    }
+
+
 def throughput(session, url: str, rows: int) -> list[dict]:
     measured = []
     for suite, candidate, n in [("orders", "zero_shot", rows), ("tickets", "inline", max(4, rows // 4))]:
@@ -137,6 +166,8 @@ def throughput(session, url: str, rows: int) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=40)
+    parser.add_argument("--sst2-rows", type=int, default=40, help="SST-2 rows from ../shared/datasets (0: none)")
+    parser.add_argument("--only-sst2", action="store_true", help="run only the SST-2 comparison (added to --out)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "served.json")
     args = parser.parse_args()
 
@@ -147,21 +178,24 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="evalkit-served-"))
     server = LlamaServer(work / "server.log").start()
     session = EvalSession(root=ROOT, reports_dir=work / "reports", cache_dir=None)
+    record = json.loads(args.out.read_text()) if args.only_sst2 and args.out.exists() else {}
     try:
-        agreement = []
-        for suite, candidate, share in CANDIDATES:
-            agreement.append(compare(session, server.url, suite, candidate, int(args.rows * share)))
-            print(json.dumps(agreement[-1]), flush=True)
-        speeds = throughput(session, server.url, args.rows)
+        if not args.only_sst2:
+            record["agreement"] = []
+            for suite, candidate, share in CANDIDATES:
+                record["agreement"].append(compare(session, server.url, suite, candidate, int(args.rows * share)))
+                print(json.dumps(record["agreement"][-1]), flush=True)
+        record["sst2"] = sst2(session, server.url, args.sst2_rows)
+        print(json.dumps(record["sst2"]), flush=True)
+        if not args.only_sst2:
+            record["throughput"] = throughput(session, server.url, args.rows)
     finally:
         session.close()
         server.stop()
-    record = {
-        "machine": {"cpu_bf16": cpu_has_native_bf16(), "processor": platform.processor(), "cores": os.cpu_count()},
-        "server": "llama-cpp-python 0.3.36 (python -m llama_cpp.server), SmolLM2-135M-Instruct Q4_1 GGUF",
-        "agreement": agreement,
-        "throughput": speeds,
-    }
+    record.update(
+        machine={"cpu_bf16": cpu_has_native_bf16(), "processor": platform.processor(), "cores": os.cpu_count()},
+        server="llama-cpp-python 0.3.36 (python -m llama_cpp.server), SmolLM2-135M-Instruct Q4_1 GGUF",
+    )
     args.out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"written to {args.out}")
 

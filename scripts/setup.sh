@@ -8,7 +8,7 @@ stamp=".venv/.evalkit-setup-$(cat pyproject.toml scripts/constraints.txt scripts
 [ -f "$stamp" ] && exit 0
 
 python=${PYTHON:-$(command -v python3.11 || command -v python3)}
-echo "evalkit: setting up .venv with $($python --version) (first run only; about six minutes, two of them compiling llama.cpp)"
+echo "evalkit: setting up .venv with $($python --version) (first run only; about six minutes, four of them compiling llama.cpp)"
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 
 pip_install() {
