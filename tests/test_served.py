@@ -112,6 +112,57 @@ def test_a_key_variable_that_is_not_set_is_named(pytester, monkeypatch):
     )
 
 
+def test_without_a_tokenizer_the_continuation_is_found_from_the_text_offsets():
+    from evalkit.backends.served import Echo, continuation_by_offsets
+    from evalkit.errors import ModelError
+
+    # What a server echoes for "Ticket: x\nCategory: billing" (the first token has no log-probability).
+    echo = Echo(
+        tokens=["Ticket", ":", " x", "\n", "Category", ":", " bill", "ing"],
+        logprobs=[None, -1.0, -5.0, -0.5, -2.0, -0.1, -1.5, -0.25],
+        offsets=[0, 6, 7, 9, 10, 18, 19, 24],
+        top=[None, {":": -1.0}, {" y": -1.0}, {"\n": -0.5}, {"Category": -2.0}, {":": -0.1}, {" bill": -1.5},
+             {"ing": -0.25}],
+    )  # fmt: skip
+    assert continuation_by_offsets(echo, "Ticket: x\nCategory:", " billing") == (-1.75, True, 6, 2)
+    with pytest.raises(ModelError, match=r"cannot tell where the continuation ' shipping' starts"):
+        continuation_by_offsets(echo, "Ticket: x\nCategory:", " shipping")
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed", "refused_host"),
+    [
+        ("http://127.0.0.1:8080/v1", "", None),
+        ("http://[::1]:8080/v1", "", None),
+        ("http://localhost/v1", "", None),
+        ("https://llm.staging.example.com/v1", "*.staging.example.com", None),
+        ("http://10.0.0.7:8000/v1", "10.0.0.7:8000", None),
+        ("http://10.0.0.7:9000/v1", "10.0.0.7:8000", "10.0.0.7"),
+        ("https://api.example.org/v1", "*.staging.example.com", "api.example.org"),
+    ],
+)
+def test_the_allow_list_matches_hosts_and_ports(monkeypatch, url, allowed, refused_host):
+    from evalkit.backends.hosts import check_allowed
+    from evalkit.errors import ModelError
+
+    monkeypatch.setenv("EVALKIT_ALLOWED_HOSTS", allowed)
+    if refused_host is None:
+        check_allowed(url)
+    else:
+        with pytest.raises(ModelError, match=f"host '{refused_host}' of base_url .* is not on evalkit's allow-list"):
+            check_allowed(url)
+
+
+def test_credentials_in_a_base_url_never_reach_a_message():
+    from evalkit.backends.hosts import check_allowed, without_credentials
+    from evalkit.errors import ModelError
+
+    assert without_credentials("https://user:s3cret@llm.example.com:8443/v1") == "https://llm.example.com:8443/v1"
+    with pytest.raises(ModelError) as refused:
+        check_allowed("https://user:s3cret@llm.example.com:8443/v1")
+    assert "s3cret" not in refused.value.render()
+
+
 # ---------------------------------------------------------------------- against the real server
 
 

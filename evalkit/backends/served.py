@@ -96,7 +96,7 @@ class ServedSettings(StrictModel):
 
 
 @dataclass(frozen=True)
-class _Echo:
+class Echo:
     """The prompt log-probabilities a server echoed back (the generated token left out)."""
 
     tokens: list[str]
@@ -105,8 +105,18 @@ class _Echo:
     top: list[dict[str, float] | None]
 
 
+class _AnsweredAsTheyArrive(Backend):
+    """A backend whose answers come one by one (from a server): batch calls collect them in request order."""
+
+    def score_choices(self, requests: Sequence[ChoiceRequest]) -> list[ChoiceResult]:
+        return _in_order(self.answers_as_ready(requests, len(requests)), len(requests))
+
+    def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
+        return _in_order(self.answers_as_ready(requests, len(requests)), len(requests))
+
+
 @register_backend("openai")
-class ServedBackend(Backend):
+class ServedBackend(_AnsweredAsTheyArrive):
     """A model an OpenAI-compatible server answers for; ``name`` is the server's model id (or the name of
     an adapter it serves)."""
 
@@ -299,12 +309,6 @@ class ServedBackend(Backend):
         if failure is not None:
             raise failure
 
-    def score_choices(self, requests: Sequence[ChoiceRequest]) -> list[ChoiceResult]:
-        return _in_order(self.answers_as_ready(requests, len(requests)), len(requests))
-
-    def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
-        return _in_order(self.answers_as_ready(requests, len(requests)), len(requests))
-
     # ------------------------------------------------------------------ generate
 
     def _generate_one(self, request: GenerateRequest, model: str) -> GenerateResult:
@@ -330,7 +334,7 @@ class ServedBackend(Backend):
 
     # ------------------------------------------------------------------ classify
 
-    def _echo(self, prompt: str | list[int], model: str) -> _Echo:
+    def _echo(self, prompt: str | list[int], model: str) -> Echo:
         """The server's log-probabilities of ``prompt``'s own tokens. One token is generated and dropped:
         some servers read ``max_tokens: 0`` as "no limit"."""
         response = self._call(
@@ -353,7 +357,7 @@ class ServedBackend(Backend):
             )
         generated = response.usage.completion_tokens if response.usage else 1
         keep = len(lp.token_logprobs) - generated
-        return _Echo(
+        return Echo(
             list(lp.tokens or [])[:keep],
             list(lp.token_logprobs)[:keep],
             list(lp.text_offset or [])[:keep],
@@ -437,7 +441,7 @@ class ServedBackend(Backend):
         n = len(continuation_ids)
         return _summed(echo, len(echo.logprobs) - n, n, len(context_ids))
 
-    def _echo_ids(self, ids: list[int], text: str, model: str) -> _Echo:
+    def _echo_ids(self, ids: list[int], text: str, model: str) -> Echo:
         """The echo of a prompt sent as token ids where the server takes them (vLLM does), else as text."""
         if self._send_ids:
             return self._echo(ids, model)
@@ -463,15 +467,7 @@ class ServedBackend(Backend):
 
     def _by_offsets(self, context: str, continuation: str, model: str) -> tuple[float, bool, int, int]:
         """Without a tokenizer: the continuation is what starts at or after the context's last character."""
-        echo = self._echo(context + continuation, model)
-        start = next((i for i, offset in enumerate(echo.offsets) if offset >= len(context)), len(echo.offsets))
-        if "".join(echo.tokens[start:]) != continuation or start == 0:
-            raise ModelError(
-                f"cannot tell where the continuation {continuation!r} starts among the tokens the server returned "
-                f"({echo.tokens[max(0, start - 2) : start + 2]!r})",
-                fix="add `tokenizer: <alias or folder of the served model>` to the suite's `model:` block",
-            )
-        return _summed(echo, start, len(echo.tokens) - start, start)
+        return continuation_by_offsets(self._echo(context + continuation, model), context, continuation)
 
     # ------------------------------------------------------------------ adapters
 
@@ -479,7 +475,7 @@ class ServedBackend(Backend):
         return ServedAdapter(self, key)
 
 
-class ServedAdapter(Backend):
+class ServedAdapter(_AnsweredAsTheyArrive):
     """A LoRA adapter the server serves by name on the same base (vLLM: ``--enable-lora --lora-modules
     NAME=PATH``)."""
 
@@ -517,12 +513,6 @@ class ServedAdapter(Backend):
         self.load()
         return self.base.answers_for(self.adapter_name, requests)
 
-    def score_choices(self, requests: Sequence[ChoiceRequest]) -> list[ChoiceResult]:
-        return _in_order(self.answers_as_ready(requests, len(requests)), len(requests))
-
-    def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
-        return _in_order(self.answers_as_ready(requests, len(requests)), len(requests))
-
 
 # ---------------------------------------------------------------------- helpers
 
@@ -541,7 +531,20 @@ def _in_order(groups: Iterator[list[tuple[int, Any, float]]], n: int) -> list:
     return results
 
 
-def _summed(echo: _Echo, start: int, n: int, context_tokens: int) -> tuple[float, bool, int, int]:
+def continuation_by_offsets(echo: Echo, context: str, continuation: str) -> tuple[float, bool, int, int]:
+    """(sum of log-probabilities, greedy, context tokens, continuation tokens) of the tokens that start at or
+    after the end of ``context`` in the echoed text; ModelError unless they spell ``continuation``."""
+    start = next((i for i, offset in enumerate(echo.offsets) if offset >= len(context)), len(echo.offsets))
+    if start == 0 or "".join(echo.tokens[start:]) != continuation:
+        raise ModelError(
+            f"cannot tell where the continuation {continuation!r} starts among the tokens the server returned "
+            f"({echo.tokens[max(0, start - 2) : start + 2]!r})",
+            fix="add `tokenizer: <alias or folder of the served model>` to the suite's `model:` block",
+        )
+    return _summed(echo, start, len(echo.tokens) - start, start)
+
+
+def _summed(echo: Echo, start: int, n: int, context_tokens: int) -> tuple[float, bool, int, int]:
     values = echo.logprobs[start : start + n]
     if any(v is None for v in values):
         raise ModelError(
