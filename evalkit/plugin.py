@@ -169,7 +169,7 @@ def pytest_configure(config: pytest.Config) -> None:
     from evalkit.backends.hosts import allow
     from evalkit.session import EvalSession
 
-    allow(str(config.getini("evalkit_allowed_hosts")).replace(",", " ").split())
+    allow(str(config.getini("evalkit_allowed_hosts")))
     config.addinivalue_line("markers", "evalkit: an evaluation suite candidate collected from *.eval.yaml")
     session = EvalSession(notify=_notifier(config), **_session_settings(config))
     config.stash[SESSION_KEY] = session

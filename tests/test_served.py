@@ -42,6 +42,11 @@ INLINE = 'inline:\n  template: "Ticket: {{ text }}\\nCategory:"\n  chat: false\n
 ORDERS_ZERO_SHOT = f"zero_shot:\n  prompt: {REPO}/prompts/orders/zero_shot.j2\n"
 
 
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    """``pytest served.eval.yaml`` in a subprocess, as a user runs it."""
+    return pytester.runpytest_subprocess("served.eval.yaml", "-p", "no:cacheprovider", *args)
+
+
 def examples(project: Path) -> list[dict]:
     return [json.loads(line) for line in (project / "reports/latest/examples.jsonl").read_text().splitlines()]
 
@@ -53,7 +58,7 @@ def test_a_base_url_off_the_allow_list_is_refused_before_anything_is_sent(pytest
     monkeypatch.delenv("EVALKIT_ALLOWED_HOSTS", raising=False)
     suite = served_suite("http://evals.example.com:8080/v1", task=ORDERS_GENERATE, candidates=ORDERS_ZERO_SHOT, rows=2)
     pytester.makefile(".eval.yaml", served=suite)
-    result = pytester.runpytest_subprocess("served.eval.yaml", "-p", "no:cacheprovider")
+    result = run(pytester)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
@@ -65,7 +70,7 @@ def test_a_base_url_off_the_allow_list_is_refused_before_anything_is_sent(pytest
     )
     # Allowed from the ini file, the request goes out (and finds no such host on this closed network).
     pytester.makeini("[pytest]\nevalkit_allowed_hosts = *.example.com\n")
-    allowed = pytester.runpytest_subprocess("served.eval.yaml", "-p", "no:cacheprovider")
+    allowed = run(pytester)
     allowed.assert_outcomes(failed=1)
     allowed.stdout.fnmatch_lines(["*cannot reach http://evals.example.com:8080/v1/models*"])
     assert "allow-list" not in allowed.stdout.str()
@@ -80,7 +85,7 @@ def test_a_suite_that_holds_a_key_is_refused_at_its_line_without_showing_it(pyte
         model_extra=f"api_key: {KEY}\n",
     )
     pytester.makefile(".eval.yaml", served=suite)
-    result = pytester.runpytest_subprocess("served.eval.yaml", "-p", "no:cacheprovider")
+    result = run(pytester)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
@@ -102,7 +107,7 @@ def test_a_key_variable_that_is_not_set_is_named(pytester, monkeypatch):
         model_extra="api_key_env: EVALKIT_TEST_KEY\n",
     )
     pytester.makefile(".eval.yaml", served=suite)
-    result = pytester.runpytest_subprocess("served.eval.yaml", "-p", "no:cacheprovider")
+    result = run(pytester)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
@@ -197,7 +202,7 @@ def test_classify_through_the_server_agrees_with_the_in_process_model_given_the_
 
     rows = 20
     pytester.makefile(".eval.yaml", served=served_suite(proxy.url, task=TICKETS_CLASSIFY, candidates=INLINE, rows=rows))
-    first = pytester.runpytest_subprocess("served.eval.yaml", "-p", "no:cacheprovider")
+    first = run(pytester)
     first.assert_outcomes(passed=1)
     first.stdout.fnmatch_lines(["*classify prompts are sent after the BOS token '<|im_start|>'"])
     served_rows = examples(pytester.path)
@@ -222,7 +227,7 @@ def test_classify_through_the_server_agrees_with_the_in_process_model_given_the_
 
     # A warm re-run asks the server only who it is.
     before = len(proxy.seen)
-    again = pytester.runpytest_subprocess("served.eval.yaml", "-p", "no:cacheprovider")
+    again = run(pytester)
     again.assert_outcomes(passed=1)
     assert [(method, path) for _, method, path, _ in proxy.seen[before:]] == [("GET", "/v1/models")]
     again.stdout.fnmatch_lines([f"*{rows} of {rows} requests answered from it (100%), 0 computed*"])
@@ -230,7 +235,7 @@ def test_classify_through_the_server_agrees_with_the_in_process_model_given_the_
     # A new pin of the served model's identity is a new model: nothing is reused.
     suite = pytester.path / "served.eval.yaml"
     suite.write_text(suite.read_text().replace("timeout_s: 30\n", 'timeout_s: 30\n  revision: "2026-12-01"\n'))
-    pinned = pytester.runpytest_subprocess("served.eval.yaml", "-p", "no:cacheprovider", "--evalkit-limit", "2")
+    pinned = run(pytester, "--evalkit-limit", "2")
     pinned.assert_outcomes(passed=1)
     pinned.stdout.fnmatch_lines(["*0 of 2 requests answered from it (0%), 2 computed*"])
     record = json.loads((pytester.path / "reports/latest/results.json").read_text())
@@ -246,7 +251,7 @@ def test_generate_through_the_server_agrees_with_the_in_process_model(pytester, 
     pytester.makefile(
         ".eval.yaml", served=served_suite(proxy.url, task=ORDERS_GENERATE, candidates=ORDERS_ZERO_SHOT, rows=rows)
     )
-    result = pytester.runpytest_subprocess("served.eval.yaml", "-p", "no:cacheprovider")
+    result = run(pytester)
     result.assert_outcomes(passed=1)
     served_rows = examples(pytester.path)
     local = hf_backend.generate([GenerateRequest(row["prompt"], 24, ("\n",)) for row in served_rows])
@@ -269,7 +274,7 @@ def test_a_choice_scored_generate_candidate_runs_through_chat_completions(pytest
         "  system: You route customer support tickets.\n"
     )
     pytester.makefile(".eval.yaml", served=served_suite(proxy.url, task=task, candidates=candidate, rows=6))
-    result = pytester.runpytest_subprocess("served.eval.yaml", "-p", "no:cacheprovider")
+    result = run(pytester)
     result.assert_outcomes(passed=1)
     assert [path for _, _, path, _ in proxy.completions()] == ["/v1/chat/completions"] * 6
     rows = examples(pytester.path)
@@ -295,7 +300,7 @@ def test_429_500_and_a_stalled_connection_are_retried_and_a_lasting_failure_name
             ("stall", 4),
         ]
     )
-    result = pytester.runpytest_subprocess("served.eval.yaml", "-p", "no:cacheprovider")
+    result = run(pytester)
     result.assert_outcomes(passed=1)
     times = [t for t, *_ in proxy.completions()]
     assert len(times) == 5  # 3 faults, then the two rows
@@ -303,7 +308,7 @@ def test_429_500_and_a_stalled_connection_are_retried_and_a_lasting_failure_name
     assert times[3] - times[2] >= 2.0  # the stalled request timed out before its retry
 
     proxy.faults.extend([("status", 500, {"Content-Type": "application/json"}, error_body("out of memory"))] * 4)
-    failed = pytester.runpytest_subprocess("served.eval.yaml", "-p", "no:cacheprovider", "--evalkit-no-cache")
+    failed = run(pytester, "--evalkit-no-cache")
     failed.assert_outcomes(failed=1)
     failed.stdout.fnmatch_lines(
         [
@@ -325,14 +330,14 @@ def test_a_server_killed_mid_run_loses_no_finished_answer(pytester, tmp_path):
             .replace("max_retries: 2", "max_retries: 1"),
         )
         proxy.faults.extend([("call", lambda: None)] * 6 + [("call", first.kill)])
-        broken = pytester.runpytest_subprocess("served.eval.yaml", "-p", "no:cacheprovider")
+        broken = run(pytester)
         broken.assert_outcomes(failed=1)
         broken.stdout.fnmatch_lines([f"*cannot reach {proxy.url}/completions*"])
         second = LlamaServer(tmp_path / "second.log").start()
         try:
             proxy.upstream = second.url.removesuffix("/v1")
             before = len(proxy.completions())
-            rerun = pytester.runpytest_subprocess("served.eval.yaml", "-p", "no:cacheprovider")
+            rerun = run(pytester)
             rerun.assert_outcomes(passed=1)
             assert len(proxy.completions()) - before == 4  # the six answered before the kill are not asked again
             rerun.stdout.fnmatch_lines(["*6 of 10 requests answered from it (60%), 4 computed*"])
@@ -359,7 +364,7 @@ def test_a_planted_key_reaches_the_server_and_no_output(pytester, tmp_path, monk
                 model_extra="api_key_env: EVALKIT_TEST_KEY\n",
             ),
         )
-        ok = pytester.runpytest_subprocess("served.eval.yaml", "-p", "no:cacheprovider", "--junitxml=junit.xml")
+        ok = run(pytester, "--junitxml=junit.xml")
         ok.assert_outcomes(passed=1)  # the server refuses requests without its key
         sent = {
             value for *_, headers in proxy.seen for name, value in headers.items() if name.lower() == "authorization"
@@ -367,7 +372,7 @@ def test_a_planted_key_reaches_the_server_and_no_output(pytester, tmp_path, monk
         assert sent == {f"Bearer {KEY}"} and len(proxy.seen) == 4  # /v1/models and the three rows
         # A server that echoes the key back in its error message.
         proxy.faults.extend([("status", 400, {"Content-Type": "application/json"}, error_body(f"bad token {KEY}"))])
-        bad = pytester.runpytest_subprocess("served.eval.yaml", "-p", "no:cacheprovider", "--evalkit-no-cache")
+        bad = run(pytester, "--evalkit-no-cache")
         bad.assert_outcomes(failed=1)
         bad.stdout.fnmatch_lines(["*answered 400: bad token ****"])
         outputs = [ok.stdout.str(), ok.stderr.str(), bad.stdout.str(), bad.stderr.str()]

@@ -19,14 +19,18 @@ LOOPBACK = ("localhost", "127.0.0.1", "::1")
 _configured: list[str] = []  # from the ini option, set by the plugin at start-up
 
 
-def allow(patterns: list[str]) -> None:
-    """The hosts an ini file allows (replacing what it allowed before)."""
-    _configured[:] = [p.strip() for p in patterns if p.strip()]
+def _patterns(text: str) -> list[str]:
+    """Host patterns from a space- or comma-separated list."""
+    return text.replace(",", " ").split()
+
+
+def allow(text: str) -> None:
+    """The hosts an ini file allows, as the ini option writes them (replacing what it allowed before)."""
+    _configured[:] = _patterns(text)
 
 
 def allowed_patterns() -> list[str]:
-    from_environment = [p.strip() for p in os.environ.get(ENVIRONMENT_VARIABLE, "").replace(",", " ").split()]
-    return [*LOOPBACK, *_configured, *filter(None, from_environment)]
+    return [*LOOPBACK, *_configured, *_patterns(os.environ.get(ENVIRONMENT_VARIABLE, ""))]
 
 
 def without_credentials(url: str) -> str:

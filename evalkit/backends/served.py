@@ -278,7 +278,7 @@ class ServedBackend(_AnsweredAsTheyArrive):
         if not requests:
             return
         if isinstance(requests[0], ChoiceRequest):
-            self._check_prompt_logprobs(requests)
+            self._prepare_classify(requests)
             answer: Any = self._score_one
         else:
             answer = self._generate_one
@@ -312,10 +312,13 @@ class ServedBackend(_AnsweredAsTheyArrive):
     # ------------------------------------------------------------------ generate
 
     def _generate_one(self, request: GenerateRequest, model: str) -> GenerateResult:
-        body: dict[str, Any] = {"model": model, "max_tokens": request.max_new_tokens}
+        body: dict[str, Any] = {
+            "model": model,
+            "max_tokens": request.max_new_tokens,
+            "temperature": request.temperature,
+        }
         if request.stop:
             body["stop"] = list(request.stop)
-        body["temperature"] = request.temperature
         if request.temperature:
             body.update(top_p=request.top_p, seed=request.seed)
         if request.messages:
@@ -364,7 +367,9 @@ class ServedBackend(_AnsweredAsTheyArrive):
             list(lp.top_logprobs or [None] * keep)[:keep],
         )
 
-    def _check_prompt_logprobs(self, requests: Sequence[ChoiceRequest]) -> None:
+    def _prepare_classify(self, requests: Sequence[ChoiceRequest]) -> None:
+        """Refuse a chat prompt rendered without the model's tokenizer; on first use, probe how the server's
+        prompt log-probabilities line up and whether it takes token ids."""
         for request in requests:
             if request.context in self._chat_renderings:
                 raise ModelError(
@@ -413,7 +418,16 @@ class ServedBackend(_AnsweredAsTheyArrive):
         )
 
     def _score_one(self, request: ChoiceRequest, model: str) -> ChoiceResult:
-        scores = [self._continuation(request.context, c, model) for c in request.continuations]
+        if self.tokenizer is None:
+            scores = [self._by_offsets(request.context, c, model) for c in request.continuations]
+        else:
+            from evalkit.backends.hf import encode_choices
+
+            context_ids, continuations = encode_choices(self.tokenizer, request.context, request.continuations)
+            scores = [
+                self._by_token_ids(context_ids, ids, request.context + text, model)
+                for ids, text in zip(continuations, request.continuations)
+            ]
         return ChoiceResult(
             logprobs=tuple(s[0] for s in scores),
             is_greedy=tuple(s[1] for s in scores),
@@ -421,16 +435,14 @@ class ServedBackend(_AnsweredAsTheyArrive):
             continuation_tokens=tuple(s[3] for s in scores),
         )
 
-    def _continuation(self, context: str, continuation: str, model: str) -> tuple[float, bool, int, int]:
-        """(sum of log-probabilities, whether every token is the greedy one, context tokens, continuation tokens)."""
-        if self.tokenizer is None:
-            return self._by_offsets(context, continuation, model)
-        from evalkit.backends.hf import encode_pair
-
-        context_ids, continuation_ids = encode_pair(self.tokenizer, context, continuation)
+    def _by_token_ids(
+        self, context_ids: list[int], continuation_ids: list[int], text: str, model: str
+    ) -> tuple[float, bool, int, int]:
+        """(sum of log-probabilities, whether every token is the greedy one, context tokens, continuation
+        tokens) of the continuation, split from the context in token ids as the in-process backend splits."""
         bos = [self.tokenizer.bos_token_id] if self._bos else []
         ids = bos + context_ids + continuation_ids
-        echo = self._echo_ids(ids, context + continuation, model)
+        echo = self._echo_ids(ids, text, model)
         dropped = ids.count(self.tokenizer.bos_token_id) if self.tokenizer.bos_token_id is not None else 0
         if len(echo.logprobs) not in (len(ids), len(ids) - dropped):
             raise ModelError(
