@@ -314,6 +314,10 @@ class CachedBackend(Backend):
     def fingerprint(self) -> str:
         return self._model if self._model is not None else self.inner.identity.fingerprint
 
+    @property
+    def tokenizer(self) -> Any:
+        return self.inner.tokenizer
+
     def apply_chat_template(self, messages: Sequence[dict[str, str]]) -> str:
         return self.inner.apply_chat_template(messages)
 

@@ -135,13 +135,17 @@ class Snapshot:
 def hashes_of(header: Mapping[str, Any]) -> dict[str, str | None]:
     """The hashes that identify what produced a candidate's result (from a results.json entry)."""
     adapter = header.get("adapter") or {}
-    return {
+    judge = header.get("judge") or {}
+    hashes = {
         "dataset": header.get("dataset_hash"),
         "template": header.get("template_sha256"),
         "prompts": header.get("prompts_sha256"),
         "model": header.get("model_fingerprint"),
         "adapter": adapter.get("content_hash"),
     }
+    if judge.get("sha256"):  # only model-graded suites name a judge (older baselines have no such key)
+        hashes["judge"] = judge["sha256"]
+    return hashes
 
 
 _HASH_NAMES = {
@@ -149,6 +153,7 @@ _HASH_NAMES = {
     "template": "prompt template",
     "model": "model",
     "adapter": "adapter",
+    "judge": "judge (rubric, grades, reading or judge model)",
     "prompts": "rendered prompts",
 }
 

@@ -63,6 +63,7 @@ class PromptTemplate:
         self._prefix = f"{label}: " if inline_at is not None else ""
         self.sha256 = hashlib.sha256(source.encode("utf-8")).hexdigest()
         env = _environment(path.parent if path is not None else None)
+        self._env = env
         try:
             self._template = env.from_string(source)
         except jinja2.TemplateSyntaxError as exc:
@@ -76,6 +77,12 @@ class PromptTemplate:
             where = f" (template line {template_line})" if template_line and "\n" in self.source.strip() else ""
             return TemplateError(f"{self._prefix}{message}{where}", path=suite, line=line, fix=fix)
         return TemplateError(message, path=self.path, line=template_line, fix=fix)
+
+    def variables(self) -> set[str]:
+        """The names the template reads from its context (not those it sets itself; includes not followed)."""
+        from jinja2 import meta
+
+        return set(meta.find_undeclared_variables(self._env.parse(self.source)))
 
     @classmethod
     def from_file(cls, path: Path) -> PromptTemplate:

@@ -53,6 +53,7 @@ class CandidateResult:
     robustness: dict[str, Any] | None = None  # perturbation search (see evalkit.robustness)
     compute_s: float | None = None  # model time of this candidate's answers, measured when each was computed
     cache: dict[str, Any] | None = None  # result-cache hits, misses and why (see evalkit.cache)
+    judge: dict[str, Any] | None = None  # a model-graded scorer's identity and measured agreement (evalkit.judge)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CandidateResult:

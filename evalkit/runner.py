@@ -20,6 +20,7 @@ from evalkit.cache import CachedBackend, CacheStats, ResultCache
 from evalkit.data import Dataset, load_dataset
 from evalkit.errors import EvalkitError, TrainingError, did_you_mean, shown_path
 from evalkit.results import CandidateResult
+from evalkit.scoring import ScoringServices
 from evalkit.stats import wilson_interval
 from evalkit.tasks import PreparedCandidate, Scored, prepare, task_kind
 from evalkit.verdict import threshold_failure
@@ -38,6 +39,8 @@ class Resources:
     adapter: Callable[[SuiteSpec, str], TrainedAdapter] | None = None
     cache: ResultCache | None = None
     datasets: dict[tuple[Path, int | None], Dataset] = field(default_factory=dict)
+    # the committed baseline's outputs of (suite, candidate) by example id, for a pairwise judge
+    baseline_outputs: Callable[[str, str], dict[str, str]] = lambda suite, candidate: {}
 
     def dataset(self, spec: SuiteSpec, limit: int | None) -> Dataset:
         """The suite's golden rows (the first ``limit`` of them when limited), read once."""
@@ -79,6 +82,46 @@ def answering_backend(
     )
 
 
+class RunServices(ScoringServices):
+    """What a model-graded scorer of one candidate's run may ask for: judge models behind the run's result
+    cache (their answers, time and cache use counted apart from the candidate's), and other candidates'
+    outputs on the same rows."""
+
+    def __init__(self, spec: SuiteSpec, candidate: str, resources: Resources, limit: int | None) -> None:
+        self.spec, self.candidate, self.resources, self.limit = spec, candidate, resources, limit
+        self.stats = CacheStats()
+        self._backends: dict[str, CachedBackend] = {}
+
+    def backend(self, model: ModelConfig) -> Backend:
+        key = model.model_dump_json()
+        if key not in self._backends:
+            inner = self.resources.backend(model, self.spec.path.parent)
+            self._backends[key] = CachedBackend(self.resources.cache, inner, stats=self.stats)
+        return self._backends[key]
+
+    @property
+    def load_s(self) -> float:
+        """Seconds the judge models spent loading during this run (not the candidate's time)."""
+        return sum(b.inner_load_s for b in self._backends.values())
+
+    def outputs_of(self, candidate: str) -> list[str]:
+        other = _candidate(self.spec, candidate)
+        adapter = self.resources.trained_adapter(self.spec, other.adapter) if other.adapter is not None else None
+        base = self.resources.backend(self.spec.model, self.spec.path.parent)
+        backend = answering_backend(self.spec, base, adapter, self.resources.cache)
+        dataset = self.resources.dataset(self.spec, self.limit)
+        prepared = prepare(self.spec, other, dataset, backend.apply_chat_template, dataset_cache=self.resources.datasets)
+        kind = task_kind(self.spec.task.kind)
+        if not hasattr(kind, "outputs"):
+            raise EvalkitError(f"task kind '{kind.name}' has no free-text outputs to compare", path=self.spec.path)
+        outputs = kind.outputs(prepared, backend)
+        self.stats.compute_s += backend.stats.compute_s
+        return outputs
+
+    def baseline_outputs(self) -> dict[str, str]:
+        return self.resources.baseline_outputs(self.spec.name, self.candidate)
+
+
 def evaluate_candidate(
     spec: SuiteSpec, candidate_name: str, resources: Resources, *, limit: int | None = None
 ) -> CandidateResult:
@@ -94,7 +137,10 @@ def evaluate_candidate(
     started = time.perf_counter()
     dataset = resources.dataset(spec, limit)
     backend = answering_backend(spec, base, adapter, resources.cache)
-    prepared = prepare(spec, candidate, dataset, backend.apply_chat_template, dataset_cache=resources.datasets)
+    services = RunServices(spec, candidate_name, resources, limit)
+    prepared = prepare(
+        spec, candidate, dataset, backend.apply_chat_template, dataset_cache=resources.datasets, services=services
+    )
     scored = task_kind(spec.task.kind).score(prepared, backend)
     compute_s = backend.stats.compute_s
     robustness_s = 0.0  # reported on its own (robustness.wall_s), so the cost per example stays comparable
@@ -107,7 +153,10 @@ def evaluate_candidate(
         robustness_s = time.perf_counter() - robustness_started  # this run's time (a cached search takes none)
         scored.metrics["invariance"] = robustness.invariance
         scored.ci["invariance"] = wilson_interval(sum(r.held for r in robustness.rows), len(robustness.rows))
-    wall_s = time.perf_counter() - started - backend.inner_load_s - robustness_s
+    wall_s = time.perf_counter() - started - backend.inner_load_s - services.load_s - robustness_s
+    if scored.judge is not None:
+        scored.judge["compute_s"] = round(services.stats.compute_s, 3)
+        scored.judge["cache"] = services.stats.as_dict()
     return _result(
         spec,
         candidate_name,
@@ -127,7 +176,7 @@ def _failures(spec: SuiteSpec, candidate: str, scored: Scored, adapter: TrainedA
         threshold_failure(metric, scored.metrics[metric], scored.ci[metric], t.text)
         for metric, t in spec.thresholds_for(candidate).items()
         if not t.check(scored.metrics[metric])
-    ]
+    ] + scored.failures
     if adapter is not None and adapter.contamination and not adapter.allow_contamination:
         shown = "; ".join(str(d) for d in adapter.contamination[:5])
         more = f" and {len(adapter.contamination) - 5} more" if len(adapter.contamination) > 5 else ""
@@ -174,6 +223,7 @@ def _result(
         robustness=robustness,
         compute_s=round(compute_s, 3),
         cache=backend.stats.as_dict(),
+        judge=scored.judge,
     )
 
 

@@ -1,6 +1,7 @@
 """Scorers for ``generate`` tasks: each turns (model output, target) into a Score.
 
-Built in: ``exact_match``, ``contains``, ``regex``, ``choice``, ``numeric``, ``json`` and ``f1``. Custom scorers are
+Built in: ``exact_match``, ``contains``, ``regex``, ``choice``, ``numeric``, ``json``, ``f1``, and ``judge`` (a
+model grades the outputs: :mod:`evalkit.judge`, a :class:`ModelGradedScorer`). Custom scorers are
 registered with :func:`register_scorer` or through the ``evalkit.scorers`` entry-point group, whose
 entry points name a factory ``factory(**options) -> score(output, target) -> Score | float | bool``.
 """
@@ -11,25 +12,68 @@ import inspect
 import json
 import re
 import string
+from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evalkit.errors import ScorerError, did_you_mean
 from evalkit.registry import Registry
+
+if TYPE_CHECKING:
+    from evalkit.backends.base import Backend, ModelConfig
+    from evalkit.tasks import PreparedCandidate
 
 ENTRY_POINT_GROUP = "evalkit.scorers"
 
 
 @dataclass(frozen=True)
 class Score:
-    """``value`` in [0, 1]; ``correct`` decides accuracy; ``extracted`` is what the scorer compared."""
+    """``value`` in [0, 1]; ``correct`` decides accuracy; ``extracted`` is what the scorer compared;
+    ``details``, what a model-graded scorer records for the example (the judge's answer, its grade)."""
 
     value: float
     correct: bool
     extracted: str | None = None
+    details: Mapping[str, Any] | None = None
+
+
+@dataclass
+class Graded:
+    """A model-graded scorer's work on one candidate: a Score per output, what the run record keeps of the
+    grading (its identity, the judge's measured agreement), and why the candidate may not pass."""
+
+    scores: list[Score]
+    record: dict[str, Any] | None = None
+    failures: list[str] = field(default_factory=list)
+
+
+class ScoringServices(ABC):
+    """What a model-graded scorer may ask of the run evaluating a candidate: a model, and another
+    candidate's outputs on the same rows."""
+
+    @abstractmethod
+    def backend(self, model: ModelConfig) -> Backend:
+        """The model a ``model:`` block names, behind the run's result cache."""
+
+    @abstractmethod
+    def outputs_of(self, candidate: str) -> list[str]:
+        """Candidate ``candidate``'s output for each row (its first sample), in row order."""
+
+    @abstractmethod
+    def baseline_outputs(self) -> dict[str, str]:
+        """The committed baseline's output for each example id of this candidate (empty when there is none)."""
+
+
+class ModelGradedScorer(ABC):
+    """A scorer that asks a model: it grades every output of a candidate at once, through the backends of
+    ``prepared.services``, so its requests are batched and cached like the candidate's own."""
+
+    @abstractmethod
+    def grade(self, prepared: PreparedCandidate, rows: Sequence[int], outputs: Sequence[str]) -> Graded:
+        """Score ``outputs[i]``, the answer to row ``rows[i]`` of ``prepared``."""
 
 
 ScoreFn = Callable[[str, Any], Score]
@@ -75,7 +119,7 @@ def build_scorer(name: str, options: Mapping[str, Any] | None = None, *, base_di
     options = dict(options or {})
     factory = SCORERS.get(name).factory
     params = _parameters(factory)
-    if base_dir is not None and params is not None and "base_dir" in params:
+    if base_dir is not None and "base_dir" in inspect.signature(factory).parameters:
         options.setdefault("base_dir", base_dir)
     if params is not None:
         unknown = [k for k in options if k not in params]
@@ -88,6 +132,8 @@ def build_scorer(name: str, options: Mapping[str, Any] | None = None, *, base_di
         fn = factory(**options)
     except (TypeError, ValueError) as exc:
         raise ScorerError(f"scorer '{name}': {exc}", fix="check the scorer's options") from exc
+    if isinstance(fn, ModelGradedScorer):
+        return fn  # type: ignore[return-value]  # grades a whole candidate at once: see Generate.score
     return _normalise_result(name, fn)
 
 
@@ -339,3 +385,11 @@ def f1(min_f1: float = 0.5):
         return Score(best, best >= min_f1, None)
 
     return score
+
+
+@register_scorer("judge", needs_target=False)
+def judge(*, base_dir: Path | None = None, **options: Any) -> ModelGradedScorer:
+    """A model grades each output with a rubric (:mod:`evalkit.judge`)."""
+    from evalkit.judge import Judge
+
+    return Judge.from_options(options, base_dir=base_dir or Path.cwd())

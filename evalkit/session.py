@@ -143,8 +143,19 @@ class EvalSession:
     def resources(self) -> Resources:
         """What this session's evaluations share: backends, adapters, datasets and the result cache."""
         return Resources(
-            backend=self.backend_for, adapter=self.adapter, cache=self.result_cache(), datasets=self._datasets
+            backend=self.backend_for,
+            adapter=self.adapter,
+            cache=self.result_cache(),
+            datasets=self._datasets,
+            baseline_outputs=self._baseline_outputs,
         )
+
+    def _baseline_outputs(self, suite: str, candidate: str) -> dict[str, str]:
+        """The committed baseline's outputs of a candidate by example id (as the baseline keeps them: the
+        first 300 characters); empty without a baseline entry."""
+        baseline = self.baseline()
+        reference = baseline.get(suite, candidate) if baseline is not None else None
+        return {o.id: o.output for o in reference.outcomes.values()} if reference is not None else {}
 
     def close(self) -> None:
         """Close the result cache and release every backend."""

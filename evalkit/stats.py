@@ -130,3 +130,30 @@ def paired_bootstrap_interval(
     if n <= 0:
         return (-1.0, 1.0)
     return bootstrap_interval(statistic, n, resamples=resamples, seed=seed)
+
+
+# --------------------------------------------------------------------------- agreement between raters
+
+
+def cohen_kappa(first: Sequence[object], second: Sequence[object]) -> float:
+    """Cohen's kappa of two raters' labels for the same items: agreement beyond what chance gives.
+
+    1 is perfect agreement, 0 is what two raters with the same label frequencies reach by chance. Two
+    raters who agree on every item but never vary (chance agreement 1) get 1; otherwise, with chance
+    agreement 1, 0."""
+    n = len(first)
+    if n == 0 or n != len(second):
+        raise ValueError("kappa needs two equally long, non-empty lists of labels")
+    observed = sum(a == b for a, b in zip(first, second)) / n
+    labels = set(first) | set(second)
+    chance = sum((list(first).count(label) / n) * (list(second).count(label) / n) for label in labels)
+    if chance >= 1.0:
+        return 1.0 if observed >= 1.0 else 0.0
+    return (observed - chance) / (1.0 - chance)
+
+
+def kappa_interval(first: Sequence[object], second: Sequence[object]) -> tuple[float, float]:
+    """Percentile bootstrap interval of :func:`cohen_kappa` (resampling the items, deterministic)."""
+    return bootstrap_interval(
+        lambda idx: cohen_kappa([first[i] for i in idx], [second[i] for i in idx]), len(first), level=0.95
+    )

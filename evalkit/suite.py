@@ -5,6 +5,7 @@ the file, the line and the fix.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from evalkit.backends import backend_class, backend_names
 from evalkit.backends.base import BACKENDS
 from evalkit.errors import ModelError, SuiteError, ThresholdError, did_you_mean, did_you_mean_path, shown_path
 from evalkit.gate import Threshold, parse_threshold
+from evalkit.scoring import ModelGradedScorer
 from evalkit.spec import (
     DEFAULT_MODEL,
     NAME,
@@ -220,12 +222,25 @@ class _Reader:
             )
 
 
-def _scorer(reader: _Reader, task: TaskConfig) -> Any:
-    """The task kind's suite checks (unknown scorers and options are reported here, at collection)."""
+def _scorer(reader: _Reader, task: TaskConfig, candidates: Sequence[str]) -> Any:
+    """The task kind's suite checks (unknown scorers and options are reported here, at collection); a
+    model-graded scorer's judge models are checked like the suite's own `model:`."""
     try:
-        return task_kind(task.kind).check_suite(task, reader.base)
+        scorer = task_kind(task.kind).check_suite(task, reader.base)
     except TaskProblem as exc:
         raise reader.error(exc.message, *exc.where, fix=exc.fix) from None
+    if isinstance(scorer, ModelGradedScorer):
+        from evalkit.judge import Judge
+
+        if isinstance(scorer, Judge):
+            for loc, model in scorer.model_blocks():
+                _check_backend(reader, model, "task", "scorer", *loc)
+            try:
+                scorer.check_candidates(candidates)
+            except ValueError as exc:
+                raise reader.error(str(exc), "task", "scorer", "against") from None
+            scorer.place(reader.path, reader.line)
+    return scorer
 
 
 def _train_specs(reader: _Reader, config: SuiteConfig) -> dict[str, TrainSpec]:
@@ -401,26 +416,29 @@ def _one_of(names: list[str]) -> str:
     return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
 
 
-def _check_backend(reader: _Reader, model: ModelConfig) -> None:
-    """The backend is one some package registered, and the `model:` keys it does not share are its own."""
+def _check_backend(reader: _Reader, model: ModelConfig, *at: str | int) -> None:
+    """The backend is one some package registered, and the `model:` keys it does not share are its own.
+    ``at`` is where the model block is written (the suite's `model:` by default)."""
+    at = at or ("model",)
+    shown = ".".join(map(str, at))
     backend = model.backend
     if backend not in backend_names():
         raise reader.error(
-            f"model.backend: Input should be {_one_of(backend_names())}{did_you_mean(backend, backend_names())}",
-            "model",
+            f"{shown}.backend: Input should be {_one_of(backend_names())}{did_you_mean(backend, backend_names())}",
+            *at,
             "backend",
             fix=f"other backends register under the '{BACKENDS.group}' entry-point group",
         )
     try:
         settings = backend_class(backend).Settings
     except ModelError as exc:  # its package failed to import
-        raise reader.error(exc.message, "model", "backend", fix=exc.fix) from None
+        raise reader.error(exc.message, *at, "backend", fix=exc.fix) from None
     allowed = [*ModelConfig.model_fields, *settings.model_fields]
     for key in model.model_extra or {}:
         if key not in settings.model_fields:
             raise reader.error(
                 f"unknown key '{key}'{did_you_mean(key, allowed)}",
-                "model",
+                *at,
                 key,
                 fix=f"allowed keys here: {', '.join(allowed)}",
             )
@@ -433,8 +451,8 @@ def _check_backend(reader: _Reader, model: ModelConfig) -> None:
             settings.model_fields[str(loc[0])].description if loc and str(loc[0]) in settings.model_fields else None
         )
         raise reader.error(
-            f"model.{'.'.join(map(str, loc))}: {error['msg'].removeprefix('Value error, ')}",
-            "model",
+            f"{shown}.{'.'.join(map(str, loc))}: {error['msg'].removeprefix('Value error, ')}",
+            *at,
             *loc,
             fix=f"`{loc[-1]}:` means: {description}" if description else None,
         ) from None
@@ -464,7 +482,7 @@ def load_suite(path: str | Path) -> SuiteSpec:
     reader = _Reader(path, document)
     _check_names(reader, config)
     reader.existing(config.dataset.path, "dataset", "path", what="dataset")
-    scorer = _scorer(reader, config.task)
+    scorer = _scorer(reader, config.task, list(config.candidates))
     train = _train_specs(reader, config)
     candidates = _candidates(reader, config, train)
     metric_names = _metric_names(reader, config, candidates)

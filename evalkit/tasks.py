@@ -25,7 +25,7 @@ from evalkit.results import ExampleResult
 from evalkit.stats import macro_f1, macro_f1_interval, mean_interval, wilson_interval
 
 if TYPE_CHECKING:
-    from evalkit.scoring import ScoreFn
+    from evalkit.scoring import Graded, ScoreFn, ScoringServices
     from evalkit.spec import Candidate, SuiteSpec, TaskConfig
 
 ENTRY_POINT_GROUP = "evalkit.task_kinds"
@@ -84,6 +84,7 @@ class PreparedCandidate:
     fewshot: list[dict[str, Any]] = field(default_factory=list)  # the examples the template shows
     chat: Callable[[Sequence[dict[str, str]]], str] | None = None  # renders a chat prompt (chat candidates)
     turns: list[Turns] = field(default_factory=list)  # per row, the chat turns its prompt was rendered from
+    services: ScoringServices | None = None  # what a model-graded scorer asks of the run (a judge's model)
 
     @property
     def kind(self) -> TaskKind:
@@ -125,6 +126,7 @@ class PreparedCandidate:
             fewshot=self.fewshot,
             chat=self.chat,
             turns=[self.turns[i] for i in indices],
+            services=self.services,
         )
 
 
@@ -160,9 +162,11 @@ def prepare(
     dataset: Dataset,
     chat: Callable[[Sequence[dict[str, str]]], str] | None = None,
     dataset_cache: dict[tuple[Path, int | None], Dataset] | None = None,
+    services: ScoringServices | None = None,
 ) -> PreparedCandidate:
     """Render every row's prompt; errors name the template, the row, and the fix. ``chat`` renders the
-    prompts of a chat candidate (a backend's ``apply_chat_template``)."""
+    prompts of a chat candidate (a backend's ``apply_chat_template``); ``services`` are what a
+    model-graded scorer may ask of the run."""
     kind = task_kind(spec.task.kind)
     prepared = PreparedCandidate(
         spec=spec,
@@ -172,6 +176,7 @@ def prepare(
         prompts=[],
         fewshot=_fewshot(spec, candidate, dataset_cache if dataset_cache is not None else {}),
         chat=chat,
+        services=services,
     )
     for row in dataset.rows:
         choices, gold = kind.row_answers(spec, dataset, row)
@@ -186,12 +191,15 @@ def prepare(
 
 @dataclass
 class Scored:
-    """A candidate's answers, scored: one ExampleResult per row, the metrics with 95% intervals, tokens."""
+    """A candidate's answers, scored: one ExampleResult per row, the metrics with 95% intervals, tokens;
+    for a model-graded scorer, what it records of the grading and why the candidate may not pass."""
 
     examples: list[ExampleResult]
     metrics: dict[str, float]
     ci: dict[str, tuple[float, float]]
     tokens: dict[str, int]
+    judge: dict[str, Any] | None = None
+    failures: list[str] = field(default_factory=list)
 
 
 class TaskProblem(Exception):
@@ -416,6 +424,17 @@ def _rendered(prepared: PreparedCandidate, rows: Sequence[RobustRow]):
 # --------------------------------------------------------------------------- generate
 
 
+def _graded(prepared: PreparedCandidate, scorer: Any, rows: list[int], responses: Sequence[Any]) -> Graded:
+    """Every output scored: by a model-graded scorer in one go, or by a plain scorer one by one."""
+    from evalkit.scoring import Graded, ModelGradedScorer
+
+    outputs = [r.text for r in responses]
+    if isinstance(scorer, ModelGradedScorer):
+        return scorer.grade(prepared, rows, outputs)
+    return Graded([scorer(output, prepared.gold[i]) for i, output in zip(rows, outputs)])
+
+
+
 @register_task_kind("generate")
 class Generate(TaskKind):
     """Generate text and score it with the task's scorer; with ``repeats`` > 1, sampled several times."""
@@ -498,10 +517,12 @@ class Generate(TaskKind):
             ]
         )
         tokens = {"prompt": sum(r.prompt_tokens for r in responses), "output": sum(r.output_tokens for r in responses)}
+        graded = _graded(prepared, scorer, [i for _ in range(task.repeats) for i in range(len(rows))], responses)
         examples = []
         for i, (row, prompt, target) in enumerate(zip(rows, prepared.prompts, prepared.gold)):
             runs = [responses[r * len(rows) + i] for r in range(task.repeats)]
-            examples.append(self._example(row, prompt, target, runs, [scorer(res.text, target) for res in runs]))
+            scores = [graded.scores[r * len(rows) + i] for r in range(task.repeats)]
+            examples.append(self._example(row, prompt, target, runs, scores))
         n = len(examples)
         accuracy_values = [e.pass_rate if e.pass_rate is not None else float(e.correct) for e in examples]
         values = [e.score for e in examples]
@@ -510,6 +531,8 @@ class Generate(TaskKind):
             {"accuracy": sum(accuracy_values) / n, "score": sum(values) / n},
             {"accuracy": mean_interval(accuracy_values), "score": mean_interval(values)},
             tokens,
+            judge=graded.record,
+            failures=graded.failures,
         )
 
     @staticmethod
@@ -518,6 +541,8 @@ class Generate(TaskKind):
         details: dict[str, Any] = {"output_tokens": first.output_tokens}
         if first_score.extracted is not None:
             details["extracted"] = first_score.extracted
+        if first_score.details is not None:
+            details["judge"] = dict(first_score.details)
         pass_rate = None
         if len(runs) > 1:
             pass_rate = sum(bool(s.correct) for s in scored) / len(runs)
@@ -533,6 +558,14 @@ class Generate(TaskKind):
             details=details,
             pass_rate=pass_rate,
         )
+
+    def outputs(self, prepared: PreparedCandidate, backend: Backend) -> list[str]:
+        """Each row's output (its first sample), unscored: what a pairwise judge compares another with."""
+        rows = prepared.dataset.rows
+        requests = [
+            self._request(prepared, prompt, row.id, 0, 0) for row, prompt in zip(rows, zip(prepared.prompts, prepared.turns))
+        ]
+        return [r.text for r in backend.generate(requests)]
 
     def predict(self, prepared: PreparedCandidate, backend: Backend, rows: Sequence[RobustRow]) -> list[str]:
         requests = [

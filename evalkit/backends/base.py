@@ -157,6 +157,11 @@ class Backend(ABC):
         """Backends with equal keys are interchangeable: a session keeps one of them (one copy of the weights)."""
         return (type(self).__name__, self.fingerprint)
 
+    @property
+    def tokenizer(self) -> Any:
+        """The model's tokenizer where one is at hand in this process (None: a server without a local one)."""
+        return None
+
     def load(self) -> float:
         """Load the weights if not loaded yet; the seconds it took (0 when they were loaded already)."""
         if self.load_s is not None:
