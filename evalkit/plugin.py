@@ -233,7 +233,11 @@ class SuiteFile(pytest.File):
             item = CandidateItem.from_parent(self, name=name, spec=spec)
             item.add_marker("evalkit")
             for marker in candidate.all_markers:
-                item.add_marker(marker)
+                if isinstance(marker, dict):
+                    ((name, arguments),) = marker.items()
+                    item.add_marker(getattr(pytest.mark, name)(**arguments))
+                else:
+                    item.add_marker(marker)
             item.extra_keyword_matches.add(spec.name)
             yield item
 

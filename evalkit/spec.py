@@ -16,6 +16,18 @@ from evalkit.backends.base import DEFAULT_MODEL, ModelConfig, StrictModel
 from evalkit.gate import Threshold
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+MARKER_HELP = (
+    "pytest markers: a name (`slow`), or a name with its keyword arguments "
+    "(`xfail: {reason: ..., strict: true}`)"
+)
+Marker = str | dict[str, dict[str, Any]]
+
+
+def _check_markers(value: list[Marker]) -> list[Marker]:
+    for marker in value:
+        if isinstance(marker, dict) and len(marker) != 1:
+            raise ValueError(f"a marker with arguments is one name and its arguments, got {list(marker)}")
+    return value
 
 __all__ = ["DEFAULT_MODEL", "Candidate", "ModelConfig", "SuiteSpec", "TrainSpec"]
 
@@ -217,16 +229,21 @@ class CandidateConfig(_Placed):
     system: str | None = Field(None, description="system message when chat is true")
     fewshot: FewshotConfig | None = None
     adapter: str | None = Field(None, description="name of an adapter in the suite's `train:` section")
-    markers: list[str] = Field(default_factory=list)
+    markers: list[Marker] = Field(default_factory=list, description=MARKER_HELP)
+
+    @field_validator("markers")
+    @classmethod
+    def _markers(cls, value: list[Marker]) -> list[Marker]:
+        return _check_markers(value)
 
     @model_validator(mode="after")
     def _one_source(self) -> CandidateConfig:
         _check_prompt_source(self, "a candidate")
         return self
 
-    _suite_markers: tuple[str, ...] = PrivateAttr(())
+    _suite_markers: tuple[Marker, ...] = PrivateAttr(())
 
-    def placed(self, name: str, base: Path, line: int | None, suite_markers: tuple[str, ...]) -> CandidateConfig:
+    def placed(self, name: str, base: Path, line: int | None, suite_markers: tuple[Marker, ...]) -> CandidateConfig:
         """This candidate as the suite file names it: its name, the folder its paths are relative to, its
         line, and the suite's markers."""
         self._place(name, base, line)
@@ -246,7 +263,7 @@ class CandidateConfig(_Placed):
         return self.fewshot.seed if self.fewshot else 0
 
     @property
-    def all_markers(self) -> tuple[str, ...]:
+    def all_markers(self) -> tuple[Marker, ...]:
         """The suite's markers and the candidate's own."""
         return (*self._suite_markers, *self.markers)
 
@@ -266,7 +283,12 @@ class SuiteConfig(StrictModel):
     )
     baseline: BaselineConfig = BaselineConfig()
     robustness: RobustnessConfig | None = None
-    markers: list[str] = Field(default_factory=list)
+    markers: list[Marker] = Field(default_factory=list, description=MARKER_HELP)
+
+    @field_validator("markers")
+    @classmethod
+    def _markers(cls, value: list[Marker]) -> list[Marker]:
+        return _check_markers(value)
 
     @field_validator("model", mode="before")
     @classmethod

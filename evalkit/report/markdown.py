@@ -110,6 +110,35 @@ def _robustness_section(view: RunView) -> list[str]:
     return lines
 
 
+def _judge_section(view: RunView) -> list[str]:
+    """Each judged suite: the judge and its measured agreement, and the first outputs it failed."""
+    lines: list[str] = []
+    for suite in view.suites:
+        described = suite.judge_lines
+        if not described:
+            continue
+        lines += [f"**{suite.name}**: " + cell(described[0], 400), ""]
+        lines += [f"- {cell(line.strip(), 400)}" for line in described[1:]]
+        lines.append("")
+        for c in suite.candidates:
+            failed = [e for e in c.judged if not e.get("correct")][:FLIPS_SHOWN]
+            if not failed:
+                continue
+            lines += [f"`{c.name}`: the first outputs the judge failed", ""]
+            body = [
+                [cell(e["id"], 40), cell(e["output"]), cell(e.get("grade")), _probability(e), cell(e.get("answer", ""))]
+                for e in failed
+            ]
+            headers = ["example", "output", "grade", "probability", "judge's answer"]
+            lines += [tabulate(body, headers=headers, tablefmt="github", disable_numparse=True), ""]
+    return ["### Judges", "", *lines] if lines else []
+
+
+def _probability(example: dict[str, Any]) -> str:
+    value = example.get("probability")
+    return "-" if value is None else f"{value:.2f}"
+
+
 def render_summary(record: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     view: RunView = build_view(record, rows)
     failed = view.failed
@@ -155,6 +184,7 @@ def render_summary(record: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     if flip_lines:
         lines += ["### Flipped examples", "", *flip_lines]
     lines += _robustness_section(view)
+    lines += _judge_section(view)
     if not any(c.comparison for s in view.suites for c in s.candidates) and not (view.run.get("baseline") or {}).get(
         "updated"
     ):

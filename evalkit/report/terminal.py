@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from tabulate import tabulate
 
 from evalkit.compare import format_p
+from evalkit.report.judging import judge_lines
 from evalkit.results import CandidateResult
 from evalkit.verdict import Verdict
 
@@ -108,6 +109,9 @@ def suite_tables(results: Iterable[CandidateResult]) -> list[str]:
                     for name, rb in robust
                 )
             )
+        judged = judge_lines([(r.candidate, r.judge) for r in rows if r.judge])
+        if judged:
+            footer += "\n" + "\n".join(judged)
         tables.append(title + "\n" + tabulate(body, headers=headers, tablefmt="simple", disable_numparse=True) + footer)
     return tables
 
@@ -115,8 +119,9 @@ def suite_tables(results: Iterable[CandidateResult]) -> list[str]:
 def cache_lines(results: Iterable[CandidateResult], cache_dir, *, verbose: bool = False) -> list[str]:
     """How many requests the result cache answered; with ``verbose``, why each candidate's misses missed."""
     stats = [(r, r.cache) for r in results if r.cache is not None]
-    hits = sum(cache["hits"] for _, cache in stats)
-    misses = sum(cache["misses"] for _, cache in stats)
+    judged = [r.judge["cache"] for r in results if r.judge and r.judge.get("cache")]  # a judge's requests count too
+    hits = sum(cache["hits"] for _, cache in stats) + sum(cache["hits"] for cache in judged)
+    misses = sum(cache["misses"] for _, cache in stats) + sum(cache["misses"] for cache in judged)
     total = hits + misses
     if cache_dir is None:
         lines = [f"result cache off (--evalkit-no-cache): {total} requests computed"]

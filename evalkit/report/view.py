@@ -117,6 +117,20 @@ class CandidateView:
         return self.entry.get("robustness")
 
     @property
+    def judge(self) -> dict[str, Any] | None:
+        return self.entry.get("judge")
+
+    @property
+    def judged(self) -> list[dict[str, Any]]:
+        """Each example with the judge's verdict on it: grade, probability, the prompt's tail, its answer."""
+        out = []
+        for row in self.examples.values():
+            verdict = (row.get("details") or {}).get("judge")
+            if verdict is not None:
+                out.append({"id": row["id"], "output": row.get("output", ""), "correct": row.get("correct"), **verdict})
+        return out
+
+    @property
     def robustness_flips(self) -> list[dict[str, Any]]:
         """Each row whose answer a perturbation changed, with the changed input marked character by character."""
         out = []
@@ -150,6 +164,17 @@ class SuiteView:
     n: int
     metrics: list[str]
     candidates: list[CandidateView]
+
+    @property
+    def judge_lines(self) -> list[str]:
+        """The suite's judge, described (empty when no model grades it)."""
+        from evalkit.report.judging import judge_lines
+
+        return judge_lines([(c.name, c.judge) for c in self.candidates if c.judge])
+
+    @property
+    def calibration(self) -> dict[str, Any] | None:
+        return next(((c.judge or {}).get("calibration") for c in self.candidates if c.judge), None)
 
 
 @dataclass

@@ -1,0 +1,84 @@
+"""How the reports describe a model-graded scorer: who judged, how far its verdicts can be trusted, and
+how pairwise comparisons came out. The terminal, summary.md and report.html all say it in these words."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _interval(values: Any) -> str:
+    lo, hi = values
+    return f"[{lo:.2f}, {hi:.2f}]"
+
+
+def judge_title(judge: dict[str, Any]) -> str:
+    """"judge NAME (likelihood; grades C, I; pass C; rubric FILE)"."""
+    names = ", ".join(j["name"] for j in judge.get("judges", []))
+    grades = ", ".join(str(g) for g in judge.get("grades", []))
+    how = judge.get("mode", "")
+    if how == "pairwise":
+        how = f"pairwise against {judge.get('pairwise', {}).get('against', '?')}, read by {judge.get('read')}"
+    elif how == "generate":
+        how = "generate: the last GRADE it writes"
+    rubric = f"; rubric {judge['rubric']}" if judge.get("rubric") else ""
+    return f"judge{'s' if len(judge.get('judges', [])) > 1 else ''} {names} ({how}; grades {grades}; pass {judge.get('pass')}{rubric})"
+
+
+def calibration_text(calibration: dict[str, Any]) -> str:
+    """The judge's measured agreement with the human verdicts, and whether it may gate."""
+    text = (
+        f"agrees with the human verdicts of {calibration['file']} on {calibration['agree']} of {calibration['n']} "
+        f"rows: accuracy {calibration['accuracy']:.3f} {_interval(calibration['accuracy_ci'])}, Cohen's kappa "
+        f"{calibration['kappa']:.2f} {_interval(calibration['kappa_ci'])}"
+    )
+    minimum = calibration.get("min_agreement")
+    if minimum is None:
+        return text + " (no min_agreement: reported, not enforced)"
+    if calibration["trusted"]:
+        return text + f"; at least min_agreement {minimum:.2f}: trusted to gate"
+    return text + f"; below min_agreement {minimum:.2f}: REFUSED, its verdicts gate nothing"
+
+
+def pairwise_text(candidate: str, judge: dict[str, Any]) -> str | None:
+    pairwise = judge.get("pairwise")
+    if not pairwise:
+        return None
+    text = (
+        f"{candidate} vs {pairwise['against']}: {pairwise['wins']} wins, {pairwise['ties']} ties "
+        f"({pairwise['position_ties']} where the verdict followed the position), {pairwise['losses']} losses"
+    )
+    if pairwise.get("not_compared"):
+        text += f"; {pairwise['not_compared']} rows had no answer to compare with"
+    return text
+
+
+def agreement_texts(judge: dict[str, Any]) -> list[str]:
+    """With several judges: each pair's agreement, and each judge's own calibration."""
+    lines = [
+        f"{a} and {b} agree on {pair['agreement']:.3f} of the outputs (kappa {pair['kappa']:.2f})"
+        for pair in judge.get("judges_agreement", [])
+        for a, b in [pair["judges"]]
+    ]
+    for one in (judge.get("calibration") or {}).get("per_judge", []):
+        lines.append(
+            f"{one['judge']} alone: accuracy {one['accuracy']:.3f} {_interval(one['accuracy_ci'])}, "
+            f"kappa {one['kappa']:.2f} {_interval(one['kappa_ci'])}"
+        )
+    return lines
+
+
+def judge_lines(judged: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """A suite's judge described in lines, from its candidates' (name, judge record) pairs."""
+    if not judged:
+        return []
+    first = judged[0][1]
+    lines = [judge_title(first)]
+    if first.get("calibration"):
+        lines.append("  calibration: " + calibration_text(first["calibration"]))
+    lines += [f"  {text}" for text in agreement_texts(first)]
+    lines += [f"  {text}" for name, judge in judged if (text := pairwise_text(name, judge))]
+    requests = sum((judge.get("cache") or {}).get("hits", 0) + (judge.get("cache") or {}).get("misses", 0) for _, judge in judged)
+    hits = sum((judge.get("cache") or {}).get("hits", 0) for _, judge in judged)
+    seconds = sum(judge.get("compute_s") or 0.0 for _, judge in judged)
+    lines.append(f"  judge requests: {requests}, {hits} from the result cache; judge model time {seconds:.1f}s")
+    return lines
