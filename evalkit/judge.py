@@ -328,8 +328,12 @@ class Judge(ModelGradedScorer):
             return
         self._tokens_checked.add(backend.fingerprint)
         first: dict[int, str] = {}
+        prefix = self.settings.prefix
+        prefix_ids = tokenizer(prefix, add_special_tokens=False).input_ids if prefix else []
         for grade in self.settings.grades:
-            ids = tokenizer(self.settings.prefix + grade, add_special_tokens=False).input_ids
+            ids = tokenizer(prefix + grade, add_special_tokens=False).input_ids
+            if prefix_ids and ids[: len(prefix_ids)] == prefix_ids:
+                ids = ids[len(prefix_ids) :]  # a tokenizer that splits the space off: compare what follows it
             if ids and ids[0] in first:
                 raise ScorerError(
                     f"judge grades {first[ids[0]]!r} and {grade!r} begin with the same token "
@@ -411,9 +415,7 @@ class Judge(ModelGradedScorer):
             for backend in backends
         ]
         repeat_of = _repeat_numbers(rows)
-        origins = [
-            f"{spec.name}::{candidate.name}::{dataset.rows[i].id}::judge{r}" for i, r in zip(rows, repeat_of)
-        ]
+        origins = [f"{spec.name}::{candidate.name}::{dataset.rows[i].id}::judge{r}" for i, r in zip(rows, repeat_of)]
         readings = [self.read(b, prompts, origins) for b, prompts in zip(backends, per_backend_prompts)]
         scores = [
             self._verdict([panel[k] for panel in readings], per_backend_prompts[0][k]) for k in range(len(outputs))
@@ -427,10 +429,7 @@ class Judge(ModelGradedScorer):
         correct = votes * 2 > len(readings)
         grades = [r.grade for r in readings]
         shown = max(grades, key=lambda g: (grades.count(g), -grades.index(g)))  # the most common, first on ties
-        details: dict[str, Any] = {
-            "grade": shown,
-            "prompt_tail": _tail(prompt),
-        }
+        details: dict[str, Any] = {"grade": shown, "prompt_tail": _tail(prompt)}
         first = readings[0]
         if first.probabilities is not None:
             details["probability"] = round(first.probabilities[first.grade or ""], 6) if first.grade else None
@@ -475,6 +474,13 @@ class Judge(ModelGradedScorer):
             others: list[str | None] = [stored.get(row.id) for row in dataset.rows]
         else:
             others = list(prepared.services.outputs_of(against))
+            if len(others) != len(dataset.rows):
+                raise ScorerError(
+                    f"pairwise judging against '{against}' needs its outputs on the same {len(dataset.rows)} rows",
+                    path=self._suite_path,
+                    line=self._line("task", "scorer", "against"),
+                    fix="judge held-out training rows with likelihood or generate judging, not pairwise",
+                )
         first_grade, second_grade = self.settings.grades
         spec, candidate = prepared.spec, prepared.candidate
         compared = [(k, i) for k, i in enumerate(rows) if others[i] is not None]
@@ -489,7 +495,9 @@ class Judge(ModelGradedScorer):
                 base = {**dataset.rows[i].fields, "target": prepared.gold[i]}
                 for order, (a, b) in enumerate(((outputs[k], others[i]), (others[i], outputs[k]))):
                     prompts.append(self._prompt(backend, {**base, "output_a": a, "output_b": b}, label))
-                    origins.append(f"{spec.name}::{candidate.name}::{dataset.rows[i].id}::pairwise{repeat_of[k]}.{order}")
+                    origins.append(
+                        f"{spec.name}::{candidate.name}::{dataset.rows[i].id}::pairwise{repeat_of[k]}.{order}"
+                    )
             readings = self.read(backend, prompts, origins)
             for j, (k, _) in enumerate(compared):
                 in_order, swapped = readings[2 * j], readings[2 * j + 1]
@@ -584,7 +592,9 @@ class Judge(ModelGradedScorer):
             "Use a stronger judge model, sharpen the rubric, or grade with a scorer that needs no judge"
         )
 
-    def _record(self, prepared: PreparedCandidate, backends: Sequence[Backend], extra: dict[str, Any]) -> dict[str, Any]:
+    def _record(
+        self, prepared: PreparedCandidate, backends: Sequence[Backend], extra: dict[str, Any]
+    ) -> dict[str, Any]:
         record: dict[str, Any] = {
             "mode": self.settings.mode,
             "read": self.settings.reading,

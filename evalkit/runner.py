@@ -110,7 +110,9 @@ class RunServices(ScoringServices):
         base = self.resources.backend(self.spec.model, self.spec.path.parent)
         backend = answering_backend(self.spec, base, adapter, self.resources.cache)
         dataset = self.resources.dataset(self.spec, self.limit)
-        prepared = prepare(self.spec, other, dataset, backend.apply_chat_template, dataset_cache=self.resources.datasets)
+        prepared = prepare(
+            self.spec, other, dataset, backend.apply_chat_template, dataset_cache=self.resources.datasets
+        )
         kind = task_kind(self.spec.task.kind)
         if not hasattr(kind, "outputs"):
             raise EvalkitError(f"task kind '{kind.name}' has no free-text outputs to compare", path=self.spec.path)

@@ -77,7 +77,7 @@ class ModelGradedScorer(ABC):
 
 
 ScoreFn = Callable[[str, Any], Score]
-Factory = Callable[..., Callable[[str, Any], Any]]
+Factory = Callable[..., "Callable[[str, Any], Any] | ModelGradedScorer"]
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,9 @@ def scorer_needs_target(name: str) -> bool:
     return name not in SCORERS or SCORERS.get(name).needs_target
 
 
-def build_scorer(name: str, options: Mapping[str, Any] | None = None, *, base_dir: Path | None = None) -> ScoreFn:
+def build_scorer(
+    name: str, options: Mapping[str, Any] | None = None, *, base_dir: Path | None = None
+) -> ScoreFn | ModelGradedScorer:
     """Instantiate scorer ``name`` with ``options``; raise ScorerError naming the fix."""
     options = dict(options or {})
     factory = SCORERS.get(name).factory
@@ -133,7 +135,7 @@ def build_scorer(name: str, options: Mapping[str, Any] | None = None, *, base_di
     except (TypeError, ValueError) as exc:
         raise ScorerError(f"scorer '{name}': {exc}", fix="check the scorer's options") from exc
     if isinstance(fn, ModelGradedScorer):
-        return fn  # type: ignore[return-value]  # grades a whole candidate at once: see Generate.score
+        return fn  # grades a whole candidate at once: see Generate.score
     return _normalise_result(name, fn)
 
 

@@ -17,8 +17,7 @@ from evalkit.gate import Threshold
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 MARKER_HELP = (
-    "pytest markers: a name (`slow`), or a name with its keyword arguments "
-    "(`xfail: {reason: ..., strict: true}`)"
+    "pytest markers: a name (`slow`), or a name with its keyword arguments (`xfail: {reason: ..., strict: true}`)"
 )
 Marker = str | dict[str, dict[str, Any]]
 
@@ -28,6 +27,7 @@ def _check_markers(value: list[Marker]) -> list[Marker]:
         if isinstance(marker, dict) and len(marker) != 1:
             raise ValueError(f"a marker with arguments is one name and its arguments, got {list(marker)}")
     return value
+
 
 __all__ = ["DEFAULT_MODEL", "Candidate", "ModelConfig", "SuiteSpec", "TrainSpec"]
 

@@ -25,7 +25,7 @@ from evalkit.results import ExampleResult
 from evalkit.stats import macro_f1, macro_f1_interval, mean_interval, wilson_interval
 
 if TYPE_CHECKING:
-    from evalkit.scoring import Graded, ScoreFn, ScoringServices
+    from evalkit.scoring import Graded, ModelGradedScorer, ScoreFn, ScoringServices
     from evalkit.spec import Candidate, SuiteSpec, TaskConfig
 
 ENTRY_POINT_GROUP = "evalkit.task_kinds"
@@ -222,7 +222,7 @@ class TaskKind(ABC):
     def check(self, task: TaskConfig) -> None:
         """Refuse settings that make no sense for this kind (ValueError with the reason)."""
 
-    def check_suite(self, task: TaskConfig, base_dir: Path) -> ScoreFn | None:
+    def check_suite(self, task: TaskConfig, base_dir: Path) -> ScoreFn | ModelGradedScorer | None:
         """Suite-level checks once paths are known (TaskProblem); the built scorer, for kinds that use one."""
         return None
 
@@ -434,7 +434,6 @@ def _graded(prepared: PreparedCandidate, scorer: Any, rows: list[int], responses
     return Graded([scorer(output, prepared.gold[i]) for i, output in zip(rows, outputs)])
 
 
-
 @register_task_kind("generate")
 class Generate(TaskKind):
     """Generate text and score it with the task's scorer; with ``repeats`` > 1, sampled several times."""
@@ -450,7 +449,7 @@ class Generate(TaskKind):
                 "output every time; set `temperature:` above 0 or remove `repeats:`"
             )
 
-    def check_suite(self, task: TaskConfig, base_dir: Path) -> ScoreFn | None:
+    def check_suite(self, task: TaskConfig, base_dir: Path) -> ScoreFn | ModelGradedScorer | None:
         from evalkit.errors import ScorerError
         from evalkit.scoring import build_scorer, scorer_needs_target
 
@@ -563,7 +562,8 @@ class Generate(TaskKind):
         """Each row's output (its first sample), unscored: what a pairwise judge compares another with."""
         rows = prepared.dataset.rows
         requests = [
-            self._request(prepared, prompt, row.id, 0, 0) for row, prompt in zip(rows, zip(prepared.prompts, prepared.turns))
+            self._request(prepared, prompt, row.id, 0, 0)
+            for row, prompt in zip(rows, zip(prepared.prompts, prepared.turns))
         ]
         return [r.text for r in backend.generate(requests)]
 

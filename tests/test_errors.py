@@ -62,6 +62,12 @@ candidates:
 """,
 ).replace("thresholds:", "  tuned:\n    prompt: ../prompts/plain.j2\n    adapter: tickets-lora\nthresholds:")
 
+CLASSIFY_TASK = "  kind: classify\n  choices: [billing, technical, account, shipping, other]\n"
+JUDGE_TASK = (
+    "  kind: generate\n  scorer: {{name: judge, model: ../models/tiny, rubric: ../prompts/judge.j2{options}}}\n"
+)
+RUBRIC = "Ticket: {{ text }}\nCategory given: {{ output }}\nIs it right? Grade:"
+
 TRAIN_ROWS = [
     {"id": f"t{i}-{label}", "text": f"{text} ({i})", "label": label}
     for i in range(4)
@@ -180,6 +186,26 @@ CASES = [
                 "  kind: generate\n  scorer: exact_mach\n",
             ),
         ),
+    ),
+    Case(
+        "judge-rubric-output",
+        replace=((CLASSIFY_TASK, JUDGE_TASK.format(options="")),),
+        files={"prompts/judge.j2": "Ticket: {{ text }}\nIs the category right? Grade:"},
+    ),
+    Case(
+        "judge-calibration-verdict",
+        replace=((CLASSIFY_TASK, JUDGE_TASK.format(options=", calibration: data/judged.jsonl")),),
+        files={
+            "prompts/judge.j2": RUBRIC,
+            "suites/data/judged.jsonl": '{"text": "I was charged twice", "output": "billing", "verdict": "C"}\n'
+            '{"text": "Where is my parcel?", "output": "billing"}\n',
+        },
+    ),
+    Case(
+        "judge-grades-token",
+        replace=((CLASSIFY_TASK, JUDGE_TASK.format(options=", grades: [Good, Great]")),),
+        files={"prompts/judge.j2": RUBRIC},
+        fails="plain",
     ),
     Case("unknown-metric", replace=(('  accuracy: ">= 0"', '  acuracy: ">= 0"'),)),
     Case("threshold-syntax", replace=(('">= 0"', '"=> 0.6"'),)),

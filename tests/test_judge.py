@@ -283,7 +283,9 @@ def test_a_judge_below_min_agreement_fails_the_candidate_with_its_figures(tmp_pa
         "name: judge\nmodel: keyword\nrubric: rubric.j2\ncalibration: data/judged.jsonl\nmin_agreement: 0.8",
         calibration=CALIBRATION,
     )
-    graded = _grade(path, ["Paris", "eight", "blue", "cold"], Services({"keyword": FakeJudge("k", knows_the_reference)}))
+    graded = _grade(
+        path, ["Paris", "eight", "blue", "cold"], Services({"keyword": FakeJudge("k", knows_the_reference)})
+    )
     calibration = graded.record["calibration"]
     assert (calibration["agree"], calibration["n"], calibration["trusted"]) == (3, 5, False)
     assert calibration["kappa"] == pytest.approx(1 / 6)  # observed 0.6, chance (3*3 + 2*2) / 25 = 0.52
@@ -383,9 +385,7 @@ def test_min_agreement_without_calibration_is_refused(tmp_path):
 
 
 def test_pairwise_against_an_unknown_candidate_is_refused(tmp_path):
-    path = _suite(
-        tmp_path, "name: judge\nrubric: rubric.j2\nmode: pairwise\nagainst: nobody", rubric=PAIRWISE_RUBRIC
-    )
+    path = _suite(tmp_path, "name: judge\nrubric: rubric.j2\nmode: pairwise\nagainst: nobody", rubric=PAIRWISE_RUBRIC)
     assert "pairwise `against: nobody` is not a candidate of this suite; candidates are: plain, other" in _error(path)
 
 
@@ -410,8 +410,7 @@ def test_grades_that_share_a_first_token_are_refused_at_their_line(tmp_path):
 
 
 def test_the_judges_identity_changes_with_its_rubric_and_grades(tmp_path, tiny_backend):
-    from evalkit.compare import _what_changed, hashes_of
-    from evalkit.compare import Snapshot
+    from evalkit.compare import Snapshot, _what_changed, hashes_of
 
     path = _suite(tmp_path, "name: judge\nmodel: tiny\nrubric: rubric.j2")
     first = load_suite(path).scorer().identity([tiny_backend])

@@ -137,6 +137,7 @@ class Backend(ABC):
     identity: ModelIdentity
     load_s: float | None = None  # seconds spent loading the weights; None until loaded
     served_at: str | None = None  # the URL of the server that answers, for a model that is not loaded here
+    tokenizer: Any = None  # the model's tokenizer where one is at hand in this process (a property in most)
 
     @classmethod
     @abstractmethod
@@ -156,11 +157,6 @@ class Backend(ABC):
     def sharing_key(self) -> Hashable:
         """Backends with equal keys are interchangeable: a session keeps one of them (one copy of the weights)."""
         return (type(self).__name__, self.fingerprint)
-
-    @property
-    def tokenizer(self) -> Any:
-        """The model's tokenizer where one is at hand in this process (None: a server without a local one)."""
-        return None
 
     def load(self) -> float:
         """Load the weights if not loaded yet; the seconds it took (0 when they were loaded already)."""

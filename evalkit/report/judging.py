@@ -12,7 +12,7 @@ def _interval(values: Any) -> str:
 
 
 def judge_title(judge: dict[str, Any]) -> str:
-    """"judge NAME (likelihood; grades C, I; pass C; rubric FILE)"."""
+    """ "judge NAME (likelihood; grades C, I; pass C; rubric FILE)"."""
     names = ", ".join(j["name"] for j in judge.get("judges", []))
     grades = ", ".join(str(g) for g in judge.get("grades", []))
     how = judge.get("mode", "")
@@ -77,7 +77,9 @@ def judge_lines(judged: list[tuple[str, dict[str, Any]]]) -> list[str]:
         lines.append("  calibration: " + calibration_text(first["calibration"]))
     lines += [f"  {text}" for text in agreement_texts(first)]
     lines += [f"  {text}" for name, judge in judged if (text := pairwise_text(name, judge))]
-    requests = sum((judge.get("cache") or {}).get("hits", 0) + (judge.get("cache") or {}).get("misses", 0) for _, judge in judged)
+    requests = sum(
+        (judge.get("cache") or {}).get("hits", 0) + (judge.get("cache") or {}).get("misses", 0) for _, judge in judged
+    )
     hits = sum((judge.get("cache") or {}).get("hits", 0) for _, judge in judged)
     seconds = sum(judge.get("compute_s") or 0.0 for _, judge in judged)
     lines.append(f"  judge requests: {requests}, {hits} from the result cache; judge model time {seconds:.1f}s")

@@ -174,5 +174,7 @@ def failure_text(r: CandidateResult, shown: int = 5) -> str:
     if wrong:
         lines.append("first wrong examples:")
         for e in wrong:
-            lines.append(f"  {e.id}: predicted {e.output!r}, expected {e.target!r}")
+            verdict = e.details.get("judge")  # a judged example: what the judge said
+            judged = f" (judged {verdict['grade']})" if verdict else ""
+            lines.append(f"  {e.id}: predicted {e.output!r}, expected {e.target!r}{judged}")
     return "\n".join(lines)

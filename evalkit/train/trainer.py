@@ -416,6 +416,10 @@ def fit(
     model = _peft_model(training, model_path)
     validating = bool(val_indices)
     val_prepared = training.prepared.subset(val_indices)
+    if val_prepared.services is None:  # a judge-graded suite validates through its judge, loaded on its own
+        from evalkit.runner import Resources, RunServices
+
+        val_prepared.services = RunServices(training.spec, config.name, Resources(), None)
 
     def validate(peft_model) -> float:
         backend = HFBackend.from_model(peft_model, tokenizer, fingerprint="training")
