@@ -6,7 +6,6 @@ functions that need them.
 
 from evalkit.errors import EvalkitError
 from evalkit.scoring import Score, register_scorer
-
-__version__ = "0.1.0"
+from evalkit.version import __version__
 
 __all__ = ["EvalkitError", "Score", "__version__", "register_scorer"]

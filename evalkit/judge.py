@@ -37,9 +37,9 @@ from evalkit.backends.base import Backend, ChoiceRequest, GenerateRequest, Model
 from evalkit.data import Dataset, Row, load_dataset
 from evalkit.errors import DatasetError, ScorerError, TemplateError, did_you_mean, shown_path
 from evalkit.prompts import PromptTemplate
-from evalkit.scoring import Graded, ModelGradedScorer, Score
+from evalkit.scoring import Score, ScorerFactory
 from evalkit.stats import cohen_kappa, kappa_interval, wilson_interval
-from evalkit.tasks import PreparedCandidate, TaskProblem, row_label
+from evalkit.tasks import Graded, ModelGradedScorer, PreparedCandidate, TaskProblem, row_label
 
 PROMPT_TAIL = 240  # characters of the judge's prompt shown beside its verdict
 SHOWN_WRONG = 8  # calibration rows named in a refusal
@@ -474,13 +474,6 @@ class Judge(ModelGradedScorer):
             others: list[str | None] = [stored.get(row.id) for row in dataset.rows]
         else:
             others = list(prepared.services.outputs_of(against))
-            if len(others) != len(dataset.rows):
-                raise ScorerError(
-                    f"pairwise judging against '{against}' needs its outputs on the same {len(dataset.rows)} rows",
-                    path=self._suite_path,
-                    line=self._line("task", "scorer", "against"),
-                    fix="judge held-out training rows with likelihood or generate judging, not pairwise",
-                )
         first_grade, second_grade = self.settings.grades
         spec, candidate = prepared.spec, prepared.candidate
         compared = [(k, i) for k, i in enumerate(rows) if others[i] is not None]
@@ -624,3 +617,13 @@ def _repeat_numbers(rows: Sequence[int]) -> list[int]:
 
 def _tail(prompt: str) -> str:
     return prompt if len(prompt) <= PROMPT_TAIL else "…" + prompt[-PROMPT_TAIL:]
+
+
+def judge_scorer(*, base_dir: Path | None = None, **options: Any) -> Judge:
+    """The ``judge`` scorer's factory: the suite's options, its folder for the rubric and calibration files."""
+    return Judge.from_options(options, base_dir=base_dir or Path.cwd())
+
+
+JUDGE = ScorerFactory(
+    judge_scorer, needs_target=False, model_graded=True
+)  # published under the evalkit.scorers entry points

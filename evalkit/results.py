@@ -111,7 +111,7 @@ def _git_commit(cwd: Path) -> str | None:
 
 
 def run_header(root: Path, started: _dt.datetime, finished: _dt.datetime) -> dict[str, Any]:
-    from evalkit import __version__
+    from evalkit.version import __version__
 
     return {
         "started": started.isoformat(timespec="seconds"),

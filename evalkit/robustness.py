@@ -367,7 +367,7 @@ def search_fingerprint(names: Sequence[str]) -> dict[str, str]:
     import inspect
     from importlib.metadata import version
 
-    from evalkit import __version__
+    from evalkit.version import __version__
 
     registry = perturbations()
     parts = {"evalkit": __version__, "hypothesis": version("hypothesis")}

@@ -20,9 +20,8 @@ from evalkit.cache import CachedBackend, CacheStats, ResultCache
 from evalkit.data import Dataset, load_dataset
 from evalkit.errors import EvalkitError, TrainingError, did_you_mean, shown_path
 from evalkit.results import CandidateResult
-from evalkit.scoring import ScoringServices
 from evalkit.stats import wilson_interval
-from evalkit.tasks import PreparedCandidate, Scored, prepare, task_kind
+from evalkit.tasks import PreparedCandidate, Scored, ScoringServices, prepare, task_kind
 from evalkit.verdict import threshold_failure
 
 if TYPE_CHECKING:

@@ -1,7 +1,8 @@
 """Scorers for ``generate`` tasks: each turns (model output, target) into a Score.
 
 Built in: ``exact_match``, ``contains``, ``regex``, ``choice``, ``numeric``, ``json``, ``f1``, and ``judge`` (a
-model grades the outputs: :mod:`evalkit.judge`, a :class:`ModelGradedScorer`). Custom scorers are
+model grades the outputs: :mod:`evalkit.judge`, a :class:`evalkit.tasks.ModelGradedScorer`, published under the entry-point
+group like a third-party scorer, so it is imported only when a suite names it). Custom scorers are
 registered with :func:`register_scorer` or through the ``evalkit.scorers`` entry-point group, whose
 entry points name a factory ``factory(**options) -> score(output, target) -> Score | float | bool``.
 """
@@ -12,19 +13,14 @@ import inspect
 import json
 import re
 import string
-from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from evalkit.errors import ScorerError, did_you_mean
 from evalkit.registry import Registry
-
-if TYPE_CHECKING:
-    from evalkit.backends.base import Backend, ModelConfig
-    from evalkit.tasks import PreparedCandidate
 
 ENTRY_POINT_GROUP = "evalkit.scorers"
 
@@ -40,44 +36,8 @@ class Score:
     details: Mapping[str, Any] | None = None
 
 
-@dataclass
-class Graded:
-    """A model-graded scorer's work on one candidate: a Score per output, what the run record keeps of the
-    grading (its identity, the judge's measured agreement), and why the candidate may not pass."""
-
-    scores: list[Score]
-    record: dict[str, Any] | None = None
-    failures: list[str] = field(default_factory=list)
-
-
-class ScoringServices(ABC):
-    """What a model-graded scorer may ask of the run evaluating a candidate: a model, and another
-    candidate's outputs on the same rows."""
-
-    @abstractmethod
-    def backend(self, model: ModelConfig) -> Backend:
-        """The model a ``model:`` block names, behind the run's result cache."""
-
-    @abstractmethod
-    def outputs_of(self, candidate: str) -> list[str]:
-        """Candidate ``candidate``'s output for each row (its first sample), in row order."""
-
-    @abstractmethod
-    def baseline_outputs(self) -> dict[str, str]:
-        """The committed baseline's output for each example id of this candidate (empty when there is none)."""
-
-
-class ModelGradedScorer(ABC):
-    """A scorer that asks a model: it grades every output of a candidate at once, through the backends of
-    ``prepared.services``, so its requests are batched and cached like the candidate's own."""
-
-    @abstractmethod
-    def grade(self, prepared: PreparedCandidate, rows: Sequence[int], outputs: Sequence[str]) -> Graded:
-        """Score ``outputs[i]``, the answer to row ``rows[i]`` of ``prepared``."""
-
-
 ScoreFn = Callable[[str, Any], Score]
-Factory = Callable[..., "Callable[[str, Any], Any] | ModelGradedScorer"]
+Factory = Callable[..., Any]  # builds a score function, or a model-graded scorer (see evalkit.tasks)
 
 
 @dataclass(frozen=True)
@@ -86,6 +46,7 @@ class ScorerFactory:
 
     factory: Factory
     needs_target: bool = True  # False: it judges the output alone and needs no target field
+    model_graded: bool = False  # True: it builds a ModelGradedScorer, which grades a whole candidate at once
 
 
 def _as_scorer(name: str, loaded: Any) -> ScorerFactory:
@@ -114,12 +75,12 @@ def scorer_needs_target(name: str) -> bool:
     return name not in SCORERS or SCORERS.get(name).needs_target
 
 
-def build_scorer(
-    name: str, options: Mapping[str, Any] | None = None, *, base_dir: Path | None = None
-) -> ScoreFn | ModelGradedScorer:
-    """Instantiate scorer ``name`` with ``options``; raise ScorerError naming the fix."""
+def build_scorer(name: str, options: Mapping[str, Any] | None = None, *, base_dir: Path | None = None) -> Any:
+    """Instantiate scorer ``name`` with ``options``: a ScoreFn, or for a model-graded scorer the
+    ModelGradedScorer it builds; raise ScorerError naming the fix."""
     options = dict(options or {})
-    factory = SCORERS.get(name).factory
+    registered = SCORERS.get(name)
+    factory = registered.factory
     params = _parameters(factory)
     if base_dir is not None and "base_dir" in inspect.signature(factory).parameters:
         options.setdefault("base_dir", base_dir)
@@ -134,7 +95,7 @@ def build_scorer(
         fn = factory(**options)
     except (TypeError, ValueError) as exc:
         raise ScorerError(f"scorer '{name}': {exc}", fix="check the scorer's options") from exc
-    if isinstance(fn, ModelGradedScorer):
+    if registered.model_graded:
         return fn  # grades a whole candidate at once: see Generate.score
     return _normalise_result(name, fn)
 
@@ -387,11 +348,3 @@ def f1(min_f1: float = 0.5):
         return Score(best, best >= min_f1, None)
 
     return score
-
-
-@register_scorer("judge", needs_target=False)
-def judge(*, base_dir: Path | None = None, **options: Any) -> ModelGradedScorer:
-    """A model grades each output with a rubric (:mod:`evalkit.judge`)."""
-    from evalkit.judge import Judge
-
-    return Judge.from_options(options, base_dir=base_dir or Path.cwd())

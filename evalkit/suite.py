@@ -16,7 +16,6 @@ from evalkit.backends import backend_class, backend_names
 from evalkit.backends.base import BACKENDS
 from evalkit.errors import ModelError, SuiteError, ThresholdError, did_you_mean, did_you_mean_path, shown_path
 from evalkit.gate import Threshold, parse_threshold
-from evalkit.scoring import ModelGradedScorer
 from evalkit.spec import (
     DEFAULT_MODEL,
     NAME,
@@ -35,7 +34,7 @@ from evalkit.spec import (
     TrainSpec,
     ValidationSettings,
 )
-from evalkit.tasks import TASK_KINDS, TaskProblem, task_kind
+from evalkit.tasks import TASK_KINDS, ModelGradedScorer, TaskProblem, task_kind
 
 __all__ = ["DEFAULT_MODEL", "Candidate", "ModelConfig", "SuiteSpec", "TrainSpec", "load_suite", "load_yaml"]
 

@@ -18,14 +18,15 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from evalkit.backends.base import Backend, ChoiceRequest, GenerateRequest
 from evalkit.data import Dataset, Row, load_dataset
-from evalkit.errors import DatasetError, did_you_mean
+from evalkit.errors import DatasetError, ScorerError, did_you_mean
 from evalkit.prompts import PromptTemplate, select_fewshot
 from evalkit.registry import Registry
 from evalkit.results import ExampleResult
 from evalkit.stats import macro_f1, macro_f1_interval, mean_interval, wilson_interval
 
 if TYPE_CHECKING:
-    from evalkit.scoring import Graded, ModelGradedScorer, ScoreFn, ScoringServices
+    from evalkit.backends.base import ModelConfig
+    from evalkit.scoring import Score, ScoreFn
     from evalkit.spec import Candidate, SuiteSpec, TaskConfig
 
 ENTRY_POINT_GROUP = "evalkit.task_kinds"
@@ -68,6 +69,71 @@ def answer_text(output: str) -> str:
 
 def _rounded(value: float) -> float:
     return round(float(value), 6)
+
+
+# --------------------------------------------------------------------------- model-graded scoring
+
+
+@dataclass
+class Graded:
+    """A model-graded scorer's work on one candidate: a Score per output, what the run record keeps of the
+    grading (its identity, the judge's measured agreement), and why the candidate may not pass."""
+
+    scores: list[Score]
+    record: dict[str, Any] | None = None
+    failures: list[str] = field(default_factory=list)
+
+
+class ScoringServices(ABC):
+    """What a model-graded scorer may ask of the run evaluating a candidate: a model, and another
+    candidate's outputs on the same rows."""
+
+    @abstractmethod
+    def backend(self, model: ModelConfig) -> Backend:
+        """The model a ``model:`` block names, behind the run's result cache."""
+
+    @abstractmethod
+    def outputs_of(self, candidate: str) -> list[str]:
+        """Candidate ``candidate``'s output for each row (its first sample), in row order."""
+
+    @abstractmethod
+    def baseline_outputs(self) -> dict[str, str]:
+        """The committed baseline's output for each example id of this candidate (empty when there is none)."""
+
+
+class StandaloneServices(ScoringServices):
+    """Scoring services outside an evaluation run (the trainer's per-epoch validation): each model opened
+    once, without the result cache; there are no other candidates and no baseline to compare with."""
+
+    def __init__(self, base_dir: Path) -> None:
+        self.base_dir = base_dir
+        self._backends: dict[str, Backend] = {}
+
+    def backend(self, model: ModelConfig) -> Backend:
+        from evalkit.backends import open_backend
+
+        key = model.model_dump_json()
+        if key not in self._backends:
+            self._backends[key] = open_backend(model, self.base_dir)
+        return self._backends[key]
+
+    def outputs_of(self, candidate: str) -> list[str]:
+        raise ScorerError(
+            f"pairwise judging against '{candidate}' runs in an evaluation, not in training",
+            fix="validate adapters with likelihood or generate judging",
+        )
+
+    def baseline_outputs(self) -> dict[str, str]:
+        return {}
+
+
+class ModelGradedScorer(ABC):
+    """A scorer that asks a model: it grades every output of a candidate at once, through the backends of
+    ``prepared.services``, so its requests are batched and cached like the candidate's own."""
+
+    @abstractmethod
+    def grade(self, prepared: PreparedCandidate, rows: Sequence[int], outputs: Sequence[str]) -> Graded:
+        """Score ``outputs[i]``, the answer to row ``rows[i]`` of ``prepared``."""
 
 
 @dataclass
@@ -426,8 +492,6 @@ def _rendered(prepared: PreparedCandidate, rows: Sequence[RobustRow]):
 
 def _graded(prepared: PreparedCandidate, scorer: Any, rows: list[int], responses: Sequence[Any]) -> Graded:
     """Every output scored: by a model-graded scorer in one go, or by a plain scorer one by one."""
-    from evalkit.scoring import Graded, ModelGradedScorer
-
     outputs = [r.text for r in responses]
     if isinstance(scorer, ModelGradedScorer):
         return scorer.grade(prepared, rows, outputs)

@@ -15,9 +15,8 @@ from evalkit.backends.base import Backend, ChoiceResult, GenerateResult, ModelId
 from evalkit.data import load_dataset
 from evalkit.errors import EvalkitError
 from evalkit.judge import last_grade
-from evalkit.scoring import ScoringServices
 from evalkit.suite import load_suite
-from evalkit.tasks import prepare
+from evalkit.tasks import ScoringServices, prepare
 
 from .conftest import write_jsonl
 

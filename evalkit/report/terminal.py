@@ -53,6 +53,23 @@ def _baseline_cells(result: CandidateResult) -> list[str]:
     return [f"{-gate['drop']:+.3f} ({gate['worse']} worse, {gate['better']} better)", format_p(gate["p_value"])]
 
 
+def _footer(rows: list[CandidateResult]) -> list[str]:
+    """Below a suite's table: the robustness search and the judge, where the suite has them."""
+    lines = []
+    robust = [(r.candidate, r.robustness) for r in rows if r.robustness]
+    if robust:
+        lines.append(
+            "robustness (invariance: rows whose answer held under every perturbation; report.html shows the flips): "
+            + "; ".join(
+                f"{name} {rb['held']} of {rb['examples']} rows held, "
+                f"{rb['tries']} tries each, {rb['wall_s']:.0f}s"
+                f"{' (cached)' if rb.get('cached') else ''}"
+                for name, rb in robust
+            )
+        )
+    return lines + judge_lines([(r.candidate, r.judge) for r in rows if r.judge])
+
+
 def suite_tables(results: Iterable[CandidateResult]) -> list[str]:
     by_suite: dict[str, list[CandidateResult]] = {}
     for r in results:
@@ -97,21 +114,7 @@ def suite_tables(results: Iterable[CandidateResult]) -> list[str]:
             title += (
                 "\nvs baseline: change of the gated metric on the shared examples; p: exact McNemar test on the flips"
             )
-        robust = [(r.candidate, r.robustness) for r in rows if r.robustness]
-        footer = ""
-        if robust:
-            footer = (
-                "\nrobustness (invariance: rows whose answer held under every perturbation; report.html shows the flips): "
-                + "; ".join(
-                    f"{name} {rb['held']} of {rb['examples']} rows held, "
-                    f"{rb['tries']} tries each, {rb['wall_s']:.0f}s"
-                    f"{' (cached)' if rb.get('cached') else ''}"
-                    for name, rb in robust
-                )
-            )
-        judged = judge_lines([(r.candidate, r.judge) for r in rows if r.judge])
-        if judged:
-            footer += "\n" + "\n".join(judged)
+        footer = "".join(f"\n{line}" for line in _footer(rows))
         tables.append(title + "\n" + tabulate(body, headers=headers, tablefmt="simple", disable_numparse=True) + footer)
     return tables
 

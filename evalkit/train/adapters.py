@@ -207,7 +207,7 @@ def _training_record(
     wall_seconds: float,
 ) -> dict[str, Any]:
     """``training.json``: what the adapter depends on, how training went, and what it cost."""
-    from evalkit import __version__
+    from evalkit.version import __version__
 
     train_spec = training.train
     train_idx, val_idx = split

@@ -42,7 +42,7 @@ from evalkit.backends.hf import HFBackend, encode_pair, peft_quietly
 from evalkit.errors import TrainingError
 from evalkit.models import use_safetensors
 from evalkit.spec import TrainConfig
-from evalkit.tasks import task_kind
+from evalkit.tasks import StandaloneServices, task_kind
 from evalkit.train.examples import TrainingSet
 
 IGNORE = -100
@@ -416,10 +416,7 @@ def fit(
     model = _peft_model(training, model_path)
     validating = bool(val_indices)
     val_prepared = training.prepared.subset(val_indices)
-    if val_prepared.services is None:  # a judge-graded suite validates through its judge, loaded on its own
-        from evalkit.runner import Resources, RunServices
-
-        val_prepared.services = RunServices(training.spec, config.name, Resources(), None)
+    val_prepared.services = StandaloneServices(training.spec.path.parent)  # a judge-graded suite's judge
 
     def validate(peft_model) -> float:
         backend = HFBackend.from_model(peft_model, tokenizer, fingerprint="training")
