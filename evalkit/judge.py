@@ -184,8 +184,12 @@ class Judge(ModelGradedScorer):
     def __init__(self, settings: JudgeSettings, base_dir: Path) -> None:
         self.settings = settings
         self.base_dir = base_dir
-        self.rubric = self._read_rubric(base_dir / settings.rubric)
-        self.calibration = self._read_calibration(base_dir / settings.calibration) if settings.calibration else None
+        self.rubric = self._read_rubric(self._existing(settings.rubric, "rubric", "judge rubric"))
+        self.calibration = (
+            self._read_calibration(self._existing(settings.calibration, "calibration", "calibration file"))
+            if settings.calibration
+            else None
+        )
         self._suite_path: Path | None = None
         self._line: Callable[..., int | None] = lambda *loc: None
         self._calibrated: dict[tuple[str, ...], dict[str, Any]] = {}  # by the judges' fingerprints
@@ -219,15 +223,20 @@ class Judge(ModelGradedScorer):
 
     # ------------------------------------------------------------------ reading the suite's files
 
-    def _read_rubric(self, path: Path) -> PromptTemplate:
-        if not path.is_file():
+    def _existing(self, relative: str, key: str, what: str) -> Path:
+        """``relative`` resolved against the suite's folder; TaskProblem at ``key`` when nothing is there."""
+        path = self.base_dir / relative
+        if not path.exists():
             raise TaskProblem(
-                f"judge rubric '{self.settings.rubric}' does not exist",
+                f"{what} '{relative}' does not exist",
                 "task",
                 "scorer",
-                "rubric",
+                key,
                 fix=f"paths in a suite are relative to the suite file's folder: this one points at {shown_path(path)}",
             )
+        return path
+
+    def _read_rubric(self, path: Path) -> PromptTemplate:
         rubric = PromptTemplate.from_file(path)
         shown = {"output_a", "output_b"} if self.settings.mode == "pairwise" else {"output"}
         missing = sorted(shown - rubric.variables())
@@ -243,14 +252,6 @@ class Judge(ModelGradedScorer):
         return rubric
 
     def _read_calibration(self, path: Path) -> Dataset:
-        if not path.exists():
-            raise TaskProblem(
-                f"calibration file '{self.settings.calibration}' does not exist",
-                "task",
-                "scorer",
-                "calibration",
-                fix=f"paths in a suite are relative to the suite file's folder: this one points at {shown_path(path)}",
-            )
         rows = load_dataset(path)
         by_text = {g.casefold(): g for g in self.settings.grades}
         for row in rows.rows:
@@ -304,6 +305,8 @@ class Judge(ModelGradedScorer):
         """A reading's score in [0, 1]: the pass grades' probability, or the probability-weighted mean on a
         numeric scale, rescaled; a generated grade counts as certain."""
         grades = self.settings.grades
+        if reading.probabilities is None and reading.grade is None:
+            return 0.0  # a judge that gave no grade passes nothing
         probabilities = reading.probabilities or {g: float(g == reading.grade) for g in grades}
         if self.settings.numeric:
             values = [float(g) for g in grades]

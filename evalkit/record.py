@@ -124,6 +124,34 @@ class Robustness(_Open):
     flipped: list[RobustFlip]
 
 
+class Calibration(_Open):
+    """A judge's measured agreement with the human verdicts of its calibration rows."""
+
+    file: str
+    n: int = Field(ge=0)
+    agree: int = Field(ge=0)
+    accuracy: float
+    accuracy_ci: tuple[float, float]
+    kappa: float
+    kappa_ci: tuple[float, float]
+    min_agreement: float | None = None
+    trusted: bool
+    wrong: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class JudgeInfo(_Open):
+    """A model-graded scorer: who judged, how it was read, and how far it can be trusted."""
+
+    mode: str
+    grades: list[str]
+    judges: list[ModelInfo]
+    sha256: str
+    rubric: str | None = None
+    calibration: Calibration | None = None
+    pairwise: dict[str, Any] | None = None
+    cache: dict[str, Any] | None = None
+
+
 class CandidateEntry(_Open):
     """One candidate of one suite: metrics with 95% intervals, what produced them, the verdict's inputs."""
 
@@ -142,6 +170,7 @@ class CandidateEntry(_Open):
     cost: dict[str, Any] = Field(default_factory=dict)
     baseline: Comparison | None = None
     robustness: Robustness | None = None
+    judge: JudgeInfo | None = None
 
 
 class RunRecord(_Open):

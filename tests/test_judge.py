@@ -247,17 +247,19 @@ def test_pairwise_a_judge_that_always_prefers_the_first_position_ties_every_pair
     assert [_answer_in(p, "Second") for p in judge.prompts[:2]] == ["Lyon", "Paris"]
 
 
+def prefers_the_longer(prompt: str, continuations) -> int:
+    """A pairwise judge without position bias: the longer answer wins, in either order."""
+    return 0 if len(_answer_in(prompt, "First")) >= len(_answer_in(prompt, "Second")) else 1
+
+
+def _pairwise_suite(tmp_path: Path, against: str) -> Path:
+    scorer = f"name: judge\nmodel: longer\nrubric: rubric.j2\nmode: pairwise\nagainst: {against}\ngrades: [A, B]"
+    return _suite(tmp_path, scorer, rubric=PAIRWISE_RUBRIC)
+
+
 def test_pairwise_a_consistent_judge_gives_wins_and_losses(tmp_path):
-    path = _suite(
-        tmp_path,
-        "name: judge\nmodel: longer\nrubric: rubric.j2\nmode: pairwise\nagainst: other\ngrades: [A, B]",
-        rubric=PAIRWISE_RUBRIC,
-    )
-
-    def longer(prompt: str, continuations) -> int:
-        return 0 if len(_answer_in(prompt, "First")) >= len(_answer_in(prompt, "Second")) else 1
-
-    services = Services({"longer": FakeJudge("longer", longer)}, {"other": ["Lyon!!", "six", "green", "x"]})
+    path = _pairwise_suite(tmp_path, "other")
+    services = Services({"longer": FakeJudge("longer", prefers_the_longer)}, {"other": ["Lyon!!", "six", "green", "x"]})
     graded = _grade(path, ["Paris", "eight", "blue", "cold"], services)
     assert [s.details["grade"] for s in graded.scores] == ["loss", "win", "loss", "win"]
     assert graded.record["pairwise"]["wins"] == 2 and graded.record["pairwise"]["position_ties"] == 0
@@ -529,15 +531,16 @@ def test_pairwise_against_the_baseline_compares_the_rows_it_stored(tmp_path):
         def baseline_outputs(self):
             return {"r1": "Lyon", "r3": "blue!"}  # r2 and r4 are not in the baseline
 
-    path = _suite(
-        tmp_path,
-        "name: judge\nmodel: longer\nrubric: rubric.j2\nmode: pairwise\nagainst: baseline\ngrades: [A, B]",
-        rubric=PAIRWISE_RUBRIC,
-    )
-
-    def longer(prompt: str, continuations) -> int:
-        return 0 if len(_answer_in(prompt, "First")) >= len(_answer_in(prompt, "Second")) else 1
-
-    graded = _grade(path, ["Paris", "eight", "blue", "cold"], WithBaseline({"longer": FakeJudge("l", longer)}))
+    path = _pairwise_suite(tmp_path, "baseline")
+    judge = FakeJudge("longer", prefers_the_longer)
+    graded = _grade(path, ["Paris", "eight", "blue", "cold"], WithBaseline({"longer": judge}))
     assert [s.details["grade"] for s in graded.scores] == ["win", "not compared", "loss", "not compared"]
     assert graded.record["pairwise"]["not_compared"] == 2
+
+
+def test_a_missing_rubric_is_named_at_its_line(tmp_path):
+    path = _suite(tmp_path, "name: judge\nrubric: rubrics/missing.j2")
+    assert _error(path).startswith(
+        f"{_shown(tmp_path)}judged.eval.yaml:8: judge rubric 'rubrics/missing.j2' does not exist\n"
+        "  fix: paths in a suite are relative to the suite file's folder"
+    )
