@@ -126,7 +126,7 @@ def _judge_section(view: RunView) -> list[str]:
                 continue
             lines += [f"`{c.name}`: the first outputs the judge failed", ""]
             body = [
-                [cell(e["id"], 40), cell(e["output"]), cell(e.get("grade")), _probability(e), cell(e.get("answer", ""))]
+                [cell(e["id"], 40), cell(e["output"]), cell(e.get("grade")), _probability(e), cell(e["said"])]
                 for e in failed
             ]
             headers = ["example", "output", "grade", "probability", "judge's answer"]

@@ -127,7 +127,15 @@ class CandidateView:
         for row in self.examples.values():
             verdict = (row.get("details") or {}).get("judge")
             if verdict is not None:
-                out.append({"id": row["id"], "output": row.get("output", ""), "correct": row.get("correct"), **verdict})
+                out.append(
+                    {
+                        "id": row["id"],
+                        "output": row.get("output", ""),
+                        "correct": row.get("correct"),
+                        "said": _what_the_judge_said(verdict),
+                        **verdict,
+                    }
+                )
         return out
 
     @property
@@ -142,6 +150,15 @@ class CandidateView:
                 before, after = (flip["original"].get(name, ""), flip["perturbed"][name]) if name else ("", "")
             out.append({**flip, "input_before": before, "input_after": after, "marked": marked_segments(before, after)})
         return out
+
+
+def _what_the_judge_said(verdict: dict[str, Any]) -> str:
+    """The judge's own answer: what it wrote, each grade's probability, or its grades in the two orders."""
+    if verdict.get("answer"):
+        return str(verdict["answer"])
+    if verdict.get("probabilities"):
+        return ", ".join(f"{grade} {p:.2f}" for grade, p in verdict["probabilities"].items())
+    return " / ".join(str(g) for g in verdict.get("orders") or [])
 
 
 def marked_segments(before: str, after: str) -> list[tuple[str, bool]]:
