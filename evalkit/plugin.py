@@ -162,7 +162,19 @@ def _session_settings(config: pytest.Config) -> dict[str, Any]:
         if config.getoption("evalkit_update_baseline")
         else None,
         cache_dir=None if config.getoption("evalkit_no_cache") else root / cache,
+        prices=_prices(root / "pyproject.toml"),
     )
+
+
+def _prices(pyproject: Path) -> Any:
+    """The project's ``[tool.evalkit.costs]`` (evalkit.costs); a malformed table stops the run at start-up."""
+    from evalkit.costs import read_cost_model
+    from evalkit.errors import EvalkitError
+
+    try:
+        return read_cost_model(pyproject)
+    except EvalkitError as error:
+        raise pytest.UsageError(str(error)) from None
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -121,8 +121,9 @@ def run_header(root: Path, started: _dt.datetime, finished: _dt.datetime) -> dic
     }
 
 
-def build_record(header: dict[str, Any], results: list[CandidateResult]) -> dict[str, Any]:
-    """The run record (``results.json``): the run's header and every candidate's header, by suite."""
+def build_record(header: dict[str, Any], results: list[CandidateResult], prices: Any = None) -> dict[str, Any]:
+    """The run record (``results.json``): the run's header and every candidate's header, by suite; with
+    ``prices`` (a :class:`evalkit.costs.CostModel`), what each candidate costs and when adapters pay back."""
     models = sorted({(r.model, r.model_fingerprint) for r in results})
     record: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -131,6 +132,10 @@ def build_record(header: dict[str, Any], results: list[CandidateResult]) -> dict
     }
     for r in results:
         record["suites"].setdefault(r.suite, {})[r.candidate] = r.header()
+    if prices is not None:
+        from evalkit.costs import economics
+
+        record["costs"] = economics(record, prices)
     return record
 
 

@@ -95,6 +95,7 @@ class EvalSession:
     _cache: Any = None  # ResultCache, opened on first use
     coverage: RunCoverage = field(default_factory=RunCoverage)
     report_error: str | None = None  # why the run record or the baseline could not be written
+    prices: Any = None  # the cost model (evalkit.costs.CostModel) that prices each candidate; None: no prices
 
     @property
     def baseline_file(self) -> Path:
@@ -285,7 +286,8 @@ class EvalSession:
         lines += [(m.describe(), None) for m in self.models]
         if self.limit:
             lines.append((f"only the first {self.limit} rows of each suite (--evalkit-limit)", None))
-        for table in suite_tables(sorted(self.results.values(), key=lambda r: (r.suite, r.candidate))):
+        ordered = sorted(self.results.values(), key=lambda r: (r.suite, r.candidate))
+        for table in suite_tables(ordered, build_record({}, ordered, self.prices).get("costs")):
             lines += [("", None), (table, None)]
         lines.append(("", None))
         if self.update_baseline is not None and self.report_error is None:
@@ -333,7 +335,10 @@ class EvalSession:
                 baseline_error = error
         try:
             self.written = write_run(
-                self.reports_dir, build_record(header, ordered), example_rows(ordered), keep_runs=self.keep_runs
+                self.reports_dir,
+                build_record(header, ordered, self.prices),
+                example_rows(ordered),
+                keep_runs=self.keep_runs,
             )
         except OSError as exc:
             raise EvalkitError(

@@ -110,6 +110,27 @@ def _robustness_section(view: RunView) -> list[str]:
     return lines
 
 
+def _costs_section(record: dict[str, Any]) -> list[str]:
+    """Each suite's accuracy-cost frontier and every adapter's break-even, in words."""
+    from evalkit.costs import economics_lines
+
+    costs = record.get("costs")
+    if not costs:
+        return []
+    currency = costs["prices"]["currency"]
+    lines = ["### Cost and accuracy", ""]
+    for suite, economics in costs["suites"].items():
+        lines += [f"**{cell(suite)}**", ""] + [f"- {cell(line, 400)}" for line in economics_lines(economics, currency)]
+        lines.append("")
+    prices = costs["prices"]
+    lines += [
+        f"<sub>Prices ([tool.evalkit.costs]): in-process models at {prices['machine_hour']} {currency} per machine-hour "
+        "of measured model time; token prices where a model has them.</sub>",
+        "",
+    ]
+    return lines
+
+
 def _judge_section(view: RunView) -> list[str]:
     """Each judged suite: the judge and its measured agreement, and the first outputs it failed."""
     lines: list[str] = []
@@ -185,6 +206,7 @@ def render_summary(record: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         lines += ["### Flipped examples", "", *flip_lines]
     lines += _robustness_section(view)
     lines += _judge_section(view)
+    lines += _costs_section(record)
     if not any(c.comparison for s in view.suites for c in s.candidates) and not (view.run.get("baseline") or {}).get(
         "updated"
     ):

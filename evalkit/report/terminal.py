@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from tabulate import tabulate
 
 from evalkit.compare import format_p
+from evalkit.costs import economics_lines
 from evalkit.report.judging import judge_lines
 from evalkit.results import CandidateResult
 from evalkit.verdict import Verdict
@@ -53,9 +55,12 @@ def _baseline_cells(result: CandidateResult) -> list[str]:
     return [f"{-gate['drop']:+.3f} ({gate['worse']} worse, {gate['better']} better)", format_p(gate["p_value"])]
 
 
-def _footer(rows: list[CandidateResult]) -> list[str]:
-    """Below a suite's table: the robustness search and the judge, where the suite has them."""
+def _footer(rows: list[CandidateResult], costs: dict[str, Any] | None = None) -> list[str]:
+    """Below a suite's table: what each candidate costs, the robustness search and the judge, where the
+    suite has them."""
     lines = []
+    if costs is not None and rows[0].suite in costs["suites"]:
+        lines += economics_lines(costs["suites"][rows[0].suite], costs["prices"]["currency"])
     robust = [(r.candidate, r.robustness) for r in rows if r.robustness]
     if robust:
         lines.append(
@@ -70,7 +75,8 @@ def _footer(rows: list[CandidateResult]) -> list[str]:
     return lines + judge_lines([(r.candidate, r.judge) for r in rows if r.judge])
 
 
-def suite_tables(results: Iterable[CandidateResult]) -> list[str]:
+def suite_tables(results: Iterable[CandidateResult], costs: dict[str, Any] | None = None) -> list[str]:
+    """One table per suite; ``costs`` (a run record's ``costs``) adds each suite's frontier and break-even."""
     by_suite: dict[str, list[CandidateResult]] = {}
     for r in results:
         by_suite.setdefault(r.suite, []).append(r)
@@ -114,7 +120,7 @@ def suite_tables(results: Iterable[CandidateResult]) -> list[str]:
             title += (
                 "\nvs baseline: change of the gated metric on the shared examples; p: exact McNemar test on the flips"
             )
-        footer = "".join(f"\n{line}" for line in _footer(rows))
+        footer = "".join(f"\n{line}" for line in _footer(rows, costs))
         tables.append(title + "\n" + tabulate(body, headers=headers, tablefmt="simple", disable_numparse=True) + footer)
     return tables
 

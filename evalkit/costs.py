@@ -1,0 +1,217 @@
+"""What each candidate costs, and when an adapter pays back its training: the prompt-or-fine-tune trade.
+
+Prices come from ``[tool.evalkit.costs]`` in the project's pyproject.toml (every key optional)::
+
+    [tool.evalkit.costs]
+    currency = "USD"
+    machine_hour = 0.10        # an hour of the machine that runs an in-process model (default 0.10)
+    training_hour = 0.10       # an hour of the training machine (default: machine_hour)
+
+    [tool.evalkit.costs.models."gpt-4o-mini"]   # a served or hosted model, priced by its tokens
+    prompt_per_1k_tokens = 0.00015
+    output_per_1k_tokens = 0.0006
+
+A candidate's cost per 1,000 requests is its measured tokens at its model's token prices, when the model
+has them, else its measured model time at ``machine_hour``. An adapter's one-time cost is its measured
+training time at ``training_hour``. Both are pure functions of a run's results and these prices.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError
+
+from evalkit.backends.base import StrictModel
+from evalkit.errors import EvalkitError
+
+REQUESTS = 1000  # costs are per this many requests
+
+
+class ModelPrice(StrictModel):
+    """A model priced by its tokens (a hosted API, or a served model billed that way)."""
+
+    prompt_per_1k_tokens: float = Field(0.0, ge=0, description="price of 1,000 prompt tokens")
+    output_per_1k_tokens: float = Field(0.0, ge=0, description="price of 1,000 generated tokens")
+
+
+class CostModel(StrictModel):
+    """The prices of ``[tool.evalkit.costs]``."""
+
+    currency: str = "USD"
+    machine_hour: float = Field(0.10, ge=0, description="an hour of the machine running an in-process model")
+    training_hour: float | None = Field(
+        None, ge=0, description="an hour of the training machine (default: machine_hour)"
+    )
+    models: dict[str, ModelPrice] = Field(default_factory=dict, description="token prices by model name")
+
+    @property
+    def training_price(self) -> float:
+        return self.machine_hour if self.training_hour is None else self.training_hour
+
+
+def read_cost_model(pyproject: Path) -> CostModel:
+    """The prices in ``pyproject``'s ``[tool.evalkit.costs]`` (the defaults without a file or table)."""
+    if not pyproject.is_file():
+        return CostModel()
+    try:
+        table = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise EvalkitError(f"cannot read [tool.evalkit.costs]: {exc}", path=pyproject) from None
+    costs = table.get("tool", {}).get("evalkit", {}).get("costs", {})
+    try:
+        return CostModel.model_validate(costs)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join(str(p) for p in error["loc"])
+        raise EvalkitError(
+            f"[tool.evalkit.costs] {key}: {error['msg']}",
+            path=pyproject,
+            fix='prices are numbers of at least 0; token prices go under [tool.evalkit.costs.models."<model>"]',
+        ) from None
+
+
+@dataclass(frozen=True)
+class CandidateCost:
+    """One candidate's accuracy and what it costs."""
+
+    candidate: str
+    accuracy: float
+    ci95: tuple[float, float]
+    per_1k: float  # the cost of 1,000 requests
+    priced_by: str  # "tokens" or "time"
+    training: float | None  # an adapter's one-time training cost
+    train_s: float | None
+    prompt_only: bool
+    pareto: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "accuracy": self.accuracy,
+            "ci95": list(self.ci95),
+            "per_1k_requests": self.per_1k,
+            "priced_by": self.priced_by,
+            "training": self.training,
+            "train_s": self.train_s,
+            "pareto_optimal": self.pareto,
+        }
+
+
+def candidate_cost(entry: dict[str, Any], name: str, prices: CostModel, metric: str = "accuracy") -> CandidateCost:
+    """``entry`` (a candidate's entry in results.json) priced: per 1,000 requests, and its training."""
+    cost = entry.get("cost") or {}
+    price = prices.models.get(entry.get("model", ""))
+    if price is not None:
+        per_request = (
+            cost.get("prompt_tokens_per_example", 0.0) * price.prompt_per_1k_tokens
+            + cost.get("output_tokens_per_example", 0.0) * price.output_per_1k_tokens
+        ) / 1000
+        priced_by = "tokens"
+    else:
+        per_request = cost.get("ms_per_example", 0.0) / 1000 / 3600 * prices.machine_hour
+        priced_by = "time"
+    train_s = (entry.get("adapter") or {}).get("train_s")
+    training = None if train_s is None else train_s / 3600 * prices.training_price
+    lo, hi = entry["ci95"][metric]
+    return CandidateCost(
+        name, entry["metrics"][metric], (lo, hi), per_request * REQUESTS, priced_by, training, train_s, train_s is None
+    )
+
+
+def with_frontier(costs: Sequence[CandidateCost]) -> list[CandidateCost]:
+    """``costs`` with the Pareto-optimal ones marked: no other candidate is at least as accurate and at
+    most as costly per request, and better in one of the two."""
+    marked = []
+    for c in costs:
+        beaten = any(
+            o.accuracy >= c.accuracy and o.per_1k <= c.per_1k and (o.accuracy > c.accuracy or o.per_1k < c.per_1k)
+            for o in costs
+            if o is not c
+        )
+        marked.append(CandidateCost(**{**c.__dict__, "pareto": not beaten}))
+    return marked
+
+
+def break_even(adapter: CandidateCost, prompt: CandidateCost) -> dict[str, Any]:
+    """When ``adapter``'s training is paid back by its cheaper requests against ``prompt``, and what its
+    accuracy buys: ``requests`` is None when it never pays back."""
+    saving = (prompt.per_1k - adapter.per_1k) / REQUESTS  # per request
+    training = adapter.training or 0.0
+    requests = None if saving <= 0 else math.ceil(training / saving) if training > 0 else 0
+    return {
+        "adapter": adapter.candidate,
+        "against": prompt.candidate,
+        "requests": requests,
+        "accuracy_gain": adapter.accuracy - prompt.accuracy,
+        "training": training,
+        "train_s": adapter.train_s,
+        "saving_per_1k": prompt.per_1k - adapter.per_1k,
+    }
+
+
+def suite_economics(entries: dict[str, dict[str, Any]], prices: CostModel) -> dict[str, Any]:
+    """A suite's candidates priced, the frontier marked, and every adapter's break-even against every
+    prompt-only candidate."""
+    costs = with_frontier([candidate_cost(entry, name, prices) for name, entry in entries.items()])
+    pairs = [break_even(a, p) for a in costs if not a.prompt_only for p in costs if p.prompt_only]
+    return {"candidates": {c.candidate: c.as_dict() for c in costs}, "break_even": pairs}
+
+
+def economics(record: dict[str, Any], prices: CostModel) -> dict[str, Any]:
+    """The run's costs (what results.json keeps under ``costs``): the prices, and each suite's economics."""
+    return {
+        "prices": prices.model_dump(),
+        "suites": {suite: suite_economics(entries, prices) for suite, entries in record["suites"].items()},
+    }
+
+
+# --------------------------------------------------------------------------- in words
+
+
+def money(value: float, currency: str) -> str:
+    symbol = {"USD": "$", "EUR": "€", "GBP": "£"}.get(currency)
+    amount = f"{value:.3g}" if value < 1 else f"{value:,.2f}"  # a request costs fractions of a cent
+    return f"{symbol}{amount}" if symbol else f"{amount} {currency}"
+
+
+def break_even_text(pair: dict[str, Any], currency: str) -> str:
+    """One break-even in words, e.g. "lora pays back its 41 s of training ($0.0011) after 390 requests
+    against few_shot, and is 0.256 more accurate"."""
+    gain = pair["accuracy_gain"]
+    accuracy = f"{abs(gain):.3f} {'more' if gain >= 0 else 'less'} accurate"
+    trained = f"its {pair['train_s']:.0f} s of training ({money(pair['training'], currency)})"
+    if pair["requests"] is None:
+        return (
+            f"{pair['adapter']} never pays back {trained} against {pair['against']}: its requests cost "
+            f"{money(-pair['saving_per_1k'], currency)} more per 1,000; it is {accuracy}"
+        )
+    if pair["requests"] == 0:
+        return f"{pair['adapter']} is cheaper per request than {pair['against']} from the start, and {accuracy}"
+    if gain >= 0:
+        return (
+            f"{pair['adapter']} is cheaper per request than {pair['against']} and {accuracy}: it pays back "
+            f"{trained} after {pair['requests']:,} requests"
+        )
+    return (
+        f"{pair['adapter']} pays back {trained} after {pair['requests']:,} requests against {pair['against']}, "
+        f"but is {accuracy}"
+    )
+
+
+def economics_lines(suite: dict[str, Any], currency: str) -> list[str]:
+    """A suite's frontier and break-even lines, as the terminal and summary.md show them."""
+    cheapest_first = sorted(suite["candidates"].items(), key=lambda item: item[1]["per_1k_requests"])
+    frontier = ", ".join(
+        f"{name} {c['accuracy']:.3f} at {money(c['per_1k_requests'], currency)}"
+        + (f" + {money(c['training'], currency)} once" if c["training"] else "")
+        + (" *" if c["pareto_optimal"] else "")
+        for name, c in cheapest_first
+    )
+    lines = [f"accuracy and cost per 1,000 requests (* on the accuracy-cost frontier): {frontier}"]
+    lines += [break_even_text(pair, currency) for pair in suite["break_even"]]
+    return lines
