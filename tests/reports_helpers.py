@@ -71,6 +71,6 @@ HEADER = {
 }
 
 
-def write_record(reports: Path, run_id: str, results: list[CandidateResult]) -> Path:
+def write_record(reports: Path, run_id: str, results: list[CandidateResult], prices=None) -> Path:
     header = {**HEADER, "run_id": run_id, "baseline": {"path": "reports/baseline.json", "updated": False}}
-    return write_run(reports, build_record(header, results), example_rows(results), keep_runs=0)
+    return write_run(reports, build_record(header, results, prices), example_rows(results), keep_runs=0)

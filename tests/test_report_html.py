@@ -142,3 +142,58 @@ def test_render_html_needs_no_training_record(report, tmp_path):
         del record["suites"]["tickets"]["lora"]["adapter"][key]
     html = render_html(record, rows)
     assert 'polyline class="loss"' not in html and 'rect class="bar' in html
+
+
+def test_the_frontier_chart_puts_each_candidate_where_its_figures_say(tmp_path):
+    """Two prompts and an adapter priced at $3.60 an hour: each point sits at its accuracy and its cost per
+    1,000 requests, the two that nothing beats are filled, and the break-even is written under the chart."""
+    from evalkit.costs import CostModel
+
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    cheap = candidate_result([i % 2 == 0 for i in range(40)], candidate="cheap")  # 0.50
+    dear = candidate_result([i % 4 != 3 for i in range(40)], candidate="dear")  # 0.75
+    lora = candidate_result([i % 8 != 7 for i in range(40)], candidate="lora")  # 0.875
+    for result, seconds in ((cheap, 2.0), (dear, 8.0), (lora, 4.0)):  # 50, 200 and 100 ms per example
+        result.compute_s = seconds
+    lora.adapter = {
+        "name": "lora",
+        "content_hash": "a" * 64,
+        "train_s": 36.0,
+        "trainable_parameters": 1,
+        "adapter_bytes": 1,
+    }
+    folder = write_record(tmp_path / "reports", "20261121T100000Z", [cheap, dear, lora], CostModel(machine_hour=3.6))
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto((folder / "report.html").as_uri())
+            points = page.locator("svg.frontier circle.point")
+            assert points.count() == 3
+            centre = {}
+            for i in range(3):
+                box = points.nth(i).bounding_box()
+                name = points.nth(i).locator("xpath=..").locator("text").text_content()
+                centre[name] = (box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+            axis = page.locator("svg.frontier line.axis").first.bounding_box()
+            origin_x, origin_y = page.locator("svg.frontier line.axis").nth(1).bounding_box()["x"], axis["y"]
+            # cost per 1,000 requests: 0.05, 0.2 and 0.1 dollars; accuracy 0.5, 0.75, 0.875
+            assert (centre["dear"][0] - origin_x) / (centre["cheap"][0] - origin_x) == pytest.approx(4, rel=0.02)
+            assert (centre["lora"][0] - origin_x) / (centre["cheap"][0] - origin_x) == pytest.approx(2, rel=0.02)
+            assert (origin_y - centre["lora"][1]) / (origin_y - centre["cheap"][1]) == pytest.approx(1.75, rel=0.02)
+            filled = page.locator("svg.frontier circle.pareto")
+            assert sorted(filled.nth(i).locator("xpath=..").locator("text").text_content() for i in range(2)) == [
+                "cheap",
+                "lora",
+            ]
+            assert page.locator("ul.break-even li").all_inner_texts() == [
+                "lora never pays back its 36 s of training ($0.036) against cheap: its requests cost $0.05 more "
+                "per 1,000; it is 0.375 more accurate",
+                "lora is cheaper per request than dear and 0.125 more accurate: it pays back its 36 s of training "
+                "($0.036) after 360 requests",
+            ]
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.locator("svg.frontier").screenshot(path=str(ARTIFACTS / "frontier.png"))
+        finally:
+            browser.close()
+    assert (ARTIFACTS / "frontier.png").stat().st_size > 3_000

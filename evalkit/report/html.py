@@ -78,6 +78,57 @@ def _training_curve(adapter: dict[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
+def _frontier_chart(economics: dict[str, Any] | None, currency: str) -> dict[str, Any] | None:
+    """Accuracy (with its 95% interval) against cost per 1,000 requests, one point per candidate; the
+    Pareto-optimal points filled and joined, cheapest first."""
+    if not economics or not economics.get("candidates"):
+        return None
+    from evalkit.costs import break_even_text, money
+
+    width, height, left, bottom, top, right = 640, 300, 56, 40, 14, 120
+    candidates = economics["candidates"]
+    most = max(c["per_1k_requests"] for c in candidates.values()) or 1.0
+
+    def x(cost: float) -> float:
+        return round(left + cost / (most * 1.1) * (width - left - right), 1)
+
+    def y(accuracy: float) -> float:
+        return round(top + (1 - max(0.0, min(1.0, accuracy))) * (height - top - bottom), 1)
+
+    points = []
+    for name, c in sorted(candidates.items(), key=lambda item: item[1]["per_1k_requests"]):
+        lo, hi = c["ci95"]
+        points.append(
+            {
+                "name": name,
+                "x": x(c["per_1k_requests"]),
+                "y": y(c["accuracy"]),
+                "lo": y(lo),
+                "hi": y(hi),
+                "pareto": c["pareto_optimal"],
+                "title": f"{name}: accuracy {c['accuracy']:.3f} (95% CI {lo:.3f}-{hi:.3f}), "
+                f"{money(c['per_1k_requests'], currency)} per 1,000 requests"
+                + (f", {money(c['training'], currency)} of training once" if c["training"] else ""),
+            }
+        )
+    frontier = " ".join(f"{p['x']},{p['y']}" for p in points if p["pareto"])
+    x_ticks = [{"x": x(most * 1.1 * t / 4), "label": money(most * 1.1 * t / 4, currency)} for t in range(5)]
+    y_ticks = [{"y": y(t / 4), "label": f"{t / 4:.2f}"} for t in range(5)]
+    return {
+        "width": width,
+        "height": height,
+        "left": left,
+        "right": width - right,
+        "axis_y": height - bottom,
+        "top": top,
+        "points": points,
+        "frontier": frontier,
+        "x_ticks": x_ticks,
+        "y_ticks": y_ticks,
+        "break_even": [break_even_text(pair, currency) for pair in economics.get("break_even", [])],
+    }
+
+
 def _environment():
     from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
@@ -93,11 +144,14 @@ def _environment():
 def render_html(record: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     view: RunView = build_view(record, rows)
     suites = []
+    costs = record.get("costs") or {}
+    currency = (costs.get("prices") or {}).get("currency", "USD")
     for suite in view.suites:
         suites.append(
             {
                 "view": suite,
                 "chart": _bar_chart(suite.candidates),
+                "frontier": _frontier_chart((costs.get("suites") or {}).get(suite.name), currency),
                 "curves": [curve for c in suite.candidates if (curve := _training_curve(c.entry.get("adapter")))],
             }
         )
