@@ -273,6 +273,22 @@ def _flips(ref: list[Outcome], cur: list[Outcome], gated: str) -> list[dict[str,
     return flipped
 
 
+def _label_changes(ref: list[Outcome], cur: list[Outcome]) -> list[dict[str, Any]]:
+    """For a classifier: each gold label's recall in the baseline and now, on the shared examples, for the
+    labels that gained or lost (most lost first)."""
+    by_label: dict[str, list[tuple[float, float]]] = {}
+    for r, c in zip(ref, cur):
+        by_label.setdefault(str(c.target), []).append((r.values["accuracy"], c.values["accuracy"]))
+    changes = []
+    for label, pairs in by_label.items():
+        before, now = sum(b for b, _ in pairs) / len(pairs), sum(n for _, n in pairs) / len(pairs)
+        if before != now:
+            changes.append(
+                {"label": label, "examples": len(pairs), "baseline": before, "current": now, "delta": now - before}
+            )
+    return sorted(changes, key=lambda change: change["delta"])
+
+
 def compare(current: Snapshot, reference: Snapshot | None, policy: Policy) -> dict[str, Any]:
     """The comparison of ``current`` with ``reference`` as a JSON-ready dict (fields in the README's Reports)."""
     if reference is None:
@@ -311,6 +327,8 @@ def compare(current: Snapshot, reference: Snapshot | None, policy: Policy) -> di
     better = len(flipped) - worse
     p_value = mcnemar_exact(worse, better)
     result["flipped"] = flipped
+    if current.task == "classify":
+        result["labels"] = _label_changes(ref, cur)
     if gated not in metrics:
         result.update(status="not compared", reason=f"metric '{gated}' is missing on one side")
         return result

@@ -54,6 +54,7 @@ class CandidateResult:
     compute_s: float | None = None  # model time of this candidate's answers, measured when each was computed
     cache: dict[str, Any] | None = None  # result-cache hits, misses and why (see evalkit.cache)
     judge: dict[str, Any] | None = None  # a model-graded scorer's identity and measured agreement (evalkit.judge)
+    errors: dict[str, Any] | None = None  # where it errs: classify's confusion matrix, generate's failure shapes
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CandidateResult:

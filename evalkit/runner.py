@@ -225,6 +225,7 @@ def _result(
         compute_s=round(compute_s, 3),
         cache=backend.stats.as_dict(),
         judge=scored.judge,
+        errors=scored.errors,
     )
 
 

@@ -157,3 +157,26 @@ def kappa_interval(first: Sequence[object], second: Sequence[object]) -> tuple[f
     return bootstrap_interval(
         lambda idx: cohen_kappa([first[i] for i in idx], [second[i] for i in idx]), len(first), level=0.95
     )
+
+
+# --------------------------------------------------------------------------- where a classifier errs
+
+
+def confusion(gold: Sequence[str], predicted: Sequence[str], labels: Sequence[str]) -> dict[str, Any]:
+    """The confusion matrix (rows: gold label, columns: predicted label) and each label's precision,
+    recall and support; a label never predicted has precision 0."""
+    index = {label: i for i, label in enumerate(labels)}
+    matrix = [[0] * len(labels) for _ in labels]
+    for g, p in zip(gold, predicted):
+        matrix[index[g]][index[p]] += 1
+    per_label = {}
+    for i, label in enumerate(labels):
+        hits = matrix[i][i]
+        predicted_as = sum(row[i] for row in matrix)
+        support = sum(matrix[i])
+        per_label[label] = {
+            "precision": hits / predicted_as if predicted_as else 0.0,
+            "recall": hits / support if support else 0.0,
+            "support": support,
+        }
+    return {"labels": list(labels), "matrix": matrix, "per_label": per_label}

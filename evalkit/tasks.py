@@ -22,7 +22,7 @@ from evalkit.errors import DatasetError, ScorerError, did_you_mean
 from evalkit.prompts import PromptTemplate, select_fewshot
 from evalkit.registry import Registry
 from evalkit.results import ExampleResult
-from evalkit.stats import macro_f1, macro_f1_interval, mean_interval, wilson_interval
+from evalkit.stats import confusion, macro_f1, macro_f1_interval, mean_interval, wilson_interval
 
 if TYPE_CHECKING:
     from evalkit.backends.base import ModelConfig
@@ -266,6 +266,7 @@ class Scored:
     tokens: dict[str, int]
     judge: dict[str, Any] | None = None
     failures: list[str] = field(default_factory=list)
+    errors: dict[str, Any] | None = None  # where the candidate errs: a confusion matrix, or failure shapes
 
 
 class TaskProblem(Exception):
@@ -460,7 +461,8 @@ class Classify(TaskKind):
             "acc_norm": wilson_interval(correct_norm, n),
             "macro_f1": macro_f1_interval(gold, predicted),
         }
-        return Scored(examples, metrics, ci, tokens)
+        labels = list(dict.fromkeys(c for choices in prepared.choices for c in choices))
+        return Scored(examples, metrics, ci, tokens, errors={"confusion": confusion(gold, predicted, labels)})
 
     def predict(self, prepared: PreparedCandidate, backend: Backend, rows: Sequence[RobustRow]) -> list[str]:
         prompts = [prepared.render(fields, choices, label) for _, fields, choices, label in _rendered(prepared, rows)]
@@ -488,6 +490,34 @@ def _rendered(prepared: PreparedCandidate, rows: Sequence[RobustRow]):
 
 
 # --------------------------------------------------------------------------- generate
+
+
+FAILURE_SHAPES = ("empty", "over_long", "wrong_format", "wrong_value")
+
+
+def failure_shape(example: ExampleResult, max_new_tokens: int) -> str | None:
+    """How a wrong generated answer is wrong: empty; cut at ``max_new_tokens`` (over-long); the right value
+    in a form the scorer does not accept, or nothing the scorer could read (wrong format); or a readable
+    answer that is not the target (wrong value)."""
+    if example.correct:
+        return None
+    if not example.output.strip():
+        return "empty"
+    if example.details.get("output_tokens", 0) >= max_new_tokens:
+        return "over_long"
+    targets = example.target if isinstance(example.target, list) else [example.target]
+    text = example.output.casefold()
+    if any(str(t).strip() and str(t).casefold().strip() in text for t in targets if t is not None):
+        return "wrong_format"
+    if "extracted" not in example.details and "judge" not in example.details:
+        return "wrong_format"
+    return "wrong_value"
+
+
+def failure_shapes(examples: Sequence[ExampleResult], max_new_tokens: int) -> dict[str, int]:
+    """How many wrong answers have each shape (see :func:`failure_shape`)."""
+    shapes = [failure_shape(e, max_new_tokens) for e in examples]
+    return {shape: shapes.count(shape) for shape in FAILURE_SHAPES}
 
 
 def _graded(prepared: PreparedCandidate, scorer: Any, rows: list[int], responses: Sequence[Any]) -> Graded:
@@ -596,6 +626,7 @@ class Generate(TaskKind):
             tokens,
             judge=graded.record,
             failures=graded.failures,
+            errors={"failure_shapes": failure_shapes(examples, task.max_new_tokens)},
         )
 
     @staticmethod

@@ -121,6 +121,25 @@ class CandidateView:
         return self.entry.get("judge")
 
     @property
+    def confusion(self) -> dict[str, Any] | None:
+        """A classifier's confusion matrix and per-label precision and recall (None for other kinds)."""
+        return (self.entry.get("errors") or {}).get("confusion")
+
+    @property
+    def failure_shapes(self) -> dict[str, int] | None:
+        """A generator's wrong answers by shape: empty, over-long, wrong format, wrong value."""
+        return (self.entry.get("errors") or {}).get("failure_shapes")
+
+    @property
+    def label_changes(self) -> list[str]:
+        """The labels whose recall changed since the baseline, in words, most lost first."""
+        return [
+            f"{change['label']} recall {change['baseline']:.2f} -> {change['current']:.2f} "
+            f"({change['delta']:+.2f}, {change['examples']} examples)"
+            for change in (self.comparison or {}).get("labels", [])
+        ]
+
+    @property
     def judged(self) -> list[dict[str, Any]]:
         """Each example with the judge's verdict on it: grade, probability, the prompt's tail, its answer."""
         out = []
