@@ -125,6 +125,13 @@ def _cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def _history(args: argparse.Namespace) -> int:
+    from evalkit.history import history_table, read_history
+
+    print(history_table(read_history(Path(args.reports) / "runs", last=args.last, suite=args.suite)), end="")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="evalkit", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -161,6 +168,13 @@ def main(argv: list[str] | None = None) -> int:
     diff.add_argument("--output", "-o", help="write the markdown here instead of printing it")
     diff.add_argument("--html", metavar="FILE", help="also write the comparison as a self-contained HTML page")
     diff.set_defaults(func=_diff)
+    history = commands.add_parser(
+        "history", help="each candidate's metric across the last runs, marked where what produced it changed"
+    )
+    history.add_argument("suite", nargs="?", help="only this suite (its `suite:` name)")
+    history.add_argument("--reports", default="reports", help="reports folder (default: reports)")
+    history.add_argument("--last", type=int, default=10, help="how many of the newest runs (default: 10)")
+    history.set_defaults(func=_history)
     cache = commands.add_parser("cache", help="what the result cache holds, or --clear it")
     cache.add_argument("--dir", default=".evalkit_cache", help="the cache folder (default: .evalkit_cache)")
     cache.add_argument("--clear", action="store_true", help="delete every stored answer")

@@ -148,7 +148,7 @@ def hashes_of(header: Mapping[str, Any]) -> dict[str, str | None]:
     return hashes
 
 
-_HASH_NAMES = {
+HASH_NAMES = {
     "dataset": "dataset",
     "template": "prompt template",
     "model": "model",
@@ -160,7 +160,7 @@ _HASH_NAMES = {
 
 def _what_changed(reference: Snapshot, current: Snapshot) -> list[str]:
     changes: list[str] = []
-    for key, label in _HASH_NAMES.items():
+    for key, label in HASH_NAMES.items():
         old, new = reference.hashes.get(key), current.hashes.get(key)
         if old == new or (key == "prompts" and (changes or old is None)):
             continue  # a changed template or dataset explains changed prompts; say so once

@@ -235,6 +235,11 @@ def _read_rows(folder: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def read_results(folder: Path) -> dict[str, Any]:
+    """A run folder's results.json, checked for shape (its example rows are not read)."""
+    return _read_record(folder / "results.json")
+
+
 def load_run(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Read a run folder (or its results.json): the record and its example rows, checked for shape."""
     folder = path if path.is_dir() else path.parent

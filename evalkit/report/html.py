@@ -129,6 +129,61 @@ def _frontier_chart(economics: dict[str, Any] | None, currency: str) -> dict[str
     }
 
 
+PALETTE = ("#0969da", "#1a7f37", "#cf222e", "#8250df", "#bc4c00", "#1b7c83", "#6e7781", "#bf3989")
+
+
+def _history_chart(shown: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Each candidate's metric across the last runs (oldest first) as a line with 95% whiskers; a ringed
+    point where what produced it changed (its title says what)."""
+    if not shown or len(shown["runs"]) < 2:
+        return None
+    width, height, left, bottom, top, right = 640, 260, 48, 30, 12, 150
+    runs = shown["runs"]
+
+    def x(i: int) -> float:
+        return round(left + i / (len(runs) - 1) * (width - left - right), 1)
+
+    def y(value: float) -> float:
+        return round(top + (1 - max(0.0, min(1.0, value))) * (height - top - bottom), 1)
+
+    lines = []
+    for n, (name, points) in enumerate(shown["candidates"].items()):
+        drawn = [(i, p) for i, p in enumerate(points) if p is not None]
+        lines.append(
+            {
+                "name": name,
+                "colour": PALETTE[n % len(PALETTE)],
+                "points": " ".join(f"{x(i)},{y(p['value'])}" for i, p in drawn),
+                "marks": [
+                    {
+                        "x": x(i),
+                        "y": y(p["value"]),
+                        "lo": y(p["ci95"][0]),
+                        "hi": y(p["ci95"][1]),
+                        "changed": bool(p["changed"]),
+                        "title": f"{name} in {runs[i]}: {p['value']:.3f} (95% CI {p['ci95'][0]:.3f}-{p['ci95'][1]:.3f})"
+                        + (f"; changed: {', '.join(p['changed'])}" if p["changed"] else ""),
+                    }
+                    for i, p in drawn
+                ],
+                "legend_y": top + 14 * n + 4,
+            }
+        )
+    return {
+        "width": width,
+        "height": height,
+        "left": left,
+        "right": width - right,
+        "top": top,
+        "axis_y": height - bottom,
+        "lines": lines,
+        "y_ticks": [{"y": y(t / 4), "label": f"{t / 4:.2f}"} for t in range(5)],
+        "runs": len(runs),
+        "first": runs[0],
+        "last": runs[-1],
+    }
+
+
 def _environment():
     from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
@@ -141,7 +196,8 @@ def _environment():
     )
 
 
-def render_html(record: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+def render_html(record: dict[str, Any], rows: list[dict[str, Any]], history: dict[str, Any] | None = None) -> str:
+    """The page; ``history`` (evalkit.history.read_history) adds each suite's metric across the last runs."""
     view: RunView = build_view(record, rows)
     suites = []
     costs = record.get("costs") or {}
@@ -152,6 +208,7 @@ def render_html(record: dict[str, Any], rows: list[dict[str, Any]]) -> str:
                 "view": suite,
                 "chart": _bar_chart(suite.candidates),
                 "frontier": _frontier_chart((costs.get("suites") or {}).get(suite.name), currency),
+                "history": _history_chart((history or {}).get(suite.name)),
                 "curves": [curve for c in suite.candidates if (curve := _training_curve(c.entry.get("adapter")))],
             }
         )

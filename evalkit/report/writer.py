@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.atomic import replace_directory, staging_directory
+from evalkit.history import read_history
 from evalkit.report.html import render_html
 from evalkit.report.markdown import render_summary
 from evalkit.results import run_order
@@ -26,13 +27,16 @@ def _write_files(directory: Path, files: dict[str, str]) -> None:
         raise
 
 
-def render_run(record: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, str]:
-    """Every file of a run folder, rendered from the record and its example rows."""
+def render_run(
+    record: dict[str, Any], rows: list[dict[str, Any]], history: dict[str, Any] | None = None
+) -> dict[str, str]:
+    """Every file of a run folder, rendered from the record and its example rows (and for report.html,
+    the history of the runs before it)."""
     return {
         "results.json": json.dumps(record, indent=2, ensure_ascii=False) + "\n",
         "examples.jsonl": "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows),
         "summary.md": render_summary(record, rows),
-        "report.html": render_html(record, rows),
+        "report.html": render_html(record, rows, history),
     }
 
 
@@ -41,7 +45,7 @@ def write_run(reports_dir: Path, record: dict[str, Any], rows: list[dict[str, An
 
     Each folder is staged and renamed into place, so a reader never sees half a run. ``keep_runs`` = 0
     keeps every run."""
-    files = render_run(record, rows)
+    files = render_run(record, rows, read_history(reports_dir / "runs", current=record))
     run_dir = reports_dir / "runs" / record["run"]["run_id"]
     _write_files(run_dir, files)
     _write_files(reports_dir / "latest", files)
