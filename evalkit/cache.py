@@ -305,6 +305,7 @@ class CachedBackend(Backend):
         self.stats = stats if stats is not None else CacheStats()
         self.load_s = 0.0  # the inner backend loads; this wrapper has nothing of its own
         self.inner_load_s = 0.0  # seconds the inner backend spent loading during this wrapper's calls
+        self.progress: Any = None  # an evalkit.progress.Progress counting this backend's answers
 
     @classmethod
     def from_config(cls, model: ModelConfig, base_dir: Path, *, notify: Notify | None = None) -> Backend:
@@ -371,9 +372,13 @@ class CachedBackend(Backend):
         step = COMMIT_EVERY if self.cache is not None else max(1, len(missing))  # nothing to commit: one call
         if missing:
             self.inner_load_s += self.inner.load()  # loading the model is not part of any answer's compute time
+        if self.progress is not None:
+            self.progress.asked(len(unique), len(unique) - len(missing))
         for ready in self.inner.answers_as_ready([requests[first[k]] for k in missing], step):
             for i, result, seconds in ready:
                 answers[missing[i]] = (result, seconds)
+            if self.progress is not None:
+                self.progress.answered(len(ready))
             if self.cache is not None:
                 self.cache.store(
                     [(parts[first[missing[i]]], json.dumps(result.__dict__), seconds) for i, result, seconds in ready]

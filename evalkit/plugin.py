@@ -183,12 +183,43 @@ def pytest_configure(config: pytest.Config) -> None:
 
     allow(str(config.getini("evalkit_allowed_hosts")))
     config.addinivalue_line("markers", "evalkit: an evaluation suite candidate collected from *.eval.yaml")
-    session = EvalSession(notify=_notifier(config), **_session_settings(config))
+    session = EvalSession(notify=_notifier(config), progress=_live_lines(config), **_session_settings(config))
     config.stash[SESSION_KEY] = session
     config.stash[SUITE_NAMES_KEY] = {}
     config.pluginmanager.register(EvalkitReporter(config, session), REPORTER_NAME)
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistMerge(session), XDIST_NAME)
+
+
+def _live_lines(config: pytest.Config) -> Any:
+    """A factory of live progress lines, one per candidate, drawn over the terminal's current line and
+    cleared when the candidate is done; None when there is no terminal to draw on (output piped, -q, or an
+    xdist worker, whose output the controller collects)."""
+    if config.get_verbosity() < 0 or hasattr(config, "workerinput"):
+        return None
+
+    def line_for(label: str):
+        from evalkit.progress import Progress
+
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        writer: Any = getattr(reporter, "_tw", None)
+        stream = getattr(writer, "_file", None)
+        if reporter is None or not getattr(reporter, "isatty", False) or stream is None:
+            return Progress(label, lambda line: None)
+
+        capture = config.pluginmanager.get_plugin("capturemanager")
+
+        def show(line: str | None) -> None:
+            # Written past pytest's writer, which keeps the line it drew, so clearing redraws that line; and
+            # past output capturing, as pytest's live logging does.
+            text = getattr(writer, "_current_line", "") if line is None else line[: writer.fullwidth - 1]
+            with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+                stream.write("\r\x1b[K" + text)
+                stream.flush()
+
+        return Progress(label, show)
+
+    return line_for
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

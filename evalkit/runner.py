@@ -25,6 +25,7 @@ from evalkit.tasks import PreparedCandidate, Scored, ScoringServices, prepare, t
 from evalkit.verdict import threshold_failure
 
 if TYPE_CHECKING:
+    from evalkit.progress import Progress
     from evalkit.spec import Candidate, ModelConfig, SuiteSpec
     from evalkit.train import TrainedAdapter
 
@@ -40,6 +41,8 @@ class Resources:
     datasets: dict[tuple[Path, int | None], Dataset] = field(default_factory=dict)
     # the committed baseline's outputs of (suite, candidate) by example id, for a pairwise judge
     baseline_outputs: Callable[[str, str], dict[str, str]] = lambda suite, candidate: {}
+    # a live progress line for a candidate ("suite::candidate"), where the run shows one (a terminal)
+    progress: Callable[[str], Progress] | None = None
 
     def dataset(self, spec: SuiteSpec, limit: int | None) -> Dataset:
         """The suite's golden rows (the first ``limit`` of them when limited), read once."""
@@ -138,6 +141,8 @@ def evaluate_candidate(
     started = time.perf_counter()
     dataset = resources.dataset(spec, limit)
     backend = answering_backend(spec, base, adapter, resources.cache)
+    if resources.progress is not None:
+        backend.progress = resources.progress(f"{spec.name}::{candidate_name}")
     services = RunServices(spec, candidate_name, resources, limit)
     prepared = prepare(
         spec, candidate, dataset, backend.apply_chat_template, dataset_cache=resources.datasets, services=services
@@ -154,6 +159,8 @@ def evaluate_candidate(
         robustness_s = time.perf_counter() - robustness_started  # this run's time (a cached search takes none)
         scored.metrics["invariance"] = robustness.invariance
         scored.ci["invariance"] = wilson_interval(sum(r.held for r in robustness.rows), len(robustness.rows))
+    if backend.progress is not None:
+        backend.progress.close()
     wall_s = time.perf_counter() - started - backend.inner_load_s - services.load_s - robustness_s
     if scored.judge is not None:
         scored.judge["compute_s"] = round(services.stats.compute_s, 3)

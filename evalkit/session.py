@@ -96,6 +96,7 @@ class EvalSession:
     coverage: RunCoverage = field(default_factory=RunCoverage)
     report_error: str | None = None  # why the run record or the baseline could not be written
     prices: Any = None  # the cost model (evalkit.costs.CostModel) that prices each candidate; None: no prices
+    progress: Callable[[str], Any] | None = None  # a live line per candidate (evalkit.progress), on a terminal
 
     @property
     def baseline_file(self) -> Path:
@@ -149,6 +150,7 @@ class EvalSession:
             cache=self.result_cache(),
             datasets=self._datasets,
             baseline_outputs=self._baseline_outputs,
+            progress=self.progress,
         )
 
     def _baseline_outputs(self, suite: str, candidate: str) -> dict[str, str]:
