@@ -197,3 +197,36 @@ def test_the_frontier_chart_puts_each_candidate_where_its_figures_say(tmp_path):
         finally:
             browser.close()
     assert (ARTIFACTS / "frontier.png").stat().st_size > 3_000
+
+
+def test_the_candidate_table_fits_a_1400_pixel_page(tmp_path):
+    """Every column of the widest table the demo writes (four metrics, the baseline, the costs) is visible
+    without scrolling at 1,400 pixels."""
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    results = []
+    for name in ("zero_shot", "few_shot", "inline", "lora", "few_shot_lora"):
+        result = candidate_result([i % 3 != 0 for i in range(30)], candidate=name)
+        result.metrics.update(macro_f1=0.61, invariance=0.55)
+        result.ci95.update(macro_f1=(0.52, 0.7), invariance=(0.4, 0.69))
+        result.baseline = compare(Snapshot.from_result(result), Snapshot.from_result(result), Policy())
+        result.adapter = {
+            "name": "tickets-lora",
+            "content_hash": "a" * 64,
+            "train_s": 47.0,
+            "trainable_parameters": 4_884_480,
+            "adapter_bytes": 19_600_000,
+        }
+        results.append(result)
+    folder = write_record(tmp_path / "reports", "20261121T100000Z", results)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto((folder / "report.html").as_uri())
+            widths = page.evaluate(
+                "() => [...document.querySelectorAll('table.results')].map(t => [t.scrollWidth, t.clientWidth])"
+            )
+            assert widths and all(scroll <= client for scroll, client in widths), widths
+            assert page.locator("table.results th").count() == 13  # candidate, 4 metrics, 4 baseline, 4 cost
+        finally:
+            browser.close()
