@@ -77,3 +77,16 @@ def test_report_html_shows_the_confusion_matrix_and_the_failure_shapes():
         '<tr><td>gen</td><td class="num">1</td><td class="num">0</td><td class="num">0</td><td class="num">1</td></tr>'
         in html
     )
+
+
+def test_a_label_with_markup_stays_text_in_the_confusion_matrix():
+    from evalkit.report.html import render_html
+    from evalkit.results import build_record, example_rows
+    from tests.reports_helpers import HEADER
+
+    planted = "<script>window.__label = 1</script>"
+    result = candidate_result([True, False], candidate="few_shot")
+    result.errors = {"confusion": confusion(["ok", planted], ["ok", "ok"], ["ok", planted])}
+    html = render_html(build_record({**HEADER, "run_id": "r"}, [result]), example_rows([result]))
+    assert "<script>" not in html
+    assert "<th>&lt;script&gt;window.__label = 1&lt;/script&gt;</th>" in html
