@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import tomllib
+from decimal import Decimal
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,7 +176,8 @@ def economics(record: dict[str, Any], prices: CostModel) -> dict[str, Any]:
 
 def money(value: float, currency: str) -> str:
     symbol = {"USD": "$", "EUR": "€", "GBP": "£"}.get(currency)
-    amount = f"{value:.3g}" if value < 1 else f"{value:,.2f}"  # a request costs fractions of a cent
+    # a request costs fractions of a cent: three significant digits, never in exponent notation
+    amount = f"{Decimal(f'{value:.3g}'):f}" if value < 1 else f"{value:,.2f}"
     return f"{symbol}{amount}" if symbol else f"{amount} {currency}"
 
 
