@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import math
 import tomllib
-from decimal import Decimal
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
