@@ -27,6 +27,7 @@ from evalkit.errors import ModelError, TrainingError, shown_path
 from evalkit.models import file_lock, resolve_model
 from evalkit.spec import SuiteSpec, TrainSpec
 from evalkit.suite import load_suite
+from evalkit.train.checks import check_training_data, stop_on_serious
 from evalkit.train.examples import (
     Duplicate,
     TrainingSet,
@@ -257,6 +258,7 @@ def _train(
     notify,
     progress_bar,
     callbacks: Sequence[Any],
+    data_checks: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     from evalkit.train.trainer import fit
 
@@ -285,6 +287,7 @@ def _train(
     record = _training_record(
         training, expected, result, weights, split, cross_validation, time.perf_counter() - started
     )
+    record["data_checks"] = data_checks or []  # what check_training_data found before training
     # training.json is written last: it marks the adapter complete
     (staged / RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     replace_directory(staged, config.output_path)
@@ -304,6 +307,30 @@ def _train_entry(spec: SuiteSpec, name: str, mode: str) -> TrainSpec:
     return spec.train[name]
 
 
+def _base_model(spec: SuiteSpec, notify: Callable[[str], None] | None) -> Any:
+    """The suite's model, resolved (converted once when it is the embedded default); errors at `model:`."""
+    try:
+        return resolve_model(
+            spec.model.name, base_dir=spec.path.parent, notify=notify, allow_pickle=spec.model.allow_pickle
+        )
+    except ModelError as error:
+        raise error.located(spec.path, spec.model_line) from None
+
+
+def _checked(
+    training: TrainingSet, test_set: Dataset, why: str, notify: Callable[[str], None] | None
+) -> list[dict[str, Any]]:
+    """The training data's findings, said before training starts; a serious one stops it here."""
+    findings = check_training_data(training, test_set)
+    name = training.train.name
+    if notify is not None:
+        notify(f"adapter '{name}': {why} ({len(training)} rows, {training.train.epochs:g} epochs)")
+        for finding in findings:
+            notify(f"adapter '{name}': training data: {finding.message}")
+    stop_on_serious(training, findings)
+    return [f.as_dict() for f in findings]
+
+
 def ensure_adapter(
     spec: SuiteSpec | str | Path,
     name: str,
@@ -319,12 +346,7 @@ def ensure_adapter(
     (``always``), or never (``never``: a missing or stale adapter is an error)."""
     spec = spec if isinstance(spec, SuiteSpec) else load_suite(spec)
     train_spec = _train_entry(spec, name, mode)
-    try:
-        resolved = resolve_model(
-            spec.model.name, base_dir=spec.path.parent, notify=notify, allow_pickle=spec.model.allow_pickle
-        )
-    except ModelError as error:
-        raise error.located(spec.path, spec.model_line) from None
+    resolved = _base_model(spec, notify)
     training = build_training_set(spec, name, resolved.path)
     expected = _expected(training, resolved.fingerprint)
     test_set = test_set or load_dataset(spec.dataset_path, id_field=spec.id_field)
@@ -347,11 +369,17 @@ def ensure_adapter(
                     fix=f"train it with `evalkit train {shown_path(spec.path)} --adapter {name}`, "
                     "or run with --evalkit-train=auto",
                 )
-            if notify is not None:
-                why = "retraining on request" if reason is None else f"training it because {reason}"
-                notify(f"adapter '{name}': {why} ({len(training)} rows, {train_spec.epochs:g} epochs)")
+            why = "retraining on request" if reason is None else f"training it because {reason}"
+            checks = _checked(training, test_set, why, notify)
             record = _train(
-                training, resolved, expected, folds=folds, notify=notify, progress_bar=progress_bar, callbacks=callbacks
+                training,
+                resolved,
+                expected,
+                folds=folds,
+                notify=notify,
+                progress_bar=progress_bar,
+                callbacks=callbacks,
+                data_checks=checks,
             )
             trained_now = True
     assert record is not None  # read (when current) or just written

@@ -98,7 +98,7 @@ def kfold_rows(n: int, folds: int, seed: int) -> list[tuple[list[int], list[int]
     ]
 
 
-def _input_key(fields: dict[str, Any], spec: SuiteSpec) -> str:
+def input_key(fields: dict[str, Any], spec: SuiteSpec) -> str:
     """A row's input: every field but its id and its gold answer."""
     ignored = {spec.id_field, spec.task.target}
     return canonical_json({k: v.strip() if isinstance(v, str) else v for k, v in fields.items() if k not in ignored})
@@ -117,14 +117,14 @@ def find_contamination(training: TrainingSet, test_set: Dataset) -> list[Duplica
     """Training rows whose input exactly equals a golden test row's input (ids and answers aside)."""
     test_keys: dict[str, Row] = {}
     for row in test_set.rows:
-        test_keys.setdefault(_input_key(row.fields, training.spec), row)
+        test_keys.setdefault(input_key(row.fields, training.spec), row)
 
     def label(dataset: Dataset, row: Row) -> str:
         return f"{dataset.path.name}:{row.line}" if row.line is not None else f"row {row.number} of {dataset.path.name}"
 
     duplicates = []
     for row in training.dataset.rows:
-        match = test_keys.get(_input_key(row.fields, training.spec))
+        match = test_keys.get(input_key(row.fields, training.spec))
         if match is not None:
             duplicates.append(Duplicate(label(training.dataset, row), label(test_set, match)))
     return duplicates
