@@ -228,17 +228,17 @@ def _scorer(reader: _Reader, task: TaskConfig, candidates: Sequence[str]) -> Any
         scorer = task_kind(task.kind).check_suite(task, reader.base)
     except TaskProblem as exc:
         raise reader.error(exc.message, *exc.where, fix=exc.fix) from None
-    if isinstance(scorer, ModelGradedScorer):
-        from evalkit.judge import Judge
-
-        if isinstance(scorer, Judge):
-            for loc, model in scorer.model_blocks():
-                _check_backend(reader, model, "task", "scorer", *loc)
-            try:
-                scorer.check_candidates(candidates)
-            except ValueError as exc:
-                raise reader.error(str(exc), "task", "scorer", "against") from None
-            scorer.place(reader.path, reader.line)
+    # Asked of the scorer, not of its class: a judge built from the entry point's module and one imported
+    # here may come from two imports of evalkit.judge (pytest's in-process runs re-import modules).
+    if isinstance(scorer, ModelGradedScorer) or hasattr(scorer, "grade"):
+        graded: Any = scorer
+        for loc, model in graded.model_blocks():
+            _check_backend(reader, model, "task", "scorer", *loc)
+        try:
+            graded.check_candidates(candidates)
+        except ValueError as exc:
+            raise reader.error(str(exc), "task", "scorer", "against") from None
+        graded.place(reader.path, reader.line)
     return scorer
 
 

@@ -135,6 +135,16 @@ class ModelGradedScorer(ABC):
     def grade(self, prepared: PreparedCandidate, rows: Sequence[int], outputs: Sequence[str]) -> Graded:
         """Score ``outputs[i]``, the answer to row ``rows[i]`` of ``prepared``."""
 
+    def model_blocks(self) -> list[tuple[tuple[str | int, ...], ModelConfig]]:
+        """Each model block it asks for, with its key path under ``task.scorer`` (checked like `model:`)."""
+        return []
+
+    def check_candidates(self, names: Sequence[str]) -> None:
+        """Refuse (ValueError) a reference to a candidate the suite does not have."""
+
+    def place(self, suite_path: Path, line: Callable[..., int | None]) -> None:
+        """Where the suite writes the scorer, for errors found while grading."""
+
 
 @dataclass
 class PreparedCandidate:
@@ -523,7 +533,7 @@ def failure_shapes(examples: Sequence[ExampleResult], max_new_tokens: int) -> di
 def _graded(prepared: PreparedCandidate, scorer: Any, rows: list[int], responses: Sequence[Any]) -> Graded:
     """Every output scored: by a model-graded scorer in one go, or by a plain scorer one by one."""
     outputs = [r.text for r in responses]
-    if isinstance(scorer, ModelGradedScorer):
+    if isinstance(scorer, ModelGradedScorer) or hasattr(scorer, "grade"):  # (a re-imported module's class too)
         return scorer.grade(prepared, rows, outputs)
     return Graded([scorer(output, prepared.gold[i]) for i, output in zip(rows, outputs)])
 
