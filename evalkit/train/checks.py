@@ -47,32 +47,33 @@ def _duplicates(training: TrainingSet) -> list[Finding]:
     dataset = training.dataset
     exact: dict[str, list[str]] = defaultdict(list)
     near: dict[str, set[str]] = defaultdict(set)
-    labels: dict[str, list[str]] = defaultdict(list)
+    rows_near: dict[str, list[str]] = defaultdict(list)
     for row in dataset.rows:
-        key = input_key(row.fields, training.spec)
-        exact[key].append(row_label(dataset, row))
+        key, label = input_key(row.fields, training.spec), row_label(dataset, row)
+        exact[key].append(label)
         near[_normalised(key)].add(key)
-        labels[_normalised(key)].append(row_label(dataset, row))
-    findings = []
+        rows_near[_normalised(key)].append(label)
     repeated = [rows for rows in exact.values() if len(rows) > 1]
-    if repeated:
-        findings.append(
-            Finding(
-                "duplicates",
-                f"{sum(len(r) - 1 for r in repeated)} training row(s) repeat another row's input exactly: "
-                + _named([" = ".join(rows) for rows in repeated]),
-            )
-        )
-    close = [labels[k] for k, keys in near.items() if len(keys) > 1]
-    if close:
-        findings.append(
-            Finding(
-                "near_duplicates",
-                f"{len(close)} group(s) of training rows differ only in case, spacing or punctuation: "
-                + _named([" ~ ".join(rows) for rows in close]),
-            )
-        )
-    return findings
+    close = [rows_near[k] for k, keys in near.items() if len(keys) > 1]
+    found = [
+        (
+            "duplicates",
+            repeated,
+            " = ",
+            f"{sum(len(r) - 1 for r in repeated)} training row(s) repeat another row's input exactly",
+        ),
+        (
+            "near_duplicates",
+            close,
+            " ~ ",
+            f"{len(close)} group(s) of training rows differ only in case, spacing or punctuation",
+        ),
+    ]
+    return [
+        Finding(check, f"{said}: " + _named([joint.join(g) for g in groups]))
+        for check, groups, joint, said in found
+        if groups
+    ]
 
 
 def _labels(training: TrainingSet, test_set: Dataset) -> list[Finding]:
