@@ -34,6 +34,8 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    import os
+
     from evalkit.suite import load_suite
     from evalkit.train import ensure_adapter, read_record
 
@@ -45,6 +47,21 @@ def _train(args: argparse.Namespace) -> int:
             fix="add `train: {<adapter name>: {output: ..., data: ..., prompt: ...}}`",
         )
     names = [args.adapter] if args.adapter else list(spec.train)
+    if args.search:
+        names = [n for n in names if n in spec.train and spec.train[n].search is not None]
+        if not names:
+            raise EvalkitError(
+                f"no adapter of the suite{' named ' + args.adapter if args.adapter else ''} has a `search:` block",
+                path=spec.path,
+                fix="add `search: {trials: 12, learning_rate: {low: 1.0e-4, high: 3.0e-3, log: true}}` "
+                "to a `train:` entry (see README, Searching hyperparameters)",
+            )
+    main_process = int(os.environ.get("RANK", "0")) == 0  # under a launcher, one process speaks
+
+    def say(line: str) -> None:
+        if main_process:
+            print(line, flush=True)
+
     for name in names:
         # Cross-validation leaves the adapter's weights as they are, so asking for it forces a run.
         # (An unknown name is reported by ensure_adapter.)
@@ -55,34 +72,45 @@ def _train(args: argparse.Namespace) -> int:
             spec,
             name,
             mode="always" if retrain else "auto",
-            notify=print,
-            progress_bar=sys.stderr.isatty(),
+            notify=say,
+            progress_bar=main_process and sys.stderr.isatty(),
             folds=args.folds,
+            reports_dir=Path(args.reports),
         )
-        r = adapter.record
-        if not r:  # another process of a distributed run; rank 0 writes and reports the adapter
-            continue
-        state = "trained" if adapter.trained_now else "up to date"
-        print(f"{name}: {state} -> {adapter.path}")
-        best = r.get("best_validation_accuracy")
-        print(
-            f"  {r['data']['train_rows']} training rows, {r['data']['validation_rows']} validation rows"
-            + (f", best validation accuracy {best:.3f} ({r['best_checkpoint']})" if best is not None else "")
-        )
-        print(
-            f"  {r['train_seconds']:.1f}s training, {r['tokens_per_second']:.0f} tokens/s, "
-            f"{r['trainable_parameters']:,} trainable parameters, {r['adapter_bytes'] / 1e6:.2f} MB"
-        )
-        cv = r.get("cross_validation")
-        if cv:
-            print(f"  {cv['folds']}-fold cross-validation accuracy {cv['mean']:.3f} ± {cv['stdev']:.3f}")
-        if adapter.contamination:
-            print(
-                f"  warning: {len(adapter.contamination)} training row(s) duplicate golden test rows: "
-                + "; ".join(str(d) for d in adapter.contamination[:5]),
-                file=sys.stderr,
-            )
+        if adapter.record and main_process:  # other processes of a distributed run write nothing
+            _print_training(name, adapter)
     return 0
+
+
+def _print_training(name: str, adapter) -> None:
+    r = adapter.record
+    state = "trained" if adapter.trained_now else "up to date"
+    print(f"{name}: {state} -> {adapter.path}")
+    best = r.get("best_validation_accuracy")
+    print(
+        f"  {r['data']['train_rows']} training rows, {r['data']['validation_rows']} validation rows"
+        + (f", best validation accuracy {best:.3f} ({r['best_checkpoint']})" if best is not None else "")
+    )
+    print(
+        f"  {r['train_seconds']:.1f}s training, {r['tokens_per_second']:.0f} tokens/s, "
+        f"{r['trainable_parameters']:,} trainable parameters, {r['adapter_bytes'] / 1e6:.2f} MB"
+    )
+    if r.get("overfitting"):
+        o = r["overfitting"]
+        print(f"  over-fitting from epoch {o['epoch']:g}; the adapter keeps epoch {r.get('best_epoch')}")
+    if r.get("search"):
+        from evalkit.train.report import search_table
+
+        print(search_table(r["search"]))
+    cv = r.get("cross_validation")
+    if cv:
+        print(f"  {cv['folds']}-fold cross-validation accuracy {cv['mean']:.3f} ± {cv['stdev']:.3f}")
+    if adapter.contamination:
+        print(
+            f"  warning: {len(adapter.contamination)} training row(s) duplicate golden test rows: "
+            + "; ".join(str(d) for d in adapter.contamination[:5]),
+            file=sys.stderr,
+        )
 
 
 def _diff(args: argparse.Namespace) -> int:
@@ -149,6 +177,14 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         metavar="K",
         help="also run K-fold cross-validation and report mean and spread of validation accuracy",
+    )
+    train.add_argument(
+        "--search",
+        action="store_true",
+        help="only the adapters with a `search:` block: run (or resume) their hyperparameter search",
+    )
+    train.add_argument(
+        "--reports", default="reports", help="where report_to tools write, under training/<adapter>/ (default: reports)"
     )
     train.set_defaults(func=_train)
     diff = commands.add_parser(

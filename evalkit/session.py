@@ -174,7 +174,9 @@ class EvalSession:
         if key not in self._adapters:
             from evalkit.train import ensure_adapter
 
-            self._adapters[key] = ensure_adapter(spec, name, mode=self.train_mode, notify=self.notify)
+            self._adapters[key] = ensure_adapter(
+                spec, name, mode=self.train_mode, notify=self.notify, reports_dir=self.reports_dir
+            )
         return self._adapters[key]
 
     def find_adapter(self, name: str, suite: str | Path | None = None):

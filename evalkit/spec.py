@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from evalkit.backends.base import DEFAULT_MODEL, ModelConfig, StrictModel
 from evalkit.gate import Threshold
@@ -139,6 +139,83 @@ class ValidationSettings(StrictModel):
     folds: int | None = Field(None, ge=2, le=20, description="also run k-fold cross-validation and report its spread")
 
 
+SEARCHABLE = (
+    "learning_rate",
+    "epochs",
+    "batch_size",
+    "gradient_accumulation_steps",
+    "warmup_ratio",
+    "weight_decay",
+    "lr_scheduler",
+    "lora.r",
+    "lora.alpha",
+    "lora.dropout",
+)
+SEARCH_OPTIONS = ("trials", "objective", "pruner", "seed", "space")
+
+
+class SearchRange(StrictModel):
+    """A numeric range to sample from: integers when both ends are integers, else floats."""
+
+    low: int | float
+    high: int | float
+    log: bool = Field(False, description="sample on a log scale (both ends above zero)")
+    step: int | float | None = Field(None, gt=0, description="sample on a grid of this step")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SearchRange:
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log-scale range needs low above 0")
+        if self.log and self.step is not None:
+            raise ValueError("a range takes `log` or `step`, not both")
+        return self
+
+    @property
+    def integer(self) -> bool:
+        return isinstance(self.low, int) and isinstance(self.high, int) and not isinstance(self.step, float)
+
+
+class SearchSettings(StrictModel):
+    """A hyperparameter search (Optuna) for one adapter: each key beyond the options below is a parameter of
+    the `train:` entry (``lora.r`` for a LoRA setting) with a range ``{low, high, log}`` or a list of values."""
+
+    trials: int = Field(ge=1, le=1000, description="trials to run (pruned ones included)")
+    objective: Literal["validation_accuracy", "cv_accuracy", "validation_loss"] = Field(
+        "validation_accuracy", description="what the best trial maximises (minimises, for the loss)"
+    )
+    pruner: Literal["median", "none"] = Field(
+        "median", description="median: stop a trial whose validation after an epoch trails the median of earlier trials"
+    )
+    seed: int = Field(0, description="seeds the sampler (TPE), so a search picks the same trials again")
+    space: dict[str, SearchRange | list[int | float | str]] = Field(description="parameter -> range or values")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _collect_space(cls, value: Any) -> Any:
+        """Parameters sit beside the options in the suite file; here they are gathered under ``space``."""
+        if not isinstance(value, dict) or "space" in value:
+            return value
+        options = {k: v for k, v in value.items() if k in SEARCH_OPTIONS}
+        return {**options, "space": {k: v for k, v in value.items() if k not in SEARCH_OPTIONS}}
+
+    @field_validator("space")
+    @classmethod
+    def _known_parameters(cls, space: dict[str, Any]) -> dict[str, Any]:
+        if not space:
+            raise ValueError(f"name at least one parameter to search, from: {', '.join(SEARCHABLE)}")
+        for name, values in space.items():
+            if name not in SEARCHABLE:
+                raise ValueError(
+                    f"'{name}' is not a searchable parameter (searchable: {', '.join(SEARCHABLE)}; "
+                    f"options: {', '.join(o for o in SEARCH_OPTIONS if o != 'space')})"
+                )
+            if isinstance(values, list) and not values:
+                raise ValueError(f"'{name}' lists no values")
+        return space
+
+
 class TrainConfig(_Placed):
     """How the bundled trainer produces one adapter (`train: <name>:` in a suite)."""
 
@@ -161,11 +238,41 @@ class TrainConfig(_Placed):
     validation: ValidationSettings = ValidationSettings()
     seed: int = Field(0, description="seeds the split, the adapter's initial weights and the data order")
     allow_contamination: bool = Field(False, description="allow training rows that duplicate golden test rows")
+    search: SearchSettings | None = Field(None, description="search hyperparameters with Optuna (see SearchSettings)")
+    report_to: list[Literal["tensorboard", "mlflow"]] = Field(
+        default_factory=list, description="also hand the curves to these tools, under <reports>/training/<adapter>/"
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> TrainConfig:
         _check_prompt_source(self, "a training set")
         return self
+
+    @model_validator(mode="after")
+    def _searchable(self) -> TrainConfig:
+        """Each searched value must be one this entry accepts: both ends of a range, every listed value."""
+        if self.search is None:
+            return self
+        for name, values in self.search.space.items():
+            for value in [values.low, values.high] if isinstance(values, SearchRange) else values:
+                try:
+                    self.with_values({name: value})
+                except ValidationError as error:
+                    problem = error.errors()[0]["msg"]
+                    raise ValueError(f"search: {name} = {value!r} is not a valid value: {problem}") from None
+        if self.search.objective != "cv_accuracy" and self.validation.fraction <= 0:
+            raise ValueError(
+                f"search objective {self.search.objective} needs validation rows (validation.fraction > 0)"
+            )
+        return self
+
+    def with_values(self, values: dict[str, Any]) -> TrainConfig:
+        """This entry with some parameters replaced (``lora.r`` names a LoRA setting), validated and placed."""
+        data = self.model_dump(exclude={"search"})
+        for name, value in values.items():
+            section, _, key = name.rpartition(".")
+            (data[section] if section else data)[key] = value
+        return TrainConfig.model_validate(data).placed(self._name, self._base, self._line)
 
     def placed(self, name: str, base: Path, line: int | None) -> TrainConfig:
         """This entry as the suite file names it: its name, the folder its paths are relative to, its line."""
@@ -187,7 +294,10 @@ class TrainConfig(_Placed):
 
     def hyperparameters(self) -> dict[str, Any]:
         """Everything that shapes the adapter's weights (not where it is written, nor the contamination gate)."""
-        return self.model_dump(exclude={"output", "data", "prompt", "template", "allow_contamination"})
+        excluded = {"output", "data", "prompt", "template", "allow_contamination", "report_to"}
+        if self.search is None:  # an entry without a search hashes as it did before searches existed
+            excluded.add("search")
+        return self.model_dump(exclude=excluded)
 
 
 class RobustnessConfig(StrictModel):

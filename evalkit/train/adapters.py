@@ -9,6 +9,7 @@ hash) until the adapter is published, so a rerun with the same inputs resumes fr
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import hashlib
 import json
@@ -65,8 +66,9 @@ class TrainedAdapter:
         return f"{self.name}@{self.content_hash[:12]}"
 
     def cost(self) -> dict[str, Any]:
+        search = self.record.get("search") or {}
         return {
-            "train_s": self.record["train_seconds"],
+            "train_s": round(self.record["train_seconds"] + (search.get("seconds") or 0.0), 3),  # trials included
             "trainable_parameters": self.record["trainable_parameters"],
             "adapter_bytes": self.record["adapter_bytes"],
         }
@@ -85,7 +87,22 @@ class TrainedAdapter:
             # the curves as trained, so a report rendered later shows this adapter, not a retrained one
             "loss_curve": self.record.get("loss_curve") or [],
             "validation": self.record.get("validation") or [],
+            "epochs": self.record.get("epochs") or [],
+            "best_epoch": self.record.get("best_epoch"),
+            "overfitting": self.record.get("overfitting"),
+            "search": _search_summary(self.record.get("search")),
         }
+
+
+def _search_summary(search: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The search as a run record keeps it: each trial's settings, state and per-epoch curves."""
+    if not search:
+        return None
+    keys = ("number", "state", "params", "value", "epochs", "pruned_at_epoch", "seconds")
+    return {
+        **{k: search[k] for k in ("objective", "direction", "complete", "pruned", "seconds", "best")},
+        "trials": [{k: t.get(k) for k in keys} for t in search["trials"]],
+    }
 
 
 def read_record(folder: Path) -> dict[str, Any] | None:
@@ -131,6 +148,17 @@ def stale_reason(record: dict[str, Any] | None, folder: Path, expected: dict[str
 def _rank() -> int:
     """This process's rank under `torchrun` / `accelerate launch` (0 when not distributed)."""
     return int(os.environ.get("RANK", "0"))
+
+
+def _world_size() -> int:
+    """How many processes train together under `torchrun` / `accelerate launch` (1 when not distributed)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _monitor_folder(reports_dir: Path | None, name: str) -> Path:
+    """Where TensorBoard / MLflow get this training's curves: <reports>/training/<adapter>/<UTC time>."""
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    return (reports_dir or Path("reports")) / "training" / name / stamp
 
 
 def _expected(training: TrainingSet, base_fingerprint: str) -> dict[str, Any]:
@@ -229,8 +257,11 @@ def _training_record(
         "config": train_spec.model_dump(),
         "loss_curve": result.loss_curve,
         "validation": result.validation,
+        "epochs": result.epochs,
+        "overfitting": result.overfitting,
         "best_validation_accuracy": result.best_validation_accuracy,
         "best_checkpoint": result.best_checkpoint,
+        "best_epoch": result.best_epoch,
         "cross_validation": cross_validation,
         "global_steps": result.global_step,
         "epochs_run": result.epochs_run,
@@ -259,11 +290,23 @@ def _train(
     progress_bar,
     callbacks: Sequence[Any],
     data_checks: list[dict[str, Any]] | None = None,
+    reports_dir: Path | None = None,
 ) -> dict[str, Any]:
     from evalkit.train.trainer import fit
 
     config = training.train
     partial, resumable = _partial_folder(config.output_path, expected["content_hash"])
+    monitor = _monitor_folder(reports_dir, config.name) if config.report_to else None
+    search_record = None
+    if config.search is not None:
+        from evalkit.train.search import SearchContext, search
+
+        context = SearchContext(training, resolved.path, partial / "search", notify, progress_bar, callbacks)
+        best, search_record = search(context, config.search, distributed=_world_size() > 1)
+        training = dataclasses.replace(training, train=best)
+        config = best
+        if notify is not None:
+            notify(f"{config.name}: best of {len(search_record['trials'])} trials: {search_record['best']['params']}")
     started = time.perf_counter()
     cross_validation = None
     folds = folds or config.validation.folds
@@ -279,6 +322,7 @@ def _train(
         notify=notify,
         progress_bar=progress_bar,
         callbacks=callbacks,
+        monitor_dir=monitor,
     )
     if not result.is_main_process:  # other ranks of a distributed run: rank 0 writes the adapter
         return {}
@@ -288,6 +332,7 @@ def _train(
         training, expected, result, weights, split, cross_validation, time.perf_counter() - started
     )
     record["data_checks"] = data_checks or []  # what check_training_data found before training
+    record["search"] = search_record  # `config` above holds the best trial's settings
     # training.json is written last: it marks the adapter complete
     (staged / RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     replace_directory(staged, config.output_path)
@@ -341,9 +386,11 @@ def ensure_adapter(
     folds: int | None = None,
     callbacks: Sequence[Any] = (),
     test_set: Dataset | None = None,
+    reports_dir: Path | None = None,
 ) -> TrainedAdapter:
     """The adapter ``name`` of a suite, trained first when missing or stale (``auto``), always
-    (``always``), or never (``never``: a missing or stale adapter is an error)."""
+    (``always``), or never (``never``: a missing or stale adapter is an error). ``reports_dir``: where the
+    entry's ``report_to`` tools write (under ``training/<adapter>/``; default ``./reports``)."""
     spec = spec if isinstance(spec, SuiteSpec) else load_suite(spec)
     train_spec = _train_entry(spec, name, mode)
     resolved = _base_model(spec, notify)
@@ -354,7 +401,7 @@ def ensure_adapter(
 
     output = train_spec.output_path
     # Under `torchrun` / `accelerate launch` the launcher coordinates the processes; a file lock would deadlock them.
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # set by torchrun and accelerate launch
+    distributed = _world_size() > 1
     lock = contextlib.nullcontext() if distributed else file_lock(output.parent / f".{output.name}.lock")
     with lock:
         record = read_record(output)
@@ -380,6 +427,7 @@ def ensure_adapter(
                 progress_bar=progress_bar,
                 callbacks=callbacks,
                 data_checks=checks,
+                reports_dir=reports_dir,
             )
             trained_now = True
     assert record is not None  # read (when current) or just written

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shutil
 import time
@@ -136,6 +137,12 @@ class CompletionTrainer(Trainer):
         self.tokens_padded = 0
         self.eval_seconds = 0.0
 
+    def summed_over_processes(self, *values: float) -> list[float]:
+        if self.args.world_size <= 1:
+            return list(values)
+        summed = self.accelerator.reduce(torch.tensor(values, dtype=torch.float64), reduction="sum")
+        return [float(v) for v in summed]
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss, _ = completion_loss(model, inputs)
         if model.training:
@@ -148,16 +155,19 @@ class CompletionTrainer(Trainer):
         model: Any = self.model
         was_training = model.training
         model.eval()
-        total, count = 0.0, 0
+        total, count = 0.0, 0.0
         with torch.no_grad(), self.autocast_smart_context_manager():
             for batch in self.get_eval_dataloader(eval_dataset):
                 batch = self._prepare_inputs(batch)
                 loss, n = completion_loss(model, batch)
                 total += float(loss) * n
-                count += n
+                count += float(n)
             accuracy = self.validate(model) if self.validate is not None else float("nan")
         if was_training:
             model.train()
+        # Under several processes each saw a shard of the validation rows: every process must see the
+        # same loss, or their early-stopping and best-checkpoint decisions drift apart.
+        total, count = self.summed_over_processes(total, count)
         mean_loss = total / max(1, count)
         metrics: dict[str, float] = {
             f"{metric_key_prefix}_loss": mean_loss,
@@ -203,14 +213,17 @@ class ProgressReporter(TrainerCallback):
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if not state.is_world_process_zero or not metrics:
             return
-        epoch = state.epoch or 0.0
-        losses = [h["loss"] for h in state.log_history if "loss" in h and epoch - 1 < h.get("epoch", 0) <= epoch]
-        line = (
-            f"{self.label}: epoch {epoch:.0f}/{math.ceil(args.num_train_epochs)}"
-            f" train loss {sum(losses) / len(losses) if losses else float('nan'):.4f}"
+        summary = epoch_summary(state.log_history)
+        train_loss = summary[-1]["train_loss"] if summary else float("nan")
+        self.say(
+            f"{self.label}: epoch {state.epoch or 0.0:.0f}/{math.ceil(args.num_train_epochs)}"
+            f" train loss {train_loss:.4f}"
             f" val loss {metrics['eval_loss']:.4f} val accuracy {metrics['eval_accuracy']:.3f}"
             f" ({time.perf_counter() - self.started:.0f}s)"
         )
+
+    def say(self, line: str) -> None:
+        """A line above the progress bar, or through ``notify`` without one."""
         if self.bar is not None:
             self.bar.write(line)
         elif self.notify is not None:
@@ -220,6 +233,73 @@ class ProgressReporter(TrainerCallback):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def epoch_summary(log_history: Sequence[dict[str, Any]]) -> list[dict[str, float]]:
+    """One row per validated epoch: the mean training loss of its steps, validation loss and accuracy."""
+    rows, previous = [], 0.0
+    for entry in log_history:
+        if "eval_loss" not in entry:
+            continue
+        epoch = entry.get("epoch", 0.0)
+        losses = [h["loss"] for h in log_history if "loss" in h and previous < h.get("epoch", 0.0) <= epoch]
+        rows.append(
+            {
+                "epoch": round(epoch, 4),
+                "train_loss": round(sum(losses) / len(losses), 6) if losses else float("nan"),
+                "val_loss": round(entry["eval_loss"], 6),
+                "val_accuracy": entry.get("eval_accuracy", float("nan")),
+            }
+        )
+        previous = epoch
+    return rows
+
+
+def find_overfitting(epochs: Sequence[dict[str, float]], patience: int) -> dict[str, Any] | None:
+    """The first epoch at which validation loss has stayed above its best for ``patience`` epochs while the
+    training loss fell in every one of them; None when training never looked like that."""
+    best = 0
+    for i in range(1, len(epochs)):
+        if epochs[i]["val_loss"] < epochs[best]["val_loss"]:
+            best = i
+            continue
+        streak = epochs[best + 1 : i + 1]
+        falling = all(b["train_loss"] < a["train_loss"] for a, b in zip(epochs[best:i], streak))
+        if len(streak) >= patience and falling:
+            now = epochs[i]
+            return {
+                "epoch": now["epoch"],
+                "train_loss": now["train_loss"],
+                "val_loss": now["val_loss"],
+                "best_epoch": epochs[best]["epoch"],
+                "best_val_loss": epochs[best]["val_loss"],
+                "patience": patience,
+            }
+    return None
+
+
+def overfitting_message(label: str, found: dict[str, Any]) -> str:
+    return (
+        f"{label}: over-fitting at epoch {found['epoch']:g}: validation loss {found['val_loss']:.4f} has stayed above "
+        f"its best ({found['best_val_loss']:.4f}, epoch {found['best_epoch']:g}) for {found['patience']} epochs while "
+        f"training loss fell to {found['train_loss']:.4f}"
+    )
+
+
+class OverfittingWatch(TrainerCallback):
+    """Says, as soon as it shows, that validation loss rises while training loss keeps falling."""
+
+    def __init__(self, label: str, patience: int, say: Callable[[str], None]) -> None:
+        self.label = label
+        self.patience = patience
+        self.say = say
+        self.found: dict[str, Any] | None = None
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if self.found is None:
+            self.found = find_overfitting(epoch_summary(state.log_history), self.patience)
+            if self.found is not None and state.is_world_process_zero:
+                self.say(overfitting_message(self.label, self.found))
 
 
 @dataclass
@@ -239,6 +319,9 @@ class FitResult:
     best_checkpoint: str | None
     resumed_from: str | None
     stopped_early: bool
+    epochs: list[dict[str, float]]  # per validated epoch: train loss, validation loss and accuracy
+    best_epoch: float | None
+    overfitting: dict[str, Any] | None
     is_main_process: bool = True
 
 
@@ -286,6 +369,11 @@ def last_complete_checkpoint(checkpoint_dir: Path) -> str | None:
     return None
 
 
+def _world_size() -> int:
+    """How many processes train together (set by torchrun and accelerate launch; 1 otherwise)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def _training_arguments(
     config: TrainConfig, train_rows: int, checkpoint_dir: Path, validating: bool
 ) -> tuple[TrainingArguments, int]:
@@ -305,7 +393,8 @@ def _training_arguments(
         seed=config.seed,
         data_seed=config.seed,
         bf16=config.precision == "bfloat16",
-        use_cpu=config.precision == "bfloat16" and not torch.cuda.is_available(),  # bf16 autocast on the CPU
+        # bf16 autocast on the CPU; and several CPU processes (torchrun, accelerate launch) train over gloo
+        use_cpu=not torch.cuda.is_available() and (config.precision == "bfloat16" or _world_size() > 1),
         eval_strategy="epoch" if validating else "no",
         save_strategy="epoch",
         save_total_limit=2 if validating else 1,
@@ -319,6 +408,7 @@ def _training_arguments(
         remove_unused_columns=False,
         train_sampling_strategy="group_by_length",  # see the module docstring
         dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,  # every LoRA weight takes part in every forward pass
         dataloader_pin_memory=torch.cuda.is_available(),
     )
     return args, total_steps
@@ -333,10 +423,12 @@ def _fit_result(
     last: str | None,
     total_steps: int,
     wall: float,
+    overfitting: dict[str, Any] | None,
 ) -> FitResult:
     """What one training run produced: the best model, its curves, and what it cost."""
     trainable, total = model.get_nb_trainable_parameters()
     train_seconds = max(1e-9, wall - trainer.eval_seconds)
+    tokens_seen, tokens_padded = trainer.summed_over_processes(trainer.tokens_seen, trainer.tokens_padded)
     history = list(trainer.state.log_history)
     loss_curve = [
         {"step": h["step"], "epoch": round(h.get("epoch", 0.0), 4), "loss": h["loss"]} for h in history if "loss" in h
@@ -352,24 +444,60 @@ def _fit_result(
         if "eval_accuracy" in h
     ]
     best = max((v["accuracy"] for v in validation), default=None)
+    best_checkpoint = trainer.state.best_model_checkpoint
+    best_step = int(best_checkpoint.rsplit("-", 1)[1]) if best_checkpoint else None
     return FitResult(
         model=trainer.model,
         tokenizer=tokenizer,
         global_step=output.global_step,
         epochs_run=round(float(trainer.state.epoch or 0.0), 4),
         train_seconds=round(train_seconds, 3),
-        tokens_per_second=round(trainer.tokens_seen / train_seconds, 1),
-        padding_fraction=round(1 - trainer.tokens_seen / max(1, trainer.tokens_padded), 4),
+        tokens_per_second=round(tokens_seen / train_seconds, 1),
+        padding_fraction=round(1 - tokens_seen / max(1, tokens_padded), 4),
         trainable_parameters=int(trainable),
         total_parameters=int(total),
         loss_curve=loss_curve,
         validation=validation,
         best_validation_accuracy=best,
-        best_checkpoint=Path(trainer.state.best_model_checkpoint).name if trainer.state.best_model_checkpoint else None,
+        best_checkpoint=Path(best_checkpoint).name if best_checkpoint else None,
         resumed_from=Path(last).name if last else None,
         stopped_early=output.global_step < total_steps,
+        epochs=epoch_summary(history),
+        best_epoch=next((v["epoch"] for v in validation if v["step"] == best_step), None),
+        overfitting=overfitting,
         is_main_process=trainer.is_world_process_zero(),
     )
+
+
+MONITORS = {"tensorboard": ("tensorboard", "TensorBoardCallback"), "mlflow": ("mlflow", "MLflowCallback")}
+
+
+def monitoring_callbacks(training: TrainingSet, folder: Path | None) -> list[TrainerCallback]:
+    """The Hugging Face Trainer's own TensorBoard / MLflow integrations, writing under ``folder``."""
+    import importlib.util
+
+    from transformers.integrations import integration_utils
+
+    callbacks: list[TrainerCallback] = []
+    for tool in training.train.report_to:
+        package, name = MONITORS[tool]
+        if importlib.util.find_spec(package) is None:
+            raise TrainingError(
+                f"adapter '{training.train.name}' reports to {tool}, which is not installed",
+                path=training.spec.path,
+                line=training.train.line,
+                fix=f"pip install {package} (or pip install 'evalkit[monitoring]'), or drop it from `report_to:`",
+            )
+        if folder is None:
+            continue
+        callback = getattr(integration_utils, name)()
+        if tool == "tensorboard":
+            callback.logging_dir = str(folder / "tensorboard")
+        else:  # MLflow reads its store from the environment; a team's own tracking server wins
+            os.environ.setdefault("MLFLOW_TRACKING_URI", (folder / "mlruns").resolve().as_uri())
+            os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", training.train.name)
+        callbacks.append(callback)
+    return callbacks
 
 
 def _peft_model(training: TrainingSet, model_path: Path) -> Any:
@@ -399,8 +527,10 @@ def fit(
     progress_bar: bool = False,
     callbacks: Sequence[TrainerCallback] = (),
     label: str | None = None,
+    monitor_dir: Path | None = None,
 ) -> FitResult:
-    """Train one LoRA adapter on ``train_indices``, validating on ``val_indices`` after every epoch."""
+    """Train one LoRA adapter on ``train_indices``, validating on ``val_indices`` after every epoch.
+    ``monitor_dir``: where the tools in the entry's ``report_to`` write their curves."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -423,7 +553,12 @@ def fit(
         return float(task_kind(training.spec.task.kind).score(val_prepared, backend).metrics["accuracy"])
 
     args, total_steps = _training_arguments(config, len(train_indices), checkpoint_dir, validating)
-    extra = [ProgressReporter(label or training.train.name, notify, progress_bar), *callbacks]
+    label = label or training.train.name
+    reporter = ProgressReporter(label, notify, progress_bar)
+    watch = OverfittingWatch(label, config.validation.early_stopping_patience or 2, reporter.say)
+    extra = [reporter, *callbacks, *monitoring_callbacks(training, monitor_dir)]
+    if validating:
+        extra.append(watch)
     if validating and early_stopping and config.validation.early_stopping_patience:
         extra.append(EarlyStoppingCallback(early_stopping_patience=config.validation.early_stopping_patience))
     trainer = CompletionTrainer(
@@ -443,7 +578,14 @@ def fit(
     started = time.perf_counter()
     output = _train_quietly(trainer, last)
     return _fit_result(
-        trainer, output, tokenizer, model, last=last, total_steps=total_steps, wall=time.perf_counter() - started
+        trainer,
+        output,
+        tokenizer,
+        model,
+        last=last,
+        total_steps=total_steps,
+        wall=time.perf_counter() - started,
+        overfitting=watch.found,
     )
 
 
