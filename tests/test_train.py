@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import random
 import textwrap
-from pathlib import Path
 
 import pytest
 
@@ -13,82 +11,7 @@ from evalkit.errors import SuiteError, TrainingError
 from evalkit.session import EvalSession
 from evalkit.suite import load_suite
 from evalkit.train import ensure_adapter, read_record
-from tests.conftest import build_tiny_model, write_jsonl
-
-COLOURS = {
-    "apple": "red",
-    "cherry": "red",
-    "grass": "green",
-    "lime": "green",
-    "sky": "blue",
-    "ocean": "blue",
-    "sun": "yellow",
-    "lemon": "yellow",
-}
-ALL_LAYERS = "[q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]"
-
-
-def colour_rows(n: int, seed: int, prefix: str, numbers: range) -> list[dict]:
-    """A learnable mapping the random model cannot know: a word (with a distracting number) to a colour."""
-    rng = random.Random(seed)
-    words = list(COLOURS)
-    return [
-        {"id": f"{prefix}{i}", "text": f"{(w := rng.choice(words))} {rng.choice(numbers)}", "label": COLOURS[w]}
-        for i in range(n)
-    ]
-
-
-SUITE = """\
-suite: colours
-model: {model}
-dataset: {{path: data/test.jsonl}}
-task: {{kind: classify, choices: [red, green, blue, yellow], target: label}}
-train:
-  colours-lora:
-    output: adapters/colours-lora
-    data: data/train.jsonl
-    template: "Item: {{{{ text }}}}\\nColour:"
-    epochs: {epochs}
-    learning_rate: 1.0e-2
-    batch_size: 8
-    lora: {{r: 8, alpha: 16, dropout: 0.0, target_modules: {layers}}}
-    validation: {{fraction: 0.1}}
-    seed: 0
-candidates:
-  base:
-    template: "Item: {{{{ text }}}}\\nColour:"
-  lora:
-    template: "Item: {{{{ text }}}}\\nColour:"
-    adapter: colours-lora
-"""
-
-
-@pytest.fixture(scope="module")
-def colour_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny random Llama with a tokenizer that knows the colour words, so each choice is one token (as
-    the labels of a real classification task usually are). With choices spelt out byte by byte, the 4-way
-    decision hangs on a sum over several tokens, and where training lands after 20 epochs varied with the
-    CPU's floating-point kernels (AVX512-BF16 against AVX2): 0.65 against 0.9 and more."""
-    corpus = tuple(f"Item: {word}\nColour: {colour}" for word, colour in COLOURS.items())
-    return build_tiny_model(tmp_path_factory.mktemp("colour-llama"), corpus=corpus)
-
-
-@pytest.fixture
-def colours(tmp_path: Path, colour_model: Path):
-    """A suite folder with disjoint training (numbers 100-549) and test rows (550-999)."""
-    write_jsonl(tmp_path / "data" / "train.jsonl", colour_rows(96, 1, "tr", range(100, 550)))
-    write_jsonl(tmp_path / "data" / "test.jsonl", colour_rows(40, 2, "te", range(550, 1000)))
-
-    def write(epochs: float = 20, layers: str = ALL_LAYERS, model: Path = colour_model, extra: str = "") -> Path:
-        path = tmp_path / "colours.eval.yaml"
-        text = SUITE.format(model=model, epochs=epochs, layers=layers)
-        if extra:
-            text = text.replace("    seed: 0\n", "    seed: 0\n" + textwrap.indent(extra, "    "))
-        path.write_text(text)
-        return path
-
-    write.root = tmp_path
-    return write
+from tests.conftest import COLOURS, build_tiny_model, write_jsonl
 
 
 def test_training_moves_accuracy_from_chance_to_above_90_percent(colours, tmp_path):

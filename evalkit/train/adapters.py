@@ -263,6 +263,7 @@ def _training_record(
         "best_checkpoint": result.best_checkpoint,
         "best_epoch": result.best_epoch,
         "cross_validation": cross_validation,
+        "processes": _world_size(),
         "global_steps": result.global_step,
         "epochs_run": result.epochs_run,
         "stopped_early": result.stopped_early,

@@ -51,8 +51,8 @@ def _sampler_and_pruner(settings: SearchSettings) -> tuple[Any, Any]:
 
 
 def open_study(settings: SearchSettings, folder: Path) -> Any:
-    """The study stored in ``folder``, created on first use; a trial an interrupted run left running is
-    marked failed and queued again with its settings."""
+    """The study stored in ``folder``, created on first use. A trial an interrupted run left unfinished
+    (failed, or still marked running after a kill) is queued again, once, with its settings."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -66,9 +66,14 @@ def open_study(settings: SearchSettings, folder: Path) -> Any:
         direction=direction(settings),
         load_if_exists=True,
     )
-    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        study._storage.set_trial_state_values(trial._trial_id, state=optuna.trial.TrialState.FAIL)
-        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+    state = optuna.trial.TrialState
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    for trial in trials:
+        if trial.state == state.RUNNING:  # its process was killed
+            study._storage.set_trial_state_values(trial._trial_id, state=state.FAIL)
+        if trial.state in (state.RUNNING, state.FAIL) and trial.number not in retried:
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
     return study
 
 

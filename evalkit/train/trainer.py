@@ -256,23 +256,20 @@ def epoch_summary(log_history: Sequence[dict[str, Any]]) -> list[dict[str, float
 
 
 def find_overfitting(epochs: Sequence[dict[str, float]], patience: int) -> dict[str, Any] | None:
-    """The first epoch at which validation loss has stayed above its best for ``patience`` epochs while the
-    training loss fell in every one of them; None when training never looked like that."""
-    best = 0
-    for i in range(1, len(epochs)):
-        if epochs[i]["val_loss"] < epochs[best]["val_loss"]:
-            best = i
-            continue
-        streak = epochs[best + 1 : i + 1]
-        falling = all(b["train_loss"] < a["train_loss"] for a, b in zip(epochs[best:i], streak))
-        if len(streak) >= patience and falling:
-            now = epochs[i]
+    """The first epoch that ends ``patience`` epochs in which validation loss stayed above its best from
+    before them while training loss fell every epoch; None when training never looked like that."""
+    for i in range(patience, len(epochs)):
+        window = epochs[i - patience + 1 : i + 1]
+        best = min(epochs[: i - patience + 1], key=lambda e: e["val_loss"])
+        rising = all(e["val_loss"] > best["val_loss"] for e in window)
+        falling = all(b["train_loss"] < a["train_loss"] for a, b in zip(epochs[i - patience : i], window))
+        if rising and falling:
             return {
-                "epoch": now["epoch"],
-                "train_loss": now["train_loss"],
-                "val_loss": now["val_loss"],
-                "best_epoch": epochs[best]["epoch"],
-                "best_val_loss": epochs[best]["val_loss"],
+                "epoch": epochs[i]["epoch"],
+                "train_loss": epochs[i]["train_loss"],
+                "val_loss": epochs[i]["val_loss"],
+                "best_epoch": best["epoch"],
+                "best_val_loss": best["val_loss"],
                 "patience": patience,
             }
     return None
