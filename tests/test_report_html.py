@@ -230,3 +230,81 @@ def test_the_candidate_table_fits_a_1400_pixel_page(tmp_path):
             assert page.locator("table.results th").count() == 13  # candidate, 4 metrics, 4 baseline, 4 cost
         finally:
             browser.close()
+
+
+def test_training_chart_marks_the_kept_epoch_over_fitting_and_every_search_trial(tmp_path):
+    """An adapter found by a search, that over-fitted: validation loss is drawn beside training loss, the kept
+    epoch and the over-fitting point are marked where their epochs are, and each trial gets a chart of its
+    own, the best outlined and a pruned one labelled."""
+    import re
+
+    def epoch_rows(val_losses):
+        return [
+            {"epoch": float(i + 1), "train_loss": 2.0 / (i + 1), "val_loss": v, "val_accuracy": 0.9 - 0.1 * i}
+            for i, v in enumerate(val_losses)
+        ]
+
+    adapter = {
+        "name": "tickets-lora",
+        "content_hash": "b" * 64,
+        "train_s": 50.0,
+        "trainable_parameters": 4_884_480,
+        "adapter_bytes": 19_600_000,
+        "loss_curve": [{"step": s, "epoch": s / 10, "loss": 2.0 / s} for s in range(1, 41)],
+        "validation": [],
+        "epochs": epoch_rows([1.0, 0.8, 1.1, 1.5]),
+        "best_epoch": 2.0,
+        "overfitting": {
+            "epoch": 4.0,
+            "train_loss": 0.5,
+            "val_loss": 1.5,
+            "best_epoch": 2.0,
+            "best_val_loss": 0.8,
+            "patience": 2,
+        },
+        "search": {
+            "objective": "validation_accuracy",
+            "best": {"trial": 1, "value": 0.9, "params": {"learning_rate": 0.001}},
+            "trials": [
+                {
+                    "number": 0,
+                    "state": "complete",
+                    "params": {"learning_rate": 0.01},
+                    "value": 0.7,
+                    "epochs": epoch_rows([1.0, 0.9]),
+                },
+                {
+                    "number": 1,
+                    "state": "complete",
+                    "params": {"learning_rate": 0.001},
+                    "value": 0.9,
+                    "epochs": epoch_rows([0.9, 0.8]),
+                },
+                {
+                    "number": 2,
+                    "state": "pruned",
+                    "params": {"learning_rate": 1e-5},
+                    "value": None,
+                    "pruned_at_epoch": 1.0,
+                    "epochs": epoch_rows([3.0]),
+                },
+            ],
+        },
+    }
+    lora = candidate_result([True, False] * 10, candidate="lora")
+    lora.adapter = adapter
+    twin = candidate_result([True, False] * 10, candidate="few_shot_lora")
+    twin.adapter = adapter
+    html = (write_record(tmp_path / "reports", "20261201T100000Z", [lora, twin]) / "report.html").read_text()
+    assert html.count('aria-label="training curve of tickets-lora"') == 1  # one chart per adapter
+    # x runs from 34 to 426 over 4 epochs: epoch 2 at 230, epoch 4 at 426; loss from 0 to 2.0 over y 146..34
+    assert '<line class="kept" x1="230.0" x2="230.0"' in html
+    assert (
+        '<circle class="overfit" cx="426.0" cy="62.0" r="5"><title>over-fitting at epoch 4: validation loss 1.5000'
+        in html
+    )
+    assert len(re.findall(r'<circle class="val" ', html)) == 4
+    assert "Over-fitting at epoch 4: validation loss 1.5000 above its best 0.8000 (epoch 2)" in html
+    trials = re.findall(r'<figure class="trial( best)?">.*?<figcaption>(.*?)</figcaption>', html, flags=re.S)
+    assert trials == [("", "trial 1: complete"), (" best", "trial 2: complete"), ("", "trial 3: pruned at 1")]
+    assert "<title>trial 3: learning_rate=1e-05; pruned</title>" in html

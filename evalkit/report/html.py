@@ -49,33 +49,115 @@ def _bar_chart(candidates: list[CandidateView]) -> dict[str, Any]:
     return {"width": CHART_WIDTH, "height": height, "bars": bars, "ticks": ticks, "axis_y": height - 18}
 
 
-def _training_curve(adapter: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The loss curve and validation accuracy of an adapter, as the run record keeps them, as SVG polylines."""
-    record = adapter or {}
-    losses = [(p["step"], p["loss"]) for p in record.get("loss_curve") or [] if p.get("loss") is not None]
-    if len(losses) < 2:
-        return None
-    width, height, pad = 420, 160, 30
-    max_step = max(s for s, _ in losses) or 1
-    top = max(v for _, v in losses) or 1.0
+class _Plot:
+    """Epochs along x, a value from 0 to ``top`` along y, inside a ``width`` x ``height`` box with margins."""
 
-    def point(step: float, value: float, scale: float) -> str:
-        return (
-            f"{pad + step / max_step * (width - 2 * pad):.1f},{height - pad - value / scale * (height - 2 * pad):.1f}"
+    def __init__(self, width: int, height: int, pad: int, epochs: float, top: float) -> None:
+        self.width, self.height, self.pad = width, height, pad
+        self.epochs, self.top = epochs or 1.0, top or 1.0
+
+    def x(self, epoch: float) -> float:
+        return round(self.pad + epoch / self.epochs * (self.width - 2 * self.pad), 1)
+
+    def y(self, value: float, top: float | None = None) -> float:
+        share = max(0.0, min(1.0, value / (top or self.top)))
+        return round(self.height - self.pad - share * (self.height - 2 * self.pad), 1)
+
+    def line(self, points: list[tuple[float, float]], top: float | None = None) -> str:
+        return " ".join(f"{self.x(e)},{self.y(v, top)}" for e, v in points)
+
+
+def _losses(record: dict[str, Any]) -> tuple[list[tuple[float, float]], list[dict[str, Any]]]:
+    """Training loss per logged step (by epoch), and the per-epoch rows (train loss, validation loss and
+    accuracy); a record from before per-epoch rows existed gives its validation entries instead."""
+    train = [(p["epoch"], p["loss"]) for p in record.get("loss_curve") or [] if p.get("loss") is not None]
+    epochs = record.get("epochs") or [
+        {"epoch": v["epoch"], "val_loss": v.get("loss"), "val_accuracy": v.get("accuracy")}
+        for v in record.get("validation") or []
+    ]
+    return train, [e for e in epochs if e.get("val_loss") is not None]
+
+
+def _trial_charts(search: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """One small chart per search trial: its training and validation loss per epoch."""
+    if not search:
+        return []
+    trials = [t for t in search.get("trials") or [] if t.get("epochs") and "val_loss" in t["epochs"][0]]
+    if not trials:
+        return []
+    epochs = max(e["epoch"] for t in trials for e in t["epochs"])
+    top = max(
+        max(e["train_loss"], e["val_loss"]) for t in trials for e in t["epochs"] if e["train_loss"] == e["train_loss"]
+    )
+    plot = _Plot(150, 90, 12, epochs, top)
+    charts = []
+    for t in trials:
+        rows = t["epochs"]
+        settings = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t["params"].items())
+        charts.append(
+            {
+                "label": f"trial {t['number'] + 1}",
+                "state": t["state"] if t["state"] != "pruned" else f"pruned at {t.get('pruned_at_epoch') or 0:g}",
+                "best": t["number"] == search["best"]["trial"],
+                "train": plot.line([(e["epoch"], e["train_loss"]) for e in rows if e["train_loss"] == e["train_loss"]]),
+                "val": plot.line([(e["epoch"], e["val_loss"]) for e in rows]),
+                "title": f"trial {t['number'] + 1}: {settings}; {t['state']}"
+                + (f", {search['objective']} {t['value']:.4f}" if t.get("value") is not None else ""),
+            }
         )
+    return [{"width": plot.width, "height": plot.height, "pad": plot.pad, "charts": charts}]
 
-    validation = [v for v in record.get("validation") or [] if v.get("accuracy") is not None]
+
+def _training_curve(adapter: dict[str, Any] | None) -> dict[str, Any] | None:
+    """An adapter's training against validation, as the run record keeps them: training loss per step,
+    validation loss and accuracy per epoch, the epoch kept, where over-fitting showed; and each search
+    trial as a small chart of its own."""
+    record = adapter or {}
+    train, epochs = _losses(record)
+    if len(train) < 2:
+        return None
+    last = max([e for e, _ in train] + [e["epoch"] for e in epochs])
+    top = max([v for _, v in train] + [e["val_loss"] for e in epochs])
+    plot = _Plot(460, 180, 34, last, top)
+    overfitting = record.get("overfitting")
+    kept = record.get("best_epoch")
     return {
         "name": record.get("name", ""),
-        "width": width,
-        "height": height,
-        "pad": pad,
-        "loss": " ".join(point(s, v, top) for s, v in losses),
-        "accuracy": " ".join(point(v["step"], v["accuracy"], 1.0) for v in validation),
+        "width": plot.width,
+        "height": plot.height,
+        "pad": plot.pad,
+        "loss": plot.line(train),
+        "val_loss": plot.line([(e["epoch"], e["val_loss"]) for e in epochs]),
+        "val_points": [{"x": plot.x(e["epoch"]), "y": plot.y(e["val_loss"])} for e in epochs],
+        "accuracy": plot.line(
+            [(e["epoch"], e["val_accuracy"]) for e in epochs if e.get("val_accuracy") is not None], 1.0
+        ),
         "max_loss": f"{top:.2f}",
-        "steps": max_step,
-        "epochs": [{"x": point(v["step"], 0, 1.0).split(",")[0], "label": f"{v['accuracy']:.2f}"} for v in validation],
+        "last_epoch": f"{last:g}",
+        "kept": None if kept is None else {"x": plot.x(kept), "epoch": f"{kept:g}"},
+        "overfitting": None
+        if not overfitting
+        else {
+            "x": plot.x(overfitting["epoch"]),
+            "y": plot.y(overfitting["val_loss"]),
+            "text": f"over-fitting at epoch {overfitting['epoch']:g}: validation loss {overfitting['val_loss']:.4f} "
+            f"above its best {overfitting['best_val_loss']:.4f} (epoch {overfitting['best_epoch']:g}) while training "
+            f"loss fell to {overfitting['train_loss']:.4f}",
+        },
+        "epochs": [{"label": f"{e['val_accuracy']:.2f}"} for e in epochs if e.get("val_accuracy") is not None],
+        "trials": _trial_charts(record.get("search")),
     }
+
+
+def _adapter_curves(candidates: list[Any]) -> list[dict[str, Any]]:
+    """One training chart per adapter, however many candidates use it."""
+    curves: dict[str, dict[str, Any]] = {}
+    for c in candidates:
+        adapter = c.entry.get("adapter") or {}
+        key = f"{adapter.get('name')}@{adapter.get('content_hash')}"
+        if key not in curves and (curve := _training_curve(adapter)) is not None:
+            curves[key] = curve
+    return list(curves.values())
 
 
 def _frontier_chart(economics: dict[str, Any] | None, currency: str) -> dict[str, Any] | None:
@@ -209,7 +291,7 @@ def render_html(record: dict[str, Any], rows: list[dict[str, Any]], history: dic
                 "chart": _bar_chart(suite.candidates),
                 "frontier": _frontier_chart((costs.get("suites") or {}).get(suite.name), currency),
                 "history": _history_chart((history or {}).get(suite.name)),
-                "curves": [curve for c in suite.candidates if (curve := _training_curve(c.entry.get("adapter")))],
+                "curves": _adapter_curves(suite.candidates),
             }
         )
     return _environment().get_template("report.html.j2").render(view=view, suites=suites)
