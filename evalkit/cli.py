@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from evalkit.errors import EvalkitError
 
@@ -160,13 +161,7 @@ def _history(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="evalkit", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("models", help="list model aliases and what is cached").set_defaults(func=_models)
-    prepare = commands.add_parser("prepare", help="resolve a model now (converts the embedded default once)")
-    prepare.add_argument("model", nargs="?", default="smollm2-135m-instruct")
-    prepare.set_defaults(func=_prepare)
+def _add_train_command(commands: Any) -> None:
     train = commands.add_parser("train", help="train a suite's adapters when missing or stale")
     train.add_argument("suite", help="suite file (*.eval.yaml) with a `train:` section")
     train.add_argument("--adapter", help="train only this adapter (default: every adapter of the suite)")
@@ -187,6 +182,16 @@ def main(argv: list[str] | None = None) -> int:
         "--reports", default="reports", help="where report_to tools write, under training/<adapter>/ (default: reports)"
     )
     train.set_defaults(func=_train)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="evalkit", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("models", help="list model aliases and what is cached").set_defaults(func=_models)
+    prepare = commands.add_parser("prepare", help="resolve a model now (converts the embedded default once)")
+    prepare.add_argument("model", nargs="?", default="smollm2-135m-instruct")
+    prepare.set_defaults(func=_prepare)
+    _add_train_command(commands)
     diff = commands.add_parser(
         "diff",
         help="compare two run records (or a run with the baseline); exit code 1 when RUN_B regressed",

@@ -56,6 +56,10 @@ class AdapterInfo(_Open):
     adapter_bytes: int | None = None
     loss_curve: list[dict[str, Any]] | None = None
     validation: list[dict[str, Any]] | None = None
+    epochs: list[dict[str, Any]] | None = None  # per epoch: train_loss, val_loss, val_accuracy
+    best_epoch: float | None = None  # the epoch whose weights the adapter keeps
+    overfitting: dict[str, Any] | None = None  # epoch, train_loss, val_loss, best_epoch, best_val_loss, patience
+    search: dict[str, Any] | None = None  # the hyperparameter search: objective, best, each trial's curves
 
 
 class PolicyInfo(BaseModel):

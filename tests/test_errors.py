@@ -230,6 +230,11 @@ CASES = [
     Case("adapter-undefined", suite=WITH_ADAPTER, replace=(("adapter: tickets-lora", "adapter: ticket-lora"),)),
     Case("adapter-missing", fails="tuned", suite=WITH_ADAPTER, args=("--evalkit-train=never",)),
     Case(
+        "search-parameter",
+        suite=WITH_ADAPTER,
+        replace=(("    validation: {fraction: 0.25}\n", "    validation: {fraction: 0.25}\n    search:\n      trials: 8\n      lora.rank: [4, 8]\n"),),
+    ),
+    Case(
         "adapter-incomplete",
         fails="tuned",
         suite=WITH_ADAPTER,

@@ -281,23 +281,26 @@ def _training_record(
     }
 
 
+@dataclass(frozen=True)
+class _TrainingRun:
+    """How ensure_adapter was asked to train: who hears about it, and what else it does."""
+
+    notify: Callable[[str], None] | None
+    progress_bar: bool
+    folds: int | None
+    callbacks: Sequence[Any]
+    reports_dir: Path | None
+
+
 def _train(
-    training: TrainingSet,
-    resolved,
-    expected: dict[str, Any],
-    *,
-    folds: int | None,
-    notify,
-    progress_bar,
-    callbacks: Sequence[Any],
-    data_checks: list[dict[str, Any]] | None = None,
-    reports_dir: Path | None = None,
+    training: TrainingSet, resolved, expected: dict[str, Any], run: _TrainingRun, data_checks: list[dict[str, Any]]
 ) -> dict[str, Any]:
     from evalkit.train.trainer import fit
 
+    notify, progress_bar, callbacks = run.notify, run.progress_bar, run.callbacks
     config = training.train
     partial, resumable = _partial_folder(config.output_path, expected["content_hash"])
-    monitor = _monitor_folder(reports_dir, config.name) if config.report_to else None
+    monitor = _monitor_folder(run.reports_dir, config.name) if config.report_to else None
     search_record = None
     if config.search is not None:
         from evalkit.train.search import SearchContext, search
@@ -310,7 +313,7 @@ def _train(
             notify(f"{config.name}: best of {len(search_record['trials'])} trials: {search_record['best']['params']}")
     started = time.perf_counter()
     cross_validation = None
-    folds = folds or config.validation.folds
+    folds = run.folds or config.validation.folds
     if folds:
         cross_validation = _cross_validate(training, resolved.path, folds, partial / "folds", notify, progress_bar)
     split = split_rows(len(training), config.validation.fraction, config.seed)
@@ -332,7 +335,7 @@ def _train(
     record = _training_record(
         training, expected, result, weights, split, cross_validation, time.perf_counter() - started
     )
-    record["data_checks"] = data_checks or []  # what check_training_data found before training
+    record["data_checks"] = data_checks  # what check_training_data found before training
     record["search"] = search_record  # `config` above holds the best trial's settings
     # training.json is written last: it marks the adapter complete
     (staged / RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
@@ -377,6 +380,15 @@ def _checked(
     return [f.as_dict() for f in findings]
 
 
+def _unusable(spec: SuiteSpec, name: str, reason: str | None) -> TrainingError:
+    return TrainingError(
+        f"adapter '{name}' cannot be used: {reason}",
+        path=spec.path,
+        line=spec.train[name].line,
+        fix=f"train it with `evalkit train {shown_path(spec.path)} --adapter {name}`, or run with --evalkit-train=auto",
+    )
+
+
 def ensure_adapter(
     spec: SuiteSpec | str | Path,
     name: str,
@@ -407,30 +419,14 @@ def ensure_adapter(
     with lock:
         record = read_record(output)
         reason = stale_reason(record, output, expected)
-        trained_now = False
-        if mode == "always" or reason is not None:
+        trained_now = mode == "always" or reason is not None
+        if trained_now:
             if mode == "never":
-                raise TrainingError(
-                    f"adapter '{name}' cannot be used: {reason}",
-                    path=spec.path,
-                    line=train_spec.line,
-                    fix=f"train it with `evalkit train {shown_path(spec.path)} --adapter {name}`, "
-                    "or run with --evalkit-train=auto",
-                )
+                raise _unusable(spec, name, reason)
             why = "retraining on request" if reason is None else f"training it because {reason}"
             checks = _checked(training, test_set, why, notify)
-            record = _train(
-                training,
-                resolved,
-                expected,
-                folds=folds,
-                notify=notify,
-                progress_bar=progress_bar,
-                callbacks=callbacks,
-                data_checks=checks,
-                reports_dir=reports_dir,
-            )
-            trained_now = True
+            run = _TrainingRun(notify, progress_bar, folds, callbacks, reports_dir)
+            record = _train(training, resolved, expected, run, checks)
     assert record is not None  # read (when current) or just written
     return TrainedAdapter(
         name=name,

@@ -21,6 +21,7 @@ from transformers import TrainerCallback
 from evalkit.errors import TrainingError
 from evalkit.spec import SearchRange, SearchSettings, TrainConfig
 from evalkit.train.examples import TrainingSet, kfold_rows, split_rows
+from evalkit.train.trainer import SELECTION_METRIC, fit, selection
 
 STUDY_FILE = "search.db"
 STUDY_NAME = "evalkit"
@@ -82,7 +83,8 @@ class _Pruning(TrainerCallback):
 
     def __init__(self, trial: Any, objective: str) -> None:
         self.trial = trial
-        self.key = "eval_loss" if objective == "validation_loss" else "eval_accuracy"
+        # validation accuracy with ties broken by the lower validation loss, as the trainer picks its epoch
+        self.key = "eval_loss" if objective == "validation_loss" else f"eval_{SELECTION_METRIC}"
         self.pruned_at: float | None = None
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
@@ -114,8 +116,6 @@ def _trial_fit(
     callbacks: Sequence[Any],
     folder: Path,
 ) -> Any:
-    from evalkit.train.trainer import fit
-
     training = dataclasses.replace(context.training, train=config)
     train_indices, val_indices = split
     try:
@@ -162,9 +162,10 @@ def _objective(context: SearchContext, settings: SearchSettings) -> Callable[[An
                 context.work / f"trial-{trial.number}",
             )
             epochs = result.epochs
-            losses = [e["val_loss"] for e in epochs]
-            accuracies = [e["val_accuracy"] for e in epochs]
-            value = min(losses) if settings.objective == "validation_loss" else max(accuracies)
+            if settings.objective == "validation_loss":
+                value = min(e["val_loss"] for e in epochs)
+            else:  # many trials reach the same accuracy on a small validation set: the lower loss wins
+                value = max(selection(e["val_accuracy"], e["val_loss"]) for e in epochs)
         trial.set_user_attr("epochs", epochs)
         trial.set_user_attr("seconds", round(time.perf_counter() - started, 3))
         if pruning.pruned_at is not None:

@@ -50,6 +50,12 @@ IGNORE = -100
 SELECTION_METRIC = "selection"  # validation accuracy, ties broken by the lower validation loss
 
 
+def selection(accuracy: float, loss: float) -> float:
+    """What picks the best epoch (and the best search trial): validation accuracy, ties broken by the lower
+    validation loss."""
+    return accuracy - 1e-6 * loss
+
+
 @dataclass(frozen=True)
 class EncodedRow:
     input_ids: list[int]
@@ -172,7 +178,7 @@ class CompletionTrainer(Trainer):
         metrics: dict[str, float] = {
             f"{metric_key_prefix}_loss": mean_loss,
             f"{metric_key_prefix}_accuracy": accuracy,
-            f"{metric_key_prefix}_{SELECTION_METRIC}": accuracy - 1e-6 * mean_loss,
+            f"{metric_key_prefix}_{SELECTION_METRIC}": selection(accuracy, mean_loss),
         }
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
@@ -420,7 +426,7 @@ def _fit_result(
     last: str | None,
     total_steps: int,
     wall: float,
-    overfitting: dict[str, Any] | None,
+    found: dict[str, Any] | None,
 ) -> FitResult:
     """What one training run produced: the best model, its curves, and what it cost."""
     trainable, total = model.get_nb_trainable_parameters()
@@ -461,7 +467,7 @@ def _fit_result(
         stopped_early=output.global_step < total_steps,
         epochs=epoch_summary(history),
         best_epoch=next((v["epoch"] for v in validation if v["step"] == best_step), None),
-        overfitting=overfitting,
+        overfitting=found,
         is_main_process=trainer.is_world_process_zero(),
     )
 
@@ -511,6 +517,18 @@ def _peft_model(training: TrainingSet, model_path: Path) -> Any:
         return get_peft_model(model, _lora_config(config, model, training))
 
 
+def _validator(training: TrainingSet, tokenizer: Any, val_indices: list[int]) -> Callable[[Any], float]:
+    """Scores the model in training on the validation rows with the suite's own metric."""
+    val_prepared = training.prepared.subset(val_indices)
+    val_prepared.services = StandaloneServices(training.spec.path.parent)  # a judge-graded suite's judge
+
+    def validate(peft_model) -> float:
+        backend = HFBackend.from_model(peft_model, tokenizer, fingerprint="training")
+        return float(task_kind(training.spec.task.kind).score(val_prepared, backend).metrics["accuracy"])
+
+    return validate
+
+
 def fit(
     training: TrainingSet,
     model_path: Path,
@@ -542,22 +560,16 @@ def fit(
 
     model = _peft_model(training, model_path)
     validating = bool(val_indices)
-    val_prepared = training.prepared.subset(val_indices)
-    val_prepared.services = StandaloneServices(training.spec.path.parent)  # a judge-graded suite's judge
-
-    def validate(peft_model) -> float:
-        backend = HFBackend.from_model(peft_model, tokenizer, fingerprint="training")
-        return float(task_kind(training.spec.task.kind).score(val_prepared, backend).metrics["accuracy"])
-
     args, total_steps = _training_arguments(config, len(train_indices), checkpoint_dir, validating)
-    label = label or training.train.name
-    reporter = ProgressReporter(label, notify, progress_bar)
-    watch = OverfittingWatch(label, config.validation.early_stopping_patience or 2, reporter.say)
+    reporter = ProgressReporter(label or training.train.name, notify, progress_bar)
+    watch = OverfittingWatch(reporter.label, config.validation.early_stopping_patience or 2, reporter.say)
     extra = [reporter, *callbacks, *monitoring_callbacks(training, monitor_dir)]
     if validating:
-        extra.append(watch)
-    if validating and early_stopping and config.validation.early_stopping_patience:
-        extra.append(EarlyStoppingCallback(early_stopping_patience=config.validation.early_stopping_patience))
+        patience = config.validation.early_stopping_patience
+        extra += (
+            [watch, EarlyStoppingCallback(early_stopping_patience=patience)] if early_stopping and patience else [watch]
+        )
+    validate = _validator(training, tokenizer, val_indices)
     trainer = CompletionTrainer(
         model=model,
         args=args,
@@ -574,15 +586,9 @@ def fit(
         notify(f"{training.train.name}: resuming from {Path(last).name}")
     started = time.perf_counter()
     output = _train_quietly(trainer, last)
+    wall = time.perf_counter() - started
     return _fit_result(
-        trainer,
-        output,
-        tokenizer,
-        model,
-        last=last,
-        total_steps=total_steps,
-        wall=time.perf_counter() - started,
-        overfitting=watch.found,
+        trainer, output, tokenizer, model, last=last, total_steps=total_steps, wall=wall, found=watch.found
     )
 
 
