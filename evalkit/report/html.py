@@ -86,9 +86,7 @@ def _trial_charts(search: dict[str, Any] | None) -> list[dict[str, Any]]:
     if not trials:
         return []
     epochs = max(e["epoch"] for t in trials for e in t["epochs"])
-    top = max(
-        max(e["train_loss"], e["val_loss"]) for t in trials for e in t["epochs"] if e["train_loss"] == e["train_loss"]
-    )
+    top = max(v for t in trials for e in t["epochs"] for v in (e["train_loss"], e["val_loss"]) if v is not None)
     plot = _Plot(150, 90, 12, epochs, top)
     charts = []
     for t in trials:
@@ -99,7 +97,7 @@ def _trial_charts(search: dict[str, Any] | None) -> list[dict[str, Any]]:
                 "label": f"trial {t['number'] + 1}",
                 "state": t["state"] if t["state"] != "pruned" else f"pruned at {t.get('pruned_at_epoch') or 0:g}",
                 "best": t["number"] == search["best"]["trial"],
-                "train": plot.line([(e["epoch"], e["train_loss"]) for e in rows if e["train_loss"] == e["train_loss"]]),
+                "train": plot.line([(e["epoch"], e["train_loss"]) for e in rows if e["train_loss"] is not None]),
                 "val": plot.line([(e["epoch"], e["val_loss"]) for e in rows]),
                 "title": f"trial {t['number'] + 1}: {settings}; {t['state']}"
                 + (f", {search['objective']} {t['value']:.4f}" if t.get("value") is not None else ""),

@@ -220,10 +220,10 @@ class ProgressReporter(TrainerCallback):
         if not state.is_world_process_zero or not metrics:
             return
         summary = epoch_summary(state.log_history)
-        train_loss = summary[-1]["train_loss"] if summary else float("nan")
+        train_loss = summary[-1]["train_loss"] if summary else None
         self.say(
             f"{self.label}: epoch {state.epoch or 0.0:.0f}/{math.ceil(args.num_train_epochs)}"
-            f" train loss {train_loss:.4f}"
+            f" train loss {'-' if train_loss is None else f'{train_loss:.4f}'}"
             f" val loss {metrics['eval_loss']:.4f} val accuracy {metrics['eval_accuracy']:.3f}"
             f" ({time.perf_counter() - self.started:.0f}s)"
         )
@@ -241,7 +241,7 @@ class ProgressReporter(TrainerCallback):
             self.bar = None
 
 
-def epoch_summary(log_history: Sequence[dict[str, Any]]) -> list[dict[str, float]]:
+def epoch_summary(log_history: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per validated epoch: the mean training loss of its steps, validation loss and accuracy."""
     rows, previous = [], 0.0
     for entry in log_history:
@@ -252,7 +252,7 @@ def epoch_summary(log_history: Sequence[dict[str, Any]]) -> list[dict[str, float
         rows.append(
             {
                 "epoch": round(epoch, 4),
-                "train_loss": round(sum(losses) / len(losses), 6) if losses else float("nan"),
+                "train_loss": round(sum(losses) / len(losses), 6) if losses else None,  # no step logged
                 "val_loss": round(entry["eval_loss"], 6),
                 "val_accuracy": entry.get("eval_accuracy", float("nan")),
             }
@@ -268,7 +268,10 @@ def find_overfitting(epochs: Sequence[dict[str, float]], patience: int) -> dict[
         window = epochs[i - patience + 1 : i + 1]
         best = min(epochs[: i - patience + 1], key=lambda e: e["val_loss"])
         rising = all(e["val_loss"] > best["val_loss"] for e in window)
-        falling = all(b["train_loss"] < a["train_loss"] for a, b in zip(epochs[i - patience : i], window))
+        falling = all(
+            a["train_loss"] is not None and b["train_loss"] is not None and b["train_loss"] < a["train_loss"]
+            for a, b in zip(epochs[i - patience : i], window)
+        )
         if rising and falling:
             return {
                 "epoch": epochs[i]["epoch"],
@@ -322,7 +325,7 @@ class FitResult:
     best_checkpoint: str | None
     resumed_from: str | None
     stopped_early: bool
-    epochs: list[dict[str, float]]  # per validated epoch: train loss, validation loss and accuracy
+    epochs: list[dict[str, Any]]  # per validated epoch: train loss, validation loss and accuracy
     best_epoch: float | None
     overfitting: dict[str, Any] | None
     is_main_process: bool = True
