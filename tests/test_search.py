@@ -274,3 +274,13 @@ def test_two_processes_train_one_adapter_that_the_suite_then_uses(colours, tmp_p
     result = session.run(session.spec(suite), "lora")
     assert result.adapter["content_hash"] == record["content_hash"]
     assert len(result.examples) == 40
+
+
+def test_a_search_refuses_to_run_under_a_launcher(colours, monkeypatch):
+    from evalkit.errors import TrainingError
+
+    monkeypatch.setenv("WORLD_SIZE", "2")  # what torchrun and accelerate launch set in every process
+    with pytest.raises(TrainingError) as error:
+        ensure_adapter(colours(epochs=1, extra=search_block(trials=2)), "colours-lora")
+    assert "adapter 'colours-lora' has a `search:`; a search runs its trials in one process" in str(error.value)
+    assert "fix: run `evalkit train SUITE --search` without a launcher" in str(error.value)

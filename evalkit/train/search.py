@@ -21,7 +21,7 @@ from transformers import TrainerCallback
 from evalkit.errors import TrainingError
 from evalkit.spec import SearchRange, SearchSettings, TrainConfig
 from evalkit.train.examples import TrainingSet, kfold_rows, split_rows
-from evalkit.train.trainer import SELECTION_METRIC, fit, selection
+from evalkit.train.trainer import fit, selection
 
 STUDY_FILE = "search.db"
 STUDY_NAME = "evalkit"
@@ -83,8 +83,8 @@ class _Pruning(TrainerCallback):
 
     def __init__(self, trial: Any, objective: str) -> None:
         self.trial = trial
-        # validation accuracy with ties broken by the lower validation loss, as the trainer picks its epoch
-        self.key = "eval_loss" if objective == "validation_loss" else f"eval_{SELECTION_METRIC}"
+        # Accuracy alone: on a small validation set many trials tie, and a tie is not trailing.
+        self.key = "eval_loss" if objective == "validation_loss" else "eval_accuracy"
         self.pruned_at: float | None = None
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
