@@ -232,7 +232,12 @@ CASES = [
     Case(
         "search-parameter",
         suite=WITH_ADAPTER,
-        replace=(("    validation: {fraction: 0.25}\n", "    validation: {fraction: 0.25}\n    search:\n      trials: 8\n      lora.rank: [4, 8]\n"),),
+        replace=(
+            (
+                "    validation: {fraction: 0.25}\n",
+                "    validation: {fraction: 0.25}\n    search:\n      trials: 8\n      lora.rank: [4, 8]\n",
+            ),
+        ),
     ),
     Case(
         "adapter-incomplete",

@@ -131,11 +131,11 @@ transformers.Trainer.training_step = _slow_step
 
 
 def _training_project(root: Path, tiny_model: Path) -> Path:
-    from tests.test_train import SUITE, colour_rows
+    from tests.conftest import COLOUR_SUITE, colour_rows
 
     write_jsonl(root / "suites" / "data" / "train.jsonl", colour_rows(96, 1, "tr", range(100, 550)))
     write_jsonl(root / "suites" / "data" / "test.jsonl", colour_rows(40, 2, "te", range(550, 1000)))
-    suite = SUITE.format(model=tiny_model, epochs=2, layers="[q_proj, v_proj]").replace(
+    suite = COLOUR_SUITE.format(model=tiny_model, epochs=2, layers="[q_proj, v_proj]").replace(
         "output: adapters/", "output: ../adapters/"
     )
     (root / "suites" / "colours.eval.yaml").write_text(suite)
