@@ -297,10 +297,12 @@ def test_training_chart_marks_the_kept_epoch_over_fitting_and_every_search_trial
     twin.adapter = adapter
     html = (write_record(tmp_path / "reports", "20261201T100000Z", [lora, twin]) / "report.html").read_text()
     assert html.count('aria-label="training curve of tickets-lora"') == 1  # one chart per adapter
-    # x runs from 34 to 426 over 4 epochs: epoch 2 at 230, epoch 4 at 426; loss from 0 to 2.0 over y 146..34
+    # x runs from 34 to 426 over 4 epochs: epoch 2 at 230, epoch 4 at 426. y runs from 146 (loss 0) to 34
+    # (loss 1.5, the highest validation loss); the first steps' training loss, up to 2.0, is clipped there.
     assert '<line class="kept" x1="230.0" x2="230.0"' in html
+    assert "loss (axis to 1.50; the first steps clipped)" in html
     assert (
-        '<circle class="overfit" cx="426.0" cy="62.0" r="5"><title>over-fitting at epoch 4: validation loss 1.5000'
+        '<circle class="overfit" cx="426.0" cy="34.0" r="5"><title>over-fitting at epoch 4: validation loss 1.5000'
         in html
     )
     assert len(re.findall(r'<circle class="val" ', html)) == 4

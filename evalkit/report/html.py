@@ -115,7 +115,10 @@ def _training_curve(adapter: dict[str, Any] | None) -> dict[str, Any] | None:
     if len(train) < 2:
         return None
     last = max([e for e, _ in train] + [e["epoch"] for e in epochs])
-    top = max([v for _, v in train] + [e["val_loss"] for e in epochs])
+    # The first steps' loss is often ten times the rest: the axis fits the loss from half an epoch on
+    # (and every validation loss), and the first steps are drawn clipped at the top.
+    settled = [v for e, v in train if e >= min(0.5, last / 2)] or [v for _, v in train]
+    top = max(settled + [e["val_loss"] for e in epochs])
     plot = _Plot(460, 180, 34, last, top)
     overfitting = record.get("overfitting")
     kept = record.get("best_epoch")
@@ -131,6 +134,7 @@ def _training_curve(adapter: dict[str, Any] | None) -> dict[str, Any] | None:
             [(e["epoch"], e["val_accuracy"]) for e in epochs if e.get("val_accuracy") is not None], 1.0
         ),
         "max_loss": f"{top:.2f}",
+        "clipped": any(v > top for _, v in train),
         "last_epoch": f"{last:g}",
         "kept": None if kept is None else {"x": plot.x(kept), "epoch": f"{kept:g}"},
         "overfitting": None
