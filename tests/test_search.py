@@ -284,3 +284,21 @@ def test_a_search_refuses_to_run_under_a_launcher(colours, monkeypatch):
         ensure_adapter(colours(epochs=1, extra=search_block(trials=2)), "colours-lora")
     assert "adapter 'colours-lora' has a `search:`; a search runs its trials in one process" in str(error.value)
     assert "fix: run `evalkit train SUITE --search` without a launcher" in str(error.value)
+
+
+def test_a_cross_validated_search_scores_each_trial_by_its_fold_mean_and_logs_every_trial(colours, tmp_path, capsys):
+    suite = colours(epochs=1, extra=search_block(trials=2, objective="cv_accuracy") + "report_to: [tensorboard]\n")
+    suite.write_text(suite.read_text().replace("validation: {fraction: 0.1}", "validation: {fraction: 0.1, folds: 2}"))
+    assert main(["train", str(suite), "--search", "--reports", str(tmp_path / "reports")]) == 0
+    record = json.loads((tmp_path / "adapters" / "colours-lora" / "training.json").read_text())
+    for trial in record["search"]["trials"]:
+        folds = trial["epochs"]
+        assert [f["fold"] for f in folds] == [1, 2]
+        assert trial["value"] == pytest.approx(sum(f["best_val_accuracy"] for f in folds) / 2)
+    out = capsys.readouterr().out
+    assert "colours-lora trial 2/2 fold 2/2: epoch 1/1" in out
+    (run,) = (tmp_path / "reports" / "training" / "colours-lora").iterdir()
+    logged = sorted(
+        p.parent.parent.name if p.parent.parent != run else "adapter" for p in run.glob("**/tensorboard/events.*")
+    )
+    assert logged == ["adapter", "trial-1-fold-1", "trial-1-fold-2", "trial-2-fold-1", "trial-2-fold-2"]

@@ -305,7 +305,7 @@ def _train(
     if config.search is not None:
         from evalkit.train.search import SearchContext, search
 
-        context = SearchContext(training, resolved.path, partial / "search", notify, progress_bar, callbacks)
+        context = SearchContext(training, resolved.path, partial / "search", notify, progress_bar, callbacks, monitor)
         best, search_record = search(context, config.search, distributed=_world_size() > 1)
         training = dataclasses.replace(training, train=best)
         config = best

@@ -106,6 +106,7 @@ class SearchContext:
     notify: Callable[[str], None] | None
     progress_bar: bool
     callbacks: Sequence[Any]
+    monitor_dir: Path | None = None  # report_to tools write each trial under trial-<n>/
 
 
 def _trial_fit(
@@ -130,6 +131,7 @@ def _trial_fit(
             progress_bar=context.progress_bar,
             callbacks=[*context.callbacks, *callbacks],
             label=label,
+            monitor_dir=context.monitor_dir / folder.name if context.monitor_dir else None,
         )
     finally:
         shutil.rmtree(folder, ignore_errors=True)  # a trial keeps its figures, not its weights
@@ -159,7 +161,7 @@ def _objective(context: SearchContext, settings: SearchSettings) -> Callable[[An
                 label,
                 split_rows(rows, config.validation.fraction, config.seed),
                 [pruning],
-                context.work / f"trial-{trial.number}",
+                context.work / f"trial-{trial.number + 1}",
             )
             epochs = result.epochs
             if settings.objective == "validation_loss":
@@ -189,7 +191,12 @@ def _cross_validated(
     summary = []
     for fold, split in enumerate(kfold_rows(len(context.training), folds, config.seed)):
         result = _trial_fit(
-            context, config, f"{label} fold {fold + 1}/{folds}", split, [], context.work / f"trial-{trial.number}"
+            context,
+            config,
+            f"{label} fold {fold + 1}/{folds}",
+            split,
+            [],
+            context.work / f"trial-{trial.number + 1}-fold-{fold + 1}",
         )
         accuracies.append(max((e["val_accuracy"] for e in result.epochs), default=0.0))
         summary.append({"fold": fold + 1, "best_val_accuracy": accuracies[-1], "epochs": result.epochs})
