@@ -35,10 +35,9 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    import os
-
     from evalkit.suite import load_suite
     from evalkit.train import ensure_adapter, read_record
+    from evalkit.train.processes import rank
 
     spec = load_suite(args.suite)
     if not spec.train:
@@ -57,7 +56,7 @@ def _train(args: argparse.Namespace) -> int:
                 fix="add `search: {trials: 12, learning_rate: {low: 1.0e-4, high: 3.0e-3, log: true}}` "
                 "to a `train:` entry (see README, Searching hyperparameters)",
             )
-    main_process = int(os.environ.get("RANK", "0")) == 0  # under a launcher, one process speaks
+    main_process = rank() == 0  # under a launcher, one process speaks
 
     def say(line: str) -> None:
         if main_process:

@@ -13,7 +13,6 @@ import dataclasses
 import datetime as _dt
 import hashlib
 import json
-import os
 import shutil
 import statistics
 import time
@@ -38,6 +37,7 @@ from evalkit.train.examples import (
     kfold_rows,
     split_rows,
 )
+from evalkit.train.processes import rank, world_size
 
 RECORD = "training.json"
 WEIGHTS = "adapter_model.safetensors"
@@ -145,16 +145,6 @@ def stale_reason(record: dict[str, Any] | None, folder: Path, expected: dict[str
     return "it was trained by an incompatible evalkit version"
 
 
-def _rank() -> int:
-    """This process's rank under `torchrun` / `accelerate launch` (0 when not distributed)."""
-    return int(os.environ.get("RANK", "0"))
-
-
-def _world_size() -> int:
-    """How many processes train together under `torchrun` / `accelerate launch` (1 when not distributed)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
 def _monitor_folder(reports_dir: Path | None, name: str) -> Path:
     """Where TensorBoard / MLflow get this training's curves: <reports>/training/<adapter>/<UTC time>."""
     stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -207,7 +197,7 @@ def _partial_folder(output: Path, content_hash: str) -> tuple[Path, bool]:
         resumable = json.loads(marker.read_text())["content_hash"] == content_hash
     except (OSError, ValueError, KeyError):
         resumable = False
-    if not resumable and _rank() == 0:  # under torchrun every process gets here; one prepares the folder
+    if not resumable and rank() == 0:  # under torchrun every process gets here; one prepares the folder
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
         marker.write_text(json.dumps({"content_hash": content_hash}))
@@ -263,7 +253,7 @@ def _training_record(
         "best_checkpoint": result.best_checkpoint,
         "best_epoch": result.best_epoch,
         "cross_validation": cross_validation,
-        "processes": _world_size(),
+        "processes": world_size(),
         "global_steps": result.global_step,
         "epochs_run": result.epochs_run,
         "stopped_early": result.stopped_early,
@@ -306,7 +296,7 @@ def _train(
         from evalkit.train.search import SearchContext, search
 
         context = SearchContext(training, resolved.path, partial / "search", notify, progress_bar, callbacks, monitor)
-        best, search_record = search(context, config.search, distributed=_world_size() > 1)
+        best, search_record = search(context, config.search)
         training = dataclasses.replace(training, train=best)
         config = best
         if notify is not None:
@@ -414,7 +404,7 @@ def ensure_adapter(
 
     output = train_spec.output_path
     # Under `torchrun` / `accelerate launch` the launcher coordinates the processes; a file lock would deadlock them.
-    distributed = _world_size() > 1
+    distributed = world_size() > 1
     lock = contextlib.nullcontext() if distributed else file_lock(output.parent / f".{output.name}.lock")
     with lock:
         record = read_record(output)

@@ -21,6 +21,7 @@ from transformers import TrainerCallback
 from evalkit.errors import TrainingError
 from evalkit.spec import SearchRange, SearchSettings, TrainConfig
 from evalkit.train.examples import TrainingSet, kfold_rows, split_rows
+from evalkit.train.processes import world_size
 from evalkit.train.trainer import fit, selection
 
 STUDY_FILE = "search.db"
@@ -221,13 +222,11 @@ def _trial_record(trial: Any) -> dict[str, Any]:
     }
 
 
-def search(
-    context: SearchContext, settings: SearchSettings, *, distributed: bool = False
-) -> tuple[TrainConfig, dict[str, Any]]:
+def search(context: SearchContext, settings: SearchSettings) -> tuple[TrainConfig, dict[str, Any]]:
     """Run (or resume) the search; the best trial's settings as a train config, and what the search did."""
     import optuna
 
-    if distributed:
+    if world_size() > 1:
         raise TrainingError(
             f"adapter '{context.training.train.name}' has a `search:`; a search runs its trials in one process",
             path=context.training.spec.path,

@@ -45,6 +45,7 @@ from evalkit.models import use_safetensors
 from evalkit.spec import TrainConfig
 from evalkit.tasks import StandaloneServices, task_kind
 from evalkit.train.examples import TrainingSet
+from evalkit.train.processes import world_size
 
 IGNORE = -100
 SELECTION_METRIC = "selection"  # validation accuracy, ties broken by the lower validation loss
@@ -375,11 +376,6 @@ def last_complete_checkpoint(checkpoint_dir: Path) -> str | None:
     return None
 
 
-def _world_size() -> int:
-    """How many processes train together (set by torchrun and accelerate launch; 1 otherwise)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
 def _training_arguments(
     config: TrainConfig, train_rows: int, checkpoint_dir: Path, validating: bool
 ) -> tuple[TrainingArguments, int]:
@@ -400,7 +396,7 @@ def _training_arguments(
         data_seed=config.seed,
         bf16=config.precision == "bfloat16",
         # bf16 autocast on the CPU; and several CPU processes (torchrun, accelerate launch) train over gloo
-        use_cpu=not torch.cuda.is_available() and (config.precision == "bfloat16" or _world_size() > 1),
+        use_cpu=not torch.cuda.is_available() and (config.precision == "bfloat16" or world_size() > 1),
         eval_strategy="epoch" if validating else "no",
         save_strategy="epoch",
         save_total_limit=2 if validating else 1,
@@ -532,6 +528,14 @@ def _validator(training: TrainingSet, tokenizer: Any, val_indices: list[int]) ->
     return validate
 
 
+def _validation_callbacks(config: TrainConfig, watch: OverfittingWatch, early_stopping: bool) -> list[TrainerCallback]:
+    """The over-fitting watch, and early stopping when the entry sets a patience."""
+    patience = config.validation.early_stopping_patience
+    if early_stopping and patience:
+        return [watch, EarlyStoppingCallback(early_stopping_patience=patience)]
+    return [watch]
+
+
 def fit(
     training: TrainingSet,
     model_path: Path,
@@ -568,11 +572,7 @@ def fit(
     watch = OverfittingWatch(reporter.label, config.validation.early_stopping_patience or 2, reporter.say)
     extra = [reporter, *callbacks, *monitoring_callbacks(training, monitor_dir)]
     if validating:
-        patience = config.validation.early_stopping_patience
-        extra += (
-            [watch, EarlyStoppingCallback(early_stopping_patience=patience)] if early_stopping and patience else [watch]
-        )
-    validate = _validator(training, tokenizer, val_indices)
+        extra += _validation_callbacks(config, watch, early_stopping)
     trainer = CompletionTrainer(
         model=model,
         args=args,
@@ -580,7 +580,7 @@ def fit(
         eval_dataset=as_dataset(val_indices) if validating else None,
         data_collator=CompletionCollator(tokenizer.pad_token_id),
         callbacks=extra,
-        validate=validate if validating else None,
+        validate=_validator(training, tokenizer, val_indices) if validating else None,
     )
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
