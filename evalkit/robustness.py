@@ -70,7 +70,9 @@ def _as_perturbation(name: str, loaded: object) -> Perturbation:
     return Perturbation(name, loaded, (getattr(loaded, "__doc__", None) or "").strip())  # type: ignore[arg-type]
 
 
-PERTURBATIONS: Registry[Perturbation] = Registry("perturbation", ENTRY_POINT_GROUP, adapt=_as_perturbation)
+PERTURBATIONS: Registry[Perturbation] = Registry(
+    "perturbation", ENTRY_POINT_GROUP, adapt=_as_perturbation, instance_of=Perturbation
+)
 
 
 def register_perturbation(name: str, *, promise: str = "", needs_choices: bool = False):

@@ -54,7 +54,9 @@ def _as_scorer(name: str, loaded: Any) -> ScorerFactory:
     return loaded if isinstance(loaded, ScorerFactory) else ScorerFactory(loaded)
 
 
-SCORERS: Registry[ScorerFactory] = Registry("scorer", ENTRY_POINT_GROUP, adapt=_as_scorer, error=ScorerError)
+SCORERS: Registry[ScorerFactory] = Registry(
+    "scorer", ENTRY_POINT_GROUP, adapt=_as_scorer, error=ScorerError, instance_of=ScorerFactory
+)
 
 
 def register_scorer(name: str, *, needs_target: bool = True) -> Callable[[Factory], Factory]:

@@ -9,44 +9,20 @@ from pathlib import Path
 
 import pytest
 
-from evalkit.backends.base import Backend, ChoiceRequest, GenerateRequest
+from evalkit.backends.base import ChoiceRequest, GenerateRequest
 from evalkit.cache import CachedBackend, ResultCache
 from evalkit.runner import Resources, evaluate_candidate
 from evalkit.suite import load_suite
+from evalkit.testing import RecordingBackend
 from tests.conftest import TICKET_ROWS, write_jsonl
 
 
-class Counting(Backend):
+class Counting(RecordingBackend):
     """A backend that counts the requests it is asked to compute, and how often it is asked to load."""
 
-    def __init__(self, inner) -> None:
-        self.inner = inner
-        self.identity = inner.identity
-        self.tokenizer = inner.tokenizer
-        self.requests = 0
-        self.calls = 0
-        self.loads = 0
-
-    @classmethod
-    def from_config(cls, model, base_dir, *, notify=None):
-        raise NotImplementedError
-
-    def load(self) -> float:
-        self.loads += 1
-        return self.inner.load()
-
-    def apply_chat_template(self, messages):
-        return self.inner.apply_chat_template(messages)
-
-    def score_choices(self, requests):
-        self.calls += 1
-        self.requests += len(requests)
-        return self.inner.score_choices(requests)
-
-    def generate(self, requests):
-        self.calls += 1
-        self.requests += len(requests)
-        return self.inner.generate(requests)
+    @property
+    def requests(self) -> int:
+        return len(self.received)
 
 
 SUITE = """\

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from evalkit.backends.base import Backend, ChoiceResult, GenerateResult, ModelIdentity
+from evalkit.backends.base import Backend
 from evalkit.data import load_dataset
 from evalkit.errors import EvalkitError
 from evalkit.judge import last_grade
 from evalkit.suite import load_suite
 from evalkit.tasks import ScoringServices, prepare
+from evalkit.testing import ScriptedBackend
 
 from .conftest import write_jsonl
 
@@ -30,38 +31,16 @@ RUBRIC = "Question: {{ question }}\nReference: {{ target }}\nAnswer: {{ output }
 PAIRWISE_RUBRIC = "Question: {{ question }}\nFirst: {{ output_a }}\nSecond: {{ output_b }}\nBetter:"
 
 
-class FakeJudge(Backend):
+def FakeJudge(name: str, prefer=None, write=None, tokenizer=None) -> ScriptedBackend:
     """A judge model whose answers a test decides: ``prefer(prompt, continuations)`` gives the index of the
-    continuation it finds most likely, ``write(prompt)`` what it generates."""
+    continuation it finds most likely, ``write(prompt)`` what it generates; ``prompts`` is what it was asked."""
 
-    def __init__(self, name: str, prefer=None, write=None, tokenizer=None) -> None:
-        self.identity = ModelIdentity(f"fake-judge-{name}", "none")
-        self.prefer, self.write, self._tokenizer = prefer, write, tokenizer
-        self.prompts: list[str] = []
+    def answer(asked):
+        if asked.kind == "classify":
+            return asked.choices[prefer(asked.prompt, asked.request.continuations)]
+        return write(asked.prompt)
 
-    @classmethod
-    def from_config(cls, model, base_dir, *, notify=None):
-        raise TypeError("built by the test")
-
-    @property
-    def tokenizer(self):
-        return self._tokenizer
-
-    def apply_chat_template(self, messages) -> str:
-        return "".join(f"<{m['role']}>{m['content']}\n" for m in messages) + "<assistant>"
-
-    def score_choices(self, requests):
-        results = []
-        for r in requests:
-            self.prompts.append(r.context)
-            best = self.prefer(r.context, r.continuations)
-            logprobs = tuple(-0.1 if i == best else -3.0 for i in range(len(r.continuations)))
-            results.append(ChoiceResult(logprobs, (False,) * len(logprobs), 10, (1,) * len(logprobs)))
-        return results
-
-    def generate(self, requests):
-        self.prompts += [r.prompt for r in requests]
-        return [GenerateResult(self.write(r.prompt), 10, 5) for r in requests]
+    return ScriptedBackend(answer, name=f"fake-judge-{name}", tokenizer=tokenizer)
 
 
 def _answer_in(prompt: str, label: str = "Answer") -> str:

@@ -5,18 +5,17 @@ from __future__ import annotations
 import json
 import string
 import textwrap
-from collections.abc import Sequence
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from evalkit import robustness
-from evalkit.backends.base import Backend, ChoiceRequest, ChoiceResult, ModelIdentity
 from evalkit.errors import SuiteError
 from evalkit.robustness import DISTRACTORS, apply_typo, perturbations, register_perturbation, search
 from evalkit.runner import Resources, evaluate_candidate
 from evalkit.suite import load_suite
+from evalkit.testing import ScriptedBackend
 from tests.conftest import write_jsonl
 
 TEXT = "the quick brown fox jumps"
@@ -230,32 +229,9 @@ def test_custom_perturbations_by_decorator_and_entry_point(monkeypatch):
         robustness.PERTURBATIONS.remove("reverse")
 
 
-class BangBackend(Backend):
+def BangBackend() -> ScriptedBackend:
     """Answers 'no' unless the prompt holds '!': a model that an exclamation mark flips."""
-
-    identity = ModelIdentity("bang", "float32")
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    @classmethod
-    def from_config(cls, model, base_dir, *, notify=None):
-        return cls()
-
-    def generate(self, requests):
-        raise NotImplementedError
-
-    def apply_chat_template(self, messages):
-        return messages[-1]["content"]
-
-    def score_choices(self, requests: Sequence[ChoiceRequest]):
-        self.calls += len(requests)
-        out = []
-        for r in requests:
-            yes = "!" in r.context
-            logprobs = tuple(-0.1 if (c.strip() == "yes") == yes else -2.0 for c in r.continuations)
-            out.append(ChoiceResult(logprobs, (False,) * len(logprobs), 3, (1,) * len(logprobs)))
-        return out
+    return ScriptedBackend(lambda asked: "yes" if "!" in asked.prompt else "no", miss=-2.0)
 
 
 def _suite(tmp_path, robustness_yaml: str, thresholds: str = "") -> object:

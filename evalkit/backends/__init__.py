@@ -1,6 +1,6 @@
-"""Model backends, found by name: ``hf`` (in process, transformers + peft) and ``openai`` (a model behind an
-OpenAI-compatible server) are built in; other packages register theirs under the ``evalkit.backends``
-entry-point group.
+"""Model backends, found by name: ``hf`` (in process, transformers + peft), ``openai`` (a model behind an
+OpenAI-compatible server) and ``scripted`` (the test double of :mod:`evalkit.testing`) are built in; other
+packages register theirs under the ``evalkit.backends`` entry-point group.
 
 :mod:`evalkit.backends.base` defines the interface and the batch-first request and result types.
 """
@@ -15,7 +15,8 @@ from evalkit.backends.base import BACKENDS, Backend, ModelConfig, Notify
 def backend_names() -> list[str]:
     """Every backend a suite may name, the built-in ones included."""
     import evalkit.backends.hf  # registers itself; cheap: torch loads with the weights
-    import evalkit.backends.served  # noqa: F401  (the openai backend; its client loads on the first request)
+    import evalkit.backends.served  # the openai backend; its client loads on the first request
+    import evalkit.testing  # noqa: F401  (the scripted backend)
 
     return BACKENDS.names()
 

@@ -207,7 +207,7 @@ class Backend(ABC):
 
 
 B = TypeVar("B", bound=type[Backend])
-BACKENDS: Registry[type[Backend]] = Registry("backend", ENTRY_POINT_GROUP, error=ModelError)
+BACKENDS: Registry[type[Backend]] = Registry("backend", ENTRY_POINT_GROUP, error=ModelError, subclass_of=Backend)
 
 
 def register_backend(name: str) -> Callable[[B], B]:
