@@ -79,6 +79,15 @@ def _type(node: dict[str, Any], defs: dict[str, Any]) -> str:
     return str(kind)
 
 
+_KEYS = {"suites": "<suite>", "metrics": "<metric>"}
+
+
+def _text(description: str) -> str:
+    """A docstring as one markdown line: RST's double backticks and roles made plain."""
+    text = re.sub(r":\w+:`([^`]+)`", r"`\1`", description.replace("\n", " "))
+    return re.sub(r"``([^`]+)``", r"`\1`", text).replace("|", "/")
+
+
 def _nested(node: dict[str, Any], defs: dict[str, Any], path: str) -> tuple[str, dict[str, Any]] | None:
     """The path and schema of the model ``node`` holds (directly, as a mapping's values, or a list's items)."""
     if "$ref" in node:
@@ -88,9 +97,8 @@ def _nested(node: dict[str, Any], defs: dict[str, Any], path: str) -> tuple[str,
         if found:
             return found
     if node.get("type") == "object" and isinstance(node.get("additionalProperties"), dict):
-        key = {"suites": "<suite>"}.get(path.rsplit(".", 1)[-1], "<key>")
-        if path.endswith("<suite>"):
-            key = "<candidate>"
+        last = path.rsplit(".", 1)[-1]
+        key = "<candidate>" if last in ("<suite>", "candidates") else _KEYS.get(last, "<key>")
         return _nested(node["additionalProperties"], defs, f"{path}.{key}")
     if node.get("type") == "array" and isinstance(node.get("items"), dict):
         return _nested(node["items"], defs, f"{path}[]")
@@ -105,10 +113,10 @@ def _rows(schema: dict[str, Any], defs: dict[str, Any], models: dict[str, type],
         path = f"{prefix}.{name}" if prefix else name
         described = node.get("description") or comments.get(name, "")
         nested = _nested(node, defs, path)
-        if nested and not described:
-            described = (nested[1].get("description") or "").replace("\n", " ")
+        if nested and not described and nested[0] == path:  # the model itself, not a mapping or list of it
+            described = nested[1].get("description") or ""
         needed = "yes" if name in required else ""
-        rows.append(f"| `{path}` | {_type(node, defs)} | {needed} | {described.replace('|', '/')} |")
+        rows.append(f"| `{path}` | {_type(node, defs)} | {needed} | {_text(described)} |")
         if nested:
             rows += _rows(nested[1], defs, models, nested[0])
     return rows
@@ -133,7 +141,7 @@ def record_tables() -> str:
     out = []
     for title, model in sections:
         schema = record.json_schema(model)
-        doc = (schema.get("description") or "").replace("\n", " ")
+        doc = _text(schema.get("description") or "")
         out += [
             f"### {title}",
             "",

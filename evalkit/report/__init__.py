@@ -1,2 +1,2 @@
-"""Reports, each a pure function of the run record: the terminal tables, summary.md, report.html, and the
-writer of a run folder."""
+"""Reports: summary.md and report.html are pure functions of the run record, while the terminal tables and
+the JUnit properties are rendered from each candidate's `CandidateResult`, and writer.py writes a run folder."""
