@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,56 @@ class Dataset:
         return {"path": self.path, "row": row.number}
 
 
+def printable_path(path: str | Path, keep: int = 60) -> str:
+    """``path`` as an error message shows it: a NUL byte written ``\\x00``, and a very long path shortened
+    to its first and last characters."""
+    text = os.fspath(path).replace("\x00", "\\x00")
+    if len(text) <= keep:
+        return text
+    return f"{text[: keep // 2]}...{text[-(keep // 3) :]}"
+
+
+def _fs_limits(path: Path) -> tuple[int, int]:
+    """The longest file name and the longest path the file system holding ``path`` (or its nearest existing
+    parent) allows, in bytes."""
+    folder = path if path.is_absolute() else Path.cwd() / path
+    for candidate in (folder, *folder.parents):
+        try:
+            if len(os.fsencode(candidate)) < 4096 and candidate.is_dir():
+                return os.pathconf(candidate, "PC_NAME_MAX"), os.pathconf(candidate, "PC_PATH_MAX")
+        except (OSError, ValueError):
+            continue
+    return 255, 4096
+
+
+def refused_path(path: str | Path) -> tuple[str, str] | None:
+    """Why the operating system refuses ``path`` whatever the disk holds (a NUL byte; a name or a path
+    longer than the file system allows), as (what is wrong, the fix); None for a path it accepts."""
+    text = os.fspath(path)
+    if "\x00" in text:
+        return (
+            "contains a NUL byte (\\x00), which no file name can hold",
+            "remove the NUL byte from the path (in a double-quoted YAML string it is written \\0 or \\x00)",
+        )
+    try:
+        whole = len(os.fsencode(os.path.abspath(text)))
+    except UnicodeEncodeError:
+        return "cannot be encoded for this file system", "use a path of plain characters"
+    name_max, path_max = _fs_limits(Path(text))
+    longest = max((len(os.fsencode(part)) for part in Path(text).parts), default=0)
+    if longest > name_max:
+        return (
+            f"has a file or folder name {longest:,} bytes long; the file system allows at most {name_max:,}",
+            f"shorten that name to at most {name_max:,} bytes",
+        )
+    if whole >= path_max:  # the limit counts the terminating NUL byte
+        return (
+            f"is {whole:,} bytes long once resolved; the file system allows at most {path_max - 1:,}",
+            "use a shorter path (fewer or shorter folder names)",
+        )
+    return None
+
+
 def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
 
@@ -50,6 +101,10 @@ def row_hash(fields: dict[str, Any]) -> str:
 
 def load_dataset(path: str | Path, *, limit: int | None = None, id_field: str = "id") -> Dataset:
     """Load the rows of ``path`` (the first ``limit`` if given); raise DatasetError naming the line or row."""
+    refused = refused_path(path)
+    if refused is not None:
+        problem, fix = refused
+        raise DatasetError(f"dataset path {problem}", path=printable_path(path), fix=fix)
     path = Path(path)
     if not path.exists():
         raise DatasetError("dataset does not exist", path=path, fix=f"create it, or point `path:` at a {SUPPORTED}")

@@ -34,7 +34,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from evalkit.backends.base import Backend, ChoiceRequest, GenerateRequest, ModelConfig, StrictModel
-from evalkit.data import Dataset, Row, load_dataset
+from evalkit.data import Dataset, Row, load_dataset, printable_path, refused_path
 from evalkit.errors import DatasetError, ScorerError, TemplateError, did_you_mean, shown_path
 from evalkit.prompts import PromptTemplate
 from evalkit.scoring import Score, ScorerFactory
@@ -226,6 +226,10 @@ class Judge(ModelGradedScorer):
     def _existing(self, relative: str, key: str, what: str) -> Path:
         """``relative`` resolved against the suite's folder; TaskProblem at ``key`` when nothing is there."""
         path = self.base_dir / relative
+        refused = refused_path(path)
+        if refused is not None:
+            problem, fix = refused
+            raise TaskProblem(f"{what} '{printable_path(relative)}' {problem}", "task", "scorer", key, fix=fix)
         if not path.exists():
             raise TaskProblem(
                 f"{what} '{relative}' does not exist",

@@ -12,6 +12,7 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
+from evalkit.data import printable_path, refused_path
 from evalkit.errors import TemplateError, did_you_mean
 
 MAX_RESULT = 1_000_000  # items a template's `*` may build (a prompt is far shorter)
@@ -86,6 +87,10 @@ class PromptTemplate:
 
     @classmethod
     def from_file(cls, path: Path) -> PromptTemplate:
+        refused = refused_path(path)
+        if refused is not None:  # a NUL byte, or a name too long: the OS cannot even look it up
+            problem, fix = refused
+            raise TemplateError(f"template path {problem}", path=printable_path(path), fix=fix)
         try:
             source = path.read_text(encoding="utf-8")
         except OSError as exc:

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from evalkit.backends import backend_class, backend_names
 from evalkit.backends.base import BACKENDS
+from evalkit.data import printable_path, refused_path
 from evalkit.errors import ModelError, SuiteError, ThresholdError, did_you_mean, did_you_mean_path, shown_path
 from evalkit.gate import Threshold, parse_threshold
 from evalkit.spec import (
@@ -202,7 +203,16 @@ class _Reader:
     def error(self, message: str, *loc: Any, fix: str | None = None) -> SuiteError:
         return SuiteError(message, path=self.path, line=self.line(*loc), fix=fix)
 
+    def usable_path(self, relative: str, *loc: Any, what: str) -> None:
+        """A SuiteError at ``loc`` when the operating system refuses the path outright (a NUL byte, a name
+        or a path too long for the file system)."""
+        refused = refused_path(self.base / relative)
+        if refused is not None:
+            problem, fix = refused
+            raise self.error(f"{what} '{printable_path(relative)}' {problem}", *loc, fix=fix)
+
     def existing(self, relative: str, *loc: Any, what: str) -> Path:
+        self.usable_path(relative, *loc, what=what)
         resolved = (self.base / relative).resolve()
         if not resolved.exists():
             raise self.error(
@@ -250,6 +260,7 @@ def _train_specs(reader: _Reader, config: SuiteConfig) -> dict[str, TrainSpec]:
         reader.existing(tc.data, "train", name, "data", what="training data")
         if tc.prompt:
             reader.existing(tc.prompt, "train", name, "prompt", what="prompt template")
+        reader.usable_path(tc.output, "train", name, "output", what="adapter folder")
         if tc.output_path in outputs:
             raise reader.error(
                 f"adapters '{outputs[tc.output_path]}' and '{name}' are both written to {tc.output_path}",
@@ -428,6 +439,8 @@ def _check_backend(reader: _Reader, model: ModelConfig, *at: str | int) -> None:
             "backend",
             fix=f"other backends register under the '{BACKENDS.group}' entry-point group",
         )
+    if backend == "hf":  # an alias, a hub id or a folder: a folder's path must be one the OS accepts
+        reader.usable_path(model.name, *at, "name", what="model")
     try:
         settings = backend_class(backend).Settings
     except ModelError as exc:  # its package failed to import

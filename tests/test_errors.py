@@ -214,6 +214,8 @@ CASES = [
     Case("duplicate-suite", replace=(("suite: tickets", "suite: support"),)),
     Case("unknown-candidate", replace=(('  accuracy: ">= 0"', '  plian: {accuracy: ">= 0"}'),)),
     Case("prompt-missing", replace=(("prompts/plain.j2", "prompts/plian.j2"),)),
+    Case("path-nul-byte", replace=(("  path: data/tickets.jsonl", '  path: "data/tick\\0ets.jsonl"'),)),
+    Case("path-too-long", replace=(("prompts/plain.j2", "prompts/" + "p" * 5000 + ".j2"),)),
     Case(
         "template-injection",
         fails="plain",

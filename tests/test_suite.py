@@ -245,3 +245,123 @@ def test_a_valid_suite_with_one_value_replaced_parses_or_raises_suite_error(suit
 )
 def test_arbitrary_suite_text_parses_or_raises_suite_error(suite_dir, tiny_model, text):
     _parses_or_raises_suite_error(suite_dir, text)
+
+
+# Paths the operating system refuses outright: a NUL byte, or a name longer than the file system allows.
+NUL_FIX = "\n  fix: remove the NUL byte from the path (in a double-quoted YAML string it is written \\0 or \\x00)"
+LONG_NAME = "a" * 5000  # ext4, tmpfs, xfs and btrfs all allow 255 bytes in one name
+LONG_FIX = "\n  fix: shorten that name to at most 255 bytes"
+PLAIN = 'plain: {template: "Ticket: {{ text }}\\nCategory:"}'
+TRAIN = (
+    "train:\n  lora:\n    output: OUTPUT\n    data: DATA\n    template: 'Ticket: {{ text }}'\n"
+    "    lora: {r: 4, alpha: 8, target_modules: [q_proj]}\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("replace", "expected"),
+    [
+        (
+            ("data/tickets.jsonl", '"data/tick\\0ets.jsonl"'),
+            ":3: dataset 'data/tick\\x00ets.jsonl' contains a NUL byte (\\x00), which no file name can hold" + NUL_FIX,
+        ),
+        (
+            ("data/tickets.jsonl", f"data/{LONG_NAME}.jsonl"),
+            ":3: dataset 'data/aaaaaaaaaaaaaaaaaaaaaaaaa...aaaaaaaaaaaaaa.jsonl' has a file or folder name 5,006 bytes "
+            "long; the file system allows at most 255" + LONG_FIX,
+        ),
+        (
+            (PLAIN, 'plain: {prompt: "prompts/pla\\x00in.j2"}'),
+            ":6: prompt template 'prompts/pla\\x00in.j2' contains a NUL byte (\\x00), which no file name can hold"
+            + NUL_FIX,
+        ),
+        (
+            (PLAIN, f"plain: {{prompt: prompts/{LONG_NAME}.j2}}"),
+            ":6: prompt template 'prompts/aaaaaaaaaaaaaaaaaaaaaa...aaaaaaaaaaaaaaaaa.j2' has a file or folder name "
+            "5,003 bytes long; the file system allows at most 255" + LONG_FIX,
+        ),
+        (
+            (PLAIN, PLAIN[:-1] + ', fewshot: {path: "data/\\0.jsonl", k: 2}}'),
+            ":6: few-shot dataset 'data/\\x00.jsonl' contains a NUL byte (\\x00), which no file name can hold"
+            + NUL_FIX,
+        ),
+        (
+            (
+                "candidates:",
+                TRAIN.replace("OUTPUT", "adapters/lora").replace("DATA", '"train\\0.jsonl"') + "candidates:",
+            ),
+            ":8: training data 'train\\x00.jsonl' contains a NUL byte (\\x00), which no file name can hold" + NUL_FIX,
+        ),
+        (
+            (
+                "candidates:",
+                TRAIN.replace("OUTPUT", f"adapters/{LONG_NAME}").replace("DATA", "data/tickets.jsonl") + "candidates:",
+            ),
+            ":7: adapter folder 'adapters/aaaaaaaaaaaaaaaaaaaaa...aaaaaaaaaaaaaaaaaaaa' has a file or folder name 5,000 "
+            "bytes long; the file system allows at most 255" + LONG_FIX,
+        ),
+        (
+            (
+                "task: {kind: classify, choices: [billing, technical, account, shipping, other], target: label}",
+                'task: {kind: generate, scorer: {name: judge, model: TINY_MODEL, rubric: "judge\\0.j2"}}',
+            ),
+            ":4: judge rubric 'judge\\x00.j2' contains a NUL byte (\\x00), which no file name can hold" + NUL_FIX,
+        ),
+        (
+            ("model: TINY_MODEL", f"model: ../models/{LONG_NAME}"),
+            ":2: model '../models/aaaaaaaaaaaaaaaaaaaa...aaaaaaaaaaaaaaaaaaaa' has a file or folder name 5,000 bytes "
+            "long; the file system allows at most 255" + LONG_FIX,
+        ),
+        (
+            ("model: TINY_MODEL", 'model: {name: "../models/ti\\0ny", dtype: float32}'),
+            ":2: model '../models/ti\\x00ny' contains a NUL byte (\\x00), which no file name can hold" + NUL_FIX,
+        ),
+    ],
+    ids=[
+        "dataset-nul",
+        "dataset-long",
+        "prompt-nul",
+        "prompt-long",
+        "fewshot-nul",
+        "train-nul",
+        "output-long",
+        "rubric-nul",
+        "model-long",
+        "model-nul",
+    ],
+)
+def test_paths_the_operating_system_refuses_name_the_line(suite_dir, replace, expected):
+    old, new = replace
+    assert old in BASE
+    message = error_for(suite_dir, BASE.replace(old, new))
+    assert message == f"{suite_dir.root / 'tickets.eval.yaml'}{expected}"
+
+
+def test_the_loaders_refuse_such_paths_with_the_same_message(tmp_path, monkeypatch):
+    from evalkit.data import load_dataset
+    from evalkit.errors import DatasetError, TemplateError
+    from evalkit.prompts import PromptTemplate
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DatasetError) as err:
+        load_dataset("data\x00.jsonl")
+    assert str(err.value) == (
+        "data\\x00.jsonl: dataset path contains a NUL byte (\\x00), which no file name can hold" + NUL_FIX
+    )
+    with pytest.raises(DatasetError) as err:
+        load_dataset(Path(LONG_NAME + ".csv"))
+    assert str(err.value) == (
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...aaaaaaaaaaaaaaaa.csv: dataset path has a file or folder name 5,004 bytes "
+        "long; the file system allows at most 255" + LONG_FIX
+    )
+    with pytest.raises(TemplateError) as err:
+        PromptTemplate.from_file(Path("prompts") / f"{LONG_NAME}.j2")
+    assert str(err.value) == (
+        "prompts/aaaaaaaaaaaaaaaaaaaaaa...aaaaaaaaaaaaaaaaa.j2: template path has a file or folder name 5,003 bytes long; the file system allows at most 255"
+        + LONG_FIX
+    )
+    with pytest.raises(TemplateError) as err:
+        PromptTemplate.from_file(Path("p\x00.j2"))
+    assert (
+        str(err.value) == "p\\x00.j2: template path contains a NUL byte (\\x00), which no file name can hold" + NUL_FIX
+    )
