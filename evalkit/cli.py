@@ -160,6 +160,38 @@ def _history(args: argparse.Namespace) -> int:
     return 0
 
 
+def _init(args: argparse.Namespace) -> int:
+    from evalkit.starter import next_command, write_starter
+
+    written, shape = write_starter(args.data_file, name=args.name, model=args.model, force=args.force)
+    if args.data_file is not None:
+        fields = ", ".join(shape.fields)
+        labels = f"; label set of `{shape.target}`: {', '.join(shape.labels)}" if shape.kind == "classify" else ""
+        print(f"read {args.data_file}: fields {fields}{labels}")
+    print("wrote:")
+    width = max(len(str(w.path)) for w in written)
+    for w in written:
+        print(f"  {w.path!s:<{width}}  {w.what}")
+    print(f"next: {next_command(written)}")
+    return 0
+
+
+def _add_init_command(commands: Any) -> None:
+    init = commands.add_parser(
+        "init",
+        help="write a starter suite, prompt and threshold (into suites/ and prompts/) from a data file",
+        description="Write suites/NAME.eval.yaml and prompts/NAME.j2 in the current folder from DATA_FILE's "
+        "fields: a classify task when a field has a few distinct values (its label set becomes the choices), "
+        "else a generate task scored by exact match on a target field. Without DATA_FILE, a tiny example "
+        "dataset is written too (suites/data/example.jsonl). Existing files are never overwritten without --force.",
+    )
+    init.add_argument("data_file", metavar="DATA_FILE", nargs="?", help="golden rows: .jsonl, .json, .csv or .parquet")
+    init.add_argument("--name", help="the suite's name and file names (default: the data file's name, or example)")
+    init.add_argument("--model", default="smollm2-135m-instruct", help="the suite's model: an alias or a local folder")
+    init.add_argument("--force", action="store_true", help="overwrite files that already exist")
+    init.set_defaults(func=_init)
+
+
 def _add_train_command(commands: Any) -> None:
     train = commands.add_parser("train", help="train a suite's adapters when missing or stale")
     train.add_argument("suite", help="suite file (*.eval.yaml) with a `train:` section")
@@ -190,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     prepare = commands.add_parser("prepare", help="resolve a model now (converts the embedded default once)")
     prepare.add_argument("model", nargs="?", default="smollm2-135m-instruct")
     prepare.set_defaults(func=_prepare)
+    _add_init_command(commands)
     _add_train_command(commands)
     diff = commands.add_parser(
         "diff",
