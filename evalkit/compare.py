@@ -90,7 +90,7 @@ class Snapshot:
             result.task,
             result.n,
             dict(result.metrics),
-            hashes_of(result.header()),
+            result.hashes(),
             outcomes,
         )
 

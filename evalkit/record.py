@@ -15,8 +15,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-RUN_SCHEMA_VERSION = 2  # 2: baseline comparisons, run ids, repeats (pass_rate)
-READABLE_RUN_VERSIONS = (1, 2)
+RUN_SCHEMA_VERSION = 3  # 2: baseline comparisons, run ids, repeats (pass_rate); 3: per-row choices by position
+READABLE_RUN_VERSIONS = (1, 2, 3)
 BASELINE_KIND = "evalkit-baseline"
 BASELINE_VERSION = 1
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import subprocess
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from evalkit.record import READABLE_RUN_VERSIONS, RUN_SCHEMA_VERSION, ExampleRow, RunRecord, parse_json, schema_problem
+from evalkit.verdict import Verdict
 
 SCHEMA_VERSION = RUN_SCHEMA_VERSION
 READABLE_VERSIONS = READABLE_RUN_VERSIONS
@@ -91,10 +93,33 @@ class CandidateResult:
             cost["adapter_bytes"] = self.adapter["adapter_bytes"]
         return cost
 
+    @property
+    def verdict(self) -> Verdict:
+        """Whether it passed, and what decided it (as every report says it)."""
+        return Verdict.of({"failures": self.failures, "baseline": self.baseline})
+
+    def hashes(self) -> dict[str, str | None]:
+        """What produced this result, by content hash: dataset, template, prompts, model, adapter, judge."""
+        from evalkit.compare import hashes_of
+
+        return hashes_of(
+            {
+                "dataset_hash": self.dataset_hash,
+                "template_sha256": self.template_sha256,
+                "prompts_sha256": self.prompts_sha256,
+                "model_fingerprint": self.model_fingerprint,
+                "adapter": self.adapter,
+                "judge": self.judge,
+            }
+        )
+
     def header(self) -> dict[str, Any]:
-        """Everything but the per-example rows (what results.json holds per candidate)."""
-        data = asdict(self)
-        data.pop("examples")
+        """Everything but the per-example rows (what results.json holds per candidate).
+
+        Built in time independent of the rows: the examples are not visited, and the nested values (metrics,
+        the comparison, the adapter's curves, ...) are the result's own, not copies, so a reader of the
+        header must not change them."""
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "examples"}
         data["ci95"] = {k: list(v) for k, v in self.ci95.items()}
         data["passed"] = self.passed
         data["cost"] = self.cost
@@ -140,12 +165,43 @@ def build_record(header: dict[str, Any], results: list[CandidateResult], prices:
     return record
 
 
-def example_rows(results: list[CandidateResult]) -> list[dict[str, Any]]:
-    """The rows of ``examples.jsonl``: one per example and candidate."""
-    return [{"suite": r.suite, "candidate": r.candidate, **asdict(ex)} for r in results for ex in r.examples]
+class ExampleRows:
+    """The rows of ``examples.jsonl``, one per example and candidate, made as they are read: each pass over
+    them builds one row at a time, so writing 20,000 of them never holds 20,000 row dicts at once."""
+
+    def __init__(self, results: Iterable[CandidateResult]) -> None:
+        self.results = list(results)
+
+    def __len__(self) -> int:
+        return sum(len(r.examples) for r in self.results)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for r in self.results:
+            for ex in r.examples:
+                yield {"suite": r.suite, "candidate": r.candidate, **_example_dict(ex)}
 
 
-def rows_by_candidate(rows: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+def _example_dict(example: ExampleResult) -> dict[str, Any]:
+    """An example as a plain dict, without ``asdict``'s deep copy (its details are shared, not copied)."""
+    return {
+        "id": example.id,
+        "row": example.row,
+        "prompt": example.prompt,
+        "output": example.output,
+        "target": example.target,
+        "correct": example.correct,
+        "score": example.score,
+        "details": example.details,
+        "pass_rate": example.pass_rate,
+    }
+
+
+def example_rows(results: Iterable[CandidateResult]) -> ExampleRows:
+    """The rows of ``examples.jsonl``: one per example and candidate (see :class:`ExampleRows`)."""
+    return ExampleRows(results)
+
+
+def rows_by_candidate(rows: Iterable[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
     """``examples.jsonl`` rows grouped by (suite, candidate), in file order."""
     grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in rows:
@@ -183,7 +239,7 @@ def _read_record(results_path: Path) -> dict[str, Any]:
     record = parse_json(text, path=results_path, what="run record", fix=_DAMAGED)
     version = record.get("schema_version") if isinstance(record, dict) else None
     if version not in READABLE_VERSIONS:
-        readable = " and ".join(map(str, READABLE_VERSIONS))
+        readable = ", ".join(map(str, READABLE_VERSIONS[:-1])) + f" and {READABLE_VERSIONS[-1]}"
         raise EvalkitError(
             f"the run record has schema_version {version!r}; this evalkit reads {readable}",
             path=results_path,

@@ -97,6 +97,7 @@ class EvalSession:
     report_error: str | None = None  # why the run record or the baseline could not be written
     prices: Any = None  # the cost model (evalkit.costs.CostModel) that prices each candidate; None: no prices
     progress: Callable[[str], Any] | None = None  # a live line per candidate (evalkit.progress), on a terminal
+    run_record: dict[str, Any] | None = None  # results.json as written, built once at the end of the run
 
     @property
     def baseline_file(self) -> Path:
@@ -290,8 +291,9 @@ class EvalSession:
         lines += [(m.describe(), None) for m in self.models]
         if self.limit:
             lines.append((f"only the first {self.limit} rows of each suite (--evalkit-limit)", None))
-        ordered = sorted(self.results.values(), key=lambda r: (r.suite, r.candidate))
-        for table in suite_tables(ordered, build_record({}, ordered, self.prices).get("costs")):
+        ordered = self._ordered()
+        record = self.run_record if self.run_record is not None else build_record({}, ordered, self.prices)
+        for table in suite_tables(ordered, record.get("costs")):
             lines += [("", None), (table, None)]
         lines.append(("", None))
         if self.update_baseline is not None and self.report_error is None:
@@ -328,7 +330,7 @@ class EvalSession:
         header = run_header(self.root, self.started, finished)
         header["run_id"] = new_run_id(self.reports_dir / "runs", self.started)
         header["row_limit"] = self.limit
-        ordered = sorted(self.results.values(), key=lambda r: (r.suite, r.candidate))
+        ordered = self._ordered()
         baseline_error = None
         header["baseline"] = {"path": self._shown(self.baseline_file), "updated": False}
         if self.update_baseline is not None:
@@ -337,13 +339,9 @@ class EvalSession:
                 header["baseline"].update(updated=True, mode=self.update_baseline, candidates=written)
             except EvalkitError as error:
                 baseline_error = error
+        self.run_record = build_record(header, ordered, self.prices)  # once: every report reads this one
         try:
-            self.written = write_run(
-                self.reports_dir,
-                build_record(header, ordered, self.prices),
-                example_rows(ordered),
-                keep_runs=self.keep_runs,
-            )
+            self.written = write_run(self.reports_dir, self.run_record, example_rows(ordered), keep_runs=self.keep_runs)
         except OSError as exc:
             raise EvalkitError(
                 f"cannot write the run record: {exc.strerror}",
@@ -353,6 +351,9 @@ class EvalSession:
         if baseline_error is not None:
             raise baseline_error
         return self.written
+
+    def _ordered(self) -> list[CandidateResult]:
+        return sorted(self.results.values(), key=lambda r: (r.suite, r.candidate))
 
     def _shown(self, path: Path) -> str:
         try:

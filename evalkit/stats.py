@@ -180,3 +180,36 @@ def confusion(gold: Sequence[str], predicted: Sequence[str], labels: Sequence[st
             "support": support,
         }
     return {"labels": list(labels), "matrix": matrix, "per_label": per_label}
+
+
+def position_name(index: int) -> str:
+    """A choice's position as a reader names it: A, B, C, ... (then 27, 28, ... past Z)."""
+    return chr(ord("A") + index) if index < 26 else str(index + 1)
+
+
+def by_position(gold: Sequence[int], predicted: Sequence[int]) -> dict[str, Any]:
+    """For choices that come with each row: accuracy by the gold answer's position, and how often each
+    position was chosen (a model that favours one position shows it here). Its size grows with the most
+    choices a row has, never with the rows or the distinct choice texts."""
+    positions = max([*gold, *predicted], default=-1) + 1
+    at_gold = [0] * positions
+    right = [0] * positions
+    chosen = [0] * positions
+    for g, p in zip(gold, predicted):
+        at_gold[g] += 1
+        chosen[p] += 1
+        right[g] += g == p
+    return {
+        "positions": [
+            {
+                "position": position_name(i),
+                "gold": at_gold[i],
+                "correct": right[i],
+                "accuracy": right[i] / at_gold[i] if at_gold[i] else None,
+                "chosen": chosen[i],
+                "chosen_share": chosen[i] / len(predicted) if predicted else 0.0,
+            }
+            for i in range(positions)
+        ],
+        "wrong": sum(g != p for g, p in zip(gold, predicted)),
+    }

@@ -245,7 +245,7 @@ def test_diff_names_a_missing_run(tmp_path, capsys):
     assert "no run 'nope'" in err and "20261121T100000Z" in err
     (reports / "latest" / "results.json").write_text('{"schema_version": 99}')
     assert cli(["diff", "20261120T100000Z", "latest", "--reports", str(reports)]) == 2
-    assert "schema_version 99; this evalkit reads 1 and 2" in capsys.readouterr().err
+    assert "schema_version 99; this evalkit reads 1, 2 and 3" in capsys.readouterr().err
 
 
 def test_run_folders_are_pruned_to_the_newest(tmp_path):

@@ -87,7 +87,7 @@ def test_thresholds_pass_and_fail_with_a_clear_message(project):
 def test_run_record_holds_metrics_and_rendered_examples(project, tiny_backend):
     project.runpytest()
     record = read_results(project)
-    assert record["schema_version"] == 2
+    assert record["schema_version"] == 3
     assert record["run"]["evalkit_version"] == "0.1.0"
     good = record["suites"]["tickets"]["good"]
     assert good["n"] == 6 and good["passed"] is True and good["thresholds"] == {"accuracy": ">= 0"}

@@ -1,11 +1,14 @@
-"""``report.html``: one self-contained page (no network, no scripts) for a run.
+"""``report.html``: one self-contained page (no network, no external script) for a run.
 
 Rendered by Jinja2 with autoescaping, so model output always shows as text; a Content-Security-Policy
-that allows no script is a second line of defence. Charts are inline SVG computed here.
+that allows only the page's own script (by its hash) is a second line of defence. Charts are inline SVG
+computed here. Each candidate's examples are embedded once, as JSON, and paged and searched by that one
+script, so the page opens as fast with 20,000 examples as with 20.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from evalkit.report.view import CandidateView, RunView, build_view
@@ -296,4 +299,122 @@ def render_html(record: dict[str, Any], rows: list[dict[str, Any]], history: dic
                 "curves": _adapter_curves(suite.candidates),
             }
         )
-    return _environment().get_template("report.html.j2").render(view=view, suites=suites)
+    tables = [(f"c{i}", c) for i, c in enumerate(c for s in view.suites for c in s.candidates)]
+    return (
+        _environment()
+        .get_template("report.html.j2")
+        .render(
+            view=view,
+            suites=suites,
+            example_tables={f"{c.suite}::{c.name}": key for key, c in tables},
+            examples_json=examples_json(tables),
+            script=EXAMPLES_SCRIPT,
+            script_hash=_script_hash(EXAMPLES_SCRIPT),
+        )
+    )
+
+
+# The one script of the page: it pages and searches each candidate's examples, from data embedded once as
+# JSON, and only ever writes text (textContent), never markup. It runs under a Content-Security-Policy that
+# names its hash, so no other script can run; it removes the data and itself once read.
+EXAMPLES_SCRIPT = """
+(function () {
+  var holder = document.getElementById("evalkit-examples");
+  var data = JSON.parse(holder.textContent);
+  holder.remove();
+  var PAGE = 50;
+  function cell(tr, text, className) {
+    var td = document.createElement("td");
+    if (className) td.className = className;
+    var pre = document.createElement("pre");
+    pre.textContent = text;
+    td.appendChild(pre);
+    tr.appendChild(td);
+  }
+  document.querySelectorAll("details.examples").forEach(function (box) {
+    var rows = data[box.dataset.key] || [];
+    var search = box.querySelector("input.search"), wrong = box.querySelector("input.wrong-only");
+    var body = box.querySelector("tbody"), count = box.querySelector(".count");
+    var prev = box.querySelector("button.prev"), next = box.querySelector("button.next");
+    var shown = rows, page = 0;
+    function draw() {
+      var start = page * PAGE, rowsShown = shown.slice(start, start + PAGE);
+      body.replaceChildren();
+      rowsShown.forEach(function (r) {
+        var tr = document.createElement("tr");
+        tr.className = r[1] ? "right" : "wrong";
+        cell(tr, r[0]);
+        cell(tr, r[1] ? "right" : "wrong", r[1] ? "pass" : "fail");
+        cell(tr, r[2], "output");
+        cell(tr, r[3]);
+        cell(tr, r[4]);
+        body.appendChild(tr);
+      });
+      count.textContent = shown.length
+        ? "examples " + (start + 1) + "-" + (start + rowsShown.length) + " of " + shown.length
+        : "no example matches";
+      prev.disabled = page === 0;
+      next.disabled = start + PAGE >= shown.length;
+    }
+    function filter() {
+      var q = search.value.toLowerCase();
+      shown = rows.filter(function (r) {
+        if (wrong.checked && r[1]) return false;
+        if (!q) return true;
+        if (r.text === undefined) r.text = [r[0], r[2], r[3], r[4]].join("\\n").toLowerCase();
+        return r.text.indexOf(q) >= 0;
+      });
+      page = 0;
+      draw();
+    }
+    search.addEventListener("input", filter);
+    wrong.addEventListener("change", filter);
+    prev.addEventListener("click", function () { page -= 1; draw(); });
+    next.addEventListener("click", function () { page += 1; draw(); });
+    box.querySelector(".tools").hidden = false;
+    draw();
+  });
+  document.currentScript.remove();
+})();
+"""
+
+
+def _script_hash(script: str) -> str:
+    """The script's CSP source: 'sha256-<base64 of its SHA-256>'."""
+    import base64
+    import hashlib
+
+    return "sha256-" + base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
+
+
+def examples_json(tables: list[tuple[str, CandidateView]]) -> str:
+    """Every candidate's examples as one JSON object (key -> rows of [id, right, output, expected, the
+    prompt's end]), safe inside a <script> element: <, > and & are escaped, so no text can close it."""
+    import json
+
+    from evalkit.report.view import PROMPT_TAIL
+
+    def tail(prompt: str) -> str:
+        return prompt if len(prompt) <= PROMPT_TAIL else "…" + prompt[-PROMPT_TAIL:]
+
+    data = {
+        key: [
+            [
+                str(row["id"]),
+                1 if row.get("correct") else 0,
+                str(row.get("output", "")),
+                _text(row.get("target")),
+                tail(str(row.get("prompt") or "")),
+            ]
+            for row in c.examples.values()
+        ]
+        for key, c in tables
+    }
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from evalkit.results import CandidateResult
-from evalkit.verdict import Verdict
 
 
 def junit_properties(result: CandidateResult) -> list[tuple[str, object]]:
@@ -13,7 +12,7 @@ def junit_properties(result: CandidateResult) -> list[tuple[str, object]]:
         props += [(f"evalkit.{metric}", value), (f"evalkit.{metric}.ci95", f"{lo:.4f}-{hi:.4f}")]
     props += [("evalkit.passed", result.passed), ("evalkit.wall_s", result.wall_s)]
     props += [(f"evalkit.cost.{k}", v) for k, v in result.cost.items()]
-    props.append(("evalkit.verdict", Verdict.of(result.header()).junit()))
+    props.append(("evalkit.verdict", result.verdict.junit()))
     comparison = result.baseline
     if comparison is not None:
         props.append(("evalkit.baseline.status", comparison["status"]))

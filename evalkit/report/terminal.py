@@ -11,7 +11,6 @@ from evalkit.compare import format_p
 from evalkit.costs import economics_lines
 from evalkit.report.judging import judge_lines
 from evalkit.results import CandidateResult
-from evalkit.verdict import Verdict
 
 
 def _metric_cell(result: CandidateResult, metric: str) -> str:
@@ -105,7 +104,7 @@ def suite_tables(results: Iterable[CandidateResult], costs: dict[str, Any] | Non
                     *(_metric_cell(r, m) for m in metrics),
                     ", ".join(f"{m} {t}" for m, t in r.thresholds.items()) or "-",
                     *(_baseline_cells(r) if compared else []),
-                    Verdict.of(r.header()).terminal(),
+                    r.verdict.terminal(),
                     f"{r.wall_s:.1f}s",
                     _tokens(r),
                     f"{r.cost['ms_per_example']:.0f}",

@@ -126,6 +126,16 @@ class CandidateView:
         return (self.entry.get("errors") or {}).get("confusion")
 
     @property
+    def by_position(self) -> dict[str, Any] | None:
+        """For choices that come with each row: accuracy by the gold answer's position, and how often each
+        position was chosen (None for a fixed label set, which has its confusion matrix)."""
+        return (self.entry.get("errors") or {}).get("by_position")
+
+    @property
+    def wrong_count(self) -> int:
+        return sum(not row.get("correct") for row in self.examples.values())
+
+    @property
     def failure_shapes(self) -> dict[str, int] | None:
         """A generator's wrong answers by shape: empty, over-long, wrong format, wrong value."""
         return (self.entry.get("errors") or {}).get("failure_shapes")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -15,43 +16,55 @@ from evalkit.report.markdown import render_summary
 from evalkit.results import run_order
 
 
-def _write_files(directory: Path, files: dict[str, str]) -> None:
-    """Write ``files`` (name -> text) as the whole content of ``directory``, replacing it atomically."""
+def _stage(directory: Path, write: Callable[[Path], None]) -> None:
+    """Fill a staging folder with ``write`` and make it the whole content of ``directory``, atomically."""
     tmp = staging_directory(directory)
     try:
-        for name, text in files.items():
-            (tmp / name).write_text(text, encoding="utf-8")
+        write(tmp)
         replace_directory(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
-def render_run(
-    record: dict[str, Any], rows: list[dict[str, Any]], history: dict[str, Any] | None = None
-) -> dict[str, str]:
-    """Every file of a run folder, rendered from the record and its example rows (and for report.html,
-    the history of the runs before it)."""
-    return {
-        "results.json": json.dumps(record, indent=2, ensure_ascii=False) + "\n",
-        "examples.jsonl": "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows),
-        "summary.md": render_summary(record, rows),
-        "report.html": render_html(record, rows, history),
-    }
+def write_examples(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    """``examples.jsonl``, written a row at a time (never the whole file as one string)."""
+    with path.open("w", encoding="utf-8") as out:
+        for row in rows:
+            out.write(json.dumps(row, ensure_ascii=False))
+            out.write("\n")
 
 
-def write_run(reports_dir: Path, record: dict[str, Any], rows: list[dict[str, Any]], *, keep_runs: int = 20) -> Path:
+def render_files(
+    folder: Path, record: dict[str, Any], rows: Iterable[dict[str, Any]], history: dict[str, Any] | None = None
+) -> None:
+    """Every file of a run folder, rendered into ``folder`` from the record and its example rows (and for
+    report.html, the history of the runs before it). ``rows`` is read once per file that needs it."""
+    (folder / "results.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_examples(folder / "examples.jsonl", rows)
+    (folder / "summary.md").write_text(render_summary(record, rows), encoding="utf-8")
+    (folder / "report.html").write_text(render_html(record, rows, history), encoding="utf-8")
+
+
+def write_run(
+    reports_dir: Path, record: dict[str, Any], rows: Iterable[dict[str, Any]], *, keep_runs: int = 20
+) -> Path:
     """Write ``reports/runs/<run id>/`` and make ``reports/latest/`` a copy of it; prune old runs.
 
     Each folder is staged and renamed into place, so a reader never sees half a run. ``keep_runs`` = 0
     keeps every run."""
-    files = render_run(record, rows, read_history(reports_dir / "runs", current=record))
+    history = read_history(reports_dir / "runs", current=record)
     run_dir = reports_dir / "runs" / record["run"]["run_id"]
-    _write_files(run_dir, files)
-    _write_files(reports_dir / "latest", files)
+    _stage(run_dir, lambda folder: render_files(folder, record, rows, history))
+    _stage(reports_dir / "latest", lambda folder: _copy_files(run_dir, folder))
     if keep_runs > 0:
         prune_runs(reports_dir / "runs", keep_runs)
     return run_dir
+
+
+def _copy_files(source: Path, folder: Path) -> None:
+    for path in source.iterdir():
+        shutil.copyfile(path, folder / path.name)
 
 
 def prune_runs(runs_dir: Path, keep: int) -> list[Path]:
