@@ -22,7 +22,7 @@ from evalkit.errors import DatasetError, ScorerError, did_you_mean
 from evalkit.prompts import PromptTemplate, select_fewshot
 from evalkit.registry import Registry
 from evalkit.results import ExampleResult
-from evalkit.stats import confusion, macro_f1, macro_f1_interval, mean_interval, wilson_interval
+from evalkit.stats import by_position, confusion, macro_f1, macro_f1_interval, mean_interval, wilson_interval
 
 if TYPE_CHECKING:
     from evalkit.backends.base import ModelConfig
@@ -438,13 +438,14 @@ class Classify(TaskKind):
         responses = backend.score_choices(
             self._requests(prepared, [(row.id, p, c) for row, p, c in zip(rows, prepared.prompts, prepared.choices)], 0)
         )
-        examples, predicted, gold = [], [], []
+        examples, predicted, gold, chosen = [], [], [], []
         tokens = {"prompt": 0, "output": 0}
         for row, prompt, choices, g, res in zip(rows, prepared.prompts, prepared.choices, prepared.gold, responses):
             best = max(range(len(choices)), key=lambda i: res.logprobs[i])
             best_norm = max(range(len(choices)), key=lambda i: res.logprobs[i] / max(1, len(choices[i])))
             predicted.append(choices[best])
             gold.append(choices[g])
+            chosen.append(best)
             tokens["prompt"] += res.context_tokens + sum(max(0, t - 1) for t in res.continuation_tokens)
             examples.append(
                 ExampleResult(
@@ -471,8 +472,11 @@ class Classify(TaskKind):
             "acc_norm": wilson_interval(correct_norm, n),
             "macro_f1": macro_f1_interval(gold, predicted),
         }
-        labels = list(dict.fromkeys(c for choices in prepared.choices for c in choices))
-        return Scored(examples, metrics, ci, tokens, errors={"confusion": confusion(gold, predicted, labels)})
+        if prepared.spec.task.choices is not None:  # a fixed label set: who is mistaken for whom
+            errors = {"confusion": confusion(gold, predicted, list(prepared.spec.task.choices))}
+        else:  # choices of the row's own: a matrix over their texts means nothing; positions do
+            errors = {"by_position": by_position(list(prepared.gold), chosen)}
+        return Scored(examples, metrics, ci, tokens, errors=errors)
 
     def predict(self, prepared: PreparedCandidate, backend: Backend, rows: Sequence[RobustRow]) -> list[str]:
         prompts = [prepared.render(fields, choices, label) for _, fields, choices, label in _rendered(prepared, rows)]
