@@ -14,6 +14,7 @@ replaces it on purpose (``add(name, part, replace=True)``). A registry that know
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
 from typing import Generic, TypeVar
@@ -34,12 +35,12 @@ def definition(part: object) -> str:
 
 
 def described(part: object) -> str:
-    """``part`` as a message names it: "class m.C", "function m.f", or "a m.C instance"."""
+    """``part`` as a message names it: "class m.C", "function m.f", or "'text' (a builtins.str)"."""
     if isinstance(part, type):
         return f"class {definition(part)}"
     if callable(part) and hasattr(part, "__qualname__"):
         return f"function {definition(part)}"
-    return f"a {type(part).__module__}.{type(part).__qualname__} instance"
+    return f"{reprlib.repr(part)} (a {type(part).__module__}.{type(part).__qualname__})"
 
 
 class Registry(Generic[T]):
@@ -81,7 +82,7 @@ class Registry(Generic[T]):
         if self.subclass_of is not None:
             return f"a subclass of {definition(self.subclass_of)}"
         if self.instance_of is not None:
-            return f"a {definition(self.instance_of)}"
+            return f"an instance of {definition(self.instance_of)}"
         return None
 
     def _fits(self, part: object) -> bool:

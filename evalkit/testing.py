@@ -437,24 +437,34 @@ class RecordingBackend(_Watching, Backend):
 def evaluate(
     suite: str | Path,
     candidate: str,
-    backend: Backend,
+    backend: Backend | None = None,
     *,
     judge: Backend | None = None,
     cache_dir: str | Path | None = None,
     limit: int | None = None,
 ) -> CandidateResult:
-    """Evaluate ``candidate`` of the suite file ``suite`` with ``backend`` answering for its model, as a
-    pytest run would (prompts, scoring, robustness, thresholds), without the session around it: no
-    baseline, no report, no result cache unless ``cache_dir`` names one. ``judge`` answers for every model
-    block other than the suite's own ``model:`` (a judge's); by default ``backend`` answers those too.
-    Candidates with an adapter need a real model. A suite mistake raises SuiteError at its file:line."""
+    """Evaluate ``candidate`` of the suite file ``suite`` as a pytest run would (prompts, scoring,
+    robustness, thresholds), without the session around it: no baseline, no report, and no result cache
+    unless ``cache_dir`` names one. ``backend`` answers for the suite's model; ``judge`` answers for every
+    other model block (a judge's), by default ``backend`` does. Without ``backend``, each model block is
+    built as the suite writes it (a suite on ``backend: scripted`` runs as written). Candidates with an
+    adapter need a real model. A suite mistake raises SuiteError at its file:line, a model's ModelError
+    names the suite's `model:` line."""
+    from evalkit.backends import open_backend
     from evalkit.runner import Resources, evaluate_candidate
     from evalkit.suite import load_suite
 
     spec = load_suite(suite)
+    built: dict[str, Backend] = {}
 
     def backend_for(model: ModelConfig, base_dir: Path) -> Backend:
-        return judge if judge is not None and model != spec.model else backend
+        given = backend if model == spec.model or judge is None else judge
+        if given is not None:
+            return given
+        key = model.model_dump_json()
+        if key not in built:
+            built[key] = open_backend(model, base_dir)
+        return built[key]
 
     cache = None
     if cache_dir is not None:
@@ -468,3 +478,5 @@ def evaluate(
     finally:
         if cache is not None:
             cache.close()
+        for opened in built.values():
+            opened.close()
