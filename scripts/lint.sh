@@ -6,4 +6,4 @@ bash scripts/setup.sh
 .venv/bin/ruff check evalkit tests benchmarks
 .venv/bin/ruff format --check evalkit tests benchmarks
 .venv/bin/mypy
-.venv/bin/mkdocs build --strict --quiet --site-dir site
+.venv/bin/mkdocs build --strict --site-dir site
