@@ -406,6 +406,9 @@ def test_the_layout_lists_every_module():
         if str(relative) not in layout and not (folder in layout and path.name in layout):
             missing.append(str(relative))
     assert missing == []
+    listed = re.findall(r"^(evalkit/[\w/]*\.py|[\w/]+/)\s", layout.split("```text")[1], flags=re.M)
+    assert len(listed) > 30
+    assert sorted(p for p in listed if not (ROOT / p.split()[0]).exists()) == []
 
 
 # --------------------------------------------------------------------------- the run record's reference
