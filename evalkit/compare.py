@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from evalkit.record import Comparison, PolicyInfo
 from evalkit.stats import (
     _macro_f1_codes,
     macro_f1,
@@ -85,13 +86,7 @@ class Snapshot:
             e.id: Outcome(e.id, example_values(e), _short(str(e.output)), _short(e.target)) for e in result.examples
         }
         return cls(
-            result.suite,
-            result.candidate,
-            result.task,
-            result.n,
-            dict(result.metrics),
-            result.hashes(),
-            outcomes,
+            result.suite, result.candidate, result.task, result.n, dict(result.metrics), result.hashes(), outcomes
         )
 
     @classmethod
@@ -289,54 +284,55 @@ def _label_changes(ref: list[Outcome], cur: list[Outcome]) -> list[dict[str, Any
     return sorted(changes, key=lambda change: change["delta"])
 
 
-def compare(current: Snapshot, reference: Snapshot | None, policy: Policy) -> dict[str, Any]:
-    """The comparison of ``current`` with ``reference`` as a JSON-ready dict (fields in the README's Reports)."""
+def compare(current: Snapshot, reference: Snapshot | None, policy: Policy) -> Comparison:
+    """The comparison of ``current`` with ``reference`` (its fields: docs/baselines.md)."""
     if reference is None:
-        return {
-            "status": "new",
-            "regressed": False,
-            "policy": policy.as_dict(),
-            "reason": "no baseline entry for this candidate yet",
-        }
+        return Comparison(
+            status="new",
+            regressed=False,
+            policy=PolicyInfo(**policy.as_dict()),
+            reason="no baseline entry for this candidate yet",
+        )
     shared_ids = [i for i in current.outcomes if i in reference.outcomes]
-    result: dict[str, Any] = {
-        "policy": policy.as_dict(),
-        "changes": _what_changed(reference, current),
-        "shared": len(shared_ids),
-        "only_current": len(current.outcomes) - len(shared_ids),
-        "only_baseline": len(reference.outcomes) - len(shared_ids),
-        "regressed": False,
-    }
+    comparison = Comparison(
+        policy=PolicyInfo(**policy.as_dict()),
+        changes=_what_changed(reference, current),
+        shared=len(shared_ids),
+        only_current=len(current.outcomes) - len(shared_ids),
+        only_baseline=len(reference.outcomes) - len(shared_ids),
+        regressed=False,
+    )
     if not shared_ids:
-        result.update(
+        return _updated(
+            comparison,
             status="no shared examples",
             metrics={},
             flipped=[],
             reason="the run and the baseline share no example ids, so nothing can be compared",
         )
-        return result
     ref = [reference.outcomes[i] for i in shared_ids]
     cur = [current.outcomes[i] for i in shared_ids]
 
     metrics = _metric_changes(current, reference, ref, cur)
-    result["metrics"] = metrics
-
     gated = policy.metric
     flipped = _flips(ref, cur, gated)
     worse = sum(f["direction"] == "worse" for f in flipped)
     better = len(flipped) - worse
     p_value = mcnemar_exact(worse, better)
-    result["flipped"] = flipped
+    found: dict[str, Any] = {"metrics": metrics, "flipped": flipped}
     if current.task == "classify":
-        result["labels"] = _label_changes(ref, cur)
+        found["labels"] = _label_changes(ref, cur)
     if gated not in metrics:
-        result.update(status="not compared", reason=f"metric '{gated}' is missing on one side")
-        return result
+        return _updated(comparison, **found, status="not compared", reason=f"metric '{gated}' is missing on one side")
     change = metrics[gated]
-    result["gate"] = {"metric": gated, "drop": -change["delta"], "p_value": p_value, "worse": worse, "better": better}
+    gate = {"metric": gated, "drop": -change["delta"], "p_value": p_value, "worse": worse, "better": better}
     status, reason = _decide(policy, change, p_value, worse, better)
-    result.update(status=status, regressed=status == "regressed", reason=reason)
-    return result
+    return _updated(comparison, **found, gate=gate, status=status, regressed=status == "regressed", reason=reason)
+
+
+def _updated(comparison: Comparison, **fields: Any) -> Comparison:
+    """``comparison`` with ``fields`` set (validated into their models, and marked as set)."""
+    return Comparison.model_validate({**comparison.model_dump(exclude_unset=True), **fields})
 
 
 def _decide(policy: Policy, change: dict[str, Any], p_value: float, worse: int, better: int) -> tuple[str, str]:

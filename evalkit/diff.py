@@ -94,10 +94,10 @@ def diff_runs(
             current = Snapshot.from_record(entry, by_candidate.get((suite, name), []), suite=suite, candidate=name)
             comparison = compare(current, reference.get((suite, name)), policy)
             failures = without_regression(entry.get("failures", []))
-            if comparison["regressed"]:
-                failures.append(regression_failure(comparison["reason"]))
+            if comparison.regressed:
+                failures.append(regression_failure(comparison.reason or ""))
                 regressed = True
-            entry.update(baseline=comparison, failures=failures, passed=not failures)
+            entry.update(baseline=comparison.as_json(), failures=failures, passed=not failures)
     record["run"] = {**record["run"], "baseline": {"path": run_a, "updated": False}}
     record["run"]["run_id"] = f"{record['run'].get('run_id', path_b)} vs {run_a}"
     if html is not None:

@@ -73,21 +73,29 @@ class PolicyInfo(BaseModel):
 
 
 class MetricChange(_Open):
+    """One metric on the examples both sides share: before, now, and the 95% interval of the change."""
+
     baseline: float
     current: float
     delta: float
     ci95: tuple[float, float]
     examples: int
+    baseline_all: float | None = None  # the baseline's value on all of its examples
 
 
 class Flip(_Open):
+    """An example whose gated metric changed since the baseline."""
+
     id: str | int
     direction: Literal["worse", "better"]
     baseline: float
     current: float
+    baseline_output: Any = None  # what the baseline answered (its first characters)
 
 
 class Gate(_Open):
+    """The gated metric's drop and the exact McNemar test on the flips."""
+
     metric: str
     drop: float
     p_value: float
@@ -95,17 +103,36 @@ class Gate(_Open):
     better: int
 
 
+class LabelChange(_Open):
+    """A classifier's gold label whose recall changed since the baseline, on the shared examples."""
+
+    label: str
+    examples: int
+    baseline: float
+    current: float
+    delta: float
+
+
 class Comparison(_Open):
-    """A candidate against its baseline entry (see :mod:`evalkit.compare`)."""
+    """A candidate against its baseline entry (built by :func:`evalkit.compare.compare`). Fields that a
+    comparison did not reach (no gate without shared examples, ...) stay unset and are not written."""
 
     status: str | None = None
     regressed: bool = False
     reason: str | None = None
     policy: PolicyInfo | None = None
     changes: list[str] = Field(default_factory=list)
+    shared: int | None = None
+    only_current: int | None = None
+    only_baseline: int | None = None
     metrics: dict[str, MetricChange] = Field(default_factory=dict)
     flipped: list[Flip] = Field(default_factory=list)
+    labels: list[LabelChange] | None = None
     gate: Gate | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """As results.json holds it: the fields this comparison set, as plain JSON values."""
+        return self.model_dump(mode="json", exclude_unset=True)
 
 
 class RobustFlip(_Open):

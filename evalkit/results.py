@@ -10,7 +10,15 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from evalkit.record import READABLE_RUN_VERSIONS, RUN_SCHEMA_VERSION, ExampleRow, RunRecord, parse_json, schema_problem
+from evalkit.record import (
+    READABLE_RUN_VERSIONS,
+    RUN_SCHEMA_VERSION,
+    Comparison,
+    ExampleRow,
+    RunRecord,
+    parse_json,
+    schema_problem,
+)
 from evalkit.verdict import Verdict
 
 SCHEMA_VERSION = RUN_SCHEMA_VERSION
@@ -49,7 +57,7 @@ class CandidateResult:
     template_sha256: str
     examples: list[ExampleResult] = field(repr=False, default_factory=list)
     adapter: dict[str, Any] | None = None  # the LoRA adapter behind this candidate (see evalkit.train)
-    baseline: dict[str, Any] | None = None  # the comparison with the baseline (see evalkit.compare)
+    baseline: Comparison | None = None  # the comparison with the baseline (see evalkit.compare)
     repeats: int = 1  # samples per example (sampled generation)
     prompts_sha256: str | None = None  # every rendered prompt: catches few-shot, chat and system changes too
     robustness: dict[str, Any] | None = None  # perturbation search (see evalkit.robustness)
@@ -58,12 +66,21 @@ class CandidateResult:
     judge: dict[str, Any] | None = None  # a model-graded scorer's identity and measured agreement (evalkit.judge)
     errors: dict[str, Any] | None = None  # where it errs: classify's confusion matrix, generate's failure shapes
 
+    def to_dict(self) -> dict[str, Any]:
+        """The whole result as JSON-ready values (as pytest-xdist workers hand them over)."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["examples"] = [_example_dict(e) for e in self.examples]
+        data["baseline"] = None if self.baseline is None else self.baseline.as_json()
+        return data
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CandidateResult:
-        """A result from ``dataclasses.asdict`` of one (as pytest-xdist workers hand them over)."""
+        """A result from :meth:`to_dict` of one."""
         data = dict(data)
         data["examples"] = [ExampleResult(**e) for e in data["examples"]]
         data["ci95"] = {k: tuple(v) for k, v in data["ci95"].items()}
+        if data.get("baseline") is not None:
+            data["baseline"] = Comparison.model_validate(data["baseline"])
         return cls(**data)
 
     @property
@@ -96,7 +113,12 @@ class CandidateResult:
     @property
     def verdict(self) -> Verdict:
         """Whether it passed, and what decided it (as every report says it)."""
-        return Verdict.of({"failures": self.failures, "baseline": self.baseline})
+        return Verdict.of({"failures": self.failures, "baseline": self.comparison_json})
+
+    @property
+    def comparison_json(self) -> dict[str, Any] | None:
+        """The comparison with the baseline as results.json holds it (None: nothing compared)."""
+        return None if self.baseline is None else self.baseline.as_json()
 
     def hashes(self) -> dict[str, str | None]:
         """What produced this result, by content hash: dataset, template, prompts, model, adapter, judge."""
@@ -120,6 +142,7 @@ class CandidateResult:
         the comparison, the adapter's curves, ...) are the result's own, not copies, so a reader of the
         header must not change them."""
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "examples"}
+        data["baseline"] = self.comparison_json
         data["ci95"] = {k: list(v) for k, v in self.ci95.items()}
         data["passed"] = self.passed
         data["cost"] = self.cost

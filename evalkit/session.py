@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -244,15 +244,15 @@ class EvalSession:
             return
         reference = baseline.get(result.suite, result.candidate)
         result.baseline = compare(Snapshot.from_result(result), reference, Policy(**spec.baseline.model_dump()))
-        if result.baseline["regressed"] and self.update_baseline is None:
-            result.failures.append(regression_failure(result.baseline["reason"]))
+        if result.baseline.regressed and self.update_baseline is None:
+            result.failures.append(regression_failure(result.baseline.reason or ""))
 
     # ------------------------------------------------------------------ pytest-xdist workers
 
     def worker_output(self) -> dict[str, str]:
         """What an xdist worker hands to the controller: its results, their row limits and its coverage."""
         return {
-            "evalkit_results": json.dumps([asdict(r) for r in self.results.values()]),
+            "evalkit_results": json.dumps([r.to_dict() for r in self.results.values()]),
             "evalkit_limits": json.dumps([[s, c, limit] for (s, c), limit in self._limits.items()]),
             "evalkit_coverage": json.dumps(self.coverage.as_dict()),
         }

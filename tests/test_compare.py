@@ -56,26 +56,26 @@ def _runs(worse: int, better: int, n: int = 100, right: int = 80):
 def test_significant_drop_beyond_max_drop_regresses():
     base, cur = _runs(worse=10, better=0)
     result = compare(cur, base, Policy())
-    assert result["status"] == "regressed" and result["regressed"]
-    assert result["gate"] == {
+    assert result.status == "regressed" and result.regressed
+    assert result.gate.model_dump() == {
         "metric": "accuracy",
         "drop": pytest.approx(0.10),
         "p_value": pytest.approx(2 / 1024),
         "worse": 10,
         "better": 0,
     }
-    assert result["metrics"]["accuracy"]["delta"] == pytest.approx(-0.10)
-    lo, hi = result["metrics"]["accuracy"]["ci95"]
+    assert result.metrics["accuracy"].delta == pytest.approx(-0.10)
+    lo, hi = result.metrics["accuracy"].ci95
     assert lo < -0.10 < hi < 0
-    assert [f["id"] for f in result["flipped"]] == [f"t-{i:03d}" for i in range(10)]
-    assert result["flipped"][0] == {
+    assert [f.id for f in result.flipped] == [f"t-{i:03d}" for i in range(10)]
+    assert result.flipped[0].model_dump() == {
         "id": "t-000",
         "direction": "worse",
         "baseline": 1.0,
         "current": 0.0,
         "baseline_output": "billing",
     }
-    assert result["reason"] == (
+    assert result.reason == (
         "accuracy dropped 0.100 (more than max_drop 0) and McNemar p = 0.002 < alpha 0.05: "
         "0.800 -> 0.700 on 100 shared examples (95% CI of the change -0.162 to -0.041); "
         "10 got worse, 0 better"
@@ -84,28 +84,28 @@ def test_significant_drop_beyond_max_drop_regresses():
 
 def test_verdicts_at_the_max_drop_boundary():
     base, cur = _runs(worse=10, better=0)  # a drop of exactly 0.10, p = 0.002
-    assert compare(cur, base, Policy(max_drop=0.10))["status"] == "within noise"
-    assert not compare(cur, base, Policy(max_drop=0.10))["regressed"]
-    assert compare(cur, base, Policy(max_drop=0.09))["regressed"]
+    assert compare(cur, base, Policy(max_drop=0.10)).status == "within noise"
+    assert not compare(cur, base, Policy(max_drop=0.10)).regressed
+    assert compare(cur, base, Policy(max_drop=0.09)).regressed
     # The same drop fails only when the paired test is below alpha.
-    assert not compare(cur, base, Policy(alpha=2 / 1024))["regressed"]
-    assert compare(cur, base, Policy(alpha=2 / 1024 + 1e-9))["regressed"]
+    assert not compare(cur, base, Policy(alpha=2 / 1024)).regressed
+    assert compare(cur, base, Policy(alpha=2 / 1024 + 1e-9)).regressed
 
 
 def test_insignificant_drop_passes_unless_strict():
     base, cur = _runs(worse=3, better=1)  # drop 0.02, p = 0.625
     loose = compare(cur, base, Policy())
-    assert loose["status"] == "within noise" and not loose["regressed"]
-    assert loose["gate"]["p_value"] == pytest.approx(0.625)
+    assert loose.status == "within noise" and not loose.regressed
+    assert loose.gate.p_value == pytest.approx(0.625)
     strict = compare(cur, base, Policy(strict=True))
-    assert strict["regressed"] and "the suite is strict" in strict["reason"]
+    assert strict.regressed and "the suite is strict" in strict.reason
 
 
 def test_improvement_and_no_change():
     base, cur = _runs(worse=0, better=12)
-    assert compare(cur, base, Policy())["status"] == "improved"
-    assert compare(base, base, Policy())["status"] == "no significant change"
-    assert compare(base, None, Policy())["status"] == "new"
+    assert compare(cur, base, Policy()).status == "improved"
+    assert compare(base, base, Policy()).status == "no significant change"
+    assert compare(base, None, Policy()).status == "new"
 
 
 def test_partial_overlap_compares_only_shared_examples_and_names_the_change():
@@ -114,19 +114,19 @@ def test_partial_overlap_compares_only_shared_examples_and_names_the_change():
     ids = [f"t-{i:03d}" for i in range(50, 150)]
     current = Snapshot.from_result(candidate_result([i >= 10 for i in range(100)], ids=ids, dataset="e" * 64))
     result = compare(current, base, Policy())
-    assert result["changes"] == ["dataset changed (dddddddddddd -> eeeeeeeeeeee)"]
-    assert (result["shared"], result["only_current"], result["only_baseline"]) == (50, 50, 50)
+    assert result.changes == ["dataset changed (dddddddddddd -> eeeeeeeeeeee)"]
+    assert (result.shared, result.only_current, result.only_baseline) == (50, 50, 50)
     # On the 50 shared examples: 1.0 before, 0.8 after (the current run's overall accuracy is 0.9).
-    assert result["metrics"]["accuracy"]["baseline"] == 1.0
-    assert result["metrics"]["accuracy"]["current"] == pytest.approx(0.8)
-    assert result["gate"]["worse"] == 10 and result["regressed"]
+    assert result.metrics["accuracy"].baseline == 1.0
+    assert result.metrics["accuracy"].current == pytest.approx(0.8)
+    assert result.gate.worse == 10 and result.regressed
 
 
 def test_no_shared_examples():
     base = Snapshot.from_result(candidate_result([True] * 5, ids=list("abcde")))
     cur = Snapshot.from_result(candidate_result([True] * 5, ids=list("vwxyz")))
     result = compare(cur, base, Policy())
-    assert result["status"] == "no shared examples" and not result["regressed"]
+    assert result.status == "no shared examples" and not result.regressed
 
 
 def test_repeats_compare_pass_rates_with_a_sign_test():
@@ -136,10 +136,10 @@ def test_repeats_compare_pass_rates_with_a_sign_test():
         e.pass_rate = 1 / 3  # sampled three times, right once
     current.metrics["accuracy"] = (8 / 3 + 2) / 10
     result = compare(Snapshot.from_result(current), base, Policy())
-    assert result["gate"]["worse"] == 8 and result["gate"]["better"] == 0
-    assert result["gate"]["drop"] == pytest.approx(1 - (8 / 3 + 2) / 10)
-    assert result["gate"]["p_value"] == pytest.approx(2 / 256)
-    assert result["regressed"]
+    assert result.gate.worse == 8 and result.gate.better == 0
+    assert result.gate.drop == pytest.approx(1 - (8 / 3 + 2) / 10)
+    assert result.gate.p_value == pytest.approx(2 / 256)
+    assert result.regressed
 
 
 def test_baseline_round_trip_and_merge(tmp_path):
@@ -150,7 +150,7 @@ def test_baseline_round_trip_and_merge(tmp_path):
     read = read_baseline(path)
     assert read.suite_paths == {"tickets": "suites/tickets.eval.yaml"}
     assert read.get("tickets", "zero_shot").outcomes["t-001"].values == {"accuracy": 0.0, "score": 0.0, "acc_norm": 0.0}
-    assert compare(a, read.get("tickets", "zero_shot"), Policy())["status"] == "no significant change"
+    assert compare(a, read.get("tickets", "zero_shot"), Policy()).status == "no significant change"
     # Merging replaces what ran and keeps the rest.
     c = Snapshot.from_result(candidate_result([False, False, False], candidate="few_shot"))
     write_baseline(path, [c], {"tickets": "suites/tickets.eval.yaml"}, {}, merge_into=read)
@@ -293,13 +293,13 @@ def test_a_change_of_rendered_prompts_alone_is_named():
     after = candidate_result([True, False, True])
     before.prompts_sha256, after.prompts_sha256 = "p" * 64, "q" * 64
     result = compare(Snapshot.from_result(after), Snapshot.from_result(before), Policy())
-    assert result["changes"] == [
+    assert result.changes == [
         "rendered prompts changed with the same template and data (few-shot examples, "
         "chat format or system message; pppppppppppp -> qqqqqqqqqqqq)"
     ]
     after.template_sha256 = "u" * 64  # a new template explains the new prompts: named once
     result = compare(Snapshot.from_result(after), Snapshot.from_result(before), Policy())
-    assert result["changes"] == ["prompt template changed (tttttttttttt -> uuuuuuuuuuuu)"]
+    assert result.changes == ["prompt template changed (tttttttttttt -> uuuuuuuuuuuu)"]
 
 
 def test_the_baseline_keeps_one_example_per_line_for_reviewable_diffs(tmp_path):

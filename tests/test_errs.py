@@ -52,7 +52,7 @@ def test_the_labels_that_gained_or_lost_since_the_baseline():
     comparison = compare(
         Snapshot.from_result(candidate_result(after)), Snapshot.from_result(candidate_result(before)), Policy()
     )
-    assert [(c["label"], c["baseline"], c["current"], c["examples"]) for c in comparison["labels"]] == [
+    assert [(c.label, c.baseline, c.current, c.examples) for c in comparison.labels] == [
         ("billing", 1.0, 0.5, 2),
         ("account", 1.0, 0.5, 2),
     ]

@@ -56,8 +56,8 @@ def report(tmp_path) -> Path:
             Snapshot.from_result(candidate_result(base, candidate=result.candidate)),
             Policy(),
         )
-        if result.baseline["regressed"]:
-            result.failures.append("regression against the baseline: " + result.baseline["reason"])
+        if result.baseline.regressed:
+            result.failures.append("regression against the baseline: " + result.baseline.reason)
     return write_record(tmp_path / "reports", "20261121T100000Z", [few_shot, lora]) / "report.html"
 
 

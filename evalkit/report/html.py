@@ -9,6 +9,7 @@ script, so the page opens as fast with 20,000 examples as with 20.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from evalkit.report.view import CandidateView, RunView, build_view
@@ -283,7 +284,7 @@ def _environment():
     )
 
 
-def render_html(record: dict[str, Any], rows: list[dict[str, Any]], history: dict[str, Any] | None = None) -> str:
+def render_html(record: dict[str, Any], rows: Iterable[dict[str, Any]], history: dict[str, Any] | None = None) -> str:
     """The page; ``history`` (evalkit.history.read_history) adds each suite's metric across the last runs."""
     view: RunView = build_view(record, rows)
     suites = []

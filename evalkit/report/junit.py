@@ -15,13 +15,13 @@ def junit_properties(result: CandidateResult) -> list[tuple[str, object]]:
     props.append(("evalkit.verdict", result.verdict.junit()))
     comparison = result.baseline
     if comparison is not None:
-        props.append(("evalkit.baseline.status", comparison["status"]))
-        gate = comparison.get("gate")
-        if gate:
+        props.append(("evalkit.baseline.status", comparison.status))
+        gate = comparison.gate
+        if gate is not None:
             props += [
-                (f"evalkit.baseline.{gate['metric']}.delta", round(-gate["drop"], 6)),
-                ("evalkit.baseline.p_value", round(gate["p_value"], 6)),
-                ("evalkit.baseline.worse", gate["worse"]),
-                ("evalkit.baseline.better", gate["better"]),
+                (f"evalkit.baseline.{gate.metric}.delta", round(-gate.drop, 6)),
+                ("evalkit.baseline.p_value", round(gate.p_value, 6)),
+                ("evalkit.baseline.worse", gate.worse),
+                ("evalkit.baseline.better", gate.better),
             ]
     return props

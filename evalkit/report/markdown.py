@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from tabulate import tabulate
@@ -160,7 +161,7 @@ def _probability(example: dict[str, Any]) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def render_summary(record: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+def render_summary(record: dict[str, Any], rows: Iterable[dict[str, Any]]) -> str:
     view: RunView = build_view(record, rows)
     failed = view.failed
     lines = [f"## {view.title}", "", " · ".join(view.facts), ""]

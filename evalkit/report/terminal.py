@@ -48,10 +48,10 @@ def _baseline_cells(result: CandidateResult) -> list[str]:
     comparison = result.baseline
     if comparison is None:
         return ["-", "-"]
-    gate = comparison.get("gate")
-    if not gate:
-        return [comparison["status"], "-"]
-    return [f"{-gate['drop']:+.3f} ({gate['worse']} worse, {gate['better']} better)", format_p(gate["p_value"])]
+    gate = comparison.gate
+    if gate is None:
+        return [str(comparison.status), "-"]
+    return [f"{-gate.drop:+.3f} ({gate.worse} worse, {gate.better} better)", format_p(gate.p_value)]
 
 
 def _footer(rows: list[CandidateResult], costs: dict[str, Any] | None = None) -> list[str]:
@@ -160,22 +160,21 @@ def failure_text(r: CandidateResult, shown: int = 5) -> str:
     """Why a candidate failed: each failure, then the examples that flipped (or were wrong)."""
     lines = [f"{r.suite}::{r.candidate} failed ({r.n} examples):"]
     lines += [f"  {failure}" for failure in r.failures]
-    comparison = r.baseline or {}
-    if comparison.get("regressed") and comparison.get("changes"):
-        lines.append(f"  since the baseline: {'; '.join(comparison['changes'])}")
-    worse = (
-        [f for f in comparison.get("flipped", []) if f["direction"] == "worse"] if comparison.get("regressed") else []
-    )
+    comparison = r.baseline
+    regressed = comparison is not None and comparison.regressed
+    if comparison is not None and regressed and comparison.changes:
+        lines.append(f"  since the baseline: {'; '.join(comparison.changes)}")
+    worse = [f for f in comparison.flipped if f.direction == "worse"] if comparison is not None and regressed else []
     if worse:
         by_id = {e.id: e for e in r.examples}
         lines.append(
             f"first examples that got worse ({len(worse)} in all; every flip is in reports/latest/summary.md):"
         )
         for flip in worse[:shown]:
-            e = by_id[flip["id"]]
+            e = by_id[str(flip.id)]
             lines.append(
-                f"  {e.id}: {flip['baseline_output']!r} -> {e.output!r} "
-                f"({_outcome(flip['baseline'])} -> {_outcome(flip['current'])}), expected {e.target!r}"
+                f"  {e.id}: {flip.baseline_output!r} -> {e.output!r} "
+                f"({_outcome(flip.baseline)} -> {_outcome(flip.current)}), expected {e.target!r}"
             )
         return "\n".join(lines)
     wrong = [e for e in r.examples if not e.correct][:3]

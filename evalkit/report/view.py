@@ -3,6 +3,7 @@ render this, so they always agree."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -265,7 +266,7 @@ class RunView:
         return facts
 
 
-def build_view(record: dict[str, Any], rows: list[dict[str, Any]]) -> RunView:
+def build_view(record: dict[str, Any], rows: Iterable[dict[str, Any]]) -> RunView:
     by_candidate = {key: {str(row["id"]): row for row in group} for key, group in rows_by_candidate(rows).items()}
     suites = []
     for suite, candidates in record["suites"].items():
