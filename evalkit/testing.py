@@ -181,7 +181,7 @@ def callable_identity(answer: Callable[..., Any], depth: int = 0) -> str:
         code = inspect.getsource(answer)
     except (OSError, TypeError):
         raw = getattr(answer, "__code__", None)
-        code = repr((raw.co_code, raw.co_consts)) if raw is not None else repr(answer)
+        code = repr((raw.co_code, raw.co_consts)) if raw is not None else _without_addresses(repr(answer))
     cells = [
         _value_identity(c.cell_contents, depth) for c in (getattr(answer, "__closure__", None) or ()) if _filled(c)
     ]
@@ -194,7 +194,11 @@ def _value_identity(value: Any, depth: int) -> str:
     identity, anything else by its repr without memory addresses."""
     if callable(value) and hasattr(value, "__code__") and depth < 3:
         return callable_identity(value, depth + 1)
-    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))
+    return _without_addresses(repr(value))
+
+
+def _without_addresses(text: str) -> str:
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", text)
 
 
 def _filled(cell: Any) -> bool:
