@@ -1,9 +1,15 @@
-"""How the reports describe a model-graded scorer: who judged, how far its verdicts can be trusted, and
-how pairwise comparisons came out. The terminal, summary.md and report.html all say it in these words."""
+"""How the reports describe a model-graded scorer: who judged, how far its verdicts can be trusted (and why
+a judge below its `min_agreement` is refused), and how pairwise comparisons came out. The terminal,
+summary.md and report.html all say it in these words."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from evalkit.record import Calibration
+
+SHOWN_WRONG = 8  # calibration rows named when a judge is refused
 
 
 def _interval(values: Any) -> str:
@@ -37,6 +43,23 @@ def calibration_text(calibration: dict[str, Any]) -> str:
     if calibration["trusted"]:
         return text + f"; at least min_agreement {minimum:.2f}: trusted to gate"
     return text + f"; below min_agreement {minimum:.2f}: REFUSED, its verdicts gate nothing"
+
+
+def refusal_text(calibration: Calibration) -> str:
+    """Why a judge below its ``min_agreement`` may not gate a candidate: its measured agreement, the rows it
+    got wrong, and what to do about it."""
+    lo, hi = calibration.accuracy_ci
+    k_lo, k_hi = calibration.kappa_ci
+    wrong = calibration.wrong
+    named = ", ".join(f"{w['row']} (human {w['human']}, judge {w['judge']})" for w in wrong[:SHOWN_WRONG])
+    more = f" and {len(wrong) - SHOWN_WRONG} more" if len(wrong) > SHOWN_WRONG else ""
+    return (
+        f"the judge agrees with the human verdicts of {calibration.file} on {calibration.agree} of "
+        f"{calibration.n} rows ({calibration.accuracy:.3f}, 95% CI {lo:.2f}-{hi:.2f}; Cohen's kappa "
+        f"{calibration.kappa:.2f} [{k_lo:.2f}, {k_hi:.2f}]), below min_agreement "
+        f"{calibration.min_agreement or 0:.2f}: its verdicts cannot gate this candidate. It got wrong: {named}{more}. "
+        "Use a stronger judge model, sharpen the rubric, or grade with a scorer that needs no judge"
+    )
 
 
 def pairwise_text(candidate: str, judge: dict[str, Any]) -> str | None:

@@ -1,0 +1,76 @@
+"""How far a judge can be trusted: the panel grades human-labelled outputs, and its accuracy and Cohen's
+kappa against those verdicts are measured (with 95% intervals). Below ``min_agreement`` it is not trusted."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TypedDict
+
+from evalkit.data import Dataset
+from evalkit.errors import shown_path
+from evalkit.judge.panel import Panel
+from evalkit.judge.readers import Reading
+from evalkit.record import Calibration
+from evalkit.stats import cohen_kappa, kappa_interval, wilson_interval
+from evalkit.tasks import PreparedCandidate, row_label
+
+
+class Agreement(TypedDict):
+    """Verdicts measured against the human ones: how many agree, accuracy and kappa with 95% intervals."""
+
+    n: int
+    agree: int
+    accuracy: float
+    accuracy_ci: tuple[float, float]
+    kappa: float
+    kappa_ci: tuple[float, float]
+
+
+def agreement(human: Sequence[bool], judged: Sequence[bool]) -> Agreement:
+    agree = sum(h == j for h, j in zip(human, judged))
+    n = len(human)
+    return Agreement(
+        n=n,
+        agree=agree,
+        accuracy=agree / n,
+        accuracy_ci=wilson_interval(agree, n),
+        kappa=cohen_kappa(human, judged),
+        kappa_ci=kappa_interval(human, judged),
+    )
+
+
+def calibrate(prepared: PreparedCandidate, panel: Panel, labelled: Dataset, min_agreement: float | None) -> Calibration:
+    """The panel's agreement with the human verdicts of the ``labelled`` rows; trusted when there is no
+    ``min_agreement`` or its accuracy reaches it."""
+    rows = labelled.rows
+    target = prepared.spec.task.target
+    _, readings = panel.ask(
+        [{**row.fields, "target": row.fields.get(target) if target else None} for row in rows],
+        [f"{row_label(labelled, row)} (judge rubric)" for row in rows],
+        [f"{prepared.spec.name}::judge-calibration::{row.id}::0" for row in rows],
+    )
+    verdicts = [panel.scale.named(row.fields["verdict"]) for row in rows]
+    human = [panel.scale.passes(v) for v in verdicts]
+    judged = [score.correct for score in panel.verdicts(readings, [""] * len(rows))]
+    measured = agreement(human, judged)
+    wrong = [
+        {"row": row_label(labelled, row), "human": verdicts[k], "judge": "/".join(str(r[k].grade) for r in readings)}
+        for k, row in enumerate(rows)
+        if human[k] != judged[k]
+    ]
+    return Calibration(
+        file=shown_path(labelled.path),
+        **measured,
+        min_agreement=min_agreement,
+        wrong=wrong,
+        trusted=min_agreement is None or measured["accuracy"] >= min_agreement,
+        **({"per_judge": _per_judge(panel, human, readings)} if len(readings) > 1 else {}),
+    )
+
+
+def _per_judge(panel: Panel, human: Sequence[bool], readings: Sequence[Sequence[Reading]]) -> list[dict[str, object]]:
+    """Each judge's own agreement with the human verdicts (reported beside the panel's)."""
+    return [
+        {"judge": name, **agreement(human, [panel.scale.passes(r.grade) for r in judge])}
+        for name, judge in zip(panel.names, readings)
+    ]

@@ -1,0 +1,157 @@
+"""The ``judge`` scorer of one suite: its settings and files, read when the suite is, and on each candidate
+the panel's judging, its calibration, and the record results.json keeps of both."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from evalkit.backends.base import Backend, ModelConfig
+from evalkit.errors import did_you_mean, shown_path
+from evalkit.judge.calibration import calibrate
+from evalkit.judge.files import existing, read_calibration, read_rubric
+from evalkit.judge.modes import Judged, mode_for
+from evalkit.judge.panel import Panel, Prompting
+from evalkit.judge.readers import Reading, reader_for
+from evalkit.judge.settings import JudgeSettings, Placement, parse_settings
+from evalkit.record import Calibration, JudgeInfo, ModelInfo
+from evalkit.report.judging import refusal_text
+from evalkit.scoring import ScorerFactory
+from evalkit.tasks import Graded, ModelGradedScorer, PreparedCandidate
+
+# The keys of the judge's record, and of its calibration, in the order results.json has always held them.
+RECORD_KEYS: tuple[str, ...] = ("mode", "read", "grades", "pass", "rubric", "rubric_sha256", "judges", "sha256")
+RECORD_KEYS += ("judges_agreement", "pairwise", "calibration")
+CALIBRATION_KEYS: tuple[str, ...] = ("file", "n", "agree", "accuracy", "accuracy_ci", "kappa", "kappa_ci")
+CALIBRATION_KEYS += ("min_agreement", "wrong", "per_judge", "trusted")
+
+
+class Judge(ModelGradedScorer):
+    """The ``judge`` scorer of one suite: its settings, rubric and calibration rows, read when the suite is."""
+
+    def __init__(self, settings: JudgeSettings, base_dir: Path) -> None:
+        self.settings = settings
+        self.base_dir = base_dir
+        self.scale = settings.scale
+        self.mode = mode_for(settings.mode, settings.against, settings.grades)
+        rubric = existing(base_dir, settings.rubric, "rubric", "judge rubric")
+        self.rubric = read_rubric(rubric, self.mode.shown, self.mode.what)
+        self.calibration = (
+            read_calibration(existing(base_dir, settings.calibration, "calibration", "calibration file"), self.scale)
+            if settings.calibration
+            else None
+        )
+        self.placement = Placement()
+        self.reader = reader_for(settings, self.placement)
+        self._calibrated: dict[tuple[str, ...], Calibration] = {}  # by the judges' fingerprints
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any], *, base_dir: Path) -> Judge:
+        """The judge a suite's scorer options describe; TaskProblem at the option's key when they are wrong."""
+        return cls(parse_settings(options), base_dir)
+
+    def place(self, suite_path: Path, line: Callable[..., int | None]) -> None:
+        """Where the suite writes this scorer: errors found while judging name the suite's lines."""
+        self.placement.suite_path, self.placement.line = suite_path, line
+
+    def model_blocks(self) -> list[tuple[tuple[str | int, ...], ModelConfig]]:
+        """Each judge's model block and its key path under ``task.scorer`` (checked like the suite's model)."""
+        if self.settings.models is not None:
+            return [(("models", i), m) for i, m in enumerate(self.settings.models)]
+        return [(("model",), self.settings.model)] if self.settings.model is not None else []
+
+    def check_candidates(self, names: Sequence[str]) -> None:
+        """Pairwise against a candidate: it is one of the suite's."""
+        against = self.settings.against
+        if against not in (None, "baseline") and against not in names:
+            raise ValueError(
+                f"pairwise `against: {against}` is not a candidate of this suite{did_you_mean(str(against), names)}; "
+                f"candidates are: {', '.join(names)}, or write `baseline`"
+            )
+
+    def passes(self, grade: str | None) -> bool:
+        return self.scale.passes(grade)
+
+    def read(self, backend: Backend, prompts: Sequence[str], origins: Sequence[str]) -> list[Reading]:
+        """One judge's reading of each prompt."""
+        return self.reader.read(backend, prompts, origins)
+
+    def identity(self, backends: Sequence[Backend]) -> str:
+        """What every verdict depends on: rubric, grades, the way the judge is read, and each judge model."""
+        described = {
+            **self.settings.model_dump(exclude={"model", "models", "rubric", "calibration", "min_agreement"}),
+            "rubric_sha256": self.rubric.sha256,
+            "judges": [b.fingerprint for b in backends],
+        }
+        return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
+
+    def panel(self, prepared: PreparedCandidate) -> Panel:
+        """The judge models, each behind the run's result cache."""
+        if prepared.services is None:
+            raise TypeError("a judge needs the run's scoring services")
+        judges = self.settings.judges
+        backends = [prepared.services.backend(model) for model in judges]
+        prompting = Prompting(self.rubric, self.settings.chat, self.settings.system)
+        return Panel([m.name for m in judges], backends, prompting, self.reader, self.scale)
+
+    def grade(self, prepared: PreparedCandidate, rows: Sequence[int], outputs: Sequence[str]) -> Graded:
+        panel = self.panel(prepared)
+        judged = self.mode.judge(prepared, panel, rows, outputs)
+        calibration = self.calibrated(prepared, panel)
+        failures = [refusal_text(calibration)] if calibration is not None and not calibration.trusted else []
+        return Graded(judged.scores, as_written(self.info(panel, judged, calibration)), failures)
+
+    def calibrated(self, prepared: PreparedCandidate, panel: Panel) -> Calibration | None:
+        """The panel's measured agreement with the calibration rows (measured once per set of judges)."""
+        if self.calibration is None:
+            return None
+        key = tuple(b.fingerprint for b in panel.backends)
+        if key not in self._calibrated:
+            self._calibrated[key] = calibrate(prepared, panel, self.calibration, self.settings.min_agreement)
+        return self._calibrated[key]
+
+    def info(self, panel: Panel, judged: Judged, calibration: Calibration | None) -> JudgeInfo:
+        """The judge's entry in a candidate's record: who judged, how, and how far it can be trusted."""
+        settings = self.settings
+        optional = {
+            "judges_agreement": judged.judges_agreement or None,
+            "pairwise": asdict(judged.pairwise) if judged.pairwise is not None else None,
+            "calibration": calibration,
+        }
+        return JudgeInfo(
+            mode=settings.mode,
+            read=settings.reading,
+            grades=settings.grades,
+            rubric=shown_path(self.rubric.path) if self.rubric.path else None,
+            rubric_sha256=self.rubric.sha256,
+            judges=[ModelInfo(name=m.name, fingerprint=b.fingerprint) for m, b in zip(settings.judges, panel.backends)],
+            sha256=self.identity(panel.backends),
+            **{"pass": settings.pass_at if settings.numeric else settings.grades[0]},
+            **{key: value for key, value in optional.items() if value is not None},
+        )
+
+
+def as_written(info: JudgeInfo) -> dict[str, Any]:
+    """The judge's record as results.json holds it: only the keys it sets, in their usual order."""
+    record = _ordered(info.model_dump(mode="json", exclude_unset=True), RECORD_KEYS)
+    if "calibration" in record:
+        record["calibration"] = _ordered(record["calibration"], CALIBRATION_KEYS)
+    return record
+
+
+def _ordered(values: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    return {k: values[k] for k in keys if k in values} | {k: v for k, v in values.items() if k not in keys}
+
+
+def judge_scorer(*, base_dir: Path | None = None, **options: Any) -> Judge:
+    """The ``judge`` scorer's factory: the suite's options, its folder for the rubric and calibration files."""
+    return Judge.from_options(options, base_dir=base_dir or Path.cwd())
+
+
+JUDGE = ScorerFactory(
+    judge_scorer, needs_target=False, model_graded=True
+)  # published under the evalkit.scorers entry points
