@@ -33,7 +33,21 @@ import yaml
 ROOT = Path(__file__).parent.parent
 DOCS = ROOT / "docs"
 PAGES = [ROOT / "README.md", ROOT / "BENCHMARKS.md", *sorted(DOCS.glob("*.md"))]
-BASE_SUITE = ROOT / "suites" / "tickets.eval.yaml"  # a suite fragment is checked inside this suite
+# A suite fragment is checked inside this suite, on the demo's data and prompts (paths from suites/).
+BASE_SUITE = """\
+suite: docs-fragment
+model: smollm2-135m-instruct
+dataset: {path: data/tickets_test.jsonl}
+task: {kind: classify, choices: [billing, technical, account, shipping, other], target: label}
+train:
+  tickets-lora: {output: ../adapters/tickets-lora, data: data/tickets_train.jsonl, prompt: ../prompts/tickets/plain.j2}
+candidates:
+  zero_shot: {prompt: ../prompts/tickets/zero_shot.j2}
+  few_shot: {prompt: ../prompts/tickets/few_shot.j2, fewshot: {path: data/tickets_train.jsonl, k: 4, seed: 0}}
+  inline: {template: "Ticket: {{ text }}\\nCategory:"}
+  lora: {prompt: ../prompts/tickets/plain.j2, adapter: tickets-lora}
+thresholds: {accuracy: ">= 0.5"}
+"""
 MARKERS = {"run", "paths-elsewhere", "not-a-suite"}
 
 
@@ -223,7 +237,7 @@ def test_every_yaml_snippet_is_a_suite_evalkit_reads(block: Block, tmp_path, mon
     if "suite" not in document:
         unknown = set(document) - _suite_keys()
         assert not unknown, f"{block.where}: {sorted(unknown)} are not suite keys: not a suite fragment"
-        document = _merged(yaml.safe_load(BASE_SUITE.read_text()), document)
+        document = _merged(yaml.safe_load(BASE_SUITE), document)
     if block.marker == "paths-elsewhere":
         monkeypatch.setattr(_Reader, "existing", lambda self, relative, *loc, what: (self.base / relative).resolve())
     suite = _demo_project(tmp_path)
@@ -236,7 +250,7 @@ def test_a_wrong_snippet_is_caught(tmp_path):
     from evalkit.suite import load_suite
 
     suite = _demo_project(tmp_path)
-    document = _merged(yaml.safe_load(BASE_SUITE.read_text()), {"candidates": {"inline": {"promt": "x.j2"}}})
+    document = _merged(yaml.safe_load(BASE_SUITE), {"candidates": {"inline": {"promt": "x.j2"}}})
     suite.write_text(yaml.safe_dump(document, sort_keys=False))
     with pytest.raises(SuiteError, match="unknown key 'promt'"):
         load_suite(suite)
