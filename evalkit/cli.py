@@ -192,6 +192,72 @@ def _add_init_command(commands: Any) -> None:
     init.set_defaults(func=_init)
 
 
+def _search(args: argparse.Namespace) -> int:
+    from evalkit.backends import open_backend
+    from evalkit.cache import ResultCache
+    from evalkit.prompt_search import ensure_prompt_search, search_table
+    from evalkit.runner import answering_backend
+    from evalkit.suite import load_suite
+
+    spec = load_suite(args.suite)
+    searched = [name for name, c in spec.candidates.items() if c.search is not None]
+    if args.candidate is not None:
+        if args.candidate not in searched:
+            what = "has no candidate" if args.candidate not in spec.candidates else "has no `search:` on candidate"
+            raise EvalkitError(
+                f"suite '{spec.name}' {what} '{args.candidate}'",
+                path=spec.path,
+                fix=f"candidates with a `search:`: {', '.join(searched) or 'none'}",
+            )
+        searched = [args.candidate]
+    if not searched:
+        raise EvalkitError(
+            "no candidate of the suite has a `search:` block",
+            path=spec.path,
+            fix="add `search: {trials: 24, fewshot.k: [0, 2, 4, 8]}` to a candidate with a `fewshot:` pool",
+        )
+    cache = ResultCache(Path(args.cache_dir), warn=lambda m: print(m, file=sys.stderr)) if args.cache_dir else None
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    base = open_backend(spec.model, spec.path.parent, notify=say)
+    try:
+        for name in searched:
+            candidate = spec.candidates[name]
+            adapter = None
+            if candidate.adapter is not None:
+                from evalkit.train import ensure_adapter
+
+                adapter = ensure_adapter(spec, candidate.adapter, notify=say)
+            backend = answering_backend(spec, base, adapter, cache)
+            mode = "always" if args.force else "auto"
+            outcome = ensure_prompt_search(spec, candidate, backend, mode=mode, notify=say)
+            print(f"{spec.name}::{name}: {'searched' if outcome.searched_now else 'up to date'}")
+            print(search_table(outcome))
+    finally:
+        base.close()
+        if cache is not None:
+            cache.close()
+    return 0
+
+
+def _add_search_command(commands: Any) -> None:
+    search = commands.add_parser(
+        "search",
+        help="search a candidate's prompt (demos, order, calibration, template) on a dev split of its pool",
+        description="Run (or resume) the `search:` of a suite's candidates and write each one's artifact "
+        "(prompts/.search/<suite>/<candidate>.json). A current artifact is left as it is unless --force.",
+    )
+    search.add_argument("suite", help="suite file (*.eval.yaml)")
+    search.add_argument("candidate", nargs="?", help="only this candidate (default: every candidate with a search)")
+    search.add_argument("--force", action="store_true", help="search again even when the artifact is current")
+    search.add_argument(
+        "--cache-dir", default=".evalkit_cache", help="the result cache (default: .evalkit_cache; '' for none)"
+    )
+    search.set_defaults(func=_search)
+
+
 def _add_train_command(commands: Any) -> None:
     train = commands.add_parser("train", help="train a suite's adapters when missing or stale")
     train.add_argument("suite", help="suite file (*.eval.yaml) with a `train:` section")
@@ -224,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     prepare.set_defaults(func=_prepare)
     _add_init_command(commands)
     _add_train_command(commands)
+    _add_search_command(commands)
     diff = commands.add_parser(
         "diff",
         help="compare two run records (or a run with the baseline); exit code 1 when RUN_B regressed",

@@ -7,7 +7,6 @@ and :class:`Resources` hands it the shared backends, adapters, datasets and resu
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from evalkit.backends.base import Backend
 from evalkit.cache import CachedBackend, CacheStats, ResultCache
 from evalkit.data import Dataset, load_dataset
 from evalkit.errors import EvalkitError, TrainingError, did_you_mean, shown_path
+from evalkit.fewshot import prompt_identity
 from evalkit.results import CandidateResult
 from evalkit.stats import wilson_interval
 from evalkit.tasks import PreparedCandidate, Scored, ScoringServices, prepare, task_kind
@@ -26,6 +26,7 @@ from evalkit.verdict import threshold_failure
 
 if TYPE_CHECKING:
     from evalkit.progress import Progress
+    from evalkit.prompt_search import PromptSearchOutcome
     from evalkit.spec import Candidate, ModelConfig, SuiteSpec
     from evalkit.train import TrainedAdapter
 
@@ -43,6 +44,31 @@ class Resources:
     baseline_outputs: Callable[[str, str], dict[str, str]] = lambda suite, candidate: {}
     # a live progress line for a candidate ("suite::candidate"), where the run shows one (a terminal)
     progress: Callable[[str], Progress] | None = None
+    # a candidate's prompt search: auto searches a missing or stale one, never makes that an error, always
+    # searches again (None: the train mode of the session the adapters come from)
+    search_mode: str | None = None
+    notify: Callable[[str], None] | None = None
+    # each searched candidate's outcome, by (suite, candidate), as its evaluation found or made it
+    prompt_searches: dict[tuple[str, str], PromptSearchOutcome] = field(default_factory=dict)
+
+    def prompt_search_mode(self) -> str:
+        if self.search_mode is not None:
+            return self.search_mode
+        owner = getattr(self.adapter, "__self__", None)  # a session's bound `adapter` knows its train mode
+        return str(getattr(owner, "train_mode", "auto"))
+
+    def prompt_search(self, spec: SuiteSpec, candidate: Candidate, backend: Backend) -> PromptSearchOutcome:
+        """The candidate's prompt search, read from its artifact or run first (see evalkit.prompt_search)."""
+        key = (spec.name, candidate.name)
+        if key not in self.prompt_searches:
+            from evalkit.prompt_search import ensure_prompt_search
+
+            owner = getattr(self.adapter, "__self__", None)
+            notify = self.notify or getattr(owner, "notify", None)
+            self.prompt_searches[key] = ensure_prompt_search(
+                spec, candidate, backend, mode=self.prompt_search_mode(), notify=notify
+            )
+        return self.prompt_searches[key]
 
     def dataset(self, spec: SuiteSpec, limit: int | None) -> Dataset:
         """The suite's golden rows (the first ``limit`` of them when limited), read once."""
@@ -138,6 +164,10 @@ def evaluate_candidate(
     adapter = resources.trained_adapter(spec, candidate.adapter) if candidate.adapter is not None else None
     # Naming the model may convert the embedded default once: like loading, not this candidate's time.
     base = resources.backend(spec.model, spec.path.parent)
+    searched = None
+    if candidate.search is not None:  # the artifact's settings, searched first on the pool when missing or stale
+        searched = resources.prompt_search(spec, candidate, answering_backend(spec, base, adapter, resources.cache))
+        spec, candidate = searched.applied(spec, candidate)
     started = time.perf_counter()
     dataset = resources.dataset(spec, limit)
     backend = answering_backend(spec, base, adapter, resources.cache)
@@ -145,7 +175,13 @@ def evaluate_candidate(
         backend.progress = resources.progress(f"{spec.name}::{candidate_name}")
     services = RunServices(spec, candidate_name, resources, limit)
     prepared = prepare(
-        spec, candidate, dataset, backend.apply_chat_template, dataset_cache=resources.datasets, services=services
+        spec,
+        candidate,
+        dataset,
+        backend.apply_chat_template,
+        dataset_cache=resources.datasets,
+        services=services,
+        **_searched_demos(spec, candidate, searched, resources),
     )
     scored = task_kind(spec.task.kind).score(prepared, backend)
     compute_s = backend.stats.compute_s
@@ -176,6 +212,19 @@ def evaluate_candidate(
         compute_s=compute_s,
         robustness=robustness.as_dict() if robustness is not None else None,
     )
+
+
+def _searched_demos(
+    spec: SuiteSpec, candidate: Candidate, searched: PromptSearchOutcome | None, resources: Resources
+) -> dict[str, Any]:
+    """A searched candidate's demos: the artifact's fixed set, or each row's own from the pool without the
+    dev rows (the pool the search measured)."""
+    if searched is None or candidate.fewshot_path is None:
+        return {}
+    key = (candidate.fewshot_path, None)
+    if key not in resources.datasets:
+        resources.datasets[key] = load_dataset(candidate.fewshot_path, id_field=spec.id_field)
+    return {"pool": searched.demo_pool(resources.datasets[key]), "demo_ids": searched.demo_ids}
 
 
 def _failures(spec: SuiteSpec, candidate: str, scored: Scored, adapter: TrainedAdapter | None) -> list[str]:
@@ -227,7 +276,7 @@ def _result(
         examples=scored.examples,
         adapter=adapter.summary() if adapter is not None else None,
         repeats=spec.task.repeats,
-        prompts_sha256=hashlib.sha256("\x00".join(prepared.prompts).encode()).hexdigest(),
+        prompts_sha256=prompt_identity(prepared),  # the prompts, and their calibration
         robustness=robustness,
         compute_s=round(compute_s, 3),
         cache=backend.stats.as_dict(),

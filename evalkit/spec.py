@@ -40,8 +40,16 @@ class DatasetConfig(StrictModel):
 
 class FewshotConfig(StrictModel):
     path: str = Field(description="rows to draw examples from, relative to the suite")
-    k: int = Field(4, ge=0, description="number of examples")
+    k: int = Field(4, ge=0, le=64, description="number of examples")
     seed: int = Field(0, description="seed for the draw")
+    select: Literal["random", "stratified", "nearest"] = Field(
+        "random",
+        description="random: k rows drawn with the seed; stratified: drawn evenly across the labels; "
+        "nearest: for each row, the k pool rows most similar to it (TF-IDF, scikit-learn)",
+    )
+    order: Literal["drawn", "nearest_last"] = Field(
+        "drawn", description="drawn: as selected (nearest: most similar first); nearest_last: most similar last"
+    )
 
 
 class ScorerConfig(StrictModel):
@@ -332,12 +340,66 @@ class BaselineConfig(StrictModel):
     strict: bool = Field(False, description="fail on any drop, significant or not")
 
 
+PROMPT_SEARCHABLE = ("fewshot.k", "fewshot.select", "fewshot.order", "fewshot.seed", "template", "calibration")
+PROMPT_SEARCHABLE_GENERATE = ("system", "max_new_tokens", "temperature", "stop")
+PROMPT_SEARCH_OPTIONS = ("trials", "dev", "objective", "folds", "pruner", "chunks", "seed", "artifact", "space")
+
+
+class DevSplit(StrictModel):
+    """The rows of the few-shot pool a prompt search scores its trials on (never a demo for themselves)."""
+
+    fraction: float = Field(0.3, gt=0, lt=1, description="share of the pool held out as the dev split")
+    stratify: bool | None = Field(
+        None, description="keep each label's share in the dev split (default: true for classify)"
+    )
+
+
+class PromptSearchSettings(StrictModel):
+    """A prompt search (Optuna, as the trainer's): each key beyond the options below is a candidate option
+    (``fewshot.k``, ``template``, ``calibration``...) with a range ``{low, high}`` or a list of values."""
+
+    trials: int = Field(ge=1, le=1000, description="trials to run (pruned ones included)")
+    dev: DevSplit = DevSplit()
+    objective: Literal["dev_accuracy", "cv_accuracy"] = Field(
+        "dev_accuracy",
+        description="dev_accuracy: accuracy on the dev split; cv_accuracy: mean over k folds of the pool",
+    )
+    folds: int = Field(3, ge=2, le=20, description="folds of the pool for cv_accuracy")
+    pruner: Literal["median", "none"] = Field(
+        "median", description="median: stop a trial whose dev accuracy after a chunk trails the median of earlier ones"
+    )
+    chunks: int = Field(4, ge=1, le=100, description="dev chunks a trial is scored in (the pruner looks after each)")
+    seed: int = Field(0, description="seeds the sampler (TPE) and the dev split")
+    artifact: str | None = Field(
+        None,
+        description="where the result is written, relative to the suite (default: prompts/.search/<suite>/<candidate>.json)",
+    )
+    space: dict[str, SearchRange | list[Any]] = Field(description="candidate option -> range or values")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _collect_space(cls, value: Any) -> Any:
+        """Parameters sit beside the options in the suite file; here they are gathered under ``space``."""
+        if not isinstance(value, dict) or "space" in value:
+            return value
+        options = {k: v for k, v in value.items() if k in PROMPT_SEARCH_OPTIONS}
+        return {**options, "space": {k: v for k, v in value.items() if k not in PROMPT_SEARCH_OPTIONS}}
+
+
 class CandidateConfig(_Placed):
     prompt: str | None = Field(None, description="Jinja2 template file, relative to the suite")
     template: str | None = Field(None, description="inline Jinja2 template")
     chat: bool = Field(False, description="render the text as the user turn of the model's chat template")
     system: str | None = Field(None, description="system message when chat is true")
     fewshot: FewshotConfig | None = None
+    calibration: Literal["none", "contextual"] = Field(
+        "none",
+        description="classify only; contextual: divide out the label prior measured on content-free inputs "
+        "(N/A, empty, [MASK]) rendered through the same prompt and demos",
+    )
+    search: PromptSearchSettings | None = Field(
+        None, description="search the prompt's options on a dev split of the few-shot pool (see PromptSearchSettings)"
+    )
     adapter: str | None = Field(None, description="name of an adapter in the suite's `train:` section")
     markers: list[Marker] = Field(default_factory=list, description=MARKER_HELP)
 
@@ -359,6 +421,32 @@ class CandidateConfig(_Placed):
         self._place(name, base, line)
         self._suite_markers = suite_markers
         return self
+
+    def with_values(self, values: dict[str, Any]) -> CandidateConfig:
+        """This candidate with some options replaced (``fewshot.k`` names a few-shot setting; ``template``
+        a template file), validated and placed as this one is. Task options (``max_new_tokens``...) are
+        not the candidate's and are ignored here."""
+        data = self.model_dump(exclude={"search"})
+        for name, value in values.items():
+            section, _, key = name.rpartition(".")
+            if section == "fewshot" and data.get("fewshot") is not None:
+                data["fewshot"][key] = value
+            elif name == "template":
+                data["prompt"], data["template"] = value, None
+            elif name in ("calibration", "system"):
+                data[name] = value
+        changed = CandidateConfig.model_validate(data)
+        return changed.placed(self._name, self._base, self._line, self._suite_markers)
+
+    def search_artifact_path(self, suite_path: Path, suite_name: str) -> Path:
+        """Where this candidate's prompt search is stored: ``search.artifact``, or
+        ``prompts/.search/<suite>/<candidate>.json`` beside the suite's folder (in it when there is no
+        ``prompts/`` folder next to it)."""
+        if self.search is not None and self.search.artifact:
+            return self._resolved(self.search.artifact)
+        folder = suite_path.parent.resolve()
+        root = folder.parent if (folder.parent / "prompts").is_dir() else folder
+        return root / "prompts" / ".search" / suite_name / f"{self._name}.json"
 
     @property
     def fewshot_path(self) -> Path | None:

@@ -20,13 +20,18 @@ from evalkit.gate import Threshold, parse_threshold
 from evalkit.spec import (
     DEFAULT_MODEL,
     NAME,
+    PROMPT_SEARCH_OPTIONS,
+    PROMPT_SEARCHABLE,
+    PROMPT_SEARCHABLE_GENERATE,
     BaselineConfig,
     Candidate,
     CandidateConfig,
     DatasetConfig,
+    DevSplit,
     FewshotConfig,
     LoraSettings,
     ModelConfig,
+    PromptSearchSettings,
     RobustnessConfig,
     SuiteConfig,
     SuiteSpec,
@@ -125,6 +130,8 @@ def _format_validation_error(exc: ValidationError, document: Any, path: Path) ->
     priority = {"extra_forbidden": 0, "missing": 1}
     error = min(exc.errors(), key=lambda e: priority.get(e["type"], 2))
     clean = tuple(error["loc"])
+    if clean[:1] == ("candidates",) and clean[2:4] == ("search", "space"):  # searched options sit beside the rest
+        clean = tuple(p for p in (*clean[:3], *clean[4:]) if not str(p).startswith("function-"))
     where = ".".join(str(p) for p in clean) or "suite"
     line = _line_of(document, clean)
     kind = error["type"]
@@ -169,6 +176,10 @@ def _section_model(loc: tuple) -> type[BaseModel] | None:
         return CandidateConfig
     if len(loc) == 3 and loc[0] == "candidates" and loc[2] == "fewshot":
         return FewshotConfig
+    if len(loc) == 3 and loc[0] == "candidates" and loc[2] == "search":
+        return PromptSearchSettings
+    if len(loc) == 4 and loc[0] == "candidates" and loc[2] == "search" and loc[3] == "dev":
+        return DevSplit
     if len(loc) == 2 and loc[0] == "train":
         return TrainConfig
     if len(loc) == 3 and loc[0] == "train" and loc[2] == "lora":
@@ -281,6 +292,7 @@ def _candidates(reader: _Reader, config: SuiteConfig, train: dict[str, TrainSpec
         if cand.fewshot is not None:
             reader.existing(cand.fewshot.path, "candidates", name, "fewshot", "path", what="few-shot dataset")
         cand.placed(name, reader.base, reader.line("candidates", name), tuple(config.markers))
+        _check_prompt_options(reader, config, name, cand)
         if cand.adapter is not None and cand.adapter not in train:
             known = (
                 f"adapters in `train:` are: {', '.join(train)}" if train else "add a `train:` section that defines it"
@@ -294,6 +306,106 @@ def _candidates(reader: _Reader, config: SuiteConfig, train: dict[str, TrainSpec
                 fix=known,
             )
     return config.candidates
+
+
+def _check_prompt_options(reader: _Reader, config: SuiteConfig, name: str, cand: Candidate) -> None:
+    """A candidate's few-shot and calibration options fit the task; its `search:` block names only options
+    the task has, and every value it lists (or both ends of a range) is one that option accepts."""
+    classify = task_kind(config.task.kind).offers_choices
+    at = ("candidates", name)
+    if cand.calibration != "none" and not classify:
+        raise reader.error(
+            f"calibration: {cand.calibration} divides out a label prior, and a {config.task.kind} task has no labels",
+            *at,
+            "calibration",
+            fix="use calibration with a classify task, or remove it",
+        )
+    if cand.fewshot is not None and cand.fewshot.select == "stratified" and not classify:
+        raise reader.error(
+            f"fewshot.select: stratified draws evenly across labels, and a {config.task.kind} task has none",
+            *at,
+            "fewshot",
+            "select",
+            fix="use `select: random` or `select: nearest`",
+        )
+    search = cand.search
+    if search is None:
+        return
+    if cand.fewshot is None:
+        raise reader.error(
+            f"candidate '{name}' has a `search:` but no few-shot pool to search on",
+            *at,
+            "search",
+            fix="add `fewshot: {path: <rows like the golden ones, none of them golden>}`: the dev split is drawn "
+            "from it, so the golden rows stay unread",
+        )
+    if search.dev.stratify and not classify:
+        raise reader.error(
+            f"search.dev.stratify keeps each label's share, and a {config.task.kind} task has no labels",
+            *at,
+            "search",
+            "dev",
+            "stratify",
+            fix="remove `stratify:`",
+        )
+    searchable = (*PROMPT_SEARCHABLE, *(PROMPT_SEARCHABLE_GENERATE if not classify else ()))
+    if not search.space:
+        raise reader.error(
+            "name at least one option to search", *at, "search", fix=f"searchable here: {', '.join(searchable)}"
+        )
+    options = ", ".join(o for o in PROMPT_SEARCH_OPTIONS if o != "space")
+    for param, values in search.space.items():
+        where = (*at, "search", param)
+        if param not in searchable:
+            why = (
+                f"'{param}' applies to generate tasks only"
+                if param in PROMPT_SEARCHABLE_GENERATE
+                else f"'{param}' is not a searchable option{did_you_mean(param, searchable)}"
+            )
+            raise reader.error(why, *where, fix=f"searchable here: {', '.join(searchable)}; search options: {options}")
+        if isinstance(values, list) and not values:
+            raise reader.error(f"search: '{param}' lists no values", *where, fix="list at least one value")
+        if param == "calibration" and not classify:
+            raise reader.error("calibration applies to classify tasks only", *where)
+        if param == "system" and not cand.chat:
+            raise reader.error(
+                "search: system messages apply only with `chat: true`", *where, fix="add `chat: true` to the candidate"
+            )
+        if not isinstance(values, list) and param in ("fewshot.select", "fewshot.order", "template", "calibration"):
+            raise reader.error(f"search: '{param}' takes a list of values, not a range", *where)
+        if (
+            not isinstance(values, list)
+            and not values.integer
+            and param in ("fewshot.k", "fewshot.seed", "max_new_tokens")
+        ):
+            raise reader.error(f"search: '{param}' takes whole numbers: a range of integers", *where)
+        for value in [values.low, values.high] if not isinstance(values, list) else values:
+            _check_search_value(reader, config, cand, param, value, where)
+
+
+def _check_search_value(
+    reader: _Reader, config: SuiteConfig, cand: Candidate, param: str, value: Any, where: tuple
+) -> None:
+    """One value of a searched option, validated as the option itself is when written in the suite."""
+    if param == "template":
+        if not isinstance(value, str):
+            raise reader.error(f"search: template {value!r} is not a template file name", *where)
+        reader.existing(value, *where, what="prompt template")
+        return
+    try:
+        if param in PROMPT_SEARCHABLE_GENERATE and param != "system":
+            TaskConfig.model_validate({**config.task.model_dump(exclude_unset=True), param: value})
+        else:
+            cand.with_values({param: value})
+    except ValidationError as error:
+        problem = error.errors()[0]["msg"].removeprefix("Value error, ")
+        raise reader.error(
+            f"search: {param} = {value!r} is not a valid value: {problem}",
+            *where,
+            fix=f"`{param}` means: {_describe(('candidates', cand.name, *param.split('.')))}"
+            if param.startswith("fewshot.") or param in ("calibration", "system")
+            else None,
+        ) from None
 
 
 def _metric_names(reader: _Reader, config: SuiteConfig, candidates: dict[str, Candidate]) -> tuple[str, ...]:

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from evalkit.backends.base import Backend, ChoiceRequest, GenerateRequest
 from evalkit.data import Dataset, Row, load_dataset
 from evalkit.errors import DatasetError, ScorerError, did_you_mean
-from evalkit.prompts import PromptTemplate, select_fewshot
+from evalkit.fewshot import ContextualCalibration, Demos, build_demos
+from evalkit.prompts import PromptTemplate
 from evalkit.registry import Registry
 from evalkit.results import ExampleResult
 from evalkit.stats import by_position, confusion, macro_f1, macro_f1_interval, mean_interval, wilson_interval
@@ -161,6 +162,14 @@ class PreparedCandidate:
     chat: Callable[[Sequence[dict[str, str]]], str] | None = None  # renders a chat prompt (chat candidates)
     turns: list[Turns] = field(default_factory=list)  # per row, the chat turns its prompt was rendered from
     services: ScoringServices | None = None  # what a model-graded scorer asks of the run (a judge's model)
+    demos: Demos | None = None  # where the demos come from (per row for `select: nearest`)
+    calibration: ContextualCalibration | None = None  # classify `calibration: contextual`
+
+    def decision_scores(self, backend: Backend, responses: Sequence[Any]) -> list[Sequence[float]]:
+        """What each row's choice is decided by: its log-likelihoods, or calibrated scores."""
+        if self.calibration is None:
+            return [r.logprobs for r in responses]
+        return list(self.calibration.scores(self, backend, range(len(responses)), responses))
 
     @property
     def kind(self) -> TaskKind:
@@ -173,10 +182,16 @@ class PreparedCandidate:
         """The prompt for one row's ``fields`` (and its ``choices``, for classify): what the model sees."""
         return self.render_with_turns(fields, choices, label)[0]
 
-    def render_with_turns(self, fields: dict[str, Any], choices: list[str] | None, label: str) -> tuple[str, Turns]:
+    def render_with_turns(
+        self, fields: dict[str, Any], choices: list[str] | None, label: str, examples: list[Any] | None = None
+    ) -> tuple[str, Turns]:
         """:meth:`render`, and for a chat candidate the turns the prompt was rendered from (a served model
-        gets those and applies its own chat template)."""
-        context: dict[str, Any] = {**fields, "examples": self.fewshot}
+        gets those and applies its own chat template). ``examples``: other demos than the row's own."""
+        if examples is None:
+            examples = (
+                self.demos.examples_for(fields) if self.demos is not None and self.demos.per_row else self.fewshot
+            )
+        context: dict[str, Any] = {**fields, "examples": examples}
         if choices is not None:
             context["choices"] = choices
         text = self.template.render(context, row_label=label)
@@ -203,6 +218,8 @@ class PreparedCandidate:
             chat=self.chat,
             turns=[self.turns[i] for i in indices],
             services=self.services,
+            demos=self.demos,
+            calibration=self.calibration,
         )
 
 
@@ -216,20 +233,33 @@ def _template(spec: SuiteSpec, candidate: Candidate) -> PromptTemplate:
     )
 
 
-def _fewshot(
-    spec: SuiteSpec, candidate: Candidate, dataset_cache: dict[tuple[Path, int | None], Dataset]
-) -> list[dict[str, Any]]:
+def _demos(
+    spec: SuiteSpec,
+    candidate: Candidate,
+    dataset_cache: dict[tuple[Path, int | None], Dataset],
+    pool: Dataset | None = None,
+    demo_ids: Sequence[str] | None = None,
+) -> Demos | None:
+    """The candidate's demos (evalkit.fewshot), from ``pool`` or its `fewshot:` rows; ``demo_ids``: a set
+    chosen before (a prompt search's)."""
     if candidate.fewshot_path is None:
-        return []
-    key = (candidate.fewshot_path, None)
-    if key not in dataset_cache:
-        dataset_cache[key] = load_dataset(candidate.fewshot_path, id_field=spec.id_field)
-    pool = dataset_cache[key]
+        return None
+    if pool is None:
+        key = (candidate.fewshot_path, None)
+        if key not in dataset_cache:
+            dataset_cache[key] = load_dataset(candidate.fewshot_path, id_field=spec.id_field)
+        pool = dataset_cache[key]
     kind = task_kind(spec.task.kind)
-    return [
-        {**row.fields, "gold": kind.gold_text(spec, pool, row)}
-        for row in select_fewshot(pool.rows, candidate.fewshot_k, candidate.fewshot_seed)
-    ]
+    chosen: Dataset = pool
+    labelled = kind.offers_choices and spec.task.target is not None
+
+    def example(row: Row) -> dict[str, Any]:
+        return {**row.fields, "gold": kind.gold_text(spec, chosen, row)}
+
+    def label(row: Row) -> str:
+        return str(kind.gold_text(spec, chosen, row))
+
+    return build_demos(spec, candidate, pool, example, label if labelled else None, demo_ids=demo_ids)
 
 
 def prepare(
@@ -239,21 +269,30 @@ def prepare(
     chat: Callable[[Sequence[dict[str, str]]], str] | None = None,
     dataset_cache: dict[tuple[Path, int | None], Dataset] | None = None,
     services: ScoringServices | None = None,
+    *,
+    pool: Dataset | None = None,
+    demo_ids: Sequence[str] | None = None,
 ) -> PreparedCandidate:
     """Render every row's prompt; errors name the template, the row, and the fix. ``chat`` renders the
     prompts of a chat candidate (a backend's ``apply_chat_template``); ``services`` are what a
-    model-graded scorer may ask of the run."""
+    model-graded scorer may ask of the run. ``pool``: the rows demos come from (default: the candidate's
+    `fewshot:` rows); ``demo_ids``: a fixed demo set chosen before (a prompt search's artifact)."""
     kind = task_kind(spec.task.kind)
+    demos = _demos(spec, candidate, dataset_cache if dataset_cache is not None else {}, pool, demo_ids)
     prepared = PreparedCandidate(
         spec=spec,
         candidate=candidate,
         dataset=dataset,
         template=_template(spec, candidate),
         prompts=[],
-        fewshot=_fewshot(spec, candidate, dataset_cache if dataset_cache is not None else {}),
+        fewshot=[demos.example(r) for r in demos.fixed] if demos is not None and demos.fixed is not None else [],
         chat=chat,
         services=services,
+        demos=demos,
+        calibration=ContextualCalibration() if candidate.calibration == "contextual" else None,
     )
+    if demos is not None:
+        demos.prefetch([row.fields for row in dataset.rows])
     for row in dataset.rows:
         choices, gold = kind.row_answers(spec, dataset, row)
         if choices is not None:
@@ -438,10 +477,12 @@ class Classify(TaskKind):
         responses = backend.score_choices(
             self._requests(prepared, [(row.id, p, c) for row, p, c in zip(rows, prepared.prompts, prepared.choices)], 0)
         )
+        decided = iter(prepared.decision_scores(backend, responses))  # log-likelihoods, or calibrated scores
         examples, predicted, gold, chosen = [], [], [], []
         tokens = {"prompt": 0, "output": 0}
         for row, prompt, choices, g, res in zip(rows, prepared.prompts, prepared.choices, prepared.gold, responses):
-            best = max(range(len(choices)), key=lambda i: res.logprobs[i])
+            scores = next(decided)  # this row's
+            best = max(range(len(choices)), key=lambda i: scores[i])
             best_norm = max(range(len(choices)), key=lambda i: res.logprobs[i] / max(1, len(choices[i])))
             predicted.append(choices[best])
             gold.append(choices[g])

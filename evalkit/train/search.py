@@ -20,12 +20,10 @@ from transformers import TrainerCallback
 
 from evalkit.errors import TrainingError
 from evalkit.spec import SearchRange, SearchSettings, TrainConfig
+from evalkit.study import open_stored_study, suggest
 from evalkit.train.examples import TrainingSet, kfold_rows, split_rows
 from evalkit.train.processes import world_size
 from evalkit.train.trainer import fit, selection
-
-STUDY_FILE = "search.db"
-STUDY_NAME = "evalkit"
 
 
 def direction(settings: SearchSettings) -> Literal["minimize", "maximize"]:
@@ -33,50 +31,14 @@ def direction(settings: SearchSettings) -> Literal["minimize", "maximize"]:
 
 
 def _suggest(trial: Any, name: str, values: SearchRange | list[Any]) -> Any:
-    if isinstance(values, list):
-        return trial.suggest_categorical(name, values)
-    if values.integer:
-        return trial.suggest_int(name, int(values.low), int(values.high), step=int(values.step or 1), log=values.log)
-    return trial.suggest_float(name, float(values.low), float(values.high), step=values.step, log=values.log)
-
-
-def _sampler_and_pruner(settings: SearchSettings) -> tuple[Any, Any]:
-    import optuna
-
-    # A third of the trials (at most Optuna's own 10) sample at random before TPE models the results.
-    startup = min(10, max(2, settings.trials // 3))
-    sampler = optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=startup)
-    if settings.pruner == "none":
-        return sampler, optuna.pruners.NopPruner()
-    # Judge nothing before two trials have finished, nor before a trial's first epoch.
-    return sampler, optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+    return suggest(trial, name, values)
 
 
 def open_study(settings: SearchSettings, folder: Path) -> Any:
-    """The study stored in ``folder``, created on first use. A trial an interrupted run left unfinished
-    (failed, or still marked running after a kill) is queued again, once, with its settings."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    folder.mkdir(parents=True, exist_ok=True)
-    sampler, pruner = _sampler_and_pruner(settings)
-    study = optuna.create_study(
-        study_name=STUDY_NAME,
-        storage=f"sqlite:///{folder / STUDY_FILE}",
-        sampler=sampler,
-        pruner=pruner,
-        direction=direction(settings),
-        load_if_exists=True,
+    """The study stored in ``folder``, created on first use; an unfinished trial is queued again, once."""
+    return open_stored_study(
+        folder, trials=settings.trials, seed=settings.seed, pruner=settings.pruner, direction=direction(settings)
     )
-    state = optuna.trial.TrialState
-    trials = study.get_trials(deepcopy=False)
-    retried = {t.user_attrs.get("retry_of") for t in trials}
-    for trial in trials:
-        if trial.state == state.RUNNING:  # its process was killed
-            study._storage.set_trial_state_values(trial._trial_id, state=state.FAIL)
-        if trial.state in (state.RUNNING, state.FAIL) and trial.number not in retried:
-            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
-    return study
 
 
 class _Pruning(TrainerCallback):
