@@ -49,7 +49,7 @@ def calibrate(prepared: PreparedCandidate, panel: Panel, labelled: Dataset, min_
         [f"{row_label(labelled, row)} (judge rubric)" for row in rows],
         [f"{prepared.spec.name}::judge-calibration::{row.id}::0" for row in rows],
     )
-    verdicts = [panel.scale.named(row.fields["verdict"]) for row in rows]
+    verdicts = [panel.scale.grade_of(row.fields["verdict"]) for row in rows]
     human = [panel.scale.passes(v) for v in verdicts]
     judged = [score.correct for score in panel.verdicts(readings, [""] * len(rows))]
     measured = agreement(human, judged)

@@ -59,7 +59,7 @@ def read_calibration(path: Path, scale: Scale) -> Dataset:
                     fix="each calibration row holds the judged row's fields, the `output` judged, and the "
                     f"human `verdict` (one of {grades})",
                 )
-        if not scale.names(row.fields["verdict"]):
+        if not scale.knows(row.fields["verdict"]):
             raise DatasetError(
                 f"verdict {row.fields['verdict']!r} is not one of the judge's grades {grades}",
                 **rows.where(row),

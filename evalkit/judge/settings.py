@@ -166,11 +166,12 @@ class Scale:
             return (mean - low) / (high - low) if high > low else float(self.passes(grade))
         return sum(p for g, p in probabilities.items() if self.passes(g))
 
-    def named(self, text: object) -> str:
+    def grade_of(self, text: object) -> str:
         """The grade ``text`` names, compared without case (a human verdict as a calibration file writes it)."""
         return {g.casefold(): g for g in self.grades}[str(text).casefold()]
 
-    def names(self, text: object) -> bool:
+    def knows(self, text: object) -> bool:
+        """Whether ``text`` is one of the grades, compared without case."""
         return str(text).casefold() in {g.casefold() for g in self.grades}
 
 
