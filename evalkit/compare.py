@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from evalkit.record import Comparison, PolicyInfo
+from evalkit.results import hashes_of
 from evalkit.stats import (
     _macro_f1_codes,
     macro_f1,
@@ -125,22 +126,6 @@ class Snapshot:
                 {"id": o.id, "values": o.values, "output": o.output, "target": o.target} for o in self.outcomes.values()
             ],
         }
-
-
-def hashes_of(header: Mapping[str, Any]) -> dict[str, str | None]:
-    """The hashes that identify what produced a candidate's result (from a results.json entry)."""
-    adapter = header.get("adapter") or {}
-    judge = header.get("judge") or {}
-    hashes = {
-        "dataset": header.get("dataset_hash"),
-        "template": header.get("template_sha256"),
-        "prompts": header.get("prompts_sha256"),
-        "model": header.get("model_fingerprint"),
-        "adapter": adapter.get("content_hash"),
-    }
-    if judge.get("sha256"):  # only model-graded suites name a judge (older baselines have no such key)
-        hashes["judge"] = judge["sha256"]
-    return hashes
 
 
 HASH_NAMES = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import subprocess
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -122,8 +122,6 @@ class CandidateResult:
 
     def hashes(self) -> dict[str, str | None]:
         """What produced this result, by content hash: dataset, template, prompts, model, adapter, judge."""
-        from evalkit.compare import hashes_of
-
         return hashes_of(
             {
                 "dataset_hash": self.dataset_hash,
@@ -147,6 +145,22 @@ class CandidateResult:
         data["passed"] = self.passed
         data["cost"] = self.cost
         return data
+
+
+def hashes_of(header: Mapping[str, Any]) -> dict[str, str | None]:
+    """The hashes that identify what produced a candidate's result (from a results.json entry)."""
+    adapter = header.get("adapter") or {}
+    judge = header.get("judge") or {}
+    hashes = {
+        "dataset": header.get("dataset_hash"),
+        "template": header.get("template_sha256"),
+        "prompts": header.get("prompts_sha256"),
+        "model": header.get("model_fingerprint"),
+        "adapter": adapter.get("content_hash"),
+    }
+    if judge.get("sha256"):  # only model-graded suites name a judge (older baselines have no such key)
+        hashes["judge"] = judge["sha256"]
+    return hashes
 
 
 def _git_commit(cwd: Path) -> str | None:

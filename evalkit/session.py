@@ -11,15 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 from evalkit.backends import open_backend
 from evalkit.backends.base import Backend
-from evalkit.baseline import Baseline, read_baseline, write_baseline
-from evalkit.compare import Policy, Snapshot, compare
 from evalkit.errors import EvalkitError, ModelError
-from evalkit.report.writer import write_run
-from evalkit.results import CandidateResult, build_record, example_rows, new_run_id, run_header
+from evalkit.gatekeeper import BaselineGate, UpdateMode
+from evalkit.recorder import RunRecorder
+from evalkit.results import CandidateResult
 from evalkit.runner import Resources, evaluate_candidate
 from evalkit.spec import ModelConfig, SuiteSpec
 from evalkit.suite import load_suite
-from evalkit.verdict import regression_failure
 
 if TYPE_CHECKING:
     from evalkit.train import TrainMode
@@ -73,36 +71,53 @@ class LoadedModel:
 
 @dataclass
 class EvalSession:
+    """What one pytest run shares: its settings, the backends, adapters, datasets and result cache every
+    suite uses (one :class:`Resources`), and each candidate's result. The baseline gate
+    (:class:`BaselineGate`) and the writing of the run (:class:`RunRecorder`) are objects of their own."""
+
     root: Path
     reports_dir: Path
     limit: int | None = None
     notify: Callable[[str], None] | None = None  # shows a message to the user right away
     started: _dt.datetime = field(default_factory=lambda: _dt.datetime.now(_dt.UTC))
     results: dict[tuple[str, str], CandidateResult] = field(default_factory=dict)
-    _backends: dict[tuple, tuple[str, Backend]] = field(default_factory=dict)
-    _datasets: dict = field(default_factory=dict)
-    _specs: dict[Path, SuiteSpec] = field(default_factory=dict)
-    _limits: dict[tuple[str, str], int | None] = field(default_factory=dict)
     train_mode: TrainMode = "auto"  # auto: train missing or stale adapters; never: that is an error; always: retrain
-    _adapters: dict[tuple[Path, str], Any] = field(default_factory=dict)
     baseline_path: Path | None = None  # default: <reports_dir>/baseline.json
-    update_baseline: str | None = None  # None: gate on the baseline; "replace" or "merge": write it from this run
+    update_baseline: UpdateMode | None = None  # None: gate on the baseline; "replace" or "merge": write it
     keep_runs: int = 20  # run folders kept under reports/runs (0: all)
-    _baseline: Any = None  # Baseline | None | EvalkitError, read on first use
-    _baseline_read: bool = False
-    written: Path | None = None  # the run folder written at the end of the session
     cache_dir: Path | None = None  # the result cache's folder; None: no cache
-    _cache: Any = None  # ResultCache, opened on first use
     coverage: RunCoverage = field(default_factory=RunCoverage)
-    report_error: str | None = None  # why the run record or the baseline could not be written
     prices: Any = None  # the cost model (evalkit.costs.CostModel) that prices each candidate; None: no prices
     progress: Callable[[str], Any] | None = None  # a live line per candidate (evalkit.progress), on a terminal
-    run_record: dict[str, Any] | None = None  # results.json as written, built once at the end of the run
+    _backends: dict[tuple, tuple[str, Backend]] = field(default_factory=dict)
+    _specs: dict[Path, SuiteSpec] = field(default_factory=dict)
+    _limits: dict[tuple[str, str], int | None] = field(default_factory=dict)
+    _adapters: dict[tuple[Path, str], Any] = field(default_factory=dict)
+    _resources: Resources | None = None
+
+    def __post_init__(self) -> None:
+        self.gate = BaselineGate(self.baseline_file, self.update_baseline)
+        self.recorder = RunRecorder(self.root, self.reports_dir, self.started, self.keep_runs, self.prices)
 
     @property
     def baseline_file(self) -> Path:
         """The baseline compared with and written: ``baseline_path``, else <reports_dir>/baseline.json."""
         return self.baseline_path if self.baseline_path is not None else self.reports_dir / "baseline.json"
+
+    @property
+    def written(self) -> Path | None:
+        """The run folder written at the end of the session."""
+        return self.recorder.written
+
+    @property
+    def report_error(self) -> str | None:
+        """Why the run record or the baseline could not be written."""
+        return self.recorder.error
+
+    @property
+    def run_record(self) -> dict[str, Any] | None:
+        """results.json as written (built once, at the end of the run)."""
+        return self.recorder.record
 
     @property
     def models(self) -> list[LoadedModel]:
@@ -113,17 +128,9 @@ class EvalSession:
             if backend.load_s is not None
         ]
 
-    def baseline(self) -> Baseline | None:
+    def baseline(self):
         """The committed baseline (None when there is none yet); a damaged one raises EvalkitError."""
-        if not self._baseline_read:
-            try:
-                self._baseline = read_baseline(self.baseline_file)
-            except EvalkitError as error:
-                self._baseline = error
-            self._baseline_read = True
-        if isinstance(self._baseline, EvalkitError):
-            raise self._baseline
-        return self._baseline
+        return self.gate.baseline()
 
     def backend_for(self, model: ModelConfig, base_dir: Path) -> Backend:
         """The shared backend for ``model``, built on first use (without loading weights) and reused by
@@ -137,35 +144,31 @@ class EvalSession:
 
     def result_cache(self):
         """The result cache shared by every suite of the session (None when caching is off)."""
-        if self._cache is None and self.cache_dir is not None:
-            from evalkit.cache import ResultCache
-
-            self._cache = ResultCache(self.cache_dir, warn=self.notify)
-        return self._cache
+        return self.resources().cache
 
     def resources(self) -> Resources:
-        """What this session's evaluations share: backends, adapters, datasets and the result cache."""
-        return Resources(
-            backend=self.backend_for,
-            adapter=self.adapter,
-            cache=self.result_cache(),
-            datasets=self._datasets,
-            baseline_outputs=self._baseline_outputs,
-            progress=self.progress,
-        )
+        """What this session's evaluations share (made once): backends, adapters, datasets, the result
+        cache, the baseline's outputs for a pairwise judge, and the live progress line."""
+        if self._resources is None:
+            cache = None
+            if self.cache_dir is not None:
+                from evalkit.cache import ResultCache
 
-    def _baseline_outputs(self, suite: str, candidate: str) -> dict[str, str]:
-        """The committed baseline's outputs of a candidate by example id (as the baseline keeps them: the
-        first 300 characters); empty without a baseline entry."""
-        baseline = self.baseline()
-        reference = baseline.get(suite, candidate) if baseline is not None else None
-        return {o.id: o.output for o in reference.outcomes.values()} if reference is not None else {}
+                cache = ResultCache(self.cache_dir, warn=self.notify)
+            self._resources = Resources(
+                backend=self.backend_for,
+                adapter=self.adapter,
+                cache=cache,
+                baseline_outputs=self.gate.outputs,
+                progress=self.progress,
+            )
+        return self._resources
 
     def close(self) -> None:
         """Close the result cache and release every backend."""
-        if self._cache is not None:
-            self._cache.close()
-            self._cache = None
+        if self._resources is not None and self._resources.cache is not None:
+            self._resources.cache.close()
+            self._resources.cache = None
         for _, backend in self._backends.values():
             backend.close()
 
@@ -227,25 +230,10 @@ class EvalSession:
                 result = evaluate_candidate(spec, candidate, self.resources(), limit=row_limit)
             except ModelError as error:  # name the suite line that chose the model
                 raise error.located(spec.path, spec.model_line) from None
-            self._compare_with_baseline(spec, result)
+            self.gate.check(spec, result)
             self.results[key] = result
             self._limits[key] = row_limit
         return self.results[key]
-
-    def _compare_with_baseline(self, spec: SuiteSpec, result: CandidateResult) -> None:
-        """Attach the comparison with the baseline; a significant regression fails the candidate."""
-        try:
-            baseline = self.baseline()
-        except EvalkitError:
-            if self.update_baseline == "replace":  # about to be replaced: nothing to compare with
-                return
-            raise
-        if baseline is None:
-            return
-        reference = baseline.get(result.suite, result.candidate)
-        result.baseline = compare(Snapshot.from_result(result), reference, Policy(**spec.baseline.model_dump()))
-        if result.baseline.regressed and self.update_baseline is None:
-            result.failures.append(regression_failure(result.baseline.reason or ""))
 
     # ------------------------------------------------------------------ pytest-xdist workers
 
@@ -269,6 +257,10 @@ class EvalSession:
 
     # ------------------------------------------------------------------ the end of the run
 
+    def ordered(self) -> list[CandidateResult]:
+        """Every result, by suite and candidate."""
+        return sorted(self.results.values(), key=lambda r: (r.suite, r.candidate))
+
     def finish(self) -> bool:
         """Write the run folder (and the baseline when asked); False when that failed (see report_error)."""
         if not self.results:
@@ -277,129 +269,67 @@ class EvalSession:
         try:
             self.write_reports(incomplete=self.coverage.incomplete(produced))
         except EvalkitError as error:
-            self.report_error = str(error)
+            self.recorder.error = str(error)
             return False
         return True
-
-    def summary_lines(self, *, verbose: bool) -> list[tuple[str, str | None]]:
-        """What the terminal shows after the run: (line, colour or None)."""
-        from evalkit.report.terminal import cache_lines, suite_tables
-
-        lines: list[tuple[str, str | None]] = [
-            (line, None) for line in cache_lines(self.results.values(), self.cache_dir, verbose=verbose)
-        ]
-        lines += [(m.describe(), None) for m in self.models]
-        if self.limit:
-            lines.append((f"only the first {self.limit} rows of each suite (--evalkit-limit)", None))
-        ordered = self._ordered()
-        record = self.run_record if self.run_record is not None else build_record({}, ordered, self.prices)
-        for table in suite_tables(ordered, record.get("costs")):
-            lines += [("", None), (table, None)]
-        lines.append(("", None))
-        if self.update_baseline is not None and self.report_error is None:
-            lines.append((f"baseline written: {self.baseline_file}", "green"))
-        elif not any(r.baseline is not None for r in self.results.values()):
-            if self.update_baseline is None:
-                lines.append(
-                    (
-                        f"no baseline at {self.baseline_file}: nothing is compared yet (pytest suites/ "
-                        "--evalkit-update-baseline writes one)",
-                        None,
-                    )
-                )
-        else:
-            lines.append((f"compared with the baseline {self.baseline_file}", None))
-        if self.written is not None:
-            lines.append(
-                (
-                    f"run record: {self.written}/ (also {self.reports_dir / 'latest'}/): results.json, "
-                    "examples.jsonl, summary.md, report.html",
-                    None,
-                )
-            )
-        if self.report_error is not None:
-            lines.append((f"evalkit: {self.report_error}", "red"))
-        return lines
 
     def write_reports(self, *, incomplete: str | None = None) -> Path | None:
         """Write the run folder (and the baseline when asked). ``incomplete`` says why this run does not
         cover every suite and candidate it should (a baseline is then refused unless merging)."""
         if not self.results:
             return None
-        finished = _dt.datetime.now(_dt.UTC)
-        header = run_header(self.root, self.started, finished)
-        header["run_id"] = new_run_id(self.reports_dir / "runs", self.started)
-        header["row_limit"] = self.limit
-        ordered = self._ordered()
-        baseline_error = None
-        header["baseline"] = {"path": self._shown(self.baseline_file), "updated": False}
-        if self.update_baseline is not None:
-            try:
-                written = self._write_baseline(ordered, header, incomplete)
-                header["baseline"].update(updated=True, mode=self.update_baseline, candidates=written)
-            except EvalkitError as error:
-                baseline_error = error
-        self.run_record = build_record(header, ordered, self.prices)  # once: every report reads this one
-        try:
-            self.written = write_run(self.reports_dir, self.run_record, example_rows(ordered), keep_runs=self.keep_runs)
-        except OSError as exc:
-            raise EvalkitError(
-                f"cannot write the run record: {exc.strerror}",
-                path=self.reports_dir,
-                fix="make the reports folder writable, or move it with --evalkit-reports",
-            ) from None
-        if baseline_error is not None:
-            raise baseline_error
-        return self.written
-
-    def _ordered(self) -> list[CandidateResult]:
-        return sorted(self.results.values(), key=lambda r: (r.suite, r.candidate))
-
-    def _shown(self, path: Path) -> str:
-        try:
-            return str(path.resolve().relative_to(self.root.resolve()))
-        except ValueError:
-            return str(path)
-
-    def _write_baseline(self, results: list[CandidateResult], header: dict[str, Any], incomplete: str | None) -> int:
-        merge = self.update_baseline == "merge"
-        if self.limit is not None:
-            raise EvalkitError(
-                "baseline not written: --evalkit-limit evaluated only the first rows of each suite",
-                path=self.baseline_file,
-                fix="update the baseline from a run without --evalkit-limit",
-            )
         limited = sorted(f"{s}::{c}" for (s, c), row_limit in self._limits.items() if row_limit is not None)
-        if limited and incomplete is None:
-            incomplete = f"{', '.join(limited)} evaluated only the first rows (evalkit.run(..., limit=N))"
-        old = None
-        try:
-            old = self.baseline()
-        except EvalkitError:
-            if merge:
-                raise
-        if old is not None:  # a suite in the baseline whose file still exists but did not run
-            ran = {r.suite for r in results}
-            skipped = sorted(s for s, rel in old.suite_paths.items() if s not in ran and (self.root / rel).exists())
-            if skipped and incomplete is None:
-                incomplete = f"suite(s) {', '.join(skipped)} are in the baseline but did not run"
-        if incomplete is not None and not merge:
-            raise EvalkitError(
-                f"baseline not written: this run covered only part of the suites ({incomplete})",
-                path=self.baseline_file,
-                fix="run every suite (pytest suites/ --evalkit-update-baseline), or keep the other entries and "
-                "replace only what ran with --evalkit-merge-baseline",
-            )
-        suite_paths = {r.suite: self._shown(Path(r.suite_path)) for r in results}
-        baseline_header = {
-            "written": header["finished"],
-            "git_commit": header["git_commit"],
-            "evalkit_version": header["evalkit_version"],
-        }
-        return write_baseline(
-            self.baseline_file,
-            [Snapshot.from_result(r) for r in results],
-            suite_paths,
-            baseline_header,
-            merge_into=old if merge else None,
+        return self.recorder.write(
+            self.ordered(), self.gate, row_limit=self.limit, limited=limited, incomplete=incomplete
         )
+
+    def summary_lines(self, *, verbose: bool) -> list[tuple[str, str | None]]:
+        """What the terminal shows after the run: (line, colour or None)."""
+        return session_lines(self, verbose=verbose)
+
+
+def session_lines(session: EvalSession, *, verbose: bool) -> list[tuple[str, str | None]]:
+    """What the terminal shows after a run: the cache, the models, a table per suite, where the baseline
+    and the run record are (each line with its colour, or None)."""
+    from evalkit.report.terminal import cache_lines, suite_tables
+
+    lines: list[tuple[str, str | None]] = [
+        (line, None) for line in cache_lines(session.results.values(), session.cache_dir, verbose=verbose)
+    ]
+    lines += [(m.describe(), None) for m in session.models]
+    if session.limit:
+        lines.append((f"only the first {session.limit} rows of each suite (--evalkit-limit)", None))
+    ordered = session.ordered()
+    for table in suite_tables(ordered, session.recorder.costs(ordered)):
+        lines += [("", None), (table, None)]
+    lines.append(("", None))
+    lines += _where_lines(session)
+    return lines
+
+
+def _where_lines(session: EvalSession) -> list[tuple[str, str | None]]:
+    lines: list[tuple[str, str | None]] = []
+    if session.update_baseline is not None and session.report_error is None:
+        lines.append((f"baseline written: {session.baseline_file}", "green"))
+    elif not any(r.baseline is not None for r in session.results.values()):
+        if session.update_baseline is None:
+            lines.append(
+                (
+                    f"no baseline at {session.baseline_file}: nothing is compared yet (pytest suites/ "
+                    "--evalkit-update-baseline writes one)",
+                    None,
+                )
+            )
+    else:
+        lines.append((f"compared with the baseline {session.baseline_file}", None))
+    if session.written is not None:
+        lines.append(
+            (
+                f"run record: {session.written}/ (also {session.reports_dir / 'latest'}/): results.json, "
+                "examples.jsonl, summary.md, report.html",
+                None,
+            )
+        )
+    if session.report_error is not None:
+        lines.append((f"evalkit: {session.report_error}", "red"))
+    return lines

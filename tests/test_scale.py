@@ -46,11 +46,11 @@ def _per_row_choices_project(pytester, rows: int) -> None:
 
 
 def test_each_candidate_entry_and_the_run_record_are_built_once_per_run(pytester, monkeypatch):
-    import evalkit.session
+    import evalkit.recorder
 
     headers: list[str] = []
     records: list[int] = []
-    header, build = CandidateResult.header, evalkit.session.build_record
+    header, build = CandidateResult.header, evalkit.recorder.build_record
 
     def counted_header(self):
         headers.append(self.candidate)
@@ -61,7 +61,7 @@ def test_each_candidate_entry_and_the_run_record_are_built_once_per_run(pytester
         return build(*args, **kwargs)
 
     monkeypatch.setattr(CandidateResult, "header", counted_header)
-    monkeypatch.setattr(evalkit.session, "build_record", counted_build)
+    monkeypatch.setattr(evalkit.recorder, "build_record", counted_build)
     _per_row_choices_project(pytester, 40)
     result = pytester.runpytest_inprocess("suites/", "-p", "no:cacheprovider", "--junitxml=junit.xml")
     result.assert_outcomes(passed=3)
