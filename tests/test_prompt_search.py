@@ -488,3 +488,32 @@ def test_a_generate_search_chooses_decoding_options_too(searched):
     path.write_text(text + block.replace("    chat: true\n", ""))
     with pytest.raises(SuiteError, match=r":12: search: system messages apply only with `chat: true`"):
         load_suite(path)
+
+
+def test_pytest_suites_searches_under_the_train_policy(pytester, tiny_model):
+    write_jsonl(pytester.path / "data" / "pool.jsonl", ticket_rows(30, 1, "p"))
+    write_jsonl(pytester.path / "data" / "test.jsonl", ticket_rows(12, 2, "t"))
+    (pytester.path / "few_shot.j2").write_text(FEW_SHOT)
+    (pytester.path / "zero_shot.j2").write_text(ZERO_SHOT)
+    suite = textwrap.dedent(
+        f"""\
+        suite: tickets
+        model: {tiny_model}
+        dataset: {{path: data/test.jsonl}}
+        task: {{kind: classify, choices: [billing, technical, account], target: label}}
+        candidates:
+          tuned:
+            prompt: few_shot.j2
+            fewshot: {{path: data/pool.jsonl, k: 1}}
+        """
+    )
+    (pytester.path / "tickets.eval.yaml").write_text(suite + SEARCH.format(trials=3, seed=0))
+    refused = pytester.runpytest("tickets.eval.yaml", "--evalkit-train=never", "-p", "no:cacheprovider")
+    refused.assert_outcomes(failed=1)
+    refused.stdout.fnmatch_lines(["*tickets.eval.yaml:6: the prompt search of candidate 'tuned' is missing: *"])
+    artifact = pytester.path / "prompts" / ".search" / "tickets" / "tuned.json"
+    assert not artifact.exists()
+    pytester.runpytest("tickets.eval.yaml", "-p", "no:cacheprovider").assert_outcomes(passed=1)
+    written = artifact.read_text()
+    pytester.runpytest("tickets.eval.yaml", "--evalkit-train=never", "-p", "no:cacheprovider").assert_outcomes(passed=1)
+    assert artifact.read_text() == written  # used as it is
