@@ -115,7 +115,7 @@ def test_few_shot_candidates_answer_as_when_every_row_is_computed_whole(evalkit)
     tickets = evalkit.run(TICKETS, candidate="few_shot", limit=24)
     requests = [ChoiceRequest(e.prompt, tuple(" " + c for c in CHOICES)) for e in tickets.examples]
     scored, reference = shared.score_choices(requests), whole.score_choices(requests)
-    (prefix,) = shared._prefixes.prefixes(None)
+    (prefix,) = shared.prefixes.prefixes(None)
     assert len(prefix) > 100  # the instructions and the four examples
     for example, result, expected in zip(tickets.examples, scored, reference):
         assert result.logprobs == pytest.approx(expected.logprobs, abs=1e-4)

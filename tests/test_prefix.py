@@ -113,7 +113,7 @@ def unshared(tiny_model):
 def test_few_shot_scores_equal_rows_computed_whole(tiny_model, sharing):
     requests = [ChoiceRequest(c, CHOICES) for c in few_shot_contexts()]
     results = sharing.score_choices(requests)
-    (prefix,) = sharing._prefixes.prefixes(None)
+    (prefix,) = sharing.prefixes.prefixes(None)
     ids = [sharing.tokenizer(c).input_ids for c in few_shot_contexts()]
     assert len(prefix) >= len(sharing.tokenizer(FEW_SHOT).input_ids) - 1
     assert all(tuple(row[: len(prefix)]) == prefix for row in ids)  # a token prefix of every row's own ids
@@ -130,12 +130,12 @@ def test_a_later_call_reuses_the_stored_prefix(tiny_model, sharing, monkeypatch)
     contexts = few_shot_contexts()
     sharing.score_choices([ChoiceRequest(c, CHOICES) for c in contexts[:3]])
     computed = []
-    original = sharing._decoder.forward
+    original = sharing.loaded.decoder.forward
     monkeypatch.setattr(
-        sharing._decoder, "forward", lambda **kw: computed.append(kw["input_ids"].shape) or original(**kw)
+        sharing.loaded.decoder, "forward", lambda **kw: computed.append(kw["input_ids"].shape) or original(**kw)
     )
     late = sharing.score_choices([ChoiceRequest(contexts[4], CHOICES)])[0]
-    (prefix,) = sharing._prefixes.prefixes(None)
+    (prefix,) = sharing.prefixes.prefixes(None)
     assert len(computed) == 1 and computed[0][1] < len(prefix) // 2  # only the row's own tokens and choices ran
     assert late.logprobs == pytest.approx([direct_logprob(sharing, contexts[4], c) for c in CHOICES], abs=1e-4)
 
@@ -143,7 +143,7 @@ def test_a_later_call_reuses_the_stored_prefix(tiny_model, sharing, monkeypatch)
 def test_few_shot_greedy_outputs_equal_rows_generated_whole(tiny_model, sharing):
     prompts = few_shot_contexts()
     results = sharing.generate([GenerateRequest(p, 12) for p in prompts])
-    assert sharing._prefixes.prefixes(None)
+    assert sharing.prefixes.prefixes(None)
     for prompt, result in zip(prompts, results):
         assert result.text == reference_generate(sharing, prompt, 12)
         assert result.prompt_tokens == len(sharing.tokenizer(prompt).input_ids)
@@ -160,7 +160,7 @@ def test_an_adapter_never_continues_a_prefix_computed_without_it(tmp_path, tiny_
     requests = [ChoiceRequest(c, CHOICES) for c in few_shot_contexts()]
     base = sharing.score_choices(requests)
     tuned = sharing.with_adapter("lora", tmp_path / "lora").score_choices(requests)
-    assert sharing._prefixes.prefixes(None) and sharing._prefixes.prefixes("lora")
+    assert sharing.prefixes.prefixes(None) and sharing.prefixes.prefixes("lora")
     reference = unshared(tiny_model).with_adapter("lora", tmp_path / "lora").score_choices(requests)
     for a, b, c in zip(base, tuned, reference):
         assert b.logprobs == pytest.approx(c.logprobs, abs=1e-4)
@@ -170,16 +170,16 @@ def test_an_adapter_never_continues_a_prefix_computed_without_it(tmp_path, tiny_
 def test_a_model_handed_over_for_training_shares_within_a_call_and_keeps_nothing(tiny_model, sharing, monkeypatch):
     trained = HFBackend.from_model(sharing.model, sharing.tokenizer, fingerprint="training")
     widths = []
-    original = trained._decoder.forward
+    original = trained.loaded.decoder.forward
     monkeypatch.setattr(
-        trained._decoder, "forward", lambda **kw: widths.append(kw["input_ids"].shape) or original(**kw)
+        trained.loaded.decoder, "forward", lambda **kw: widths.append(kw["input_ids"].shape) or original(**kw)
     )
     trained.score_choices([ChoiceRequest(c, CHOICES) for c in few_shot_contexts()])
     shared = len(sharing.tokenizer(FEW_SHOT).input_ids) - 1
     assert widths[0][0] == 1 and widths[0][1] >= shared  # the prefix, once
     assert sum(rows for rows, _ in widths[1:]) == len(TICKETS)  # then the rows, in batches...
     assert all(width < shared // 2 for _, width in widths[1:])  # ...of their own tokens only
-    assert trained._prefixes.prefixes(None) == []  # its weights may change before the next call
+    assert trained.prefixes.prefixes(None) == []  # its weights may change before the next call
 
 
 def test_rows_that_stop_early_leave_the_reserved_cache_and_the_rest_decode_unchanged(sharing):

@@ -448,8 +448,8 @@ def test_a_tokenizer_that_splits_differently_from_the_server_is_caught(proxy, tm
 
     wrong = ModelConfig(backend="openai", name=ALIAS, base_url=proxy.url, tokenizer=str(tiny_model))  # type: ignore[call-arg]
     backend = ServedBackend.from_config(wrong, tmp_path)
-    backend._bos = False  # the tiny tokenizer's BOS is not the served model's: skip straight to the count
-    backend._send_ids = False
+    backend.scorer.prepend_bos = False  # the tiny tokenizer's BOS is not the served model's: skip straight to the count
+    backend.scorer.send_ids = False
     with pytest.raises(ModelError) as caught:
         backend.score_choices([ChoiceRequest("Ticket: my parcel never arrived\nCategory:", (" billing", " shipping"))])
     assert caught.value.message.startswith("the server returned ")

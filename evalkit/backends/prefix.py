@@ -23,7 +23,7 @@ used first out, within a byte budget.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,7 +104,8 @@ def plan_prefixes(
 
 
 class PrefixStore:
-    """Computed prefixes by key, least recently used dropped first once ``budget`` bytes are held."""
+    """Computed prefixes by key, least recently used dropped first once ``budget`` bytes are held (a
+    budget of 0 holds nothing: for a model whose weights may change between calls)."""
 
     def __init__(self, budget: int = STORE_BYTES) -> None:
         self.budget = budget
@@ -128,6 +129,17 @@ class PrefixStore:
         self._entries.move_to_end((owner, tokens))
         while sum(size for _, size in self._entries.values()) > self.budget:
             self._entries.popitem(last=False)
+
+    def computed(
+        self, owner: Hashable, tokens: Tokens, compute: Callable[[Tokens], Any], nbytes: Callable[[Any], int]
+    ) -> Any:
+        """The value held for ``owner`` and ``tokens``, else ``compute(tokens)``, held for later calls
+        (``nbytes`` of it) within the budget."""
+        value = self.get(owner, tokens)
+        if value is None:
+            value = compute(tokens)
+            self.put(owner, tokens, value, nbytes(value))
+        return value
 
     def clear(self) -> None:
         self._entries.clear()
