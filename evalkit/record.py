@@ -202,6 +202,7 @@ class CandidateEntry(_Open):
     baseline: Comparison | None = None
     robustness: Robustness | None = None
     judge: JudgeInfo | None = None
+    expected_failure: str | None = None  # the reason of the candidate's xfail marker
 
 
 class RunRecord(_Open):

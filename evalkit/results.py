@@ -65,6 +65,7 @@ class CandidateResult:
     cache: dict[str, Any] | None = None  # result-cache hits, misses and why (see evalkit.cache)
     judge: dict[str, Any] | None = None  # a model-graded scorer's identity and measured agreement (evalkit.judge)
     errors: dict[str, Any] | None = None  # where it errs: classify's confusion matrix, generate's failure shapes
+    expected_failure: str | None = None  # the reason of the candidate's xfail marker: it is expected to fail
 
     def to_dict(self) -> dict[str, Any]:
         """The whole result as JSON-ready values (as pytest-xdist workers hand them over)."""
@@ -113,7 +114,9 @@ class CandidateResult:
     @property
     def verdict(self) -> Verdict:
         """Whether it passed, and what decided it (as every report says it)."""
-        return Verdict.of({"failures": self.failures, "baseline": self.comparison_json})
+        return Verdict.of(
+            {"failures": self.failures, "baseline": self.comparison_json, "expected_failure": self.expected_failure}
+        )
 
     @property
     def comparison_json(self) -> dict[str, Any] | None:

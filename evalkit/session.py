@@ -18,6 +18,7 @@ from evalkit.results import CandidateResult
 from evalkit.runner import Resources, evaluate_candidate
 from evalkit.spec import ModelConfig, SuiteSpec
 from evalkit.suite import load_suite
+from evalkit.verdict import expected_failure
 
 if TYPE_CHECKING:
     from evalkit.train import TrainMode
@@ -231,6 +232,7 @@ class EvalSession:
             except ModelError as error:  # name the suite line that chose the model
                 raise error.located(spec.path, spec.model_line) from None
             self.gate.check(spec, result)
+            result.expected_failure = expected_failure(spec.candidates[candidate].all_markers)
             self.results[key] = result
             self._limits[key] = row_limit
         return self.results[key]

@@ -38,6 +38,17 @@ class Verdict:
     regressed: bool
     threshold: bool  # a threshold was not met
     error: bool  # another failure (an adapter trained on golden rows, ...)
+    expected_failure: str | None = None  # the reason of the candidate's xfail marker (None: none)
+
+    @property
+    def expected(self) -> bool:
+        """Failed, as its xfail marker says it will (pytest counts it as xfailed, not failed)."""
+        return not self.passed and self.expected_failure is not None
+
+    @property
+    def unexpected_pass(self) -> bool:
+        """Passed although its xfail marker says it fails (pytest: XPASS, a failure when strict)."""
+        return self.passed and self.expected_failure is not None
 
     @classmethod
     def of(cls, entry: Mapping[str, Any]) -> Verdict:
@@ -51,6 +62,7 @@ class Verdict:
             regressed=bool(comparison.get("regressed")),
             threshold=any(THRESHOLD in f for f in others),
             error=any(THRESHOLD not in f for f in others),
+            expected_failure=entry.get("expected_failure"),
         )
 
     @property
@@ -61,16 +73,38 @@ class Verdict:
         return reasons
 
     def summary(self) -> str:
-        """As summary.md and report.html say it: ``pass``, ``pass (improved)``, ``FAIL (regressed, threshold)``."""
+        """As summary.md and report.html say it: ``pass``, ``pass (improved)``, ``FAIL (regressed, threshold)``,
+        ``expected failure (threshold): <reason>``, ``pass, though expected to fail: <reason>``."""
+        if self.unexpected_pass:
+            return f"pass, though expected to fail: {self.expected_failure}"
         if self.passed:
             return "pass" if self.status in QUIET_STATUSES else f"pass ({self.status})"
+        if self.expected:
+            return f"expected failure ({', '.join(self.reasons)}): {self.expected_failure}"
         return "FAIL (" + ", ".join(self.reasons) + ")"
 
     def terminal(self) -> str:
-        """As the terminal table says it: ``PASS``, ``PASS (improved)``, ``FAIL (regressed)``, ``FAIL``."""
+        """As the terminal table says it: ``PASS``, ``PASS (improved)``, ``FAIL (regressed)``, ``FAIL``, and as
+        pytest counts an xfail marker's candidates, ``XFAIL`` and ``XPASS``."""
+        if self.expected:
+            return "XFAIL"
+        if self.unexpected_pass:
+            return "XPASS"
         if not self.passed:
             return "FAIL (regressed)" if self.regressed else "FAIL"
         return "PASS" if self.status in QUIET_STATUSES else f"PASS ({self.status})"
 
     def junit(self) -> str:
+        if self.expected:
+            return "xfail"
         return "pass" if self.passed else "fail"
+
+
+def expected_failure(markers: tuple[Any, ...]) -> str | None:
+    """The reason of an xfail marker among a candidate's ``markers`` (as a suite writes them), or None."""
+    for marker in markers:
+        if marker == "xfail":
+            return "expected to fail"
+        if isinstance(marker, Mapping) and "xfail" in marker:
+            return str((marker["xfail"] or {}).get("reason") or "expected to fail")
+    return None

@@ -30,7 +30,7 @@ def _mark(value: float) -> str:
 
 
 def _verdict(c: CandidateView) -> str:
-    return ("✅ " if c.passed else "❌ ") + c.verdict
+    return {"pass": "✅ ", "xfail": "⚠️ ", "fail": "❌ "}[c.outcome] + cell(c.verdict)
 
 
 def _flips_section(c: CandidateView) -> list[str]:
@@ -163,12 +163,18 @@ def _probability(example: dict[str, Any]) -> str:
 
 def render_summary(record: dict[str, Any], rows: Iterable[dict[str, Any]]) -> str:
     view: RunView = build_view(record, rows)
-    failed = view.failed
+    failed, expected = view.failed, view.expected_failures
     lines = [f"## {view.title}", "", " · ".join(view.facts), ""]
     if failed:
         lines.append(
             f"**{len(failed)} of {view.total} candidates failed:** "
             + ", ".join(f"`{c.suite}::{c.name}`" for c in failed)
+            + (f"; {len(expected)} failed as expected" if expected else "")
+        )
+    elif expected:
+        lines.append(
+            f"**{view.total - len(expected)} of {view.total} candidates passed; {len(expected)} failed as "
+            "expected:** " + "; ".join(f"`{c.suite}::{c.name}` ({cell(c.expected_failure or '')})" for c in expected)
         )
     else:
         lines.append(f"**All {view.total} candidates passed.**")

@@ -31,6 +31,18 @@ class CandidateView:
     def passed(self) -> bool:
         return bool(self.entry.get("passed", not self.entry.get("failures")))
 
+    @property
+    def expected_failure(self) -> str | None:
+        """The reason of the candidate's xfail marker, if it has one."""
+        return self.entry.get("expected_failure")
+
+    @property
+    def outcome(self) -> str:
+        """pass, fail, or xfail (failed as its xfail marker expects): what colours its verdict."""
+        if self.passed:
+            return "pass"
+        return "xfail" if self.expected_failure is not None else "fail"
+
     def value(self, metric: str | None = None) -> float:
         return self.entry["metrics"][metric or self.metric]
 
@@ -235,7 +247,28 @@ class RunView:
 
     @property
     def failed(self) -> list[CandidateView]:
-        return [c for s in self.suites for c in s.candidates if not c.passed]
+        """The candidates that failed and were not expected to (an xfail marker's are not)."""
+        return [c for s in self.suites for c in s.candidates if c.outcome == "fail"]
+
+    @property
+    def expected_failures(self) -> list[CandidateView]:
+        """The candidates that failed as their xfail marker says they will."""
+        return [c for s in self.suites for c in s.candidates if c.outcome == "xfail"]
+
+    @property
+    def headline(self) -> str:
+        """The run in one sentence, counted as pytest counts it: failures, expected failures, passes."""
+        failed, expected = self.failed, self.expected_failures
+        passed = self.total - len(failed) - len(expected)
+        if failed:
+            text = f"{len(failed)} of {self.total} candidates failed: " + ", ".join(
+                f"{c.suite}::{c.name}" for c in failed
+            )
+            return text + (f"; {len(expected)} failed as expected" if expected else "")
+        if expected:
+            reasons = "; ".join(f"{c.suite}::{c.name}: {c.expected_failure}" for c in expected)
+            return f"{passed} of {self.total} candidates passed; {len(expected)} failed as expected ({reasons})"
+        return f"All {self.total} candidates passed."
 
     @property
     def total(self) -> int:
