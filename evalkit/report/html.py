@@ -175,10 +175,10 @@ def _frontier_chart(economics: dict[str, Any] | None, currency: str) -> dict[str
 
     width, height, left, bottom, top, right = 640, 300, 56, 40, 14, 120
     candidates = economics["candidates"]
-    most = max(c["per_1k_requests"] for c in candidates.values()) or 1.0
+    low, high = _cost_axis([c["per_1k_requests"] for c in candidates.values()])
 
     def x(cost: float) -> float:
-        return round(left + cost / (most * 1.1) * (width - left - right), 1)
+        return round(left + (cost - low) / (high - low) * (width - left - right), 1)
 
     def y(accuracy: float) -> float:
         return round(top + (1 - max(0.0, min(1.0, accuracy))) * (height - top - bottom), 1)
@@ -200,7 +200,10 @@ def _frontier_chart(economics: dict[str, Any] | None, currency: str) -> dict[str
             }
         )
     frontier = " ".join(f"{p['x']},{p['y']}" for p in points if p["pareto"])
-    x_ticks = [{"x": x(most * 1.1 * t / 4), "label": money(most * 1.1 * t / 4, currency)} for t in range(5)]
+    place_labels(points, width=width, bottom=height - bottom)
+    x_ticks = [
+        {"x": x(low + (high - low) * t / 4), "label": money(low + (high - low) * t / 4, currency)} for t in range(5)
+    ]
     y_ticks = [{"y": y(t / 4), "label": f"{t / 4:.2f}"} for t in range(5)]
     return {
         "width": width,
@@ -215,6 +218,43 @@ def _frontier_chart(economics: dict[str, Any] | None, currency: str) -> dict[str
         "y_ticks": y_ticks,
         "break_even": [break_even_text(pair, currency) for pair in economics.get("break_even", [])],
     }
+
+
+def _cost_axis(costs: list[float]) -> tuple[float, float]:
+    """The cost axis fitted to the points: their range with a margin on each side (never below zero)."""
+    low, high = min(costs), max(costs)
+    margin = (high - low) * 0.1 if high > low else max(abs(high) * 0.5, 0.001)
+    return max(0.0, low - margin), high + margin
+
+
+LABEL_CHAR_WIDTH, LABEL_HEIGHT = 7.0, 13.0  # about 12px system-ui text
+
+
+def place_labels(points: list[dict[str, Any]], *, width: float, bottom: float) -> None:
+    """Give each point a label position (``label_x``, ``label_y``, ``anchor``) where its name overlaps no
+    other label and no other point and stays inside the chart (``width`` wide, above ``bottom``): beside it
+    to the right or the left, then ever further above or below; the first free place wins."""
+    taken: list[tuple[float, float, float, float]] = [(p["x"] - 5, p["y"] - 5, p["x"] + 5, p["y"] + 5) for p in points]
+    for p in sorted(points, key=lambda p: (p["y"], p["x"])):
+        label_width = LABEL_CHAR_WIDTH * len(p["name"])
+        for dy in (-6, 16, -20, 30, -34, 44, -48, 58, -62):
+            for side in ("start", "end"):
+                x0 = p["x"] + 8 if side == "start" else p["x"] - 8 - label_width
+                rect = (x0, p["y"] + dy - LABEL_HEIGHT + 3, x0 + label_width, p["y"] + dy + 3)
+                inside = rect[0] >= 0 and rect[1] >= 0 and rect[2] <= width and rect[3] <= bottom
+                if inside and not any(_overlap(rect, other) for other in taken):
+                    p.update(label_x=rect[0] if side == "start" else rect[2], label_y=p["y"] + dy, anchor=side)
+                    taken.append(rect)
+                    break
+            else:
+                continue
+            break
+        else:  # nowhere free: beside the point, as before
+            p.update(label_x=p["x"] + 8, label_y=p["y"] - 6, anchor="start")
+
+
+def _overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
 PALETTE = ("#0969da", "#1a7f37", "#cf222e", "#8250df", "#bc4c00", "#1b7c83", "#6e7781", "#bf3989")
