@@ -24,9 +24,9 @@ from evalkit.backends.base import (
     Notify,
     register_backend,
 )
-from evalkit.backends.batching import generation_batches, in_request_order, rows_in_memory, scoring_batches
+from evalkit.backends.batching import generation_batches, in_request_order, plan_batches, scoring_batches
 from evalkit.backends.encoding import encode_choices, encode_pair
-from evalkit.backends.hf_model import KVStates, LoadedHF, load_model, load_tokenizer, peft_quietly
+from evalkit.backends.hf_model import KVStates, LoadedHF, LoadOptions, load_model, load_tokenizer, peft_quietly
 from evalkit.backends.prefix import MIN_SHARED, PrefixGroup, PrefixStore, Tokens, plan_prefixes
 from evalkit.errors import ModelError
 
@@ -62,9 +62,7 @@ class HFBackend(Backend):
         self.path = Path(path)
         self.identity = ModelIdentity(fingerprint, effective_dtype(dtype))
         self.batch_size = batch_size
-        self._trust_remote_code = trust_remote_code
-        self._device_name = device
-        self._allow_pickle = allow_pickle
+        self.load_options = LoadOptions(self.identity.dtype, device, trust_remote_code, allow_pickle)
         self._tokenizer: Any = None
         self._loaded: LoadedHF | None = None
         # Key/value states of shared prompt prefixes, kept for later calls while the weights stay fixed.
@@ -100,14 +98,15 @@ class HFBackend(Backend):
         return backend
 
     def sharing_key(self) -> tuple:
+        o = self.load_options
         return (
             type(self).__name__,
             str(self.path),
-            self.dtype_name,
-            self._trust_remote_code,
+            o.dtype,
+            o.trust_remote_code,
             self.batch_size,
-            self._device_name,
-            self._allow_pickle,
+            o.device,
+            o.allow_pickle,
         )
 
     @property
@@ -122,7 +121,7 @@ class HFBackend(Backend):
     def tokenizer(self) -> Any:
         """The tokenizer, loaded on first use (without the weights)."""
         if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(self.path, trust_remote_code=self._trust_remote_code)
+            self._tokenizer = load_tokenizer(self.path, self.load_options)
         return self._tokenizer
 
     @property
@@ -138,14 +137,7 @@ class HFBackend(Backend):
         return self.loaded.model
 
     def _load(self) -> None:
-        self._loaded = load_model(
-            self.path,
-            self.tokenizer,
-            dtype=self.dtype_name,
-            device=self._device_name,
-            trust_remote_code=self._trust_remote_code,
-            allow_pickle=self._allow_pickle,
-        )
+        self._loaded = load_model(self.path, self.tokenizer, self.load_options)
 
     def close(self) -> None:
         self._loaded = None
@@ -183,11 +175,10 @@ class HFBackend(Backend):
 
     # ------------------------------------------------------------------ batching
 
-    def rows_in_memory(self, tokens: int) -> int:
-        """How many rows of ``tokens`` tokens (shared prefix included) one batch may hold: their key/value
-        cache and logits must fit in a share of the memory available now (GPU memory on a GPU)."""
-        loaded = self.loaded
-        return rows_in_memory(tokens, loaded.cache_shape(), loaded.available_memory())
+    def _batches(self, order: list[int], lengths: Sequence[int]) -> list[list[int]]:
+        """Scoring batches of ``order`` with this backend's ``batch_size`` (benchmarks/work_counts.py counts
+        their padding; :func:`evalkit.backends.batching.plan_batches` is the planner)."""
+        return plan_batches(order, lengths, batch_size=self.batch_size)
 
     def _shared_prefixes(self, adapter: str | None, sequences: Sequence[Sequence[int]]) -> list[PrefixGroup]:
         """The rows grouped by the token prefix each group computes once (see evalkit.backends.prefix)."""
@@ -218,7 +209,7 @@ class HFBackend(Backend):
         for group in self._shared_prefixes(adapter, [ctx for ctx, _ in encoded]):
             shared, states = len(group.prefix), self._prefix_states(adapter, group.prefix)
             rows = {i: encoded[i] for i in group.rows}
-            for batch in scoring_batches(rows, shared, batch_size=self.batch_size, fits=self.rows_in_memory):
+            for batch in scoring_batches(rows, shared, batch_size=self.batch_size, fits=loaded.rows_in_memory):
                 answered += zip(batch, score_batch(loaded, [encoded[i] for i in batch], shared, states))
         return in_request_order(len(requests), answered)
 
@@ -240,7 +231,7 @@ class HFBackend(Backend):
                 {i: len(encoded[i]) - shared for i in group.rows},
                 lambda i: settings_of(requests[i]),
                 batch_size=self.batch_size,
-                fits=lambda length, settings: self.rows_in_memory(shared + length + settings[0]),  # noqa: B023
+                fits=lambda length, settings: loaded.rows_in_memory(shared + length + settings[0]),  # noqa: B023
             )
             answered += generate_planned(loaded, requests, encoded, planned, shared, states)
         return in_request_order(len(requests), answered)

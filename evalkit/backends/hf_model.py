@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evalkit.backends.batching import CacheShape
+from evalkit.backends.batching import CacheShape, rows_in_memory
 from evalkit.backends.prefix import Tokens
 from evalkit.errors import ModelError
 
@@ -42,20 +42,29 @@ def cannot_load(path: Path, exc: Exception) -> ModelError:
     )
 
 
-def load_tokenizer(path: Path, *, trust_remote_code: bool) -> Any:
+@dataclass(frozen=True)
+class LoadOptions:
+    """How a model folder is loaded: the weights' dtype, where they run (auto: a GPU when there is one),
+    whether the model's own Python code may run, and whether pickle weights may be read."""
+
+    dtype: str = "float32"
+    device: str = "auto"
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
+
+
+def load_tokenizer(path: Path, options: LoadOptions) -> Any:
     """The tokenizer saved in ``path`` (without the weights)."""
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+        return AutoTokenizer.from_pretrained(str(path), trust_remote_code=options.trust_remote_code)
     except (OSError, ValueError) as exc:
         raise cannot_load(path, exc) from None
 
 
-def load_model(
-    path: Path, tokenizer: Any, *, dtype: str, device: str, trust_remote_code: bool, allow_pickle: bool
-) -> LoadedHF:
-    """The causal LM in ``path`` in ``dtype``, on ``device`` (auto: a GPU when there is one)."""
+def load_model(path: Path, tokenizer: Any, options: LoadOptions) -> LoadedHF:
+    """The causal LM in ``path``, loaded as ``options`` say."""
     import torch
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
@@ -67,12 +76,13 @@ def load_model(
     try:
         model = AutoModelForCausalLM.from_pretrained(
             str(path),
-            dtype=getattr(torch, dtype),
-            trust_remote_code=trust_remote_code,
-            use_safetensors=use_safetensors(allow_pickle),
+            dtype=getattr(torch, options.dtype),
+            trust_remote_code=options.trust_remote_code,
+            use_safetensors=use_safetensors(options.allow_pickle),
         )
     except (OSError, ValueError) as exc:
         raise cannot_load(path, exc) from None
+    device = options.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model = model.to(device)  # type: ignore[arg-type]
@@ -134,6 +144,11 @@ class LoadedHF:
             return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
         except (ValueError, OSError):
             return 2 << 30
+
+    def rows_in_memory(self, tokens: int) -> int:
+        """How many rows of ``tokens`` tokens (shared prefix included) one batch may hold: their key/value
+        cache and logits must fit in a share of the memory available now (GPU memory on a GPU)."""
+        return rows_in_memory(tokens, self.cache_shape(), self.available_memory())
 
     def cache_shape(self) -> CacheShape:
         config = self.text_config
