@@ -88,21 +88,20 @@ def _text(description: str) -> str:
     return re.sub(r"``([^`]+)``", r"`\1`", text).replace("|", "/")
 
 
-def _nested(node: dict[str, Any], defs: dict[str, Any], path: str) -> tuple[str, dict[str, Any]] | None:
-    """The path and schema of the model ``node`` holds (directly, as a mapping's values, or a list's items)."""
+def _nested(node: dict[str, Any], defs: dict[str, Any], path: str) -> list[tuple[str, dict[str, Any]]]:
+    """The path and schema of each model ``node`` holds (directly, as a mapping's values, or a list's items;
+    several for a union of models)."""
     if "$ref" in node:
-        return path, defs[node["$ref"].rsplit("/", 1)[1]]
-    for option in node.get("anyOf", []):
-        found = _nested(option, defs, path)
-        if found:
-            return found
+        return [(path, defs[node["$ref"].rsplit("/", 1)[1]])]
+    if "anyOf" in node:
+        return [found for option in node["anyOf"] for found in _nested(option, defs, path)]
     if node.get("type") == "object" and isinstance(node.get("additionalProperties"), dict):
         last = path.rsplit(".", 1)[-1]
         key = "<candidate>" if last in ("<suite>", "candidates") else _KEYS.get(last, "<key>")
         return _nested(node["additionalProperties"], defs, f"{path}.{key}")
     if node.get("type") == "array" and isinstance(node.get("items"), dict):
         return _nested(node["items"], defs, f"{path}[]")
-    return None
+    return []
 
 
 def _rows(schema: dict[str, Any], defs: dict[str, Any], models: dict[str, type], prefix: str) -> list[str]:
@@ -113,17 +112,32 @@ def _rows(schema: dict[str, Any], defs: dict[str, Any], models: dict[str, type],
         path = f"{prefix}.{name}" if prefix else name
         described = node.get("description") or comments.get(name, "")
         nested = _nested(node, defs, path)
-        if nested and not described and nested[0] == path:  # the model itself, not a mapping or list of it
-            described = nested[1].get("description") or ""
+        if len(nested) == 1 and not described and nested[0][0] == path:  # the model itself, not a mapping of it
+            described = nested[0][1].get("description") or ""
         needed = "yes" if name in required else ""
         rows.append(f"| `{path}` | {_type(node, defs)} | {needed} | {_text(described)} |")
-        if nested:
-            rows += _rows(nested[1], defs, models, nested[0])
+        for inner_path, inner in nested:
+            rows += _rows(inner, defs, models, inner_path)
     return rows
 
 
+def _files(record: Any, models: dict[str, type]) -> list[tuple[str, type]]:
+    """The record models that are whole files (no other model holds them), in the order the module defines
+    them, each titled by the file its docstring names (``results.json``, ``examples.jsonl``, ...)."""
+    held = {name for model in models.values() for name in record.json_schema(model).get("$defs", {})}
+    roots = sorted((m for n, m in models.items() if n not in held), key=lambda m: inspect.getsourcelines(m)[1])
+    titled = []
+    for model in roots:
+        doc = inspect.getdoc(model) or ""
+        named = re.search(r"``([^`]*\.jsonl?)``", doc)
+        title = named.group(1).rsplit("/", 1)[-1] if named else model.__name__
+        titled.append((f"{title} (each line)" if doc.startswith("One line of") else title, model))
+    return titled
+
+
 def record_tables() -> str:
-    """The field reference of results.json, examples.jsonl and baseline.json, as markdown tables."""
+    """The field reference of every file evalkit records (results.json, examples.jsonl, baseline.json, ...),
+    as markdown tables."""
     from pydantic import BaseModel
 
     from evalkit import record
@@ -131,15 +145,13 @@ def record_tables() -> str:
     models = {
         name: value
         for name, value in vars(record).items()
-        if isinstance(value, type) and issubclass(value, BaseModel) and value.__module__ == record.__name__
+        if isinstance(value, type)
+        and issubclass(value, BaseModel)
+        and value.__module__ == record.__name__
+        and not name.startswith("_")
     }
-    sections = [
-        ("results.json", record.RunRecord),
-        ("examples.jsonl (each line)", record.ExampleRow),
-        ("baseline.json", record.BaselineFile),
-    ]
     out = []
-    for title, model in sections:
+    for title, model in _files(record, models):
         schema = record.json_schema(model)
         doc = _text(schema.get("description") or "")
         out += [
