@@ -90,6 +90,8 @@ class CandidateCost:
     train_s: float | None
     prompt_only: bool
     pareto: bool = False
+    search: float | None = None  # a searched prompt's one-time search cost
+    search_s: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -100,6 +102,7 @@ class CandidateCost:
             "training": self.training,
             "train_s": self.train_s,
             "pareto_optimal": self.pareto,
+            **({"search": self.search, "search_s": self.search_s} if self.search_s is not None else {}),
         }
 
 
@@ -118,9 +121,20 @@ def candidate_cost(entry: dict[str, Any], name: str, prices: CostModel, metric: 
         priced_by = "time"
     train_s = (entry.get("adapter") or {}).get("train_s")
     training = None if train_s is None else train_s / 3600 * prices.training_price
+    search_s = (entry.get("prompt_search") or {}).get("search_s")  # a prompt search: one-time, like training
+    search = None if search_s is None else search_s / 3600 * prices.training_price
     lo, hi = entry["ci95"][metric]
     return CandidateCost(
-        name, entry["metrics"][metric], (lo, hi), per_request * REQUESTS, priced_by, training, train_s, train_s is None
+        name,
+        entry["metrics"][metric],
+        (lo, hi),
+        per_request * REQUESTS,
+        priced_by,
+        training,
+        train_s,
+        train_s is None,
+        search=search,
+        search_s=search_s,
     )
 
 
@@ -143,8 +157,11 @@ def break_even(adapter: CandidateCost, prompt: CandidateCost) -> dict[str, Any]:
     accuracy buys: ``requests`` is None when it never pays back."""
     saving = (prompt.per_1k - adapter.per_1k) / REQUESTS  # per request
     training = adapter.training or 0.0
-    requests = None if saving <= 0 else math.ceil(training / saving) if training > 0 else 0
-    return {
+    # what the adapter costs once beyond the prompt: its training (and its own prompt's search), less the
+    # prompt's search, a one-time cost of the prompt side
+    extra = training + (adapter.search or 0.0) - (prompt.search or 0.0)
+    requests = None if saving <= 0 else math.ceil(round(extra / saving, 9)) if extra > 0 else 0
+    pair = {
         "adapter": adapter.candidate,
         "against": prompt.candidate,
         "requests": requests,
@@ -153,6 +170,9 @@ def break_even(adapter: CandidateCost, prompt: CandidateCost) -> dict[str, Any]:
         "train_s": adapter.train_s,
         "saving_per_1k": prompt.per_1k - adapter.per_1k,
     }
+    if adapter.search_s is not None or prompt.search_s is not None:
+        pair.update(one_time=extra, adapter_search_s=adapter.search_s, prompt_search_s=prompt.search_s)
+    return pair
 
 
 def suite_economics(entries: dict[str, dict[str, Any]], prices: CostModel) -> dict[str, Any]:
@@ -187,6 +207,17 @@ def break_even_text(pair: dict[str, Any], currency: str) -> str:
     gain = pair["accuracy_gain"]
     accuracy = f"{abs(gain):.3f} {'more' if gain >= 0 else 'less'} accurate"
     trained = f"its {pair['train_s']:.0f} s of training ({money(pair['training'], currency)})"
+    if "one_time" in pair:  # a prompt search on either side is a one-time cost too
+        searched = pair.get("adapter_search_s")
+        trained = (
+            f"its {pair['train_s']:.0f} s of training"
+            + (f" and {searched:.0f} s of prompt search" if searched is not None else "")
+            + f" ({money(max(0.0, pair['one_time']), currency)}"
+            + (" net of the prompt's search" if pair.get("prompt_search_s") is not None else "")
+            + ")"
+        )
+    if pair.get("prompt_search_s") is not None:
+        pair = {**pair, "against": f"{pair['against']} (whose prompt search took {pair['prompt_search_s']:.0f} s)"}
     if pair["requests"] is None:
         return (
             f"{pair['adapter']} never pays back {trained} against {pair['against']}: its requests cost "

@@ -35,10 +35,9 @@ class RunRecorder:
         except ValueError:
             return str(path)
 
-    def costs(self, results: list[CandidateResult]) -> dict[str, Any] | None:
-        """What each candidate costs (the run record's, once it is built)."""
-        record = self.record if self.record is not None else build_record({}, results, self.prices)
-        return record.get("costs")
+    def summary(self, results: list[CandidateResult]) -> dict[str, Any]:
+        """The run record (once it is built; before that, built for the terminal alone)."""
+        return self.record if self.record is not None else build_record({}, results, self.prices)
 
     def write(
         self,

@@ -66,6 +66,7 @@ class CandidateResult:
     judge: dict[str, Any] | None = None  # a model-graded scorer's identity and measured agreement (evalkit.judge)
     errors: dict[str, Any] | None = None  # where it errs: classify's confusion matrix, generate's failure shapes
     expected_failure: str | None = None  # the reason of the candidate's xfail marker: it is expected to fail
+    prompt_search: dict[str, Any] | None = None  # its prompt search: dev score, optimism gap (evalkit.prompt_search)
 
     def to_dict(self) -> dict[str, Any]:
         """The whole result as JSON-ready values (as pytest-xdist workers hand them over)."""
@@ -109,6 +110,8 @@ class CandidateResult:
             cost["train_s"] = self.adapter["train_s"]
             cost["trainable_parameters"] = self.adapter["trainable_parameters"]
             cost["adapter_bytes"] = self.adapter["adapter_bytes"]
+        if self.prompt_search is not None:  # a one-time cost, like training
+            cost["search_s"] = self.prompt_search["search_s"]
         return cost
 
     @property
@@ -198,6 +201,11 @@ def build_record(header: dict[str, Any], results: list[CandidateResult], prices:
     }
     for r in results:
         record["suites"].setdefault(r.suite, {})[r.candidate] = r.header()
+    from evalkit.decision import decisions
+
+    found = decisions(results)
+    if found:
+        record["decisions"] = found
     if prices is not None:
         from evalkit.costs import economics
 

@@ -233,6 +233,12 @@ class EvalSession:
                 raise error.located(spec.path, spec.model_line) from None
             self.gate.check(spec, result)
             result.expected_failure = expected_failure(spec.candidates[candidate].all_markers)
+            searched = self.resources().prompt_searches.get(key)
+            if searched is not None:  # the best dev score against this one read of the golden set
+                result.prompt_search = {
+                    **searched.as_dict(),
+                    "optimism": searched.optimism_gap(result.accuracy, result.ci95["accuracy"]),
+                }
             self.results[key] = result
             self._limits[key] = row_limit
         return self.results[key]
@@ -302,7 +308,8 @@ def session_lines(session: EvalSession, *, verbose: bool) -> list[tuple[str, str
     if session.limit:
         lines.append((f"only the first {session.limit} rows of each suite (--evalkit-limit)", None))
     ordered = session.ordered()
-    for table in suite_tables(ordered, session.recorder.costs(ordered)):
+    record = session.recorder.summary(ordered)
+    for table in suite_tables(ordered, record.get("costs"), record.get("decisions")):
         lines += [("", None), (table, None)]
     lines.append(("", None))
     lines += _where_lines(session)

@@ -220,6 +220,50 @@ def _frontier_chart(economics: dict[str, Any] | None, currency: str) -> dict[str
     }
 
 
+def _decision_lines(record: dict[str, Any], suite: str) -> list[str]:
+    from evalkit.decision import decision_line, search_line
+
+    lines = [
+        search_line(name, entry["prompt_search"])
+        for name, entry in record["suites"][suite].items()
+        if entry.get("prompt_search")
+    ]
+    decision = (record.get("decisions") or {}).get(suite)
+    return lines + ([decision_line(decision)] if decision is not None else [])
+
+
+def _search_chart(name: str, search: dict[str, Any]) -> dict[str, Any]:
+    """Every trial's dev score (a pruned one's last step, hollow), the best trial ringed, and the golden
+    set's one read of the chosen prompt as a line across."""
+    width, height, left, bottom, top, right = 640, 220, 48, 30, 12, 110
+    scores = search.get("trial_scores") or []
+    n = max(1, len(scores) - 1)
+
+    def x(i: int) -> float:
+        return round(left + i / n * (width - left - right), 1)
+
+    def y(value: float) -> float:
+        return round(top + (1 - max(0.0, min(1.0, value))) * (height - top - bottom), 1)
+
+    test = (search.get("optimism") or {}).get("test")
+    return {
+        "name": name,
+        "width": width,
+        "height": height,
+        "left": left,
+        "right": width - right,
+        "axis_y": height - bottom,
+        "trials": [
+            {"x": x(i), "y": y(v), "best": i == search.get("best_trial"), "title": f"trial {i}: dev {v:.3f}"}
+            for i, v in enumerate(scores)
+            if v is not None
+        ],
+        "test_y": None if test is None else y(test),
+        "test_label": None if test is None else f"golden set {test:.3f}",
+        "y_ticks": [{"y": y(t / 4), "label": f"{t / 4:.2f}"} for t in range(5)],
+    }
+
+
 def _cost_axis(costs: list[float]) -> tuple[float, float]:
     """The cost axis fitted to the points: their range with a margin on each side (never below zero)."""
     low, high = min(costs), max(costs)
@@ -338,6 +382,12 @@ def render_html(record: dict[str, Any], rows: Iterable[dict[str, Any]], history:
                 "frontier": _frontier_chart((costs.get("suites") or {}).get(suite.name), currency),
                 "history": _history_chart((history or {}).get(suite.name)),
                 "curves": _adapter_curves(suite.candidates),
+                "decisions": _decision_lines(record, suite.name),
+                "searches": [
+                    _search_chart(c.name, c.entry["prompt_search"])
+                    for c in suite.candidates
+                    if c.entry.get("prompt_search")
+                ],
             }
         )
     tables = [(f"c{i}", c) for i, c in enumerate(c for s in view.suites for c in s.candidates)]

@@ -132,6 +132,26 @@ def _costs_section(record: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _decision_section(record: dict[str, Any]) -> list[str]:
+    """Each searched prompt's dev score against its one golden read, and each suite's best prompt against its
+    best adapter."""
+    from evalkit.decision import decision_line, search_line
+
+    lines = []
+    for suite, candidates in record["suites"].items():
+        found = [
+            search_line(name, entry["prompt_search"])
+            for name, entry in candidates.items()
+            if entry.get("prompt_search")
+        ]
+        decision = (record.get("decisions") or {}).get(suite)
+        if decision is not None:
+            found.append(decision_line(decision))
+        if found:
+            lines += [f"**{cell(suite)}**", ""] + [f"- {cell(line, 400)}" for line in found] + [""]
+    return ["### Prompt or fine-tune", "", *lines] if lines else []
+
+
 def _judge_section(view: RunView) -> list[str]:
     """Each judged suite: the judge and its measured agreement, and the first outputs it failed."""
     lines: list[str] = []
@@ -214,6 +234,7 @@ def render_summary(record: dict[str, Any], rows: Iterable[dict[str, Any]]) -> st
     lines += _robustness_section(view)
     lines += _judge_section(view)
     lines += _costs_section(record)
+    lines += _decision_section(record)
     if not any(c.comparison for s in view.suites for c in s.candidates) and not (view.run.get("baseline") or {}).get(
         "updated"
     ):

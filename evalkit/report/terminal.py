@@ -9,6 +9,7 @@ from tabulate import tabulate
 
 from evalkit.compare import format_p
 from evalkit.costs import economics_lines
+from evalkit.decision import decision_line, search_line
 from evalkit.report.judging import judge_lines
 from evalkit.results import CandidateResult
 
@@ -54,7 +55,9 @@ def _baseline_cells(result: CandidateResult) -> list[str]:
     return [f"{-gate.drop:+.3f} ({gate.worse} worse, {gate.better} better)", format_p(gate.p_value)]
 
 
-def _footer(rows: list[CandidateResult], costs: dict[str, Any] | None = None) -> list[str]:
+def _footer(
+    rows: list[CandidateResult], costs: dict[str, Any] | None = None, decisions: dict[str, Any] | None = None
+) -> list[str]:
     """Below a suite's table: what each candidate costs, the robustness search and the judge, where the
     suite has them."""
     lines = []
@@ -71,11 +74,17 @@ def _footer(rows: list[CandidateResult], costs: dict[str, Any] | None = None) ->
                 for name, rb in robust
             )
         )
+    lines += [search_line(r.candidate, r.prompt_search) for r in rows if r.prompt_search]
+    if decisions is not None and rows[0].suite in decisions:
+        lines.append(decision_line(decisions[rows[0].suite]))
     return lines + judge_lines([(r.candidate, r.judge) for r in rows if r.judge])
 
 
-def suite_tables(results: Iterable[CandidateResult], costs: dict[str, Any] | None = None) -> list[str]:
-    """One table per suite; ``costs`` (a run record's ``costs``) adds each suite's frontier and break-even."""
+def suite_tables(
+    results: Iterable[CandidateResult], costs: dict[str, Any] | None = None, decisions: dict[str, Any] | None = None
+) -> list[str]:
+    """One table per suite; ``costs`` (a run record's ``costs``) adds each suite's frontier and break-even,
+    ``decisions`` (its ``decisions``) the best prompt against the best adapter."""
     by_suite: dict[str, list[CandidateResult]] = {}
     for r in results:
         by_suite.setdefault(r.suite, []).append(r)
@@ -119,7 +128,7 @@ def suite_tables(results: Iterable[CandidateResult], costs: dict[str, Any] | Non
             title += (
                 "\nvs baseline: change of the gated metric on the shared examples; p: exact McNemar test on the flips"
             )
-        footer = "".join(f"\n{line}" for line in _footer(rows, costs))
+        footer = "".join(f"\n{line}" for line in _footer(rows, costs, decisions))
         tables.append(title + "\n" + tabulate(body, headers=headers, tablefmt="simple", disable_numparse=True) + footer)
     return tables
 
