@@ -1,0 +1,132 @@
+"""The prompt's search on the demo's ticket routing (BENCHMARKS.md, "Prompt search"): the `searched` candidate of
+suites/tickets.eval.yaml searched from a cold result cache on the embedded default model, what each trial
+cost against evaluating its configuration once on the same dev rows, and the chosen prompt read once on
+the golden rows next to the hand-written prompts.
+
+    .venv/bin/python benchmarks/prompt_search.py [search] [reeval] [golden] [--reeval N] [--cache DIR] [--out FILE]
+
+search   the 24-trial search from a cold result cache (a new temporary one unless --cache); it writes the
+         candidate's artifact where the suite keeps it (prompts/.search/ticket-routing/searched.json)
+reeval   the best complete trial and the next ones in trial order (--reeval N) evaluated once more on the
+         same dev rows without any cache: what a trial costs against evaluating its configuration once
+golden   the chosen prompt read once on the golden rows (with the hand-written ones, --golden), and the
+         optimism gap between its dev and test accuracy
+
+Figures go to --out (default benchmarks/results/prompt_search.json), merged with what is there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("parts", nargs="*", default=["search", "reeval", "golden"], help="search, reeval, golden")
+    parser.add_argument("--reeval", type=int, default=4, help="complete trials evaluated once more, without a cache")
+    parser.add_argument("--golden", default="searched,few_shot,zero_shot", help="candidates read on the golden rows")
+    parser.add_argument("--cache", help="the result cache folder (default: a new temporary one: a cold search)")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "prompt_search.json"))
+    args = parser.parse_args()
+
+    import torch
+
+    from evalkit.backends import open_backend
+    from evalkit.cache import CachedBackend, ResultCache
+    from evalkit.data import load_dataset
+    from evalkit.prompt_search import _Search, ensure_prompt_search, search_outcome, search_table
+    from evalkit.runner import Resources, evaluate_candidate
+    from evalkit.suite import load_suite
+
+    spec = load_suite(ROOT / "suites" / "tickets.eval.yaml")
+    candidate = spec.candidates["searched"]
+    base = open_backend(spec.model, spec.path.parent)
+    base.load()
+    out = Path(args.out)
+    figures: dict = json.loads(out.read_text()) if out.is_file() else {}
+    figures["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+    figures["load_average_at_start"] = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory() as temporary:
+        cache = ResultCache(Path(args.cache or temporary))
+        if "search" in args.parts:
+            started = time.perf_counter()
+            outcome = ensure_prompt_search(
+                spec, candidate, CachedBackend(cache, base), mode="always", notify=lambda line: print(line, flush=True)
+            )
+            figures["search_wall_s"] = round(time.perf_counter() - started, 1)
+            print(search_table(outcome))
+        outcome = search_outcome(spec, "searched")
+        assert outcome is not None, "search first"
+        figures["chosen"] = {
+            "settings": outcome.settings,
+            "demo_ids": outcome.demo_ids,
+            "dev_accuracy": outcome.dev_accuracy,
+            "dev_ci95": list(outcome.dev_ci95),
+            "dev_n": outcome.dev_n,
+            "search_s": outcome.search_s,
+            "trial_seconds": [t.seconds for t in outcome.trials],
+        }
+        if "reeval" in args.parts:  # each configuration scored once on the same dev rows, no cache at all
+            pool = load_dataset(candidate.fewshot_path, id_field=spec.id_field)
+            search = _Search(spec, candidate, CachedBackend(None, base), pool, None)
+            search.split()
+            complete = [t for t in outcome.trials if t.state == "complete"]
+            chosen = sorted(complete, key=lambda t: (t.number != outcome.best_trial, t.number))[: args.reeval]
+            rows = []
+            for t in chosen:
+                began = time.perf_counter()
+                value, _, _, _ = search.evaluate(t.params)
+                once = time.perf_counter() - began
+                rows.append(
+                    {
+                        "trial": t.number,
+                        "trial_s": t.seconds,
+                        "evaluate_once_s": round(once, 3),
+                        "ratio": round((t.seconds or 0) / once, 3),
+                        "dev_accuracy": value,
+                        "params": t.params,
+                    }
+                )
+                print(
+                    f"trial {t.number + 1}: {t.seconds:.1f}s in the search, {once:.1f}s evaluated once "
+                    f"({(t.seconds or 0) / once:.2f}x), dev {value:.3f}",
+                    flush=True,
+                )
+            figures["reeval"] = rows
+        if "golden" in args.parts:  # the golden rows, read once, next to the hand-written prompts
+            resources = Resources(backend=lambda *_: base, cache=cache, search_mode="never")
+            golden = figures.setdefault("golden", {})
+            for name in args.golden.split(","):
+                began = time.perf_counter()
+                result = evaluate_candidate(spec, name, resources)
+                golden[name] = {
+                    "accuracy": result.metrics["accuracy"],
+                    "ci95": list(result.ci95["accuracy"]),
+                    "n": result.n,
+                    "seconds": round(time.perf_counter() - began, 1),
+                }
+                print(f"{name}: test accuracy {result.metrics['accuracy']:.3f} {result.ci95['accuracy']}", flush=True)
+            if "searched" in golden:
+                figures["optimism_gap"] = outcome.optimism_gap(
+                    golden["searched"]["accuracy"], tuple(golden["searched"]["ci95"])
+                )
+                print(json.dumps(figures["optimism_gap"]))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
