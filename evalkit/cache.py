@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from evalkit.backends.base import (
     Backend,
@@ -39,6 +39,7 @@ SCHEMA_VERSION = 1
 DATABASE = "results.sqlite"
 COMMIT_EVERY = 64  # requests per backend call between commits: an interrupted run loses at most this many
 PART_NAMES = {"model": "model", "adapter": "adapter", "request": "prompt", "params": "decoding parameters"}
+T = TypeVar("T")  # a memoised value
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -199,6 +200,24 @@ class ResultCache:
             with _transaction(conn):
                 conn.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
+    def memoise(
+        self,
+        parts: KeyParts,
+        compute: Callable[[], T],
+        *,
+        encode: Callable[[T], str] = json.dumps,
+        decode: Callable[[str], T] = json.loads,
+    ) -> T:
+        """The value stored under ``parts`` (``decode``-d), or else ``compute()``'s, stored (``encode``-d)
+        with the seconds it took, as every answer is stored with its model time."""
+        stored = self.lookup([parts.key]).get(parts.key)
+        if stored is not None:
+            return decode(stored[0])
+        started = time.perf_counter()
+        value = compute()
+        self.store([(parts, encode(value), time.perf_counter() - started)])
+        return value
+
     def remember_origins(self, origins: Sequence[tuple[str, KeyParts]]) -> None:
         """Record what each example asked for, so a later miss can say what changed."""
         rows = [(o, p.kind, p.model, p.adapter, p.request, p.params) for o, p in origins]
@@ -321,6 +340,20 @@ class CachedBackend(Backend):
 
     def apply_chat_template(self, messages: Sequence[dict[str, str]]) -> str:
         return self.inner.apply_chat_template(messages)
+
+    def memoise(
+        self,
+        parts: KeyParts,
+        compute: Callable[[], T],
+        *,
+        encode: Callable[[T], str] = json.dumps,
+        decode: Callable[[str], T] = json.loads,
+    ) -> T:
+        """:meth:`ResultCache.memoise` in this backend's cache: a value worked out from this backend's
+        answers (a robustness search), computed once for ``parts``. Without a cache, ``compute()``."""
+        if self.cache is None:
+            return compute()
+        return self.cache.memoise(parts, compute, encode=encode, decode=decode)
 
     def score_choices(self, requests: Sequence[ChoiceRequest]) -> list[ChoiceResult]:
         return self._answer(

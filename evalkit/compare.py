@@ -253,20 +253,19 @@ def _flips(ref: list[Outcome], cur: list[Outcome], gated: str) -> list[dict[str,
     return flipped
 
 
-def _label_changes(ref: list[Outcome], cur: list[Outcome]) -> list[dict[str, Any]]:
-    """For a classifier: each gold label's recall in the baseline and now, on the shared examples, for the
-    labels that gained or lost (most lost first)."""
-    by_label: dict[str, list[tuple[float, float]]] = {}
-    for r, c in zip(ref, cur):
-        by_label.setdefault(str(c.target), []).append((r.values["accuracy"], c.values["accuracy"]))
-    changes = []
-    for label, pairs in by_label.items():
-        before, now = sum(b for b, _ in pairs) / len(pairs), sum(n for _, n in pairs) / len(pairs)
-        if before != now:
-            changes.append(
-                {"label": label, "examples": len(pairs), "baseline": before, "current": now, "delta": now - before}
-            )
-    return sorted(changes, key=lambda change: change["delta"])
+def _label_changes(task: str, ref: list[Outcome], cur: list[Outcome]) -> list[dict[str, Any]] | None:
+    """What the task kind adds about the shared examples (a classifier: each gold label's changed recall);
+    None for a kind that adds nothing, or that is not installed here."""
+    from evalkit.errors import EvalkitError
+    from evalkit.tasks import TASK_KINDS
+
+    if task not in TASK_KINDS:
+        return None
+    try:
+        kind = TASK_KINDS.get(task)
+    except EvalkitError:  # a broken package's kind: the comparison itself does not need it
+        return None
+    return kind.label_changes(ref, cur)
 
 
 def compare(current: Snapshot, reference: Snapshot | None, policy: Policy) -> Comparison:
@@ -305,8 +304,9 @@ def compare(current: Snapshot, reference: Snapshot | None, policy: Policy) -> Co
     better = len(flipped) - worse
     p_value = mcnemar_exact(worse, better)
     found: dict[str, Any] = {"metrics": metrics, "flipped": flipped}
-    if current.task == "classify":
-        found["labels"] = _label_changes(ref, cur)
+    labels = _label_changes(current.task, ref, cur)
+    if labels is not None:
+        found["labels"] = labels
     if gated not in metrics:
         return _updated(comparison, **found, status="not compared", reason=f"metric '{gated}' is missing on one side")
     change = metrics[gated]

@@ -142,9 +142,9 @@ class RunServices(ScoringServices):
             self.spec, other, dataset, backend.apply_chat_template, dataset_cache=self.resources.datasets
         )
         kind = task_kind(self.spec.task.kind)
-        if not hasattr(kind, "outputs"):
-            raise EvalkitError(f"task kind '{kind.name}' has no free-text outputs to compare", path=self.spec.path)
         outputs = kind.outputs(prepared, backend)
+        if outputs is None:
+            raise EvalkitError(f"task kind '{kind.name}' has no free-text outputs to compare", path=self.spec.path)
         self.stats.compute_s += backend.stats.compute_s
         return outputs
 

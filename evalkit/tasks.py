@@ -27,11 +27,11 @@ from evalkit.stats import by_position, confusion, macro_f1, macro_f1_interval, m
 
 if TYPE_CHECKING:
     from evalkit.backends.base import ModelConfig
+    from evalkit.robustness import PerturbedRow
     from evalkit.scoring import Score, ScoreFn
     from evalkit.spec import Candidate, SuiteSpec, TaskConfig
 
 ENTRY_POINT_GROUP = "evalkit.task_kinds"
-RobustRow = tuple[str, dict[str, str], "list[str] | None"]  # (row id, perturbed text fields, choices shown)
 Turns = tuple[tuple[str, str], ...]  # a chat candidate's (role, content) turns; empty for a plain prompt
 
 
@@ -359,23 +359,32 @@ class TaskKind(ABC):
         """Ask ``backend`` for every row and score the answers."""
 
     @abstractmethod
-    def predict(self, prepared: PreparedCandidate, backend: Backend, rows: Sequence[RobustRow]) -> list[str]:
+    def predict(self, prepared: PreparedCandidate, backend: Backend, rows: Sequence[PerturbedRow]) -> list[str]:
         """The answers to perturbed rows, in the form :meth:`answer_of` gives (robustness)."""
 
     @abstractmethod
     def answer_of(self, example: ExampleResult) -> str:
         """An example's answer as robustness compares it."""
 
+    def outputs(self, prepared: PreparedCandidate, backend: Backend) -> list[str] | None:
+        """Each row's free-text output, unscored, for a pairwise judge to compare another candidate's with;
+        None for a kind without free-text outputs."""
+        return None
 
-def _as_task_kind(name: str, loaded: object) -> TaskKind:
-    """What an entry point names: a TaskKind subclass (instantiated) or an instance."""
-    kind = loaded() if isinstance(loaded, type) else loaded
-    if not isinstance(kind, TaskKind):
-        raise TypeError(f"task kind '{name}' is {loaded!r}, not a TaskKind")
-    return kind
+    def label_changes(self, ref: Sequence[Any], cur: Sequence[Any]) -> list[dict[str, Any]] | None:
+        """What a comparison with the baseline adds for this kind about the shared examples, given as
+        :class:`evalkit.compare.Outcome` (``ref[i]`` and ``cur[i]`` are one example): each gold label's
+        changed recall, for a classifier; None otherwise."""
+        return None
 
 
-TASK_KINDS: Registry[TaskKind] = Registry("task kind", ENTRY_POINT_GROUP, adapt=_as_task_kind)
+def _as_task_kind(name: str, loaded: object) -> Any:
+    """What an entry point names: a TaskKind subclass (instantiated) or an instance; anything else as it
+    is, for the registry to refuse by its type."""
+    return loaded() if isinstance(loaded, type) and issubclass(loaded, TaskKind) else loaded
+
+
+TASK_KINDS: Registry[TaskKind] = Registry("task kind", ENTRY_POINT_GROUP, adapt=_as_task_kind, instance_of=TaskKind)
 
 
 def register_task_kind(name: str) -> Callable[[type[TaskKind]], type[TaskKind]]:
@@ -519,29 +528,42 @@ class Classify(TaskKind):
             errors = {"by_position": by_position(list(prepared.gold), chosen)}
         return Scored(examples, metrics, ci, tokens, errors=errors)
 
-    def predict(self, prepared: PreparedCandidate, backend: Backend, rows: Sequence[RobustRow]) -> list[str]:
-        prompts = [prepared.render(fields, choices, label) for _, fields, choices, label in _rendered(prepared, rows)]
+    def predict(self, prepared: PreparedCandidate, backend: Backend, rows: Sequence[PerturbedRow]) -> list[str]:
+        prompts = [prepared.render(fields, row.choices, label) for row, fields, label in _rendered(prepared, rows)]
         results = backend.score_choices(
-            self._requests(
-                prepared, [(row_id, p, choices or []) for p, (row_id, _, choices) in zip(prompts, rows)], "perturbed"
-            )
+            self._requests(prepared, [(row.id, p, row.choices or []) for p, row in zip(prompts, rows)], "perturbed")
         )
         return [
-            choices[max(range(len(choices)), key=lambda k: r.logprobs[k])]
-            for r, (_, _, choices) in zip(results, rows)
-            if choices is not None
+            row.choices[max(range(len(row.choices)), key=lambda k: r.logprobs[k])]
+            for r, row in zip(results, rows)
+            if row.choices is not None
         ]
 
     def answer_of(self, example: ExampleResult) -> str:
         return example.output
 
+    def label_changes(self, ref: Sequence[Any], cur: Sequence[Any]) -> list[dict[str, Any]]:
+        """Each gold label's recall in the baseline and now, on the shared examples, for the labels that
+        gained or lost (most lost first)."""
+        by_label: dict[str, list[tuple[float, float]]] = {}
+        for r, c in zip(ref, cur):
+            by_label.setdefault(str(c.target), []).append((r.values["accuracy"], c.values["accuracy"]))
+        changes = []
+        for label, pairs in by_label.items():
+            before, now = sum(b for b, _ in pairs) / len(pairs), sum(n for _, n in pairs) / len(pairs)
+            if before != now:
+                changes.append(
+                    {"label": label, "examples": len(pairs), "baseline": before, "current": now, "delta": now - before}
+                )
+        return sorted(changes, key=lambda change: change["delta"])
 
-def _rendered(prepared: PreparedCandidate, rows: Sequence[RobustRow]):
-    """(row id, every field with the perturbed ones replaced, choices, label) of each perturbed row."""
+
+def _rendered(prepared: PreparedCandidate, rows: Sequence[PerturbedRow]):
+    """(the perturbed row, all its fields with the perturbed ones replaced, its label) of each perturbed row."""
     full = {row.id: row for row in prepared.dataset.rows}
-    for row_id, fields, choices in rows:
-        row = full[row_id]
-        yield row_id, {**row.fields, **fields}, choices, f"{row_label(prepared.dataset, row)} (perturbed)"
+    for perturbed in rows:
+        row = full[perturbed.id]
+        yield perturbed, {**row.fields, **perturbed.fields}, f"{row_label(prepared.dataset, row)} (perturbed)"
 
 
 # --------------------------------------------------------------------------- generate
@@ -717,10 +739,10 @@ class Generate(TaskKind):
         ]
         return [r.text for r in backend.generate(requests)]
 
-    def predict(self, prepared: PreparedCandidate, backend: Backend, rows: Sequence[RobustRow]) -> list[str]:
+    def predict(self, prepared: PreparedCandidate, backend: Backend, rows: Sequence[PerturbedRow]) -> list[str]:
         requests = [
-            self._request(prepared, prepared.render_with_turns(fields, choices, label), row_id, 0, "perturbed")
-            for row_id, fields, choices, label in _rendered(prepared, rows)
+            self._request(prepared, prepared.render_with_turns(fields, row.choices, label), row.id, 0, "perturbed")
+            for row, fields, label in _rendered(prepared, rows)
         ]
         return [answer_text(r.text) for r in backend.generate(requests)]
 

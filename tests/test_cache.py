@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import sqlite3
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -290,3 +292,43 @@ def test_a_chat_request_is_keyed_by_its_turns_and_a_plain_one_as_before():
     import hashlib
 
     assert generate_parts(plain, "model", "").request == hashlib.sha256(b"Hello").hexdigest()
+
+
+def test_memoise_computes_once_per_key_and_keeps_the_seconds_it_took(tmp_path):
+    from evalkit.cache import KeyParts
+
+    cache = ResultCache(tmp_path / "cache")
+    parts = KeyParts("robustness", "m1", "", "r" * 64, "{}")
+    calls: list[int] = []
+
+    def compute() -> dict:
+        calls.append(1)
+        time.sleep(0.02)
+        return {"held": 3, "rows": ["a", "b"]}
+
+    assert cache.memoise(parts, compute) == {"held": 3, "rows": ["a", "b"]}
+    again = ResultCache(tmp_path / "cache")  # another process, the same store
+    assert again.memoise(parts, compute) == {"held": 3, "rows": ["a", "b"]}
+    assert len(calls) == 1
+    [(result, seconds)] = again.lookup([parts.key]).values()
+    assert json.loads(result) == {"held": 3, "rows": ["a", "b"]} and seconds >= 0.02
+    other = dataclasses.replace(parts, params='{"tries": 2}')  # another key part: computed again
+    assert again.memoise(other, lambda: [1]) == [1] and len(calls) == 1
+    assert again.count() == 2
+
+
+def test_memoise_encodes_and_decodes_and_a_backend_without_a_cache_always_computes(tmp_path, tiny_backend):
+    from evalkit.cache import KeyParts
+
+    parts = KeyParts("robustness", "m1", "", "s" * 64, "{}")
+    cache = ResultCache(tmp_path / "cache")
+    backend = CachedBackend(cache, tiny_backend, model="m1:float32")
+    first = backend.memoise(parts, lambda: (1, 2), encode=lambda v: json.dumps(list(v)), decode=lambda t: ("read", t))
+    assert first == (1, 2)  # computed: the value itself
+    assert backend.memoise(parts, lambda: (9, 9), decode=lambda t: ("read", t)) == ("read", "[1, 2]")
+    assert backend.stats.hits == backend.stats.misses == 0  # a memoised value is not a model answer
+    uncached = CachedBackend(None, tiny_backend)
+    computed: list[int] = []
+    for _ in range(2):
+        uncached.memoise(parts, lambda: computed.append(1))
+    assert computed == [1, 1]

@@ -192,7 +192,7 @@ def test_apply_typo_operations():
 def test_custom_perturbations_by_decorator_and_entry_point(monkeypatch):
     from evalkit import registry
 
-    monkeypatch.setattr(robustness, "PERTURBATIONS", robustness.PERTURBATIONS.copy())
+    monkeypatch.setattr(robustness.perturb, "PERTURBATIONS", robustness.perturb.PERTURBATIONS.copy())
 
     @register_perturbation("shout", promise="upper-cases the whole text")
     def shout(fields, choices):
@@ -225,8 +225,8 @@ def test_custom_perturbations_by_decorator_and_entry_point(monkeypatch):
         assert report.as_dict()["flipped"][0]["change"] == "upper-cased"  # shrinks to the first listed
         assert "reverse" in known
     finally:
-        robustness.PERTURBATIONS.remove("shout")
-        robustness.PERTURBATIONS.remove("reverse")
+        robustness.perturb.PERTURBATIONS.remove("shout")
+        robustness.perturb.PERTURBATIONS.remove("reverse")
 
 
 def BangBackend() -> ScriptedBackend:
@@ -382,7 +382,7 @@ def predict(batch):
     asked.extend(fields["text"] for _, fields, _ in batch)
     return ["a" if int(hashlib.sha256(f["text"].encode()).hexdigest(), 16) % 3 else "b" for _, f, _ in batch]
 report = search(rows, ["case", "whitespace", "typos", "punctuation", "distractor"], predict, tries=8, seed=0)
-print(json.dumps([sorted(asked), [r.flip and r.flip["change"] for r in report.rows]]))
+print(json.dumps([sorted(asked), [r.flip and r.flip.change for r in report.rows]]))
 """
 
 
