@@ -1,60 +1,10 @@
-"""The prompt-or-fine-tune decision on equal footing: each suite's best prompt against its best adapter on
-the same golden rows (their accuracies, the exact McNemar test on the rows only one of them got right,
-and the one-time cost of each: training, and a prompt search), and what each searched prompt's dev score
+"""The prompt-or-fine-tune decision in words: each suite's best prompt against its best adapter on the same
+golden rows (:func:`evalkit.results.decisions` pairs them), and what each searched prompt's dev score
 promised against the one time the golden set read it (the optimism gap)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
-
-from evalkit.results import CandidateResult
-from evalkit.stats import mcnemar_exact
-
-
-def _side(result: CandidateResult) -> dict[str, Any]:
-    side: dict[str, Any] = {
-        "candidate": result.candidate,
-        "accuracy": result.accuracy,
-        "ci95": list(result.ci95["accuracy"]),
-        "search_s": None if result.prompt_search is None else result.prompt_search["search_s"],
-    }
-    if result.adapter is not None:
-        side["train_s"] = result.adapter["train_s"]
-    return side
-
-
-def _best(results: list[CandidateResult]) -> CandidateResult:
-    return max(results, key=lambda r: (r.accuracy, r.candidate))
-
-
-def decisions(results: Iterable[CandidateResult]) -> dict[str, dict[str, Any]]:
-    """Per suite that has both a prompt-only candidate and an adapter candidate: the best of each (by
-    accuracy) and the paired test between them on the rows both answered."""
-    by_suite: dict[str, list[CandidateResult]] = {}
-    for r in results:
-        if "accuracy" in r.metrics:
-            by_suite.setdefault(r.suite, []).append(r)
-    found = {}
-    for suite, rows in by_suite.items():
-        prompts = [r for r in rows if r.adapter is None]
-        adapters = [r for r in rows if r.adapter is not None]
-        if not prompts or not adapters:
-            continue
-        prompt, adapter = _best(prompts), _best(adapters)
-        right = {e.id: e.correct for e in prompt.examples}
-        shared = [(right[e.id], e.correct) for e in adapter.examples if e.id in right]
-        prompt_only = sum(p and not a for p, a in shared)
-        adapter_only = sum(a and not p for p, a in shared)
-        found[suite] = {
-            "best_prompt": _side(prompt),
-            "best_adapter": _side(adapter),
-            "shared": len(shared),
-            "prompt_only_right": prompt_only,
-            "adapter_only_right": adapter_only,
-            "p_value": mcnemar_exact(prompt_only, adapter_only),
-        }
-    return found
 
 
 def _one_time(side: dict[str, Any]) -> str:

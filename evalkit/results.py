@@ -19,6 +19,7 @@ from evalkit.record import (
     parse_json,
     schema_problem,
 )
+from evalkit.stats import mcnemar_exact
 from evalkit.verdict import Verdict
 
 SCHEMA_VERSION = RUN_SCHEMA_VERSION
@@ -169,6 +170,52 @@ def hashes_of(header: Mapping[str, Any]) -> dict[str, str | None]:
     return hashes
 
 
+def _side(result: CandidateResult) -> dict[str, Any]:
+    side: dict[str, Any] = {
+        "candidate": result.candidate,
+        "accuracy": result.accuracy,
+        "ci95": list(result.ci95["accuracy"]),
+        "search_s": None if result.prompt_search is None else result.prompt_search["search_s"],
+    }
+    if result.adapter is not None:
+        side["train_s"] = result.adapter["train_s"]
+    return side
+
+
+def _best(results: list[CandidateResult]) -> CandidateResult:
+    return max(results, key=lambda r: (r.accuracy, r.candidate))
+
+
+def decisions(results: Iterable[CandidateResult]) -> dict[str, dict[str, Any]]:
+    """Prompt or fine-tune on equal footing, per suite that has both a prompt-only candidate and an adapter
+    candidate: the best of each (by accuracy), the exact McNemar test on the rows only one of them got
+    right, and the one-time cost of each (training, a prompt search)."""
+    by_suite: dict[str, list[CandidateResult]] = {}
+    for r in results:
+        if "accuracy" in r.metrics:
+            by_suite.setdefault(r.suite, []).append(r)
+    found = {}
+    for suite, rows in by_suite.items():
+        prompts = [r for r in rows if r.adapter is None]
+        adapters = [r for r in rows if r.adapter is not None]
+        if not prompts or not adapters:
+            continue
+        prompt, adapter = _best(prompts), _best(adapters)
+        right = {e.id: e.correct for e in prompt.examples}
+        shared = [(right[e.id], e.correct) for e in adapter.examples if e.id in right]
+        prompt_only = sum(p and not a for p, a in shared)
+        adapter_only = sum(a and not p for p, a in shared)
+        found[suite] = {
+            "best_prompt": _side(prompt),
+            "best_adapter": _side(adapter),
+            "shared": len(shared),
+            "prompt_only_right": prompt_only,
+            "adapter_only_right": adapter_only,
+            "p_value": mcnemar_exact(prompt_only, adapter_only),
+        }
+    return found
+
+
 def _git_commit(cwd: Path) -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5)
@@ -201,8 +248,6 @@ def build_record(header: dict[str, Any], results: list[CandidateResult], prices:
     }
     for r in results:
         record["suites"].setdefault(r.suite, {})[r.candidate] = r.header()
-    from evalkit.decision import decisions
-
     found = decisions(results)
     if found:
         record["decisions"] = found

@@ -9,7 +9,8 @@ import re
 import pytest
 
 from evalkit.costs import CostModel, break_even, break_even_text, candidate_cost
-from evalkit.decision import decision_line, decisions, search_line
+from evalkit.decision import decision_line, search_line
+from evalkit.results import decisions
 from evalkit.stats import mcnemar_exact
 from tests.reports_helpers import candidate_result, write_record
 

@@ -181,23 +181,26 @@ def _probability(example: dict[str, Any]) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def render_summary(record: dict[str, Any], rows: Iterable[dict[str, Any]]) -> str:
-    view: RunView = build_view(record, rows)
+def _headline(view: RunView) -> str:
+    """The run in one bold line: what failed, what failed as expected, or that all passed."""
     failed, expected = view.failed, view.expected_failures
-    lines = [f"## {view.title}", "", " · ".join(view.facts), ""]
     if failed:
-        lines.append(
+        return (
             f"**{len(failed)} of {view.total} candidates failed:** "
             + ", ".join(f"`{c.suite}::{c.name}`" for c in failed)
             + (f"; {len(expected)} failed as expected" if expected else "")
         )
-    elif expected:
-        lines.append(
+    if expected:
+        return (
             f"**{view.total - len(expected)} of {view.total} candidates passed; {len(expected)} failed as "
             "expected:** " + "; ".join(f"`{c.suite}::{c.name}` ({cell(c.expected_failure or '')})" for c in expected)
         )
-    else:
-        lines.append(f"**All {view.total} candidates passed.**")
+    return f"**All {view.total} candidates passed.**"
+
+
+def render_summary(record: dict[str, Any], rows: Iterable[dict[str, Any]]) -> str:
+    view: RunView = build_view(record, rows)
+    lines = [f"## {view.title}", "", " · ".join(view.facts), "", _headline(view)]
     lines.append("")
     for suite in view.suites:
         lines += [f"### {suite.name} ({suite.task}, {suite.n} examples)", ""]
