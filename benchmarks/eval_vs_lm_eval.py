@@ -23,6 +23,7 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "datasets"
@@ -106,11 +107,12 @@ def matmul_rate(dtype: str, seconds: float = 3.0) -> float:
     return 2 * 2048**3 * runs / (time.perf_counter() - started) / 1e9
 
 
-def write_task(work: Path, name: str, rows: int) -> tuple[Path, Path]:
-    """The first ``rows`` rows as JSONL, lm_eval's task YAML and evalkit's suite, in ``work``."""
+def write_task(work: Path, name: str, rows: int, *, model: str = MODEL, datasets: Path = SHARED) -> tuple[Path, Path]:
+    """The first ``rows`` rows (of ``datasets``' copy of the task) as JSONL, lm_eval's task YAML and
+    evalkit's suite on ``model``, in ``work``."""
     task = TASKS[name]
     data = work / f"{name}.jsonl"
-    with (SHARED / task["source"]).open() as source, data.open("w") as out:
+    with (datasets / task["source"]).open() as source, data.open("w") as out:
         for i, line in enumerate(source):
             if i >= rows:
                 break
@@ -125,7 +127,7 @@ def write_task(work: Path, name: str, rows: int) -> tuple[Path, Path]:
     )
     suite = work / f"{name}.eval.yaml"
     suite.write_text(
-        f"suite: bench-{name}\nmodel: {MODEL}\ndataset: {{path: {data.name}}}\n" + textwrap.dedent(task["evalkit"])
+        f"suite: bench-{name}\nmodel: {model}\ndataset: {{path: {data.name}}}\n" + textwrap.dedent(task["evalkit"])
     )
     return suite, tasks
 
@@ -195,7 +197,7 @@ def run_lm_eval(model: str, dtype: str, task_dir: Path, name: str, batch_size: i
     (samples_file,) = out.rglob(f"samples_bench_{name}_*.jsonl")
     (results_file,) = out.rglob("results_*.json")
     samples = sorted((json.loads(line) for line in samples_file.read_text().splitlines()), key=lambda s: s["doc_id"])
-    predictions = []
+    predictions: list[int | str] = []
     for sample in samples:
         responses = sample["filtered_resps"]
         if TASKS[name]["kind"] == "classify":  # one (loglikelihood, is_greedy) per choice: the best one
@@ -213,8 +215,8 @@ def run_lm_eval(model: str, dtype: str, task_dir: Path, name: str, batch_size: i
     }
 
 
-def with_dtype(suite: Path, dtype: str) -> Path:
-    text = suite.read_text().replace(f"model: {MODEL}\n", f"model: {{name: {MODEL}, dtype: {dtype}}}\n")
+def with_dtype(suite: Path, dtype: str, model: str = MODEL) -> Path:
+    text = suite.read_text().replace(f"model: {model}\n", f"model: {{name: {model}, dtype: {dtype}}}\n")
     path = suite.with_name(suite.name.replace(".eval.yaml", f".{dtype}.eval.yaml"))
     path.write_text(text)
     return path
@@ -227,12 +229,14 @@ def agree(name: str, a: list, b: list) -> int:
     return sum(x != y for x, y in zip(a, b))
 
 
-def cache_runs(work: Path, rows: int, env: dict[str, str]) -> dict:
+def cache_runs(
+    work: Path, rows: int, env: dict[str, str], *, model: str = MODEL, datasets: Path = SHARED
+) -> dict[str, Any]:
     """pytest on a two-candidate suite: cold cache, warm re-run, and after one candidate's prompt changes."""
     project = work / "cache-project"
     (project / "suites").mkdir(parents=True)
     (work / "cache-data").mkdir()
-    write_task(work / "cache-data", "sst2", rows)
+    write_task(work / "cache-data", "sst2", rows, model=model, datasets=datasets)
     shutil.copy(work / "cache-data" / "sst2.jsonl", project / "suites" / "sst2.jsonl")
     (project / "pytest.ini").write_text("[pytest]\naddopts = -p no:cacheprovider\n")
     suite = project / "suites" / "sst2.eval.yaml"
@@ -241,7 +245,7 @@ def cache_runs(work: Path, rows: int, env: dict[str, str]) -> dict:
     suite.write_text(
         textwrap.dedent(f"""\
         suite: sst2
-        model: {MODEL}
+        model: {model}
         dataset: {{path: sst2.jsonl, limit: {rows}}}
         task: {{kind: classify, choices: [negative, positive], target: label, choice_prefix: " "}}
         candidates:
@@ -256,11 +260,17 @@ def cache_runs(work: Path, rows: int, env: dict[str, str]) -> dict:
         out = subprocess.run(args, cwd=project, capture_output=True, text=True, env=env)
         return time.perf_counter() - started, out.stdout
 
+    def cache_line(stdout: str) -> str:
+        found = re.search(r"result cache .*", stdout)
+        if found is None:
+            sys.exit(f"pytest printed no result cache line:\n{stdout[-3000:]}")
+        return found.group(0)
+
     startup, _ = timed(pytest + ["--collect-only", "-q"])
-    figures = {"rows": rows, "pytest_collect_only_s": startup}
+    figures: dict[str, Any] = {"rows": rows, "pytest_collect_only_s": startup}
     for label in ("cold", "warm"):
         figures[f"{label}_s"], stdout = timed(pytest)
-        figures[f"{label}_cache"] = re.search(r"result cache .*", stdout).group(0)
+        figures[f"{label}_cache"] = cache_line(stdout)
     suite.write_text(suite.read_text().replace("Sentiment:", "The sentiment is"))
     figures["one_prompt_changed_s"], stdout = timed(pytest)
     figures["one_prompt_changed_cache"] = "\n".join(re.findall(r"(?:result cache|  sst2::).*", stdout))
@@ -278,8 +288,8 @@ def compare_task(name: str, n: int, dtype: str, work: Path, args: argparse.Names
     """Both tools on one task's first ``n`` rows in ``dtype``, end to end; the tools alternate going first."""
     folder = work / f"{dtype}-{name}"
     folder.mkdir()
-    suite, task_dir = write_task(folder, name, n)
-    suite = with_dtype(suite, dtype)
+    suite, task_dir = write_task(folder, name, n, model=args.model, datasets=args.datasets)
+    suite = with_dtype(suite, dtype, args.model)
     runs = {
         "evalkit": lambda: run_evalkit(suite, env),
         "lm_eval": lambda: run_lm_eval(args.model_path, dtype, task_dir, name, args.lm_eval_batch_size, env),
@@ -362,7 +372,8 @@ def print_table(report: dict) -> None:
     )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
+    """Run the comparison; returns (and writes to ``--out``) the report printed as the table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arc-rows", type=int, default=500)
     parser.add_argument("--sst2-rows", type=int, default=872)
@@ -372,14 +383,18 @@ def main() -> None:
     parser.add_argument("--lm-eval-batch-size", type=int, default=16)
     parser.add_argument("--cache-rows", type=int, default=200, help="0 skips the result-cache runs")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "eval_vs_lm_eval.json"))
-    args = parser.parse_args()
+    parser.add_argument("--model", default=MODEL, help="model alias or local folder (both tools run it)")
+    parser.add_argument(
+        "--datasets", type=Path, default=SHARED, help="folder holding arc_easy_test/, sst2_validation/, nq_open_dev/"
+    )
+    args = parser.parse_args(argv)
 
     import torch
 
     from evalkit.models import cpu_has_native_bf16, resolve_model
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    args.model_path = str(resolve_model(MODEL).path)
+    args.model_path = str(resolve_model(args.model).path)
     args.parameters = non_embedding_parameters(args.model_path)
     work = Path(tempfile.mkdtemp(prefix="evalkit-bench-"))
     rows = {"arc_easy": args.arc_rows, "sst2": args.sst2_rows, "nq_open": args.generate_rows}
@@ -413,12 +428,15 @@ def main() -> None:
         }
     for run in report["runs"]:
         run.pop("predictions", None)
-    report["cache"] = cache_runs(work, args.cache_rows, env) if args.cache_rows else None
+    report["cache"] = (
+        cache_runs(work, args.cache_rows, env, model=args.model, datasets=args.datasets) if args.cache_rows else None
+    )
     shutil.rmtree(work, ignore_errors=True)
     print_table(report)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwritten: {args.out}")
+    return report
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The demo's few-shot candidates, timed without the result cache (see BENCHMARKS.md, "Few-shot prompts").
 
-    .venv/bin/python benchmarks/fewshot_prefix.py [--out FILE] [--compare FILE] [--rows N]
+    .venv/bin/python benchmarks/fewshot_prefix.py [--out FILE] [--compare FILE] [--rows N] [--model NAME]
 
 Evaluates ticket routing's and order extraction's few_shot candidates in one process (the model loads
 and warms up on two rows first), then runs ticket routing's robustness search on few_shot with all six
@@ -15,17 +15,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PERTURBATIONS = ["case", "whitespace", "typos", "punctuation", "distractor", "choice_order"]
 
 
-def count_tokens() -> dict:
-    """Counts, from here on, the tokens each classify row needs in full and the shared prefix it skips,
+@contextmanager
+def count_tokens() -> Iterator[dict]:
+    """Counts, inside the block, the tokens each classify row needs in full and the shared prefix it skips,
     by wrapping the transformers backend (a measurement aid: evalkit itself keeps no such count)."""
     import evalkit.backends.hf as hf
 
@@ -49,19 +51,29 @@ def count_tokens() -> dict:
         return results
 
     hf.HFBackend._shared_prefixes, hf.HFBackend._score_choices = planned, scored  # type: ignore[method-assign]
-    return counts
+    try:
+        yield counts
+    finally:
+        hf.HFBackend._shared_prefixes, hf.HFBackend._score_choices = plan, score  # type: ignore[method-assign]
 
 
-def measure(rows: int | None) -> dict:
+def measure(rows: int | None, model: str | None = None) -> dict:
+    """The figures of both candidates and of the search; ``model`` replaces the suites' model."""
     from evalkit.models import cpu_has_native_bf16
     from evalkit.session import EvalSession
+    from evalkit.spec import SuiteSpec
+
+    def demo(suite: str) -> SuiteSpec:
+        spec = session.spec(ROOT / "suites" / f"{suite}.eval.yaml")
+        if model is None:
+            return spec
+        return spec.model_copy(update={"model": spec.model.model_copy(update={"name": model})})
 
     reports = Path(tempfile.mkdtemp(prefix="evalkit-fewshot-"))
     session = EvalSession(root=ROOT, reports_dir=reports, cache_dir=None)
     figures: dict = {"machine": {"cpus": os.cpu_count(), "native_bf16": cpu_has_native_bf16()}, "candidates": {}}
     for suite in ("tickets", "orders"):
-        spec = session.spec(ROOT / "suites" / f"{suite}.eval.yaml")
-        spec = spec.model_copy(update={"robustness": None})  # timed on its own below
+        spec = demo(suite).model_copy(update={"robustness": None})  # timed on its own below
         session.run(spec, "few_shot", limit=2)  # warm-up: the model loads and its kernels are built
         session.results.clear()
         started = time.perf_counter()
@@ -76,19 +88,20 @@ def measure(rows: int | None) -> dict:
             "logprobs": [e.details.get("logprobs") for e in result.examples],
         }
         print(f"{suite} few_shot: {result.n} rows, {1000 * seconds / result.n:.1f} ms/example", flush=True)
-    spec = session.spec(ROOT / "suites" / "tickets.eval.yaml")
+    spec = demo("tickets")
     assert spec.robustness is not None
     everything = spec.robustness.model_copy(update={"perturbations": PERTURBATIONS, "candidates": ["few_shot"]})
     spec = spec.model_copy(update={"robustness": everything})
     session.results.clear()
-    counts = count_tokens()
-    started = time.perf_counter()
-    result = session.run(spec, "few_shot", limit=rows)
+    with count_tokens() as counts:
+        started = time.perf_counter()
+        result = session.run(spec, "few_shot", limit=rows)
+        searched_s = time.perf_counter() - started
     assert result.robustness is not None
     figures["robustness"] = {
         "perturbations": PERTURBATIONS,
         "seconds": result.robustness["wall_s"],
-        "with_evaluation_s": time.perf_counter() - started,
+        "with_evaluation_s": searched_s,
         "invariance": result.robustness["invariance"],
         "held": result.robustness["held"],
         "flipped": result.robustness["flipped"],
@@ -130,20 +143,23 @@ def compare(before: dict, after: dict) -> None:
     )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
+    """Measure; returns (and writes to ``--out``) the figures."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "fewshot_prefix.json")
     parser.add_argument("--compare", type=Path, help="an earlier --out file to compare with")
     parser.add_argument("--rows", type=int, help="only the first N rows of each suite")
-    args = parser.parse_args()
+    parser.add_argument("--model", help="run the demo suites on this model (an alias or a folder) instead of theirs")
+    args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    figures = measure(args.rows)
+    figures = measure(args.rows, args.model)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(figures, indent=1) + "\n")
     print(f"written: {args.out}")
     if args.compare:
         compare(json.loads(args.compare.read_text()), figures)
+    return figures
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

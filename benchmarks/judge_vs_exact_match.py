@@ -1,7 +1,7 @@
 """The judge against a scorer that is known to be right: on the demo's order-extraction suite, where exact
 match is the truth, how often does the default model, as a judge, agree with it? (BENCHMARKS.md, "Judge")
 
-    .venv/bin/python benchmarks/judge_vs_exact_match.py [--rows N] [--out FILE]
+    .venv/bin/python benchmarks/judge_vs_exact_match.py [--rows N] [--out FILE] [--model NAME]
 
 Each order-extraction candidate runs twice on the same rows: once scored by exact match (its suite as
 committed) and once by the ``judge`` scorer with ``prompts/judges/order_id.j2``, read by likelihood, as a
@@ -21,21 +21,26 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+if TYPE_CHECKING:
+    from evalkit.results import CandidateResult
+
 READINGS = {"likelihood": "mode: likelihood", "likelihood, chat": "mode: likelihood\n    chat: true"}
+MODEL = "smollm2-135m-instruct"
 
 
-def judged_suite(folder: Path, reading: str) -> Path:
+def judged_suite(folder: Path, reading: str, model: str = MODEL) -> Path:
     """The order-extraction suite, graded by the judge (paths made absolute: the file lives elsewhere)."""
     suites = ROOT / "suites"
     text = f"""\
 suite: orders-judged
-model: smollm2-135m-instruct
+model: {model}
 dataset: {{path: {suites / "data" / "orders_test.jsonl"}}}
 task:
   kind: generate
@@ -44,7 +49,7 @@ task:
   stop: ["\\n"]
   scorer:
     name: judge
-    model: smollm2-135m-instruct
+    model: {model}
     rubric: {ROOT / "prompts" / "judges" / "order_id.j2"}
     {READINGS[reading]}
 candidates:
@@ -59,7 +64,7 @@ candidates:
     return path
 
 
-def agreement(exact, judged) -> dict:
+def agreement(exact: CandidateResult, judged: CandidateResult) -> dict:
     from evalkit.stats import cohen_kappa, kappa_interval, wilson_interval
 
     truth = [e.correct for e in exact.examples]
@@ -82,11 +87,13 @@ def agreement(exact, judged) -> dict:
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
+    """Run the comparison; returns (and writes to ``--out``) the record."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=None, help="the first N rows only (default: all 160)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "judge.json")
-    args = parser.parse_args()
+    parser.add_argument("--model", default=MODEL, help="the model that answers and judges: an alias or a folder")
+    args = parser.parse_args(argv)
 
     from evalkit.models import cpu_has_native_bf16
     from evalkit.session import EvalSession
@@ -96,8 +103,12 @@ def main() -> None:
     results = []
     try:
         exact_spec = session.spec(ROOT / "suites" / "orders.eval.yaml")
+        if args.model != MODEL:
+            exact_spec = exact_spec.model_copy(
+                update={"model": exact_spec.model.model_copy(update={"name": args.model})}
+            )
         for reading in READINGS:
-            judged_spec = session.spec(judged_suite(work, reading))
+            judged_spec = session.spec(judged_suite(work, reading, args.model))
             for candidate in ("zero_shot", "few_shot"):
                 exact = session.run(exact_spec, candidate, limit=args.rows)
                 started = time.perf_counter()
@@ -112,12 +123,14 @@ def main() -> None:
         session.close()
     record = {
         "suite": "order-id-extraction",
-        "judge": "smollm2-135m-instruct, prompts/judges/order_id.j2, grades C/I",
+        "judge": f"{args.model}, prompts/judges/order_id.j2, grades C/I",
         "results": results,
         "machine": {"cpu_bf16": cpu_has_native_bf16(), "processor": platform.processor(), "cores": os.cpu_count()},
     }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"written to {args.out}")
+    return record
 
 
 if __name__ == "__main__":

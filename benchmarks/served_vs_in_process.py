@@ -46,7 +46,7 @@ CANDIDATES = [
 def served_model(url: str, concurrency: int = 8):
     from evalkit.backends.base import ModelConfig
 
-    return ModelConfig(  # type: ignore[call-arg]
+    return ModelConfig(
         backend="openai",
         name="smollm2-135m-instruct",
         base_url=url,

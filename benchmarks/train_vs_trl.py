@@ -20,7 +20,10 @@ import random
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -76,12 +79,13 @@ def train_evalkit(suite: Path, model_path: Path, work: Path) -> dict:
     result = fit(training, model_path, list(range(len(training))), [], work / "evalkit-checkpoints", resume=False)
     out = work / f"evalkit-adapter-{spec.train['sst2-lora'].precision}"
     result.model.save_pretrained(str(out))
+    measured: Any = getattr(result, "record", result)  # what the run measured: its training record
     return {
-        "seconds": result.train_seconds,
+        "seconds": measured.train_seconds,
         "tokens": None,
-        "tokens_per_second": result.tokens_per_second,
+        "tokens_per_second": measured.tokens_per_second,
         "adapter": out,
-        "padding_fraction": result.padding_fraction,
+        "padding_fraction": measured.padding_fraction,
     }
 
 
@@ -141,20 +145,24 @@ def train_trl(suite: Path, model_path: Path, work: Path, args: argparse.Namespac
 
 
 def accuracy(suite: Path, model_path: Path, fingerprint: str, adapter: Path | None) -> float:
+    from evalkit.backends.base import Backend
     from evalkit.backends.hf import HFBackend
     from evalkit.data import load_dataset
-    from evalkit.runner import prepare, score_classify
     from evalkit.suite import load_suite
+    from evalkit.tasks import prepare, task_kind
 
     spec = load_suite(suite)
-    backend = HFBackend(model_path, fingerprint=fingerprint)
-    if adapter is not None:
-        backend = backend.with_adapter("bench", adapter)
-    prepared = prepare(spec, spec.candidates["base"], load_dataset(spec.dataset_path), lambda: backend)
-    return score_classify(prepared, backend)[1]["accuracy"]
+    hf = HFBackend(model_path, fingerprint=fingerprint)
+    backend: Backend = hf if adapter is None else hf.with_adapter("bench", adapter)
+    dataset = load_dataset(spec.dataset_path, id_field=spec.id_field)
+    prepared = prepare(spec, spec.candidates["base"], dataset, backend.apply_chat_template)
+    return task_kind(spec.task.kind).score(prepared, backend).metrics["accuracy"]
 
 
-def main() -> None:
+TRAINERS = ("trl SFTTrainer", "evalkit")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train-rows", type=int, default=400)
     parser.add_argument("--test-rows", type=int, default=200)
@@ -170,21 +178,42 @@ def main() -> None:
         default=None,
         help="training rows for the bfloat16 comparison (default: --train-rows where bfloat16 is native, else 32)",
     )
-    args = parser.parse_args()
+    parser.add_argument("--model", default="smollm2-135m-instruct", help="model alias or local folder")
+    parser.add_argument("--data", type=Path, default=SST2, help="SST-2 rows as JSONL (id, text, label 0/1)")
+    parser.add_argument(
+        "--trainers", default=",".join(TRAINERS), help=f"comma-separated, any of: {', '.join(TRAINERS)}"
+    )
+    parser.add_argument("--out", type=Path, default=None, help="also write the figures to this JSON file")
+    args = parser.parse_args(argv)
+    unknown = [t for t in args.trainers.split(",") if t not in TRAINERS]
+    if unknown:
+        parser.error(f"unknown trainer {', '.join(unknown)}; the trainers are {', '.join(TRAINERS)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the comparison; returns (and with ``--out`` writes) the figures printed as the table."""
+    args = parse_args(argv)
+    trainers = [t for t in TRAINERS if t in args.trainers.split(",")]
 
     import datasets
     from tabulate import tabulate
     from transformers.utils import logging as hf_logging
-    from trl import __version__ as trl_version
 
     datasets.disable_progress_bars()
     hf_logging.disable_progress_bar()
 
     from evalkit.models import resolve_model
 
+    trl_version = "not used"
+    if "trl SFTTrainer" in trainers:
+        import trl
+
+        trl_version = trl.__version__
+
     torch.manual_seed(args.seed)
-    resolved = resolve_model("smollm2-135m-instruct")
-    train, test = split_sst2(SST2, args.train_rows, args.test_rows, args.seed)
+    resolved = resolve_model(args.model)
+    train, test = split_sst2(args.data, args.train_rows, args.test_rows, args.seed)
     work = Path(tempfile.mkdtemp(prefix="evalkit-bench-"))
     print(
         f"SST-2: {len(train)} training rows, {len(test)} test rows; LoRA r={args.rank} on q_proj, v_proj; "
@@ -193,9 +222,11 @@ def main() -> None:
         flush=True,
     )
     rows = []
+    figures: dict = {"base_accuracy": None, "runs": [], "trl": trl_version, "torch": torch.__version__}
     try:
         base_suite = write_suite(work, train, test, args, "float32")
         base_accuracy = accuracy(base_suite, resolved.path, resolved.fingerprint, None)
+        figures["base_accuracy"] = base_accuracy
         print(f"base model accuracy (no adapter): {base_accuracy:.3f}", flush=True)
         for precision in args.precisions.split(","):
             rows_here = train
@@ -211,24 +242,27 @@ def main() -> None:
                     )
                 rows_here = train[:n]
             suite = write_suite(work, rows_here, test, args, precision)
+            runs: dict[str, Callable[[], dict]] = {
+                "trl SFTTrainer": partial(train_trl, suite, resolved.path, work, args, precision),
+                "evalkit": partial(train_evalkit, suite, resolved.path, work),
+            }
             results = {}
-            for name, run in (
-                (
-                    "trl SFTTrainer",
-                    lambda suite=suite, precision=precision: train_trl(suite, resolved.path, work, args, precision),
-                ),
-                ("evalkit", lambda suite=suite: train_evalkit(suite, resolved.path, work)),
-            ):
+            for name in trainers:
                 print(f"training with {name} ({precision}) ...", flush=True)
-                r = run()
+                r = runs[name]()
                 r["accuracy"] = accuracy(suite, resolved.path, resolved.fingerprint, r["adapter"])
                 results[name] = r
                 print(
                     f"  {r['tokens_per_second']:.1f} tokens/s, {r['seconds']:.1f}s, accuracy {r['accuracy']:.3f}",
                     flush=True,
                 )
-            speedup = results["evalkit"]["tokens_per_second"] / results["trl SFTTrainer"]["tokens_per_second"]
+            speedup = (
+                results["evalkit"]["tokens_per_second"] / results["trl SFTTrainer"]["tokens_per_second"]
+                if len(results) == 2
+                else None
+            )
             for name, r in results.items():
+                shown = f"{speedup:.2f}x" if name == "evalkit" and speedup is not None else ""
                 rows.append(
                     [
                         precision,
@@ -237,8 +271,19 @@ def main() -> None:
                         f"{r['tokens_per_second']:.1f}",
                         f"{r['seconds']:.1f}",
                         f"{r['accuracy']:.3f}",
-                        f"{speedup:.2f}x" if name == "evalkit" else "",
+                        shown,
                     ]
+                )
+                figures["runs"].append(
+                    {
+                        "precision": precision,
+                        "train_rows": len(rows_here),
+                        "trainer": name,
+                        "tokens_per_second": r["tokens_per_second"],
+                        "seconds": r["seconds"],
+                        "accuracy": r["accuracy"],
+                        "speed_vs_trl": round(speedup, 3) if name == "evalkit" and speedup is not None else None,
+                    }
                 )
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -248,6 +293,11 @@ def main() -> None:
             rows, headers=["precision", "train rows", "trainer", "tokens/s", "train s", "test accuracy", "speed vs trl"]
         )
     )
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(figures, indent=2) + "\n")
+        print(f"written to {args.out}")
+    return figures
 
 
 def _bf16_native() -> bool:

@@ -3,6 +3,8 @@ on the demo's ticket-routing data and the embedded default model (BENCHMARKS.md,
 over-fitting, two processes").
 
     .venv/bin/python benchmarks/trainer_search.py [search] [overfitting] [processes] [--out FILE]
+        [--model NAME] [--rows N] [--train-rows N] [--trials N] [--overfit-rows N] [--overfit-epochs N]
+        [--processes 1,2]
 
 search       a 12-trial Optuna search (the space below), then the searched adapter and the demo's
              hand-chosen one (suites/tickets.eval.yaml) on the 200 golden rows, same prompt
@@ -26,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,6 +47,7 @@ DEMO_TRAINING = """\
     validation: {{fraction: {fraction}, early_stopping_patience: {patience}}}
     seed: 0
 """
+MODEL = "smollm2-135m-instruct"
 SEARCH = """\
     search:
       trials: 12
@@ -57,19 +61,50 @@ SEARCH = """\
 """
 
 
-def suite_text(work: Path, entries: dict[str, str]) -> str:
+@dataclass(frozen=True)
+class Options:
+    """What the parts run on; the defaults are the published figures' settings."""
+
+    model: str = MODEL
+    rows: int | None = None  # golden rows evaluated (None: all 200)
+    train_rows: int | None = None  # training rows (None: all of tickets_train.jsonl)
+    trials: int = 12
+    overfit_rows: int = 40
+    overfit_epochs: float = 15
+    processes: tuple[int, ...] = (1, 2)
+
+    @property
+    def demo(self) -> bool:
+        """Whether the hand-chosen adapter is the demo's own (same model and rows: the same content hash)."""
+        return self.model == MODEL and self.train_rows is None
+
+
+def training_rows(work: Path, options: Options, rows: int | None) -> Path:
+    """The demo's training rows, or a file of its first ``rows``."""
+    source = ROOT / "suites" / "data" / "tickets_train.jsonl"
+    if rows is None:
+        return source
+    lines = source.read_text(encoding="utf-8").splitlines()
+    few = work / f"tickets_train_{rows}.jsonl"
+    few.write_text("\n".join(lines[:rows]) + "\n", encoding="utf-8")
+    return few
+
+
+def suite_text(work: Path, entries: dict[str, str], options: Options = Options()) -> str:
     """The ticket-routing suite with the given `train:` entries, one candidate per adapter (plain prompt)."""
     suites = ROOT / "suites"
     train = ""
     candidates = ""
     for name, body in entries.items():
-        output = ROOT / "adapters" / "tickets-lora" if name == "tickets-lora" else work / "adapters" / name
+        demo = name == "tickets-lora" and options.demo
+        output = ROOT / "adapters" / "tickets-lora" if demo else work / "adapters" / name
         train += f"  {name}:\n    output: {output}\n{body}"
         candidates += f"  {name}:\n    prompt: {ROOT / 'prompts' / 'tickets' / 'plain.j2'}\n    adapter: {name}\n"
+    limit = f", limit: {options.rows}" if options.rows is not None else ""
     return f"""\
 suite: tickets-trainer
-model: smollm2-135m-instruct
-dataset: {{path: {suites / "data" / "tickets_test.jsonl"}}}
+model: {options.model}
+dataset: {{path: {suites / "data" / "tickets_test.jsonl"}{limit}}}
 task:
   kind: classify
   choices: [billing, technical, account, shipping, other]
@@ -120,13 +155,16 @@ def adapter_summary(record: dict) -> dict:
     }
 
 
-def part_search(work: Path) -> dict:
+def part_search(work: Path, options: Options = Options()) -> dict:
     from evalkit.train import ensure_adapter
 
     suite = work / "search.eval.yaml"
-    suite.write_text(
-        suite_text(work, {"tickets-lora": demo_training(), "tickets-lora-searched": demo_training() + SEARCH})
-    )
+    data = training_rows(work, options, options.train_rows)
+    entries = {
+        "tickets-lora": demo_training(data),
+        "tickets-lora-searched": demo_training(data) + SEARCH.replace("trials: 12", f"trials: {options.trials}"),
+    }
+    suite.write_text(suite_text(work, entries, options))
     hand = ensure_adapter(suite, "tickets-lora", notify=print)
     started = time.perf_counter()
     searched = ensure_adapter(suite, "tickets-lora-searched", notify=print)
@@ -147,15 +185,13 @@ def part_search(work: Path) -> dict:
     }
 
 
-def part_overfitting(work: Path) -> dict:
+def part_overfitting(work: Path, options: Options = Options()) -> dict:
     from evalkit.train import ensure_adapter
 
-    rows = (ROOT / "suites" / "data" / "tickets_train.jsonl").read_text(encoding="utf-8").splitlines()
-    few = work / "tickets_train_40.jsonl"
-    few.write_text("\n".join(rows[:40]) + "\n", encoding="utf-8")
+    few = training_rows(work, options, options.overfit_rows)
     suite = work / "overfit.eval.yaml"
-    body = demo_training(data=few, epochs=15, learning_rate="3.0e-3", fraction=0.5, patience=3)
-    suite.write_text(suite_text(work, {"tickets-lora-overtrained": body}))
+    body = demo_training(data=few, epochs=options.overfit_epochs, learning_rate="3.0e-3", fraction=0.5, patience=3)
+    suite.write_text(suite_text(work, {"tickets-lora-overtrained": body}, options))
     lines: list[str] = []
 
     def say(line: str) -> None:
@@ -166,19 +202,20 @@ def part_overfitting(work: Path) -> dict:
     accuracy = evaluate(suite, ["tickets-lora-overtrained"], work)
     return {
         "command": "benchmarks/trainer_search.py overfitting",
-        "rows": 40,
+        "rows": options.overfit_rows,
         "warning": next((line for line in lines if "over-fitting at epoch" in line), None),
         **adapter_summary(adapter.record),
         "test": accuracy["tickets-lora-overtrained"],
     }
 
 
-def part_processes(work: Path) -> dict:
+def part_processes(work: Path, options: Options = Options()) -> dict:
     results = {}
-    for processes in (1, 2):
+    data = training_rows(work, options, options.train_rows)
+    for processes in options.processes:
         name = f"tickets-lora-{processes}p"
         suite = work / f"{name}.eval.yaml"
-        suite.write_text(suite_text(work, {name: demo_training()}))
+        suite.write_text(suite_text(work, {name: demo_training(data)}, options))
         command = [sys.executable, "-m", "evalkit", "train", str(suite)]
         if processes > 1:
             command = [
@@ -201,11 +238,28 @@ def part_processes(work: Path) -> dict:
 PARTS = {"search": part_search, "overfitting": part_overfitting, "processes": part_processes}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> dict:
+    """Run the parts; returns (and writes to ``--out``) the record, the other parts' figures kept."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("parts", nargs="*", metavar="PART", help=f"any of {', '.join(PARTS)} (default: all)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "trainer.json")
-    args = parser.parse_args()
+    parser.add_argument("--model", default=MODEL, help="model alias or local folder")
+    parser.add_argument("--rows", type=int, help="golden rows evaluated (default: all)")
+    parser.add_argument("--train-rows", type=int, help="training rows of search and processes (default: all)")
+    parser.add_argument("--trials", type=int, default=12, help="the search's trials")
+    parser.add_argument("--overfit-rows", type=int, default=40)
+    parser.add_argument("--overfit-epochs", type=float, default=15)
+    parser.add_argument("--processes", default="1,2", help="comma-separated process counts of the processes part")
+    args = parser.parse_args(argv)
+    options = Options(
+        model=args.model,
+        rows=args.rows,
+        train_rows=args.train_rows,
+        trials=args.trials,
+        overfit_rows=args.overfit_rows,
+        overfit_epochs=args.overfit_epochs,
+        processes=tuple(int(n) for n in args.processes.split(",")),
+    )
     from evalkit.models import cpu_has_native_bf16
 
     unknown = [p for p in args.parts if p not in PARTS]
@@ -214,15 +268,17 @@ def main() -> None:
     record = json.loads(args.out.read_text()) if args.out.is_file() else {}
     with tempfile.TemporaryDirectory(prefix="evalkit-trainer-") as folder:
         for part in args.parts or list(PARTS):
-            record[part] = PARTS[part](Path(folder))
+            record[part] = PARTS[part](Path(folder), options)
             record[part]["measured"] = time.strftime("%Y-%m-%d")
             record["machine"] = {
                 "cpu_bf16": cpu_has_native_bf16(),
                 "processor": platform.processor(),
                 "cores": os.cpu_count(),
             }
+            args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(record, indent=2) + "\n")
             print(json.dumps(record[part], indent=2)[:4000], flush=True)
+    return record
 
 
 if __name__ == "__main__":
