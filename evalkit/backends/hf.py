@@ -24,7 +24,7 @@ from evalkit.backends.base import (
     Notify,
     register_backend,
 )
-from evalkit.backends.batching import generation_batches, in_request_order, plan_batches, scoring_batches
+from evalkit.backends.batching import generation_batches, in_request_order, scoring_batches
 from evalkit.backends.encoding import encode_choices, encode_pair
 from evalkit.backends.hf_model import KVStates, LoadedHF, LoadOptions, load_model, load_tokenizer, peft_quietly
 from evalkit.backends.prefix import MIN_SHARED, PrefixGroup, PrefixStore, Tokens, plan_prefixes
@@ -174,11 +174,6 @@ class HFBackend(Backend):
         return self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
 
     # ------------------------------------------------------------------ batching
-
-    def _batches(self, order: list[int], lengths: Sequence[int]) -> list[list[int]]:
-        """Scoring batches of ``order`` with this backend's ``batch_size`` (benchmarks/work_counts.py counts
-        their padding; :func:`evalkit.backends.batching.plan_batches` is the planner)."""
-        return plan_batches(order, lengths, batch_size=self.batch_size)
 
     def _shared_prefixes(self, adapter: str | None, sequences: Sequence[Sequence[int]]) -> list[PrefixGroup]:
         """The rows grouped by the token prefix each group computes once (see evalkit.backends.prefix)."""
