@@ -1,6 +1,6 @@
-"""The on-disk records, typed: a run folder's ``results.json`` and ``examples.jsonl`` rows, and the committed
-``baseline.json``. The JSON schemas that every reader checks a file against are generated from these
-models, so the documented shape and the checked shape are one.
+"""The on-disk records, typed: a run folder's ``results.json`` and ``examples.jsonl`` rows, the committed
+``baseline.json``, and an adapter's ``training.json``. The JSON schemas that every reader checks a file
+against are generated from these models, so the documented shape and the checked shape are one.
 
 Each model lists what the readers rely on; other keys are kept as they are (``extra="allow"``), so a
 record written by an evalkit that adds fields still reads. Fields that older records lack are optional.
@@ -46,20 +46,138 @@ class RunInfo(_Open):
     models: list[ModelInfo] = Field(default_factory=list)
 
 
+# an adapter's curves and search, as training.json and the run record keep them
+
+
+class LossPoint(_Open):
+    """One logged training step."""
+
+    step: int
+    epoch: float
+    loss: float
+
+
+class ValidationPoint(_Open):
+    """One validation, after an epoch: completion loss and the suite's accuracy on the validation rows."""
+
+    epoch: float
+    step: int
+    loss: float
+    accuracy: float
+
+
+class EpochRow(_Open):
+    """One validated epoch: the mean training loss of its steps (None when none was logged), validation loss
+    and accuracy."""
+
+    epoch: float
+    train_loss: float | None = None
+    val_loss: float
+    val_accuracy: float
+
+
+class Overfitting(_Open):
+    """The first epoch that ends ``patience`` epochs of rising validation loss while training loss fell."""
+
+    epoch: float
+    train_loss: float
+    val_loss: float
+    best_epoch: float
+    best_val_loss: float
+    patience: int
+
+
+class FoldRow(_Open):
+    """One fold of a cross-validated search trial: its best validation accuracy and its epochs."""
+
+    fold: int
+    best_val_accuracy: float
+    epochs: list[EpochRow]
+
+
+class SearchBest(_Open):
+    trial: int
+    value: float
+    params: dict[str, Any]
+
+
+class TrialSummary(_Open):
+    """A search trial as a run record keeps it."""
+
+    number: int | None = None
+    state: str | None = None
+    params: dict[str, Any] | None = None
+    value: float | None = None
+    epochs: list[EpochRow | FoldRow] | None = None
+    pruned_at_epoch: float | None = None
+    seconds: float | None = None
+
+
+class SearchSummary(_Open):
+    """The search as a run record keeps it: each trial's settings, state and per-epoch curves."""
+
+    objective: str | None = None
+    direction: str | None = None
+    complete: int | None = None
+    pruned: int | None = None
+    seconds: float | None = None
+    best: SearchBest | None = None
+    trials: list[TrialSummary] = Field(default_factory=list)
+
+    @classmethod
+    def of(cls, search: TrainingSearch) -> SearchSummary:
+        keys = {"objective", "direction", "complete", "pruned", "seconds", "best"}
+        trial_keys = set(TrialSummary.model_fields)
+        return cls(
+            **{k: getattr(search, k) for k in keys},
+            trials=[TrialSummary(**{k: getattr(t, k) for k in trial_keys}) for t in search.trials],
+        )
+
+
 class AdapterInfo(_Open):
-    """The LoRA adapter behind a candidate, as it was when the run used it (training curves included)."""
+    """The LoRA adapter behind a candidate, as it was when the run used it (training curves included): a view
+    of its :class:`TrainingRecord` (:meth:`of`). Fields that older run records lack are optional."""
 
     name: str | None = None
+    path: str | None = None
     content_hash: str | None = None
+    base_model_fingerprint: str | None = None
+    trained_now: bool | None = None
+    best_validation_accuracy: float | None = None
     train_s: float | None = None
     trainable_parameters: int | None = None
     adapter_bytes: int | None = None
-    loss_curve: list[dict[str, Any]] | None = None
-    validation: list[dict[str, Any]] | None = None
-    epochs: list[dict[str, Any]] | None = None  # per epoch: train_loss, val_loss, val_accuracy
+    contamination: list[str] | None = None  # training rows that duplicate golden test rows
+    # the curves as trained, so a report rendered later shows this adapter, not a retrained one
+    loss_curve: list[LossPoint] | None = None
+    validation: list[ValidationPoint] | None = None
+    epochs: list[EpochRow] | None = None  # per epoch: train_loss, val_loss, val_accuracy
     best_epoch: float | None = None  # the epoch whose weights the adapter keeps
-    overfitting: dict[str, Any] | None = None  # epoch, train_loss, val_loss, best_epoch, best_val_loss, patience
-    search: dict[str, Any] | None = None  # the hyperparameter search: objective, best, each trial's curves
+    overfitting: Overfitting | None = None
+    search: SearchSummary | None = None  # the hyperparameter search: objective, best, each trial's curves
+
+    @classmethod
+    def of(
+        cls, record: TrainingRecord, *, name: str, path: str, trained_now: bool, contamination: list[str]
+    ) -> AdapterInfo:
+        return cls(
+            name=name,
+            path=path,
+            content_hash=record.content_hash,
+            base_model_fingerprint=record.base_model_fingerprint,
+            trained_now=trained_now,
+            best_validation_accuracy=record.best_validation_accuracy,
+            train_s=record.train_s(),
+            trainable_parameters=record.trainable_parameters,
+            adapter_bytes=record.adapter_bytes,
+            contamination=contamination,
+            loss_curve=record.loss_curve,
+            validation=record.validation,
+            epochs=record.epochs,
+            best_epoch=record.best_epoch,
+            overfitting=record.overfitting,
+            search=SearchSummary.of(record.search) if record.search is not None else None,
+        )
 
 
 class PolicyInfo(BaseModel):
@@ -262,6 +380,115 @@ class BaselineFile(_Open):
     kind: Literal["evalkit-baseline"]
     version: Literal[1]
     suites: dict[str, BaselineSuite]
+
+
+# --------------------------------------------------------------------------- training.json
+
+
+class SearchTrial(_Open):
+    """One trial of a hyperparameter search: its settings, how it ended, its per-epoch (or per-fold) curves."""
+
+    number: int
+    state: str  # complete or pruned
+    params: dict[str, Any]
+    value: float | None = None
+    epochs: list[EpochRow | FoldRow] = Field(default_factory=list)
+    pruned_at_epoch: float | None = None
+    seconds: float | None = None
+    retry_of: int | None = None
+
+
+class TrainingSearch(_Open):
+    """The hyperparameter search behind an adapter (Optuna): what it searched and every trial."""
+
+    objective: str
+    direction: str
+    sampler: str | None = None
+    pruner: str | None = None
+    space: dict[str, Any] | None = None
+    trials_asked: int | None = None
+    complete: int
+    pruned: int
+    resumed_after: int | None = None
+    seconds: float  # all trials' time, this run's and any interrupted run's
+    seconds_this_run: float | None = None
+    best: SearchBest
+    trials: list[SearchTrial]
+
+
+class TrainingData(_Open):
+    path: str
+    sha256: str
+    rows: int
+    train_rows: int
+    validation_rows: int
+
+
+class CrossValidation(_Open):
+    folds: int
+    accuracy: list[float]  # each fold's best validation accuracy
+    mean: float
+    stdev: float
+
+
+class DataCheck(_Open):
+    """What a check of the training data found before training (serious ones stop it)."""
+
+    check: str
+    message: str
+    serious: bool = False
+
+
+class TrainingRecord(_Open):
+    """``training.json``: what an adapter depends on (its content hash and the parts of it), how training went
+    and what it cost. The trainer builds it from what it measured; the adapter's identity, the published
+    weights and the search are added when the adapter is published. A field a record lacks stays unset, and
+    is not written back (``as_json``)."""
+
+    adapter: str | None = None
+    content_hash: str | None = None
+    base_model_fingerprint: str | None = None
+    examples_sha256: str | None = None
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    suite: str | None = None
+    base_model: str | None = None
+    task: str | None = None
+    data: TrainingData | None = None
+    template_sha256: str | None = None
+    config: dict[str, Any] = Field(default_factory=dict)  # the train: entry as trained (a search's best settings)
+    loss_curve: list[LossPoint] = Field(default_factory=list)
+    validation: list[ValidationPoint] = Field(default_factory=list)
+    epochs: list[EpochRow] = Field(default_factory=list)
+    overfitting: Overfitting | None = None
+    best_validation_accuracy: float | None = None
+    best_checkpoint: str | None = None
+    best_epoch: float | None = None  # the epoch whose weights the adapter keeps
+    cross_validation: CrossValidation | None = None
+    processes: int = 1
+    global_steps: int = 0
+    epochs_run: float = 0.0
+    stopped_early: bool = False
+    resumed_from: str | None = None
+    wall_seconds: float | None = None
+    train_seconds: float
+    tokens_per_second: float | None = None
+    padding_fraction: float | None = None
+    trainable_parameters: int
+    total_parameters: int | None = None
+    adapter_bytes: int | None = None
+    adapter_sha256: str | None = None
+    trained_at: str | None = None
+    evalkit_version: str | None = None
+    data_checks: list[DataCheck] = Field(default_factory=list)
+    search: TrainingSearch | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """As ``training.json`` holds it: the fields this record set (and any it was read with)."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+    def train_s(self) -> float:
+        """The training's time, a search's trials included."""
+        return round(self.train_seconds + (self.search.seconds if self.search is not None else 0.0), 3)
 
 
 @functools.cache

@@ -96,7 +96,7 @@ def _partial_search_folder(root: Path, spec) -> Path:
     resolved = resolve_model(spec.model.name, base_dir=spec.path.parent)
     training = build_training_set(spec, "colours-lora", resolved.path)
     partial, _ = _partial_folder(
-        spec.train["colours-lora"].output_path, _expected(training, resolved.fingerprint)["content_hash"]
+        spec.train["colours-lora"].output_path, _expected(training, resolved.fingerprint).content_hash
     )
     return partial / "search"
 

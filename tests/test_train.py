@@ -314,3 +314,42 @@ def test_a_row_longer_than_max_length_names_the_row(colours):
         and "over max_length 8 of adapter 'colours-lora'" in error.value.message
     )
     assert error.value.fix == "shorten the row, or raise `max_length:` in the suite's `train:` entry"
+
+
+def test_training_json_is_written_from_the_typed_record_and_reads_back_into_it(colours, tmp_path):
+    """A training.json this version writes, and one written before the record was typed (with a search,
+    cross-validation and a data check), both read into TrainingRecord and write back byte for byte."""
+    from pathlib import Path
+
+    from evalkit.record import TrainingRecord
+    from evalkit.train.adapters import TrainedAdapter, read_training_record
+
+    adapter = ensure_adapter(colours(epochs=1), "colours-lora")
+    text = (adapter.path / "training.json").read_text(encoding="utf-8")
+    record = read_training_record(adapter.path)
+    assert record is not None and record == adapter.training
+    assert json.dumps(record.as_json(), indent=2) + "\n" == text
+    assert adapter.record == read_record(adapter.path) == json.loads(text)
+    assert record.data is not None and (record.data.rows, record.data.train_rows) == (96, 86)
+    assert record.search is None and record.cross_validation is None and record.epochs[0].epoch == 1.0
+
+    golden = (Path(__file__).parent / "golden" / "colours-lora.training.json").read_text(encoding="utf-8")
+    old = TrainingRecord.model_validate(json.loads(golden))
+    assert json.dumps(old.as_json(), indent=2) + "\n" == golden
+    assert list(json.loads(golden)) == list(json.loads(text))  # the same keys, in the same order
+    assert old.search is not None and old.search.best.params == {"learning_rate": 0.0064664227174145595, "lora.r": 4}
+    assert [t.state for t in old.search.trials] == ["complete", "complete"]
+    assert old.cross_validation is not None and old.cross_validation.folds == 2
+    assert [c.check for c in old.data_checks] == ["duplicates"]
+    summary = TrainedAdapter("colours-lora", tmp_path, old, trained_now=False).summary()
+    assert summary["train_s"] == round(old.train_seconds + old.search.seconds, 3)
+    assert list(summary["search"]["trials"][0]) == [
+        "number", "state", "params", "value", "epochs", "pruned_at_epoch", "seconds"
+    ]  # fmt: skip
+
+    (adapter.path / "training.json").write_text('{"adapter": "colours-lora"}', encoding="utf-8")
+    assert read_training_record(adapter.path) is None  # not a training record: the adapter is incomplete
+    other_process = TrainedAdapter("colours-lora", adapter.path, None, trained_now=True)
+    assert other_process.record == {}
+    with pytest.raises(TrainingError, match="written by the first process"):
+        other_process.cost()

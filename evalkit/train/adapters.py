@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
+import functools
 import hashlib
 import json
 import shutil
@@ -19,12 +20,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from evalkit.atomic import replace_directory
 from evalkit.data import Dataset, load_dataset
 from evalkit.errors import ModelError, TrainingError, shown_path
 from evalkit.models import file_lock, resolve_model
+from evalkit.record import AdapterInfo, CrossValidation, DataCheck, TrainingRecord
 from evalkit.spec import SuiteSpec, TrainSpec
 from evalkit.suite import load_suite
 from evalkit.train.checks import check_training_data, stop_on_serious
@@ -39,6 +41,9 @@ from evalkit.train.examples import (
 )
 from evalkit.train.processes import rank, world_size
 
+if TYPE_CHECKING:
+    from evalkit.train.trainer import FitResult
+
 RECORD = "training.json"
 WEIGHTS = "adapter_model.safetensors"
 TrainMode = Literal["auto", "never", "always"]
@@ -51,14 +56,27 @@ class TrainedAdapter:
 
     name: str
     path: Path
-    record: dict[str, Any]
+    training: TrainingRecord | None  # None on the other processes of a distributed run: the first one writes it
     trained_now: bool
     contamination: tuple[Duplicate, ...] = ()
     allow_contamination: bool = False
 
+    @functools.cached_property
+    def record(self) -> dict[str, Any]:
+        """``training.json`` as it holds it (empty on the other processes of a distributed run)."""
+        return self.training.as_json() if self.training is not None else {}
+
+    def _written(self) -> TrainingRecord:
+        if self.training is None:
+            raise TrainingError(
+                f"adapter '{self.name}' was written by the first process of this distributed run",
+                fix="read its record in that process (rank 0), or from its training.json once training ends",
+            )
+        return self.training
+
     @property
     def content_hash(self) -> str:
-        return self.record["content_hash"]
+        return self._written().content_hash or ""
 
     @property
     def key(self) -> str:
@@ -66,79 +84,70 @@ class TrainedAdapter:
         return f"{self.name}@{self.content_hash[:12]}"
 
     def cost(self) -> dict[str, Any]:
-        search = self.record.get("search") or {}
-        return {
-            "train_s": round(self.record["train_seconds"] + (search.get("seconds") or 0.0), 3),  # trials included
-            "trainable_parameters": self.record["trainable_parameters"],
-            "adapter_bytes": self.record["adapter_bytes"],
+        record = self._written()
+        return {  # train_s: the search's trials included
+            "train_s": record.train_s(),
+            "trainable_parameters": record.trainable_parameters,
+            "adapter_bytes": record.adapter_bytes,
         }
+
+    def info(self) -> AdapterInfo:
+        """What results.json says about the adapter behind a candidate."""
+        contamination = [str(d) for d in self.contamination]
+        return AdapterInfo.of(
+            self._written(),
+            name=self.name,
+            path=str(self.path),
+            trained_now=self.trained_now,
+            contamination=contamination,
+        )
 
     def summary(self) -> dict[str, Any]:
-        """What results.json says about the adapter behind a candidate."""
-        return {
-            "name": self.name,
-            "path": str(self.path),
-            "content_hash": self.content_hash,
-            "base_model_fingerprint": self.record["base_model_fingerprint"],
-            "trained_now": self.trained_now,
-            "best_validation_accuracy": self.record.get("best_validation_accuracy"),
-            **self.cost(),
-            "contamination": [str(d) for d in self.contamination],
-            # the curves as trained, so a report rendered later shows this adapter, not a retrained one
-            "loss_curve": self.record.get("loss_curve") or [],
-            "validation": self.record.get("validation") or [],
-            "epochs": self.record.get("epochs") or [],
-            "best_epoch": self.record.get("best_epoch"),
-            "overfitting": self.record.get("overfitting"),
-            "search": _search_summary(self.record.get("search")),
-        }
+        """:meth:`info` as results.json holds it."""
+        return self.info().model_dump(mode="json", exclude_unset=True)
 
 
-def _search_summary(search: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The search as a run record keeps it: each trial's settings, state and per-epoch curves."""
-    if not search:
+def read_training_record(folder: Path) -> TrainingRecord | None:
+    """The adapter's ``training.json``, or None when it is missing, not JSON or not a training record."""
+    try:
+        return TrainingRecord.model_validate(json.loads((folder / RECORD).read_text(encoding="utf-8")))
+    except (OSError, ValueError):  # a pydantic ValidationError is a ValueError
         return None
-    keys = ("number", "state", "params", "value", "epochs", "pruned_at_epoch", "seconds")
-    return {
-        **{k: search[k] for k in ("objective", "direction", "complete", "pruned", "seconds", "best")},
-        "trials": [{k: t.get(k) for k in keys} for t in search["trials"]],
-    }
 
 
 def read_record(folder: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((folder / RECORD).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    """:func:`read_training_record` as JSON."""
+    record = read_training_record(folder)
+    return record.as_json() if record is not None else None
 
 
 def _sha256_file(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def stale_reason(record: dict[str, Any] | None, folder: Path, expected: dict[str, Any]) -> str | None:
+def stale_reason(record: TrainingRecord | None, folder: Path, expected: _Expected) -> str | None:
     """Why the adapter in ``folder`` cannot be used as is, or None when it is up to date."""
     if not folder.exists():
         return "it has not been trained yet"
     if record is None:
         return f"{shown_path(folder)} holds no complete adapter ({RECORD} is missing or unreadable)"
     weights = folder / WEIGHTS
-    if not weights.is_file() or _sha256_file(weights) != record.get("adapter_sha256"):
+    if not weights.is_file() or _sha256_file(weights) != record.adapter_sha256:
         return f"its weights file {weights.name} is missing or does not match {RECORD} (a damaged or replaced file)"
     try:
         json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return "its adapter_config.json is missing or not valid JSON"
-    if record.get("content_hash") == expected["content_hash"]:
+    if record.content_hash == expected.content_hash:
         return None
-    if record.get("base_model_fingerprint") != expected["base_model_fingerprint"]:
+    if record.base_model_fingerprint != expected.base_model_fingerprint:
         return (
-            f"it was trained for another base model (fingerprint {str(record.get('base_model_fingerprint'))[:12]}, "
-            f"the suite's model is {expected['base_model_fingerprint'][:12]})"
+            f"it was trained for another base model (fingerprint {str(record.base_model_fingerprint)[:12]}, "
+            f"the suite's model is {expected.base_model_fingerprint[:12]})"
         )
-    if record.get("examples_sha256") != expected["examples_sha256"]:
+    if record.examples_sha256 != expected.examples_sha256:
         return "its training rows, prompt template or completions changed"
-    old, new = record.get("hyperparameters", {}), expected["hyperparameters"]
+    old, new = record.hyperparameters, expected.hyperparameters
     changed = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     if changed:
         return "hyperparameters changed: " + "; ".join(changed)
@@ -151,18 +160,28 @@ def _monitor_folder(reports_dir: Path | None, name: str) -> Path:
     return (reports_dir or Path("reports")) / "training" / name / stamp
 
 
-def _expected(training: TrainingSet, base_fingerprint: str) -> dict[str, Any]:
-    return {
-        "content_hash": content_hash(training, base_fingerprint),
-        "base_model_fingerprint": base_fingerprint,
-        "examples_sha256": training.examples_sha256(),
-        "hyperparameters": training.train.hyperparameters(),
-    }
+@dataclass(frozen=True)
+class _Expected:
+    """What the record of an up-to-date adapter says: its content hash, and what the hash is made of."""
+
+    content_hash: str
+    base_model_fingerprint: str
+    examples_sha256: str
+    hyperparameters: dict[str, Any]
+
+
+def _expected(training: TrainingSet, base_fingerprint: str) -> _Expected:
+    return _Expected(
+        content_hash=content_hash(training, base_fingerprint),
+        base_model_fingerprint=base_fingerprint,
+        examples_sha256=training.examples_sha256(),
+        hyperparameters=training.train.hyperparameters(),
+    )
 
 
 def _cross_validate(
     training: TrainingSet, model_path: Path, folds: int, work: Path, notify, progress_bar
-) -> dict[str, Any]:
+) -> CrossValidation:
     from evalkit.train.trainer import fit
 
     config = training.train
@@ -179,14 +198,14 @@ def _cross_validate(
             progress_bar=progress_bar,
             label=f"{training.train.name} fold {fold + 1}/{folds}",
         )
-        accuracies.append(result.best_validation_accuracy or 0.0)
+        accuracies.append(result.record.best_validation_accuracy or 0.0)
         shutil.rmtree(work / f"fold-{fold}", ignore_errors=True)
-    return {
-        "folds": folds,
-        "accuracy": accuracies,
-        "mean": round(statistics.fmean(accuracies), 4),
-        "stdev": round(statistics.stdev(accuracies), 4) if folds > 1 else 0.0,
-    }
+    return CrossValidation(
+        folds=folds,
+        accuracy=accuracies,
+        mean=round(statistics.fmean(accuracies), 4),
+        stdev=round(statistics.stdev(accuracies), 4) if folds > 1 else 0.0,
+    )
 
 
 def _partial_folder(output: Path, content_hash: str) -> tuple[Path, bool]:
@@ -216,59 +235,23 @@ def _save_adapter(training: TrainingSet, model: Any, staged: Path) -> Path:
     return staged / WEIGHTS
 
 
-def _training_record(
-    training: TrainingSet,
-    expected: dict[str, Any],
-    result: Any,
-    weights: Path,
-    split: tuple[list[int], list[int]],
-    cross_validation: dict[str, Any] | None,
-    wall_seconds: float,
-) -> dict[str, Any]:
-    """``training.json``: what the adapter depends on, how training went, and what it cost."""
+def _published(
+    fit: FitResult, expected: _Expected, weights: Path, cross_validation: CrossValidation | None, wall_seconds: float
+) -> TrainingRecord:
+    """``training.json``: the trainer's record of the run, with what the adapter depends on and its weights."""
     from evalkit.version import __version__
 
-    train_spec = training.train
-    train_idx, val_idx = split
-    return {
-        "adapter": train_spec.name,
-        **expected,
-        "suite": training.spec.name,
-        "base_model": training.spec.model.name,
-        "task": training.spec.task.kind,
-        "data": {
-            "path": train_spec.data,
-            "sha256": training.dataset.content_hash,
-            "rows": len(training),
-            "train_rows": len(train_idx),
-            "validation_rows": len(val_idx),
-        },
-        "template_sha256": training.prepared.template.sha256,
-        "config": train_spec.model_dump(),
-        "loss_curve": result.loss_curve,
-        "validation": result.validation,
-        "epochs": result.epochs,
-        "overfitting": result.overfitting,
-        "best_validation_accuracy": result.best_validation_accuracy,
-        "best_checkpoint": result.best_checkpoint,
-        "best_epoch": result.best_epoch,
-        "cross_validation": cross_validation,
-        "processes": world_size(),
-        "global_steps": result.global_step,
-        "epochs_run": result.epochs_run,
-        "stopped_early": result.stopped_early,
-        "resumed_from": result.resumed_from,
-        "wall_seconds": round(wall_seconds, 3),
-        "train_seconds": result.train_seconds,
-        "tokens_per_second": result.tokens_per_second,
-        "padding_fraction": result.padding_fraction,
-        "trainable_parameters": result.trainable_parameters,
-        "total_parameters": result.total_parameters,
-        "adapter_bytes": weights.stat().st_size,
-        "adapter_sha256": _sha256_file(weights),
-        "trained_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "evalkit_version": __version__,
-    }
+    return fit.record.model_copy(
+        update={
+            **dataclasses.asdict(expected),
+            "cross_validation": cross_validation,
+            "wall_seconds": round(wall_seconds, 3),
+            "adapter_bytes": weights.stat().st_size,
+            "adapter_sha256": _sha256_file(weights),
+            "trained_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "evalkit_version": __version__,
+        }
+    )
 
 
 @dataclass(frozen=True)
@@ -283,13 +266,14 @@ class _TrainingRun:
 
 
 def _train(
-    training: TrainingSet, resolved, expected: dict[str, Any], run: _TrainingRun, data_checks: list[dict[str, Any]]
-) -> dict[str, Any]:
+    training: TrainingSet, resolved, expected: _Expected, run: _TrainingRun, data_checks: list[DataCheck]
+) -> TrainingRecord | None:
+    """Train the adapter and publish it; None on the other processes of a distributed run (the first writes it)."""
     from evalkit.train.trainer import fit
 
     notify, progress_bar, callbacks = run.notify, run.progress_bar, run.callbacks
     config = training.train
-    partial, resumable = _partial_folder(config.output_path, expected["content_hash"])
+    partial, resumable = _partial_folder(config.output_path, expected.content_hash)
     monitor = _monitor_folder(run.reports_dir, config.name) if config.report_to else None
     search_record = None
     if config.search is not None:
@@ -300,7 +284,7 @@ def _train(
         training = dataclasses.replace(training, train=best)
         config = best
         if notify is not None:
-            notify(f"{config.name}: best of {len(search_record['trials'])} trials: {search_record['best']['params']}")
+            notify(f"{config.name}: best of {len(search_record.trials)} trials: {search_record.best.params}")
     started = time.perf_counter()
     cross_validation = None
     folds = run.folds or config.validation.folds
@@ -319,16 +303,14 @@ def _train(
         monitor_dir=monitor,
     )
     if not result.is_main_process:  # other ranks of a distributed run: rank 0 writes the adapter
-        return {}
+        return None
     staged = partial / "adapter"
     weights = _save_adapter(training, result.model, staged)
-    record = _training_record(
-        training, expected, result, weights, split, cross_validation, time.perf_counter() - started
-    )
-    record["data_checks"] = data_checks  # what check_training_data found before training
-    record["search"] = search_record  # `config` above holds the best trial's settings
+    record = _published(result, expected, weights, cross_validation, time.perf_counter() - started)
+    # what check_training_data found before training, and the search (`config` above holds its best settings)
+    record = record.model_copy(update={"data_checks": data_checks, "search": search_record})
     # training.json is written last: it marks the adapter complete
-    (staged / RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    (staged / RECORD).write_text(json.dumps(record.as_json(), indent=2) + "\n", encoding="utf-8")
     replace_directory(staged, config.output_path)
     shutil.rmtree(partial, ignore_errors=True)
     return record
@@ -358,7 +340,7 @@ def _base_model(spec: SuiteSpec, notify: Callable[[str], None] | None) -> Any:
 
 def _checked(
     training: TrainingSet, test_set: Dataset, why: str, notify: Callable[[str], None] | None
-) -> list[dict[str, Any]]:
+) -> list[DataCheck]:
     """The training data's findings, said before training starts; a serious one stops it here."""
     findings = check_training_data(training, test_set)
     name = training.train.name
@@ -367,7 +349,7 @@ def _checked(
         for finding in findings:
             notify(f"adapter '{name}': training data: {finding.message}")
     stop_on_serious(training, findings)
-    return [f.as_dict() for f in findings]
+    return [DataCheck.model_validate(f.as_dict()) for f in findings]
 
 
 def _unusable(spec: SuiteSpec, name: str, reason: str | None) -> TrainingError:
@@ -407,7 +389,7 @@ def ensure_adapter(
     distributed = world_size() > 1
     lock = contextlib.nullcontext() if distributed else file_lock(output.parent / f".{output.name}.lock")
     with lock:
-        record = read_record(output)
+        record = read_training_record(output)
         reason = stale_reason(record, output, expected)
         trained_now = mode == "always" or reason is not None
         if trained_now:
@@ -417,11 +399,10 @@ def ensure_adapter(
             checks = _checked(training, test_set, why, notify)
             run = _TrainingRun(notify, progress_bar, folds, callbacks, reports_dir)
             record = _train(training, resolved, expected, run, checks)
-    assert record is not None  # read (when current) or just written
-    return TrainedAdapter(
+    return TrainedAdapter(  # the record read (when current) or just written; None on another process
         name=name,
         path=output,
-        record=record,
+        training=record,
         trained_now=trained_now,
         contamination=contamination,
         allow_contamination=train_spec.allow_contamination,

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from transformers import TrainerCallback
 
 from evalkit.errors import TrainingError
+from evalkit.record import SearchBest, SearchTrial, TrainingSearch
 from evalkit.spec import SearchRange, SearchSettings, TrainConfig
 from evalkit.study import open_stored_study, suggest
 from evalkit.train.examples import TrainingSet, kfold_rows, split_rows
@@ -126,11 +127,12 @@ def _objective(context: SearchContext, settings: SearchSettings) -> Callable[[An
                 [pruning],
                 context.work / f"trial-{trial.number + 1}",
             )
-            epochs = result.epochs
+            measured = result.record.epochs
             if settings.objective == "validation_loss":
-                value = min(e["val_loss"] for e in epochs)
+                value = min(e.val_loss for e in measured)
             else:  # many trials reach the same accuracy on a small validation set: the lower loss wins
-                value = max(selection(e["val_accuracy"], e["val_loss"]) for e in epochs)
+                value = max(selection(e.val_accuracy, e.val_loss) for e in measured)
+            epochs = [e.model_dump(mode="json") for e in measured]
         trial.set_user_attr("epochs", epochs)
         trial.set_user_attr("seconds", round(time.perf_counter() - started, 3))
         if pruning.pruned_at is not None:
@@ -147,7 +149,7 @@ def _objective(context: SearchContext, settings: SearchSettings) -> Callable[[An
 
 def _cross_validated(
     context: SearchContext, config: TrainConfig, label: str, trial: Any, pruning: _Pruning
-) -> tuple[float, list[dict[str, float]]]:
+) -> tuple[float, list[dict[str, Any]]]:
     """Mean best validation accuracy over k folds; after each fold the running mean is reported for pruning."""
     folds = config.validation.folds or 3
     accuracies: list[float] = []
@@ -161,8 +163,9 @@ def _cross_validated(
             [],
             context.work / f"trial-{trial.number + 1}-fold-{fold + 1}",
         )
-        accuracies.append(max((e["val_accuracy"] for e in result.epochs), default=0.0))
-        summary.append({"fold": fold + 1, "best_val_accuracy": accuracies[-1], "epochs": result.epochs})
+        epochs = [e.model_dump(mode="json") for e in result.record.epochs]
+        accuracies.append(max((e["val_accuracy"] for e in epochs), default=0.0))
+        summary.append({"fold": fold + 1, "best_val_accuracy": accuracies[-1], "epochs": epochs})
         mean = sum(accuracies) / len(accuracies)
         trial.report(mean, step=fold + 1)
         if fold + 1 < folds and trial.should_prune():
@@ -171,20 +174,20 @@ def _cross_validated(
     return sum(accuracies) / len(accuracies), summary
 
 
-def _trial_record(trial: Any) -> dict[str, Any]:
-    return {
-        "number": trial.number,
-        "state": trial.state.name.lower(),
-        "params": trial.params,
-        "value": trial.value,
-        "epochs": trial.user_attrs.get("epochs", []),
-        "pruned_at_epoch": trial.user_attrs.get("pruned_at_epoch"),
-        "seconds": trial.user_attrs.get("seconds"),
-        "retry_of": trial.user_attrs.get("retry_of"),
-    }
+def _trial_record(trial: Any) -> SearchTrial:
+    return SearchTrial(
+        number=trial.number,
+        state=trial.state.name.lower(),
+        params=trial.params,
+        value=trial.value,
+        epochs=trial.user_attrs.get("epochs", []),
+        pruned_at_epoch=trial.user_attrs.get("pruned_at_epoch"),
+        seconds=trial.user_attrs.get("seconds"),
+        retry_of=trial.user_attrs.get("retry_of"),
+    )
 
 
-def search(context: SearchContext, settings: SearchSettings) -> tuple[TrainConfig, dict[str, Any]]:
+def search(context: SearchContext, settings: SearchSettings) -> tuple[TrainConfig, TrainingSearch]:
     """Run (or resume) the search; the best trial's settings as a train config, and what the search did."""
     import optuna
 
@@ -206,7 +209,7 @@ def search(context: SearchContext, settings: SearchSettings) -> tuple[TrainConfi
     if remaining > 0:
         study.optimize(_objective(context, settings), n_trials=remaining, catch=())
     trials = [_trial_record(t) for t in study.get_trials(deepcopy=False, states=finished_states)]
-    complete = [t for t in trials if t["state"] == "complete"]
+    complete = [t for t in trials if t.state == "complete"]
     if not complete:
         raise TrainingError(
             f"adapter '{context.training.train.name}': no search trial completed ({len(trials)} pruned)",
@@ -215,19 +218,19 @@ def search(context: SearchContext, settings: SearchSettings) -> tuple[TrainConfi
             fix="run more trials, or use `pruner: none`",
         )
     best = study.best_trial
-    record = {
-        "objective": settings.objective,
-        "direction": direction(settings),
-        "sampler": f"TPESampler(seed={settings.seed})",
-        "pruner": settings.pruner,
-        "space": {k: v.model_dump() if isinstance(v, SearchRange) else v for k, v in settings.space.items()},
-        "trials_asked": settings.trials,
-        "complete": len(complete),
-        "pruned": len(trials) - len(complete),
-        "resumed_after": already,
-        "seconds": round(sum(t["seconds"] or 0.0 for t in trials), 3),
-        "seconds_this_run": round(time.perf_counter() - started, 3),
-        "best": {"trial": best.number, "value": best.value, "params": best.params},
-        "trials": trials,
-    }
+    record = TrainingSearch(
+        objective=settings.objective,
+        direction=direction(settings),
+        sampler=f"TPESampler(seed={settings.seed})",
+        pruner=settings.pruner,
+        space={k: v.model_dump() if isinstance(v, SearchRange) else v for k, v in settings.space.items()},
+        trials_asked=settings.trials,
+        complete=len(complete),
+        pruned=len(trials) - len(complete),
+        resumed_after=already,
+        seconds=round(sum(t.seconds or 0.0 for t in trials), 3),
+        seconds_this_run=round(time.perf_counter() - started, 3),
+        best=SearchBest(trial=best.number, value=best.value, params=best.params),
+        trials=trials,
+    )
     return context.training.train.with_values(best.params), record

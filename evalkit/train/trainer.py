@@ -42,6 +42,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from evalkit.backends.hf import HFBackend, encode_pair, peft_quietly
 from evalkit.errors import TrainingError
 from evalkit.models import use_safetensors
+from evalkit.record import EpochRow, LossPoint, Overfitting, TrainingData, TrainingRecord, ValidationPoint
 from evalkit.spec import TrainConfig
 from evalkit.tasks import StandaloneServices, task_kind
 from evalkit.train.examples import TrainingSet
@@ -311,25 +312,13 @@ class OverfittingWatch(TrainerCallback):
 
 @dataclass
 class FitResult:
+    """One training run: the model it left, and what it measured (the adapter's training record, still
+    without the identity and weights that publishing it adds)."""
+
     model: Any  # the PeftModel holding the best (or last) adapter weights
     tokenizer: Any
-    global_step: int
-    epochs_run: float
-    train_seconds: float
-    tokens_per_second: float
-    padding_fraction: float
-    trainable_parameters: int
-    total_parameters: int
-    loss_curve: list[dict[str, float]]
-    validation: list[dict[str, float]]
-    best_validation_accuracy: float | None
-    best_checkpoint: str | None
-    resumed_from: str | None
-    stopped_early: bool
-    epochs: list[dict[str, Any]]  # per validated epoch: train loss, validation loss and accuracy
-    best_epoch: float | None
-    overfitting: dict[str, Any] | None
-    is_main_process: bool = True
+    record: TrainingRecord
+    is_main_process: bool = True  # False on the other processes of a distributed run
 
 
 def _lora_config(config: TrainConfig, model, training: TrainingSet):
@@ -416,11 +405,47 @@ def _training_arguments(
     return args, total_steps
 
 
+def _curves(history: Sequence[dict[str, Any]]) -> tuple[list[LossPoint], list[ValidationPoint]]:
+    """The training loss of each logged step, and each validation, from the Trainer's log history."""
+    loss_curve = [
+        LossPoint(step=h["step"], epoch=round(h.get("epoch", 0.0), 4), loss=h["loss"]) for h in history if "loss" in h
+    ]
+    validation = [
+        ValidationPoint(
+            epoch=round(h.get("epoch", 0.0), 4), step=h["step"], loss=h["eval_loss"], accuracy=h["eval_accuracy"]
+        )
+        for h in history
+        if "eval_accuracy" in h
+    ]
+    return loss_curve, validation
+
+
+def _described(training: TrainingSet, train_indices: list[int], val_indices: list[int]) -> dict[str, Any]:
+    """The record's fields that name what was trained: the adapter, its suite, its rows, its settings."""
+    train_spec = training.train
+    return {
+        "adapter": train_spec.name,
+        "suite": training.spec.name,
+        "base_model": training.spec.model.name,
+        "task": training.spec.task.kind,
+        "data": TrainingData(
+            path=train_spec.data,
+            sha256=training.dataset.content_hash,
+            rows=len(training),
+            train_rows=len(train_indices),
+            validation_rows=len(val_indices),
+        ),
+        "template_sha256": training.prepared.template.sha256,
+        "config": train_spec.model_dump(),
+    }
+
+
 def _fit_result(
     trainer: CompletionTrainer,
     output: Any,
     tokenizer: Any,
     model: Any,
+    described: dict[str, Any],
     *,
     last: str | None,
     total_steps: int,
@@ -432,43 +457,30 @@ def _fit_result(
     train_seconds = max(1e-9, wall - trainer.eval_seconds)
     tokens_seen, tokens_padded = trainer.summed_over_processes(trainer.tokens_seen, trainer.tokens_padded)
     history = list(trainer.state.log_history)
-    loss_curve = [
-        {"step": h["step"], "epoch": round(h.get("epoch", 0.0), 4), "loss": h["loss"]} for h in history if "loss" in h
-    ]
-    validation = [
-        {
-            "epoch": round(h.get("epoch", 0.0), 4),
-            "step": h["step"],
-            "loss": h["eval_loss"],
-            "accuracy": h["eval_accuracy"],
-        }
-        for h in history
-        if "eval_accuracy" in h
-    ]
-    best = max((v["accuracy"] for v in validation), default=None)
+    loss_curve, validation = _curves(history)
     best_checkpoint = trainer.state.best_model_checkpoint
     best_step = int(best_checkpoint.rsplit("-", 1)[1]) if best_checkpoint else None
-    return FitResult(
-        model=trainer.model,
-        tokenizer=tokenizer,
-        global_step=output.global_step,
+    record = TrainingRecord(
+        **described,
+        loss_curve=loss_curve,
+        validation=validation,
+        epochs=[EpochRow(**e) for e in epoch_summary(history)],
+        overfitting=Overfitting(**found) if found is not None else None,
+        best_validation_accuracy=max((v.accuracy for v in validation), default=None),
+        best_checkpoint=Path(best_checkpoint).name if best_checkpoint else None,
+        best_epoch=next((v.epoch for v in validation if v.step == best_step), None),
+        processes=world_size(),
+        global_steps=output.global_step,
         epochs_run=round(float(trainer.state.epoch or 0.0), 4),
+        stopped_early=output.global_step < total_steps,
+        resumed_from=Path(last).name if last else None,
         train_seconds=round(train_seconds, 3),
         tokens_per_second=round(tokens_seen / train_seconds, 1),
         padding_fraction=round(1 - tokens_seen / max(1, tokens_padded), 4),
         trainable_parameters=int(trainable),
         total_parameters=int(total),
-        loss_curve=loss_curve,
-        validation=validation,
-        best_validation_accuracy=best,
-        best_checkpoint=Path(best_checkpoint).name if best_checkpoint else None,
-        resumed_from=Path(last).name if last else None,
-        stopped_early=output.global_step < total_steps,
-        epochs=epoch_summary(history),
-        best_epoch=next((v["epoch"] for v in validation if v["step"] == best_step), None),
-        overfitting=found,
-        is_main_process=trainer.is_world_process_zero(),
     )
+    return FitResult(trainer.model, tokenizer, record, trainer.is_world_process_zero())
 
 
 MONITORS = {"tensorboard": ("tensorboard", "TensorBoardCallback"), "mlflow": ("mlflow", "MLflowCallback")}
@@ -590,8 +602,9 @@ def fit(
     started = time.perf_counter()
     output = _train_quietly(trainer, last)
     wall = time.perf_counter() - started
+    described = _described(training, train_indices, val_indices)
     return _fit_result(
-        trainer, output, tokenizer, model, last=last, total_steps=total_steps, wall=wall, found=watch.found
+        trainer, output, tokenizer, model, described, last=last, total_steps=total_steps, wall=wall, found=watch.found
     )
 
 
