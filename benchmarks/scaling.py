@@ -71,6 +71,7 @@ def write_project(folder: Path, task: str, rows: int) -> None:
     data = folder / "suites" / "data" / "rows.jsonl"
     with data.open("w", encoding="utf-8") as out:
         for i in range(rows):
+            row: dict[str, object]
             if task == "fixed labels":
                 row = {"id": f"r{i}", "text": _text(i), "label": LABELS[i % 2]}
             else:  # four choices, three of them texts of the row's own (as ARC, MMLU and HellaSwag rows have)
