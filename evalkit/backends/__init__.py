@@ -1,6 +1,7 @@
 """Model backends, found by name: ``hf`` (in process, transformers + peft), ``openai`` (a model behind an
-OpenAI-compatible server) and ``scripted`` (the test double of :mod:`evalkit.testing`) are built in; other
-packages register theirs under the ``evalkit.backends`` entry-point group.
+OpenAI-compatible server) and ``scripted`` (the test double of :mod:`evalkit.testing`, published under the ``evalkit.backends``
+entry-point group like a third-party backend, so it is imported only by a suite that names it) are built
+in; other packages register theirs under the same group.
 
 :mod:`evalkit.backends.base` defines the interface and the batch-first request and result types.
 """
@@ -15,8 +16,7 @@ from evalkit.backends.base import BACKENDS, Backend, ModelConfig, Notify
 def backend_names() -> list[str]:
     """Every backend a suite may name, the built-in ones included."""
     import evalkit.backends.hf  # registers itself; cheap: torch loads with the weights
-    import evalkit.backends.served  # the openai backend; its client loads on the first request
-    import evalkit.testing  # noqa: F401  (the scripted backend)
+    import evalkit.backends.served  # noqa: F401  (the openai backend; its client loads on the first request)
 
     return BACKENDS.names()
 
