@@ -23,7 +23,7 @@ import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from evalkit.data import Dataset, Row, canonical_json
 from evalkit.errors import EvalkitError
@@ -32,7 +32,6 @@ from evalkit.prompts import select_fewshot
 if TYPE_CHECKING:
     from evalkit.backends.base import Backend, ChoiceResult
     from evalkit.spec import Candidate, SuiteSpec
-    from evalkit.tasks import PreparedCandidate
 
 CONTENT_FREE = ("N/A", "", "[MASK]")
 
@@ -221,6 +220,21 @@ def _log_softmax(values: Sequence[float]) -> list[float]:
     return [v - total for v in values]
 
 
+class CandidatePrompts(Protocol):
+    """What calibration reads of a prepared candidate (an :class:`evalkit.tasks.PreparedCandidate`)."""
+
+    spec: SuiteSpec
+    dataset: Dataset
+    prompts: list[str]
+    choices: list[list[str]]
+    demos: Demos | None
+    calibration: ContextualCalibration | None
+
+    def render_with_turns(
+        self, fields: dict[str, Any], choices: list[str] | None, label: str, examples: list[Any] | None = None
+    ) -> tuple[str, Any]: ...
+
+
 @dataclass
 class ContextualCalibration:
     """The label prior of each demo set (and choice list), measured on content-free inputs; computed once
@@ -233,7 +247,7 @@ class ContextualCalibration:
     def _key(self, demo_ids: Sequence[str], choices: Sequence[str]) -> str:
         return hashlib.sha256(json.dumps([list(demo_ids), list(choices)]).encode()).hexdigest()[:16]
 
-    def measure(self, prepared: PreparedCandidate, backend: Backend, rows: Sequence[int]) -> list[str]:
+    def measure(self, prepared: CandidatePrompts, backend: Backend, rows: Sequence[int]) -> list[str]:
         """The prior of each row's demo set (and choices), measured where not known yet; each row's key."""
         from evalkit.backends.base import ChoiceRequest
 
@@ -267,7 +281,7 @@ class ContextualCalibration:
         return keys
 
     def scores(
-        self, prepared: PreparedCandidate, backend: Backend, rows: Sequence[int], responses: Sequence[ChoiceResult]
+        self, prepared: CandidatePrompts, backend: Backend, rows: Sequence[int], responses: Sequence[ChoiceResult]
     ) -> list[list[float]]:
         """Each row's calibrated choice scores: ``log p(choice) - log p_cf(choice)``, the probabilities
         normalised over the row's choices; the argmax is the calibrated prediction."""
@@ -290,7 +304,7 @@ class ContextualCalibration:
         }
 
 
-def prompt_identity(prepared: PreparedCandidate) -> str:
+def prompt_identity(prepared: CandidatePrompts) -> str:
     """The rendered prompts and how they are decided (calibration): what identifies a candidate's answers
     for the baseline and the run history."""
     digest = hashlib.sha256("\x00".join(prepared.prompts).encode())

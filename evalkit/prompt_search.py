@@ -530,6 +530,19 @@ def run_search(
             line=candidate.line,
             fix="run more trials, or use `pruner: none`",
         )
+    artifact = _artifact(search, study, trials, hashes, timing={"started": started, "resumed_after": already})
+    write_text_atomically(artifact_path, json.dumps(artifact, indent=2, ensure_ascii=False) + "\n")
+    shutil.rmtree(folder, ignore_errors=True)
+    return artifact
+
+
+def _artifact(
+    search: _Search, study: Any, trials: list[TrialRecord], hashes: dict[str, Any], *, timing: dict[str, Any]
+) -> dict[str, Any]:
+    """The artifact's content: the best trial's settings, demos and calibration, every trial, the hashes."""
+    spec, candidate, pool = search.spec, search.candidate, search.pool
+    settings = candidate.search
+    assert settings is not None
     best = study.best_trial
     params = dict(best.params)
     for name, values in settings.space.items():  # values sampled by their JSON text, decoded
@@ -540,7 +553,7 @@ def run_search(
     dev_n = len(search.dev) if search.dev else len(pool)
     value = float(best.value)
     ci = wilson_interval(round(value * dev_n), dev_n)  # (a pass rate's mean, with repeats, is approximated so)
-    artifact = {
+    return {
         "version": ARTIFACT_VERSION,
         "suite": spec.name,
         "candidate": candidate.name,
@@ -561,13 +574,10 @@ def run_search(
         "hashes": hashes,
         "timing": {
             "search_s": round(sum(t.seconds or 0.0 for t in trials), 3),
-            "this_run_s": round(time.perf_counter() - started, 3),
-            "resumed_after": already,
+            "this_run_s": round(time.perf_counter() - timing["started"], 3),
+            "resumed_after": timing["resumed_after"],
         },
     }
-    write_text_atomically(artifact_path, json.dumps(artifact, indent=2, ensure_ascii=False) + "\n")
-    shutil.rmtree(folder, ignore_errors=True)
-    return artifact
 
 
 def ensure_prompt_search(

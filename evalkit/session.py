@@ -162,6 +162,8 @@ class EvalSession:
                 cache=cache,
                 baseline_outputs=self.gate.outputs,
                 progress=self.progress,
+                search_mode=self.train_mode,  # a prompt search follows the adapters' policy
+                notify=self.notify,
             )
         return self._resources
 

@@ -353,34 +353,44 @@ def _check_prompt_options(reader: _Reader, config: SuiteConfig, name: str, cand:
         raise reader.error(
             "name at least one option to search", *at, "search", fix=f"searchable here: {', '.join(searchable)}"
         )
-    options = ", ".join(o for o in PROMPT_SEARCH_OPTIONS if o != "space")
     for param, values in search.space.items():
-        where = (*at, "search", param)
-        if param not in searchable:
-            why = (
-                f"'{param}' applies to generate tasks only"
-                if param in PROMPT_SEARCHABLE_GENERATE
-                else f"'{param}' is not a searchable option{did_you_mean(param, searchable)}"
-            )
-            raise reader.error(why, *where, fix=f"searchable here: {', '.join(searchable)}; search options: {options}")
-        if isinstance(values, list) and not values:
-            raise reader.error(f"search: '{param}' lists no values", *where, fix="list at least one value")
-        if param == "calibration" and not classify:
-            raise reader.error("calibration applies to classify tasks only", *where)
-        if param == "system" and not cand.chat:
-            raise reader.error(
-                "search: system messages apply only with `chat: true`", *where, fix="add `chat: true` to the candidate"
-            )
-        if not isinstance(values, list) and param in ("fewshot.select", "fewshot.order", "template", "calibration"):
-            raise reader.error(f"search: '{param}' takes a list of values, not a range", *where)
-        if (
-            not isinstance(values, list)
-            and not values.integer
-            and param in ("fewshot.k", "fewshot.seed", "max_new_tokens")
-        ):
-            raise reader.error(f"search: '{param}' takes whole numbers: a range of integers", *where)
-        for value in [values.low, values.high] if not isinstance(values, list) else values:
-            _check_search_value(reader, config, cand, param, value, where)
+        _check_searched_option(reader, config, cand, param, values, (*at, "search", param), searchable)
+
+
+def _check_searched_option(
+    reader: _Reader,
+    config: SuiteConfig,
+    cand: Candidate,
+    param: str,
+    values: Any,
+    where: tuple,
+    searchable: tuple[str, ...],
+) -> None:
+    """One option of a `search:` block: searchable for this task, and every value it lists (or both ends of
+    its range) one the option accepts."""
+    classify = task_kind(config.task.kind).offers_choices
+    options = ", ".join(o for o in PROMPT_SEARCH_OPTIONS if o != "space")
+    if param not in searchable:
+        why = (
+            f"'{param}' applies to generate tasks only"
+            if param in PROMPT_SEARCHABLE_GENERATE
+            else f"'{param}' is not a searchable option{did_you_mean(param, searchable)}"
+        )
+        raise reader.error(why, *where, fix=f"searchable here: {', '.join(searchable)}; search options: {options}")
+    if isinstance(values, list) and not values:
+        raise reader.error(f"search: '{param}' lists no values", *where, fix="list at least one value")
+    if param == "calibration" and not classify:
+        raise reader.error("calibration applies to classify tasks only", *where)
+    if param == "system" and not cand.chat:
+        raise reader.error(
+            "search: system messages apply only with `chat: true`", *where, fix="add `chat: true` to the candidate"
+        )
+    if not isinstance(values, list) and param in ("fewshot.select", "fewshot.order", "template", "calibration"):
+        raise reader.error(f"search: '{param}' takes a list of values, not a range", *where)
+    if not isinstance(values, list) and not values.integer and param in ("fewshot.k", "fewshot.seed", "max_new_tokens"):
+        raise reader.error(f"search: '{param}' takes whole numbers: a range of integers", *where)
+    for value in [values.low, values.high] if not isinstance(values, list) else values:
+        _check_search_value(reader, config, cand, param, value, where)
 
 
 def _check_search_value(

@@ -27,7 +27,7 @@ from evalkit.stats import by_position, confusion, macro_f1, macro_f1_interval, m
 
 if TYPE_CHECKING:
     from evalkit.backends.base import ModelConfig
-    from evalkit.robustness import PerturbedRow
+    from evalkit.robustness.perturb import PerturbedRow
     from evalkit.scoring import Score, ScoreFn
     from evalkit.spec import Candidate, SuiteSpec, TaskConfig
 
