@@ -67,8 +67,9 @@ def main() -> int:
             )
             figures["search_wall_s"] = round(time.perf_counter() - started, 1)
             print(search_table(outcome))
-        outcome = search_outcome(spec, "searched")
-        assert outcome is not None, "search first"
+        found = search_outcome(spec, "searched")
+        assert found is not None, "search first"
+        outcome = found
         figures["chosen"] = {
             "settings": outcome.settings,
             "demo_ids": outcome.demo_ids,
@@ -79,6 +80,7 @@ def main() -> int:
             "trial_seconds": [t.seconds for t in outcome.trials],
         }
         if "reeval" in args.parts:  # each configuration scored once on the same dev rows, no cache at all
+            assert candidate.fewshot_path is not None
             pool = load_dataset(candidate.fewshot_path, id_field=spec.id_field)
             search = _Search(spec, candidate, CachedBackend(None, base), pool, None)
             search.split()
