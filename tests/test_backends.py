@@ -89,7 +89,9 @@ def test_an_unknown_backend_is_named_with_the_line_and_the_known_ones(pytester, 
     result = pytester.runpytest_subprocess("suites", "-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
-        ["*keywords.eval.yaml:2: model.backend: Input should be 'fake', 'hf', 'openai' or 'scripted' (did you mean 'fake'?)"]
+        [
+            "*keywords.eval.yaml:2: model.backend: Input should be 'fake', 'hf', 'openai' or 'scripted' (did you mean 'fake'?)"
+        ]
     )
 
 
