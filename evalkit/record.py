@@ -301,6 +301,54 @@ class JudgeInfo(_Open):
     cache: dict[str, Any] | None = None
 
 
+class OptimismGap(_Open):
+    """A searched prompt's best dev score against its one read of the golden set, and the difference."""
+
+    dev: float
+    dev_ci95: tuple[float, float]
+    test: float
+    test_ci95: tuple[float, float]
+    gap: float  # dev - test: how far the search's own score overstated the golden-set accuracy
+    gap_ci95: tuple[float, float]
+
+
+class PromptSearchInfo(_Open):
+    """The prompt search behind a candidate (its artifact under prompts/.search/), as the run used it."""
+
+    artifact: str
+    objective: str
+    settings: dict[str, Any]  # the chosen value of every searched option
+    best_trial: int
+    dev_accuracy: float
+    dev_ci95: tuple[float, float]
+    dev_n: int
+    trials: int
+    pruned: int
+    trial_scores: list[float | None]  # each trial's dev score (a pruned one's last step), in trial order
+    search_s: float  # every trial's time: a one-time cost, like training
+    searched_now: bool = False
+    optimism: OptimismGap | None = None
+
+
+class DecisionSide(_Open):
+    candidate: str
+    accuracy: float
+    ci95: tuple[float, float]
+    search_s: float | None = None
+    train_s: float | None = None
+
+
+class Decision(_Open):
+    """A suite's best prompt against its best adapter on the rows both answered (exact McNemar test)."""
+
+    best_prompt: DecisionSide
+    best_adapter: DecisionSide
+    shared: int
+    prompt_only_right: int
+    adapter_only_right: int
+    p_value: float
+
+
 class CandidateEntry(_Open):
     """One candidate of one suite: metrics with 95% intervals, what produced them, the verdict's inputs."""
 
@@ -321,6 +369,7 @@ class CandidateEntry(_Open):
     robustness: Robustness | None = None
     judge: JudgeInfo | None = None
     expected_failure: str | None = None  # the reason of the candidate's xfail marker
+    prompt_search: PromptSearchInfo | None = None
 
 
 class RunRecord(_Open):
@@ -329,6 +378,7 @@ class RunRecord(_Open):
     schema_version: int
     run: RunInfo
     suites: dict[str, Annotated[dict[str, CandidateEntry], Field(min_length=1)]]
+    decisions: dict[str, Decision] | None = None  # per suite with both a prompt and an adapter
 
 
 class ExampleDetails(_Open):

@@ -10,6 +10,7 @@ import pytest
 
 from evalkit.costs import CostModel, break_even, break_even_text, candidate_cost
 from evalkit.decision import decision_line, search_line
+from evalkit.record import RunRecord, schema_problem
 from evalkit.results import decisions
 from evalkit.stats import mcnemar_exact
 from tests.reports_helpers import candidate_result, write_record
@@ -96,6 +97,7 @@ def test_a_prompt_search_is_a_one_time_cost_in_the_break_even():
 def test_every_report_shows_the_decision_and_the_search(tmp_path):
     folder = write_record(tmp_path / "reports", "20261121T100000Z", _suite(), CostModel(machine_hour=3.6))
     record = json.loads((folder / "results.json").read_text())
+    assert schema_problem(RunRecord, record) is None  # the typed record's schema reads what was written
     assert record["decisions"]["tickets"]["adapter_only_right"] == 5
     assert record["suites"]["tickets"]["tuned"]["prompt_search"]["optimism"]["test"] == 0.75
     assert record["suites"]["tickets"]["tuned"]["cost"]["search_s"] == 300.0
