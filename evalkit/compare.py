@@ -55,7 +55,16 @@ class Outcome:
 def example_values(example: ExampleResult | Mapping[str, Any]) -> dict[str, float]:
     """Per-example metric values of one result row (an ExampleResult or an examples.jsonl line);
     with repeats, accuracy is the pass rate."""
-    row = example if isinstance(example, Mapping) else vars(example)
+    row: Mapping[str, Any]
+    if isinstance(example, Mapping):
+        row = example
+    else:  # an ExampleResult (slotted: no instance dict)
+        row = {
+            "pass_rate": example.pass_rate,
+            "details": example.details,
+            "correct": example.correct,
+            "score": example.score,
+        }
     pass_rate, details = row.get("pass_rate"), row.get("details") or {}
     values = {"accuracy": float(pass_rate if pass_rate is not None else row["correct"]), "score": float(row["score"])}
     if "correct_norm" in details:

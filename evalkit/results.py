@@ -26,7 +26,7 @@ SCHEMA_VERSION = RUN_SCHEMA_VERSION
 READABLE_VERSIONS = READABLE_RUN_VERSIONS
 
 
-@dataclass
+@dataclass(slots=True)  # one per row and candidate: no per-instance dict
 class ExampleResult:
     id: str
     row: int
@@ -272,6 +272,29 @@ class ExampleRows:
         for r in self.results:
             for ex in r.examples:
                 yield {"suite": r.suite, "candidate": r.candidate, **_example_dict(ex)}
+
+    def by_candidate(self) -> dict[tuple[str, str], ExampleView]:
+        """Each candidate's rows by example id, made when read (what a report looks up and iterates)."""
+        return {(r.suite, r.candidate): ExampleView(r) for r in self.results}
+
+
+class ExampleView(Mapping[str, dict[str, Any]]):
+    """One candidate's ``examples.jsonl`` rows by example id; each row is made when it is read, so a report
+    that pages through 20,000 examples never holds 20,000 row dicts."""
+
+    def __init__(self, result: CandidateResult) -> None:
+        self.result = result
+        self._index = {str(e.id): i for i, e in enumerate(result.examples)}
+
+    def __getitem__(self, example_id: str) -> dict[str, Any]:
+        example = self.result.examples[self._index[example_id]]
+        return {"suite": self.result.suite, "candidate": self.result.candidate, **_example_dict(example)}
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
 
 
 def _example_dict(example: ExampleResult) -> dict[str, Any]:

@@ -3,12 +3,12 @@ render this, so they always agree."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from evalkit.compare import format_p
-from evalkit.results import rows_by_candidate
+from evalkit.results import ExampleRows, rows_by_candidate
 from evalkit.verdict import Verdict
 
 FLIPS_SHOWN = 5  # flipped examples per candidate in summary.md (report.html shows them all)
@@ -21,7 +21,7 @@ class CandidateView:
     name: str
     entry: dict[str, Any]  # the candidate's entry in results.json
     metric: str  # the metric gated against the baseline (accuracy unless the suite says otherwise)
-    examples: dict[str, dict[str, Any]] = field(default_factory=dict)  # example rows by id
+    examples: Mapping[str, dict[str, Any]] = field(default_factory=dict)  # example rows by id
 
     @property
     def comparison(self) -> dict[str, Any] | None:
@@ -300,7 +300,11 @@ class RunView:
 
 
 def build_view(record: dict[str, Any], rows: Iterable[dict[str, Any]]) -> RunView:
-    by_candidate = {key: {str(row["id"]): row for row in group} for key, group in rows_by_candidate(rows).items()}
+    by_candidate: Mapping[tuple[str, str], Mapping[str, dict[str, Any]]]
+    if isinstance(rows, ExampleRows):  # in memory: each row made when read
+        by_candidate = rows.by_candidate()
+    else:
+        by_candidate = {key: {str(row["id"]): row for row in group} for key, group in rows_by_candidate(rows).items()}
     suites = []
     for suite, candidates in record["suites"].items():
         views = []
