@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -163,13 +164,14 @@ def throughput(session, url: str, rows: int) -> list[dict]:
     return measured
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the comparison (``argv``: the command line's arguments) and return the figures written."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=40)
     parser.add_argument("--sst2-rows", type=int, default=40, help="SST-2 rows from ../shared/datasets (0: none)")
     parser.add_argument("--only-sst2", action="store_true", help="run only the SST-2 comparison (added to --out)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "served.json")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     from evalkit.models import cpu_has_native_bf16
     from evalkit.session import EvalSession
@@ -198,6 +200,7 @@ def main() -> None:
     )
     args.out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"written to {args.out}")
+    return record
 
 
 if __name__ == "__main__":
