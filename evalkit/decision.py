@@ -53,3 +53,15 @@ def search_line(candidate: str, search: dict[str, Any]) -> str:
         + f"; {search['search_s']:.0f} s of search, once"
         + (" (searched in this run)" if search.get("searched_now") else "")
     )
+
+
+def suite_lines(record: dict[str, Any], suite: str) -> list[str]:
+    """A suite's prompt-or-fine-tune lines from a run record: each searched prompt's, then the best prompt
+    against the best adapter (summary.md and report.html show these)."""
+    lines = [
+        search_line(name, entry["prompt_search"])
+        for name, entry in record["suites"][suite].items()
+        if entry.get("prompt_search")
+    ]
+    decision = (record.get("decisions") or {}).get(suite)
+    return lines + ([decision_line(decision)] if decision is not None else [])

@@ -7,6 +7,7 @@ paths are relative to, and the suite keeps its parsed thresholds, scorer and met
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -162,6 +163,15 @@ SEARCHABLE = (
 SEARCH_OPTIONS = ("trials", "objective", "pruner", "seed", "space")
 
 
+def gather_space(value: Any, options: Collection[str]) -> Any:
+    """A `search:` block as written (its ``options`` beside the searched parameters) with the parameters
+    gathered under ``space``, as the search settings hold them."""
+    if not isinstance(value, dict) or "space" in value:
+        return value
+    kept = {k: v for k, v in value.items() if k in options}
+    return {**kept, "space": {k: v for k, v in value.items() if k not in options}}
+
+
 class SearchRange(StrictModel):
     """A numeric range to sample from: integers when both ends are integers, else floats."""
 
@@ -202,11 +212,7 @@ class SearchSettings(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _collect_space(cls, value: Any) -> Any:
-        """Parameters sit beside the options in the suite file; here they are gathered under ``space``."""
-        if not isinstance(value, dict) or "space" in value:
-            return value
-        options = {k: v for k, v in value.items() if k in SEARCH_OPTIONS}
-        return {**options, "space": {k: v for k, v in value.items() if k not in SEARCH_OPTIONS}}
+        return gather_space(value, SEARCH_OPTIONS)
 
     @field_validator("space")
     @classmethod
@@ -379,11 +385,7 @@ class PromptSearchSettings(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _collect_space(cls, value: Any) -> Any:
-        """Parameters sit beside the options in the suite file; here they are gathered under ``space``."""
-        if not isinstance(value, dict) or "space" in value:
-            return value
-        options = {k: v for k, v in value.items() if k in PROMPT_SEARCH_OPTIONS}
-        return {**options, "space": {k: v for k, v in value.items() if k not in PROMPT_SEARCH_OPTIONS}}
+        return gather_space(value, PROMPT_SEARCH_OPTIONS)
 
 
 class CandidateConfig(_Placed):

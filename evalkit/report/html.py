@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from evalkit.decision import suite_lines
 from evalkit.report.view import CandidateView, RunView, build_view
 
 CHART_WIDTH = 640
@@ -220,18 +221,6 @@ def _frontier_chart(economics: dict[str, Any] | None, currency: str) -> dict[str
     }
 
 
-def _decision_lines(record: dict[str, Any], suite: str) -> list[str]:
-    from evalkit.decision import decision_line, search_line
-
-    lines = [
-        search_line(name, entry["prompt_search"])
-        for name, entry in record["suites"][suite].items()
-        if entry.get("prompt_search")
-    ]
-    decision = (record.get("decisions") or {}).get(suite)
-    return lines + ([decision_line(decision)] if decision is not None else [])
-
-
 def _search_chart(name: str, search: dict[str, Any]) -> dict[str, Any]:
     """Every trial's dev score (a pruned one's last step, hollow), the best trial ringed, and the golden
     set's one read of the chosen prompt as a line across."""
@@ -382,7 +371,7 @@ def render_html(record: dict[str, Any], rows: Iterable[dict[str, Any]], history:
                 "frontier": _frontier_chart((costs.get("suites") or {}).get(suite.name), currency),
                 "history": _history_chart((history or {}).get(suite.name)),
                 "curves": _adapter_curves(suite.candidates),
-                "decisions": _decision_lines(record, suite.name),
+                "decisions": suite_lines(record, suite.name),
                 "searches": [
                     _search_chart(c.name, c.entry["prompt_search"])
                     for c in suite.candidates

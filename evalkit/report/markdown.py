@@ -135,18 +135,11 @@ def _costs_section(record: dict[str, Any]) -> list[str]:
 def _decision_section(record: dict[str, Any]) -> list[str]:
     """Each searched prompt's dev score against its one golden read, and each suite's best prompt against its
     best adapter."""
-    from evalkit.decision import decision_line, search_line
+    from evalkit.decision import suite_lines
 
     lines = []
-    for suite, candidates in record["suites"].items():
-        found = [
-            search_line(name, entry["prompt_search"])
-            for name, entry in candidates.items()
-            if entry.get("prompt_search")
-        ]
-        decision = (record.get("decisions") or {}).get(suite)
-        if decision is not None:
-            found.append(decision_line(decision))
+    for suite in record["suites"]:
+        found = suite_lines(record, suite)
         if found:
             lines += [f"**{cell(suite)}**", ""] + [f"- {cell(line, 400)}" for line in found] + [""]
     return ["### Prompt or fine-tune", "", *lines] if lines else []
