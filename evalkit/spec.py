@@ -346,6 +346,19 @@ class BaselineConfig(StrictModel):
     strict: bool = Field(False, description="fail on any drop, significant or not")
 
 
+class MaxReads(StrictModel):
+    """How many distinct configurations the golden set may judge before it is refreshed (`max_reads:`)."""
+
+    limit: int = Field(ge=1, description="distinct configurations the golden set may judge")
+    strict: bool = Field(False, description="past the limit, fail every candidate of the suite (default: warn)")
+
+
+MAX_READS_HELP = (
+    "how many distinct configurations (prompts, templates, models, adapters, judges) the golden set may judge "
+    "before it is refreshed: a number (warn past it) or {limit: N, strict: true} (fail past it)"
+)
+
+
 PROMPT_SEARCHABLE = ("fewshot.k", "fewshot.select", "fewshot.order", "fewshot.seed", "template", "calibration")
 PROMPT_SEARCHABLE_GENERATE = ("system", "max_new_tokens", "temperature", "stop")
 PROMPT_SEARCH_OPTIONS = ("trials", "dev", "objective", "folds", "pruner", "chunks", "seed", "artifact", "space")
@@ -482,6 +495,7 @@ class SuiteConfig(StrictModel):
         description="metric: comparison for every candidate, or candidate: {metric: comparison}",
     )
     baseline: BaselineConfig = BaselineConfig()
+    max_reads: MaxReads | None = Field(None, description=MAX_READS_HELP)
     robustness: RobustnessConfig | None = None
     markers: list[Marker] = Field(default_factory=list, description=MARKER_HELP)
 
@@ -494,6 +508,20 @@ class SuiteConfig(StrictModel):
     @classmethod
     def _model_shorthand(cls, value: Any) -> Any:
         return {"name": value} if isinstance(value, str) else value
+
+    @field_validator("max_reads", mode="before")
+    @classmethod
+    def _max_reads_shorthand(cls, value: Any) -> Any:
+        if value is None or isinstance(value, dict):
+            return value
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(
+                f"write a whole number (max_reads: 40) or a mapping (max_reads: {{limit: 40, strict: true}}), "
+                f"not {str(value).lower() if isinstance(value, bool) else repr(value)}"
+            )
+        if value < 1:
+            raise ValueError(f"must be a whole number of at least 1, not {value}")
+        return {"limit": value}
 
     @field_validator("suite")
     @classmethod

@@ -30,6 +30,7 @@ from evalkit.spec import (
     DevSplit,
     FewshotConfig,
     LoraSettings,
+    MaxReads,
     ModelConfig,
     PromptSearchSettings,
     RobustnessConfig,
@@ -164,6 +165,7 @@ _SECTION_MODELS: dict[tuple, type[BaseModel]] = {
     ("dataset",): DatasetConfig,
     ("task",): TaskConfig,
     ("baseline",): BaselineConfig,
+    ("max_reads",): MaxReads,
     ("robustness",): RobustnessConfig,
 }
 

@@ -210,6 +210,7 @@ CASES = [
     ),
     Case("unknown-metric", replace=(('  accuracy: ">= 0"', '  acuracy: ">= 0"'),)),
     Case("threshold-syntax", replace=(('">= 0"', '"=> 0.6"'),)),
+    Case("max-reads", replace=(('  accuracy: ">= 0"\n', '  accuracy: ">= 0"\nmax_reads: 0\n'),)),
     Case("duplicate-candidate", replace=(("thresholds:", '  plain:\n    template: "{{ text }}"\nthresholds:'),)),
     Case("duplicate-suite", replace=(("suite: tickets", "suite: support"),)),
     Case("unknown-candidate", replace=(('  accuracy: ">= 0"', '  plian: {accuracy: ">= 0"}'),)),
