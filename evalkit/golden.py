@@ -175,7 +175,18 @@ class GoldenLedger:
             known = merged.setdefault(suite, {}).setdefault(dataset_hash, {})
             for key in keys:
                 known.setdefault(key, run_id)
-        write_text_atomically(path, ledger_text(merged))
+        try:
+            write_text_atomically(path, ledger_text(merged))
+        except OSError as exc:
+            folder = path.parent
+            reason = (
+                f"{shown_path(folder)} is not a folder" if folder.exists() and not folder.is_dir() else exc.strerror
+            )
+            raise EvalkitError(
+                f"cannot write the golden-read ledger: {reason}",
+                path=path,
+                fix="make the reports folder writable, or move it with --evalkit-reports",
+            ) from None
         self._seen, self._new = merged, {}
         return True
 
@@ -208,7 +219,7 @@ def _read_seen(path: Path) -> dict[str, dict[str, dict[str, str]]]:
 
     try:
         text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no ledger yet (or no folder it could be in)
         return {}
     except (OSError, UnicodeDecodeError) as exc:
         raise EvalkitError(

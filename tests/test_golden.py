@@ -160,6 +160,19 @@ def test_only_keys_and_run_ids_evalkit_makes_reach_the_file(tmp_path):
     assert not (tmp_path / "golden_reads.json").exists()
 
 
+def test_an_unwritable_ledger_is_an_error_naming_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("reports").write_text("a file where the reports folder should be")
+    ledger = GoldenLedger()
+    ledger.observe("tickets", TICKETS, A, None)
+    with pytest.raises(EvalkitError) as error:
+        ledger.write(Path("reports") / "golden_reads.json", "20261201T100000Z")
+    assert str(error.value) == (
+        "reports/golden_reads.json: cannot write the golden-read ledger: reports is not a folder\n"
+        "  fix: make the reports folder writable, or move it with --evalkit-reports"
+    )
+
+
 def test_the_ledger_is_committed_beside_the_baseline():
     ignored = subprocess.run(
         ["git", "check-ignore", "-q", "reports/golden_reads.json"], cwd=REPO, capture_output=True, check=False
