@@ -34,6 +34,7 @@ from evalkit.backends.base import (
     Notify,
 )
 from evalkit.errors import shown_path
+from evalkit.record import CacheInfo
 
 SCHEMA_VERSION = 1
 DATABASE = "results.sqlite"
@@ -288,15 +289,16 @@ class CacheStats:
     reasons: Counter = field(default_factory=Counter)
     first_miss: dict[str, str] = field(default_factory=dict)  # reason -> the first example it applied to
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "hits": self.hits,
-            "misses": self.misses,
-            "shared": self.shared,
-            "compute_s": round(self.compute_s, 3),
-            "miss_reasons": dict(self.reasons.most_common()),
-            "first_miss": self.first_miss,
-        }
+    def info(self) -> CacheInfo:
+        """What the run record keeps of them."""
+        return CacheInfo(
+            hits=self.hits,
+            misses=self.misses,
+            shared=self.shared,
+            compute_s=round(self.compute_s, 3),
+            miss_reasons=dict(self.reasons.most_common()),
+            first_miss=dict(self.first_miss),
+        )
 
 
 class CachedBackend(Backend):

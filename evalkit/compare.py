@@ -12,8 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from evalkit.record import Comparison, PolicyInfo
-from evalkit.results import hashes_of
+from evalkit.record import CandidateEntry, Comparison, PolicyInfo
 from evalkit.stats import (
     _macro_f1_codes,
     macro_f1,
@@ -124,6 +123,19 @@ class Snapshot:
             outcomes,
         )
 
+    @classmethod
+    def from_entry(
+        cls, entry: CandidateEntry, examples: Iterable[Mapping[str, Any]], *, suite: str, candidate: str
+    ) -> Snapshot:
+        """From a candidate's entry in a run record and its rows of examples.jsonl."""
+        outcomes = {
+            str(e["id"]): Outcome(
+                str(e["id"]), example_values(e), _short(str(e.get("output", ""))), _short(e.get("target"))
+            )
+            for e in examples
+        }
+        return cls(suite, candidate, entry.task, entry.n, dict(entry.metrics), entry.hashes(), outcomes)
+
     def baseline_entry(self) -> dict[str, Any]:
         """What ``reports/baseline.json`` keeps of this candidate."""
         return {
@@ -135,6 +147,23 @@ class Snapshot:
                 {"id": o.id, "values": o.values, "output": o.output, "target": o.target} for o in self.outcomes.values()
             ],
         }
+
+
+def hashes_of(entry: Mapping[str, Any]) -> dict[str, str | None]:
+    """The hashes that identify what produced a candidate's result, from its entry in a results.json read
+    from disk (:meth:`evalkit.record.CandidateEntry.hashes` for one in memory)."""
+    adapter = entry.get("adapter") or {}
+    judge = entry.get("judge") or {}
+    hashes = {
+        "dataset": entry.get("dataset_hash"),
+        "template": entry.get("template_sha256"),
+        "prompts": entry.get("prompts_sha256"),
+        "model": entry.get("model_fingerprint"),
+        "adapter": adapter.get("content_hash"),
+    }
+    if judge.get("sha256"):  # only model-graded suites name a judge (older baselines have no such key)
+        hashes["judge"] = judge["sha256"]
+    return hashes
 
 
 HASH_NAMES = {

@@ -20,16 +20,19 @@ from __future__ import annotations
 
 import math
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, ValidationError
 
 from evalkit.backends.base import StrictModel
 from evalkit.errors import EvalkitError
+
+if TYPE_CHECKING:
+    from evalkit.record import CandidateEntry
 
 REQUESTS = 1000  # costs are per this many requests
 
@@ -106,10 +109,10 @@ class CandidateCost:
         }
 
 
-def candidate_cost(entry: dict[str, Any], name: str, prices: CostModel, metric: str = "accuracy") -> CandidateCost:
-    """``entry`` (a candidate's entry in results.json) priced: per 1,000 requests, and its training."""
-    cost = entry.get("cost") or {}
-    price = prices.models.get(entry.get("model", ""))
+def candidate_cost(entry: CandidateEntry, name: str, prices: CostModel, metric: str = "accuracy") -> CandidateCost:
+    """``entry`` (a candidate's entry in the run record) priced: per 1,000 requests, and its training."""
+    cost = entry.cost
+    price = prices.models.get(entry.model or "")
     if price is not None:
         per_request = (
             cost.get("prompt_tokens_per_example", 0.0) * price.prompt_per_1k_tokens
@@ -119,14 +122,14 @@ def candidate_cost(entry: dict[str, Any], name: str, prices: CostModel, metric: 
     else:
         per_request = cost.get("ms_per_example", 0.0) / 1000 / 3600 * prices.machine_hour
         priced_by = "time"
-    train_s = (entry.get("adapter") or {}).get("train_s")
+    train_s = entry.adapter.train_s if entry.adapter is not None else None
     training = None if train_s is None else train_s / 3600 * prices.training_price
-    search_s = (entry.get("prompt_search") or {}).get("search_s")  # a prompt search: one-time, like training
+    search_s = entry.prompt_search.search_s if entry.prompt_search is not None else None  # one-time, like training
     search = None if search_s is None else search_s / 3600 * prices.training_price
-    lo, hi = entry["ci95"][metric]
+    lo, hi = entry.ci95[metric]
     return CandidateCost(
         name,
-        entry["metrics"][metric],
+        entry.metrics[metric],
         (lo, hi),
         per_request * REQUESTS,
         priced_by,
@@ -175,7 +178,7 @@ def break_even(adapter: CandidateCost, prompt: CandidateCost) -> dict[str, Any]:
     return pair
 
 
-def suite_economics(entries: dict[str, dict[str, Any]], prices: CostModel) -> dict[str, Any]:
+def suite_economics(entries: Mapping[str, CandidateEntry], prices: CostModel) -> dict[str, Any]:
     """A suite's candidates priced, the frontier marked, and every adapter's break-even against every
     prompt-only candidate."""
     costs = with_frontier([candidate_cost(entry, name, prices) for name, entry in entries.items()])
@@ -183,11 +186,11 @@ def suite_economics(entries: dict[str, dict[str, Any]], prices: CostModel) -> di
     return {"candidates": {c.candidate: c.as_dict() for c in costs}, "break_even": pairs}
 
 
-def economics(record: dict[str, Any], prices: CostModel) -> dict[str, Any]:
+def economics(suites: Mapping[str, Mapping[str, CandidateEntry]], prices: CostModel) -> dict[str, Any]:
     """The run's costs (what results.json keeps under ``costs``): the prices, and each suite's economics."""
     return {
         "prices": prices.model_dump(),
-        "suites": {suite: suite_economics(entries, prices) for suite, entries in record["suites"].items()},
+        "suites": {suite: suite_economics(entries, prices) for suite, entries in suites.items()},
     }
 
 

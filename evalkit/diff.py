@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
 from evalkit.baseline import KIND, read_baseline
 from evalkit.compare import Policy, Snapshot, compare
 from evalkit.errors import EvalkitError, did_you_mean
+from evalkit.record import BaselineUse
 from evalkit.report.markdown import render_summary
 from evalkit.results import load_run, rows_by_candidate, run_order
 from evalkit.verdict import regression_failure, without_regression
@@ -55,9 +55,8 @@ def _snapshots(path: Path) -> dict[tuple[str, str], Snapshot]:
     record, rows = load_run(path)
     by_candidate = rows_by_candidate(rows)
     return {
-        (suite, name): Snapshot.from_record(entry, by_candidate.get((suite, name), []), suite=suite, candidate=name)
-        for suite, candidates in record["suites"].items()
-        for name, entry in candidates.items()
+        (suite, name): Snapshot.from_entry(entry, by_candidate.get((suite, name), []), suite=suite, candidate=name)
+        for suite, name, entry in record.entries()
     }
 
 
@@ -83,23 +82,22 @@ def diff_runs(
         )
     reference = _snapshots(path_a)
     record, rows = load_run(path_b)
-    record = copy.deepcopy(record)
     by_candidate = rows_by_candidate(rows)
     overrides = {k: v for k, v in {"max_drop": max_drop, "alpha": alpha, "strict": strict}.items() if v is not None}
     regressed = False
-    for suite, candidates in record["suites"].items():
-        for name, entry in candidates.items():
-            recorded = (entry.get("baseline") or {}).get("policy") or {}  # the suite's policy when run B ran
-            policy = Policy(**{**recorded, **overrides})
-            current = Snapshot.from_record(entry, by_candidate.get((suite, name), []), suite=suite, candidate=name)
-            comparison = compare(current, reference.get((suite, name)), policy)
-            failures = without_regression(entry.get("failures", []))
-            if comparison.regressed:
-                failures.append(regression_failure(comparison.reason or ""))
-                regressed = True
-            entry.update(baseline=comparison.as_json(), failures=failures, passed=not failures)
-    record["run"] = {**record["run"], "baseline": {"path": run_a, "updated": False}}
-    record["run"]["run_id"] = f"{record['run'].get('run_id', path_b)} vs {run_a}"
+    for suite, name, entry in record.entries():
+        # the suite's policy when run B ran
+        recorded = entry.baseline.policy.model_dump() if entry.baseline and entry.baseline.policy else {}
+        policy = Policy(**{**recorded, **overrides})
+        current = Snapshot.from_entry(entry, by_candidate.get((suite, name), []), suite=suite, candidate=name)
+        comparison = compare(current, reference.get((suite, name)), policy)
+        failures = without_regression(entry.failures)
+        if comparison.regressed:
+            failures.append(regression_failure(comparison.reason or ""))
+            regressed = True
+        entry.baseline, entry.failures, entry.passed = comparison, failures, not failures
+    record.run.baseline = BaselineUse(path=run_a, updated=False)
+    record.run.run_id = f"{record.run.run_id or path_b} vs {run_a}"
     if html is not None:
         from evalkit.atomic import write_text_atomically
         from evalkit.report.html import render_html

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from evalkit.baseline import Baseline, read_baseline, write_baseline
 from evalkit.compare import Policy, Snapshot, compare
 from evalkit.errors import EvalkitError
+from evalkit.record import RunInfo
 from evalkit.results import CandidateResult
 from evalkit.spec import SuiteSpec
 from evalkit.verdict import regression_failure
@@ -64,7 +65,7 @@ class BaselineGate:
     def write(
         self,
         results: list[CandidateResult],
-        header: dict[str, Any],
+        run: RunInfo,
         *,
         root: Path,
         shown: dict[str, str],
@@ -103,9 +104,9 @@ class BaselineGate:
                 "replace only what ran with --evalkit-merge-baseline",
             )
         baseline_header = {
-            "written": header["finished"],
-            "git_commit": header["git_commit"],
-            "evalkit_version": header["evalkit_version"],
+            "written": run.finished,
+            "git_commit": run.git_commit,
+            "evalkit_version": run.evalkit_version,
         }
         return write_baseline(
             self.path,

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from statistics import NormalDist
 from typing import TYPE_CHECKING, Literal
@@ -32,9 +32,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from evalkit.atomic import write_text_atomically
 from evalkit.errors import EvalkitError, shown_path
+from evalkit.record import GoldenReads
 from evalkit.stats import Z95, wilson_interval
 
 if TYPE_CHECKING:
+    from evalkit.results import CandidateResult
     from evalkit.spec import MaxReads
 
 LEDGER_FILE = "golden_reads.json"
@@ -79,25 +81,6 @@ class GoldenReadsFile(BaseModel):
     suites: dict[str, dict[str, list[LedgerEntry]]] = Field(
         description="suite -> dataset hash -> the distinct configurations measured on it, sorted by key"
     )
-
-
-class GoldenReads(BaseModel):
-    """What one suite's entry in the run record holds: how often its golden set has been read."""
-
-    model_config = ConfigDict(extra="allow")  # as the run record's models: a later field does not break a reader
-    dataset_hash: str = Field(description="the golden set counted (its content hash)")
-    configurations: int = Field(ge=0, description="distinct configurations it has judged, this run's included")
-    new_this_run: int = Field(ge=0, description="of those, the ones first measured in this run")
-    max_reads: int | None = Field(description="the suite's budget (`max_reads:`), or None")
-    strict: bool = Field(description="past the budget the suite fails (else it warns)")
-    over_budget: bool = Field(description="configurations is past max_reads")
-    counted: bool = Field(True, description="false for a run limited to its first rows, which is not counted")
-    message: str | None = Field(None, description="the warning or failure when over budget")
-
-    @property
-    def fails(self) -> bool:
-        """Over a strict budget: every candidate of the suite fails."""
-        return self.over_budget and self.strict
 
 
 def over_budget_message(suite: str, configurations: int, limit: int) -> str:
@@ -268,3 +251,89 @@ def selection_interval(correct: int, n: int, reads: int) -> tuple[float, float]:
     m = max(1, reads)
     z = Z95 if m == 1 else NormalDist().inv_cdf(1 - ALPHA / (2 * m))
     return wilson_interval(correct, n, z)
+
+
+# --------------------------------------------------------------------------- one run's count
+
+
+class GoldenCount:
+    """A run's view of the ledger at ``path``: each candidate measured is observed as it is evaluated (so a
+    strict budget fails the candidate read past it), and at the end of the run every suite's count goes into
+    the run record and the run's new configurations into the ledger. The file is read on first use."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._ledger: GoldenLedger | None = None
+
+    @property
+    def ledger(self) -> GoldenLedger:
+        if self._ledger is None:
+            self._ledger = GoldenLedger.read(self.path)
+        return self._ledger
+
+    def observe(self, result: CandidateResult, budget: MaxReads | None, *, limited: bool) -> GoldenReads:
+        """Count ``result``'s configuration on its suite's golden set (``limited``: measured on its first rows
+        only, so not counted); its failure, when the suite is past a strict budget, is added to the result."""
+        reads = self.ledger.observe(
+            result.suite, result.dataset_hash, configuration_key(result.hashes()), budget, limited=limited
+        )
+        if reads.fails and reads.message is not None and reads.message not in result.failures:
+            result.failures.append(reads.message)
+        return reads
+
+    def suites(
+        self,
+        results: Iterable[CandidateResult],
+        budgets: Mapping[str, MaxReads | None],
+        limited: set[tuple[str, str]],
+    ) -> dict[str, GoldenReads]:
+        """Every suite's count after the run, against its budget (``limited``: the candidates measured on
+        their first rows only), with its most accurate candidate's interval adjusted for that many looks.
+        Every result is observed again (a pytest-xdist worker's too; counted once), and none is failed: each
+        candidate's verdict was given when it was evaluated."""
+        by_suite: dict[str, list[CandidateResult]] = {}
+        for r in results:
+            key = configuration_key(r.hashes())
+            is_limited = (r.suite, r.candidate) in limited
+            self.ledger.observe(r.suite, r.dataset_hash, key, budgets.get(r.suite), limited=is_limited)
+            if "accuracy" in r.metrics and not is_limited:
+                by_suite.setdefault(r.suite, []).append(r)
+        found = {}
+        for suite, rows in by_suite.items():
+            best = max(rows, key=lambda r: (r.accuracy, r.candidate))
+            reads = self.ledger.reads(suite, best.dataset_hash, budgets.get(suite))
+            correct = round(best.accuracy * best.n)
+            found[suite] = reads.model_copy(
+                update={
+                    "best": best.candidate,
+                    "best_accuracy": best.accuracy,
+                    "best_ci95": best.ci95["accuracy"],
+                    "selection_ci95": selection_interval(correct, best.n, reads.configurations),
+                }
+            )
+        return found
+
+    def write(self, run_id: str) -> bool:
+        """Add the run's new configurations to the ledger file (nothing when there are none)."""
+        return self._ledger is not None and self._ledger.write(self.path, run_id)
+
+
+def golden_line(suite: str, reads: GoldenReads) -> str:
+    """A suite's golden-set reuse in one line: the count, the budget, and the best candidate's interval
+    beside its selection-adjusted (Bonferroni) one."""
+    noun = "configuration" if reads.configurations == 1 else "distinct configurations"  # "1 configuration"
+    line = f"suite '{suite}': its golden set has judged {reads.configurations} {noun}"
+    if reads.new_this_run:
+        line += f" ({reads.new_this_run} new in this run)"
+    if reads.max_reads is not None:
+        line += f", of max_reads {reads.max_reads}" + (" (strict)" if reads.strict else "")
+    if reads.best is not None and reads.best_ci95 is not None and reads.selection_ci95 is not None:
+        lo, hi = reads.best_ci95
+        s_lo, s_hi = reads.selection_ci95
+        line += (
+            f"; best {reads.best} {reads.best_accuracy:.3f} [{lo:.2f}, {hi:.2f}], "
+            f"[{s_lo:.2f}, {s_hi:.2f}] adjusted for {reads.configurations} looks (Bonferroni)"
+        )
+    if reads.over_budget:
+        line += ": OVER BUDGET, " + ("its candidates fail" if reads.strict else "refresh it") + f" ({REFRESH_DOC})"
+    return line

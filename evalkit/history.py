@@ -9,8 +9,9 @@ from typing import Any
 
 from tabulate import tabulate
 
-from evalkit.compare import HASH_NAMES, hashes_of
+from evalkit.compare import HASH_NAMES
 from evalkit.errors import EvalkitError
+from evalkit.record import CandidateEntry, RunRecord
 from evalkit.results import read_results, run_order
 
 LAST_RUNS = 10
@@ -23,11 +24,11 @@ def _runs(runs_dir: Path) -> list[Path]:
     return sorted(folders, key=lambda p: run_order(p.name))
 
 
-def _changes(before: dict[str, Any] | None, now: dict[str, Any]) -> list[str]:
+def _changes(before: CandidateEntry | None, now: CandidateEntry) -> list[str]:
     """What differs between two runs of a candidate, by the hashes of what produced them."""
     if before is None:
         return []
-    old, new = hashes_of(before), hashes_of(now)
+    old, new = before.hashes(), now.hashes()
     changed = [label for key, label in HASH_NAMES.items() if key != "prompts" and old.get(key) != new.get(key)]
     if not changed and old.get("prompts") != new.get("prompts"):
         changed.append("rendered prompts")
@@ -35,7 +36,7 @@ def _changes(before: dict[str, Any] | None, now: dict[str, Any]) -> list[str]:
 
 
 def read_history(
-    runs_dir: Path, *, current: dict[str, Any] | None = None, last: int = LAST_RUNS, suite: str | None = None
+    runs_dir: Path, *, current: RunRecord | None = None, last: int = LAST_RUNS, suite: str | None = None
 ) -> dict[str, Any]:
     """The last ``last`` complete runs (``current``, a run record not written yet, as the newest), by suite:
     ``{suite: {"runs": [run ids], "candidates": {name: [point or None per run]}}}``. Runs limited to
@@ -47,26 +48,27 @@ def read_history(
         except EvalkitError:
             continue
     if current is not None:
-        records = [r for r in records if r["run"].get("run_id") != current["run"].get("run_id")] + [current]
-    records = [r for r in records if not r["run"].get("row_limit")][-last:]
+        records = [r for r in records if r.run.run_id != current.run.run_id] + [current]
+    records = [r for r in records if not r.run.row_limit][-last:]
     history: dict[str, Any] = {}
     for index, record in enumerate(records):
-        for name, entries in record["suites"].items():
+        for name, entries in record.suites.items():
             if suite is not None and name != suite:
                 continue
             shown = history.setdefault(name, {"runs": [], "candidates": {}, "last_entry": {}})
-            shown["runs"].append(record["run"].get("run_id", f"run {index + 1}"))
+            shown["runs"].append(record.run.run_id or f"run {index + 1}")
             for candidate, entry in entries.items():
                 points = shown["candidates"].setdefault(candidate, [])
                 points += [None] * (len(shown["runs"]) - 1 - len(points))
-                metric = ((entry.get("baseline") or {}).get("policy") or {}).get("metric", "accuracy")
-                if metric not in entry["metrics"]:
+                policy = entry.baseline.policy if entry.baseline is not None else None
+                metric = policy.metric if policy is not None else "accuracy"
+                if metric not in entry.metrics:
                     metric = "accuracy"
                 points.append(
                     {
                         "metric": metric,
-                        "value": entry["metrics"][metric],
-                        "ci95": list(entry["ci95"][metric]),
+                        "value": entry.metrics[metric],
+                        "ci95": list(entry.ci95[metric]),
                         "changed": _changes(shown["last_entry"].get(candidate), entry),
                     }
                 )

@@ -34,6 +34,7 @@ from evalkit.atomic import write_text_atomically
 from evalkit.data import Dataset, Row, canonical_json, load_dataset
 from evalkit.errors import EvalkitError, shown_path
 from evalkit.fewshot import ContextualCalibration, input_fields
+from evalkit.record import OptimismGap, PromptSearchInfo
 from evalkit.spec import PROMPT_SEARCHABLE_GENERATE, SearchRange
 from evalkit.stats import wilson_interval
 from evalkit.study import finished_trials, open_stored_study, suggest
@@ -95,38 +96,40 @@ class PromptSearchOutcome:
         """Each trial's dev score (its last step for a pruned one), in trial order."""
         return [t.value if t.value is not None else (t.steps[-1] if t.steps else None) for t in self.trials]
 
-    def optimism_gap(self, test_accuracy: float, test_ci95: tuple[float, float]) -> dict[str, Any]:
+    def optimism_gap(self, test_accuracy: float, test_ci95: tuple[float, float]) -> OptimismGap:
         """How far the best dev score overstates the golden-set accuracy: dev minus test, with an interval
         from the two intervals' half-widths combined in quadrature (independent samples)."""
         gap = self.dev_accuracy - test_accuracy
         dev_half = (self.dev_ci95[1] - self.dev_ci95[0]) / 2
         test_half = (test_ci95[1] - test_ci95[0]) / 2
         half = (dev_half**2 + test_half**2) ** 0.5
-        return {
-            "dev": round(self.dev_accuracy, 6),
-            "dev_ci95": [round(x, 6) for x in self.dev_ci95],
-            "test": round(test_accuracy, 6),
-            "test_ci95": [round(x, 6) for x in test_ci95],
-            "gap": round(gap, 6),
-            "gap_ci95": [round(gap - half, 6), round(gap + half, 6)],
-        }
+        return OptimismGap(
+            dev=round(self.dev_accuracy, 6),
+            dev_ci95=(round(self.dev_ci95[0], 6), round(self.dev_ci95[1], 6)),
+            test=round(test_accuracy, 6),
+            test_ci95=(round(test_ci95[0], 6), round(test_ci95[1], 6)),
+            gap=round(gap, 6),
+            gap_ci95=(round(gap - half, 6), round(gap + half, 6)),
+        )
 
-    def as_dict(self) -> dict[str, Any]:
-        """A summary for a run record (the full trial list stays in the artifact)."""
-        return {
-            "artifact": str(self.artifact_path),
-            "objective": self.objective,
-            "settings": self.settings,
-            "best_trial": self.best_trial,
-            "dev_accuracy": self.dev_accuracy,
-            "dev_ci95": list(self.dev_ci95),
-            "dev_n": self.dev_n,
-            "trials": len(self.trials),
-            "pruned": sum(t.state == "pruned" for t in self.trials),
-            "trial_scores": self.trial_scores,
-            "search_s": self.search_s,
-            "searched_now": self.searched_now,
-        }
+    def info(self, test_accuracy: float, test_ci95: tuple[float, float]) -> PromptSearchInfo:
+        """What a run record keeps of the search (the full trial list stays in the artifact), with the
+        optimism gap against the chosen prompt's one read of the golden set."""
+        return PromptSearchInfo(
+            artifact=str(self.artifact_path),
+            objective=self.objective,
+            settings=self.settings,
+            best_trial=self.best_trial,
+            dev_accuracy=self.dev_accuracy,
+            dev_ci95=self.dev_ci95,
+            dev_n=self.dev_n,
+            trials=len(self.trials),
+            pruned=sum(t.state == "pruned" for t in self.trials),
+            trial_scores=self.trial_scores,
+            search_s=self.search_s,
+            searched_now=self.searched_now,
+            optimism=self.optimism_gap(test_accuracy, test_ci95),
+        )
 
     def applied(self, spec: SuiteSpec, candidate: Candidate) -> tuple[SuiteSpec, Candidate]:
         """The suite and candidate with the chosen settings in place (task options such as

@@ -24,6 +24,10 @@ BASELINE_VERSION = 1
 class _Open(BaseModel):
     model_config = ConfigDict(extra="allow")
 
+    def as_json(self) -> dict[str, Any]:
+        """As the file holds it: the fields this record set (and any it was read with), as JSON values."""
+        return self.model_dump(mode="json", exclude_unset=True, by_alias=True)
+
 
 # --------------------------------------------------------------------------- results.json
 
@@ -31,6 +35,15 @@ class _Open(BaseModel):
 class ModelInfo(_Open):
     name: str
     fingerprint: str | None = None
+
+
+class BaselineUse(_Open):
+    """The baseline a run compared with, and whether the run wrote it."""
+
+    path: str | None = None
+    updated: bool = False
+    mode: str | None = None  # how it was written: update or merge
+    candidates: int | None = None  # how many candidates it wrote
 
 
 class RunInfo(_Open):
@@ -42,7 +55,7 @@ class RunInfo(_Open):
     git_commit: str | None = None
     evalkit_version: str | None = None
     row_limit: int | None = None
-    baseline: dict[str, Any] | None = None
+    baseline: BaselineUse | None = None
     models: list[ModelInfo] = Field(default_factory=list)
 
 
@@ -248,10 +261,6 @@ class Comparison(_Open):
     labels: list[LabelChange] | None = None
     gate: Gate | None = None
 
-    def as_json(self) -> dict[str, Any]:
-        """As results.json holds it: the fields this comparison set, as plain JSON values."""
-        return self.model_dump(mode="json", exclude_unset=True)
-
 
 class RobustFlip(_Open):
     id: str | int
@@ -265,12 +274,71 @@ class RobustFlip(_Open):
 
 
 class Robustness(_Open):
-    held: int
-    examples: int
-    tries: int
+    """The perturbation search of a candidate's rows (see :mod:`evalkit.robustness`)."""
+
+    cached: bool | None = None
     perturbations: list[str]
+    tries: int
+    seed: int | None = None
+    examples: int
+    held: int
+    invariance: float | None = None
+    model_calls: int | None = None
+    shrink_batches: int | None = None
     wall_s: float
     flipped: list[RobustFlip]
+
+
+class CacheInfo(_Open):
+    """The result cache's work for one candidate: hits, misses and why, and the model time it measured."""
+
+    hits: int = 0
+    misses: int = 0
+    shared: int = 0
+    compute_s: float = 0.0
+    miss_reasons: dict[str, int] = Field(default_factory=dict)
+    first_miss: dict[str, str] = Field(default_factory=dict)  # reason -> the first example it applied to
+
+
+class LabelStats(_Open):
+    precision: float
+    recall: float
+    support: int
+
+
+class Confusion(_Open):
+    """A classifier's confusion matrix over its fixed labels (rows: gold, columns: predicted)."""
+
+    labels: list[str]
+    matrix: list[list[int]]
+    per_label: dict[str, LabelStats]
+
+
+class PositionStats(_Open):
+    """One choice position (A, B, ...): how often the gold answer sat there, was right, and was chosen."""
+
+    position: str
+    gold: int
+    correct: int
+    accuracy: float | None
+    chosen: int
+    chosen_share: float
+
+
+class ByPosition(_Open):
+    """For choices that come with each row: accuracy by the gold answer's position, and position bias."""
+
+    positions: list[PositionStats]
+    wrong: int
+
+
+class ErrorAnalysis(_Open):
+    """Where a candidate errs: a fixed label set's confusion matrix, per-row choices by position, or a
+    generator's wrong answers by shape."""
+
+    confusion: Confusion | None = None
+    by_position: ByPosition | None = None
+    failure_shapes: dict[str, int] | None = None
 
 
 class Calibration(_Open):
@@ -284,21 +352,29 @@ class Calibration(_Open):
     kappa: float
     kappa_ci: tuple[float, float]
     min_agreement: float | None = None
-    trusted: bool
     wrong: list[dict[str, Any]] = Field(default_factory=list)
+    per_judge: list[dict[str, Any]] | None = None  # with several judges: each one's agreement
+    trusted: bool
 
 
 class JudgeInfo(_Open):
-    """A model-graded scorer: who judged, how it was read, and how far it can be trusted."""
+    """A model-graded scorer: who judged, how it was read, and how far it can be trusted. The fields are in
+    the order results.json has always held them."""
 
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
     mode: str
+    read: str | None = None
     grades: list[str]
+    pass_grade: str | float | None = Field(default=None, alias="pass")  # the grade (or score) that passes
+    rubric: str | None = None
+    rubric_sha256: str | None = None
     judges: list[ModelInfo]
     sha256: str
-    rubric: str | None = None
-    calibration: Calibration | None = None
+    judges_agreement: list[dict[str, Any]] | None = None
     pairwise: dict[str, Any] | None = None
-    cache: dict[str, Any] | None = None
+    calibration: Calibration | None = None
+    compute_s: float | None = None  # the judges' model time on this candidate
+    cache: CacheInfo | None = None  # the judges' requests in the result cache
 
 
 class OptimismGap(_Open):
@@ -349,27 +425,77 @@ class Decision(_Open):
     p_value: float
 
 
-class CandidateEntry(_Open):
-    """One candidate of one suite: metrics with 95% intervals, what produced them, the verdict's inputs."""
+class GoldenReads(_Open):
+    """How often a suite's golden set has been read: the distinct configurations measured on its rows (see
+    :mod:`evalkit.golden`), and the best candidate's accuracy with its interval adjusted for that many looks."""
 
+    dataset_hash: str = Field(description="the golden set counted (its content hash)")
+    configurations: int = Field(ge=0, description="distinct configurations it has judged, this run's included")
+    new_this_run: int = Field(ge=0, description="of those, the ones first measured in this run")
+    max_reads: int | None = Field(description="the suite's budget (`max_reads:`), or None")
+    strict: bool = Field(description="past the budget the suite fails (else it warns)")
+    over_budget: bool = Field(description="configurations is past max_reads")
+    counted: bool = Field(True, description="false for a run limited to its first rows, which is not counted")
+    message: str | None = Field(None, description="the warning or failure when over budget")
+    best: str | None = Field(None, description="this run's most accurate candidate of the suite")
+    best_accuracy: float | None = None
+    best_ci95: tuple[float, float] | None = Field(None, description="its ordinary 95% interval")
+    selection_ci95: tuple[float, float] | None = Field(
+        None, description="its interval at level 1 - 0.05/configurations (Bonferroni over the looks)"
+    )
+
+    @property
+    def fails(self) -> bool:
+        """Over a strict budget: a candidate read past it fails."""
+        return self.over_budget and self.strict
+
+
+class CandidateEntry(_Open):
+    """One candidate of one suite: metrics with 95% intervals, what produced them, the verdict's inputs.
+    A :class:`evalkit.results.CandidateResult` without its per-example rows; the fields are in the order
+    results.json holds them. Fields that older records (or hand-written ones) lack are optional."""
+
+    suite: str | None = None
+    candidate: str | None = None
+    suite_path: str | None = None
     task: str
     n: int = Field(ge=0)
     metrics: dict[str, float]
     ci95: dict[str, tuple[float, float]]
+    thresholds: dict[str, str] = Field(default_factory=dict)
     failures: list[str]
-    passed: bool | None = None
-    repeats: int | None = None
+    wall_s: float | None = None
+    tokens: dict[str, int] = Field(default_factory=dict)
+    model: str | None = None
+    model_fingerprint: str | None = None
     dataset_hash: str | None = None
     template_sha256: str | None = None
-    prompts_sha256: str | None = None
-    model_fingerprint: str | None = None
     adapter: AdapterInfo | None = None
-    cost: dict[str, Any] = Field(default_factory=dict)
     baseline: Comparison | None = None
+    repeats: int | None = None
+    prompts_sha256: str | None = None
     robustness: Robustness | None = None
+    compute_s: float | None = None
+    cache: CacheInfo | None = None
     judge: JudgeInfo | None = None
+    errors: ErrorAnalysis | None = None
     expected_failure: str | None = None  # the reason of the candidate's xfail marker
     prompt_search: PromptSearchInfo | None = None
+    passed: bool | None = None
+    cost: dict[str, int | float] = Field(default_factory=dict)
+
+    def hashes(self) -> dict[str, str | None]:
+        """What produced this result, by content hash: dataset, template, prompts, model, adapter, judge."""
+        hashes = {
+            "dataset": self.dataset_hash,
+            "template": self.template_sha256,
+            "prompts": self.prompts_sha256,
+            "model": self.model_fingerprint,
+            "adapter": self.adapter.content_hash if self.adapter is not None else None,
+        }
+        if self.judge is not None and self.judge.sha256:  # only model-graded suites name a judge
+            hashes["judge"] = self.judge.sha256
+        return hashes
 
 
 class RunRecord(_Open):
@@ -379,6 +505,12 @@ class RunRecord(_Open):
     run: RunInfo
     suites: dict[str, Annotated[dict[str, CandidateEntry], Field(min_length=1)]]
     decisions: dict[str, Decision] | None = None  # per suite with both a prompt and an adapter
+    costs: dict[str, Any] | None = None  # with prices: each candidate's cost and the break-even (evalkit.costs)
+    golden: dict[str, GoldenReads] | None = None  # per suite: how often its golden set has been read
+
+    def entries(self) -> list[tuple[str, str, CandidateEntry]]:
+        """Every candidate's entry, as (suite, candidate, entry), in the record's order."""
+        return [(suite, name, entry) for suite, candidates in self.suites.items() for name, entry in candidates.items()]
 
 
 class ExampleDetails(_Open):
@@ -531,10 +663,6 @@ class TrainingRecord(_Open):
     evalkit_version: str | None = None
     data_checks: list[DataCheck] = Field(default_factory=list)
     search: TrainingSearch | None = None
-
-    def as_json(self) -> dict[str, Any]:
-        """As ``training.json`` holds it: the fields this record set (and any it was read with)."""
-        return self.model_dump(mode="json", exclude_unset=True)
 
     def train_s(self) -> float:
         """The training's time, a search's trials included."""

@@ -10,8 +10,9 @@ from typing import Any
 
 from evalkit.errors import EvalkitError
 from evalkit.gatekeeper import BaselineGate
+from evalkit.record import BaselineUse, GoldenReads, RunInfo, RunRecord
 from evalkit.report.writer import write_run
-from evalkit.results import CandidateResult, build_record, example_rows, new_run_id, run_header
+from evalkit.results import CandidateResult, build_record, example_rows, new_run_id, run_info
 
 
 @dataclass
@@ -24,7 +25,7 @@ class RunRecorder:
     started: _dt.datetime = field(default_factory=lambda: _dt.datetime.now(_dt.UTC))
     keep_runs: int = 20
     prices: Any = None
-    record: dict[str, Any] | None = None  # results.json as written, built once at the end of the run
+    record: RunRecord | None = None  # results.json as written, built once at the end of the run
     written: Path | None = None  # the run folder written
     error: str | None = None  # why the run record or the baseline could not be written
 
@@ -35,9 +36,9 @@ class RunRecorder:
         except ValueError:
             return str(path)
 
-    def summary(self, results: list[CandidateResult]) -> dict[str, Any]:
+    def summary(self, results: list[CandidateResult]) -> RunRecord:
         """The run record (once it is built; before that, built for the terminal alone)."""
-        return self.record if self.record is not None else build_record({}, results, self.prices)
+        return self.record if self.record is not None else build_record(RunInfo(), results, self.prices)
 
     def write(
         self,
@@ -47,29 +48,33 @@ class RunRecorder:
         row_limit: int | None,
         limited: list[str],
         incomplete: str | None = None,
+        golden: dict[str, GoldenReads] | None = None,
     ) -> Path:
         """Write the run folder, and the baseline when ``gate`` is asked to; ``incomplete`` says why this
-        run does not cover every suite and candidate (a baseline is then refused unless merging)."""
-        header = run_header(self.root, self.started, _dt.datetime.now(_dt.UTC))
-        header["run_id"] = new_run_id(self.reports_dir / "runs", self.started)
-        header["row_limit"] = row_limit
-        header["baseline"] = {"path": self.shown(gate.path), "updated": False}
+        run does not cover every suite and candidate (a baseline is then refused unless merging); ``golden``:
+        how often each suite's golden set has been read (evalkit.golden)."""
+        run = run_info(self.root, self.started, _dt.datetime.now(_dt.UTC))
+        run.run_id = new_run_id(self.reports_dir / "runs", self.started)
+        run.row_limit = row_limit
+        run.baseline = BaselineUse(path=self.shown(gate.path), updated=False)
         baseline_error = None
         if gate.update is not None:
             try:
                 written = gate.write(
                     results,
-                    header,
+                    run,
                     root=self.root,
                     shown={r.suite: self.shown(Path(r.suite_path)) for r in results},
                     incomplete=incomplete,
                     row_limit=row_limit,
                     limited=limited,
                 )
-                header["baseline"].update(updated=True, mode=gate.update, candidates=written)
+                run.baseline = BaselineUse(path=run.baseline.path, updated=True, mode=gate.update, candidates=written)
             except EvalkitError as error:
                 baseline_error = error
-        self.record = build_record(header, results, self.prices)  # once: every report reads this one
+        self.record = build_record(run, results, self.prices)  # once: every report reads this one
+        if golden:
+            self.record.golden = golden
         try:
             self.written = write_run(self.reports_dir, self.record, example_rows(results), keep_runs=self.keep_runs)
         except OSError as exc:

@@ -10,11 +10,24 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from evalkit.record import (
     READABLE_RUN_VERSIONS,
     RUN_SCHEMA_VERSION,
+    AdapterInfo,
+    CacheInfo,
+    CandidateEntry,
     Comparison,
+    Decision,
+    DecisionSide,
+    ErrorAnalysis,
     ExampleRow,
+    JudgeInfo,
+    ModelInfo,
+    PromptSearchInfo,
+    Robustness,
+    RunInfo,
     RunRecord,
     parse_json,
     schema_problem,
@@ -57,34 +70,38 @@ class CandidateResult:
     dataset_hash: str
     template_sha256: str
     examples: list[ExampleResult] = field(repr=False, default_factory=list)
-    adapter: dict[str, Any] | None = None  # the LoRA adapter behind this candidate (see evalkit.train)
+    adapter: AdapterInfo | None = None  # the LoRA adapter behind this candidate (see evalkit.train)
     baseline: Comparison | None = None  # the comparison with the baseline (see evalkit.compare)
     repeats: int = 1  # samples per example (sampled generation)
     prompts_sha256: str | None = None  # every rendered prompt: catches few-shot, chat and system changes too
-    robustness: dict[str, Any] | None = None  # perturbation search (see evalkit.robustness)
+    robustness: Robustness | None = None  # perturbation search (see evalkit.robustness)
     compute_s: float | None = None  # model time of this candidate's answers, measured when each was computed
-    cache: dict[str, Any] | None = None  # result-cache hits, misses and why (see evalkit.cache)
-    judge: dict[str, Any] | None = None  # a model-graded scorer's identity and measured agreement (evalkit.judge)
-    errors: dict[str, Any] | None = None  # where it errs: classify's confusion matrix, generate's failure shapes
+    cache: CacheInfo | None = None  # result-cache hits, misses and why (see evalkit.cache)
+    judge: JudgeInfo | None = None  # a model-graded scorer's identity and measured agreement (evalkit.judge)
+    errors: ErrorAnalysis | None = None  # where it errs: classify's confusion matrix, generate's failure shapes
     expected_failure: str | None = None  # the reason of the candidate's xfail marker: it is expected to fail
-    prompt_search: dict[str, Any] | None = None  # its prompt search: dev score, optimism gap (evalkit.prompt_search)
+    prompt_search: PromptSearchInfo | None = None  # its prompt search: dev score, optimism gap (evalkit.prompt_search)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # a record given as JSON values (a hand-built result, a worker's hand-off) is kept typed
+        model = _RECORD_FIELDS.get(name)
+        if model is not None and isinstance(value, Mapping):
+            value = model.model_validate(value)
+        object.__setattr__(self, name, value)
 
     def to_dict(self) -> dict[str, Any]:
         """The whole result as JSON-ready values (as pytest-xdist workers hand them over)."""
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data = self.entry().as_json()
         data["examples"] = [_example_dict(e) for e in self.examples]
-        data["baseline"] = None if self.baseline is None else self.baseline.as_json()
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CandidateResult:
         """A result from :meth:`to_dict` of one."""
-        data = dict(data)
-        data["examples"] = [ExampleResult(**e) for e in data["examples"]]
-        data["ci95"] = {k: tuple(v) for k, v in data["ci95"].items()}
-        if data.get("baseline") is not None:
-            data["baseline"] = Comparison.model_validate(data["baseline"])
-        return cls(**data)
+        entry = CandidateEntry.model_validate(data)
+        values = {f.name: getattr(entry, f.name) for f in fields(cls) if f.name != "examples"}
+        values["ci95"] = {k: tuple(v) for k, v in values["ci95"].items()}
+        return cls(**values, examples=[ExampleResult(**e) for e in data["examples"]])
 
     @property
     def passed(self) -> bool:
@@ -107,86 +124,61 @@ class CandidateResult:
             "output_tokens_per_example": round(self.tokens["output"] / n, 1),
             "ms_per_example": round(1000 * seconds / n, 1),
         }
-        if self.adapter is not None:
-            cost["train_s"] = self.adapter["train_s"]
-            cost["trainable_parameters"] = self.adapter["trainable_parameters"]
-            cost["adapter_bytes"] = self.adapter["adapter_bytes"]
+        adapter = self.adapter
+        if adapter is not None and adapter.train_s is not None:
+            cost["train_s"] = adapter.train_s
+            cost["trainable_parameters"] = adapter.trainable_parameters or 0
+            cost["adapter_bytes"] = adapter.adapter_bytes or 0
         if self.prompt_search is not None:  # a one-time cost, like training
-            cost["search_s"] = self.prompt_search["search_s"]
+            cost["search_s"] = self.prompt_search.search_s
         return cost
 
     @property
     def verdict(self) -> Verdict:
         """Whether it passed, and what decided it (as every report says it)."""
-        return Verdict.of(
-            {"failures": self.failures, "baseline": self.comparison_json, "expected_failure": self.expected_failure}
-        )
-
-    @property
-    def comparison_json(self) -> dict[str, Any] | None:
-        """The comparison with the baseline as results.json holds it (None: nothing compared)."""
-        return None if self.baseline is None else self.baseline.as_json()
+        return Verdict.decide(self.failures, self.baseline, self.expected_failure)
 
     def hashes(self) -> dict[str, str | None]:
         """What produced this result, by content hash: dataset, template, prompts, model, adapter, judge."""
-        return hashes_of(
-            {
-                "dataset_hash": self.dataset_hash,
-                "template_sha256": self.template_sha256,
-                "prompts_sha256": self.prompts_sha256,
-                "model_fingerprint": self.model_fingerprint,
-                "adapter": self.adapter,
-                "judge": self.judge,
-            }
+        return self.entry().hashes()
+
+    def entry(self) -> CandidateEntry:
+        """The result without its per-example rows: what results.json holds per candidate.
+
+        Built in time independent of the rows: the examples are not visited, and the nested records (the
+        comparison, the adapter's curves, ...) are the result's own, not copies."""
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "examples"}
+        return CandidateEntry.model_construct(
+            **values, passed=self.passed, cost=self.cost, _fields_set=set(values) | {"passed", "cost"}
         )
 
-    def header(self) -> dict[str, Any]:
-        """Everything but the per-example rows (what results.json holds per candidate).
 
-        Built in time independent of the rows: the examples are not visited, and the nested values (metrics,
-        the comparison, the adapter's curves, ...) are the result's own, not copies, so a reader of the
-        header must not change them."""
-        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "examples"}
-        data["baseline"] = self.comparison_json
-        data["ci95"] = {k: list(v) for k, v in self.ci95.items()}
-        data["passed"] = self.passed
-        data["cost"] = self.cost
-        return data
+_RECORD_FIELDS: dict[str, type[BaseModel]] = {
+    "adapter": AdapterInfo,
+    "baseline": Comparison,
+    "robustness": Robustness,
+    "cache": CacheInfo,
+    "judge": JudgeInfo,
+    "errors": ErrorAnalysis,
+    "prompt_search": PromptSearchInfo,
+}
 
 
-def hashes_of(header: Mapping[str, Any]) -> dict[str, str | None]:
-    """The hashes that identify what produced a candidate's result (from a results.json entry)."""
-    adapter = header.get("adapter") or {}
-    judge = header.get("judge") or {}
-    hashes = {
-        "dataset": header.get("dataset_hash"),
-        "template": header.get("template_sha256"),
-        "prompts": header.get("prompts_sha256"),
-        "model": header.get("model_fingerprint"),
-        "adapter": adapter.get("content_hash"),
-    }
-    if judge.get("sha256"):  # only model-graded suites name a judge (older baselines have no such key)
-        hashes["judge"] = judge["sha256"]
-    return hashes
-
-
-def _side(result: CandidateResult) -> dict[str, Any]:
-    side: dict[str, Any] = {
-        "candidate": result.candidate,
-        "accuracy": result.accuracy,
-        "ci95": list(result.ci95["accuracy"]),
-        "search_s": None if result.prompt_search is None else result.prompt_search["search_s"],
-    }
-    if result.adapter is not None:
-        side["train_s"] = result.adapter["train_s"]
-    return side
+def _side(result: CandidateResult) -> DecisionSide:
+    return DecisionSide(
+        candidate=result.candidate,
+        accuracy=result.accuracy,
+        ci95=result.ci95["accuracy"],
+        search_s=None if result.prompt_search is None else result.prompt_search.search_s,
+        **({"train_s": result.adapter.train_s} if result.adapter is not None else {}),
+    )
 
 
 def _best(results: list[CandidateResult]) -> CandidateResult:
     return max(results, key=lambda r: (r.accuracy, r.candidate))
 
 
-def decisions(results: Iterable[CandidateResult]) -> dict[str, dict[str, Any]]:
+def decisions(results: Iterable[CandidateResult]) -> dict[str, Decision]:
     """Prompt or fine-tune on equal footing, per suite that has both a prompt-only candidate and an adapter
     candidate: the best of each (by accuracy), the exact McNemar test on the rows only one of them got
     right, and the one-time cost of each (training, a prompt search)."""
@@ -205,14 +197,14 @@ def decisions(results: Iterable[CandidateResult]) -> dict[str, dict[str, Any]]:
         shared = [(right[e.id], e.correct) for e in adapter.examples if e.id in right]
         prompt_only = sum(p and not a for p, a in shared)
         adapter_only = sum(a and not p for p, a in shared)
-        found[suite] = {
-            "best_prompt": _side(prompt),
-            "best_adapter": _side(adapter),
-            "shared": len(shared),
-            "prompt_only_right": prompt_only,
-            "adapter_only_right": adapter_only,
-            "p_value": mcnemar_exact(prompt_only, adapter_only),
-        }
+        found[suite] = Decision(
+            best_prompt=_side(prompt),
+            best_adapter=_side(adapter),
+            shared=len(shared),
+            prompt_only_right=prompt_only,
+            adapter_only_right=adapter_only,
+            p_value=mcnemar_exact(prompt_only, adapter_only),
+        )
     return found
 
 
@@ -226,35 +218,37 @@ def _git_commit(cwd: Path) -> str | None:
     return out.stdout.strip() or None
 
 
-def run_header(root: Path, started: _dt.datetime, finished: _dt.datetime) -> dict[str, Any]:
+def run_info(root: Path, started: _dt.datetime, finished: _dt.datetime) -> RunInfo:
+    """The run's header: when it ran, from which commit, with which evalkit."""
     from evalkit.version import __version__
 
-    return {
-        "started": started.isoformat(timespec="seconds"),
-        "finished": finished.isoformat(timespec="seconds"),
-        "git_commit": _git_commit(root),
-        "evalkit_version": __version__,
-    }
+    return RunInfo(
+        started=started.isoformat(timespec="seconds"),
+        finished=finished.isoformat(timespec="seconds"),
+        git_commit=_git_commit(root),
+        evalkit_version=__version__,
+    )
 
 
-def build_record(header: dict[str, Any], results: list[CandidateResult], prices: Any = None) -> dict[str, Any]:
-    """The run record (``results.json``): the run's header and every candidate's header, by suite; with
-    ``prices`` (a :class:`evalkit.costs.CostModel`), what each candidate costs and when adapters pay back."""
+def build_record(run: RunInfo | Mapping[str, Any], results: list[CandidateResult], prices: Any = None) -> RunRecord:
+    """The run record (``results.json``): the run's header (as JSON values, or typed) and every candidate's
+    entry, by suite; with ``prices`` (a :class:`evalkit.costs.CostModel`), what each candidate costs and when
+    adapters pay back."""
+    if not isinstance(run, RunInfo):
+        run = RunInfo.model_validate(run)
     models = sorted({(r.model, r.model_fingerprint) for r in results})
-    record: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "run": {**header, "models": [{"name": n, "fingerprint": f} for n, f in models]},
-        "suites": {},
-    }
+    run = run.model_copy(update={"models": [ModelInfo(name=n, fingerprint=f) for n, f in models]})
+    suites: dict[str, dict[str, CandidateEntry]] = {}
     for r in results:
-        record["suites"].setdefault(r.suite, {})[r.candidate] = r.header()
+        suites.setdefault(r.suite, {})[r.candidate] = r.entry()
+    record = RunRecord(schema_version=SCHEMA_VERSION, run=run, suites=suites)
     found = decisions(results)
     if found:
-        record["decisions"] = found
+        record.decisions = found
     if prices is not None:
         from evalkit.costs import economics
 
-        record["costs"] = economics(record, prices)
+        record.costs = economics(suites, prices)
     return record
 
 
@@ -407,12 +401,12 @@ def _read_rows(folder: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def read_results(folder: Path) -> dict[str, Any]:
+def read_results(folder: Path) -> RunRecord:
     """A run folder's results.json, checked for shape (its example rows are not read)."""
-    return _read_record(folder / "results.json")
+    return RunRecord.model_validate(_read_record(folder / "results.json"))
 
 
-def load_run(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def load_run(path: Path) -> tuple[RunRecord, list[dict[str, Any]]]:
     """Read a run folder (or its results.json): the record and its example rows, checked for shape."""
     folder = path if path.is_dir() else path.parent
-    return _read_record(folder / "results.json"), _read_rows(folder)
+    return read_results(folder), _read_rows(folder)

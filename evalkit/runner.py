@@ -19,6 +19,7 @@ from evalkit.cache import CachedBackend, CacheStats, ResultCache
 from evalkit.data import Dataset, load_dataset
 from evalkit.errors import EvalkitError, TrainingError, did_you_mean, shown_path
 from evalkit.fewshot import prompt_identity
+from evalkit.record import Robustness
 from evalkit.results import CandidateResult
 from evalkit.stats import wilson_interval
 from evalkit.tasks import PreparedCandidate, Scored, ScoringServices, prepare, task_kind
@@ -199,8 +200,8 @@ def evaluate_candidate(
         backend.progress.close()
     wall_s = time.perf_counter() - started - backend.inner_load_s - services.load_s - robustness_s
     if scored.judge is not None:
-        scored.judge["compute_s"] = round(services.stats.compute_s, 3)
-        scored.judge["cache"] = services.stats.as_dict()
+        scored.judge.compute_s = round(services.stats.compute_s, 3)
+        scored.judge.cache = services.stats.info()
     return _result(
         spec,
         candidate_name,
@@ -210,7 +211,7 @@ def evaluate_candidate(
         backend,
         wall_s=wall_s,
         compute_s=compute_s,
-        robustness=robustness.as_dict() if robustness is not None else None,
+        robustness=robustness.record() if robustness is not None else None,
     )
 
 
@@ -255,7 +256,7 @@ def _result(
     *,
     wall_s: float,
     compute_s: float,
-    robustness: dict[str, Any] | None,
+    robustness: Robustness | None,
 ) -> CandidateResult:
     return CandidateResult(
         suite=spec.name,
@@ -274,12 +275,12 @@ def _result(
         dataset_hash=prepared.dataset.content_hash,
         template_sha256=prepared.template.sha256,
         examples=scored.examples,
-        adapter=adapter.summary() if adapter is not None else None,
+        adapter=adapter.info() if adapter is not None else None,
         repeats=spec.task.repeats,
         prompts_sha256=prompt_identity(prepared),  # the prompts, and their calibration
         robustness=robustness,
         compute_s=round(compute_s, 3),
-        cache=backend.stats.as_dict(),
+        cache=backend.stats.info(),
         judge=scored.judge,
         errors=scored.errors,
     )

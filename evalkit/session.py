@@ -13,6 +13,8 @@ from evalkit.backends import open_backend
 from evalkit.backends.base import Backend
 from evalkit.errors import EvalkitError, ModelError
 from evalkit.gatekeeper import BaselineGate, UpdateMode
+from evalkit.golden import GoldenCount, ledger_path
+from evalkit.record import RunRecord
 from evalkit.recorder import RunRecorder
 from evalkit.results import CandidateResult
 from evalkit.runner import Resources, evaluate_candidate
@@ -99,6 +101,7 @@ class EvalSession:
     def __post_init__(self) -> None:
         self.gate = BaselineGate(self.baseline_file, self.update_baseline)
         self.recorder = RunRecorder(self.root, self.reports_dir, self.started, self.keep_runs, self.prices)
+        self.golden = GoldenCount(ledger_path(self.reports_dir))  # how often each golden set has been read
 
     @property
     def baseline_file(self) -> Path:
@@ -116,7 +119,7 @@ class EvalSession:
         return self.recorder.error
 
     @property
-    def run_record(self) -> dict[str, Any] | None:
+    def run_record(self) -> RunRecord | None:
         """results.json as written (built once, at the end of the run)."""
         return self.recorder.record
 
@@ -235,12 +238,10 @@ class EvalSession:
                 raise error.located(spec.path, spec.model_line) from None
             self.gate.check(spec, result)
             result.expected_failure = expected_failure(spec.candidates[candidate].all_markers)
+            self.golden.observe(result, spec.max_reads, limited=row_limit is not None)
             searched = self.resources().prompt_searches.get(key)
             if searched is not None:  # the best dev score against this one read of the golden set
-                result.prompt_search = {
-                    **searched.as_dict(),
-                    "optimism": searched.optimism_gap(result.accuracy, result.ci95["accuracy"]),
-                }
+                result.prompt_search = searched.info(result.accuracy, result.ci95["accuracy"])
             self.results[key] = result
             self._limits[key] = row_limit
         return self.results[key]
@@ -288,10 +289,18 @@ class EvalSession:
         cover every suite and candidate it should (a baseline is then refused unless merging)."""
         if not self.results:
             return None
-        limited = sorted(f"{s}::{c}" for (s, c), row_limit in self._limits.items() if row_limit is not None)
-        return self.recorder.write(
-            self.ordered(), self.gate, row_limit=self.limit, limited=limited, incomplete=incomplete
-        )
+        limited_keys = {key for key, row_limit in self._limits.items() if row_limit is not None}
+        limited = sorted(f"{s}::{c}" for s, c in limited_keys)
+        results = self.ordered()
+        budgets = {r.suite: self.spec(Path(r.suite_path)).max_reads for r in results}
+        golden = self.golden.suites(results, budgets, limited_keys)
+        try:
+            return self.recorder.write(
+                results, self.gate, row_limit=self.limit, limited=limited, incomplete=incomplete, golden=golden
+            )
+        finally:
+            if self.recorder.written is not None and self.recorder.record is not None:  # the run folder exists
+                self.golden.write(str(self.recorder.record.run.run_id))
 
     def summary_lines(self, *, verbose: bool) -> list[tuple[str, str | None]]:
         """What the terminal shows after the run: (line, colour or None)."""
@@ -311,9 +320,12 @@ def session_lines(session: EvalSession, *, verbose: bool) -> list[tuple[str, str
         lines.append((f"only the first {session.limit} rows of each suite (--evalkit-limit)", None))
     ordered = session.ordered()
     record = session.recorder.summary(ordered)
-    for table in suite_tables(ordered, record.get("costs"), record.get("decisions")):
+    for table in suite_tables(ordered, record.costs, record.decisions, record.golden):
         lines += [("", None), (table, None)]
     lines.append(("", None))
+    for reads in (record.golden or {}).values():  # a golden set past its budget, in colour
+        if reads.over_budget and reads.message is not None:
+            lines.append((reads.message, "red" if reads.strict else "yellow"))
     lines += _where_lines(session)
     return lines
 

@@ -21,6 +21,7 @@ from evalkit.data import Dataset, Row, load_dataset
 from evalkit.errors import DatasetError, ScorerError, did_you_mean
 from evalkit.fewshot import ContextualCalibration, Demos, build_demos
 from evalkit.prompts import PromptTemplate
+from evalkit.record import ByPosition, Confusion, ErrorAnalysis, JudgeInfo
 from evalkit.registry import Registry
 from evalkit.results import ExampleResult
 from evalkit.stats import by_position, confusion, macro_f1, macro_f1_interval, mean_interval, wilson_interval
@@ -81,7 +82,7 @@ class Graded:
     grading (its identity, the judge's measured agreement), and why the candidate may not pass."""
 
     scores: list[Score]
-    record: dict[str, Any] | None = None
+    record: JudgeInfo | None = None
     failures: list[str] = field(default_factory=list)
 
 
@@ -313,9 +314,9 @@ class Scored:
     metrics: dict[str, float]
     ci: dict[str, tuple[float, float]]
     tokens: dict[str, int]
-    judge: dict[str, Any] | None = None
+    judge: JudgeInfo | None = None
     failures: list[str] = field(default_factory=list)
-    errors: dict[str, Any] | None = None  # where the candidate errs: a confusion matrix, or failure shapes
+    errors: ErrorAnalysis | None = None  # where the candidate errs: a confusion matrix, or failure shapes
 
 
 class TaskProblem(Exception):
@@ -523,9 +524,10 @@ class Classify(TaskKind):
             "macro_f1": macro_f1_interval(gold, predicted),
         }
         if prepared.spec.task.choices is not None:  # a fixed label set: who is mistaken for whom
-            errors = {"confusion": confusion(gold, predicted, list(prepared.spec.task.choices))}
+            matrix = confusion(gold, predicted, list(prepared.spec.task.choices))
+            errors = ErrorAnalysis(confusion=Confusion.model_validate(matrix))
         else:  # choices of the row's own: a matrix over their texts means nothing; positions do
-            errors = {"by_position": by_position(list(prepared.gold), chosen)}
+            errors = ErrorAnalysis(by_position=ByPosition.model_validate(by_position(list(prepared.gold), chosen)))
         return Scored(examples, metrics, ci, tokens, errors=errors)
 
     def predict(self, prepared: PreparedCandidate, backend: Backend, rows: Sequence[PerturbedRow]) -> list[str]:
@@ -703,7 +705,7 @@ class Generate(TaskKind):
             tokens,
             judge=graded.record,
             failures=graded.failures,
-            errors={"failure_shapes": failure_shapes(examples, task.max_new_tokens)},
+            errors=ErrorAnalysis(failure_shapes=failure_shapes(examples, task.max_new_tokens)),
         )
 
     @staticmethod

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from evalkit.record import CandidateEntry, Comparison
 
 REGRESSION = "regression against the baseline"
 THRESHOLD = "does not meet"
@@ -51,18 +54,28 @@ class Verdict:
         return self.passed and self.expected_failure is not None
 
     @classmethod
-    def of(cls, entry: Mapping[str, Any]) -> Verdict:
-        """The verdict of a candidate's results.json entry (or a CandidateResult's header)."""
-        failures = list(entry.get("failures") or [])
-        comparison = entry.get("baseline") or {}
+    def of(cls, entry: CandidateEntry) -> Verdict:
+        """The verdict of a candidate's entry in the run record."""
+        return cls.decide(entry.failures, entry.baseline, entry.expected_failure, passed=entry.passed)
+
+    @classmethod
+    def decide(
+        cls,
+        failures: list[str],
+        comparison: Comparison | None,
+        expected_failure: str | None,
+        *,
+        passed: bool | None = None,
+    ) -> Verdict:
+        """The verdict of a candidate's failures and baseline comparison (``passed``: as recorded, if it was)."""
         others = without_regression(failures)
         return cls(
-            passed=bool(entry.get("passed", not failures)),
-            status=comparison.get("status"),
-            regressed=bool(comparison.get("regressed")),
+            passed=passed if passed is not None else not failures,
+            status=comparison.status if comparison is not None else None,
+            regressed=comparison is not None and comparison.regressed,
             threshold=any(THRESHOLD in f for f in others),
             error=any(THRESHOLD not in f for f in others),
-            expected_failure=entry.get("expected_failure"),
+            expected_failure=expected_failure,
         )
 
     @property

@@ -62,12 +62,12 @@ def test_second_run_loads_no_model_and_makes_no_call(suite_dir, tiny_backend, tm
     first = Runner(tiny_backend, tmp_path / "cache")
     cold = [first.run(spec, c) for c in ("short", "long")]
     assert first.backend.requests == 12 and first.loads == 2
-    assert [r.cache["misses"] for r in cold] == [6, 6]
+    assert [r.cache.misses for r in cold] == [6, 6]
 
     again = Runner(tiny_backend, tmp_path / "cache")  # a new process: only the database is shared
     warm = [again.run(spec, c) for c in ("short", "long")]
     assert again.loads == 0 and again.backend.calls == 0
-    assert [r.cache["hits"] for r in warm] == [6, 6] and [r.cache["misses"] for r in warm] == [0, 0]
+    assert [r.cache.hits for r in warm] == [6, 6] and [r.cache.misses for r in warm] == [0, 0]
     assert [_rows(r) for r in warm] == [_rows(r) for r in cold]
     assert [r.metrics for r in warm] == [r.metrics for r in cold]
     # The cost of a candidate is the model time of its answers, whether computed now or cached.
@@ -83,17 +83,17 @@ def test_changing_one_template_reevaluates_only_that_candidate(suite_dir, tiny_b
     changed = load_suite(suite_dir(SUITE.replace("The category is:", "Category:")))
     before = runner.backend.requests
     short, long = runner.run(changed, "short"), runner.run(changed, "long")
-    assert short.cache == {
+    assert short.cache.as_json() == {
         "hits": 6,
         "misses": 0,
         "shared": 0,
-        "compute_s": short.cache["compute_s"],
+        "compute_s": short.cache.compute_s,
         "miss_reasons": {},
         "first_miss": {},
     }
-    assert long.cache["hits"] == 0 and long.cache["misses"] == 6
-    assert long.cache["miss_reasons"] == {"prompt changed": 6}
-    assert long.cache["first_miss"] == {"prompt changed": "tickets::long::a::0"}
+    assert long.cache.hits == 0 and long.cache.misses == 6
+    assert long.cache.miss_reasons == {"prompt changed": 6}
+    assert long.cache.first_miss == {"prompt changed": "tickets::long::a::0"}
     assert runner.backend.requests - before == 6
 
 

@@ -18,17 +18,23 @@ from evalkit.costs import (
     with_frontier,
 )
 from evalkit.errors import EvalkitError
+from evalkit.record import CandidateEntry
 
 
 def entry(accuracy: float, ms: float, *, prompt: float = 100, output: float = 0, train_s: float | None = None):
-    """A candidate's entry in results.json, as much of it as pricing reads."""
-    return {
-        "model": "smollm2-135m-instruct",
-        "metrics": {"accuracy": accuracy},
-        "ci95": {"accuracy": [accuracy - 0.05, accuracy + 0.05]},
-        "cost": {"prompt_tokens_per_example": prompt, "output_tokens_per_example": output, "ms_per_example": ms},
-        "adapter": None if train_s is None else {"name": "lora", "train_s": train_s},
-    }
+    """A candidate's entry in the run record, as much of it as pricing reads."""
+    return CandidateEntry.model_validate(
+        {
+            "task": "classify",
+            "n": 100,
+            "failures": [],
+            "model": "smollm2-135m-instruct",
+            "metrics": {"accuracy": accuracy},
+            "ci95": {"accuracy": [accuracy - 0.05, accuracy + 0.05]},
+            "cost": {"prompt_tokens_per_example": prompt, "output_tokens_per_example": output, "ms_per_example": ms},
+            "adapter": None if train_s is None else {"name": "lora", "train_s": train_s},
+        }
+    )
 
 
 def test_prices_come_from_pyproject_with_documented_defaults(tmp_path):
@@ -61,7 +67,8 @@ def test_in_process_candidates_are_priced_by_model_time_and_hosted_ones_by_token
     local = candidate_cost(entry(0.8, ms=50), "local", prices)
     assert local.priced_by == "time"
     assert local.per_1k == pytest.approx(1000 * 0.050 / 3600 * 0.36)  # 1,000 requests of 50 ms at $0.36/h
-    hosted = candidate_cost({**entry(0.8, ms=50, prompt=120, output=10), "model": "hosted"}, "hosted", prices)
+    hosted_entry = entry(0.8, ms=50, prompt=120, output=10).model_copy(update={"model": "hosted"})
+    hosted = candidate_cost(hosted_entry, "hosted", prices)
     assert hosted.priced_by == "tokens"
     assert hosted.per_1k == pytest.approx(1000 * (120 * 0.5 + 10 * 2.0) / 1000)
 
@@ -132,7 +139,7 @@ def test_the_run_record_and_summary_md_carry_the_costs():
     for result, seconds in zip(results, (0.4, 0.2)):
         result.compute_s = seconds  # 100 and 50 ms per example
     record = build_record({**HEADER, "run_id": "r1"}, results, CostModel(machine_hour=3.6))
-    priced = record["costs"]["suites"]["tickets"]["candidates"]
+    priced = record.costs["suites"]["tickets"]["candidates"]
     assert priced["few_shot"]["per_1k_requests"] == pytest.approx(0.1)  # 1,000 x 100 ms at $3.60 an hour
     assert (priced["few_shot"]["pareto_optimal"], priced["zero_shot"]["pareto_optimal"]) == (False, True)
     summary = render_summary(record, example_rows(results))

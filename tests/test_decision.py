@@ -10,7 +10,7 @@ import pytest
 
 from evalkit.costs import CostModel, break_even, break_even_text, candidate_cost
 from evalkit.decision import decision_line, search_line
-from evalkit.record import RunRecord, schema_problem
+from evalkit.record import CandidateEntry, PromptSearchInfo, RunRecord, schema_problem
 from evalkit.results import decisions
 from evalkit.stats import mcnemar_exact
 from tests.reports_helpers import candidate_result, write_record
@@ -54,11 +54,11 @@ def _suite():
 
 def test_the_best_prompt_and_the_best_adapter_are_paired_on_the_same_rows():
     (found,) = decisions(_suite()).values()
-    assert found["best_prompt"]["candidate"] == "tuned" and found["best_adapter"]["candidate"] == "lora"
+    assert found.best_prompt.candidate == "tuned" and found.best_adapter.candidate == "lora"
     # tuned misses i % 4 == 3 (10 rows), lora misses i % 8 == 7 (5 rows, all among tuned's misses)
-    assert (found["shared"], found["adapter_only_right"], found["prompt_only_right"]) == (40, 5, 0)
-    assert found["p_value"] == pytest.approx(mcnemar_exact(0, 5)) == pytest.approx(0.0625)
-    assert found["best_prompt"]["search_s"] == 300.0 and found["best_adapter"]["train_s"] == 40.0
+    assert (found.shared, found.adapter_only_right, found.prompt_only_right) == (40, 5, 0)
+    assert found.p_value == pytest.approx(mcnemar_exact(0, 5)) == pytest.approx(0.0625)
+    assert found.best_prompt.search_s == 300.0 and found.best_adapter.train_s == 40.0
     assert decision_line(found) == (
         "best prompt vs best adapter: tuned 0.750 [0.60, 0.86] (300 s of prompt search) against lora 0.875 "
         "[0.74, 0.95] (40 s of training), on 40 shared rows: lora alone right on 5, tuned alone on 0; "
@@ -73,7 +73,7 @@ def test_a_suite_without_an_adapter_or_without_a_prompt_has_no_decision():
 
 
 def test_a_searched_prompt_says_what_its_dev_score_promised_and_what_the_golden_set_read():
-    assert search_line("tuned", _search(0.7)) == (
+    assert search_line("tuned", PromptSearchInfo.model_validate(_search(0.7))) == (
         "prompt search of tuned: best of 4 trials (1 pruned) scored 0.800 [0.70, 0.88] on 100 dev rows, "
         "0.700 [0.62, 0.77] on the golden set: optimism gap +0.100 [-0.01, +0.21]; 300 s of search, once"
     )
@@ -81,12 +81,18 @@ def test_a_searched_prompt_says_what_its_dev_score_promised_and_what_the_golden_
 
 def test_a_prompt_search_is_a_one_time_cost_in_the_break_even():
     prices = CostModel(machine_hour=3.6)  # $0.001 a second
-    prompt = {"metrics": {"accuracy": 0.7}, "ci95": {"accuracy": [0.6, 0.8]}, "cost": {"ms_per_example": 200.0}}
+    prompt = {
+        **{"task": "classify", "n": 10, "failures": []},
+        **{"metrics": {"accuracy": 0.7}, "ci95": {"accuracy": [0.6, 0.8]}, "cost": {"ms_per_example": 200.0}},
+    }
     adapter = {**prompt, "metrics": {"accuracy": 0.8}, "cost": {"ms_per_example": 100.0}, "adapter": ADAPTER}
-    plain = break_even(candidate_cost(adapter, "lora", prices), candidate_cost(prompt, "few_shot", prices))
+    searched = {**prompt, "prompt_search": {**_search(), "search_s": 30.0}}  # $0.03 of search on the prompt's side
+    adapter_entry, prompt_entry, searched_entry = (
+        CandidateEntry.model_validate(e) for e in (adapter, prompt, searched)
+    )
+    plain = break_even(candidate_cost(adapter_entry, "lora", prices), candidate_cost(prompt_entry, "few_shot", prices))
     assert plain["requests"] == 400  # $0.04 of training at $0.0001 saved per request
-    searched = {**prompt, "prompt_search": {"search_s": 30.0}}  # $0.03 of search on the prompt's side
-    pair = break_even(candidate_cost(adapter, "lora", prices), candidate_cost(searched, "tuned", prices))
+    pair = break_even(candidate_cost(adapter_entry, "lora", prices), candidate_cost(searched_entry, "tuned", prices))
     assert pair["requests"] == 100 and pair["one_time"] == pytest.approx(0.01)
     assert break_even_text(pair, "USD") == (
         "lora is cheaper per request than tuned (whose prompt search took 30 s) and 0.100 more accurate: it pays "

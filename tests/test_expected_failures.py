@@ -9,6 +9,7 @@ import textwrap
 
 import datasets  # noqa: F401  (imported once here: the in-process pytest run below must not import numpy again)
 
+from evalkit.record import CandidateEntry
 from evalkit.verdict import Verdict, expected_failure
 from tests.reports_helpers import candidate_result, write_record
 
@@ -22,11 +23,15 @@ def test_the_reason_of_an_xfail_marker_as_a_suite_writes_it():
     assert expected_failure(("slow", {"skipif": {"reason": "x"}})) is None
 
 
+def _entry(**values) -> CandidateEntry:
+    return CandidateEntry(task="classify", n=1, metrics={}, ci95={}, **values)
+
+
 def test_every_verdict_says_expected_failure_and_unexpected_pass():
-    failed = Verdict.of({"failures": ["accuracy 0.2 does not meet '>= 0.5'"], "expected_failure": REASON})
+    failed = Verdict.of(_entry(failures=["accuracy 0.2 does not meet '>= 0.5'"], expected_failure=REASON))
     assert (failed.terminal(), failed.junit()) == ("XFAIL", "xfail")
     assert failed.summary() == f"expected failure (threshold): {REASON}"
-    passed = Verdict.of({"failures": [], "expected_failure": REASON})
+    passed = Verdict.of(_entry(failures=[], expected_failure=REASON))
     assert (passed.terminal(), passed.junit(), passed.summary()) == (
         "XPASS",
         "pass",

@@ -79,7 +79,7 @@ def test_the_count_rises_once_per_distinct_configuration_and_not_on_a_rerun(tmp_
     assert path.read_text() == before
 
     edited = GoldenLedger.read(path)  # a hand-edited prompt is a new configuration
-    assert edited.observe("tickets", TICKETS, C, None).model_dump() == {
+    assert edited.observe("tickets", TICKETS, C, None).as_json() == {
         "dataset_hash": TICKETS,
         "configurations": 3,
         "new_this_run": 1,
@@ -380,52 +380,58 @@ ROWS = [
 ]
 
 
-def _count_latest_run(root: Path) -> tuple[str, list]:
-    """Count the latest run of ``root`` into its ledger, from its results.json, as the run itself would."""
-    from evalkit.results import hashes_of, read_results
+def _latest(root: Path) -> tuple[str, dict]:
+    """The latest run's id and its suite's golden-set count, as results.json holds them."""
+    record = json.loads((root / "reports" / "latest" / "results.json").read_text())
+    return record["run"]["run_id"], record.get("golden", {}).get("tickets")
 
-    record = read_results(root / "reports" / "latest")
-    ledger = GoldenLedger.read(ledger_path(root / "reports"))
-    spec = load_suite(root / "suites" / "tickets.eval.yaml")
-    reads = [
-        ledger.observe(
-            suite,
-            entry["dataset_hash"],
-            configuration_key(hashes_of(entry)),
-            spec.max_reads,
-            limited=record["run"]["row_limit"] is not None,
-        )
-        for suite, candidates in record["suites"].items()
-        for entry in candidates.values()
-    ]
-    ledger.write(ledger_path(root / "reports"), record["run"]["run_id"])
-    return record["run"]["run_id"], reads
+
+def _project(pytester, suite_text: str = RUN_SUITE) -> Path:
+    suite = pytester.path / "suites" / "tickets.eval.yaml"
+    suite.parent.mkdir(exist_ok=True)
+    (suite.parent / "data").mkdir(exist_ok=True)
+    (suite.parent / "data" / "tickets.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    suite.write_text(suite_text)
+    (pytester.path / "tox.ini").write_text("[pytest]\naddopts = -p no:cacheprovider\n")
+    return suite
 
 
 def test_two_runs_of_a_suite_count_its_configurations_once(pytester):
-    suite = pytester.path / "suites" / "tickets.eval.yaml"
-    suite.parent.mkdir()
-    (suite.parent / "data").mkdir()
-    (suite.parent / "data" / "tickets.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS))
-    suite.write_text(RUN_SUITE)
-    (pytester.path / "tox.ini").write_text("[pytest]\naddopts = -p no:cacheprovider\n")
-
+    suite = _project(pytester)
     pytester.runpytest_subprocess("suites").assert_outcomes(passed=3)
-    first_run, reads = _count_latest_run(pytester.path)
-    assert [(r.configurations, r.over_budget) for r in reads][-1] == (2, False)  # `same` is `plain` again
+    first_run, reads = _latest(pytester.path)
+    assert (reads["configurations"], reads["new_this_run"], reads["over_budget"]) == (2, 2, False)  # same = plain
+    assert reads["best"] in {"plain", "same", "polite"} and reads["selection_ci95"][0] <= reads["best_ci95"][0]
     pytester.runpytest_subprocess("suites").assert_outcomes(passed=3)
-    second_run, reads = _count_latest_run(pytester.path)
-    assert second_run != first_run and {(r.configurations, r.new_this_run) for r in reads} == {(2, 0)}
+    second_run, reads = _latest(pytester.path)
+    assert second_run != first_run and (reads["configurations"], reads["new_this_run"]) == (2, 0)
     suite.write_text(RUN_SUITE.replace('"PLEASE"', '"Please: {{ text }}"'))  # one prompt edited by hand
     pytester.runpytest_subprocess("suites", "--evalkit-limit", "2").assert_outcomes(passed=3)
-    assert {r.counted for r in _count_latest_run(pytester.path)[1]} == {False}  # the first rows only: not counted
-    pytester.runpytest_subprocess("suites").assert_outcomes(passed=3)
-    third_run, reads = _count_latest_run(pytester.path)
-    assert (reads[-1].configurations, reads[-1].new_this_run, reads[-1].over_budget) == (3, 1, True)
-    assert reads[-1].message == (
+    assert _latest(pytester.path)[1] is None  # the first rows only: not counted
+    result = pytester.runpytest_subprocess("suites")
+    result.assert_outcomes(passed=3)  # max_reads without strict warns
+    third_run, reads = _latest(pytester.path)
+    assert (reads["configurations"], reads["new_this_run"], reads["over_budget"]) == (3, 1, True)
+    message = (
         "suite 'tickets': its golden set has judged 3 distinct configurations, over max_reads 2; refresh it "
         "with new rows (docs/baselines.md#refreshing-a-golden-set) or raise max_reads"
     )
+    assert reads["message"] == message
+    result.stdout.fnmatch_lines(["*its golden set has judged 3 distinct configurations (1 new in this run)*", message])
+    assert (
+        "golden set has judged 3 distinct configurations" in (pytester.path / "reports/latest/summary.md").read_text()
+    )
+    assert 'class="golden over-budget"' in (pytester.path / "reports/latest/report.html").read_text()
     ledger = json.loads(ledger_path(pytester.path / "reports").read_text())
     (entries,) = ledger["suites"]["tickets"].values()
     assert sorted(e["run"] for e in entries) == sorted([first_run, first_run, third_run])
+
+
+def test_past_a_strict_max_reads_the_candidate_read_past_it_fails(pytester):
+    _project(pytester, RUN_SUITE.replace("max_reads: 2", "max_reads: {limit: 1, strict: true}"))
+    result = pytester.runpytest_subprocess("suites")
+    result.assert_outcomes(passed=2, failed=1)  # plain (1), same (still 1), polite (2: past the budget)
+    result.stdout.fnmatch_lines(["*tickets::polite*", "*its golden set has judged 2 distinct configurations, over*"])
+    record = json.loads((pytester.path / "reports" / "latest" / "results.json").read_text())
+    assert record["suites"]["tickets"]["polite"]["passed"] is False
+    assert record["golden"]["tickets"]["strict"] is True

@@ -161,7 +161,7 @@ def test_likelihood_gives_the_pass_grades_probability_as_the_score(tmp_path):
     assert [s.correct for s in graded.scores] == [True, False, True, False]
     assert [s.value for s in graded.scores] == pytest.approx([p_pass, 1 - p_pass, p_pass, 1 - p_pass])
     assert graded.scores[0].details["probabilities"]["C"] == pytest.approx(p_pass, abs=1e-6)
-    assert graded.record["grades"] == ["C", "I"] and graded.record["pass"] == "C"
+    assert graded.record.as_json()["grades"] == ["C", "I"] and graded.record.as_json()["pass"] == "C"
     assert graded.failures == []
 
 
@@ -213,7 +213,7 @@ def test_pairwise_a_judge_that_always_prefers_the_first_position_ties_every_pair
     services = Services({"first": judge}, {"other": ["Lyon", "six", "green", "warm"]})
     graded = _grade(path, ["Paris", "eight", "blue", "cold"], services)
     assert [(s.value, s.correct, s.details["grade"]) for s in graded.scores] == [(0.5, False, "tie")] * 4
-    assert graded.record["pairwise"] == {
+    assert graded.record.as_json()["pairwise"] == {
         "against": "other",
         "wins": 0,
         "ties": 4,
@@ -241,7 +241,7 @@ def test_pairwise_a_consistent_judge_gives_wins_and_losses(tmp_path):
     services = Services({"longer": FakeJudge("longer", prefers_the_longer)}, {"other": ["Lyon!!", "six", "green", "x"]})
     graded = _grade(path, ["Paris", "eight", "blue", "cold"], services)
     assert [s.details["grade"] for s in graded.scores] == ["loss", "win", "loss", "win"]
-    assert graded.record["pairwise"]["wins"] == 2 and graded.record["pairwise"]["position_ties"] == 0
+    assert graded.record.as_json()["pairwise"]["wins"] == 2 and graded.record.as_json()["pairwise"]["position_ties"] == 0
 
 
 # --------------------------------------------------------------------------- calibration and voting
@@ -266,7 +266,7 @@ def test_a_judge_below_min_agreement_fails_the_candidate_with_its_figures(tmp_pa
     graded = _grade(
         path, ["Paris", "eight", "blue", "cold"], Services({"keyword": FakeJudge("k", knows_the_reference)})
     )
-    calibration = graded.record["calibration"]
+    calibration = graded.record.as_json()["calibration"]
     assert (calibration["agree"], calibration["n"], calibration["trusted"]) == (3, 5, False)
     assert calibration["kappa"] == pytest.approx(1 / 6)  # observed 0.6, chance (3*3 + 2*2) / 25 = 0.52
     assert [s.correct for s in graded.scores] == [True, True, True, True]  # still graded, for the report
@@ -292,7 +292,7 @@ def test_a_judge_at_min_agreement_gates_and_calibrates_once(tmp_path):
     for name in ("plain", "other"):
         prepared = prepare(spec, spec.candidates[name], load_dataset(spec.dataset_path), services=services)
         graded = spec.scorer().grade(prepared, [0, 1, 2, 3], ["Paris", "six", "blue", "cold"])
-        assert graded.failures == [] and graded.record["calibration"]["trusted"] is True
+        assert graded.failures == [] and graded.record.as_json()["calibration"]["trusted"] is True
     assert len(judge.prompts) == 5 + 4 + 4  # the calibration rows were judged once
 
 
@@ -308,7 +308,7 @@ def test_several_judges_vote_and_their_agreement_is_reported(tmp_path):
     graded = _grade(path, ["Paris", "six", "blue", "warm"], services)
     assert [s.correct for s in graded.scores] == [True, False, True, False]  # the keyword judge decides 2 to 1
     assert graded.scores[1].details["verdicts"] == ["I", "C", "I"]
-    pairs = {tuple(p["judges"]): p["agreement"] for p in graded.record["judges_agreement"]}
+    pairs = {tuple(p["judges"]): p["agreement"] for p in graded.record.as_json()["judges_agreement"]}
     assert pairs == {("keyword", "always-c"): 0.5, ("keyword", "always-i"): 0.5, ("always-c", "always-i"): 0.0}
 
 
@@ -514,7 +514,7 @@ def test_pairwise_against_the_baseline_compares_the_rows_it_stored(tmp_path):
     judge = FakeJudge("longer", prefers_the_longer)
     graded = _grade(path, ["Paris", "eight", "blue", "cold"], WithBaseline({"longer": judge}))
     assert [s.details["grade"] for s in graded.scores] == ["win", "not compared", "loss", "not compared"]
-    assert graded.record["pairwise"]["not_compared"] == 2
+    assert graded.record.as_json()["pairwise"]["not_compared"] == 2
 
 
 def test_a_missing_rubric_is_named_at_its_line(tmp_path):

@@ -329,7 +329,7 @@ def test_pytest_policy_uses_the_artifact_as_it_is(searched, tiny_backend):
     assert outcome.searched_now and search_outcome(spec, "tuned") == dataclass_replace(outcome, searched_now=False)
     assert result.n == 12 and 0 <= outcome.dev_accuracy <= 1
     gap = outcome.optimism_gap(result.metrics["accuracy"], result.ci95["accuracy"])
-    assert gap["gap"] == pytest.approx(outcome.dev_accuracy - result.metrics["accuracy"], abs=1e-6)
+    assert gap.gap == pytest.approx(outcome.dev_accuracy - result.metrics["accuracy"], abs=1e-6)
     again = Resources(backend=lambda *_: tiny_backend, search_mode="never")
     assert evaluate_candidate(spec, "tuned", again).metrics == result.metrics  # the artifact, as it is
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from evalkit.compare import Policy, Snapshot, compare
+from evalkit.record import RunRecord
 from evalkit.report.html import render_html
 from tests.reports_helpers import candidate_result, write_record
 
@@ -137,10 +138,10 @@ def test_render_html_needs_no_training_record(report, tmp_path):
     record = json.loads((report.parent / "results.json").read_text())
     record["suites"]["tickets"]["lora"]["adapter"]["path"] = str(tmp_path / "gone")
     rows = [json.loads(line) for line in (report.parent / "examples.jsonl").read_text().splitlines()]
-    assert render_html(record, rows) == report.read_text()
+    assert render_html(RunRecord.model_validate(record), rows) == report.read_text()
     for key in ("loss_curve", "validation"):
         del record["suites"]["tickets"]["lora"]["adapter"][key]
-    html = render_html(record, rows)
+    html = render_html(RunRecord.model_validate(record), rows)
     assert 'polyline class="loss"' not in html and 'rect class="bar' in html
 
 

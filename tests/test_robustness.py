@@ -421,7 +421,7 @@ def test_a_cached_search_gives_the_same_outcome_and_costs_no_time(tmp_path):
     calls = backend.calls
     again = run()
     assert backend.calls == calls  # neither the rows nor the search reached the model
-    assert first.robustness["cached"] is False and again.robustness["cached"] is True
+    assert first.robustness.cached is False and again.robustness.cached is True
     assert {k: v for k, v in again.robustness.items() if k != "cached"} == {
         k: v for k, v in first.robustness.items() if k != "cached"
     }

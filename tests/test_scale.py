@@ -50,17 +50,17 @@ def test_each_candidate_entry_and_the_run_record_are_built_once_per_run(pytester
 
     headers: list[str] = []
     records: list[int] = []
-    header, build = CandidateResult.header, evalkit.recorder.build_record
+    entry, build = CandidateResult.entry, evalkit.recorder.build_record
 
-    def counted_header(self):
+    def counted_entry(self):
         headers.append(self.candidate)
-        return header(self)
+        return entry(self)
 
     def counted_build(*args, **kwargs):
         records.append(1)
         return build(*args, **kwargs)
 
-    monkeypatch.setattr(CandidateResult, "header", counted_header)
+    monkeypatch.setattr(CandidateResult, "entry", counted_entry)
     monkeypatch.setattr(evalkit.recorder, "build_record", counted_build)
     _per_row_choices_project(pytester, 40)
     result = pytester.runpytest_inprocess("suites/", "-p", "no:cacheprovider", "--junitxml=junit.xml")
@@ -133,10 +133,10 @@ def test_examples_jsonl_is_written_as_a_stream_of_20000_rows(tmp_path):
 
 def test_a_candidate_header_does_not_copy_its_examples():
     result = _synthetic(1000)
-    header = result.header()
-    assert "examples" not in header and header["passed"] is True and header["cost"]["ms_per_example"] == 1.5
-    assert header["metrics"] is result.metrics  # shared, not copied: built in time independent of the rows
-    assert build_record(HEADER, [result])["suites"]["tickets"]["big"]["n"] == 1000
+    entry = result.entry()
+    assert "examples" not in entry.as_json() and entry.passed is True and entry.cost["ms_per_example"] == 1.5
+    assert entry.metrics is result.metrics  # shared, not copied: built in time independent of the rows
+    assert build_record(HEADER, [result]).suites["tickets"]["big"].n == 1000
 
 
 def test_a_report_of_5000_examples_opens_pages_and_searches_in_chromium(tmp_path):

@@ -272,7 +272,7 @@ def test_two_processes_train_one_adapter_that_the_suite_then_uses(colours, tmp_p
     assert sorted(p.name for p in (tmp_path / "adapters").iterdir()) == ["colours-lora"]
     session = EvalSession(root=tmp_path, reports_dir=tmp_path / "reports", train_mode="never")
     result = session.run(session.spec(suite), "lora")
-    assert result.adapter["content_hash"] == record["content_hash"]
+    assert result.adapter.content_hash == record["content_hash"]
     assert len(result.examples) == 40
 
 

@@ -316,7 +316,7 @@ def test_robustness_on_a_scripted_model_finds_the_flip(tmp_path):
     )
     model = ScriptedBackend({"refund": "billing", "crash": "technical"}, default="other")  # case-sensitive
     result = evaluate(path, "plain", model)
-    flips = {f["id"] for f in result.robustness["flipped"]} if result.robustness["flipped"] else set()
+    flips = {f.id for f in result.robustness.flipped}
     assert result.metrics["accuracy"] == 1.0 and {"t1", "t2"} <= flips
     assert result.metrics["invariance"] == pytest.approx(1 / 3)
 

@@ -34,7 +34,7 @@ def test_training_moves_accuracy_from_chance_to_above_90_percent(colours, tmp_pa
     assert record["loss_curve"][0]["loss"] > 3 * record["loss_curve"][-1]["loss"]
     # r * (in + out) for q, k, v, o (32->32, 32->16, 32->16, 32->32) and the MLP (32->64 twice, 64->32), 2 layers
     assert record["trainable_parameters"] == 2 * 8 * (64 + 48 + 48 + 64 + 3 * 96)
-    assert lora.adapter["trainable_parameters"] == record["trainable_parameters"]
+    assert lora.adapter.trainable_parameters == record["trainable_parameters"]
     assert lora.cost["train_s"] == record["train_seconds"] > 0
     assert lora.cost["adapter_bytes"] == (tmp_path / "adapters/colours-lora/adapter_model.safetensors").stat().st_size
     assert 0 <= record["padding_fraction"] < 0.2
@@ -156,7 +156,7 @@ def test_training_rows_that_duplicate_test_rows_fail_the_candidate(colours, tmp_
         "(train.jsonl:97 = test.jsonl:4): remove them from the training data, or set "
         "`allow_contamination: true` in its `train:` entry"
     ]
-    assert result.adapter["contamination"] == ["train.jsonl:97 = test.jsonl:4"]
+    assert result.adapter.contamination == ["train.jsonl:97 = test.jsonl:4"]
     allowed = EvalSession(root=tmp_path, reports_dir=tmp_path / "reports")
     result = allowed.run(allowed.spec(colours(epochs=1, extra="allow_contamination: true\n")), "lora")
     assert result.failures == []

@@ -23,12 +23,6 @@ from evalkit.report.judging import refusal_text
 from evalkit.scoring import ScorerFactory
 from evalkit.tasks import Graded, ModelGradedScorer, PreparedCandidate
 
-# The keys of the judge's record, and of its calibration, in the order results.json has always held them.
-RECORD_KEYS: tuple[str, ...] = ("mode", "read", "grades", "pass", "rubric", "rubric_sha256", "judges", "sha256")
-RECORD_KEYS += ("judges_agreement", "pairwise", "calibration")
-CALIBRATION_KEYS: tuple[str, ...] = ("file", "n", "agree", "accuracy", "accuracy_ci", "kappa", "kappa_ci")
-CALIBRATION_KEYS += ("min_agreement", "wrong", "per_judge", "trusted")
-
 
 class Judge(ModelGradedScorer):
     """The ``judge`` scorer of one suite: its settings, rubric and calibration rows, read when the suite is."""
@@ -103,7 +97,7 @@ class Judge(ModelGradedScorer):
         judged = self.mode.judge(prepared, panel, rows, outputs)
         calibration = self.calibrated(prepared, panel)
         failures = [refusal_text(calibration)] if calibration is not None and not calibration.trusted else []
-        return Graded(judged.scores, as_written(self.info(panel, judged, calibration)), failures)
+        return Graded(judged.scores, self.info(panel, judged, calibration), failures)
 
     def calibrated(self, prepared: PreparedCandidate, panel: Panel) -> Calibration | None:
         """The panel's measured agreement with the calibration rows (measured once per set of judges)."""
@@ -133,18 +127,6 @@ class Judge(ModelGradedScorer):
             **{"pass": settings.pass_at if settings.numeric else settings.grades[0]},
             **{key: value for key, value in optional.items() if value is not None},
         )
-
-
-def as_written(info: JudgeInfo) -> dict[str, Any]:
-    """The judge's record as results.json holds it: only the keys it sets, in their usual order."""
-    record = _ordered(info.model_dump(mode="json", exclude_unset=True), RECORD_KEYS)
-    if "calibration" in record:
-        record["calibration"] = _ordered(record["calibration"], CALIBRATION_KEYS)
-    return record
-
-
-def _ordered(values: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
-    return {k: values[k] for k in keys if k in values} | {k: v for k, v in values.items() if k not in keys}
 
 
 def judge_scorer(*, base_dir: Path | None = None, **options: Any) -> Judge:

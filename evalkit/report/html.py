@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from evalkit.decision import suite_lines
+from evalkit.golden import golden_line
+from evalkit.record import AdapterInfo, EpochRow, PromptSearchInfo, RunRecord, SearchSummary
 from evalkit.report.view import CandidateView, RunView, build_view
 
 CHART_WIDTH = 640
@@ -72,96 +74,101 @@ class _Plot:
         return " ".join(f"{self.x(e)},{self.y(v, top)}" for e, v in points)
 
 
-def _losses(record: dict[str, Any]) -> tuple[list[tuple[float, float]], list[dict[str, Any]]]:
+def _losses(adapter: AdapterInfo) -> tuple[list[tuple[float, float]], list[EpochRow]]:
     """Training loss per logged step (by epoch), and the per-epoch rows (train loss, validation loss and
     accuracy); a record from before per-epoch rows existed gives its validation entries instead."""
-    train = [(p["epoch"], p["loss"]) for p in record.get("loss_curve") or [] if p.get("loss") is not None]
-    epochs = record.get("epochs") or [
-        {"epoch": v["epoch"], "val_loss": v.get("loss"), "val_accuracy": v.get("accuracy")}
-        for v in record.get("validation") or []
+    train = [(p.epoch, p.loss) for p in adapter.loss_curve or []]
+    epochs = adapter.epochs or [
+        EpochRow(epoch=v.epoch, val_loss=v.loss, val_accuracy=v.accuracy) for v in adapter.validation or []
     ]
-    return train, [e for e in epochs if e.get("val_loss") is not None]
+    return train, epochs
 
 
-def _trial_charts(search: dict[str, Any] | None) -> list[dict[str, Any]]:
+def _trial_charts(search: SearchSummary | None) -> list[dict[str, Any]]:
     """One small chart per search trial: its training and validation loss per epoch."""
-    if not search:
+    if search is None:
         return []
-    trials = [t for t in search.get("trials") or [] if t.get("epochs") and "val_loss" in t["epochs"][0]]
+    trials = [
+        (t, [e for e in t.epochs or [] if isinstance(e, EpochRow)])
+        for t in search.trials
+        if t.epochs and isinstance(t.epochs[0], EpochRow)
+    ]
     if not trials:
         return []
-    epochs = max(e["epoch"] for t in trials for e in t["epochs"])
-    top = max(v for t in trials for e in t["epochs"] for v in (e["train_loss"], e["val_loss"]) if v is not None)
+    epochs = max(e.epoch for _, rows in trials for e in rows)
+    top = max(v for _, rows in trials for e in rows for v in (e.train_loss, e.val_loss) if v is not None)
     plot = _Plot(150, 90, 12, epochs, top)
+    best = search.best.trial if search.best is not None else None
     charts = []
-    for t in trials:
-        rows = t["epochs"]
-        settings = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t["params"].items())
+    for t, rows in trials:
+        number = t.number or 0
+        settings = ", ".join(
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in (t.params or {}).items()
+        )
         charts.append(
             {
-                "label": f"trial {t['number'] + 1}",
-                "state": t["state"] if t["state"] != "pruned" else f"pruned at {t.get('pruned_at_epoch') or 0:g}",
-                "best": t["number"] == search["best"]["trial"],
-                "train": plot.line([(e["epoch"], e["train_loss"]) for e in rows if e["train_loss"] is not None]),
-                "val": plot.line([(e["epoch"], e["val_loss"]) for e in rows]),
-                "title": f"trial {t['number'] + 1}: {settings}; {t['state']}"
-                + (f", {search['objective']} {t['value']:.4f}" if t.get("value") is not None else ""),
+                "label": f"trial {number + 1}",
+                "state": t.state if t.state != "pruned" else f"pruned at {t.pruned_at_epoch or 0:g}",
+                "best": number == best,
+                "train": plot.line([(e.epoch, e.train_loss) for e in rows if e.train_loss is not None]),
+                "val": plot.line([(e.epoch, e.val_loss) for e in rows]),
+                "title": f"trial {number + 1}: {settings}; {t.state}"
+                + (f", {search.objective} {t.value:.4f}" if t.value is not None else ""),
             }
         )
     return [{"width": plot.width, "height": plot.height, "pad": plot.pad, "charts": charts}]
 
 
-def _training_curve(adapter: dict[str, Any] | None) -> dict[str, Any] | None:
+def _training_curve(adapter: AdapterInfo) -> dict[str, Any] | None:
     """An adapter's training against validation, as the run record keeps them: training loss per step,
     validation loss and accuracy per epoch, the epoch kept, where over-fitting showed; and each search
     trial as a small chart of its own."""
-    record = adapter or {}
-    train, epochs = _losses(record)
+    train, epochs = _losses(adapter)
     if len(train) < 2:
         return None
-    last = max([e for e, _ in train] + [e["epoch"] for e in epochs])
+    last = max([e for e, _ in train] + [e.epoch for e in epochs])
     # The first steps' loss is often ten times the rest: the axis fits the loss from half an epoch on
     # (and every validation loss), and the first steps are drawn clipped at the top.
     settled = [v for e, v in train if e >= min(0.5, last / 2)] or [v for _, v in train]
-    top = max(settled + [e["val_loss"] for e in epochs])
+    top = max(settled + [e.val_loss for e in epochs])
     plot = _Plot(460, 180, 34, last, top)
-    overfitting = record.get("overfitting")
-    kept = record.get("best_epoch")
+    overfitting = adapter.overfitting
+    kept = adapter.best_epoch
     return {
-        "name": record.get("name", ""),
+        "name": adapter.name or "",
         "width": plot.width,
         "height": plot.height,
         "pad": plot.pad,
         "loss": plot.line(train),
-        "val_loss": plot.line([(e["epoch"], e["val_loss"]) for e in epochs]),
-        "val_points": [{"x": plot.x(e["epoch"]), "y": plot.y(e["val_loss"])} for e in epochs],
-        "accuracy": plot.line(
-            [(e["epoch"], e["val_accuracy"]) for e in epochs if e.get("val_accuracy") is not None], 1.0
-        ),
+        "val_loss": plot.line([(e.epoch, e.val_loss) for e in epochs]),
+        "val_points": [{"x": plot.x(e.epoch), "y": plot.y(e.val_loss)} for e in epochs],
+        "accuracy": plot.line([(e.epoch, e.val_accuracy) for e in epochs], 1.0),
         "max_loss": f"{top:.2f}",
         "clipped": any(v > top for _, v in train),
         "last_epoch": f"{last:g}",
         "kept": None if kept is None else {"x": plot.x(kept), "epoch": f"{kept:g}"},
         "overfitting": None
-        if not overfitting
+        if overfitting is None
         else {
-            "x": plot.x(overfitting["epoch"]),
-            "y": plot.y(overfitting["val_loss"]),
-            "text": f"over-fitting at epoch {overfitting['epoch']:g}: validation loss {overfitting['val_loss']:.4f} "
-            f"above its best {overfitting['best_val_loss']:.4f} (epoch {overfitting['best_epoch']:g}) while training "
-            f"loss fell to {overfitting['train_loss']:.4f}",
+            "x": plot.x(overfitting.epoch),
+            "y": plot.y(overfitting.val_loss),
+            "text": f"over-fitting at epoch {overfitting.epoch:g}: validation loss {overfitting.val_loss:.4f} "
+            f"above its best {overfitting.best_val_loss:.4f} (epoch {overfitting.best_epoch:g}) while training "
+            f"loss fell to {overfitting.train_loss:.4f}",
         },
-        "epochs": [{"label": f"{e['val_accuracy']:.2f}"} for e in epochs if e.get("val_accuracy") is not None],
-        "trials": _trial_charts(record.get("search")),
+        "epochs": [{"label": f"{e.val_accuracy:.2f}"} for e in epochs],
+        "trials": _trial_charts(adapter.search),
     }
 
 
-def _adapter_curves(candidates: list[Any]) -> list[dict[str, Any]]:
+def _adapter_curves(candidates: list[CandidateView]) -> list[dict[str, Any]]:
     """One training chart per adapter, however many candidates use it."""
     curves: dict[str, dict[str, Any]] = {}
     for c in candidates:
-        adapter = c.entry.get("adapter") or {}
-        key = f"{adapter.get('name')}@{adapter.get('content_hash')}"
+        adapter = c.entry.adapter
+        if adapter is None:
+            continue
+        key = f"{adapter.name}@{adapter.content_hash}"
         if key not in curves and (curve := _training_curve(adapter)) is not None:
             curves[key] = curve
     return list(curves.values())
@@ -221,11 +228,11 @@ def _frontier_chart(economics: dict[str, Any] | None, currency: str) -> dict[str
     }
 
 
-def _search_chart(name: str, search: dict[str, Any]) -> dict[str, Any]:
+def _search_chart(name: str, search: PromptSearchInfo) -> dict[str, Any]:
     """Every trial's dev score (a pruned one's last step, hollow), the best trial ringed, and the golden
     set's one read of the chosen prompt as a line across."""
     width, height, left, bottom, top, right = 640, 220, 48, 30, 12, 110
-    scores = search.get("trial_scores") or []
+    scores = search.trial_scores
     n = max(1, len(scores) - 1)
 
     def x(i: int) -> float:
@@ -234,7 +241,7 @@ def _search_chart(name: str, search: dict[str, Any]) -> dict[str, Any]:
     def y(value: float) -> float:
         return round(top + (1 - max(0.0, min(1.0, value))) * (height - top - bottom), 1)
 
-    test = (search.get("optimism") or {}).get("test")
+    test = search.optimism.test if search.optimism is not None else None
     return {
         "name": name,
         "width": width,
@@ -243,7 +250,7 @@ def _search_chart(name: str, search: dict[str, Any]) -> dict[str, Any]:
         "right": width - right,
         "axis_y": height - bottom,
         "trials": [
-            {"x": x(i), "y": y(v), "best": i == search.get("best_trial"), "title": f"trial {i}: dev {v:.3f}"}
+            {"x": x(i), "y": y(v), "best": i == search.best_trial, "title": f"trial {i}: dev {v:.3f}"}
             for i, v in enumerate(scores)
             if v is not None
         ],
@@ -357,11 +364,11 @@ def _environment():
     )
 
 
-def render_html(record: dict[str, Any], rows: Iterable[dict[str, Any]], history: dict[str, Any] | None = None) -> str:
+def render_html(record: RunRecord, rows: Iterable[dict[str, Any]], history: dict[str, Any] | None = None) -> str:
     """The page; ``history`` (evalkit.history.read_history) adds each suite's metric across the last runs."""
     view: RunView = build_view(record, rows)
     suites = []
-    costs = record.get("costs") or {}
+    costs = record.costs or {}
     currency = (costs.get("prices") or {}).get("currency", "USD")
     for suite in view.suites:
         suites.append(
@@ -372,10 +379,12 @@ def render_html(record: dict[str, Any], rows: Iterable[dict[str, Any]], history:
                 "history": _history_chart((history or {}).get(suite.name)),
                 "curves": _adapter_curves(suite.candidates),
                 "decisions": suite_lines(record, suite.name),
+                "golden": golden_line(suite.name, reads) if (reads := (record.golden or {}).get(suite.name)) else None,
+                "golden_over": bool(reads and reads.over_budget),
                 "searches": [
-                    _search_chart(c.name, c.entry["prompt_search"])
+                    _search_chart(c.name, c.entry.prompt_search)
                     for c in suite.candidates
-                    if c.entry.get("prompt_search")
+                    if c.entry.prompt_search is not None
                 ],
             }
         )

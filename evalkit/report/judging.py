@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from evalkit.record import Calibration
+    from evalkit.record import Calibration, JudgeInfo
 
 SHOWN_WRONG = 8  # calibration rows named when a judge is refused
 
@@ -17,30 +17,31 @@ def _interval(values: Any) -> str:
     return f"[{lo:.2f}, {hi:.2f}]"
 
 
-def judge_title(judge: dict[str, Any]) -> str:
+def judge_title(judge: JudgeInfo) -> str:
     """ "judge NAME (likelihood; grades C, I; pass C; rubric FILE)"."""
-    names = ", ".join(j["name"] for j in judge.get("judges", []))
-    grades = ", ".join(str(g) for g in judge.get("grades", []))
-    how = judge.get("mode", "")
+    names = ", ".join(j.name for j in judge.judges)
+    grades = ", ".join(str(g) for g in judge.grades)
+    how = judge.mode
     if how == "pairwise":
-        how = f"pairwise against {judge.get('pairwise', {}).get('against', '?')}, read by {judge.get('read')}"
+        how = f"pairwise against {(judge.pairwise or {}).get('against', '?')}, read by {judge.read}"
     elif how == "generate":
         how = "generate: the last GRADE it writes"
-    rubric = f"; rubric {judge['rubric']}" if judge.get("rubric") else ""
-    return f"judge{'s' if len(judge.get('judges', [])) > 1 else ''} {names} ({how}; grades {grades}; pass {judge.get('pass')}{rubric})"
+    rubric = f"; rubric {judge.rubric}" if judge.rubric else ""
+    plural = "s" if len(judge.judges) > 1 else ""
+    return f"judge{plural} {names} ({how}; grades {grades}; pass {judge.pass_grade}{rubric})"
 
 
-def calibration_text(calibration: dict[str, Any]) -> str:
+def calibration_text(calibration: Calibration) -> str:
     """The judge's measured agreement with the human verdicts, and whether it may gate."""
     text = (
-        f"agrees with the human verdicts of {calibration['file']} on {calibration['agree']} of {calibration['n']} "
-        f"rows: accuracy {calibration['accuracy']:.3f} {_interval(calibration['accuracy_ci'])}, Cohen's kappa "
-        f"{calibration['kappa']:.2f} {_interval(calibration['kappa_ci'])}"
+        f"agrees with the human verdicts of {calibration.file} on {calibration.agree} of {calibration.n} "
+        f"rows: accuracy {calibration.accuracy:.3f} {_interval(calibration.accuracy_ci)}, Cohen's kappa "
+        f"{calibration.kappa:.2f} {_interval(calibration.kappa_ci)}"
     )
-    minimum = calibration.get("min_agreement")
+    minimum = calibration.min_agreement
     if minimum is None:
         return text + " (no min_agreement: reported, not enforced)"
-    if calibration["trusted"]:
+    if calibration.trusted:
         return text + f"; at least min_agreement {minimum:.2f}: trusted to gate"
     return text + f"; below min_agreement {minimum:.2f}: REFUSED, its verdicts gate nothing"
 
@@ -62,8 +63,8 @@ def refusal_text(calibration: Calibration) -> str:
     )
 
 
-def pairwise_text(candidate: str, judge: dict[str, Any]) -> str | None:
-    pairwise = judge.get("pairwise")
+def pairwise_text(candidate: str, judge: JudgeInfo) -> str | None:
+    pairwise = judge.pairwise
     if not pairwise:
         return None
     text = (
@@ -75,14 +76,15 @@ def pairwise_text(candidate: str, judge: dict[str, Any]) -> str | None:
     return text
 
 
-def agreement_texts(judge: dict[str, Any]) -> list[str]:
+def agreement_texts(judge: JudgeInfo) -> list[str]:
     """With several judges: each pair's agreement, and each judge's own calibration."""
     lines = [
         f"{a} and {b} agree on {pair['agreement']:.3f} of the outputs (kappa {pair['kappa']:.2f})"
-        for pair in judge.get("judges_agreement", [])
+        for pair in judge.judges_agreement or []
         for a, b in [pair["judges"]]
     ]
-    for one in (judge.get("calibration") or {}).get("per_judge", []):
+    per_judge = judge.calibration.per_judge if judge.calibration is not None else None
+    for one in per_judge or []:
         lines.append(
             f"{one['judge']} alone: accuracy {one['accuracy']:.3f} {_interval(one['accuracy_ci'])}, "
             f"kappa {one['kappa']:.2f} {_interval(one['kappa_ci'])}"
@@ -90,20 +92,19 @@ def agreement_texts(judge: dict[str, Any]) -> list[str]:
     return lines
 
 
-def judge_lines(judged: list[tuple[str, dict[str, Any]]]) -> list[str]:
+def judge_lines(judged: list[tuple[str, JudgeInfo]]) -> list[str]:
     """A suite's judge described in lines, from its candidates' (name, judge record) pairs."""
     if not judged:
         return []
     first = judged[0][1]
     lines = [judge_title(first)]
-    if first.get("calibration"):
-        lines.append("  calibration: " + calibration_text(first["calibration"]))
+    if first.calibration is not None:
+        lines.append("  calibration: " + calibration_text(first.calibration))
     lines += [f"  {text}" for text in agreement_texts(first)]
     lines += [f"  {text}" for name, judge in judged if (text := pairwise_text(name, judge))]
-    requests = sum(
-        (judge.get("cache") or {}).get("hits", 0) + (judge.get("cache") or {}).get("misses", 0) for _, judge in judged
-    )
-    hits = sum((judge.get("cache") or {}).get("hits", 0) for _, judge in judged)
-    seconds = sum(judge.get("compute_s") or 0.0 for _, judge in judged)
+    caches = [judge.cache for _, judge in judged if judge.cache is not None]
+    requests = sum(cache.hits + cache.misses for cache in caches)
+    hits = sum(cache.hits for cache in caches)
+    seconds = sum(judge.compute_s or 0.0 for _, judge in judged)
     lines.append(f"  judge requests: {requests}, {hits} from the result cache; judge model time {seconds:.1f}s")
     return lines

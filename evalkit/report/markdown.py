@@ -8,6 +8,8 @@ from typing import Any
 
 from tabulate import tabulate
 
+from evalkit.golden import golden_line
+from evalkit.record import RunRecord
 from evalkit.report.view import FLIPS_SHOWN, CandidateView, RunView, build_view
 
 CELL_CHARS = 80
@@ -59,21 +61,20 @@ def _flips_section(c: CandidateView) -> list[str]:
 
 
 def _robustness_section(view: RunView) -> list[str]:
-    candidates = [c for s in view.suites for c in s.candidates if c.robustness]
-    if not candidates:
+    robust = [(c, c.robustness) for s in view.suites for c in s.candidates if c.robustness is not None]
+    if not robust:
         return []
     lines = ["### Robustness", ""]
     body = []
-    for c in candidates:
-        r = c.robustness or {}
+    for c, r in robust:
         body.append(
             [
                 f"{c.suite} · {c.name}",
                 c.metric_cell("invariance"),
-                f"{r['held']} of {r['examples']}",
-                str(r["tries"]),
-                ", ".join(r["perturbations"]),
-                f"{r['wall_s']:.0f}s",
+                f"{r.held} of {r.examples}",
+                str(r.tries),
+                ", ".join(r.perturbations),
+                f"{r.wall_s:.0f}s",
             ]
         )
     lines.append(
@@ -85,7 +86,7 @@ def _robustness_section(view: RunView) -> list[str]:
         )
     )
     lines.append("")
-    for c in candidates:
+    for c, _ in robust:
         flips = c.robustness_flips
         if not flips:
             continue
@@ -111,11 +112,11 @@ def _robustness_section(view: RunView) -> list[str]:
     return lines
 
 
-def _costs_section(record: dict[str, Any]) -> list[str]:
+def _costs_section(record: RunRecord) -> list[str]:
     """Each suite's accuracy-cost frontier and every adapter's break-even, in words."""
     from evalkit.costs import economics_lines
 
-    costs = record.get("costs")
+    costs = record.costs
     if not costs:
         return []
     currency = costs["prices"]["currency"]
@@ -132,13 +133,13 @@ def _costs_section(record: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _decision_section(record: dict[str, Any]) -> list[str]:
+def _decision_section(record: RunRecord) -> list[str]:
     """Each searched prompt's dev score against its one golden read, and each suite's best prompt against its
     best adapter."""
     from evalkit.decision import suite_lines
 
     lines = []
-    for suite in record["suites"]:
+    for suite in record.suites:
         found = suite_lines(record, suite)
         if found:
             lines += [f"**{cell(suite)}**", ""] + [f"- {cell(line, 400)}" for line in found] + [""]
@@ -191,7 +192,7 @@ def _headline(view: RunView) -> str:
     return f"**All {view.total} candidates passed.**"
 
 
-def render_summary(record: dict[str, Any], rows: Iterable[dict[str, Any]]) -> str:
+def render_summary(record: RunRecord, rows: Iterable[dict[str, Any]]) -> str:
     view: RunView = build_view(record, rows)
     lines = [f"## {view.title}", "", " · ".join(view.facts), "", _headline(view)]
     lines.append("")
@@ -211,17 +212,20 @@ def render_summary(record: dict[str, Any], rows: Iterable[dict[str, Any]]) -> st
         )
         lines.append("")
         for c in suite.candidates:
-            comparison = c.comparison or {}
-            notes = list(comparison.get("changes", []))
-            if comparison.get("only_current") or comparison.get("only_baseline"):
+            comparison = c.comparison
+            notes = list(comparison.changes) if comparison is not None else []
+            if comparison is not None and (comparison.only_current or comparison.only_baseline):
                 notes.append(
-                    f"compared on the {comparison['shared']} examples both runs share "
-                    f"({comparison['only_current']} new, {comparison['only_baseline']} only in the baseline)"
+                    f"compared on the {comparison.shared} examples both runs share "
+                    f"({comparison.only_current} new, {comparison.only_baseline} only in the baseline)"
                 )
             if c.flaky:
-                notes.append(f"{len(c.flaky)} example(s) vary between its {c.entry.get('repeats')} repeats")
+                notes.append(f"{len(c.flaky)} example(s) vary between its {c.entry.repeats} repeats")
             if notes:
                 lines.append(f"- `{c.name}`: " + "; ".join(notes))
+        reads = (record.golden or {}).get(suite.name)
+        if reads is not None:
+            lines.append(f"- {'⚠️ ' if reads.over_budget else ''}{cell(golden_line(suite.name, reads), 400)}")
         if lines[-1] != "":
             lines.append("")
     flip_lines = [line for s in view.suites for c in s.candidates for line in _flips_section(c)]
@@ -231,9 +235,8 @@ def render_summary(record: dict[str, Any], rows: Iterable[dict[str, Any]]) -> st
     lines += _judge_section(view)
     lines += _costs_section(record)
     lines += _decision_section(record)
-    if not any(c.comparison for s in view.suites for c in s.candidates) and not (view.run.get("baseline") or {}).get(
-        "updated"
-    ):
+    compared = any(c.comparison is not None for s in view.suites for c in s.candidates)
+    if not compared and not (view.run.baseline is not None and view.run.baseline.updated):
         lines += ["No baseline to compare with yet: `pytest suites/ --evalkit-update-baseline` writes one.", ""]
     lines.append(
         "<sub>p: exact McNemar test on the examples that flipped; change: on the examples both runs share. "

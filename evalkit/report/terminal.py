@@ -10,6 +10,8 @@ from tabulate import tabulate
 from evalkit.compare import format_p
 from evalkit.costs import economics_lines
 from evalkit.decision import decision_line, search_line
+from evalkit.golden import golden_line
+from evalkit.record import Decision, GoldenReads
 from evalkit.report.judging import judge_lines
 from evalkit.results import CandidateResult
 
@@ -56,35 +58,44 @@ def _baseline_cells(result: CandidateResult) -> list[str]:
 
 
 def _footer(
-    rows: list[CandidateResult], costs: dict[str, Any] | None = None, decisions: dict[str, Any] | None = None
+    rows: list[CandidateResult],
+    costs: dict[str, Any] | None = None,
+    decisions: dict[str, Decision] | None = None,
+    golden: dict[str, GoldenReads] | None = None,
 ) -> list[str]:
     """Below a suite's table: what each candidate costs, the robustness search and the judge, where the
     suite has them."""
     lines = []
     if costs is not None and rows[0].suite in costs["suites"]:
         lines += economics_lines(costs["suites"][rows[0].suite], costs["prices"]["currency"])
-    robust = [(r.candidate, r.robustness) for r in rows if r.robustness]
+    robust = [(r.candidate, r.robustness) for r in rows if r.robustness is not None]
     if robust:
         lines.append(
             "robustness (invariance: rows whose answer held under every perturbation; report.html shows the flips): "
             + "; ".join(
-                f"{name} {rb['held']} of {rb['examples']} rows held, "
-                f"{rb['tries']} tries each, {rb['wall_s']:.0f}s"
-                f"{' (cached)' if rb.get('cached') else ''}"
+                f"{name} {rb.held} of {rb.examples} rows held, "
+                f"{rb.tries} tries each, {rb.wall_s:.0f}s"
+                f"{' (cached)' if rb.cached else ''}"
                 for name, rb in robust
             )
         )
-    lines += [search_line(r.candidate, r.prompt_search) for r in rows if r.prompt_search]
+    lines += [search_line(r.candidate, r.prompt_search) for r in rows if r.prompt_search is not None]
     if decisions is not None and rows[0].suite in decisions:
         lines.append(decision_line(decisions[rows[0].suite]))
-    return lines + judge_lines([(r.candidate, r.judge) for r in rows if r.judge])
+    if golden is not None and rows[0].suite in golden:
+        lines.append(golden_line(rows[0].suite, golden[rows[0].suite]))
+    return lines + judge_lines([(r.candidate, r.judge) for r in rows if r.judge is not None])
 
 
 def suite_tables(
-    results: Iterable[CandidateResult], costs: dict[str, Any] | None = None, decisions: dict[str, Any] | None = None
+    results: Iterable[CandidateResult],
+    costs: dict[str, Any] | None = None,
+    decisions: dict[str, Decision] | None = None,
+    golden: dict[str, GoldenReads] | None = None,
 ) -> list[str]:
     """One table per suite; ``costs`` (a run record's ``costs``) adds each suite's frontier and break-even,
-    ``decisions`` (its ``decisions``) the best prompt against the best adapter."""
+    ``decisions`` (its ``decisions``) the best prompt against the best adapter, ``golden`` how often its
+    golden set has been read."""
     by_suite: dict[str, list[CandidateResult]] = {}
     for r in results:
         by_suite.setdefault(r.suite, []).append(r)
@@ -128,7 +139,7 @@ def suite_tables(
             title += (
                 "\nvs baseline: change of the gated metric on the shared examples; p: exact McNemar test on the flips"
             )
-        footer = "".join(f"\n{line}" for line in _footer(rows, costs, decisions))
+        footer = "".join(f"\n{line}" for line in _footer(rows, costs, decisions, golden))
         tables.append(title + "\n" + tabulate(body, headers=headers, tablefmt="simple", disable_numparse=True) + footer)
     return tables
 
@@ -136,9 +147,9 @@ def suite_tables(
 def cache_lines(results: Iterable[CandidateResult], cache_dir, *, verbose: bool = False) -> list[str]:
     """How many requests the result cache answered; with ``verbose``, why each candidate's misses missed."""
     stats = [(r, r.cache) for r in results if r.cache is not None]
-    judged = [r.judge["cache"] for r in results if r.judge and r.judge.get("cache")]  # a judge's requests count too
-    hits = sum(cache["hits"] for _, cache in stats) + sum(cache["hits"] for cache in judged)
-    misses = sum(cache["misses"] for _, cache in stats) + sum(cache["misses"] for cache in judged)
+    judged = [r.judge.cache for r in results if r.judge is not None and r.judge.cache is not None]  # a judge's too
+    hits = sum(cache.hits for _, cache in stats) + sum(cache.hits for cache in judged)
+    misses = sum(cache.misses for _, cache in stats) + sum(cache.misses for cache in judged)
     total = hits + misses
     if cache_dir is None:
         lines = [f"result cache off (--evalkit-no-cache): {total} requests computed"]
@@ -149,13 +160,13 @@ def cache_lines(results: Iterable[CandidateResult], cache_dir, *, verbose: bool 
             lines[0] += "; the model was not loaded"
     if verbose and cache_dir is not None:
         for r, cache in sorted(stats, key=lambda pair: (pair[0].suite, pair[0].candidate)):
-            reasons = cache["miss_reasons"]
+            reasons = cache.miss_reasons
             if not reasons:
                 continue
             why = "; ".join(
-                f"{count} {reason} (first: {cache['first_miss'].get(reason, '?')})" for reason, count in reasons.items()
+                f"{count} {reason} (first: {cache.first_miss.get(reason, '?')})" for reason, count in reasons.items()
             )
-            lines.append(f"  {r.suite}::{r.candidate}: {cache['misses']} missed: {why}")
+            lines.append(f"  {r.suite}::{r.candidate}: {cache.misses} missed: {why}")
     elif misses and cache_dir is not None:
         lines[0] += " (-v says why each missed)"
     return lines

@@ -8,6 +8,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from evalkit.compare import format_p
+from evalkit.record import (
+    ByPosition,
+    Calibration,
+    CandidateEntry,
+    Comparison,
+    Confusion,
+    Gate,
+    JudgeInfo,
+    MetricChange,
+    Robustness,
+    RunInfo,
+    RunRecord,
+)
 from evalkit.results import ExampleRows, rows_by_candidate
 from evalkit.verdict import Verdict
 
@@ -19,22 +32,22 @@ PROMPT_TAIL = 240  # characters of a prompt shown before "full prompt" (few-shot
 class CandidateView:
     suite: str
     name: str
-    entry: dict[str, Any]  # the candidate's entry in results.json
+    entry: CandidateEntry  # the candidate's entry in the run record
     metric: str  # the metric gated against the baseline (accuracy unless the suite says otherwise)
     examples: Mapping[str, dict[str, Any]] = field(default_factory=dict)  # example rows by id
 
     @property
-    def comparison(self) -> dict[str, Any] | None:
-        return self.entry.get("baseline")
+    def comparison(self) -> Comparison | None:
+        return self.entry.baseline
 
     @property
     def passed(self) -> bool:
-        return bool(self.entry.get("passed", not self.entry.get("failures")))
+        return self.entry.passed if self.entry.passed is not None else not self.entry.failures
 
     @property
     def expected_failure(self) -> str | None:
         """The reason of the candidate's xfail marker, if it has one."""
-        return self.entry.get("expected_failure")
+        return self.entry.expected_failure
 
     @property
     def outcome(self) -> str:
@@ -44,23 +57,27 @@ class CandidateView:
         return "xfail" if self.expected_failure is not None else "fail"
 
     def value(self, metric: str | None = None) -> float:
-        return self.entry["metrics"][metric or self.metric]
+        return self.entry.metrics[metric or self.metric]
 
     def interval(self, metric: str | None = None) -> tuple[float, float]:
-        lo, hi = self.entry["ci95"][metric or self.metric]
+        lo, hi = self.entry.ci95[metric or self.metric]
         return lo, hi
 
     def metric_cell(self, metric: str | None = None) -> str:
-        if (metric or self.metric) not in self.entry["metrics"]:
+        if (metric or self.metric) not in self.entry.metrics:
             return "-"
         lo, hi = self.interval(metric)
         return f"{self.value(metric):.3f} [{lo:.2f}, {hi:.2f}]"
 
     @property
+    def metric_change(self) -> MetricChange | None:
+        """The gated metric's change since the baseline, on the shared examples (None: not compared)."""
+        return self.comparison.metrics.get(self.metric) if self.comparison is not None else None
+
+    @property
     def baseline_value(self) -> float | None:
-        c = self.comparison or {}
-        m = (c.get("metrics") or {}).get(self.metric)
-        return None if m is None else m["baseline"]
+        change = self.metric_change
+        return None if change is None else change.baseline
 
     @property
     def baseline_cell(self) -> str:
@@ -69,23 +86,25 @@ class CandidateView:
 
     @property
     def change_cell(self) -> str:
-        c = self.comparison or {}
-        m = (c.get("metrics") or {}).get(self.metric)
-        if m is None:
+        change = self.metric_change
+        if change is None:
             return "-"
-        lo, hi = m["ci95"]
-        return f"{m['delta']:+.3f} [{lo:+.2f}, {hi:+.2f}]"
+        lo, hi = change.ci95
+        return f"{change.delta:+.3f} [{lo:+.2f}, {hi:+.2f}]"
+
+    @property
+    def gate(self) -> Gate | None:
+        return self.comparison.gate if self.comparison is not None else None
 
     @property
     def p_cell(self) -> str:
-        gate = (self.comparison or {}).get("gate")
-        return "-" if not gate else format_p(gate["p_value"])
+        return "-" if self.gate is None else format_p(self.gate.p_value)
 
     @property
     def status(self) -> str:
         """The comparison's status, or why there is none."""
         c = self.comparison
-        return "no baseline" if c is None else c["status"]
+        return "no baseline" if c is None else c.status or ""
 
     @property
     def verdict(self) -> str:
@@ -96,13 +115,13 @@ class CandidateView:
     def flips(self) -> list[dict[str, Any]]:
         """Flipped examples, the worse ones first, with the current row's prompt, output and target."""
         out = []
-        for flip in (self.comparison or {}).get("flipped", []):
-            row = self.examples.get(flip["id"], {})
+        for flip in self.comparison.flipped if self.comparison is not None else []:
+            row = self.examples.get(str(flip.id), {})
             prompt = row.get("prompt", "")
             tail = prompt if len(prompt) <= PROMPT_TAIL else "…" + prompt[-PROMPT_TAIL:]
             out.append(
                 {
-                    **flip,
+                    **flip.model_dump(mode="json"),
                     "prompt": prompt,
                     "prompt_tail": tail,
                     "output": row.get("output", ""),
@@ -113,8 +132,7 @@ class CandidateView:
 
     @property
     def flip_counts(self) -> tuple[int, int]:
-        gate = (self.comparison or {}).get("gate") or {}
-        return gate.get("worse", 0), gate.get("better", 0)
+        return (0, 0) if self.gate is None else (self.gate.worse, self.gate.better)
 
     @property
     def flaky(self) -> list[dict[str, Any]]:
@@ -122,27 +140,27 @@ class CandidateView:
         return [row for row in self.examples.values() if (row.get("details") or {}).get("flaky")]
 
     @property
-    def cost(self) -> dict[str, Any]:
-        return self.entry.get("cost", {})
+    def cost(self) -> dict[str, float]:
+        return self.entry.cost
 
     @property
-    def robustness(self) -> dict[str, Any] | None:
-        return self.entry.get("robustness")
+    def robustness(self) -> Robustness | None:
+        return self.entry.robustness
 
     @property
-    def judge(self) -> dict[str, Any] | None:
-        return self.entry.get("judge")
+    def judge(self) -> JudgeInfo | None:
+        return self.entry.judge
 
     @property
-    def confusion(self) -> dict[str, Any] | None:
+    def confusion(self) -> Confusion | None:
         """A classifier's confusion matrix and per-label precision and recall (None for other kinds)."""
-        return (self.entry.get("errors") or {}).get("confusion")
+        return self.entry.errors.confusion if self.entry.errors is not None else None
 
     @property
-    def by_position(self) -> dict[str, Any] | None:
+    def by_position(self) -> ByPosition | None:
         """For choices that come with each row: accuracy by the gold answer's position, and how often each
         position was chosen (None for a fixed label set, which has its confusion matrix)."""
-        return (self.entry.get("errors") or {}).get("by_position")
+        return self.entry.errors.by_position if self.entry.errors is not None else None
 
     @property
     def wrong_count(self) -> int:
@@ -151,15 +169,16 @@ class CandidateView:
     @property
     def failure_shapes(self) -> dict[str, int] | None:
         """A generator's wrong answers by shape: empty, over-long, wrong format, wrong value."""
-        return (self.entry.get("errors") or {}).get("failure_shapes")
+        return self.entry.errors.failure_shapes if self.entry.errors is not None else None
 
     @property
     def label_changes(self) -> list[str]:
         """The labels whose recall changed since the baseline, in words, most lost first."""
+        labels = (self.comparison.labels if self.comparison is not None else None) or []
         return [
-            f"{change['label']} recall {change['baseline']:.2f} -> {change['current']:.2f} "
-            f"({change['delta']:+.2f}, {change['examples']} examples)"
-            for change in (self.comparison or {}).get("labels", [])
+            f"{change.label} recall {change.baseline:.2f} -> {change.current:.2f} "
+            f"({change.delta:+.2f}, {change.examples} examples)"
+            for change in labels
         ]
 
     @property
@@ -184,13 +203,16 @@ class CandidateView:
     def robustness_flips(self) -> list[dict[str, Any]]:
         """Each row whose answer a perturbation changed, with the changed input marked character by character."""
         out = []
-        for flip in (self.robustness or {}).get("flipped", []):
-            if flip.get("perturbed_choices"):
-                before, after = ", ".join(flip.get("choices") or []), ", ".join(flip["perturbed_choices"])
+        for flip in self.robustness.flipped if self.robustness is not None else []:
+            if flip.perturbed_choices:
+                before, after = ", ".join(flip.choices or []), ", ".join(flip.perturbed_choices)
             else:
-                name = next(iter(flip["perturbed"]), None)
-                before, after = (flip["original"].get(name, ""), flip["perturbed"][name]) if name else ("", "")
-            out.append({**flip, "input_before": before, "input_after": after, "marked": marked_segments(before, after)})
+                name = next(iter(flip.perturbed), None)
+                before, after = (flip.original.get(name, ""), flip.perturbed[name]) if name else ("", "")
+            shown = flip.model_dump(mode="json")
+            out.append(
+                {**shown, "input_before": before, "input_after": after, "marked": marked_segments(before, after)}
+            )
         return out
 
 
@@ -232,18 +254,18 @@ class SuiteView:
         return judge_lines([(c.name, c.judge) for c in self.candidates if c.judge])
 
     @property
-    def calibration(self) -> dict[str, Any] | None:
-        return next(((c.judge or {}).get("calibration") for c in self.candidates if c.judge), None)
+    def calibration(self) -> Calibration | None:
+        return next((c.judge.calibration for c in self.candidates if c.judge is not None), None)
 
 
 @dataclass
 class RunView:
-    record: dict[str, Any]
+    record: RunRecord
     suites: list[SuiteView]
 
     @property
-    def run(self) -> dict[str, Any]:
-        return self.record["run"]
+    def run(self) -> RunInfo:
+        return self.record.run
 
     @property
     def failed(self) -> list[CandidateView]:
@@ -276,44 +298,43 @@ class RunView:
 
     @property
     def title(self) -> str:
-        return f"evalkit run {self.run.get('run_id', '')}".strip()
+        return f"evalkit run {self.run.run_id or ''}".strip()
 
     @property
     def facts(self) -> list[str]:
         run = self.run
         facts = []
-        if run.get("git_commit"):
-            facts.append(f"commit {run['git_commit'][:10]}")
-        if run.get("started"):
-            facts.append(f"started {run['started']}")
-        models = ", ".join(dict.fromkeys(m["name"] for m in run.get("models", [])))  # adapters share a name
+        if run.git_commit:
+            facts.append(f"commit {run.git_commit[:10]}")
+        if run.started:
+            facts.append(f"started {run.started}")
+        models = ", ".join(dict.fromkeys(m.name for m in run.models))  # adapters share a name
         if models:
             facts.append(f"model {models}")
-        baseline = run.get("baseline") or {}
-        if baseline.get("updated"):
-            facts.append(f"baseline {baseline['path']} updated from this run")
-        elif baseline.get("path"):
-            facts.append(f"baseline {baseline['path']}")
-        if run.get("row_limit"):
-            facts.append(f"first {run['row_limit']} rows per suite only")
+        baseline = run.baseline
+        if baseline is not None and baseline.updated:
+            facts.append(f"baseline {baseline.path} updated from this run")
+        elif baseline is not None and baseline.path:
+            facts.append(f"baseline {baseline.path}")
+        if run.row_limit:
+            facts.append(f"first {run.row_limit} rows per suite only")
         return facts
 
 
-def build_view(record: dict[str, Any], rows: Iterable[dict[str, Any]]) -> RunView:
+def build_view(record: RunRecord, rows: Iterable[dict[str, Any]]) -> RunView:
     by_candidate: Mapping[tuple[str, str], Mapping[str, dict[str, Any]]]
     if isinstance(rows, ExampleRows):  # in memory: each row made when read
         by_candidate = rows.by_candidate()
     else:
         by_candidate = {key: {str(row["id"]): row for row in group} for key, group in rows_by_candidate(rows).items()}
     suites = []
-    for suite, candidates in record["suites"].items():
+    for suite, candidates in record.suites.items():
         views = []
         for name, entry in candidates.items():
-            policy = (entry.get("baseline") or {}).get("policy") or {}
-            views.append(
-                CandidateView(suite, name, entry, policy.get("metric", "accuracy"), by_candidate.get((suite, name), {}))
-            )
+            policy = entry.baseline.policy if entry.baseline is not None else None
+            metric = policy.metric if policy is not None else "accuracy"
+            views.append(CandidateView(suite, name, entry, metric, by_candidate.get((suite, name), {})))
         first = next(iter(candidates.values()))
-        metrics = list(dict.fromkeys(m for entry in candidates.values() for m in entry["metrics"]))
-        suites.append(SuiteView(suite, first.get("task", ""), first.get("n", 0), metrics, views))
+        metrics = list(dict.fromkeys(m for entry in candidates.values() for m in entry.metrics))
+        suites.append(SuiteView(suite, first.task, first.n, metrics, views))
     return RunView(record, suites)

@@ -11,6 +11,7 @@ from typing import Any
 
 from evalkit.atomic import replace_directory, staging_directory
 from evalkit.history import read_history
+from evalkit.record import RunRecord
 from evalkit.report.html import render_html
 from evalkit.report.markdown import render_summary
 from evalkit.results import run_order
@@ -36,25 +37,24 @@ def write_examples(path: Path, rows: Iterable[dict[str, Any]]) -> None:
 
 
 def render_files(
-    folder: Path, record: dict[str, Any], rows: Iterable[dict[str, Any]], history: dict[str, Any] | None = None
+    folder: Path, record: RunRecord, rows: Iterable[dict[str, Any]], history: dict[str, Any] | None = None
 ) -> None:
     """Every file of a run folder, rendered into ``folder`` from the record and its example rows (and for
     report.html, the history of the runs before it). ``rows`` is read once per file that needs it."""
-    (folder / "results.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    text = json.dumps(record.as_json(), indent=2, ensure_ascii=False)
+    (folder / "results.json").write_text(text + "\n", encoding="utf-8")
     write_examples(folder / "examples.jsonl", rows)
     (folder / "summary.md").write_text(render_summary(record, rows), encoding="utf-8")
     (folder / "report.html").write_text(render_html(record, rows, history), encoding="utf-8")
 
 
-def write_run(
-    reports_dir: Path, record: dict[str, Any], rows: Iterable[dict[str, Any]], *, keep_runs: int = 20
-) -> Path:
+def write_run(reports_dir: Path, record: RunRecord, rows: Iterable[dict[str, Any]], *, keep_runs: int = 20) -> Path:
     """Write ``reports/runs/<run id>/`` and make ``reports/latest/`` a copy of it; prune old runs.
 
     Each folder is staged and renamed into place, so a reader never sees half a run. ``keep_runs`` = 0
     keeps every run."""
     history = read_history(reports_dir / "runs", current=record)
-    run_dir = reports_dir / "runs" / record["run"]["run_id"]
+    run_dir = reports_dir / "runs" / str(record.run.run_id)
     _stage(run_dir, lambda folder: render_files(folder, record, rows, history))
     _stage(reports_dir / "latest", lambda folder: _copy_files(run_dir, folder))
     if keep_runs > 0:
