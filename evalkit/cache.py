@@ -19,7 +19,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -59,7 +59,7 @@ def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per request of a call: no per-instance dict
 class KeyParts:
     """What one answer depends on; ``key`` hashes them all."""
 
@@ -177,17 +177,18 @@ class ResultCache:
 
     def lookup(self, keys: Sequence[str]) -> dict[str, tuple[str, float]]:
         """(result JSON, compute seconds) of every key that is stored."""
-        found: dict[str, tuple[str, float]] = {}
-        with self._lock:
-            conn = self._connect()
-            for start in range(0, len(keys), 500):
-                chunk = list(keys[start : start + 500])
-                marks = ",".join("?" * len(chunk))
-                for key, result, seconds in conn.execute(
-                    f"SELECT key, result, seconds FROM entries WHERE key IN ({marks})", chunk
-                ):
-                    found[key] = (result, seconds)
-        return found
+        return {key: (result, seconds) for key, result, seconds in self.stored(keys)}
+
+    def stored(self, keys: Sequence[str]) -> Iterator[tuple[str, str, float]]:
+        """(key, result JSON, compute seconds) of every key that is stored, read 500 keys at a time: a
+        caller that decodes each answer as it comes never holds every answer's JSON at once."""
+        for start in range(0, len(keys), 500):
+            chunk = list(keys[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            with self._lock:
+                query = f"SELECT key, result, seconds FROM entries WHERE key IN ({marks})"
+                found = self._connect().execute(query, chunk).fetchall()
+            yield from found
 
     def store(self, entries: Sequence[tuple[KeyParts, str, float]]) -> None:
         """Commit (parts, result JSON, compute seconds) entries in one transaction."""
@@ -219,9 +220,10 @@ class ResultCache:
         self.store([(parts, encode(value), time.perf_counter() - started)])
         return value
 
-    def remember_origins(self, origins: Sequence[tuple[str, KeyParts]]) -> None:
-        """Record what each example asked for, so a later miss can say what changed."""
-        rows = [(o, p.kind, p.model, p.adapter, p.request, p.params) for o, p in origins]
+    def remember_origins(self, origins: Iterable[tuple[str, KeyParts]]) -> None:
+        """Record what each example asked for, so a later miss can say what changed (``origins`` is read
+        once, as the rows are written)."""
+        rows = ((o, p.kind, p.model, p.adapter, p.request, p.params) for o, p in origins)
         with self._lock:
             conn = self._connect()
             with _transaction(conn):
@@ -358,22 +360,30 @@ class CachedBackend(Backend):
         return self.cache.memoise(parts, compute, encode=encode, decode=decode)
 
     def score_choices(self, requests: Sequence[ChoiceRequest]) -> list[ChoiceResult]:
+        model = self.fingerprint  # one string for every key of the call
+        shared: dict[tuple, tuple] = {}  # the few distinct greedy flags and token counts, one tuple each
+
+        def one(values: list) -> tuple:
+            value = tuple(values)
+            return shared.setdefault(value, value)
+
         return self._answer(
             requests,
-            lambda r: choice_parts(r, self.fingerprint, self.adapter),
+            lambda r: choice_parts(r, model, self.adapter),
             lambda r: len(r.context),
             lambda data: ChoiceResult(
                 logprobs=tuple(data["logprobs"]),
-                is_greedy=tuple(data["is_greedy"]),
+                is_greedy=one(data["is_greedy"]),
                 context_tokens=data["context_tokens"],
-                continuation_tokens=tuple(data["continuation_tokens"]),
+                continuation_tokens=one(data["continuation_tokens"]),
             ),
         )
 
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
+        model = self.fingerprint
         return self._answer(
             requests,
-            lambda r: generate_parts(r, self.fingerprint, self.adapter),
+            lambda r: generate_parts(r, model, self.adapter),
             lambda r: len(r.prompt),
             lambda data: GenerateResult(**data),
         )
@@ -394,12 +404,16 @@ class CachedBackend(Backend):
         parts = [parts_of(r) for r in requests]
         origins = [r.origin for r in requests]
         keys = [p.key for p in parts]
-        unique = list(dict.fromkeys(keys))
+        first: dict[str, int] = {}  # each key's first request
+        for i, k in enumerate(keys):
+            first.setdefault(k, i)
+        unique = list(first)
         self.stats.shared += len(keys) - len(unique)
-        stored = self.cache.lookup(unique) if self.cache is not None else {}
-        answers: dict[str, tuple[Any, float]] = {k: (decode(json.loads(r)), s) for k, (r, s) in stored.items()}
-        first = {k: i for i, k in reversed(list(enumerate(keys)))}
-        missing = [k for k in unique if k not in stored]
+        answers: dict[str, tuple[Any, float]] = {}
+        if self.cache is not None:  # each stored answer decoded as it is read, under the request's own key
+            for k, r, s in self.cache.stored(unique):
+                answers[keys[first[k]]] = (decode(json.loads(r)), s)
+        missing = [k for k in unique if k not in answers]
         self.stats.hits += len(unique) - len(missing)
         self.stats.misses += len(missing)
         self._explain_misses(missing, parts, origins, first)
@@ -419,6 +433,6 @@ class CachedBackend(Backend):
                     [(parts[first[missing[i]]], json.dumps(result.__dict__), seconds) for i, result, seconds in ready]
                 )
         if self.cache is not None and any(o is not None for o in origins):
-            self.cache.remember_origins([(o, p) for o, p in zip(origins, parts) if o is not None])
+            self.cache.remember_origins((o, p) for o, p in zip(origins, parts) if o is not None)
         self.stats.compute_s += sum(answers[k][1] for k in keys)
         return [answers[k][0] for k in keys]

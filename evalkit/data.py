@@ -15,7 +15,7 @@ from evalkit.errors import DatasetError
 SUPPORTED = ".jsonl, .json, .csv, .parquet, or a folder written by `datasets.Dataset.save_to_disk`"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per golden row, kept for the whole run: no per-instance dict
 class Row:
     """One example: its fields, a stable id, its 1-based position and (for text formats) its line."""
 
@@ -121,7 +121,10 @@ def load_dataset(path: str | Path, *, limit: int | None = None, id_field: str = 
 
     rows: list[Row] = []
     seen: dict[str, int] = {}
-    for number, (line, fields) in enumerate(records, start=1):
+    shared: dict[str, str] = {}
+    records.reverse()  # taken from the end, each record let go once its row is made
+    for number in range(1, len(records) + 1):
+        line, fields = records.pop()
         if not isinstance(fields, dict):
             raise DatasetError(
                 f"a row must be an object of fields, got {type(fields).__name__}",
@@ -143,9 +146,34 @@ def load_dataset(path: str | Path, *, limit: int | None = None, id_field: str = 
                 )
             example_id = f"{example_id}-{number}"  # an exact duplicate row: keep it, with a distinct id
         seen[example_id] = number
-        rows.append(Row(fields=fields, id=example_id, number=number, line=line))
-    digest = hashlib.sha256("\n".join(canonical_json(r.fields) for r in rows).encode("utf-8")).hexdigest()
-    return Dataset(path=path, rows=tuple(rows), content_hash=digest[:16])
+        rows.append(Row(fields=_sharing(fields, shared), id=example_id, number=number, line=line))
+    return Dataset(path=path, rows=tuple(rows), content_hash=_rows_hash(rows))
+
+
+def _rows_hash(rows: list[Row]) -> str:
+    """The hash of every row's fields (canonical JSON, a line each), fed a row at a time."""
+    digest = hashlib.sha256()
+    for i, row in enumerate(rows):
+        digest.update((("\n" if i else "") + canonical_json(row.fields)).encode("utf-8"))
+    return digest.hexdigest()[:16]
+
+
+SHARED_TEXT = 64  # field values up to this many characters are kept once however many rows repeat them
+
+
+def _sharing(fields: dict[str, Any], shared: dict[str, str]) -> dict[str, Any]:
+    """``fields`` with the same values, its field names and short texts (a label, a choice every row
+    offers) one string object for all rows (``shared`` keeps them): a parser makes a new string for each
+    row's every name and value."""
+
+    def one(value: Any) -> Any:
+        if type(value) is str and len(value) <= SHARED_TEXT:
+            return shared.setdefault(value, value)
+        if isinstance(value, list):
+            return [one(v) for v in value]
+        return value
+
+    return {shared.setdefault(k, k) if type(k) is str else k: one(v) for k, v in fields.items()}
 
 
 def _read_text(path: Path) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -486,16 +486,37 @@ class CandidateEntry(_Open):
 
     def hashes(self) -> dict[str, str | None]:
         """What produced this result, by content hash: dataset, template, prompts, model, adapter, judge."""
-        hashes = {
-            "dataset": self.dataset_hash,
-            "template": self.template_sha256,
-            "prompts": self.prompts_sha256,
-            "model": self.model_fingerprint,
-            "adapter": self.adapter.content_hash if self.adapter is not None else None,
-        }
-        if self.judge is not None and self.judge.sha256:  # only model-graded suites name a judge
-            hashes["judge"] = self.judge.sha256
-        return hashes
+        return content_hashes(self)
+
+
+class _Produced(Protocol):  # a CandidateResult, or a CandidateEntry
+    @property
+    def dataset_hash(self) -> str | None: ...
+    @property
+    def template_sha256(self) -> str | None: ...
+    @property
+    def prompts_sha256(self) -> str | None: ...
+    @property
+    def model_fingerprint(self) -> str | None: ...
+    @property
+    def adapter(self) -> AdapterInfo | None: ...
+    @property
+    def judge(self) -> JudgeInfo | None: ...
+
+
+def content_hashes(result: _Produced) -> dict[str, str | None]:
+    """What produced a candidate's result (in memory, or its entry in a run record), by content hash:
+    dataset, template, prompts, model, adapter, and the judge where a model grades it."""
+    hashes = {
+        "dataset": result.dataset_hash,
+        "template": result.template_sha256,
+        "prompts": result.prompts_sha256,
+        "model": result.model_fingerprint,
+        "adapter": result.adapter.content_hash if result.adapter is not None else None,
+    }
+    if result.judge is not None and result.judge.sha256:  # only model-graded suites name a judge
+        hashes["judge"] = result.judge.sha256
+    return hashes
 
 
 class RunRecord(_Open):

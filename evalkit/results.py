@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import subprocess
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from evalkit.record import (
     Robustness,
     RunInfo,
     RunRecord,
+    content_hashes,
     parse_json,
     schema_problem,
 )
@@ -48,7 +49,7 @@ class ExampleResult:
     target: Any
     correct: bool
     score: float
-    details: dict[str, Any] = field(default_factory=dict)
+    details: MutableMapping[str, Any] = field(default_factory=dict)  # a dict, or a compact mapping made when read
     pass_rate: float | None = None  # with `repeats:`, the share of repeats that were correct
 
 
@@ -140,7 +141,7 @@ class CandidateResult:
 
     def hashes(self) -> dict[str, str | None]:
         """What produced this result, by content hash: dataset, template, prompts, model, adapter, judge."""
-        return self.entry().hashes()
+        return content_hashes(self)
 
     def entry(self) -> CandidateEntry:
         """The result without its per-example rows: what results.json holds per candidate.
@@ -292,7 +293,9 @@ class ExampleView(Mapping[str, dict[str, Any]]):
 
 
 def _example_dict(example: ExampleResult) -> dict[str, Any]:
-    """An example as a plain dict, without ``asdict``'s deep copy (its details are shared, not copied)."""
+    """An example as a plain dict, without ``asdict``'s deep copy (details held as a dict are shared, not
+    copied; a compact mapping of them is made into one)."""
+    details = example.details
     return {
         "id": example.id,
         "row": example.row,
@@ -301,7 +304,7 @@ def _example_dict(example: ExampleResult) -> dict[str, Any]:
         "target": example.target,
         "correct": example.correct,
         "score": example.score,
-        "details": example.details,
+        "details": details if isinstance(details, dict) else dict(details),
         "pass_rate": example.pass_rate,
     }
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -71,6 +71,56 @@ def answer_text(output: str) -> str:
 
 def _rounded(value: float) -> float:
     return round(float(value), 6)
+
+
+class ChoiceDetails(MutableMapping[str, Any]):
+    """A classify example's details, ``{"logprobs": {choice: its log-likelihood, rounded to 6 places},
+    "prediction_norm": the choice picked by length-normalised log-likelihood, "correct_norm": whether that
+    is the gold one}``, kept as the row's choices, the log-likelihoods the model gave and the normalised
+    pick: the mapping (and its ``logprobs`` dict) is made when read, so 20,000 examples do not hold 40,000
+    dicts. Once changed (robustness adds ``invariance``), it is that dict and holds it."""
+
+    __slots__ = ("_choices", "_correct_norm", "_dict", "_logprobs", "_norm")
+    KEYS = ("logprobs", "prediction_norm", "correct_norm")
+
+    def __init__(self, choices: Sequence[str], logprobs: Sequence[float], prediction_norm: str, correct_norm: bool):
+        self._choices, self._logprobs = choices, logprobs
+        self._norm, self._correct_norm = prediction_norm, correct_norm
+        self._dict: dict[str, Any] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The details as a plain dict (a new one each time, until they are changed)."""
+        if self._dict is not None:
+            return self._dict
+        return {key: self[key] for key in self.KEYS}
+
+    def __getitem__(self, key: str) -> Any:
+        if self._dict is not None:
+            return self._dict[key]
+        if key == "logprobs":
+            return {c: _rounded(lp) for c, lp in zip(self._choices, self._logprobs)}
+        if key == "prediction_norm":
+            return self._norm
+        if key == "correct_norm":
+            return self._correct_norm
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._dict if self._dict is not None else self.KEYS)
+
+    def __len__(self) -> int:
+        return len(self._dict if self._dict is not None else self.KEYS)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._dict = self.as_dict()
+        self._dict[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        self._dict = self.as_dict()
+        del self._dict[key]
+
+    def __repr__(self) -> str:
+        return repr(self.as_dict())
 
 
 # --------------------------------------------------------------------------- model-graded scoring
@@ -297,6 +347,8 @@ def prepare(
     for row in dataset.rows:
         choices, gold = kind.row_answers(spec, dataset, row)
         if choices is not None:
+            if prepared.choices and choices == prepared.choices[-1]:
+                choices = prepared.choices[-1]  # a fixed label set: one list for every row (never changed)
             prepared.choices.append(choices)
         prepared.gold.append(gold)
         prompt, turns = prepared.render_with_turns(row.fields, choices, row_label(dataset, row))
@@ -439,6 +491,8 @@ class Classify(TaskKind):
                 **dataset.where(row),
                 fix="write the choices as a JSON list of strings",
             )
+        if all(type(c) is str for c in value):
+            return value  # the row's own list (never changed): no copy of it per candidate
         return [str(c) for c in value]
 
     def gold_index(self, spec: SuiteSpec, dataset: Dataset, row: Row, choices: list[str]) -> int:
@@ -473,14 +527,15 @@ class Classify(TaskKind):
         self, prepared: PreparedCandidate, rows: Sequence[tuple[str, str, list[str]]], repeat: int | str
     ) -> list[ChoiceRequest]:
         prefix = prepared.spec.task.choice_prefix
-        return [
-            ChoiceRequest(
-                prompt,
-                tuple(prefix + c for c in choices),
-                origin=origin(prepared.spec, prepared.candidate, row_id, repeat),
+        requests = []
+        last: tuple[list[str] | None, tuple[str, ...]] = (None, ())
+        for row_id, prompt, choices in rows:
+            if choices is not last[0]:  # rows that share their choices share the continuations too
+                last = (choices, tuple(prefix + c for c in choices))
+            requests.append(
+                ChoiceRequest(prompt, last[1], origin=origin(prepared.spec, prepared.candidate, row_id, repeat))
             )
-            for row_id, prompt, choices in rows
-        ]
+        return requests
 
     def score(self, prepared: PreparedCandidate, backend: Backend) -> Scored:
         rows = prepared.dataset.rows
@@ -506,12 +561,8 @@ class Classify(TaskKind):
                     output=choices[best],
                     target=choices[g],
                     correct=best == g,
-                    score=float(best == g),
-                    details={
-                        "logprobs": {c: _rounded(lp) for c, lp in zip(choices, res.logprobs)},
-                        "prediction_norm": choices[best_norm],
-                        "correct_norm": best_norm == g,
-                    },
+                    score=1.0 if best == g else 0.0,
+                    details=ChoiceDetails(choices, res.logprobs, choices[best_norm], best_norm == g),
                 )
             )
         n = len(examples)

@@ -261,7 +261,7 @@ def test_a_suite_reports_invariance_and_the_minimal_flip(tmp_path):
     backend = BangBackend()
     result = evaluate_candidate(spec, "plain", Resources(backend=lambda *_: backend))
     assert result.metrics["accuracy"] == 1.0
-    r = result.robustness
+    r = result.robustness.as_json()
     assert r["examples"] == 5 and r["tries"] == 20
     assert result.metrics["invariance"] == r["held"] / 5 < 1
     assert result.ci95["invariance"][0] <= result.metrics["invariance"] <= result.ci95["invariance"][1]
@@ -422,8 +422,8 @@ def test_a_cached_search_gives_the_same_outcome_and_costs_no_time(tmp_path):
     again = run()
     assert backend.calls == calls  # neither the rows nor the search reached the model
     assert first.robustness.cached is False and again.robustness.cached is True
-    assert {k: v for k, v in again.robustness.items() if k != "cached"} == {
-        k: v for k, v in first.robustness.items() if k != "cached"
+    assert {k: v for k, v in again.robustness.as_json().items() if k != "cached"} == {
+        k: v for k, v in first.robustness.as_json().items() if k != "cached"
     }
     assert again.metrics == first.metrics
     assert again.wall_s >= 0  # the cached search is not subtracted from this run's time

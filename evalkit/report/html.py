@@ -9,7 +9,7 @@ script, so the page opens as fast with 20,000 examples as with 20.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from evalkit.decision import suite_lines
@@ -366,6 +366,16 @@ def _environment():
 
 def render_html(record: RunRecord, rows: Iterable[dict[str, Any]], history: dict[str, Any] | None = None) -> str:
     """The page; ``history`` (evalkit.history.read_history) adds each suite's metric across the last runs."""
+    return "".join(html_parts(record, rows, history))
+
+
+def html_parts(
+    record: RunRecord, rows: Iterable[dict[str, Any]], history: dict[str, Any] | None = None
+) -> Iterator[str]:
+    """The page of :func:`render_html` in pieces, to be written one after another: the page around the
+    examples' data, and that data a few hundred examples at a time (never the whole JSON as one string)."""
+    import secrets
+
     view: RunView = build_view(record, rows)
     suites = []
     costs = record.costs or {}
@@ -389,18 +399,23 @@ def render_html(record: RunRecord, rows: Iterable[dict[str, Any]], history: dict
             }
         )
     tables = [(f"c{i}", c) for i, c in enumerate(c for s in view.suites for c in s.candidates)]
-    return (
+    mark = f"<!--evalkit-examples-{secrets.token_hex(16)}-->"  # where the data goes: in no text of the run
+    page = (
         _environment()
         .get_template("report.html.j2")
         .render(
             view=view,
             suites=suites,
             example_tables={f"{c.suite}::{c.name}": key for key, c in tables},
-            examples_json=examples_json(tables),
+            examples_json=mark,
             script=EXAMPLES_SCRIPT,
             script_hash=_script_hash(EXAMPLES_SCRIPT),
         )
     )
+    head, _, tail = page.partition(mark)
+    yield head
+    yield from examples_json_parts(tables)
+    yield tail
 
 
 # The one script of the page: it pages and searches each candidate's examples, from data embedded once as
@@ -476,31 +491,44 @@ def _script_hash(script: str) -> str:
     return "sha256-" + base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
 
 
+EXAMPLES_PER_PART = 500  # examples per piece of the embedded data
+
+
 def examples_json(tables: list[tuple[str, CandidateView]]) -> str:
     """Every candidate's examples as one JSON object (key -> rows of [id, right, output, expected, the
     prompt's end]), safe inside a <script> element: <, > and & are escaped, so no text can close it."""
-    import json
+    return "".join(examples_json_parts(tables))
 
+
+def examples_json_parts(tables: list[tuple[str, CandidateView]]) -> Iterator[str]:
+    """:func:`examples_json` in pieces of at most EXAMPLES_PER_PART examples, each made as it is read."""
     from evalkit.report.view import PROMPT_TAIL
 
     def tail(prompt: str) -> str:
         return prompt if len(prompt) <= PROMPT_TAIL else "…" + prompt[-PROMPT_TAIL:]
 
-    data = {
-        key: [
-            [
+    def dumps(value: Any) -> str:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+    yield "{"
+    for n, (key, c) in enumerate(tables):
+        yield ("," if n else "") + dumps(key) + ":["
+        part: list[str] = []
+        for i, row in enumerate(c.examples.values()):
+            example = [
                 str(row["id"]),
                 1 if row.get("correct") else 0,
                 str(row.get("output", "")),
                 _text(row.get("target")),
                 tail(str(row.get("prompt") or "")),
             ]
-            for row in c.examples.values()
-        ]
-        for key, c in tables
-    }
-    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+            part.append(("," if i else "") + dumps(example))
+            if len(part) == EXAMPLES_PER_PART:
+                yield "".join(part)
+                part = []
+        yield "".join(part) + "]"
+    yield "}"
 
 
 def _text(value: Any) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 from evalkit.atomic import replace_directory, staging_directory
 from evalkit.history import read_history
 from evalkit.record import RunRecord
-from evalkit.report.html import render_html
+from evalkit.report.html import html_parts
 from evalkit.report.markdown import render_summary
 from evalkit.results import run_order
 
@@ -45,7 +45,8 @@ def render_files(
     (folder / "results.json").write_text(text + "\n", encoding="utf-8")
     write_examples(folder / "examples.jsonl", rows)
     (folder / "summary.md").write_text(render_summary(record, rows), encoding="utf-8")
-    (folder / "report.html").write_text(render_html(record, rows, history), encoding="utf-8")
+    with (folder / "report.html").open("w", encoding="utf-8") as page:  # written in pieces, never whole
+        page.writelines(html_parts(record, rows, history))
 
 
 def write_run(reports_dir: Path, record: RunRecord, rows: Iterable[dict[str, Any]], *, keep_runs: int = 20) -> Path:
