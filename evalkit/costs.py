@@ -24,12 +24,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pydantic import Field, ValidationError
 
 from evalkit.backends.base import StrictModel
 from evalkit.errors import EvalkitError
+from evalkit.record import BreakEven, CandidatePrice, RunCosts, SuiteCosts
 
 if TYPE_CHECKING:
     from evalkit.record import CandidateEntry
@@ -96,17 +97,18 @@ class CandidateCost:
     search: float | None = None  # a searched prompt's one-time search cost
     search_s: float | None = None
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "accuracy": self.accuracy,
-            "ci95": list(self.ci95),
-            "per_1k_requests": self.per_1k,
-            "priced_by": self.priced_by,
-            "training": self.training,
-            "train_s": self.train_s,
-            "pareto_optimal": self.pareto,
+    def price(self) -> CandidatePrice:
+        """As the run record keeps it."""
+        return CandidatePrice(
+            accuracy=self.accuracy,
+            ci95=self.ci95,
+            per_1k_requests=self.per_1k,
+            priced_by=self.priced_by,
+            training=self.training,
+            train_s=self.train_s,
+            pareto_optimal=self.pareto,
             **({"search": self.search, "search_s": self.search_s} if self.search_s is not None else {}),
-        }
+        )
 
 
 def candidate_cost(entry: CandidateEntry, name: str, prices: CostModel, metric: str = "accuracy") -> CandidateCost:
@@ -155,7 +157,7 @@ def with_frontier(costs: Sequence[CandidateCost]) -> list[CandidateCost]:
     return marked
 
 
-def break_even(adapter: CandidateCost, prompt: CandidateCost) -> dict[str, Any]:
+def break_even(adapter: CandidateCost, prompt: CandidateCost) -> BreakEven:
     """When ``adapter``'s training is paid back by its cheaper requests against ``prompt``, and what its
     accuracy buys: ``requests`` is None when it never pays back."""
     saving = (prompt.per_1k - adapter.per_1k) / REQUESTS  # per request
@@ -164,34 +166,37 @@ def break_even(adapter: CandidateCost, prompt: CandidateCost) -> dict[str, Any]:
     # prompt's search, a one-time cost of the prompt side
     extra = training + (adapter.search or 0.0) - (prompt.search or 0.0)
     requests = None if saving <= 0 else math.ceil(round(extra / saving, 9)) if extra > 0 else 0
-    pair = {
-        "adapter": adapter.candidate,
-        "against": prompt.candidate,
-        "requests": requests,
-        "accuracy_gain": adapter.accuracy - prompt.accuracy,
-        "training": training,
-        "train_s": adapter.train_s,
-        "saving_per_1k": prompt.per_1k - adapter.per_1k,
-    }
-    if adapter.search_s is not None or prompt.search_s is not None:
-        pair.update(one_time=extra, adapter_search_s=adapter.search_s, prompt_search_s=prompt.search_s)
-    return pair
+    searched = adapter.search_s is not None or prompt.search_s is not None
+    return BreakEven(
+        adapter=adapter.candidate,
+        against=prompt.candidate,
+        requests=requests,
+        accuracy_gain=adapter.accuracy - prompt.accuracy,
+        training=training,
+        train_s=adapter.train_s,
+        saving_per_1k=prompt.per_1k - adapter.per_1k,
+        **(
+            {"one_time": extra, "adapter_search_s": adapter.search_s, "prompt_search_s": prompt.search_s}
+            if searched
+            else {}
+        ),
+    )
 
 
-def suite_economics(entries: Mapping[str, CandidateEntry], prices: CostModel) -> dict[str, Any]:
+def suite_economics(entries: Mapping[str, CandidateEntry], prices: CostModel) -> SuiteCosts:
     """A suite's candidates priced, the frontier marked, and every adapter's break-even against every
     prompt-only candidate."""
     costs = with_frontier([candidate_cost(entry, name, prices) for name, entry in entries.items()])
     pairs = [break_even(a, p) for a in costs if not a.prompt_only for p in costs if p.prompt_only]
-    return {"candidates": {c.candidate: c.as_dict() for c in costs}, "break_even": pairs}
+    return SuiteCosts(candidates={c.candidate: c.price() for c in costs}, break_even=pairs)
 
 
-def economics(suites: Mapping[str, Mapping[str, CandidateEntry]], prices: CostModel) -> dict[str, Any]:
+def economics(suites: Mapping[str, Mapping[str, CandidateEntry]], prices: CostModel) -> RunCosts:
     """The run's costs (what results.json keeps under ``costs``): the prices, and each suite's economics."""
-    return {
-        "prices": prices.model_dump(),
-        "suites": {suite: suite_economics(entries, prices) for suite, entries in suites.items()},
-    }
+    return RunCosts(
+        prices=prices.model_dump(),
+        suites={suite: suite_economics(entries, prices) for suite, entries in suites.items()},
+    )
 
 
 # --------------------------------------------------------------------------- in words
@@ -204,50 +209,48 @@ def money(value: float, currency: str) -> str:
     return f"{symbol}{amount}" if symbol else f"{amount} {currency}"
 
 
-def break_even_text(pair: dict[str, Any], currency: str) -> str:
+def break_even_text(pair: BreakEven, currency: str) -> str:
     """One break-even in words, e.g. "lora pays back its 41 s of training ($0.0011) after 390 requests
     against few_shot, and is 0.256 more accurate"."""
-    gain = pair["accuracy_gain"]
+    gain = pair.accuracy_gain
     accuracy = f"{abs(gain):.3f} {'more' if gain >= 0 else 'less'} accurate"
-    trained = f"its {pair['train_s']:.0f} s of training ({money(pair['training'], currency)})"
-    if "one_time" in pair:  # a prompt search on either side is a one-time cost too
-        searched = pair.get("adapter_search_s")
+    trained = f"its {pair.train_s or 0:.0f} s of training ({money(pair.training, currency)})"
+    if pair.one_time is not None:  # a prompt search on either side is a one-time cost too
+        searched = pair.adapter_search_s
         trained = (
-            f"its {pair['train_s']:.0f} s of training"
+            f"its {pair.train_s or 0:.0f} s of training"
             + (f" and {searched:.0f} s of prompt search" if searched is not None else "")
-            + f" ({money(max(0.0, pair['one_time']), currency)}"
-            + (" net of the prompt's search" if pair.get("prompt_search_s") is not None else "")
+            + f" ({money(max(0.0, pair.one_time), currency)}"
+            + (" net of the prompt's search" if pair.prompt_search_s is not None else "")
             + ")"
         )
-    if pair.get("prompt_search_s") is not None:
-        pair = {**pair, "against": f"{pair['against']} (whose prompt search took {pair['prompt_search_s']:.0f} s)"}
-    if pair["requests"] is None:
+    against = pair.against
+    if pair.prompt_search_s is not None:
+        against = f"{against} (whose prompt search took {pair.prompt_search_s:.0f} s)"
+    if pair.requests is None:
         return (
-            f"{pair['adapter']} never pays back {trained} against {pair['against']}: its requests cost "
-            f"{money(-pair['saving_per_1k'], currency)} more per 1,000; it is {accuracy}"
+            f"{pair.adapter} never pays back {trained} against {against}: its requests cost "
+            f"{money(-pair.saving_per_1k, currency)} more per 1,000; it is {accuracy}"
         )
-    if pair["requests"] == 0:
-        return f"{pair['adapter']} is cheaper per request than {pair['against']} from the start, and {accuracy}"
+    if pair.requests == 0:
+        return f"{pair.adapter} is cheaper per request than {against} from the start, and {accuracy}"
     if gain >= 0:
         return (
-            f"{pair['adapter']} is cheaper per request than {pair['against']} and {accuracy}: it pays back "
-            f"{trained} after {pair['requests']:,} requests"
+            f"{pair.adapter} is cheaper per request than {against} and {accuracy}: it pays back "
+            f"{trained} after {pair.requests:,} requests"
         )
-    return (
-        f"{pair['adapter']} pays back {trained} after {pair['requests']:,} requests against {pair['against']}, "
-        f"but is {accuracy}"
-    )
+    return f"{pair.adapter} pays back {trained} after {pair.requests:,} requests against {against}, but is {accuracy}"
 
 
-def economics_lines(suite: dict[str, Any], currency: str) -> list[str]:
+def economics_lines(suite: SuiteCosts, currency: str) -> list[str]:
     """A suite's frontier and break-even lines, as the terminal and summary.md show them."""
-    cheapest_first = sorted(suite["candidates"].items(), key=lambda item: item[1]["per_1k_requests"])
+    cheapest_first = sorted(suite.candidates.items(), key=lambda item: item[1].per_1k_requests)
     frontier = ", ".join(
-        f"{name} {c['accuracy']:.3f} at {money(c['per_1k_requests'], currency)}"
-        + (f" + {money(c['training'], currency)} once" if c["training"] else "")
-        + (" *" if c["pareto_optimal"] else "")
+        f"{name} {c.accuracy:.3f} at {money(c.per_1k_requests, currency)}"
+        + (f" + {money(c.training, currency)} once" if c.training else "")
+        + (" *" if c.pareto_optimal else "")
         for name, c in cheapest_first
     )
     lines = [f"accuracy and cost per 1,000 requests (* on the accuracy-cost frontier): {frontier}"]
-    lines += [break_even_text(pair, currency) for pair in suite["break_even"]]
+    lines += [break_even_text(pair, currency) for pair in suite.break_even]
     return lines

@@ -282,10 +282,7 @@ class GoldenCount:
         return reads
 
     def suites(
-        self,
-        results: Iterable[CandidateResult],
-        budgets: Mapping[str, MaxReads | None],
-        limited: set[tuple[str, str]],
+        self, results: Iterable[CandidateResult], budgets: Mapping[str, MaxReads | None], limited: set[tuple[str, str]]
     ) -> dict[str, GoldenReads]:
         """Every suite's count after the run, against its budget (``limited``: the candidates measured on
         their first rows only), with its most accurate candidate's interval adjusted for that many looks.

@@ -425,6 +425,47 @@ class Decision(_Open):
     p_value: float
 
 
+class CandidatePrice(_Open):
+    """One candidate priced: its accuracy, what 1,000 of its requests cost, and its one-time costs."""
+
+    accuracy: float
+    ci95: tuple[float, float]
+    per_1k_requests: float
+    priced_by: str  # tokens (the model has token prices) or time (measured model time)
+    training: float | None = None  # an adapter's one-time training cost
+    train_s: float | None = None
+    pareto_optimal: bool = False  # no other candidate is both as accurate and as cheap per request
+    search: float | None = None  # a searched prompt's one-time search cost
+    search_s: float | None = None
+
+
+class BreakEven(_Open):
+    """When an adapter's training is paid back by its cheaper requests against a prompt-only candidate."""
+
+    adapter: str
+    against: str
+    requests: int | None  # None: it never pays back
+    accuracy_gain: float
+    training: float
+    train_s: float | None = None
+    saving_per_1k: float
+    one_time: float | None = None  # with a prompt search on either side: the one-time costs, net
+    adapter_search_s: float | None = None
+    prompt_search_s: float | None = None
+
+
+class SuiteCosts(_Open):
+    candidates: dict[str, CandidatePrice]
+    break_even: list[BreakEven] = Field(default_factory=list)
+
+
+class RunCosts(_Open):
+    """What each candidate costs per 1,000 requests, and when adapters pay back (``[tool.evalkit.costs]``)."""
+
+    prices: dict[str, Any]  # the prices as [tool.evalkit.costs] set them (evalkit.costs.CostModel)
+    suites: dict[str, SuiteCosts]
+
+
 class GoldenReads(_Open):
     """How often a suite's golden set has been read: the distinct configurations measured on its rows (see
     :mod:`evalkit.golden`), and the best candidate's accuracy with its interval adjusted for that many looks."""
@@ -526,7 +567,7 @@ class RunRecord(_Open):
     run: RunInfo
     suites: dict[str, Annotated[dict[str, CandidateEntry], Field(min_length=1)]]
     decisions: dict[str, Decision] | None = None  # per suite with both a prompt and an adapter
-    costs: dict[str, Any] | None = None  # with prices: each candidate's cost and the break-even (evalkit.costs)
+    costs: RunCosts | None = None  # with prices: each candidate's cost and the break-even (evalkit.costs)
     golden: dict[str, GoldenReads] | None = None  # per suite: how often its golden set has been read
 
     def entries(self) -> list[tuple[str, str, CandidateEntry]]:

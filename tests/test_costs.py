@@ -82,8 +82,8 @@ def test_break_even_by_hand():
     prompt = candidate_cost(entry(0.59, ms=100), "few_shot", prices)
     pair = break_even(adapter, prompt)
     assert adapter.training == pytest.approx(60 / 3600 * 0.10)
-    assert pair["requests"] == math.ceil(60 / 0.064) == 938
-    assert pair["accuracy_gain"] == pytest.approx(0.26)
+    assert pair.requests == math.ceil(60 / 0.064) == 938
+    assert pair.accuracy_gain == pytest.approx(0.26)
     assert break_even_text(pair, "USD") == (
         "lora is cheaper per request than few_shot and 0.260 more accurate: it pays back its 60 s of training "
         "($0.00167) after 938 requests"
@@ -95,7 +95,7 @@ def test_an_adapter_that_costs_more_per_request_never_pays_back():
     pair = break_even(
         candidate_cost(entry(0.85, ms=72, train_s=60), "lora", prices), candidate_cost(entry(0.59, ms=36), "p", prices)
     )
-    assert pair["requests"] is None
+    assert pair.requests is None
     assert break_even_text(pair, "USD") == (
         "lora never pays back its 60 s of training ($0.00167) against p: its requests cost $0.001 more per 1,000; "
         "it is 0.260 more accurate"
@@ -122,7 +122,7 @@ def test_the_frontier_marks_the_candidates_nothing_beats():
 
 def test_a_suites_economics_in_words():
     suite = suite_economics({"few_shot": entry(0.59, ms=100), "lora": entry(0.85, ms=36, train_s=60)}, CostModel())
-    assert [pair["against"] for pair in suite["break_even"]] == ["few_shot"]
+    assert [pair.against for pair in suite.break_even] == ["few_shot"]
     assert economics_lines(suite, "USD")[0] == (
         "accuracy and cost per 1,000 requests (* on the accuracy-cost frontier): lora 0.850 at $0.001 + $0.00167 "
         "once *, few_shot 0.590 at $0.00278"
@@ -139,9 +139,9 @@ def test_the_run_record_and_summary_md_carry_the_costs():
     for result, seconds in zip(results, (0.4, 0.2)):
         result.compute_s = seconds  # 100 and 50 ms per example
     record = build_record({**HEADER, "run_id": "r1"}, results, CostModel(machine_hour=3.6))
-    priced = record.costs["suites"]["tickets"]["candidates"]
-    assert priced["few_shot"]["per_1k_requests"] == pytest.approx(0.1)  # 1,000 x 100 ms at $3.60 an hour
-    assert (priced["few_shot"]["pareto_optimal"], priced["zero_shot"]["pareto_optimal"]) == (False, True)
+    priced = record.costs.suites["tickets"].candidates
+    assert priced["few_shot"].per_1k_requests == pytest.approx(0.1)  # 1,000 x 100 ms at $3.60 an hour
+    assert (priced["few_shot"].pareto_optimal, priced["zero_shot"].pareto_optimal) == (False, True)
     summary = render_summary(record, example_rows(results))
     assert (
         "- accuracy and cost per 1,000 requests (\\* on the accuracy-cost frontier): zero\\_shot 0.750 at $0.05 \\*"

@@ -91,9 +91,9 @@ def test_a_prompt_search_is_a_one_time_cost_in_the_break_even():
         CandidateEntry.model_validate(e) for e in (adapter, prompt, searched)
     )
     plain = break_even(candidate_cost(adapter_entry, "lora", prices), candidate_cost(prompt_entry, "few_shot", prices))
-    assert plain["requests"] == 400  # $0.04 of training at $0.0001 saved per request
+    assert plain.requests == 400  # $0.04 of training at $0.0001 saved per request
     pair = break_even(candidate_cost(adapter_entry, "lora", prices), candidate_cost(searched_entry, "tuned", prices))
-    assert pair["requests"] == 100 and pair["one_time"] == pytest.approx(0.01)
+    assert pair.requests == 100 and pair.one_time == pytest.approx(0.01)
     assert break_even_text(pair, "USD") == (
         "lora is cheaper per request than tuned (whose prompt search took 30 s) and 0.100 more accurate: it pays "
         "back its 40 s of training ($0.01 net of the prompt's search) after 100 requests"

@@ -14,7 +14,7 @@ from typing import Any
 
 from evalkit.decision import suite_lines
 from evalkit.golden import golden_line
-from evalkit.record import AdapterInfo, EpochRow, PromptSearchInfo, RunRecord, SearchSummary
+from evalkit.record import AdapterInfo, EpochRow, PromptSearchInfo, RunRecord, SearchSummary, SuiteCosts
 from evalkit.report.view import CandidateView, RunView, build_view
 
 CHART_WIDTH = 640
@@ -174,16 +174,16 @@ def _adapter_curves(candidates: list[CandidateView]) -> list[dict[str, Any]]:
     return list(curves.values())
 
 
-def _frontier_chart(economics: dict[str, Any] | None, currency: str) -> dict[str, Any] | None:
+def _frontier_chart(economics: SuiteCosts | None, currency: str) -> dict[str, Any] | None:
     """Accuracy (with its 95% interval) against cost per 1,000 requests, one point per candidate; the
     Pareto-optimal points filled and joined, cheapest first."""
-    if not economics or not economics.get("candidates"):
+    if economics is None or not economics.candidates:
         return None
     from evalkit.costs import break_even_text, money
 
     width, height, left, bottom, top, right = 640, 300, 56, 40, 14, 120
-    candidates = economics["candidates"]
-    low, high = _cost_axis([c["per_1k_requests"] for c in candidates.values()])
+    candidates = economics.candidates
+    low, high = _cost_axis([c.per_1k_requests for c in candidates.values()])
 
     def x(cost: float) -> float:
         return round(left + (cost - low) / (high - low) * (width - left - right), 1)
@@ -192,19 +192,19 @@ def _frontier_chart(economics: dict[str, Any] | None, currency: str) -> dict[str
         return round(top + (1 - max(0.0, min(1.0, accuracy))) * (height - top - bottom), 1)
 
     points = []
-    for name, c in sorted(candidates.items(), key=lambda item: item[1]["per_1k_requests"]):
-        lo, hi = c["ci95"]
+    for name, c in sorted(candidates.items(), key=lambda item: item[1].per_1k_requests):
+        lo, hi = c.ci95
         points.append(
             {
                 "name": name,
-                "x": x(c["per_1k_requests"]),
-                "y": y(c["accuracy"]),
+                "x": x(c.per_1k_requests),
+                "y": y(c.accuracy),
                 "lo": y(lo),
                 "hi": y(hi),
-                "pareto": c["pareto_optimal"],
-                "title": f"{name}: accuracy {c['accuracy']:.3f} (95% CI {lo:.3f}-{hi:.3f}), "
-                f"{money(c['per_1k_requests'], currency)} per 1,000 requests"
-                + (f", {money(c['training'], currency)} of training once" if c["training"] else ""),
+                "pareto": c.pareto_optimal,
+                "title": f"{name}: accuracy {c.accuracy:.3f} (95% CI {lo:.3f}-{hi:.3f}), "
+                f"{money(c.per_1k_requests, currency)} per 1,000 requests"
+                + (f", {money(c.training, currency)} of training once" if c.training else ""),
             }
         )
     frontier = " ".join(f"{p['x']},{p['y']}" for p in points if p["pareto"])
@@ -224,7 +224,7 @@ def _frontier_chart(economics: dict[str, Any] | None, currency: str) -> dict[str
         "frontier": frontier,
         "x_ticks": x_ticks,
         "y_ticks": y_ticks,
-        "break_even": [break_even_text(pair, currency) for pair in economics.get("break_even", [])],
+        "break_even": [break_even_text(pair, currency) for pair in economics.break_even],
     }
 
 
@@ -378,14 +378,14 @@ def html_parts(
 
     view: RunView = build_view(record, rows)
     suites = []
-    costs = record.costs or {}
-    currency = (costs.get("prices") or {}).get("currency", "USD")
+    costs = record.costs
+    currency = costs.prices.get("currency", "USD") if costs is not None else "USD"
     for suite in view.suites:
         suites.append(
             {
                 "view": suite,
                 "chart": _bar_chart(suite.candidates),
-                "frontier": _frontier_chart((costs.get("suites") or {}).get(suite.name), currency),
+                "frontier": _frontier_chart(costs.suites.get(suite.name) if costs else None, currency),
                 "history": _history_chart((history or {}).get(suite.name)),
                 "curves": _adapter_curves(suite.candidates),
                 "decisions": suite_lines(record, suite.name),

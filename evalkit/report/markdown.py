@@ -119,12 +119,12 @@ def _costs_section(record: RunRecord) -> list[str]:
     costs = record.costs
     if not costs:
         return []
-    currency = costs["prices"]["currency"]
+    currency = costs.prices["currency"]
     lines = ["### Cost and accuracy", ""]
-    for suite, economics in costs["suites"].items():
+    for suite, economics in costs.suites.items():
         lines += [f"**{cell(suite)}**", ""] + [f"- {cell(line, 400)}" for line in economics_lines(economics, currency)]
         lines.append("")
-    prices = costs["prices"]
+    prices = costs.prices
     lines += [
         f"<sub>Prices ([tool.evalkit.costs]): in-process models at {prices['machine_hour']} {currency} per machine-hour "
         "of measured model time; token prices where a model has them.</sub>",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 from tabulate import tabulate
 
@@ -11,7 +10,7 @@ from evalkit.compare import format_p
 from evalkit.costs import economics_lines
 from evalkit.decision import decision_line, search_line
 from evalkit.golden import golden_line
-from evalkit.record import Decision, GoldenReads
+from evalkit.record import Decision, GoldenReads, RunCosts
 from evalkit.report.judging import judge_lines
 from evalkit.results import CandidateResult
 
@@ -59,15 +58,15 @@ def _baseline_cells(result: CandidateResult) -> list[str]:
 
 def _footer(
     rows: list[CandidateResult],
-    costs: dict[str, Any] | None = None,
+    costs: RunCosts | None = None,
     decisions: dict[str, Decision] | None = None,
     golden: dict[str, GoldenReads] | None = None,
 ) -> list[str]:
     """Below a suite's table: what each candidate costs, the robustness search and the judge, where the
     suite has them."""
     lines = []
-    if costs is not None and rows[0].suite in costs["suites"]:
-        lines += economics_lines(costs["suites"][rows[0].suite], costs["prices"]["currency"])
+    if costs is not None and rows[0].suite in costs.suites:
+        lines += economics_lines(costs.suites[rows[0].suite], costs.prices["currency"])
     robust = [(r.candidate, r.robustness) for r in rows if r.robustness is not None]
     if robust:
         lines.append(
@@ -89,7 +88,7 @@ def _footer(
 
 def suite_tables(
     results: Iterable[CandidateResult],
-    costs: dict[str, Any] | None = None,
+    costs: RunCosts | None = None,
     decisions: dict[str, Decision] | None = None,
     golden: dict[str, GoldenReads] | None = None,
 ) -> list[str]:
