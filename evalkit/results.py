@@ -294,8 +294,11 @@ class ExampleView(Mapping[str, dict[str, Any]]):
 
 def _example_dict(example: ExampleResult) -> dict[str, Any]:
     """An example as a plain dict, without ``asdict``'s deep copy (details held as a dict are shared, not
-    copied; a compact mapping of them is made into one)."""
+    copied; a compact mapping of them is made into one, by its ``as_dict`` where it has one)."""
     details = example.details
+    if type(details) is not dict:
+        as_dict = getattr(details, "as_dict", None)
+        details = as_dict() if as_dict is not None else dict(details)
     return {
         "id": example.id,
         "row": example.row,
@@ -304,7 +307,7 @@ def _example_dict(example: ExampleResult) -> dict[str, Any]:
         "target": example.target,
         "correct": example.correct,
         "score": example.score,
-        "details": details if isinstance(details, dict) else dict(details),
+        "details": details,
         "pass_rate": example.pass_rate,
     }
 

@@ -76,15 +76,15 @@ def _rounded(value: float) -> float:
 class ChoiceDetails(MutableMapping[str, Any]):
     """A classify example's details, ``{"logprobs": {choice: its log-likelihood, rounded to 6 places},
     "prediction_norm": the choice picked by length-normalised log-likelihood, "correct_norm": whether that
-    is the gold one}``, kept as the row's choices, the log-likelihoods the model gave and the normalised
-    pick: the mapping (and its ``logprobs`` dict) is made when read, so 20,000 examples do not hold 40,000
-    dicts. Once changed (robustness adds ``invariance``), it is that dict and holds it."""
+    is the gold one}``, kept as the row's choices, their rounded log-likelihoods and the normalised pick:
+    the mapping (and its ``logprobs`` dict) is made when read, so 20,000 examples do not hold 40,000 dicts.
+    Once changed (robustness adds ``invariance``), it is that dict and holds it."""
 
     __slots__ = ("_choices", "_correct_norm", "_dict", "_logprobs", "_norm")
     KEYS = ("logprobs", "prediction_norm", "correct_norm")
 
     def __init__(self, choices: Sequence[str], logprobs: Sequence[float], prediction_norm: str, correct_norm: bool):
-        self._choices, self._logprobs = choices, logprobs
+        self._choices, self._logprobs = choices, tuple(_rounded(lp) for lp in logprobs)
         self._norm, self._correct_norm = prediction_norm, correct_norm
         self._dict: dict[str, Any] | None = None
 
@@ -92,13 +92,14 @@ class ChoiceDetails(MutableMapping[str, Any]):
         """The details as a plain dict (a new one each time, until they are changed)."""
         if self._dict is not None:
             return self._dict
-        return {key: self[key] for key in self.KEYS}
+        logprobs = dict(zip(self._choices, self._logprobs))
+        return {"logprobs": logprobs, "prediction_norm": self._norm, "correct_norm": self._correct_norm}
 
     def __getitem__(self, key: str) -> Any:
         if self._dict is not None:
             return self._dict[key]
         if key == "logprobs":
-            return {c: _rounded(lp) for c, lp in zip(self._choices, self._logprobs)}
+            return dict(zip(self._choices, self._logprobs))
         if key == "prediction_norm":
             return self._norm
         if key == "correct_norm":

@@ -511,23 +511,30 @@ def examples_json_parts(tables: list[tuple[str, CandidateView]]) -> Iterator[str
         text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
         return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
+    def pieces(c: CandidateView) -> Iterator[str]:  # the examples of one candidate: "[...],[...]"
+        part: list[list[Any]] = []
+        for row in c.examples.values():
+            part.append(
+                [
+                    str(row["id"]),
+                    1 if row.get("correct") else 0,
+                    str(row.get("output", "")),
+                    _text(row.get("target")),
+                    tail(str(row.get("prompt") or "")),
+                ]
+            )
+            if len(part) == EXAMPLES_PER_PART:
+                yield dumps(part)[1:-1]
+                part = []
+        if part:
+            yield dumps(part)[1:-1]
+
     yield "{"
     for n, (key, c) in enumerate(tables):
         yield ("," if n else "") + dumps(key) + ":["
-        part: list[str] = []
-        for i, row in enumerate(c.examples.values()):
-            example = [
-                str(row["id"]),
-                1 if row.get("correct") else 0,
-                str(row.get("output", "")),
-                _text(row.get("target")),
-                tail(str(row.get("prompt") or "")),
-            ]
-            part.append(("," if i else "") + dumps(example))
-            if len(part) == EXAMPLES_PER_PART:
-                yield "".join(part)
-                part = []
-        yield "".join(part) + "]"
+        for i, piece in enumerate(pieces(c)):
+            yield ("," if i else "") + piece
+        yield "]"
     yield "}"
 
 
