@@ -4,10 +4,11 @@ promised against the one time the golden set read it (the optimism gap)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from evalkit.record import Decision, DecisionSide, PromptSearchInfo, RunRecord
+    from evalkit.record import CandidateEntry, Decision, DecisionSide, PromptSearchInfo, RunRecord
 
 
 def _one_time(side: DecisionSide) -> str:
@@ -36,8 +37,22 @@ def decision_line(decision: Decision) -> str:
     )
 
 
-def search_line(candidate: str, search: PromptSearchInfo) -> str:
-    """A searched prompt: the best trial's dev score, the golden set's one read, and the gap between them."""
+HandWritten = tuple[str, float, tuple[float, float]]  # a candidate, its accuracy and 95% interval
+
+
+def best_hand_written(candidates: Iterable[tuple[str, CandidateEntry]]) -> HandWritten | None:
+    """The most accurate prompt the suite did not search or fine-tune: what a search has to beat."""
+    hand = [
+        (name, entry.metrics["accuracy"], entry.ci95["accuracy"])
+        for name, entry in candidates
+        if entry.prompt_search is None and entry.adapter is None and "accuracy" in entry.metrics
+    ]
+    return max(hand, key=lambda h: (h[1], h[0])) if hand else None
+
+
+def search_line(candidate: str, search: PromptSearchInfo, hand: HandWritten | None = None) -> str:
+    """A searched prompt: the best trial's dev score, the golden set's one read, and the gap between them;
+    with ``hand``, what it bought over the best hand-written prompt (or that it bought nothing)."""
     optimism = search.optimism
     dev_lo, dev_hi = search.dev_ci95
     line = (
@@ -51,17 +66,25 @@ def search_line(candidate: str, search: PromptSearchInfo) -> str:
             f", {optimism.test:.3f} [{lo:.2f}, {hi:.2f}] on the golden set: optimism gap "
             f"{optimism.gap:+.3f} [{gap_lo:+.2f}, {gap_hi:+.2f}]"
         )
-    return (
-        line + f"; {search.search_s:.0f} s of search, once" + (" (searched in this run)" if search.searched_now else "")
-    )
+    line += f"; {search.search_s:.0f} s of search, once" + (" (searched in this run)" if search.searched_now else "")
+    if hand is not None and optimism is not None:
+        name, accuracy, (lo, hi) = hand
+        against = f"the best hand-written prompt, {name}, reads {accuracy:.3f} [{lo:.2f}, {hi:.2f}]"
+        if optimism.test > accuracy:
+            line += f"; {optimism.test - accuracy:+.3f} over {against}"
+        else:
+            line += f"; the search bought nothing on this suite: {against}"
+    return line
 
 
 def suite_lines(record: RunRecord, suite: str) -> list[str]:
     """A suite's prompt-or-fine-tune lines from a run record: each searched prompt's, then the best prompt
     against the best adapter (summary.md and report.html show these)."""
+    candidates = record.suites[suite]
+    hand = best_hand_written(candidates.items())
     lines = [
-        search_line(name, entry.prompt_search)
-        for name, entry in record.suites[suite].items()
+        search_line(name, entry.prompt_search, hand)
+        for name, entry in candidates.items()
         if entry.prompt_search is not None
     ]
     decision = (record.decisions or {}).get(suite)

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from evalkit.costs import CostModel, break_even, break_even_text, candidate_cost
-from evalkit.decision import decision_line, search_line
+from evalkit.decision import best_hand_written, decision_line, search_line
 from evalkit.record import CandidateEntry, PromptSearchInfo, RunRecord, schema_problem
 from evalkit.results import decisions
 from evalkit.stats import mcnemar_exact
@@ -114,3 +114,16 @@ def test_every_report_shows_the_decision_and_the_search(tmp_path):
     assert len(re.findall(r'<circle class="trial-point', html)) == 4
     assert len(re.findall(r'<circle class="trial-point best"', html)) == 1
     assert 'class="test-read"' in html and "golden set 0.750" in html
+
+
+def test_a_search_says_what_it_bought_over_the_best_hand_written_prompt():
+    search = PromptSearchInfo.model_validate(_search(0.7))
+    assert search_line("tuned", search, ("few_shot", 0.594, (0.52, 0.67))).endswith(
+        "; 300 s of search, once; +0.106 over the best hand-written prompt, few_shot, reads 0.594 [0.52, 0.67]"
+    )
+    assert search_line("tuned", search, ("few_shot", 0.887, (0.83, 0.93))).endswith(
+        "; the search bought nothing on this suite: the best hand-written prompt, few_shot, reads 0.887 [0.83, 0.93]"
+    )
+    few_shot, tuned, lora = _suite()  # tuned was searched and lora fine-tuned: few_shot is the hand-written one
+    entries = [(r.candidate, r.entry()) for r in (few_shot, tuned, lora)]
+    assert best_hand_written(entries) == ("few_shot", 0.5, few_shot.ci95["accuracy"])

@@ -8,7 +8,7 @@ from tabulate import tabulate
 
 from evalkit.compare import format_p
 from evalkit.costs import economics_lines
-from evalkit.decision import decision_line, search_line
+from evalkit.decision import best_hand_written, decision_line, search_line
 from evalkit.golden import golden_line
 from evalkit.record import Decision, GoldenReads, RunCosts
 from evalkit.report.judging import judge_lines
@@ -78,7 +78,10 @@ def _footer(
                 for name, rb in robust
             )
         )
-    lines += [search_line(r.candidate, r.prompt_search) for r in rows if r.prompt_search is not None]
+    searched = [(r.candidate, r.prompt_search) for r in rows if r.prompt_search is not None]
+    if searched:  # what each search bought over the hand-written prompts
+        hand = best_hand_written((r.candidate, r.entry()) for r in rows if r.prompt_search is None and r.adapter is None)
+        lines += [search_line(name, search, hand) for name, search in searched]
     if decisions is not None and rows[0].suite in decisions:
         lines.append(decision_line(decisions[rows[0].suite]))
     if golden is not None and rows[0].suite in golden:
