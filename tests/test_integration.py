@@ -332,6 +332,6 @@ def test_the_demo_suites_under_two_xdist_workers_equal_a_one_process_run(tmp_pat
     (tmp_path / "prompts").symlink_to(REPO / "prompts")
     one_rows, one = _demo_run(tmp_path, "one", "--evalkit-train=auto")
     two_rows, two = _demo_run(tmp_path, "two", "--evalkit-train=never", "-n", "2")
-    assert len(one) == 10 and len(one_rows) == 10 * 4  # tickets 6 (with the searched prompt), orders 2, answers 2
+    assert len(one) == 11 and len(one_rows) == 11 * 4  # tickets 6, orders 3 (each with a searched prompt), answers 2
     assert two_rows == one_rows
     assert two == one
