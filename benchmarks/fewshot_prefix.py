@@ -98,19 +98,20 @@ def measure(rows: int | None, model: str | None = None) -> dict:
         result = session.run(spec, "few_shot", limit=rows)
         searched_s = time.perf_counter() - started
     assert result.robustness is not None
+    robustness = result.robustness.as_json()
     figures["robustness"] = {
         "perturbations": PERTURBATIONS,
-        "seconds": result.robustness["wall_s"],
+        "seconds": robustness["wall_s"],
         "with_evaluation_s": searched_s,
-        "invariance": result.robustness["invariance"],
-        "held": result.robustness["held"],
-        "flipped": result.robustness["flipped"],
-        "model_calls": result.robustness["model_calls"],
+        "invariance": robustness["invariance"],
+        "held": robustness["held"],
+        "flipped": robustness["flipped"],
+        "model_calls": robustness["model_calls"],
         "tokens": counts,  # the candidate's 160 evaluated rows included, then the search's
     }
     print(
-        f"tickets few_shot robustness ({len(PERTURBATIONS)} perturbations): {result.robustness['wall_s']:.1f} s, "
-        f"invariance {result.robustness['invariance']:.3f}; {counts['rows']} rows scored: "
+        f"tickets few_shot robustness ({len(PERTURBATIONS)} perturbations): {robustness['wall_s']:.1f} s, "
+        f"invariance {robustness['invariance']:.3f}; {counts['rows']} rows scored: "
         f"{counts['whole']} tokens whole, {counts['computed']} after shared prefixes",
         flush=True,
     )

@@ -34,16 +34,17 @@ def test_calibrate_returns_the_typed_calibration_of_the_panel(tmp_path):
         {"row": "judged.jsonl:3", "human": "C", "judge": "I/C"},
         {"row": "judged.jsonl:4", "human": "I", "judge": "C/C"},
     ]
-    assert [one["judge"] for one in calibration.model_extra["per_judge"]] == ["keyword", "always-c"]
-    assert [one["agree"] for one in calibration.model_extra["per_judge"]] == [3, 3]
+    assert [one["judge"] for one in calibration.per_judge] == ["keyword", "always-c"]
+    assert [one["agree"] for one in calibration.per_judge] == [3, 3]
     graded = judge.grade(prepared, [0, 1, 2, 3], ["Paris", "six", "blue", "cold"])
     assert graded.failures == [refusal_text(calibration)]
 
 
 def test_the_record_is_a_judge_info_with_the_keys_results_json_holds(tmp_path):
     judge, prepared = _judged(tmp_path, CALIBRATED)
-    record = judge.grade(prepared, [0, 1, 2, 3], ["Paris", "six", "blue", "cold"]).record
-    assert record is not None
+    info = judge.grade(prepared, [0, 1, 2, 3], ["Paris", "six", "blue", "cold"]).record
+    assert isinstance(info, JudgeInfo)
+    record = info.as_json()  # as results.json holds it
     assert list(record) == [
         *("mode", "read", "grades", "pass", "rubric", "rubric_sha256", "judges", "sha256"),
         *("judges_agreement", "calibration"),
@@ -56,9 +57,10 @@ def test_the_record_is_a_judge_info_with_the_keys_results_json_holds(tmp_path):
     assert isinstance(record["calibration"]["accuracy_ci"], list)  # as JSON has it, not a tuple
     info = JudgeInfo.model_validate(record)
     assert info.calibration is not None and info.calibration.n == 5
-    assert info.model_extra == {
-        "read": "likelihood",
-        "pass": "C",
-        "rubric_sha256": judge.rubric.sha256,
-        "judges_agreement": [{"judges": ["keyword", "always-c"], "agreement": 0.75, "kappa": 0.0}],
-    }
+    assert info.model_extra == {}  # every key results.json holds is a field of the record
+    assert (info.read, info.pass_grade, info.rubric_sha256, info.judges_agreement) == (
+        "likelihood",
+        "C",
+        judge.rubric.sha256,
+        [{"judges": ["keyword", "always-c"], "agreement": 0.75, "kappa": 0.0}],
+    )
