@@ -241,7 +241,9 @@ def test_pairwise_a_consistent_judge_gives_wins_and_losses(tmp_path):
     services = Services({"longer": FakeJudge("longer", prefers_the_longer)}, {"other": ["Lyon!!", "six", "green", "x"]})
     graded = _grade(path, ["Paris", "eight", "blue", "cold"], services)
     assert [s.details["grade"] for s in graded.scores] == ["loss", "win", "loss", "win"]
-    assert graded.record.as_json()["pairwise"]["wins"] == 2 and graded.record.as_json()["pairwise"]["position_ties"] == 0
+    assert (
+        graded.record.as_json()["pairwise"]["wins"] == 2 and graded.record.as_json()["pairwise"]["position_ties"] == 0
+    )
 
 
 # --------------------------------------------------------------------------- calibration and voting

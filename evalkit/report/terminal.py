@@ -80,7 +80,9 @@ def _footer(
         )
     searched = [(r.candidate, r.prompt_search) for r in rows if r.prompt_search is not None]
     if searched:  # what each search bought over the hand-written prompts
-        hand = best_hand_written((r.candidate, r.entry()) for r in rows if r.prompt_search is None and r.adapter is None)
+        hand = best_hand_written(
+            (r.candidate, r.entry()) for r in rows if r.prompt_search is None and r.adapter is None
+        )
         lines += [search_line(name, search, hand) for name, search in searched]
     if decisions is not None and rows[0].suite in decisions:
         lines.append(decision_line(decisions[rows[0].suite]))
