@@ -320,7 +320,7 @@ def session_lines(session: EvalSession, *, verbose: bool) -> list[tuple[str, str
         lines.append((f"only the first {session.limit} rows of each suite (--evalkit-limit)", None))
     ordered = session.ordered()
     record = session.recorder.summary(ordered)
-    for table in suite_tables(ordered, record.costs, record.decisions, record.golden):
+    for table in suite_tables(ordered, record):
         lines += [("", None), (table, None)]
     lines.append(("", None))
     for reads in (record.golden or {}).values():  # a golden set past its budget, in colour

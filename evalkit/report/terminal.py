@@ -8,9 +8,9 @@ from tabulate import tabulate
 
 from evalkit.compare import format_p
 from evalkit.costs import economics_lines
-from evalkit.decision import best_hand_written, decision_line, search_line
+from evalkit.decision import suite_lines
 from evalkit.golden import golden_line
-from evalkit.record import Decision, GoldenReads, RunCosts
+from evalkit.record import RunRecord
 from evalkit.report.judging import judge_lines
 from evalkit.results import CandidateResult
 
@@ -56,17 +56,14 @@ def _baseline_cells(result: CandidateResult) -> list[str]:
     return [f"{-gate.drop:+.3f} ({gate.worse} worse, {gate.better} better)", format_p(gate.p_value)]
 
 
-def _footer(
-    rows: list[CandidateResult],
-    costs: RunCosts | None = None,
-    decisions: dict[str, Decision] | None = None,
-    golden: dict[str, GoldenReads] | None = None,
-) -> list[str]:
-    """Below a suite's table: what each candidate costs, the robustness search and the judge, where the
-    suite has them."""
+def _footer(rows: list[CandidateResult], record: RunRecord | None) -> list[str]:
+    """Below a suite's table: what each candidate costs, the robustness search, the prompt-or-fine-tune lines
+    and the golden set's reuse (from the run record, as summary.md and report.html say them), and the judge,
+    where the suite has them."""
+    suite = rows[0].suite
     lines = []
-    if costs is not None and rows[0].suite in costs.suites:
-        lines += economics_lines(costs.suites[rows[0].suite], costs.prices["currency"])
+    if record is not None and record.costs is not None and suite in record.costs.suites:
+        lines += economics_lines(record.costs.suites[suite], record.costs.prices["currency"])
     robust = [(r.candidate, r.robustness) for r in rows if r.robustness is not None]
     if robust:
         lines.append(
@@ -78,28 +75,16 @@ def _footer(
                 for name, rb in robust
             )
         )
-    searched = [(r.candidate, r.prompt_search) for r in rows if r.prompt_search is not None]
-    if searched:  # what each search bought over the hand-written prompts
-        hand = best_hand_written(
-            (r.candidate, r.entry()) for r in rows if r.prompt_search is None and r.adapter is None
-        )
-        lines += [search_line(name, search, hand) for name, search in searched]
-    if decisions is not None and rows[0].suite in decisions:
-        lines.append(decision_line(decisions[rows[0].suite]))
-    if golden is not None and rows[0].suite in golden:
-        lines.append(golden_line(rows[0].suite, golden[rows[0].suite]))
+    if record is not None and suite in record.suites:
+        lines += suite_lines(record, suite)
+        if record.golden is not None and suite in record.golden:
+            lines.append(golden_line(suite, record.golden[suite]))
     return lines + judge_lines([(r.candidate, r.judge) for r in rows if r.judge is not None])
 
 
-def suite_tables(
-    results: Iterable[CandidateResult],
-    costs: RunCosts | None = None,
-    decisions: dict[str, Decision] | None = None,
-    golden: dict[str, GoldenReads] | None = None,
-) -> list[str]:
-    """One table per suite; ``costs`` (a run record's ``costs``) adds each suite's frontier and break-even,
-    ``decisions`` (its ``decisions``) the best prompt against the best adapter, ``golden`` how often its
-    golden set has been read."""
+def suite_tables(results: Iterable[CandidateResult], record: RunRecord | None = None) -> list[str]:
+    """One table per suite; ``record`` (the run record) adds each suite's frontier and break-even, its
+    searched prompts against the best adapter, and how often its golden set has been read."""
     by_suite: dict[str, list[CandidateResult]] = {}
     for r in results:
         by_suite.setdefault(r.suite, []).append(r)
@@ -143,7 +128,7 @@ def suite_tables(
             title += (
                 "\nvs baseline: change of the gated metric on the shared examples; p: exact McNemar test on the flips"
             )
-        footer = "".join(f"\n{line}" for line in _footer(rows, costs, decisions, golden))
+        footer = "".join(f"\n{line}" for line in _footer(rows, record))
         tables.append(title + "\n" + tabulate(body, headers=headers, tablefmt="simple", disable_numparse=True) + footer)
     return tables
 
