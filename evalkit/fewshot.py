@@ -30,7 +30,7 @@ from evalkit.errors import EvalkitError
 from evalkit.prompts import select_fewshot
 
 if TYPE_CHECKING:
-    from evalkit.backends.base import Backend, ChoiceResult
+    from evalkit.backends.base import Backend, ChoiceRequest, ChoiceResult
     from evalkit.spec import Candidate, SuiteSpec
 
 CONTENT_FREE = ("N/A", "", "[MASK]")
@@ -235,6 +235,16 @@ class CandidatePrompts(Protocol):
     ) -> tuple[str, Any]: ...
 
 
+@dataclass(frozen=True)
+class CalibrationPlan:
+    """What one call needs for calibration: each row's demo-set key, and the content-free requests of the
+    demo sets whose prior is not known yet (three per set, answered with the rows in the same call)."""
+
+    keys: list[str]
+    requests: list[ChoiceRequest]
+    measured: list[tuple[str, tuple[str, ...]]]  # (key, choices) of each new demo set, in request order
+
+
 @dataclass
 class ContextualCalibration:
     """The label prior of each demo set (and choice list), measured on content-free inputs; computed once
@@ -247,49 +257,58 @@ class ContextualCalibration:
     def _key(self, demo_ids: Sequence[str], choices: Sequence[str]) -> str:
         return hashlib.sha256(json.dumps([list(demo_ids), list(choices)]).encode()).hexdigest()[:16]
 
-    def measure(self, prepared: CandidatePrompts, backend: Backend, rows: Sequence[int]) -> list[str]:
-        """The prior of each row's demo set (and choices), measured where not known yet; each row's key."""
+    def plan(self, prepared: CandidatePrompts, items: Sequence[tuple[dict[str, Any], list[str]]]) -> CalibrationPlan:
+        """The keys of ``items`` (a row's fields and choices each) and the content-free requests of the
+        demo sets not measured yet. Each renders the row's own demos and choices with every input field
+        blanked, so it shares the demos' token prefix with the row: sent in the row's call, the prefix is
+        computed once for both."""
         from evalkit.backends.base import ChoiceRequest
 
         spec = prepared.spec
-        keys = []
-        todo: dict[str, tuple[dict[str, Any], list[str], list[dict[str, Any]]]] = {}
-        for i in rows:
-            row = prepared.dataset.rows[i]
-            choices = prepared.choices[i]
-            demo_rows = prepared.demos.rows_for(row.fields) if prepared.demos is not None else []
+        prefix = spec.task.choice_prefix
+        keys: list[str] = []
+        requests: list[ChoiceRequest] = []
+        measured: list[tuple[str, tuple[str, ...]]] = []
+        planned: set[str] = set()
+        for fields, choices in items:
+            demo_rows = prepared.demos.rows_for(fields) if prepared.demos is not None else []
             key = self._key([r.id for r in demo_rows], choices)
             keys.append(key)
-            if key not in self.priors and key not in todo:
-                examples = [prepared.demos.example(r) for r in demo_rows] if prepared.demos is not None else []
-                todo[key] = (row.fields, choices, examples)
-        if todo:
-            prefix = spec.task.choice_prefix
-            requests = []
-            for fields, choices, examples in todo.values():
-                names = input_fields(fields, spec)
-                for text in self.content_free:
-                    blank = {**fields, **{n: text for n in names}}
-                    prompt = prepared.render_with_turns(blank, choices, "a content-free input", examples=examples)[0]
-                    requests.append(ChoiceRequest(prompt, tuple(prefix + c for c in choices)))
-            answers = backend.score_choices(requests)
-            n = len(self.content_free)
-            for j, (key, (_, choices, _)) in enumerate(todo.items()):
-                probabilities = [[math.exp(v) for v in _log_softmax(a.logprobs)] for a in answers[j * n : (j + 1) * n]]
-                self.priors[key] = tuple(sum(p[c] for p in probabilities) / n for c in range(len(choices)))
-                self.choices_of[key] = tuple(choices)
-        return keys
+            if key in self.priors or key in planned:
+                continue
+            planned.add(key)
+            measured.append((key, tuple(choices)))
+            examples = [prepared.demos.example(r) for r in demo_rows] if prepared.demos is not None else []
+            names = input_fields(fields, spec)
+            for text in self.content_free:
+                blank = {**fields, **{n: text for n in names}}
+                prompt = prepared.render_with_turns(blank, choices, "a content-free input", examples=examples)[0]
+                requests.append(ChoiceRequest(prompt, tuple(prefix + c for c in choices)))
+        return CalibrationPlan(keys, requests, measured)
 
-    def scores(
-        self, prepared: CandidatePrompts, backend: Backend, rows: Sequence[int], responses: Sequence[ChoiceResult]
-    ) -> list[list[float]]:
+    def absorb(self, plan: CalibrationPlan, answers: Sequence[ChoiceResult]) -> None:
+        """Keep the priors measured by ``answers`` to ``plan.requests``: each demo set's mean choice
+        probabilities over its content-free inputs."""
+        n = len(self.content_free)
+        for j, (key, choices) in enumerate(plan.measured):
+            probabilities = [[math.exp(v) for v in _log_softmax(a.logprobs)] for a in answers[j * n : (j + 1) * n]]
+            self.priors[key] = tuple(sum(p[c] for p in probabilities) / n for c in range(len(choices)))
+            self.choices_of[key] = choices
+
+    def calibrated(self, keys: Sequence[str], responses: Sequence[ChoiceResult]) -> list[list[float]]:
         """Each row's calibrated choice scores: ``log p(choice) - log p_cf(choice)``, the probabilities
         normalised over the row's choices; the argmax is the calibrated prediction."""
-        keys = self.measure(prepared, backend, rows)
         return [
             [lp - math.log(max(p, 1e-300)) for lp, p in zip(_log_softmax(response.logprobs), self.priors[key])]
             for key, response in zip(keys, responses)
         ]
+
+    def measure(self, prepared: CandidatePrompts, backend: Backend, rows: Sequence[int]) -> list[str]:
+        """The prior of each row's demo set (and choices), measured where not known yet; each row's key."""
+        plan = self.plan(prepared, [(prepared.dataset.rows[i].fields, prepared.choices[i]) for i in rows])
+        if plan.requests:
+            self.absorb(plan, backend.score_choices(plan.requests))
+        return plan.keys
 
     def record(self) -> dict[str, Any]:
         """The method, its inputs and the prior: one vector per demo set (one in all for a fixed set)."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from evalkit.backends.base import Backend, ChoiceRequest, GenerateRequest
+from evalkit.backends.base import Backend, ChoiceRequest, ChoiceResult, GenerateRequest
 from evalkit.data import Dataset, Row, load_dataset
 from evalkit.errors import DatasetError, ScorerError, did_you_mean
 from evalkit.fewshot import ContextualCalibration, Demos, build_demos
@@ -217,11 +217,21 @@ class PreparedCandidate:
     demos: Demos | None = None  # where the demos come from (per row for `select: nearest`)
     calibration: ContextualCalibration | None = None  # classify `calibration: contextual`
 
-    def decision_scores(self, backend: Backend, responses: Sequence[Any]) -> list[Sequence[float]]:
-        """What each row's choice is decided by: its log-likelihoods, or calibrated scores."""
+    def choice_answers(
+        self, backend: Backend, requests: Sequence[ChoiceRequest], items: Sequence[tuple[dict[str, Any], list[str]]]
+    ) -> tuple[list[ChoiceResult], list[Sequence[float]]]:
+        """The backend's answers to ``requests`` (one per item: a row's fields and choices) and what each
+        row's choice is decided by: its log-likelihoods, or calibrated scores. A calibrated candidate's
+        content-free requests for demo sets not measured yet go in the same call as the rows, so a row
+        and its demo set's content-free inputs share one computed prefix (the demos)."""
         if self.calibration is None:
-            return [r.logprobs for r in responses]
-        return list(self.calibration.scores(self, backend, range(len(responses)), responses))
+            responses = backend.score_choices(requests)
+            return responses, [r.logprobs for r in responses]
+        plan = self.calibration.plan(self, items)
+        answers = backend.score_choices([*requests, *plan.requests])
+        responses = answers[: len(requests)]
+        self.calibration.absorb(plan, answers[len(requests) :])
+        return responses, list(self.calibration.calibrated(plan.keys, responses))
 
     @property
     def kind(self) -> TaskKind:
@@ -540,10 +550,14 @@ class Classify(TaskKind):
 
     def score(self, prepared: PreparedCandidate, backend: Backend) -> Scored:
         rows = prepared.dataset.rows
-        responses = backend.score_choices(
-            self._requests(prepared, [(row.id, p, c) for row, p, c in zip(rows, prepared.prompts, prepared.choices)], 0)
+        responses, decisions = prepared.choice_answers(
+            backend,
+            self._requests(
+                prepared, [(row.id, p, c) for row, p, c in zip(rows, prepared.prompts, prepared.choices)], 0
+            ),
+            [(row.fields, c) for row, c in zip(rows, prepared.choices)],
         )
-        decided = iter(prepared.decision_scores(backend, responses))  # log-likelihoods, or calibrated scores
+        decided = iter(decisions)  # log-likelihoods, or calibrated scores
         examples, predicted, gold, chosen = [], [], [], []
         tokens = {"prompt": 0, "output": 0}
         for row, prompt, choices, g, res in zip(rows, prepared.prompts, prepared.choices, prepared.gold, responses):
@@ -583,13 +597,16 @@ class Classify(TaskKind):
         return Scored(examples, metrics, ci, tokens, errors=errors)
 
     def predict(self, prepared: PreparedCandidate, backend: Backend, rows: Sequence[PerturbedRow]) -> list[str]:
-        prompts = [prepared.render(fields, row.choices, label) for row, fields, label in _rendered(prepared, rows)]
-        results = backend.score_choices(
-            self._requests(prepared, [(row.id, p, row.choices or []) for p, row in zip(prompts, rows)], "perturbed")
+        rendered = list(_rendered(prepared, rows))
+        prompts = [prepared.render(fields, row.choices, label) for row, fields, label in rendered]
+        _, decisions = prepared.choice_answers(  # calibrated as the candidate is, with its perturbed row's demos
+            backend,
+            self._requests(prepared, [(row.id, p, row.choices or []) for p, row in zip(prompts, rows)], "perturbed"),
+            [(fields, row.choices or []) for row, fields, _ in rendered],
         )
         return [
-            row.choices[max(range(len(row.choices)), key=lambda k: r.logprobs[k])]
-            for r, row in zip(results, rows)
+            row.choices[max(range(len(row.choices)), key=lambda k: scores[k])]
+            for scores, row in zip(decisions, rows)
             if row.choices is not None
         ]
 

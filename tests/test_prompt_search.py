@@ -75,6 +75,18 @@ class KeywordBackend(Backend):
         return [GenerateResult(r.prompt.strip().split()[-1], 1, 1) for r in requests]
 
 
+class BatchesKeywordBackend(KeywordBackend):
+    """The keyword model, keeping each call's requests."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[list[ChoiceRequest]] = []
+
+    def score_choices(self, requests):
+        self.batches.append(list(requests))
+        return super().score_choices(requests)
+
+
 FEW_SHOT = (
     "{% for ex in examples %}Ticket: {{ ex.text }}\nCategory: {{ ex.gold }}\n{% endfor %}Ticket: {{ text }}\nCategory:"
 )
@@ -212,6 +224,40 @@ def test_contextual_calibration_equals_a_hand_computation(searched, tiny_backend
     plain = load_suite(path.write_text(path.read_text().replace("calibration: contextual", "")) and path)
     uncalibrated = evaluate_candidate(plain, "tuned", Resources(backend=lambda *_: tiny_backend))
     assert uncalibrated.prompts_sha256 != result.prompts_sha256  # calibration is part of the identity
+
+
+def test_content_free_requests_go_in_the_rows_call_once_per_demo_set(searched):
+    """Each demo set's three content-free inputs are asked in the same backend call as its rows, so they
+    share the demos' computed prefix; a set measured once is not asked again."""
+    path = searched(search="", candidate="")
+    path.write_text(
+        path.read_text().replace("k: 1}", "k: 2, seed: 3, order: nearest_last}\n    calibration: contextual")
+    )
+    backend = BatchesKeywordBackend()
+    result = evaluate_candidate(load_suite(path), "tuned", Resources(backend=lambda *_: backend))
+    (first,) = backend.batches
+    demo_sets = {e.prompt.rsplit("Ticket: ", 1)[0] for e in result.examples}  # the two demos, in either order
+    assert len(demo_sets) == 2 and len(first) == 12 + 3 * 2
+    content_free = sorted(tuple(r.context.rsplit("Ticket: ", 1)) for r in first if r.origin is None)
+    inputs = ["N/A\nCategory:", "\nCategory:", "[MASK]\nCategory:"]
+    assert content_free == sorted((demos, text) for demos in demo_sets for text in inputs)
+
+
+def test_robustness_decides_a_perturbed_row_calibrated_as_the_candidate_does(searched, tiny_backend):
+    from evalkit.data import load_dataset
+    from evalkit.robustness.perturb import PerturbedRow
+    from evalkit.tasks import prepare
+
+    path = searched(search="", candidate="")
+    path.write_text(path.read_text().replace("k: 1}", "k: 2, seed: 3}\n    calibration: contextual"))
+    spec = load_suite(path)
+    result = evaluate_candidate(spec, "tuned", Resources(backend=lambda *_: tiny_backend))
+    raw = [max(e.details["logprobs"].items(), key=lambda kv: kv[1])[0] for e in result.examples]
+    assert any(answer != e.output for answer, e in zip(raw, result.examples))  # calibration changes answers
+    golden = load_dataset(spec.dataset_path)
+    prepared = prepare(spec, spec.candidates["tuned"], golden, tiny_backend.apply_chat_template)
+    unchanged = [PerturbedRow(r.id, {"text": r.fields["text"]}, list(LABELS)) for r in golden.rows]
+    assert prepared.kind.predict(prepared, tiny_backend, unchanged) == [e.output for e in result.examples]
 
 
 # --------------------------------------------------------------------------- the search

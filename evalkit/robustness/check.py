@@ -57,12 +57,15 @@ def _search_rows(prepared: PreparedCandidate, examples: list[ExampleResult], pic
 def _search_key(
     prepared: PreparedCandidate, backend: CachedBackend, rows: list[SearchRow], picked: list[int]
 ) -> KeyParts:
-    """What a search's outcome depends on: model, adapter, how a row renders, the rows, the settings, the code."""
+    """What a search's outcome depends on: model, adapter, how a row renders and is decided (its demos, its
+    calibration), the rows, the settings, the code."""
     config, dataset = prepared.spec.robustness, prepared.dataset
     assert config is not None
     inputs = {
         "template": prepared.template.sha256,
         "fewshot": prepared.fewshot,
+        "demos": prepared.demos.record() if prepared.demos is not None else None,
+        "calibration": prepared.candidate.calibration,
         "chat": prepared.candidate.chat,
         "system": prepared.candidate.system,
         "task": prepared.spec.task.model_dump(mode="json"),
