@@ -42,6 +42,44 @@ def input_fields(fields: dict[str, Any], spec: SuiteSpec) -> list[str]:
     return [k for k, v in fields.items() if k not in ignored and isinstance(v, str)]
 
 
+def input_key(fields: dict[str, Any], spec: SuiteSpec) -> str:
+    """A row's input text, whitespace collapsed and case folded: two rows with the same key ask the same
+    question, whatever their ids and answers."""
+    return canonical_json({k: " ".join(str(fields[k]).split()).casefold() for k in input_fields(fields, spec)})
+
+
+def place_of(dataset: Dataset, row: Row) -> str:
+    """Where a row is, for a message: ``file:line``, or ``row N of file``."""
+    return f"{dataset.path.name}:{row.line}" if row.line is not None else f"row {row.number} of {dataset.path.name}"
+
+
+def shared_rows(rows: Sequence[Row], golden: Dataset, spec: SuiteSpec) -> list[tuple[Row, Row]]:
+    """Each of ``rows`` that asks what a golden row asks, with that golden row."""
+    golden_keys: dict[str, Row] = {}
+    for row in golden.rows:
+        golden_keys.setdefault(input_key(row.fields, spec), row)
+    return [(row, golden_keys[key]) for row in rows if (key := input_key(row.fields, spec)) in golden_keys]
+
+
+def demo_contamination(demos: Demos | None, golden: Dataset, spec: SuiteSpec, candidate: str) -> str | None:
+    """A failure when a demo the candidate can show duplicates a golden row (its fixed set's rows, or any
+    pool row for demos chosen per row): that row would be answered next to its own answer, and
+    ``select: nearest`` would pick it first. None when the demos are clean."""
+    if demos is None or demos.k == 0:
+        return None
+    shown = demos.fixed if demos.fixed is not None else list(demos.pool.rows)
+    shared = shared_rows(shown, golden, spec)
+    if not shared:
+        return None
+    pairs = "; ".join(f"{place_of(demos.pool, d)} = {place_of(golden, g)}" for d, g in shared[:5])
+    more = f" and {len(shared) - 5} more" if len(shared) > 5 else ""
+    which = "its demos" if demos.fixed is not None else f"its pool (select: {demos.select}: any row may be a demo)"
+    return (
+        f"candidate '{candidate}' shows few-shot demos that duplicate golden rows: {len(shared)} row(s) of {which} "
+        f"({pairs}{more}); remove them from {demos.pool.path.name} (or from the golden set)"
+    )
+
+
 def input_text(fields: dict[str, Any], spec: SuiteSpec) -> str:
     """What ``nearest`` compares: the row's input text fields, one a line."""
     return "\n".join(str(fields[k]) for k in input_fields(fields, spec))

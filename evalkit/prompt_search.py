@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from evalkit.atomic import write_text_atomically
 from evalkit.data import Dataset, Row, canonical_json, load_dataset
 from evalkit.errors import EvalkitError, shown_path
-from evalkit.fewshot import ContextualCalibration, input_fields
+from evalkit.fewshot import ContextualCalibration, place_of, shared_rows
 from evalkit.record import OptimismGap, PromptSearchInfo
 from evalkit.spec import PROMPT_SEARCHABLE_GENERATE, SearchRange
 from evalkit.stats import wilson_interval
@@ -258,20 +258,13 @@ def search_outcome(spec: SuiteSpec, candidate: str) -> PromptSearchOutcome | Non
 # --------------------------------------------------------------------------- the golden set stays locked
 
 
-def _input_key(fields: dict[str, Any], spec: SuiteSpec) -> str:
-    return canonical_json({k: " ".join(str(fields[k]).split()).casefold() for k in input_fields(fields, spec)})
-
-
 def check_pool_contamination(spec: SuiteSpec, candidate: Candidate, pool: Dataset, golden: Dataset) -> None:
     """Refuses a pool that shares a row with the golden set (the same input text, ids and answers aside):
     a search would then read golden rows, and a demo could be the answer to its own question."""
-    golden_keys: dict[str, Row] = {}
-    for row in golden.rows:
-        golden_keys.setdefault(_input_key(row.fields, spec), row)
-    shared = [(row, golden_keys[key]) for row in pool.rows if (key := _input_key(row.fields, spec)) in golden_keys]
+    shared = shared_rows(pool.rows, golden, spec)
     if not shared:
         return
-    shown = "; ".join(f"{_where(pool, p)} = {_where(golden, g)}" for p, g in shared[:5])
+    shown = "; ".join(f"{place_of(pool, p)} = {place_of(golden, g)}" for p, g in shared[:5])
     more = f" and {len(shared) - 5} more" if len(shared) > 5 else ""
     first = shared[0][0]
     raise PromptSearchError(
@@ -282,10 +275,6 @@ def check_pool_contamination(spec: SuiteSpec, candidate: Candidate, pool: Datase
         row=None if first.line else first.number,
         fix=f"remove those rows from {pool.path.name} (or from the golden set), then search again",
     )
-
-
-def _where(dataset: Dataset, row: Row) -> str:
-    return f"{dataset.path.name}:{row.line}" if row.line is not None else f"row {row.number} of {dataset.path.name}"
 
 
 # --------------------------------------------------------------------------- dev split and folds
@@ -402,8 +391,11 @@ class _Search:
                     return steps[-1], len(values), True
         return sum(values) / len(values), len(values), False
 
-    def evaluate(self, params: dict[str, Any], trial: Any = None) -> tuple[float, list[float], int, bool]:
-        """(score, running score after each step, rows scored, pruned) of one configuration."""
+    def evaluate(
+        self, params: dict[str, Any], trial: Any = None, *, chunks: int | None = None
+    ) -> tuple[float, list[float], int, bool]:
+        """(score, running score after each step, rows scored, pruned) of one configuration; ``chunks``:
+        the dev split's steps (default: the search's ``chunks``; 1 evaluates it in one call, as a run does)."""
         steps: list[float] = []
         every = range(len(self.pool))
         if self.folds:
@@ -421,7 +413,7 @@ class _Search:
             return steps[-1], steps, scored, False
         held = set(self.dev)
         value, n, pruned = self._score(
-            params, self.dev, [i for i in every if i not in held], self.settings.chunks, trial, steps
+            params, self.dev, [i for i in every if i not in held], chunks or self.settings.chunks, trial, steps
         )
         return value, steps, n, pruned
 

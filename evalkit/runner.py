@@ -18,11 +18,11 @@ from evalkit.backends.base import Backend
 from evalkit.cache import CachedBackend, CacheStats, ResultCache
 from evalkit.data import Dataset, load_dataset
 from evalkit.errors import EvalkitError, TrainingError, did_you_mean, shown_path
-from evalkit.fewshot import prompt_identity
+from evalkit.fewshot import demo_contamination, prompt_identity
 from evalkit.record import Robustness
 from evalkit.results import CandidateResult
 from evalkit.stats import wilson_interval
-from evalkit.tasks import PreparedCandidate, Scored, ScoringServices, prepare, task_kind
+from evalkit.tasks import PreparedCandidate, Scored, ScoringServices, prepare, task_identity, task_kind
 from evalkit.verdict import threshold_failure
 
 if TYPE_CHECKING:
@@ -185,6 +185,9 @@ def evaluate_candidate(
         **_searched_demos(spec, candidate, searched, resources),
     )
     scored = task_kind(spec.task.kind).score(prepared, backend)
+    contaminated = demo_contamination(prepared.demos, dataset, spec, candidate_name)
+    if contaminated is not None:
+        scored.failures.append(contaminated)
     compute_s = backend.stats.compute_s
     robustness_s = 0.0  # reported on its own (robustness.wall_s), so the cost per example stays comparable
     robustness = None
@@ -278,6 +281,7 @@ def _result(
         adapter=adapter.info() if adapter is not None else None,
         repeats=spec.task.repeats,
         prompts_sha256=prompt_identity(prepared),  # the prompts, and their calibration
+        task_sha256=task_identity(spec),  # the decoding and scorer (a search's chosen ones included)
         robustness=robustness,
         compute_s=round(compute_s, 3),
         cache=backend.stats.info(),

@@ -312,6 +312,29 @@ def test_a_pool_that_shares_a_row_with_the_golden_set_is_refused(searched):
     assert not recording.received
 
 
+@pytest.mark.parametrize(
+    ("fewshot", "which"),
+    [
+        ("k: 3, select: nearest}", "its pool (select: nearest: any row may be a demo)"),
+        ("k: 30, seed: 0}", "its demos"),  # a fixed set that holds every pool row
+    ],
+)
+def test_a_plain_candidate_whose_demos_duplicate_golden_rows_fails(searched, fewshot, which):
+    path = searched(search="")
+    path.write_text(path.read_text().replace("k: 1}", fewshot))
+    rows = ticket_rows(30, 1, "p")
+    rows[4] = {**ticket_rows(12, 2, "t")[7], "id": "copied", "text": ticket_rows(12, 2, "t")[7]["text"].upper()}
+    write_jsonl(searched.root / "data" / "pool.jsonl", rows)
+    result = evaluate_candidate(load_suite(path), "tuned", Resources(backend=lambda *_: KeywordBackend()))
+    assert not result.passed
+    assert result.failures == [
+        f"candidate 'tuned' shows few-shot demos that duplicate golden rows: 1 row(s) of {which} "
+        "(pool.jsonl:5 = test.jsonl:8); remove them from pool.jsonl (or from the golden set)"
+    ]
+    write_jsonl(searched.root / "data" / "pool.jsonl", ticket_rows(30, 1, "p"))
+    assert evaluate_candidate(load_suite(path), "tuned", Resources(backend=lambda *_: KeywordBackend())).failures == []
+
+
 def test_every_trial_answer_goes_through_the_result_cache(searched, tmp_path):
     path = searched(trials=5)
     cache = ResultCache(tmp_path / "cache")
