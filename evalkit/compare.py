@@ -161,6 +161,8 @@ def hashes_of(entry: Mapping[str, Any]) -> dict[str, str | None]:
         "model": entry.get("model_fingerprint"),
         "adapter": adapter.get("content_hash"),
     }
+    if entry.get("task_sha256"):  # older records did not hash the task's settings
+        hashes["task"] = entry["task_sha256"]
     if judge.get("sha256"):  # only model-graded suites name a judge (older baselines have no such key)
         hashes["judge"] = judge["sha256"]
     return hashes
@@ -172,6 +174,7 @@ HASH_NAMES = {
     "model": "model",
     "adapter": "adapter",
     "judge": "judge (rubric, grades, reading or judge model)",
+    "task": "task settings (decoding, scorer, choices)",
     "prompts": "rendered prompts",
 }
 
@@ -180,8 +183,9 @@ def _what_changed(reference: Snapshot, current: Snapshot) -> list[str]:
     changes: list[str] = []
     for key, label in HASH_NAMES.items():
         old, new = reference.hashes.get(key), current.hashes.get(key)
-        if old == new or (key == "prompts" and (changes or old is None)):
-            continue  # a changed template or dataset explains changed prompts; say so once
+        if old == new or (key == "prompts" and (changes or old is None)) or (key == "task" and old is None):
+            continue  # a changed template or dataset explains changed prompts, say so once; a record written
+            # before the task's settings were hashed has none to compare
         if key == "prompts":
             changes.append(
                 "rendered prompts changed with the same template and data (few-shot examples, chat "

@@ -6,8 +6,11 @@ looks (the reusable-holdout problem). This module counts the looks, per suite an
 (its content hash), in a small committed ledger beside the baseline, ``reports/golden_reads.json``:
 
 - a configuration is what produced a result apart from the data (``CandidateResult.hashes()`` without
-  ``dataset``: prompts, template, model, adapter, judge), named by :func:`configuration_key`; a re-run
-  of an unchanged configuration is not counted again;
+  ``dataset``: prompts, template, model, adapter, the task's settings, judge), named by
+  :func:`configuration_key`; a re-run of an unchanged configuration is not counted again;
+- a ledger entry written before the task's settings were part of the key (:func:`legacy_key`) is
+  renamed to the current key when its configuration is measured again, keeping its first run: the count
+  does not grow by the change of key;
 - a new dataset hash (a refreshed golden set) starts from zero;
 - a run limited to its first rows is not counted;
 - ``max_reads:`` in a suite (:class:`evalkit.spec.MaxReads`) warns, or with ``strict: true`` fails, once the
@@ -61,6 +64,13 @@ def configuration_key(hashes: Mapping[str, str | None]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode("utf-8")).hexdigest()[:16]
 
 
+def legacy_key(hashes: Mapping[str, str | None]) -> str | None:
+    """The key the same configuration had before the task's settings were hashed (None: it has none)."""
+    if hashes.get("task") is None:
+        return None
+    return configuration_key({name: value for name, value in hashes.items() if name != "task"})
+
+
 # --------------------------------------------------------------------------- the ledger file's schema
 
 
@@ -102,6 +112,7 @@ class GoldenLedger:
     def __init__(self, seen: dict[str, dict[str, dict[str, str]]] | None = None) -> None:
         self._seen = seen if seen is not None else {}  # suite -> dataset hash -> key -> first run id
         self._new: dict[tuple[str, str], set[str]] = {}  # this run's keys the ledger did not hold
+        self._renamed: dict[tuple[str, str], dict[str, str]] = {}  # a legacy key held -> its current key
 
     @classmethod
     def read(cls, path: Path) -> GoldenLedger:
@@ -110,8 +121,10 @@ class GoldenLedger:
 
     def keys(self, suite: str, dataset_hash: str) -> list[str]:
         """The configurations counted for this suite and golden set, sorted (this run's included)."""
-        known = self._seen.get(suite, {}).get(dataset_hash, {})
-        return sorted(set(known) | self._new.get((suite, dataset_hash), set()))
+        known = set(self._seen.get(suite, {}).get(dataset_hash, {}))
+        renamed = self._renamed.get((suite, dataset_hash), {})
+        known = (known - set(renamed)) | set(renamed.values())
+        return sorted(known | self._new.get((suite, dataset_hash), set()))
 
     def reads(self, suite: str, dataset_hash: str, budget: MaxReads | None, *, counted: bool = True) -> GoldenReads:
         """How often this suite's golden set has been read, as counted so far, against ``budget``."""
@@ -129,21 +142,35 @@ class GoldenLedger:
         )
 
     def observe(
-        self, suite: str, dataset_hash: str, key: str, budget: MaxReads | None, *, limited: bool = False
+        self,
+        suite: str,
+        dataset_hash: str,
+        key: str,
+        budget: MaxReads | None,
+        *,
+        limited: bool = False,
+        legacy: str | None = None,
     ) -> GoldenReads:
         """Count configuration ``key`` as measured on the suite's golden set (once, however often it is
-        observed or was before), and return the suite's count with it. A ``limited`` run (its first rows
-        only) is not counted: the count is returned as it stands, never over budget."""
+        observed or was before), and return the suite's count with it. ``legacy``: the key the ledger may
+        hold it under from before (:func:`legacy_key`), renamed to ``key`` instead of counted anew. A
+        ``limited`` run (its first rows only) is not counted: the count is returned as it stands, never
+        over budget."""
         if not re.fullmatch(_HEX16, key):
             raise ValueError(f"{key!r} is not a configuration key (configuration_key gives 16 hex digits)")
-        if not limited and key not in self._seen.get(suite, {}).get(dataset_hash, {}):
-            self._new.setdefault((suite, dataset_hash), set()).add(key)
+        known = self._seen.get(suite, {}).get(dataset_hash, {})
+        if not limited and key not in known:
+            renamed = self._renamed.setdefault((suite, dataset_hash), {})
+            if legacy is not None and legacy in known and legacy not in renamed:
+                renamed[legacy] = key
+            elif key not in renamed.values():
+                self._new.setdefault((suite, dataset_hash), set()).add(key)
         return self.reads(suite, dataset_hash, budget, counted=not limited)
 
     @property
     def changed(self) -> bool:
         """Whether this run observed a configuration the ledger did not hold."""
-        return any(self._new.values())
+        return any(self._new.values()) or any(self._renamed.values())
 
     def write(self, path: Path, run_id: str) -> bool:
         """Add this run's new configurations (first seen in ``run_id``) to the ledger at ``path``, atomically;
@@ -153,7 +180,14 @@ class GoldenLedger:
             raise ValueError(f"{run_id!r} is not a run id (results.new_run_id gives one)")
         if not self.changed:
             return False
+        from evalkit.results import run_order
+
         merged = _read_seen(path)
+        for (suite, dataset_hash), renamed in self._renamed.items():
+            known = merged.setdefault(suite, {}).setdefault(dataset_hash, {})
+            for legacy, key in renamed.items():
+                first = known.pop(legacy, None) or run_id
+                known[key] = min(known.get(key, first), first, key=run_order)
         for (suite, dataset_hash), keys in self._new.items():
             known = merged.setdefault(suite, {}).setdefault(dataset_hash, {})
             for key in keys:
@@ -170,7 +204,7 @@ class GoldenLedger:
                 path=path,
                 fix="make the reports folder writable, or move it with --evalkit-reports",
             ) from None
-        self._seen, self._new = merged, {}
+        self._seen, self._new, self._renamed = merged, {}, {}
         return True
 
 
@@ -274,8 +308,14 @@ class GoldenCount:
     def observe(self, result: CandidateResult, budget: MaxReads | None, *, limited: bool) -> GoldenReads:
         """Count ``result``'s configuration on its suite's golden set (``limited``: measured on its first rows
         only, so not counted); its failure, when the suite is past a strict budget, is added to the result."""
+        hashes = result.hashes()
         reads = self.ledger.observe(
-            result.suite, result.dataset_hash, configuration_key(result.hashes()), budget, limited=limited
+            result.suite,
+            result.dataset_hash,
+            configuration_key(hashes),
+            budget,
+            limited=limited,
+            legacy=legacy_key(hashes),
         )
         if reads.fails and reads.message is not None and reads.message not in result.failures:
             result.failures.append(reads.message)
@@ -290,9 +330,16 @@ class GoldenCount:
         candidate's verdict was given when it was evaluated."""
         by_suite: dict[str, list[CandidateResult]] = {}
         for r in results:
-            key = configuration_key(r.hashes())
+            hashes = r.hashes()
             is_limited = (r.suite, r.candidate) in limited
-            self.ledger.observe(r.suite, r.dataset_hash, key, budgets.get(r.suite), limited=is_limited)
+            self.ledger.observe(
+                r.suite,
+                r.dataset_hash,
+                configuration_key(hashes),
+                budgets.get(r.suite),
+                limited=is_limited,
+                legacy=legacy_key(hashes),
+            )
             if "accuracy" in r.metrics and not is_limited:
                 by_suite.setdefault(r.suite, []).append(r)
         found = {}

@@ -515,6 +515,7 @@ class CandidateEntry(_Open):
     baseline: Comparison | None = None
     repeats: int | None = None
     prompts_sha256: str | None = None
+    task_sha256: str | None = None
     robustness: Robustness | None = None
     compute_s: float | None = None
     cache: CacheInfo | None = None
@@ -538,6 +539,8 @@ class _Produced(Protocol):  # a CandidateResult, or a CandidateEntry
     @property
     def prompts_sha256(self) -> str | None: ...
     @property
+    def task_sha256(self) -> str | None: ...
+    @property
     def model_fingerprint(self) -> str | None: ...
     @property
     def adapter(self) -> AdapterInfo | None: ...
@@ -547,7 +550,8 @@ class _Produced(Protocol):  # a CandidateResult, or a CandidateEntry
 
 def content_hashes(result: _Produced) -> dict[str, str | None]:
     """What produced a candidate's result (in memory, or its entry in a run record), by content hash:
-    dataset, template, prompts, model, adapter, and the judge where a model grades it."""
+    dataset, template, prompts, model, adapter, the task's settings (decoding, scorer; absent in records
+    written before they were hashed), and the judge where a model grades it."""
     hashes = {
         "dataset": result.dataset_hash,
         "template": result.template_sha256,
@@ -555,6 +559,8 @@ def content_hashes(result: _Produced) -> dict[str, str | None]:
         "model": result.model_fingerprint,
         "adapter": result.adapter.content_hash if result.adapter is not None else None,
     }
+    if result.task_sha256 is not None:
+        hashes["task"] = result.task_sha256
     if result.judge is not None and result.judge.sha256:  # only model-graded suites name a judge
         hashes["judge"] = result.judge.sha256
     return hashes

@@ -75,6 +75,7 @@ class CandidateResult:
     baseline: Comparison | None = None  # the comparison with the baseline (see evalkit.compare)
     repeats: int = 1  # samples per example (sampled generation)
     prompts_sha256: str | None = None  # every rendered prompt: catches few-shot, chat and system changes too
+    task_sha256: str | None = None  # the task's settings: decoding (max_new_tokens, stop...), scorer, choices
     robustness: Robustness | None = None  # perturbation search (see evalkit.robustness)
     compute_s: float | None = None  # model time of this candidate's answers, measured when each was computed
     cache: CacheInfo | None = None  # result-cache hits, misses and why (see evalkit.cache)

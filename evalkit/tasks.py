@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from evalkit.backends.base import Backend, ChoiceRequest, ChoiceResult, GenerateRequest
-from evalkit.data import Dataset, Row, load_dataset
+from evalkit.data import Dataset, Row, canonical_json, load_dataset
 from evalkit.errors import DatasetError, ScorerError, did_you_mean
 from evalkit.fewshot import ContextualCalibration, Demos, build_demos
 from evalkit.prompts import PromptTemplate
@@ -197,6 +197,13 @@ class ModelGradedScorer(ABC):
 
     def place(self, suite_path: Path, line: Callable[..., int | None]) -> None:
         """Where the suite writes the scorer, for errors found while grading."""
+
+
+def task_identity(spec: SuiteSpec) -> str:
+    """The task's settings by content hash (kind, choices, target, scorer, decoding: ``max_new_tokens``,
+    ``temperature``, ``stop``, repeats): what decides a candidate's answers and their grades beside its
+    prompts, so a changed decoding is a configuration of its own."""
+    return hashlib.sha256(canonical_json(spec.task.model_dump(mode="json")).encode()).hexdigest()[:16]
 
 
 @dataclass

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from evalkit.baseline import read_baseline, write_baseline
 from evalkit.cli import main as cli
-from evalkit.compare import Policy, Snapshot, compare
+from evalkit.compare import Policy, Snapshot, compare, hashes_of
 from evalkit.errors import EvalkitError
 from evalkit.stats import mcnemar_exact, paired_difference_interval
 from tests.reports_helpers import candidate_result, write_record
@@ -300,6 +300,18 @@ def test_a_change_of_rendered_prompts_alone_is_named():
     after.template_sha256 = "u" * 64  # a new template explains the new prompts: named once
     result = compare(Snapshot.from_result(after), Snapshot.from_result(before), Policy())
     assert result.changes == ["prompt template changed (tttttttttttt -> uuuuuuuuuuuu)"]
+
+
+def test_a_change_of_the_task_settings_is_named_and_a_baseline_without_them_is_not_a_change():
+    before = candidate_result([True, False, True])
+    after = candidate_result([True, False, True])
+    after.task_sha256 = "d" * 16  # a baseline written before the task's settings were hashed
+    assert compare(Snapshot.from_result(after), Snapshot.from_result(before), Policy()).changes == []
+    before.task_sha256 = "c" * 16  # max_new_tokens edited, say
+    result = compare(Snapshot.from_result(after), Snapshot.from_result(before), Policy())
+    assert result.changes == ["task settings (decoding, scorer, choices) changed (cccccccccccc -> dddddddddddd)"]
+    entry = {"metrics": {}, "task_sha256": "c" * 16, "dataset_hash": "x"}
+    assert hashes_of(entry)["task"] == "c" * 16 and "task" not in hashes_of({"metrics": {}})
 
 
 def test_the_baseline_keeps_one_example_per_line_for_reviewable_diffs(tmp_path):

@@ -11,7 +11,7 @@ from statistics import NormalDist
 import pytest
 
 from evalkit.errors import EvalkitError, SuiteError
-from evalkit.golden import GoldenLedger, configuration_key, ledger_path, selection_interval, selection_level
+from evalkit.golden import GoldenLedger, configuration_key, ledger_path, legacy_key, selection_interval, selection_level
 from evalkit.spec import MaxReads
 from evalkit.stats import wilson_interval
 from evalkit.suite import load_suite
@@ -93,6 +93,31 @@ def test_the_count_rises_once_per_distinct_configuration_and_not_on_a_rerun(tmp_
     runs = {e["key"]: e["run"] for e in json.loads(path.read_text())["suites"]["tickets"][TICKETS]}
     assert runs == {A: "20261201T100000Z", B: "20261201T100000Z", C: "20261203T100000Z-2"}
     assert GoldenLedger.read(path).keys("tickets", TICKETS) == sorted([A, B, C])
+
+
+def test_an_entry_keyed_before_the_task_settings_were_hashed_is_renamed_not_counted_again(tmp_path):
+    path = ledger_path(tmp_path / "reports")
+    old = GoldenLedger.read(path)
+    for key in (A, B):  # written by an evalkit whose keys had no task settings
+        old.observe("tickets", TICKETS, key, None)
+    old.write(path, "20261201T100000Z")
+    current = {**hashes("t1"), "task": "decoding-1"}
+    assert legacy_key(current) == A and configuration_key(current) not in (A, B)
+    assert legacy_key(hashes("t1")) is None
+
+    ledger = GoldenLedger.read(path)
+    reads = ledger.observe("tickets", TICKETS, configuration_key(current), None, legacy=legacy_key(current))
+    assert (reads.configurations, reads.new_this_run) == (2, 0)  # the same configuration, under its new key
+    changed = {**current, "task": "decoding-2"}  # then its decoding changes: a configuration of its own
+    reads = ledger.observe("tickets", TICKETS, configuration_key(changed), None, legacy=legacy_key(changed))
+    assert (reads.configurations, reads.new_this_run) == (3, 1)
+    assert ledger.write(path, "20261202T100000Z") is True
+    runs = {e["key"]: e["run"] for e in json.loads(path.read_text())["suites"]["tickets"][TICKETS]}
+    assert runs == {
+        configuration_key(current): "20261201T100000Z",  # keeps the run that first measured it
+        B: "20261201T100000Z",
+        configuration_key(changed): "20261202T100000Z",
+    }
 
 
 def test_a_new_dataset_hash_starts_at_one_and_suites_count_apart(tmp_path):
