@@ -16,9 +16,11 @@ from evalkit.backends.batching import (
     TOKEN_BUDGET,
     CacheShape,
     by_settings,
+    common_beginning,
     generation_batches,
     in_request_order,
     longest_first,
+    pack_length,
     plan_batches,
     rows_in_memory,
     scoring_batches,
@@ -65,6 +67,18 @@ def test_the_scoring_length_leaves_out_the_prefix_and_each_continuations_last_to
     row = (list(range(50)), [[1], [2, 3], [4, 5, 6]])
     assert scoring_length(row, 0) == 50 + 0 + 1 + 2
     assert scoring_length(row, 40) == 10 + 3
+
+
+def test_a_pack_lays_out_its_common_beginning_once_and_leaves_each_row_a_token_of_its_own():
+    demos = list(range(100, 130))
+    row = (demos + [1, 2, 3], [[7], [8, 9]])  # a row: 33 context tokens, then 0 + 1 laid-out choice tokens
+    blank = (demos + [5], [[7], [8, 9]])  # a content-free input with the same demos
+    assert common_beginning([row, blank]) == 30 and common_beginning([row]) == 0
+    assert pack_length([row, blank]) == 30 + (3 + 1) + (1 + 1)
+    assert pack_length([row]) == scoring_length(row, 0)
+    same = (demos + [1, 2, 3], [[4]])  # a context that is all common still keeps its last token
+    assert common_beginning([row, same]) == 32 and pack_length([row, same]) == 32 + (1 + 1) + 1
+    assert common_beginning([row, blank], shared=10) == 20  # counted after a computed prefix
 
 
 def test_scoring_batches_sort_by_length_and_bound_by_memory_only_with_a_prefix():

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from evalkit.backends.base import ChoiceRequest, GenerateRequest
 from evalkit.backends.hf import HFBackend, peft_quietly
-from evalkit.backends.prefix import MIN_SHARED, PrefixStore, plan_prefixes
+from evalkit.backends.prefix import MIN_SHARED, PACK_ROWS, PrefixGroup, PrefixStore, packed_groups, plan_prefixes
 from tests.test_backend import direct_logprob, reference_generate
 
 HEADER = list(range(100, 140))  # 40 tokens every few-shot row starts with
@@ -81,6 +81,16 @@ def test_every_row_is_planned_once_under_a_prefix_of_its_own_tokens(shapes):
             assert tuple(rows[i][: len(group.prefix)]) == group.prefix and len(rows[i]) > len(group.prefix)
 
 
+def test_several_small_groups_become_packs_and_a_lone_small_group_keeps_its_prefix():
+    small = [PrefixGroup(tuple(HEADER), [0, 1]), PrefixGroup(tuple(HEADER[:30]), [2, 3, 4])]
+    large = PrefixGroup((9,) * 20, list(range(5, 5 + PACK_ROWS + 1)))
+    stored = PrefixGroup(tuple(HEADER[:20]), [20, 21], stored=True)
+    alone = PrefixGroup((), [30, 31])
+    kept, packs = packed_groups([small[0], large, small[1], stored, alone])
+    assert kept == [large, stored] and packs == [[0, 1], [2, 3, 4], [30], [31]]
+    assert packed_groups([small[0], large, alone]) == ([small[0], large, alone], [])
+
+
 def test_the_store_drops_the_least_recently_used_prefix_past_its_budget():
     store = PrefixStore(budget=100)
     store.put(None, (1,), "a", 60)
@@ -138,6 +148,34 @@ def test_a_later_call_reuses_the_stored_prefix(tiny_model, sharing, monkeypatch)
     (prefix,) = sharing.prefixes.prefixes(None)
     assert len(computed) == 1 and computed[0][1] < len(prefix) // 2  # only the row's own tokens and choices ran
     assert late.logprobs == pytest.approx([direct_logprob(sharing, contexts[4], c) for c in CHOICES], abs=1e-4)
+
+
+def test_rows_with_their_own_demos_and_content_free_inputs_score_as_packs_equal_to_rows_computed_whole(
+    tiny_model, sharing, monkeypatch
+):
+    headers = [FEW_SHOT, FEW_SHOT.replace("billing", "invoices"), "Sort these tickets.\n" + FEW_SHOT]
+    contexts = [f"{h}Ticket: {t}\nCategory:" for h, t in zip(headers, TICKETS)]
+    blanks = [f"{h}Ticket: {blank}\nCategory:" for h in headers for blank in ("N/A", "")]
+    requests = [ChoiceRequest(c, CHOICES) for c in contexts + blanks] + [ChoiceRequest("hi", CHOICES)]
+    widths = []
+    original = sharing.loaded.decoder.forward
+    monkeypatch.setattr(
+        sharing.loaded.decoder, "forward", lambda **kw: widths.append(kw["input_ids"].shape) or original(**kw)
+    )
+    results = sharing.score_choices(requests)
+    assert [rows for rows, _ in widths] == [4]  # three packs (a row, its two blanks) and the lone row, one pass
+    assert sharing.prefixes.prefixes(None) == []  # nothing kept that no later call asks for
+    whole = unshared(tiny_model).score_choices(requests)
+    for request, result, reference in zip(requests, results, whole):
+        assert result.logprobs == pytest.approx(reference.logprobs, abs=1e-4)
+        assert result.logprobs == pytest.approx(
+            [direct_logprob(sharing, request.context, c) for c in request.continuations], abs=1e-4
+        )
+        assert (result.context_tokens, result.continuation_tokens, result.is_greedy) == (
+            reference.context_tokens,
+            reference.continuation_tokens,
+            reference.is_greedy,
+        )
 
 
 def test_few_shot_greedy_outputs_equal_rows_generated_whole(tiny_model, sharing):

@@ -94,6 +94,28 @@ def scoring_length(row: ScoringRow, shared: int) -> int:
     return len(context) - shared + sum(len(c) - 1 for c in continuations)
 
 
+def common_beginning(pack: Sequence[ScoringRow], shared: int = 0) -> int:
+    """Context tokens after ``shared`` that every row of ``pack`` begins with (none for a pack of one),
+    leaving each row at least its last context token of its own (where its answer is read)."""
+    if len(pack) < 2:
+        return 0
+    first = pack[0][0]
+    n = min(len(context) for context, _ in pack) - 1
+    for context, _ in pack[1:]:
+        i = shared
+        while i < n and context[i] == first[i]:
+            i += 1
+        n = i
+    return max(0, n - shared)
+
+
+def pack_length(pack: Sequence[ScoringRow]) -> int:
+    """The tokens a pack of scoring rows lays out: the beginning its contexts share once, then each row's
+    own context tokens and continuations (see evalkit.backends.hf_scoring.tree_layout)."""
+    common = common_beginning(pack)
+    return common + sum(scoring_length(row, common) for row in pack)
+
+
 def scoring_batches(
     rows: Mapping[int, ScoringRow],
     shared: int,

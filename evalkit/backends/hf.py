@@ -24,10 +24,17 @@ from evalkit.backends.base import (
     Notify,
     register_backend,
 )
-from evalkit.backends.batching import generation_batches, in_request_order, scoring_batches
+from evalkit.backends.batching import (
+    generation_batches,
+    in_request_order,
+    longest_first,
+    pack_length,
+    plan_batches,
+    scoring_batches,
+)
 from evalkit.backends.encoding import encode_choices, encode_pair
 from evalkit.backends.hf_model import KVStates, LoadedHF, LoadOptions, load_model, load_tokenizer, peft_quietly
-from evalkit.backends.prefix import MIN_SHARED, PrefixGroup, PrefixStore, Tokens, plan_prefixes
+from evalkit.backends.prefix import MIN_SHARED, PrefixGroup, PrefixStore, Tokens, packed_groups, plan_prefixes
 from evalkit.errors import ModelError
 
 __all__ = ["AdapterView", "HFBackend", "LoadedHF", "encode_choices", "encode_pair", "peft_quietly"]
@@ -196,16 +203,21 @@ class HFBackend(Backend):
             return self._score_choices(adapter, requests)
 
     def _score_choices(self, adapter: str | None, requests: Sequence[ChoiceRequest]) -> list[ChoiceResult]:
-        from evalkit.backends.hf_scoring import encode_requests, score_batch
+        from evalkit.backends.hf_scoring import encode_requests, score_batch, score_packs
 
         loaded = self.loaded
         encoded = encode_requests(loaded, requests)
         answered: list[tuple[int, ChoiceResult]] = []
-        for group in self._shared_prefixes(adapter, [ctx for ctx, _ in encoded]):
+        groups, packs = packed_groups(self._shared_prefixes(adapter, [ctx for ctx, _ in encoded]))
+        for group in groups:
             shared, states = len(group.prefix), self._prefix_states(adapter, group.prefix)
             rows = {i: encoded[i] for i in group.rows}
             for batch in scoring_batches(rows, shared, batch_size=self.batch_size, fits=loaded.rows_in_memory):
                 answered += zip(batch, score_batch(loaded, [encoded[i] for i in batch], shared, states))
+        lengths = {p: pack_length([encoded[i] for i in pack]) for p, pack in enumerate(packs)}
+        for batch in plan_batches(longest_first(lengths, lengths), lengths, batch_size=self.batch_size):
+            members = [i for p in batch for i in packs[p]]
+            answered += zip(members, score_packs(loaded, [[encoded[i] for i in packs[p]] for p in batch]))
         return in_request_order(len(requests), answered)
 
     def generate(self, requests: Sequence[GenerateRequest], *, adapter: str | None = None) -> list[GenerateResult]:

@@ -7,6 +7,12 @@ continuation, so each continuation is scored exactly as if it followed the conte
 ``shared`` context tokens, the same in every row, are not laid out: their key/value states are computed
 once and every token of the batch sees them. Rows are left-padded; the vocabulary projection runs only
 where a token is scored.
+
+A batch row may also be a *pack*: several requests whose contexts share a beginning (a row and the
+content-free inputs of its own demos, say), laid out as one tree. The common beginning comes once, each
+request's own context tokens follow it as a branch that sees the beginning and itself, and each
+continuation branches off its own context. A pack scores every member exactly as if it were laid out
+alone, and many packs batch together where each would otherwise need a prefix pass of its own.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from evalkit.backends.base import ChoiceRequest, ChoiceResult
+from evalkit.backends.batching import common_beginning
 from evalkit.backends.encoding import encode_choices
 from evalkit.backends.hf_model import KVStates, LoadedHF
 from evalkit.errors import ModelError
@@ -41,9 +48,18 @@ def score_batch(
 ) -> list[ChoiceResult]:
     """Every continuation of every row of ``batch`` scored, the rows continuing ``shared`` prefix tokens
     whose key/value ``states`` are already computed."""
+    return score_packs(loaded, [[row] for row in batch], shared, states)
+
+
+def score_packs(
+    loaded: LoadedHF, packs: list[list[EncodedChoice]], shared: int = 0, states: KVStates | None = None
+) -> list[ChoiceResult]:
+    """Every continuation of every member of every pack scored (one batch row a pack; the results in
+    pack order, then member order), continuing ``shared`` prefix tokens whose ``states`` are computed."""
     import torch
 
-    layout = ScoringLayout.of(batch, shared, loaded.tokenizer.pad_token_id)
+    batch = [member for pack in packs for member in pack]
+    layout = ScoringLayout.of(packs, shared, loaded.tokenizer.pad_token_id)
     device = loaded.device
     width = layout.input_ids.shape[1]
     prefix = {loaded.cache_kw: loaded.cache_after(states, len(batch), shared + width)} if shared else {}
@@ -84,47 +100,80 @@ class ScoringLayout:
     spans: list[list[tuple[int, int]]]  # per row and continuation: (first, count) into the targets
 
     @classmethod
-    def of(cls, batch: list[EncodedChoice], shared: int, pad: int) -> ScoringLayout:
+    def of(cls, packs: list[list[EncodedChoice]], shared: int, pad: int) -> ScoringLayout:
+        """The layout of ``packs`` (a batch row each: one request, or several laid out as one tree)."""
         import torch
 
-        layouts = [tree_layout(ctx[shared:], conts, start=shared) for ctx, conts in batch]
-        width = max(len(tokens) for tokens, _, _ in layouts)
-        input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        position_ids = torch.zeros((len(batch), width), dtype=torch.long)
-        allowed = torch.zeros((len(batch), width, shared + width), dtype=torch.bool)
+        trees = [tree_layout(pack, shared) for pack in packs]
+        width = max(len(tree.tokens) for tree in trees)
+        input_ids = torch.full((len(packs), width), pad, dtype=torch.long)
+        position_ids = torch.zeros((len(packs), width), dtype=torch.long)
+        allowed = torch.zeros((len(packs), width, shared + width), dtype=torch.bool)
         allowed[:, :, :shared] = True  # every token sees the shared prefix
         allowed[:, :, shared:] = torch.eye(width, dtype=torch.bool)  # padding sees only itself
         read: dict[tuple[int, int], int] = {}
         reads: list[int] = []
         targets: list[int] = []
         spans: list[list[tuple[int, int]]] = []
-        for row, ((ctx, conts), (tokens, positions, groups)) in enumerate(zip(batch, layouts)):
-            n, offset = len(tokens), width - len(tokens)
-            input_ids[row, offset:] = torch.tensor(tokens)
-            position_ids[row, offset:] = torch.tensor(positions)
-            group = torch.tensor(groups)
-            index = torch.arange(n)
-            allowed[row, offset:, shared + offset :] = (index[None, :] <= index[:, None]) & (
-                (group[None, :] == -1) | (group[None, :] == group[:, None])
-            )
-            own_context = len(ctx) - shared
-            row_spans, column = [], offset + own_context
-            for cont in conts:  # token k of a continuation is predicted at the position before it
-                cols = [offset + own_context - 1] + list(range(column, column + len(cont) - 1))
-                row_spans.append((len(targets), len(cont)))
-                reads += [read.setdefault((row, col), len(read)) for col in cols]  # the context's last token once
-                targets += cont
-                column += len(cont) - 1
-            spans.append(row_spans)
+        for row, (pack, tree) in enumerate(zip(packs, trees)):
+            offset = width - len(tree.tokens)
+            input_ids[row, offset:] = torch.tensor(tree.tokens)
+            position_ids[row, offset:] = torch.tensor(tree.positions)
+            allowed[row, offset:, shared + offset :] = tree.mask(torch)
+            for (_, conts), columns in zip(pack, tree.reads):
+                row_spans = []
+                for cont, cols in zip(conts, columns):  # token k of a continuation is predicted before it
+                    row_spans.append((len(targets), len(cont)))
+                    reads += [read.setdefault((row, offset + col), len(read)) for col in cols]
+                    targets += cont
+                spans.append(row_spans)
         return cls(input_ids, position_ids, allowed, read, reads, targets, spans)
 
 
-def tree_layout(ctx: list[int], conts: list[list[int]], start: int = 0) -> tuple[list[int], list[int], list[int]]:
-    """One row of a scoring batch: (tokens, position ids from ``start``, group) for the context followed
-    by each continuation but its last token; group -1 is the context, m the m-th continuation."""
-    tokens, positions, groups = list(ctx), list(range(start, start + len(ctx))), [-1] * len(ctx)
-    for m, cont in enumerate(conts):
-        tokens += cont[:-1]
-        positions += range(start + len(ctx), start + len(ctx) + len(cont) - 1)
-        groups += [m] * (len(cont) - 1)
-    return tokens, positions, groups
+@dataclass
+class Tree:
+    """One batch row laid out: tokens, position ids, and for each token its member (-1: the beginning the
+    members share) and branch (-1: the member's context, m: its m-th continuation); ``reads``: per member
+    and continuation, the columns whose predictions score the continuation's tokens."""
+
+    tokens: list[int]
+    positions: list[int]
+    member: list[int]
+    branch: list[int]
+    reads: list[list[list[int]]]
+
+    def mask(self, torch: Any) -> Any:
+        """Which token may attend to which: an earlier one of the shared beginning, of its own member's
+        context, or of its own continuation."""
+        member, branch = torch.tensor(self.member), torch.tensor(self.branch)
+        index = torch.arange(len(self.tokens))
+        same_member = member[None, :] == member[:, None]
+        visible = (member[None, :] == -1) | (
+            same_member & ((branch[None, :] == -1) | (branch[None, :] == branch[:, None]))
+        )
+        return (index[None, :] <= index[:, None]) & visible
+
+
+def tree_layout(pack: Sequence[EncodedChoice], shared: int = 0) -> Tree:
+    """One batch row: the members' common beginning once (after the ``shared`` prefix), then each member's
+    own context tokens and each of its continuations but their last token (which is only predicted);
+    position ids go on from ``shared`` as if every member stood alone."""
+    common = common_beginning(pack, shared)
+    start = shared + common
+    first = pack[0][0]
+    tree = Tree(list(first[shared:start]), list(range(shared, start)), [-1] * common, [-1] * common, [])
+    for m, (ctx, conts) in enumerate(pack):
+        own = ctx[start:]
+        tree.tokens += own
+        tree.positions += range(start, len(ctx))
+        tree.member += [m] * len(own)
+        tree.branch += [-1] * len(own)
+        last, columns = len(tree.tokens) - 1, []
+        for b, cont in enumerate(conts):
+            columns.append([last] + list(range(len(tree.tokens), len(tree.tokens) + len(cont) - 1)))
+            tree.tokens += cont[:-1]
+            tree.positions += range(len(ctx), len(ctx) + len(cont) - 1)
+            tree.member += [m] * (len(cont) - 1)
+            tree.branch += [b] * (len(cont) - 1)
+        tree.reads.append(columns)
+    return tree

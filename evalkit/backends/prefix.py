@@ -14,7 +14,10 @@ beginning is the same for every row of a candidate. :func:`plan_prefixes` finds 
 * every row keeps at least its last token outside the prefix, because that is where its answer is read;
 * a prefix an earlier call computed (``stored``) is reused when it is nearly as long as the group's own:
   the tokens it leaves to every row cost less than computing the longer prefix once (a robustness
-  search asks for a few changed rows at a time, and its few-shot examples stay the same).
+  search asks for a few changed rows at a time, and its few-shot examples stay the same);
+* where a call holds many small groups (demos of each row's own, each row with its content-free
+  calibration inputs), :func:`packed_groups` lays each group out as one pack instead of computing its
+  prefix on its own (see :mod:`evalkit.backends.hf_scoring`).
 
 :class:`PrefixStore` keeps computed prefixes (their key/value states) for later calls, least recently
 used first out, within a byte budget.
@@ -30,6 +33,7 @@ from typing import Any
 MIN_SHARED = 16  # tokens: a shorter common prefix is not worth a forward pass of its own
 KEEP_SHARE = 0.5  # a row joins a group only if the group's prefix keeps at least this share of its length
 STORE_BYTES = 256 << 20  # key/value states of computed prefixes kept for later calls
+PACK_ROWS = 8  # a group of at most this many rows is laid out as one pack when a call holds several
 
 Tokens = tuple[int, ...]
 
@@ -101,6 +105,25 @@ def plan_prefixes(
     if alone.rows:
         groups.append(alone)
     return groups
+
+
+def packed_groups(groups: list[PrefixGroup]) -> tuple[list[PrefixGroup], list[list[int]]]:
+    """(the groups whose prefix is computed once, the rows laid out as packs): when a call holds several
+    small groups (PACK_ROWS rows at most, a prefix of their own: a row with the content-free inputs of its
+    own demos, say), each group is laid out as one pack instead, and the packs batch together, as do the
+    rows that share nothing. A prefix pass per small group would run a batch of one each time, and keep
+    states no later call asks for. A call with one such group computes its prefix and keeps it."""
+    small = [g for g in groups if g.prefix and not g.stored and len(g.rows) <= PACK_ROWS]
+    if len(small) < 2:
+        return groups, []
+    packs = [g.rows for g in small]
+    kept = []
+    for group in groups:
+        if not group.prefix:
+            packs += [[i] for i in group.rows]  # rows that share nothing: a pack of one each
+        elif not any(group is g for g in small):
+            kept.append(group)
+    return kept, packs
 
 
 class PrefixStore:
