@@ -369,7 +369,9 @@ class _Search:
         self, params: dict[str, Any], dev: list[int], demo_pool: list[int], chunks: int, trial: Any, steps: list[float]
     ) -> tuple[float, int, bool]:
         """Score one configuration on the ``dev`` rows in ``chunks``, reporting the running score after each
-        (``trial``: prune when it trails); (score, rows scored, pruned)."""
+        (``trial``: prune when it trails); (score, rows scored, pruned). A kind that decodes its answers
+        scores the first chunk alone and the rest in one call: a decoding step costs about the same for a
+        few rows as for many, so the pruner looks once, after the first chunk."""
         from evalkit.tasks import prepare, task_kind
 
         spec, candidate = apply_settings(self.spec, self.candidate, params)
@@ -377,18 +379,23 @@ class _Search:
         pool = _subset(self.pool, [self.pool.rows[i] for i in demo_pool])
         prepared = prepare(spec, candidate, dev_rows, self.backend.apply_chat_template, {}, pool=pool)
         kind = task_kind(spec.task.kind)
-        values: list[float] = []
         bounds = [round(len(dev) * c / chunks) for c in range(chunks + 1)]
-        for c in range(chunks):
-            indices = list(range(bounds[c], bounds[c + 1]))
-            if not indices:
+        calls = [[0], list(range(1, chunks))] if kind.decodes else [[c] for c in range(chunks)]
+        values: list[float] = []
+        for call in calls:
+            if not call or bounds[call[0]] == bounds[call[-1] + 1]:
                 continue
-            values.extend(_accuracy_values(kind.score(prepared.subset(indices), self.backend).examples))
-            steps.append(sum(values) / len(values))
-            if trial is not None:
-                trial.report(steps[-1], step=len(steps))
-                if c + 1 < chunks and trial.should_prune():
-                    return steps[-1], len(values), True
+            first, rows = bounds[call[0]], list(range(bounds[call[0]], bounds[call[-1] + 1]))
+            answered = _accuracy_values(kind.score(prepared.subset(rows), self.backend).examples)
+            for c in call:
+                if bounds[c + 1] == bounds[c]:
+                    continue
+                values.extend(answered[bounds[c] - first : bounds[c + 1] - first])
+                steps.append(sum(values) / len(values))
+                if trial is not None:
+                    trial.report(steps[-1], step=len(steps))
+            if trial is not None and call[-1] + 1 < chunks and trial.should_prune():
+                return steps[-1], len(values), True
         return sum(values) / len(values), len(values), False
 
     def evaluate(

@@ -387,7 +387,13 @@ class PromptSearchSettings(StrictModel):
     pruner: Literal["median", "none"] = Field(
         "median", description="median: stop a trial whose dev accuracy after a chunk trails the median of earlier ones"
     )
-    chunks: int = Field(4, ge=1, le=100, description="dev chunks a trial is scored in (the pruner looks after each)")
+    chunks: int = Field(
+        4,
+        ge=1,
+        le=100,
+        description="dev chunks a trial is scored in (the pruner looks after each; for a generate "
+        "task after the first only, the rest decoded in one call)",
+    )
     seed: int = Field(0, description="seeds the sampler (TPE) and the dev split")
     artifact: str | None = Field(
         None,

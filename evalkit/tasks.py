@@ -405,6 +405,7 @@ class TaskKind(ABC):
     per_example: ClassVar[tuple[str, ...]] = ()  # those that are a mean of one value per example: gateable
     offers_choices: ClassVar[bool] = False  # whether each row shows choices (perturbations may reorder them)
     learns_to_stop: ClassVar[bool] = False  # whether an adapter learns to end its answer (EOS after the completion)
+    decodes: ClassVar[bool] = False  # whether answers are decoded token by token (fewer, larger calls cost less)
 
     def check(self, task: TaskConfig) -> None:
         """Refuse settings that make no sense for this kind (ValueError with the reason)."""
@@ -690,6 +691,7 @@ class Generate(TaskKind):
     metrics = ("accuracy", "score")
     per_example = ("accuracy", "score")
     learns_to_stop = True
+    decodes = True
 
     def check(self, task: TaskConfig) -> None:
         if task.repeats > 1 and task.temperature == 0:

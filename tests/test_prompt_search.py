@@ -14,6 +14,7 @@ import pytest
 
 from evalkit.backends.base import Backend, ChoiceRequest, ChoiceResult, GenerateResult, ModelIdentity
 from evalkit.cache import ResultCache
+from evalkit.data import load_dataset
 from evalkit.errors import SuiteError
 from evalkit.fewshot import select_stratified
 from evalkit.prompt_search import PromptSearchError, ensure_prompt_search, search_outcome
@@ -557,6 +558,57 @@ def test_a_generate_search_chooses_decoding_options_too(searched):
     path.write_text(text + block.replace("    chat: true\n", ""))
     with pytest.raises(SuiteError, match=r":12: search: system messages apply only with `chat: true`"):
         load_suite(path)
+
+
+class GenerationCalls(KeywordBackend):
+    """The keyword model, keeping how many rows each generation call held."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[int] = []
+
+    def generate(self, requests):
+        self.calls.append(len(requests))
+        return super().generate(requests)
+
+
+class ScriptedTrial:
+    """An Optuna trial stand-in: keeps what is reported and prunes when told to."""
+
+    def __init__(self, prune: bool) -> None:
+        self.prune, self.reported = prune, []
+
+    def report(self, value, step):
+        self.reported.append((step, value))
+
+    def should_prune(self):
+        return self.prune
+
+
+@pytest.mark.parametrize("prune", [False, True])
+def test_a_generate_trial_decodes_its_first_chunk_alone_and_the_rest_in_one_call(searched, prune):
+    from evalkit.prompt_search import _Search
+
+    path = searched(search="")
+    text = path.read_text().replace(
+        "{kind: classify, choices: [billing, technical, account], target: label}", "{kind: generate, target: label}"
+    )
+    path.write_text(text + "    search: {trials: 2, dev: {fraction: 0.4}, chunks: 4, fewshot.k: [1]}\n")
+    spec = load_suite(path)
+    backend = GenerationCalls()
+    search = _Search(spec, spec.candidates["tuned"], backend, load_dataset(spec.candidates["tuned"].fewshot_path), None)
+    search.split()
+    trial = ScriptedTrial(prune)
+    value, steps, scored, pruned = search.evaluate({"fewshot.k": 1}, trial)
+    assert len(search.dev) == 12
+    if prune:  # the pruner looked after the first chunk, and nothing more was decoded
+        assert (backend.calls, len(steps), scored, pruned) == ([3], 1, 3, True)
+    else:  # the other three chunks in one call, each still a step of the record
+        assert (backend.calls, len(steps), scored, pruned) == ([3, 9], 4, 12, False)
+        assert [step for step, _ in trial.reported] == [1, 2, 3, 4] and steps[-1] == value
+    backend.calls.clear()
+    search.evaluate({"fewshot.k": 1}, chunks=1)
+    assert backend.calls == [12]
 
 
 def test_pytest_suites_searches_under_the_train_policy(pytester, tiny_model):
