@@ -1,16 +1,24 @@
-"""The prompt's search on the demo's ticket routing (BENCHMARKS.md, "Prompt search"): the `searched` candidate of
-suites/tickets.eval.yaml searched from a cold result cache on the embedded default model, what each trial
-cost against evaluating its configuration once on the same dev rows, and the chosen prompt read once on
-the golden rows next to the hand-written prompts.
+"""The prompt's search on the demo's suites (BENCHMARKS.md, "Prompt search"): the `searched` candidate of
+suites/tickets.eval.yaml (or --suite suites/orders.eval.yaml) searched from a cold result cache on the
+embedded default model, what each trial cost against evaluating its configuration once on the same dev
+rows, and the chosen prompt read once on the golden rows next to the hand-written prompts.
 
-    .venv/bin/python benchmarks/prompt_search.py [search] [reeval] [golden] [--reeval N] [--cache DIR] [--out FILE]
+    .venv/bin/python benchmarks/prompt_search.py [search] [reeval] [golden] [--suite FILE] [--reeval N]
+        [--cache DIR] [--out FILE] [--extra-pool benchmarks/data/tickets_extra.jsonl --dev-rows 100]
 
 search   the 24-trial search from a cold result cache (a new temporary one unless --cache); it writes the
          candidate's artifact where the suite keeps it (prompts/.search/ticket-routing/searched.json)
 reeval   the best complete trial and the next ones in trial order (--reeval N) evaluated once more on the
-         same dev rows without any cache: what a trial costs against evaluating its configuration once
+         same dev rows without any cache, in one call as a run evaluates a candidate: what a trial costs
+         against evaluating its configuration once
 golden   the chosen prompt read once on the golden rows (with the hand-written ones, --golden), and the
          optimism gap between its dev and test accuracy
+
+--extra-pool adds rows to the candidate's few-shot pool (benchmarks/data/tickets_extra.jsonl: 150 tickets
+written for this project, 30 a label, disjoint from the suite's rows) and --dev-rows sets the dev split's
+size; the suite is then a copy in --workdir (default: a folder in the system's temporary directory, kept so
+that the parts can run one at a time), with its artifact there too, so the demo's committed artifact is
+left as it is.
 
 Figures go to --out (default benchmarks/results/prompt_search.json), merged with what is there.
 """
@@ -32,6 +40,44 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def widened_suite(suite: Path, extra: Path, dev_rows: int | None, folder: Path) -> Path:
+    """A copy of the ticket suite in ``folder`` whose searched candidate draws from its pool plus ``extra``
+    rows, with a dev split of ``dev_rows`` and its artifact in ``folder``; only the candidates the
+    benchmark reads (searched, few_shot, zero_shot) are kept, every path made absolute."""
+    import yaml
+
+    config = yaml.safe_load(suite.read_text())
+    here = suite.parent
+
+    def absolute(relative: str) -> str:
+        return str((here / relative).resolve())
+
+    config["dataset"]["path"] = absolute(config["dataset"]["path"])
+    for key in ("train", "robustness", "baseline", "max_reads"):
+        config.pop(key, None)
+    keep = {"searched", "few_shot", "zero_shot"}
+    config["candidates"] = {k: v for k, v in config["candidates"].items() if k in keep}
+    config["thresholds"] = {}
+    for candidate in config["candidates"].values():
+        candidate["prompt"] = absolute(candidate["prompt"])
+        if "fewshot" in candidate:
+            candidate["fewshot"]["path"] = absolute(candidate["fewshot"]["path"])
+    searched = config["candidates"]["searched"]
+    pool = Path(searched["fewshot"]["path"])
+    combined = folder / "tickets_pool.jsonl"
+    combined.write_text(pool.read_text() + extra.read_text())
+    rows = sum(1 for line in combined.read_text().splitlines() if line.strip())
+    searched["fewshot"]["path"] = str(combined)
+    search = searched["search"]
+    search["template"] = [absolute(t) for t in search["template"]]
+    if dev_rows:
+        search["dev"]["fraction"] = dev_rows / rows
+    search["artifact"] = str(folder / "searched.json")
+    path = folder / "tickets.eval.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("parts", nargs="*", default=["search", "reeval", "golden"], help="search, reeval, golden")
@@ -39,20 +85,31 @@ def main() -> int:
     parser.add_argument("--golden", default="searched,few_shot,zero_shot", help="candidates read on the golden rows")
     parser.add_argument("--cache", help="the result cache folder (default: a new temporary one: a cold search)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "prompt_search.json"))
+    parser.add_argument("--suite", default="suites/tickets.eval.yaml", help="the suite (its `searched` candidate)")
+    parser.add_argument("--extra-pool", help="JSONL rows added to the searched candidate's few-shot pool")
+    parser.add_argument("--dev-rows", type=int, help="the dev split's size (with --extra-pool)")
+    parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "evalkit-prompt-search-benchmark"))
     args = parser.parse_args()
 
     import torch
 
     from evalkit.backends import open_backend
+    from evalkit.backends.hf import HFBackend
     from evalkit.cache import CachedBackend, ResultCache
     from evalkit.data import load_dataset
     from evalkit.prompt_search import _Search, ensure_prompt_search, search_outcome, search_table
     from evalkit.runner import Resources, evaluate_candidate
     from evalkit.suite import load_suite
 
-    spec = load_suite(ROOT / "suites" / "tickets.eval.yaml")
+    suite_path = ROOT / args.suite
+    if args.extra_pool:
+        workdir = Path(args.workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        suite_path = widened_suite(suite_path, Path(args.extra_pool), args.dev_rows, workdir)
+    spec = load_suite(suite_path)
     candidate = spec.candidates["searched"]
     base = open_backend(spec.model, spec.path.parent)
+    assert isinstance(base, HFBackend), "the benchmark runs the embedded model in process"
     base.load()
     out = Path(args.out)
     figures: dict = json.loads(out.read_text()) if out.is_file() else {}
@@ -68,6 +125,8 @@ def main() -> int:
             figures["search_wall_s"] = round(time.perf_counter() - started, 1)
             print(search_table(outcome))
         found = search_outcome(spec, "searched")
+        assert candidate.fewshot_path is not None
+        figures["pool_rows"] = len(load_dataset(candidate.fewshot_path, id_field=spec.id_field))
         assert found is not None, "search first"
         outcome = found
         figures["chosen"] = {
@@ -84,12 +143,14 @@ def main() -> int:
             pool = load_dataset(candidate.fewshot_path, id_field=spec.id_field)
             search = _Search(spec, candidate, CachedBackend(None, base), pool, None)
             search.split()
-            complete = [t for t in outcome.trials if t.state == "complete"]
+            # complete trials that computed their answers (one answered from the cache took under a second)
+            complete = [t for t in outcome.trials if t.state == "complete" and (t.seconds or 0) >= 1]
             chosen = sorted(complete, key=lambda t: (t.number != outcome.best_trial, t.number))[: args.reeval]
             rows = []
             for t in chosen:
+                base.prefixes.clear()  # no prefix an earlier trial computed either
                 began = time.perf_counter()
-                value, _, _, _ = search.evaluate(t.params)
+                value, _, _, _ = search.evaluate(t.params, chunks=1)
                 once = time.perf_counter() - began
                 rows.append(
                     {
@@ -121,9 +182,8 @@ def main() -> int:
                 }
                 print(f"{name}: test accuracy {result.metrics['accuracy']:.3f} {result.ci95['accuracy']}", flush=True)
             if "searched" in golden:
-                figures["optimism_gap"] = outcome.optimism_gap(
-                    golden["searched"]["accuracy"], tuple(golden["searched"]["ci95"])
-                )
+                gap = outcome.optimism_gap(golden["searched"]["accuracy"], tuple(golden["searched"]["ci95"]))
+                figures["optimism_gap"] = gap.model_dump(mode="json")
                 print(json.dumps(figures["optimism_gap"]))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(figures, indent=2) + "\n")

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 ARTIFACT_VERSION = 1
 TASK_OPTIONS = tuple(p for p in PROMPT_SEARCHABLE_GENERATE if p != "system")  # options of `task:`, not the candidate
+SAMPLED_FIRST = ("template", "fewshot.k", "fewshot.select")  # what decides whether the other demo options matter
 Notify = Callable[[str], None]
 
 
@@ -345,6 +346,7 @@ class _Search:
     dev: list[int] = field(default_factory=list)  # dev_accuracy: indices into the pool
     folds: list[list[int]] = field(default_factory=list)  # cv_accuracy
     requests: int = 0
+    _shows: dict[str | None, bool] = field(default_factory=dict)  # template -> whether it renders the demos
 
     @property
     def settings(self) -> Any:
@@ -424,6 +426,43 @@ class _Search:
         )
         return value, steps, n, pruned
 
+    def sample(self, trial: Any) -> dict[str, Any]:
+        """One configuration: the template first, then the demo count and selection, then the rest in the
+        space's order. An option that cannot change the requests given those before it is not sampled (the
+        demo options of a template that shows no demos or of ``k: 0``, the seed of ``nearest``, the order of
+        a single demo), so trials are not spent on configurations that ask the model the same thing; the
+        candidate keeps its own value of it."""
+        space = self.settings.space
+        first = [name for name in SAMPLED_FIRST if name in space]
+        params: dict[str, Any] = {}
+        for name in first + [n for n in space if n not in first]:
+            if self._changes_requests(name, params):
+                params[name] = _suggest_value(trial, name, space[name])
+        return params
+
+    def _changes_requests(self, name: str, params: dict[str, Any]) -> bool:
+        """Whether option ``name`` can change the requests, given the options in ``params`` sampled before."""
+        fewshot = self.candidate.fewshot
+        if not name.startswith("fewshot.") or fewshot is None:
+            return True
+        if not self._shows_demos(params.get("template")):
+            return False
+        k = params.get("fewshot.k", fewshot.k)
+        select = params.get("fewshot.select", fewshot.select)
+        return name == "fewshot.k" or (
+            k > 0 and (name != "fewshot.seed" or select != "nearest") and (name != "fewshot.order" or k > 1)
+        )
+
+    def _shows_demos(self, template: str | None) -> bool:
+        """Whether a template (a file of the space, else the candidate's own) renders the demos: it reads
+        ``examples``, or includes another template, which may."""
+        if template not in self._shows:
+            from evalkit.tasks import candidate_template
+
+            _, candidate = apply_settings(self.spec, self.candidate, {"template": template} if template else {})
+            self._shows[template] = candidate_template(self.spec, candidate).may_read("examples")
+        return self._shows[template]
+
     def objective(self) -> Callable[[Any], float]:
         import optuna
 
@@ -431,7 +470,7 @@ class _Search:
         name = self.candidate.name
 
         def run(trial: Any) -> float:
-            params = {p: _suggest_value(trial, p, values) for p, values in settings.space.items()}
+            params = self.sample(trial)
             shown = ", ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in params.items())
             label = f"{name} trial {trial.number + 1}/{settings.trials}"
             started = time.perf_counter()
@@ -626,7 +665,7 @@ def search_table(outcome: PromptSearchOutcome) -> str:
     """Every trial of a search, a row each, the best marked with ``*``; then the chosen settings."""
     from tabulate import tabulate
 
-    names = list(outcome.settings)
+    names = list(dict.fromkeys([*outcome.settings, *(n for t in outcome.trials for n in t.params)]))
     rows = []
     for t in outcome.trials:
         score = t.value if t.value is not None else (t.steps[-1] if t.steps else None)

@@ -79,6 +79,16 @@ class PromptTemplate:
             return TemplateError(f"{self._prefix}{message}{where}", path=suite, line=line, fix=fix)
         return TemplateError(message, path=self.path, line=template_line, fix=fix)
 
+    def may_read(self, name: str) -> bool:
+        """Whether the template may read ``name``: it does, or it includes, imports or extends another
+        template (not followed here), which may."""
+        from jinja2 import meta
+
+        parsed = self._env.parse(self.source)
+        return name in meta.find_undeclared_variables(parsed) or any(
+            True for _ in meta.find_referenced_templates(parsed)
+        )
+
     def variables(self) -> set[str]:
         """The names the template reads from its context (not those it sets itself; includes not followed)."""
         from jinja2 import meta

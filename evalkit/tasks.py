@@ -292,7 +292,8 @@ class PreparedCandidate:
         )
 
 
-def _template(spec: SuiteSpec, candidate: Candidate) -> PromptTemplate:
+def candidate_template(spec: SuiteSpec, candidate: Candidate) -> PromptTemplate:
+    """The candidate's template: its prompt file, or its inline template."""
     if candidate.prompt_path is not None:
         return PromptTemplate.from_file(candidate.prompt_path)
     return PromptTemplate(
@@ -352,7 +353,7 @@ def prepare(
         spec=spec,
         candidate=candidate,
         dataset=dataset,
-        template=_template(spec, candidate),
+        template=candidate_template(spec, candidate),
         prompts=[],
         fewshot=[demos.example(r) for r in demos.fixed] if demos is not None and demos.fixed is not None else [],
         chat=chat,

@@ -17,7 +17,7 @@ from evalkit.cache import ResultCache
 from evalkit.data import load_dataset
 from evalkit.errors import SuiteError
 from evalkit.fewshot import select_stratified
-from evalkit.prompt_search import PromptSearchError, ensure_prompt_search, search_outcome
+from evalkit.prompt_search import PromptSearchError, ensure_prompt_search, search_outcome, search_table
 from evalkit.runner import Resources, answering_backend, evaluate_candidate
 from evalkit.suite import load_suite
 from evalkit.testing import RecordingBackend
@@ -286,6 +286,38 @@ def test_a_seeded_search_picks_the_same_trials_and_artifact_twice(searched):
         assert not set(one["demo_ids"]) & set(one["excluded_ids"])  # a dev row is never a demo
     other, _ = _search(searched(trials=8, seed=4), KeywordBackend(), mode="always")
     assert [t.params for t in other.trials] != [t.params for t in first.trials]
+
+
+def test_options_that_cannot_change_the_requests_are_not_sampled(searched):
+    path = searched(trials=16, seed=1)
+    (searched.root / "included.j2").write_text('{% include "zero_shot.j2" %}')
+    path.write_text(
+        path.read_text().replace(
+            "template: [zero_shot.j2, few_shot.j2]", "template: [zero_shot.j2, few_shot.j2, included.j2]"
+        )
+    )
+    outcome, spec = _search(path, KeywordBackend())
+    demo_options = {"fewshot.k", "fewshot.select", "fewshot.order", "fewshot.seed"}
+    seen = set()
+    for trial in outcome.trials:
+        params = trial.params
+        options = set(params) & demo_options
+        if params["template"] == "zero_shot.j2":  # it shows no demos: none of their options is sampled
+            assert options == set()
+        elif params["fewshot.k"] == 0:
+            assert options == {"fewshot.k"}
+        else:  # a template that shows demos, or includes another, which may
+            assert ("fewshot.seed" in params) == (params["fewshot.select"] != "nearest")
+            assert ("fewshot.order" in params) == (params["fewshot.k"] > 1)
+        assert "calibration" in params
+        seen.add((params["template"], params.get("fewshot.k")))
+    assert (
+        ("zero_shot.j2", None) in seen and ("included.j2", 1) in seen and any(t == "few_shot.j2" and k for t, k in seen)
+    )
+    table = search_table(outcome).splitlines()[0].split()  # every option has its column
+    assert {"fewshot.k", "fewshot.seed", "template", "calibration"} <= set(table)
+    task_spec, candidate = outcome.applied(spec, spec.candidates["tuned"])
+    assert candidate.fewshot is not None and candidate.fewshot.k == outcome.settings.get("fewshot.k", 1)
 
 
 def test_no_golden_row_reaches_the_model_during_a_search(searched):
