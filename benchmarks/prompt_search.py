@@ -4,7 +4,7 @@ embedded default model, what each trial cost against evaluating its configuratio
 rows, and the chosen prompt read once on the golden rows next to the hand-written prompts.
 
     .venv/bin/python benchmarks/prompt_search.py [search] [reeval] [golden] [--suite FILE] [--reeval N]
-        [--cache DIR] [--out FILE] [--extra-pool benchmarks/data/tickets_extra.jsonl --dev-rows 100]
+        [--cache DIR] [--out FILE] [--copy] [--extra-pool benchmarks/data/tickets_extra.jsonl --dev-rows 100]
 
 search   the 24-trial search from a cold result cache (a new temporary one unless --cache); it writes the
          candidate's artifact where the suite keeps it (prompts/.search/ticket-routing/searched.json)
@@ -14,11 +14,11 @@ reeval   the best complete trial and the next ones in trial order (--reeval N) e
 golden   the chosen prompt read once on the golden rows (with the hand-written ones, --golden), and the
          optimism gap between its dev and test accuracy
 
---extra-pool adds rows to the candidate's few-shot pool (benchmarks/data/tickets_extra.jsonl: 150 tickets
-written for this project, 30 a label, disjoint from the suite's rows) and --dev-rows sets the dev split's
-size; the suite is then a copy in --workdir (default: a folder in the system's temporary directory, kept so
-that the parts can run one at a time), with its artifact there too, so the demo's committed artifact is
-left as it is.
+--copy searches a copy of the suite in --workdir (default: a folder in the system's temporary directory,
+kept so that the parts can run one at a time), with its artifact there too, so the demo's committed
+artifact is left as it is. --extra-pool (which implies --copy) adds rows to the candidate's few-shot pool
+(benchmarks/data/tickets_extra.jsonl: 150 tickets written for this project, 30 a label, disjoint from the
+suite's rows) and --dev-rows sets the dev split's size.
 
 Figures go to --out (default benchmarks/results/prompt_search.json), merged with what is there.
 """
@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -40,10 +41,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def widened_suite(suite: Path, extra: Path, dev_rows: int | None, folder: Path) -> Path:
-    """A copy of the ticket suite in ``folder`` whose searched candidate draws from its pool plus ``extra``
-    rows, with a dev split of ``dev_rows`` and its artifact in ``folder``; only the candidates the
-    benchmark reads (searched, few_shot, zero_shot) are kept, every path made absolute."""
+def suite_copy(
+    suite: Path,
+    extra: Path | None,
+    dev_rows: int | None,
+    folder: Path,
+    *,
+    model: str | None = None,
+    trials: int | None = None,
+) -> Path:
+    """A copy of ``suite`` in ``folder`` whose searched candidate keeps its artifact in ``folder`` (and draws
+    from its pool plus ``extra`` rows, with a dev split of ``dev_rows``, when given); only the candidates
+    the benchmark reads (searched, few_shot, zero_shot) are kept, every path made absolute; ``model`` and
+    ``trials`` replace the suite's model and the search's trial count (the benchmark's smoke test)."""
     import yaml
 
     config = yaml.safe_load(suite.read_text())
@@ -63,22 +73,27 @@ def widened_suite(suite: Path, extra: Path, dev_rows: int | None, folder: Path) 
         if "fewshot" in candidate:
             candidate["fewshot"]["path"] = absolute(candidate["fewshot"]["path"])
     searched = config["candidates"]["searched"]
-    pool = Path(searched["fewshot"]["path"])
-    combined = folder / "tickets_pool.jsonl"
-    combined.write_text(pool.read_text() + extra.read_text())
-    rows = sum(1 for line in combined.read_text().splitlines() if line.strip())
-    searched["fewshot"]["path"] = str(combined)
     search = searched["search"]
     search["template"] = [absolute(t) for t in search["template"]]
-    if dev_rows:
-        search["dev"]["fraction"] = dev_rows / rows
     search["artifact"] = str(folder / "searched.json")
-    path = folder / "tickets.eval.yaml"
+    if model is not None:
+        config["model"] = model
+    if trials is not None:
+        search["trials"] = trials
+    if extra is not None:
+        pool = Path(searched["fewshot"]["path"])
+        combined = folder / f"{pool.stem}_and_{extra.stem}.jsonl"
+        combined.write_text(pool.read_text() + extra.read_text())
+        rows = sum(1 for line in combined.read_text().splitlines() if line.strip())
+        searched["fewshot"]["path"] = str(combined)
+        if dev_rows:
+            search["dev"]["fraction"] = dev_rows / rows
+    path = folder / suite.name
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("parts", nargs="*", default=["search", "reeval", "golden"], help="search, reeval, golden")
     parser.add_argument("--reeval", type=int, default=4, help="complete trials evaluated once more, without a cache")
@@ -88,12 +103,16 @@ def main() -> int:
     parser.add_argument("--suite", default="suites/tickets.eval.yaml", help="the suite (its `searched` candidate)")
     parser.add_argument("--extra-pool", help="JSONL rows added to the searched candidate's few-shot pool")
     parser.add_argument("--dev-rows", type=int, help="the dev split's size (with --extra-pool)")
+    parser.add_argument("--copy", action="store_true", help="search a copy of the suite in --workdir")
     parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "evalkit-prompt-search-benchmark"))
-    args = parser.parse_args()
+    parser.add_argument("--model", help="another model for the copy (with --copy)")
+    parser.add_argument("--trials", type=int, help="another trial count for the copy (with --copy)")
+    args = parser.parse_args(argv)
 
     import torch
 
     from evalkit.backends import open_backend
+    from evalkit.backends.base import ChoiceRequest
     from evalkit.backends.hf import HFBackend
     from evalkit.cache import CachedBackend, ResultCache
     from evalkit.data import load_dataset
@@ -102,17 +121,20 @@ def main() -> int:
     from evalkit.suite import load_suite
 
     suite_path = ROOT / args.suite
-    if args.extra_pool:
+    if args.extra_pool or args.copy or args.model or args.trials:
         workdir = Path(args.workdir)
         workdir.mkdir(parents=True, exist_ok=True)
-        suite_path = widened_suite(suite_path, Path(args.extra_pool), args.dev_rows, workdir)
+        extra = Path(args.extra_pool) if args.extra_pool else None
+        suite_path = suite_copy(suite_path, extra, args.dev_rows, workdir, model=args.model, trials=args.trials)
     spec = load_suite(suite_path)
     candidate = spec.candidates["searched"]
     base = open_backend(spec.model, spec.path.parent)
     assert isinstance(base, HFBackend), "the benchmark runs the embedded model in process"
     base.load()
+    # The first forward passes of a process run slower (kernels chosen, memory taken): warm up before timing.
+    base.score_choices([ChoiceRequest("Ticket: my parcel is late\nCategory:", (" billing", " shipping"))] * 4)
     out = Path(args.out)
-    figures: dict = json.loads(out.read_text()) if out.is_file() else {}
+    figures: dict[str, Any] = json.loads(out.read_text()) if out.is_file() else {}
     figures["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
     figures["load_average_at_start"] = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as temporary:
@@ -187,8 +209,8 @@ def main() -> int:
                 print(json.dumps(figures["optimism_gap"]))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(figures, indent=2) + "\n")
-    return 0
+    return figures
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 ARTIFACT_VERSION = 1
 TASK_OPTIONS = tuple(p for p in PROMPT_SEARCHABLE_GENERATE if p != "system")  # options of `task:`, not the candidate
+DRAWS_PER_TRIAL = 4  # a search stops after this many draws per trial when its space has fewer configurations
 SAMPLED_FIRST = ("template", "fewshot.k", "fewshot.select")  # what decides whether the other demo options matter
 Notify = Callable[[str], None]
 
@@ -67,6 +68,7 @@ class TrialRecord:
     value: float | None  # the final score (complete trials)
     seconds: float | None = None
     retry_of: int | None = None
+    same_as: int | None = None  # a repeat of this earlier trial's configuration (not counted, not run)
 
 
 @dataclass(frozen=True)
@@ -93,9 +95,14 @@ class PromptSearchOutcome:
     searched_now: bool = False
 
     @property
+    def distinct(self) -> list[TrialRecord]:
+        """The trials that tried a configuration of their own (a repeat of an earlier one is not counted)."""
+        return [t for t in self.trials if t.same_as is None]
+
+    @property
     def trial_scores(self) -> list[float | None]:
-        """Each trial's dev score (its last step for a pruned one), in trial order."""
-        return [t.value if t.value is not None else (t.steps[-1] if t.steps else None) for t in self.trials]
+        """Each distinct trial's dev score (its last step for a pruned one), in trial order."""
+        return [t.value if t.value is not None else (t.steps[-1] if t.steps else None) for t in self.distinct]
 
     def optimism_gap(self, test_accuracy: float, test_ci95: tuple[float, float]) -> OptimismGap:
         """How far the best dev score overstates the golden-set accuracy: dev minus test, with an interval
@@ -124,8 +131,8 @@ class PromptSearchOutcome:
             dev_accuracy=self.dev_accuracy,
             dev_ci95=self.dev_ci95,
             dev_n=self.dev_n,
-            trials=len(self.trials),
-            pruned=sum(t.state == "pruned" for t in self.trials),
+            trials=len(self.distinct),
+            pruned=sum(t.state == "pruned" for t in self.distinct),
             trial_scores=self.trial_scores,
             search_s=self.search_s,
             searched_now=self.searched_now,
@@ -463,6 +470,26 @@ class _Search:
             self._shows[template] = candidate_template(self.spec, candidate).may_read("examples")
         return self._shows[template]
 
+    def _repeat(self, trial: Any, earlier: Any, shown: str) -> float:
+        """A trial whose configuration an earlier one tried: its outcome again, without asking the model,
+        marked as a repeat (it does not count toward the search's trials)."""
+        import optuna
+
+        steps = list(earlier.user_attrs.get("steps", []))
+        trial.set_user_attr("same_as", earlier.number)
+        trial.set_user_attr("steps", steps)
+        trial.set_user_attr("seconds", 0.0)
+        if self.notify is not None:
+            self.notify(
+                f"{self.candidate.name} trial {trial.number + 1}: {shown} -> the configuration of trial "
+                f"{earlier.number + 1} again, not counted"
+            )
+        if earlier.state == optuna.trial.TrialState.PRUNED:
+            for step, value in enumerate(steps, start=1):
+                trial.report(value, step=step)
+            raise optuna.TrialPruned()
+        return float(earlier.value)
+
     def objective(self) -> Callable[[Any], float]:
         import optuna
 
@@ -472,13 +499,17 @@ class _Search:
         def run(trial: Any) -> float:
             params = self.sample(trial)
             shown = ", ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in params.items())
-            label = f"{name} trial {trial.number + 1}/{settings.trials}"
+            earlier = _same_configuration(trial)
+            if earlier is not None:
+                return self._repeat(trial, earlier, shown)
+            done = len(distinct_trials(trial.study)) + 1
+            label = f"{name} trial {trial.number + 1} ({done}/{settings.trials})"
             started = time.perf_counter()
             value, steps, _, pruned = self.evaluate(params, trial)
             trial.set_user_attr("steps", steps)
             trial.set_user_attr("seconds", round(time.perf_counter() - started, 3))
             if self.notify is not None:
-                bar = "#" * round(20 * min(trial.number + 1, settings.trials) / settings.trials)
+                bar = "#" * round(20 * min(done, settings.trials) / settings.trials)
                 label = f"[{bar:<20}] {label}"
                 outcome = (
                     f"pruned after step {len(steps)} at {value:.3f}" if pruned else f"{settings.objective} {value:.3f}"
@@ -491,6 +522,19 @@ class _Search:
         return run
 
 
+def _same_configuration(trial: Any) -> Any:
+    """The first finished trial of the study that tried ``trial``'s configuration (None: it is new)."""
+    for earlier in finished_trials(trial.study):
+        if earlier.number != trial.number and earlier.params == trial.params:
+            return earlier
+    return None
+
+
+def distinct_trials(study: Any) -> list[Any]:
+    """The study's finished trials that tried a configuration of their own (not a repeat of an earlier one)."""
+    return [t for t in finished_trials(study) if t.user_attrs.get("same_as") is None]
+
+
 def _trial_record(trial: Any) -> TrialRecord:
     return TrialRecord(
         number=trial.number,
@@ -500,6 +544,7 @@ def _trial_record(trial: Any) -> TrialRecord:
         value=trial.value,
         seconds=trial.user_attrs.get("seconds"),
         retry_of=trial.user_attrs.get("retry_of"),
+        same_as=trial.user_attrs.get("same_as"),
     )
 
 
@@ -556,12 +601,24 @@ def run_search(
     study = open_stored_study(
         folder, trials=settings.trials, seed=settings.seed, pruner=settings.pruner, direction="maximize"
     )
-    already = len(finished_trials(study))
+    already = len(distinct_trials(study))
     if already and notify is not None:
         notify(f"{candidate.name}: resuming the search after {already} finished trials")
     started = time.perf_counter()
-    if settings.trials - already > 0:
-        study.optimize(search.objective(), n_trials=settings.trials - already, catch=())
+    draws = DRAWS_PER_TRIAL * settings.trials - len(finished_trials(study))
+    if settings.trials - already > 0 and draws > 0:
+
+        def enough(study: Any, _: Any) -> None:
+            if len(distinct_trials(study)) >= settings.trials:
+                study.stop()
+
+        study.optimize(search.objective(), n_trials=draws, callbacks=[enough], catch=())
+        found = len(distinct_trials(study))
+        if found < settings.trials and notify is not None:
+            notify(
+                f"{candidate.name}: {found} distinct configurations in {len(finished_trials(study))} draws; "
+                f"the space seems to hold fewer than {settings.trials}"
+            )
     trials = [_trial_record(t) for t in finished_trials(study)]
     complete = [t for t in trials if t.state == "complete"]
     if not complete:
@@ -587,7 +644,7 @@ def _artifact(
     best = study.best_trial
     params = dict(best.params)
     for name, values in settings.space.items():  # values sampled by their JSON text, decoded
-        if isinstance(values, list) and any(isinstance(v, (list, dict)) for v in values):
+        if name in params and isinstance(values, list) and any(isinstance(v, (list, dict)) for v in values):
             params[name] = json.loads(params[name])
     excluded = {pool.rows[i].id for i in search.dev}
     demo_ids, calibration = _final_demos(search, params, excluded)
@@ -662,7 +719,8 @@ def ensure_prompt_search(
 
 
 def search_table(outcome: PromptSearchOutcome) -> str:
-    """Every trial of a search, a row each, the best marked with ``*``; then the chosen settings."""
+    """Every trial of a search, a row each (a repeat of an earlier configuration says which), the best
+    marked with ``*``; then the chosen settings."""
     from tabulate import tabulate
 
     names = list(dict.fromkeys([*outcome.settings, *(n for t in outcome.trials for n in t.params)]))
@@ -672,7 +730,7 @@ def search_table(outcome: PromptSearchOutcome) -> str:
         rows.append(
             [
                 ("* " if t.number == outcome.best_trial else "  ") + str(t.number + 1),
-                t.state,
+                t.state if t.same_as is None else f"{t.state}, as trial {t.same_as + 1}",
                 f"{score:.3f}" if score is not None else "-",
                 " ".join(f"{s:.2f}" for s in t.steps),
                 f"{t.seconds:.1f}" if t.seconds is not None else "-",

@@ -161,6 +161,26 @@ def test_fewshot_prefix(tiny_model: Path, tmp_path: Path, capsys):
     assert "tickets few_shot:" in out and "0 of 2 outputs changed" in out and "outcomes identical" in out
 
 
+# ------------------------------------------------------------------------------ prompt_search
+
+
+def test_prompt_search(tiny_model: Path, tmp_path: Path):
+    bench = benchmark("prompt_search")
+    extra = BENCHMARKS / "data" / "tickets_extra.jsonl"
+    args = ["--extra-pool", str(extra), "--dev-rows", "20", "--model", str(tiny_model), "--trials", "3"]
+    args += ["--workdir", str(tmp_path / "work"), "--out", str(tmp_path / "p.json"), "--golden", "searched,zero_shot"]
+    figures = bench.main(["search", "reeval", "golden", "--reeval", "1", *args])
+    assert json.loads((tmp_path / "p.json").read_text()) == json.loads(json.dumps(figures))
+    assert figures["pool_rows"] == 100 + 150 and figures["chosen"]["dev_n"] == 20
+    assert len(figures["chosen"]["trial_seconds"]) == 3 and (tmp_path / "work" / "searched.json").is_file()
+    assert [r["ratio"] > 0 for r in figures["reeval"]] in ([], [True])  # a trial answered from the cache is left out
+    assert figures["golden"]["searched"]["n"] == figures["golden"]["zero_shot"]["n"] == 160
+    assert figures["optimism_gap"]["test"] == figures["golden"]["searched"]["accuracy"]
+    assert (REPO / "prompts" / ".search" / "ticket-routing" / "searched.json").read_text() != (
+        tmp_path / "work" / "searched.json"
+    ).read_text()  # the committed artifact is left as it is
+
+
 # ------------------------------------------------------------------------------ judge_vs_exact_match
 
 

@@ -273,7 +273,7 @@ def test_a_seeded_search_picks_the_same_trials_and_artifact_twice(searched):
     again, _ = _search(path, KeywordBackend(), mode="always")
     two = json.loads(artifact_path.read_text())
     assert _strip_timing(one) == _strip_timing(two)
-    assert first.searched_now and again.searched_now and len(one["trials"]) == 8
+    assert first.searched_now and again.searched_now and len(first.distinct) == 8
     assert [t.params for t in first.trials] == [t.params for t in again.trials]
     best = one["trials"][one["best"]["trial"]]
     assert best["state"] == "complete" and best["value"] == one["best"]["dev_accuracy"]
@@ -318,6 +318,29 @@ def test_options_that_cannot_change_the_requests_are_not_sampled(searched):
     assert {"fewshot.k", "fewshot.seed", "template", "calibration"} <= set(table)
     task_spec, candidate = outcome.applied(spec, spec.candidates["tuned"])
     assert candidate.fewshot is not None and candidate.fewshot.k == outcome.settings.get("fewshot.k", 1)
+
+
+def test_a_repeated_configuration_is_not_run_again_nor_counted(searched):
+    block = "    search:\n      trials: 3\n      chunks: 3\n      template: [zero_shot.j2]\n      calibration: [none, contextual]\n"
+    path = searched(search=block)  # two configurations in all: the template shows no demos
+    backend, lines = BatchesKeywordBackend(), []
+    outcome, spec = _search(path, backend, notify=lines.append)
+    repeats = [t for t in outcome.trials if t.same_as is not None]
+    assert len(outcome.distinct) == 2 and len(outcome.trials) == 4 * 3  # it gave up after four draws a trial
+    assert {frozenset(t.params.items()) for t in outcome.distinct} == {
+        frozenset({"template": "zero_shot.j2", "calibration": c}.items()) for c in ("none", "contextual")
+    }
+    for t in repeats:
+        original = outcome.trials[t.same_as]
+        assert original.same_as is None and original.number < t.number and t.params == original.params
+        assert (t.state, t.value, t.steps, t.seconds) == (original.state, original.value, original.steps, 0.0)
+    # only the two configurations asked the model (a call per dev chunk), and the chosen one's calibration
+    assert len(backend.batches) <= 2 * 3 + 1
+    info = outcome.info(0.5, (0.4, 0.6))
+    assert (info.trials, len(info.trial_scores)) == (2, 2)
+    assert "tuned: 2 distinct configurations in 12 draws; the space seems to hold fewer than 3" in lines
+    assert sum("again, not counted" in line for line in lines) == 10
+    assert "as trial 1" in search_table(outcome) or "as trial 2" in search_table(outcome)
 
 
 def test_no_golden_row_reaches_the_model_during_a_search(searched):
@@ -416,7 +439,7 @@ def test_an_interrupted_search_resumes_from_its_study(searched):
     resumed, _ = _search(path, KeywordBackend(), notify=lines.append)
     finished = [line for line in lines if "resuming the search after" in line]
     assert finished and not finished[0].endswith("after 0 finished trials")
-    assert len(resumed.trials) == 6 and not studies[0].exists()  # the study goes once the artifact is written
+    assert len(resumed.distinct) == 6 and not studies[0].exists()  # the study goes once the artifact is written
     assert sum(t.retry_of is not None for t in resumed.trials) <= 1  # the interrupted trial, run again
 
 
@@ -450,7 +473,8 @@ def test_evalkit_search_prints_a_line_per_trial_and_a_table(searched, capsys, mo
     monkeypatch.chdir(searched.root)
     assert main(["search", str(path), "tuned", "--cache-dir", ""]) == 0
     out = capsys.readouterr().out
-    assert out.count("tuned trial ") == 3 and "[#######" in out
+    assert [out.count(f"({n}/3): ") for n in (1, 2, 3)] == [1, 1, 1] and "[#######" in out
+    assert out.count("tuned trial ") == 3 + out.count("again, not counted")  # repeats say so and are not counted
     assert "tickets::tuned: searched" in out and "* best: trial" in out
     assert main(["search", str(path)]) == 0
     assert "tickets::tuned: up to date" in capsys.readouterr().out
