@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 ARTIFACT_VERSION = 1
 TASK_OPTIONS = tuple(p for p in PROMPT_SEARCHABLE_GENERATE if p != "system")  # options of `task:`, not the candidate
 DRAWS_PER_TRIAL = 4  # a search stops after this many draws per trial when its space has fewer configurations
+EXPLORE_DRAWS = 64  # random draws to find an untried configuration after a repeat
 SAMPLED_FIRST = ("template", "fewshot.k", "fewshot.select")  # what decides whether the other demo options matter
 Notify = Callable[[str], None]
 
@@ -101,8 +102,12 @@ class PromptSearchOutcome:
 
     @property
     def trial_scores(self) -> list[float | None]:
-        """Each distinct trial's dev score (its last step for a pruned one), in trial order."""
-        return [t.value if t.value is not None else (t.steps[-1] if t.steps else None) for t in self.distinct]
+        """Each trial's dev score (its last step for a pruned one), in trial order; None for a repeat of an
+        earlier trial's configuration (its score is that trial's)."""
+        return [
+            None if t.same_as is not None else t.value if t.value is not None else (t.steps[-1] if t.steps else None)
+            for t in self.trials
+        ]
 
     def optimism_gap(self, test_accuracy: float, test_ci95: tuple[float, float]) -> OptimismGap:
         """How far the best dev score overstates the golden-set accuracy: dev minus test, with an interval
@@ -484,11 +489,29 @@ class _Search:
                 f"{self.candidate.name} trial {trial.number + 1}: {shown} -> the configuration of trial "
                 f"{earlier.number + 1} again, not counted"
             )
+        self._explore_next(trial.study)
         if earlier.state == optuna.trial.TrialState.PRUNED:
             for step, value in enumerate(steps, start=1):
                 trial.report(value, step=step)
             raise optuna.TrialPruned()
         return float(earlier.value)
+
+    def _explore_next(self, study: Any) -> None:
+        """After a repeat, queue a configuration no trial has tried, drawn at random from the space, as the
+        next trial: TPE, having found a good corner of a small sub-space (a template without demos has two
+        configurations), would otherwise keep drawing it. Nothing is queued when none is found."""
+        import optuna
+
+        if study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
+            return  # one is queued already
+        tried = [t.params for t in finished_trials(study)]
+        scratch = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=self.settings.seed + len(tried)))
+        for _ in range(EXPLORE_DRAWS):
+            draw = scratch.ask()
+            self.sample(draw)
+            if draw.params not in tried:
+                study.enqueue_trial(draw.params, user_attrs={"explores_after_repeat": True})
+                return
 
     def objective(self) -> Callable[[Any], float]:
         import optuna

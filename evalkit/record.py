@@ -400,7 +400,9 @@ class PromptSearchInfo(_Open):
     dev_n: int
     trials: int
     pruned: int
-    trial_scores: list[float | None]  # each trial's dev score (a pruned one's last step), in trial order
+    trial_scores: list[
+        float | None
+    ]  # each trial's dev score (a pruned one's last step; None: a repeat), in trial order
     search_s: float  # every trial's time: a one-time cost, like training
     searched_now: bool = False
     optimism: OptimismGap | None = None

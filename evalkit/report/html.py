@@ -250,7 +250,7 @@ def _search_chart(name: str, search: PromptSearchInfo) -> dict[str, Any]:
         "right": width - right,
         "axis_y": height - bottom,
         "trials": [
-            {"x": x(i), "y": y(v), "best": i == search.best_trial, "title": f"trial {i}: dev {v:.3f}"}
+            {"x": x(i), "y": y(v), "best": i == search.best_trial, "title": f"trial {i + 1}: dev {v:.3f}"}
             for i, v in enumerate(scores)
             if v is not None
         ],
