@@ -370,7 +370,9 @@ class CachedBackend(Backend):
         return self._answer(
             requests,
             lambda r: choice_parts(r, model, self.adapter),
-            lambda r: len(r.context),
+            # in text order: requests that begin alike (a row and the content-free inputs of its own demos)
+            # go to the model in the same call and share their prefix; the backend batches by length
+            lambda r: r.context,
             lambda data: ChoiceResult(
                 logprobs=tuple(data["logprobs"]),
                 is_greedy=one(data["is_greedy"]),
@@ -384,7 +386,7 @@ class CachedBackend(Backend):
         return self._answer(
             requests,
             lambda r: generate_parts(r, model, self.adapter),
-            lambda r: len(r.prompt),
+            lambda r: -len(r.prompt),  # longest first: rows of similar length decode in the same call
             lambda data: GenerateResult(**data),
         )
 
@@ -400,7 +402,7 @@ class CachedBackend(Backend):
             self.stats.reasons[reason] += 1
             self.stats.first_miss.setdefault(reason, origins[i] or "a request without an example id")
 
-    def _answer(self, requests, parts_of, length, decode) -> list:
+    def _answer(self, requests, parts_of, order, decode) -> list:
         parts = [parts_of(r) for r in requests]
         origins = [r.origin for r in requests]
         keys = [p.key for p in parts]
@@ -417,7 +419,7 @@ class CachedBackend(Backend):
         self.stats.hits += len(unique) - len(missing)
         self.stats.misses += len(missing)
         self._explain_misses(missing, parts, origins, first)
-        missing.sort(key=lambda k: -length(requests[first[k]]))  # similar lengths share a batch
+        missing.sort(key=lambda k: order(requests[first[k]]))  # the calls' order: see score_choices, generate
         step = COMMIT_EVERY if self.cache is not None else max(1, len(missing))  # nothing to commit: one call
         if missing:
             self.inner_load_s += self.inner.load()  # loading the model is not part of any answer's compute time

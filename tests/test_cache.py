@@ -133,6 +133,29 @@ def test_identical_requests_are_computed_once(tmp_path, tiny_backend):
     assert counting.requests == 4
 
 
+def test_a_row_and_the_content_free_inputs_of_its_demos_reach_the_model_in_one_call(
+    tmp_path, tiny_backend, monkeypatch
+):
+    monkeypatch.setattr("evalkit.cache.COMMIT_EVERY", 8)
+    recording = RecordingBackend(tiny_backend)
+    choices = (" billing", " other")
+    demos = [f"Ticket: demo {i} {'x' * (7 * i)}\nCategory: billing\n" for i in range(6)]  # a demo set per row
+    rows = [
+        ChoiceRequest(f"{d}Ticket: a much longer question than any blank, row {i}\nCategory:", choices)
+        for i, d in enumerate(demos)
+    ]
+    blanks = [ChoiceRequest(f"{d}Ticket: {b}\nCategory:", choices) for d in demos for b in ("N/A", "", "[MASK]")]
+    CachedBackend(ResultCache(tmp_path / "cache"), recording, model="m").score_choices(rows + blanks)
+    calls, start = [], 0
+    for size in [8, 8, 8]:  # COMMIT_EVERY requests a call
+        calls.append([r.prompt for r in recording.received[start : start + size]])
+        start += size
+    assert recording.calls == 3
+    for demo in demos:  # by length, a row would go with other rows, apart from its own blanks
+        (call,) = [c for c in calls if any(p.startswith(demo) for p in c)]
+        assert sum(p.startswith(demo) for p in call) == 4
+
+
 def test_cached_answers_equal_computed_ones_exactly(tmp_path, tiny_backend):
     requests = [
         ChoiceRequest("Ticket: my invoice is wrong\nCategory:", (" billing", " technical support")),
