@@ -81,6 +81,18 @@ def test_every_row_is_planned_once_under_a_prefix_of_its_own_tokens(shapes):
             assert tuple(rows[i][: len(group.prefix)]) == group.prefix and len(rows[i]) > len(group.prefix)
 
 
+def test_rows_that_continue_one_stored_prefix_are_planned_as_one_group():
+    stored = (tuple(HEADER),)
+    changed = [HEADER + [i] * 3 + [1] for i in range(5)]  # the stored demos, then rows of their own
+    nearly = [HEADER + [9, 9, 1], HEADER + [9, 9, 2]]  # a run that shares two more tokens
+    own = [HEADER[:20] + [i] * 30 for i in range(3)]  # demos of their own after a short stored instruction
+    groups = plan_prefixes(changed + nearly + own + [[7] * 20], (*stored, tuple(HEADER[:20])))
+    assert [(g.prefix, sorted(g.rows), g.stored) for g in groups] == [
+        (tuple(HEADER), [0, 1, 2, 3, 4, 5, 6], True),
+        ((), [7, 8, 9, 10], False),  # the instruction is under half of each row: they batch as whole rows
+    ]
+
+
 def test_several_small_groups_become_packs_and_a_lone_small_group_keeps_its_prefix():
     small = [PrefixGroup(tuple(HEADER), [0, 1]), PrefixGroup(tuple(HEADER[:30]), [2, 3, 4])]
     large = PrefixGroup((9,) * 20, list(range(5, 5 + PACK_ROWS + 1)))

@@ -14,7 +14,10 @@ beginning is the same for every row of a candidate. :func:`plan_prefixes` finds 
 * every row keeps at least its last token outside the prefix, because that is where its answer is read;
 * a prefix an earlier call computed (``stored``) is reused when it is nearly as long as the group's own:
   the tokens it leaves to every row cost less than computing the longer prefix once (a robustness
-  search asks for a few changed rows at a time, and its few-shot examples stay the same);
+  search asks for a few changed rows at a time, and its few-shot examples stay the same); a row that
+  shares it with no other row of the call takes it when it is at least half the row (a short stored
+  instruction before demos of the row's own saves little, and such rows batch better without it); every
+  row that continues the same stored prefix joins one group;
 * where a call holds many small groups (demos of each row's own, each row with its content-free
   calibration inputs), :func:`packed_groups` lays each group out as one pack instead of computing its
   prefix on its own (see :mod:`evalkit.backends.hf_scoring`).
@@ -90,18 +93,18 @@ def plan_prefixes(
     """Groups of rows with the prefix each group computes once; rows that share nothing worth it come
     last, in one group with the empty prefix."""
     groups: list[PrefixGroup] = []
+    continuing: dict[Tokens, PrefixGroup] = {}  # rows that continue a stored prefix, one group per prefix
     alone = PrefixGroup(())
     for shared, rows in _runs(sequences, min_shared):
         known = _longest_stored(rows, sequences, [s for s in stored if len(s) >= min_shared])
-        if len(rows) == 1:
-            if known:
-                groups.append(PrefixGroup(known, rows, stored=True))
-            else:
-                alone.rows += rows
-        elif known and (shared - len(known)) * len(rows) <= shared:
-            groups.append(PrefixGroup(known, rows, stored=True))
+        alone_worth = len(rows) == 1 and len(known) >= KEEP_SHARE * (len(sequences[rows[0]]) - 1)
+        if known and (alone_worth or (len(rows) > 1 and (shared - len(known)) * len(rows) <= shared)):
+            continuing.setdefault(known, PrefixGroup(known, stored=True)).rows.extend(rows)
+        elif len(rows) == 1:
+            alone.rows += rows
         else:
             groups.append(PrefixGroup(tuple(sequences[rows[0]][:shared]), rows))
+    groups += continuing.values()
     if alone.rows:
         groups.append(alone)
     return groups
