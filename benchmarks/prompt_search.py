@@ -3,7 +3,7 @@ suites/tickets.eval.yaml (or --suite suites/orders.eval.yaml) searched from a co
 embedded default model, what each trial cost against evaluating its configuration once on the same dev
 rows, and the chosen prompt read once on the golden rows next to the hand-written prompts.
 
-    .venv/bin/python benchmarks/prompt_search.py [search] [reeval] [golden] [--suite FILE] [--reeval N]
+    .venv/bin/python benchmarks/prompt_search.py [search] [reeval] [golden] [chunks] [--suite FILE] [--reeval N]
         [--cache DIR] [--out FILE] [--copy] [--extra-pool benchmarks/data/tickets_extra.jsonl --dev-rows 100]
 
 search   the 24-trial search from a cold result cache (a new temporary one unless --cache); it writes the
@@ -13,6 +13,9 @@ reeval   the best complete trial and the next ones in trial order (--reeval N) e
          against evaluating its configuration once
 golden   the chosen prompt read once on the golden rows (with the hand-written ones, --golden), and the
          optimism gap between its dev and test accuracy
+chunks   each --configuration (JSON settings) scored on the dev split as a trial scores it (dev chunks,
+         a new result cache) and once (one call, no cache), alternately --repeat times: what the chunks
+         and the cache cost, with the machine's noise in plain sight; needs no search
 
 --copy searches a copy of the suite in --workdir (default: a folder in the system's temporary directory,
 kept so that the parts can run one at a time), with its artifact there too, so the demo's committed
@@ -95,7 +98,11 @@ def suite_copy(
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("parts", nargs="*", default=["search", "reeval", "golden"], help="search, reeval, golden")
+    parser.add_argument(
+        "parts", nargs="*", default=["search", "reeval", "golden"], help="search, reeval, golden, chunks"
+    )
+    parser.add_argument("--configuration", action="append", default=[], help="JSON settings (chunks)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each way (chunks)")
     parser.add_argument("--reeval", type=int, default=4, help="complete trials evaluated once more, without a cache")
     parser.add_argument("--golden", default="searched,few_shot,zero_shot", help="candidates read on the golden rows")
     parser.add_argument("--cache", help="the result cache folder (default: a new temporary one: a cold search)")
@@ -139,6 +146,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     figures["load_average_at_start"] = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as temporary:
         cache = ResultCache(Path(args.cache or temporary))
+        if "chunks" in args.parts:
+            figures["chunks"] = chunks_against_once(spec, candidate, base, args.configuration, args.repeat)
+            if args.parts == ["chunks"]:
+                return save(out, figures)
         if "search" in args.parts:
             started = time.perf_counter()
             outcome = ensure_prompt_search(
@@ -207,9 +218,45 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 gap = outcome.optimism_gap(golden["searched"]["accuracy"], tuple(golden["searched"]["ci95"]))
                 figures["optimism_gap"] = gap.model_dump(mode="json")
                 print(json.dumps(figures["optimism_gap"]))
+    return save(out, figures)
+
+
+def save(out: Path, figures: dict[str, Any]) -> dict[str, Any]:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(figures, indent=2) + "\n")
     return figures
+
+
+def chunks_against_once(
+    spec: Any, candidate: Any, base: Any, configurations: list[str], repeat: int
+) -> list[dict[str, Any]]:
+    """Each configuration (JSON settings) scored on the dev split as a trial scores it (in the search's
+    dev chunks, through a new result cache) and once (one call, no cache), alternately ``repeat`` times,
+    no prefix kept between runs: what the chunks and the cache cost, machine noise shown by the repeats."""
+    from evalkit.cache import CachedBackend, ResultCache
+    from evalkit.data import load_dataset
+    from evalkit.prompt_search import _Search
+
+    assert candidate.fewshot_path is not None
+    pool = load_dataset(candidate.fewshot_path, id_field=spec.id_field)
+    rows = []
+    for text in configurations:
+        params = json.loads(text)
+        seconds: dict[str, list[float]] = {"chunks": [], "once": []}
+        for _ in range(repeat):
+            for way in ("chunks", "once"):
+                with tempfile.TemporaryDirectory() as folder:
+                    cache = ResultCache(Path(folder)) if way == "chunks" else None
+                    search = _Search(spec, candidate, CachedBackend(cache, base), pool, None)
+                    search.split()
+                    base.prefixes.clear()
+                    began = time.perf_counter()
+                    search.evaluate(params, chunks=None if way == "chunks" else 1)
+                    seconds[way].append(round(time.perf_counter() - began, 2))
+        ratio = sorted(seconds["chunks"])[repeat // 2] / sorted(seconds["once"])[repeat // 2]
+        rows.append({"params": params, "dev_rows": len(search.dev), **seconds, "ratio_of_medians": round(ratio, 3)})
+        print(f"{text}: in chunks {seconds['chunks']} s, once {seconds['once']} s ({ratio:.2f}x)", flush=True)
+    return rows
 
 
 if __name__ == "__main__":

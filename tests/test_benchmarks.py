@@ -179,6 +179,11 @@ def test_prompt_search(tiny_model: Path, tmp_path: Path):
     assert (REPO / "prompts" / ".search" / "ticket-routing" / "searched.json").read_text() != (
         tmp_path / "work" / "searched.json"
     ).read_text()  # the committed artifact is left as it is
+    timed = bench.main(["chunks", "--configuration", '{"fewshot.k": 2}', "--repeat", "2", *args])["chunks"]
+    assert [(t["params"], t["dev_rows"], len(t["chunks"]), len(t["once"])) for t in timed] == [
+        ({"fewshot.k": 2}, 20, 2, 2)
+    ]
+    assert timed[0]["ratio_of_medians"] > 0
 
 
 # ------------------------------------------------------------------------------ judge_vs_exact_match
