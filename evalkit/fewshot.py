@@ -362,9 +362,12 @@ class ContextualCalibration:
 
 
 def prompt_identity(prepared: CandidatePrompts) -> str:
-    """The rendered prompts and how they are decided (calibration): what identifies a candidate's answers
-    for the baseline and the run history."""
+    """The rendered prompts and how they are decided (calibration: its method and content-free inputs):
+    what identifies a candidate's answers for the baseline, the run history and the golden-set count.
+    The measured priors are left out: the model and the demos decide them, and their last digits move
+    with the order in which a batch sums (they are in the run record)."""
     digest = hashlib.sha256("\x00".join(prepared.prompts).encode())
     if prepared.calibration is not None:
-        digest.update(b"\x00calibration:" + canonical_json(prepared.calibration.record()).encode())
+        how = {"method": "contextual", "content_free": list(prepared.calibration.content_free)}
+        digest.update(b"\x00calibration:" + canonical_json(how).encode())
     return digest.hexdigest()

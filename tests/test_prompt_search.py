@@ -226,6 +226,17 @@ def test_contextual_calibration_equals_a_hand_computation(searched, tiny_backend
     uncalibrated = evaluate_candidate(plain, "tuned", Resources(backend=lambda *_: tiny_backend))
     assert uncalibrated.prompts_sha256 != result.prompts_sha256  # calibration is part of the identity
 
+    from evalkit.fewshot import prompt_identity
+    from evalkit.tasks import prepare
+
+    prepared = prepare(spec, spec.candidates["tuned"], load_dataset(spec.dataset_path), None, {})
+    assert prepared.calibration is not None
+    prepared.calibration.measure(prepared, tiny_backend, [0])
+    before = prompt_identity(prepared)
+    key = next(iter(prepared.calibration.priors))
+    prepared.calibration.priors[key] = tuple(p + 1e-7 for p in prepared.calibration.priors[key])
+    assert prompt_identity(prepared) == before == result.prompts_sha256  # not the priors' last digits
+
 
 def test_content_free_requests_go_in_the_rows_call_once_per_demo_set(searched):
     """Each demo set's three content-free inputs are asked in the same backend call as its rows, so they
