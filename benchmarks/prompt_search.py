@@ -147,7 +147,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as temporary:
         cache = ResultCache(Path(args.cache or temporary))
         if "chunks" in args.parts:
-            figures["chunks"] = chunks_against_once(spec, candidate, base, args.configuration, args.repeat)
+            configurations = [with_template_from(ROOT / args.suite, c) for c in args.configuration]
+            figures["chunks"] = chunks_against_once(spec, candidate, base, configurations, args.repeat)
             if args.parts == ["chunks"]:
                 return save(out, figures)
         if "search" in args.parts:
@@ -219,6 +220,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 figures["optimism_gap"] = gap.model_dump(mode="json")
                 print(json.dumps(figures["optimism_gap"]))
     return save(out, figures)
+
+
+def with_template_from(suite: Path, configuration: str) -> str:
+    """``configuration`` (JSON settings) with its template written as the suite writes it, made absolute
+    (the suite's copy lives elsewhere)."""
+    params = json.loads(configuration)
+    if "template" in params:
+        params["template"] = str((suite.parent / params["template"]).resolve())
+    return json.dumps(params)
 
 
 def save(out: Path, figures: dict[str, Any]) -> dict[str, Any]:
