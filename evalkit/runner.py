@@ -28,6 +28,7 @@ from evalkit.verdict import threshold_failure
 if TYPE_CHECKING:
     from evalkit.progress import Progress
     from evalkit.prompt_search import PromptSearchOutcome
+    from evalkit.robustness.report import RobustnessReport
     from evalkit.spec import Candidate, ModelConfig, SuiteSpec
     from evalkit.train import TrainedAdapter
 
@@ -189,16 +190,7 @@ def evaluate_candidate(
     if contaminated is not None:
         scored.failures.append(contaminated)
     compute_s = backend.stats.compute_s
-    robustness_s = 0.0  # reported on its own (robustness.wall_s), so the cost per example stays comparable
-    robustness = None
-    if spec.robustness_for(candidate_name) is not None:
-        from evalkit.robustness import check_robustness
-
-        robustness_started = time.perf_counter()
-        robustness = check_robustness(prepared, backend, scored.examples)
-        robustness_s = time.perf_counter() - robustness_started  # this run's time (a cached search takes none)
-        scored.metrics["invariance"] = robustness.invariance
-        scored.ci["invariance"] = wilson_interval(sum(r.held for r in robustness.rows), len(robustness.rows))
+    robustness, robustness_s = _robustness(spec, candidate_name, prepared, backend, scored)
     if backend.progress is not None:
         backend.progress.close()
     wall_s = time.perf_counter() - started - backend.inner_load_s - services.load_s - robustness_s
@@ -216,6 +208,23 @@ def evaluate_candidate(
         compute_s=compute_s,
         robustness=robustness.record() if robustness is not None else None,
     )
+
+
+def _robustness(
+    spec: SuiteSpec, candidate_name: str, prepared: PreparedCandidate, backend: CachedBackend, scored: Scored
+) -> tuple[RobustnessReport | None, float]:
+    """The candidate's robustness search, when the suite asks for one (its invariance added to the
+    metrics), and this run's seconds of it: reported on their own (robustness.wall_s), so the cost per
+    example stays comparable; a search answered from the cache takes none."""
+    if spec.robustness_for(candidate_name) is None:
+        return None, 0.0
+    from evalkit.robustness import check_robustness
+
+    started = time.perf_counter()
+    robustness = check_robustness(prepared, backend, scored.examples)
+    scored.metrics["invariance"] = robustness.invariance
+    scored.ci["invariance"] = wilson_interval(sum(r.held for r in robustness.rows), len(robustness.rows))
+    return robustness, time.perf_counter() - started
 
 
 def _searched_demos(
