@@ -170,6 +170,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "dev_ci95": list(outcome.dev_ci95),
             "dev_n": outcome.dev_n,
             "search_s": outcome.search_s,
+            "trials": len(outcome.distinct),
+            "draws": len(outcome.trials),  # with the repeats, which took an earlier trial's score
             "trial_seconds": [t.seconds for t in outcome.trials],
         }
         if "reeval" in args.parts:  # each configuration scored once on the same dev rows, no cache at all
