@@ -181,9 +181,11 @@ def test_prompt_search(tiny_model: Path, tmp_path: Path):
     assert (REPO / "prompts" / ".search" / "ticket-routing" / "searched.json").read_text() != (
         tmp_path / "work" / "searched.json"
     ).read_text()  # the committed artifact is left as it is
-    timed = bench.main(["chunks", "--configuration", '{"fewshot.k": 2}', "--repeat", "2", *args])["chunks"]
+    configuration = '{"template": "../prompts/tickets/few_shot.j2", "fewshot.k": 2}'  # as the suite writes it
+    timed = bench.main(["chunks", "--configuration", configuration, "--repeat", "2", *args])["chunks"]
+    template = str(REPO / "prompts" / "tickets" / "few_shot.j2")
     assert [(t["params"], t["dev_rows"], len(t["chunks"]), len(t["once"])) for t in timed] == [
-        ({"fewshot.k": 2}, 20, 2, 2)
+        ({"template": template, "fewshot.k": 2}, 20, 2, 2)
     ]
     assert timed[0]["ratio_of_medians"] > 0
 
