@@ -371,7 +371,7 @@ class CachedBackend(Backend):
             requests,
             lambda r: choice_parts(r, model, self.adapter),
             # in text order: requests that begin alike (a row and the content-free inputs of its own demos)
-            # go to the model in the same call and share their prefix; the backend batches by length
+            # go to the model in the same call of COMMIT_EVERY and share their prefix; it batches by length
             lambda r: r.context,
             lambda data: ChoiceResult(
                 logprobs=tuple(data["logprobs"]),
@@ -419,8 +419,9 @@ class CachedBackend(Backend):
         self.stats.hits += len(unique) - len(missing)
         self.stats.misses += len(missing)
         self._explain_misses(missing, parts, origins, first)
-        missing.sort(key=lambda k: order(requests[first[k]]))  # the calls' order: see score_choices, generate
-        step = COMMIT_EVERY if self.cache is not None else max(1, len(missing))  # nothing to commit: one call
+        if self.cache is not None:  # answered in calls of COMMIT_EVERY: the calls' order (see score_choices, generate)
+            missing.sort(key=lambda k: order(requests[first[k]]))
+        step = COMMIT_EVERY if self.cache is not None else max(1, len(missing))  # nothing to commit: one call, in order
         if missing:
             self.inner_load_s += self.inner.load()  # loading the model is not part of any answer's compute time
         if self.progress is not None:
