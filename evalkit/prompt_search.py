@@ -71,6 +71,11 @@ class TrialRecord:
     retry_of: int | None = None
     same_as: int | None = None  # a repeat of this earlier trial's configuration (not counted, not run)
 
+    @property
+    def score(self) -> float | None:
+        """The trial's dev score: its final value, or a pruned trial's last step."""
+        return self.value if self.value is not None else (self.steps[-1] if self.steps else None)
+
 
 @dataclass(frozen=True)
 class PromptSearchOutcome:
@@ -104,10 +109,7 @@ class PromptSearchOutcome:
     def trial_scores(self) -> list[float | None]:
         """Each trial's dev score (its last step for a pruned one), in trial order; None for a repeat of an
         earlier trial's configuration (its score is that trial's)."""
-        return [
-            None if t.same_as is not None else t.value if t.value is not None else (t.steps[-1] if t.steps else None)
-            for t in self.trials
-        ]
+        return [None if t.same_as is not None else t.score for t in self.trials]
 
     def optimism_gap(self, test_accuracy: float, test_ci95: tuple[float, float]) -> OptimismGap:
         """How far the best dev score overstates the golden-set accuracy: dev minus test, with an interval
@@ -522,10 +524,11 @@ class _Search:
         def run(trial: Any) -> float:
             params = self.sample(trial)
             shown = ", ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in params.items())
-            earlier = _same_configuration(trial)
+            finished = finished_trials(trial.study)
+            earlier = next((t for t in finished if t.params == trial.params), None)  # the first to try it
             if earlier is not None:
                 return self._repeat(trial, earlier, shown)
-            done = len(distinct_trials(trial.study)) + 1
+            done = sum(t.user_attrs.get("same_as") is None for t in finished) + 1
             label = f"{name} trial {trial.number + 1} ({done}/{settings.trials})"
             started = time.perf_counter()
             value, steps, _, pruned = self.evaluate(params, trial)
@@ -543,14 +546,6 @@ class _Search:
             return value
 
         return run
-
-
-def _same_configuration(trial: Any) -> Any:
-    """The first finished trial of the study that tried ``trial``'s configuration (None: it is new)."""
-    for earlier in finished_trials(trial.study):
-        if earlier.number != trial.number and earlier.params == trial.params:
-            return earlier
-    return None
 
 
 def distinct_trials(study: Any) -> list[Any]:
@@ -749,7 +744,7 @@ def search_table(outcome: PromptSearchOutcome) -> str:
     names = list(dict.fromkeys([*outcome.settings, *(n for t in outcome.trials for n in t.params)]))
     rows = []
     for t in outcome.trials:
-        score = t.value if t.value is not None else (t.steps[-1] if t.steps else None)
+        score = t.score
         rows.append(
             [
                 ("* " if t.number == outcome.best_trial else "  ") + str(t.number + 1),

@@ -13,6 +13,8 @@ from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+from evalkit.backends.prefix import common_prefix_length
+
 TOKEN_BUDGET = 4096  # padded tokens per forward pass when the batch size is automatic
 MAX_AUTO_BATCH = 64  # rows per scoring pass (TOKEN_BUDGET usually binds first)
 MAX_GENERATE_BATCH = 128  # decoding steps are small, so generation gains from many rows per step
@@ -101,11 +103,7 @@ def common_beginning(pack: Sequence[ScoringRow], shared: int = 0) -> int:
         return 0
     first = pack[0][0]
     n = min(len(context) for context, _ in pack) - 1
-    for context, _ in pack[1:]:
-        i = shared
-        while i < n and context[i] == first[i]:
-            i += 1
-        n = i
+    n = min(n, *(common_prefix_length(first, context) for context, _ in pack[1:]))
     return max(0, n - shared)
 
 
@@ -114,6 +112,12 @@ def pack_length(pack: Sequence[ScoringRow]) -> int:
     own context tokens and continuations (see evalkit.backends.hf_scoring.tree_layout)."""
     common = common_beginning(pack)
     return common + sum(scoring_length(row, common) for row in pack)
+
+
+def pack_batches(packs: Sequence[Sequence[ScoringRow]], *, batch_size: int | None = None) -> list[list[int]]:
+    """Batches of the indices of ``packs`` (rows laid out as packs, continuing no prefix), longest first."""
+    lengths = [pack_length(pack) for pack in packs]
+    return plan_batches(longest_first(range(len(packs)), lengths), lengths, batch_size=batch_size)
 
 
 def scoring_batches(

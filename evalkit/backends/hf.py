@@ -24,14 +24,7 @@ from evalkit.backends.base import (
     Notify,
     register_backend,
 )
-from evalkit.backends.batching import (
-    generation_batches,
-    in_request_order,
-    longest_first,
-    pack_length,
-    plan_batches,
-    scoring_batches,
-)
+from evalkit.backends.batching import generation_batches, in_request_order, pack_batches, scoring_batches
 from evalkit.backends.encoding import encode_choices, encode_pair
 from evalkit.backends.hf_model import KVStates, LoadedHF, LoadOptions, load_model, load_tokenizer, peft_quietly
 from evalkit.backends.prefix import MIN_SHARED, PrefixGroup, PrefixStore, Tokens, packed_groups, plan_prefixes
@@ -214,10 +207,10 @@ class HFBackend(Backend):
             rows = {i: encoded[i] for i in group.rows}
             for batch in scoring_batches(rows, shared, batch_size=self.batch_size, fits=loaded.rows_in_memory):
                 answered += zip(batch, score_batch(loaded, [encoded[i] for i in batch], shared, states))
-        lengths = {p: pack_length([encoded[i] for i in pack]) for p, pack in enumerate(packs)}
-        for batch in plan_batches(longest_first(lengths, lengths), lengths, batch_size=self.batch_size):
+        laid_out = [[encoded[i] for i in pack] for pack in packs]
+        for batch in pack_batches(laid_out, batch_size=self.batch_size):
             members = [i for p in batch for i in packs[p]]
-            answered += zip(members, score_packs(loaded, [[encoded[i] for i in packs[p]] for p in batch]))
+            answered += zip(members, score_packs(loaded, [laid_out[p] for p in batch]))
         return in_request_order(len(requests), answered)
 
     def generate(self, requests: Sequence[GenerateRequest], *, adapter: str | None = None) -> list[GenerateResult]:

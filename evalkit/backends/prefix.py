@@ -119,14 +119,10 @@ def packed_groups(groups: list[PrefixGroup]) -> tuple[list[PrefixGroup], list[li
     small = [g for g in groups if g.prefix and not g.stored and len(g.rows) <= PACK_ROWS]
     if len(small) < 2:
         return groups, []
+    packed = {id(g) for g in small}
     packs = [g.rows for g in small]
-    kept = []
-    for group in groups:
-        if not group.prefix:
-            packs += [[i] for i in group.rows]  # rows that share nothing: a pack of one each
-        elif not any(group is g for g in small):
-            kept.append(group)
-    return kept, packs
+    packs += [[i] for g in groups if not g.prefix for i in g.rows]  # rows that share nothing: a pack of one each
+    return [g for g in groups if g.prefix and id(g) not in packed], packs
 
 
 class PrefixStore:
