@@ -290,6 +290,12 @@ class CacheStats:
     compute_s: float = 0.0  # model time of every answer, measured when it was computed
     reasons: Counter = field(default_factory=Counter)
     first_miss: dict[str, str] = field(default_factory=dict)  # reason -> the first example it applied to
+    # a served model's requests sent this run (cache hits excluded): each one's seconds, their output tokens,
+    # the wall time from the first sent to the last answered, and whether they were the server's first
+    latencies: list[float] = field(default_factory=list)
+    output_tokens: int = 0
+    sent_s: float = 0.0
+    cold: bool | None = None
 
     def info(self) -> CacheInfo:
         """What the run record keeps of them."""
@@ -426,15 +432,25 @@ class CachedBackend(Backend):
             self.inner_load_s += self.inner.load()  # loading the model is not part of any answer's compute time
         if self.progress is not None:
             self.progress.asked(len(unique), len(unique) - len(missing))
+        measuring = self.inner.measures_latency and bool(missing)
+        if measuring and self.stats.cold is None:
+            self.stats.cold = self.inner.requests_sent == 0
+        sent = time.perf_counter()
         for ready in self.inner.answers_as_ready([requests[first[k]] for k in missing], step):
             for i, result, seconds in ready:
                 answers[missing[i]] = (result, seconds)
+            if measuring:
+                self.stats.latencies.extend(seconds for _, _, seconds in ready)
+                self.stats.output_tokens += sum(getattr(result, "output_tokens", 0) for _, result, _ in ready)
             if self.progress is not None:
                 self.progress.answered(len(ready))
             if self.cache is not None:
                 self.cache.store(
                     [(parts[first[missing[i]]], json.dumps(result.__dict__), seconds) for i, result, seconds in ready]
                 )
+        if measuring:
+            self.stats.sent_s += time.perf_counter() - sent
+        self.inner.requests_sent += len(missing)
         if self.cache is not None and any(o is not None for o in origins):
             self.cache.remember_origins((o, p) for o, p in zip(origins, parts) if o is not None)
         self.stats.compute_s += sum(answers[k][1] for k in keys)

@@ -221,22 +221,28 @@ def _search(args: argparse.Namespace) -> int:
     def say(line: str) -> None:
         print(line, flush=True)
 
-    base = open_backend(spec.model, spec.path.parent, notify=say)
+    bases: dict[str, Any] = {}  # one backend per model the searched candidates run on
     try:
         for name in searched:
             candidate = spec.candidates[name]
+            model = spec.model_for(name)
+            key = model.model_dump_json()
+            if key not in bases:
+                bases[key] = open_backend(model, spec.path.parent, notify=say)
+            base = bases[key]
             adapter = None
             if candidate.adapter is not None:
                 from evalkit.train import ensure_adapter
 
                 adapter = ensure_adapter(spec, candidate.adapter, notify=say)
-            backend = answering_backend(spec, base, adapter, cache)
+            backend = answering_backend(spec, base, adapter, cache, name)
             mode = "always" if args.force else "auto"
             outcome = ensure_prompt_search(spec, candidate, backend, mode=mode, notify=say)
             print(f"{spec.name}::{name}: {'searched' if outcome.searched_now else 'up to date'}")
             print(search_table(outcome))
     finally:
-        base.close()
+        for opened in bases.values():
+            opened.close()
         if cache is not None:
             cache.close()
     return 0

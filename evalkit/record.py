@@ -493,6 +493,77 @@ class GoldenReads(_Open):
         return self.over_budget and self.strict
 
 
+class Disagreement(_Open):
+    """A row on which a run and its reference differ: the metric's values and both answers."""
+
+    id: str | int
+    candidate: float | None = None  # the run's value of the compared metric (None: an agreement check only)
+    reference: float | None = None
+    output: Any = None  # what the run answered (its first characters)
+    reference_output: Any = None
+
+
+class PairCheck(_Open):
+    """One `compare:` check of a run against its reference, on the rows both answered (docs/models.md)."""
+
+    reference: str
+    shared: int = Field(ge=0, description="rows both runs answered")
+    passed: bool
+    failures: list[str] = Field(default_factory=list)
+    metric: str | None = None  # non-inferiority: the metric and the paired t-test on its differences
+    candidate_value: float | None = None
+    reference_value: float | None = None
+    difference: float | None = None  # candidate - reference, on the shared rows
+    lower_bound: float | None = None  # the one-sided (1 - alpha) lower confidence bound of the difference
+    p_value: float | None = None  # H0: difference <= -max_drop
+    max_drop: float | None = None
+    alpha: float | None = None
+    agree: int | None = None  # agreement: rows whose predictions are equal
+    agreement: float | None = None
+    agreement_ci95: tuple[float, float] | None = None  # Wilson
+    kappa: float | None = None
+    kappa_ci95: tuple[float, float] | None = None  # bootstrap over rows
+    min_agreement: float | None = None
+    min_kappa: float | None = None
+    disagreeing: list[Disagreement] = Field(default_factory=list, description="the first rows that differ")
+
+
+class PairRow(_Open):
+    """Two runs of a suite on their shared rows: the difference, exact McNemar p and Holm-adjusted p."""
+
+    first: str
+    second: str
+    shared: int
+    first_value: float
+    second_value: float
+    difference: float  # first - second
+    first_only: int  # rows only the first got right (or scored higher on)
+    second_only: int
+    p_value: float
+    p_holm: float
+
+
+class PairedTable(_Open):
+    """Every pair of a suite's runs, their p-values adjusted together (Holm) for the family of pairs."""
+
+    metric: str
+    pairs: list[PairRow]
+
+
+class Latency(_Open):
+    """What a served run's requests took, measured on the requests sent this run (cache hits excluded)."""
+
+    requests: int = Field(ge=0, description="requests sent to the server this run")
+    cache_hits: int = Field(ge=0, description="answers read from the result cache, not measured")
+    concurrency: int | None = None  # requests in flight
+    cold: bool = Field(description="the first requests this session sent to that server (its warm-up included)")
+    p50_s: float | None = None
+    p95_s: float | None = None
+    requests_per_s: float | None = None
+    output_tokens_per_s: float | None = None
+    wall_s: float | None = None  # from the first request sent to the last answer
+
+
 class CandidateEntry(_Open):
     """One candidate of one suite: metrics with 95% intervals, what produced them, the verdict's inputs.
     A :class:`evalkit.results.CandidateResult` without its per-example rows; the fields are in the order
@@ -525,6 +596,8 @@ class CandidateEntry(_Open):
     errors: ErrorAnalysis | None = None
     expected_failure: str | None = None  # the reason of the candidate's xfail marker
     prompt_search: PromptSearchInfo | None = None
+    compared: list[PairCheck] | None = None  # its `compare:` checks against other runs
+    latency: Latency | None = None  # a served run's request latency and throughput
     passed: bool | None = None
     cost: dict[str, int | float] = Field(default_factory=dict)
 
@@ -577,6 +650,7 @@ class RunRecord(_Open):
     decisions: dict[str, Decision] | None = None  # per suite with both a prompt and an adapter
     costs: RunCosts | None = None  # with prices: each candidate's cost and the break-even (evalkit.costs)
     golden: dict[str, GoldenReads] | None = None  # per suite: how often its golden set has been read
+    pairs: dict[str, PairedTable] | None = None  # per suite with several runs: each pair's paired test
 
     def entries(self) -> list[tuple[str, str, CandidateEntry]]:
         """Every candidate's entry, as (suite, candidate, entry), in the record's order."""

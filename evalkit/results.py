@@ -24,7 +24,9 @@ from evalkit.record import (
     ErrorAnalysis,
     ExampleRow,
     JudgeInfo,
+    Latency,
     ModelInfo,
+    PairCheck,
     PromptSearchInfo,
     Robustness,
     RunInfo,
@@ -33,6 +35,7 @@ from evalkit.record import (
     parse_json,
     schema_problem,
 )
+from evalkit.pairs import paired_tables
 from evalkit.stats import mcnemar_exact
 from evalkit.verdict import Verdict
 
@@ -83,6 +86,8 @@ class CandidateResult:
     errors: ErrorAnalysis | None = None  # where it errs: classify's confusion matrix, generate's failure shapes
     expected_failure: str | None = None  # the reason of the candidate's xfail marker: it is expected to fail
     prompt_search: PromptSearchInfo | None = None  # its prompt search: dev score, optimism gap (evalkit.prompt_search)
+    compared: list[PairCheck] | None = None  # its `compare:` checks against other runs (evalkit.pairs)
+    latency: Latency | None = None  # a served run's latency and throughput (evalkit.latency)
 
     def __setattr__(self, name: str, value: Any) -> None:
         # a record given as JSON values (a hand-built result, a worker's hand-off) is kept typed
@@ -163,6 +168,7 @@ _RECORD_FIELDS: dict[str, type[BaseModel]] = {
     "judge": JudgeInfo,
     "errors": ErrorAnalysis,
     "prompt_search": PromptSearchInfo,
+    "latency": Latency,
 }
 
 
@@ -247,6 +253,9 @@ def build_record(run: RunInfo | Mapping[str, Any], results: list[CandidateResult
     found = decisions(results)
     if found:
         record.decisions = found
+    tables = paired_tables(results)
+    if tables:
+        record.pairs = tables
     if prices is not None:
         from evalkit.costs import economics
 

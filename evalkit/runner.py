@@ -19,7 +19,7 @@ from evalkit.cache import CachedBackend, CacheStats, ResultCache
 from evalkit.data import Dataset, load_dataset
 from evalkit.errors import EvalkitError, TrainingError, did_you_mean, shown_path
 from evalkit.fewshot import demo_contamination, prompt_identity
-from evalkit.record import Robustness
+from evalkit.record import Latency, Robustness
 from evalkit.results import CandidateResult
 from evalkit.stats import wilson_interval
 from evalkit.tasks import PreparedCandidate, Scored, ScoringServices, prepare, task_identity, task_kind
@@ -97,13 +97,15 @@ def _candidate(spec: SuiteSpec, name: str) -> Candidate:
 
 
 def answering_backend(
-    spec: SuiteSpec, base: Backend, adapter: TrainedAdapter | None, cache: ResultCache | None
+    spec: SuiteSpec, base: Backend, adapter: TrainedAdapter | None, cache: ResultCache | None, run: str | None = None
 ) -> CachedBackend:
-    """``base`` (through ``adapter`` when there is one) behind the result cache."""
+    """``base`` (through ``adapter`` when there is one) behind the result cache; ``run`` names the candidate
+    (for the model an adapter is refused on)."""
     if adapter is None:
         return CachedBackend(cache, base, stats=CacheStats())
     if base.knows_weights:  # a served model's identity is the server's word; it checks its own adapters
-        check_adapter_base(spec, adapter, base.identity.base_fingerprint)
+        model = spec.model_for(run).name if run is not None and run in spec.candidates else None
+        check_adapter_base(spec, adapter, base.identity.base_fingerprint, model)
     return CachedBackend(
         cache,
         base.with_adapter(adapter.key, adapter.path),
@@ -137,8 +139,8 @@ class RunServices(ScoringServices):
     def outputs_of(self, candidate: str) -> list[str]:
         other = _candidate(self.spec, candidate)
         adapter = self.resources.trained_adapter(self.spec, other.adapter) if other.adapter is not None else None
-        base = self.resources.backend(self.spec.model, self.spec.path.parent)
-        backend = answering_backend(self.spec, base, adapter, self.resources.cache)
+        base = self.resources.backend(self.spec.model_for(candidate), self.spec.path.parent)
+        backend = answering_backend(self.spec, base, adapter, self.resources.cache, candidate)
         dataset = self.resources.dataset(self.spec, self.limit)
         prepared = prepare(
             self.spec, other, dataset, backend.apply_chat_template, dataset_cache=self.resources.datasets
@@ -165,14 +167,16 @@ def evaluate_candidate(
     candidate = _candidate(spec, candidate_name)
     adapter = resources.trained_adapter(spec, candidate.adapter) if candidate.adapter is not None else None
     # Naming the model may convert the embedded default once: like loading, not this candidate's time.
-    base = resources.backend(spec.model, spec.path.parent)
+    base = resources.backend(spec.model_for(candidate_name), spec.path.parent)
     searched = None
     if candidate.search is not None:  # the artifact's settings, searched first on the pool when missing or stale
-        searched = resources.prompt_search(spec, candidate, answering_backend(spec, base, adapter, resources.cache))
+        searched = resources.prompt_search(
+            spec, candidate, answering_backend(spec, base, adapter, resources.cache, candidate_name)
+        )
         spec, candidate = searched.applied(spec, candidate)
     started = time.perf_counter()
     dataset = resources.dataset(spec, limit)
-    backend = answering_backend(spec, base, adapter, resources.cache)
+    backend = answering_backend(spec, base, adapter, resources.cache, candidate_name)
     if resources.progress is not None:
         backend.progress = resources.progress(f"{spec.name}::{candidate_name}")
     services = RunServices(spec, candidate_name, resources, limit)
@@ -190,6 +194,7 @@ def evaluate_candidate(
     if contaminated is not None:
         scored.failures.append(contaminated)
     compute_s = backend.stats.compute_s
+    latency = _latency(backend, scored)
     robustness, robustness_s = _robustness(spec, candidate_name, prepared, backend, scored)
     if backend.progress is not None:
         backend.progress.close()
@@ -207,7 +212,20 @@ def evaluate_candidate(
         wall_s=wall_s,
         compute_s=compute_s,
         robustness=robustness.record() if robustness is not None else None,
+        latency=latency,
     )
+
+
+def _latency(backend: CachedBackend, scored: Scored) -> Latency | None:
+    """A served run's latency and throughput over the requests it sent (its metrics added to ``scored``)."""
+    if not backend.inner.measures_latency:
+        return None
+    from evalkit.latency import measured
+
+    record, metrics, ci = measured(backend.stats, backend.inner.concurrency)
+    scored.metrics.update(metrics)
+    scored.ci.update(ci)
+    return record
 
 
 def _robustness(
@@ -245,7 +263,7 @@ def _failures(spec: SuiteSpec, candidate: str, scored: Scored, adapter: TrainedA
     failures = [
         threshold_failure(metric, scored.metrics[metric], scored.ci[metric], t.text)
         for metric, t in spec.thresholds_for(candidate).items()
-        if not t.check(scored.metrics[metric])
+        if metric in scored.metrics and not t.check(scored.metrics[metric])  # latency: only where measured
     ] + scored.failures
     if adapter is not None and adapter.contamination and not adapter.allow_contamination:
         shown = "; ".join(str(d) for d in adapter.contamination[:5])
@@ -269,6 +287,7 @@ def _result(
     wall_s: float,
     compute_s: float,
     robustness: Robustness | None,
+    latency: Latency | None = None,
 ) -> CandidateResult:
     return CandidateResult(
         suite=spec.name,
@@ -282,7 +301,7 @@ def _result(
         failures=_failures(spec, candidate, scored, adapter),
         wall_s=round(wall_s, 3),
         tokens=scored.tokens,
-        model=spec.model.name,
+        model=spec.model_for(candidate).name,
         model_fingerprint=backend.fingerprint,
         dataset_hash=prepared.dataset.content_hash,
         template_sha256=prepared.template.sha256,
@@ -296,16 +315,19 @@ def _result(
         cache=backend.stats.info(),
         judge=scored.judge,
         errors=scored.errors,
+        latency=latency,
     )
 
 
-def check_adapter_base(spec: SuiteSpec, adapter: TrainedAdapter, actual: str | None) -> None:
-    """Refuses an adapter trained for another base model than the suite's."""
+def check_adapter_base(spec: SuiteSpec, adapter: TrainedAdapter, actual: str | None, model: str | None = None) -> None:
+    """Refuses an adapter trained for another base model than the one it is evaluated on (``model``: that
+    model's name; the suite's by default)."""
+    model = model or spec.model.name
     trained_for = adapter.record.get("base_model_fingerprint")
     if actual is not None and trained_for != actual:
         raise TrainingError(
             f"adapter '{adapter.name}' ({adapter.path}) was trained for base model {str(trained_for)[:12]}, "
-            f"but suite '{spec.name}' evaluates {spec.model.name} ({actual[:12]})",
+            f"but suite '{spec.name}' evaluates it on {model} ({actual[:12]})",
             path=spec.path,
             fix=f"retrain it: evalkit train {shown_path(spec.path)} --adapter {adapter.name}",
         )

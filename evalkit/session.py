@@ -235,7 +235,7 @@ class EvalSession:
             try:
                 result = evaluate_candidate(spec, candidate, self.resources(), limit=row_limit)
             except ModelError as error:  # name the suite line that chose the model
-                raise error.located(spec.path, spec.model_line) from None
+                raise error.located(spec.path, spec.model_line_of(candidate)) from None
             self.gate.check(spec, result)
             result.expected_failure = expected_failure(spec.candidates[candidate].all_markers)
             self.golden.observe(result, spec.max_reads, limited=row_limit is not None)
@@ -244,7 +244,25 @@ class EvalSession:
                 result.prompt_search = searched.info(result.accuracy, result.ci95["accuracy"])
             self.results[key] = result
             self._limits[key] = row_limit
+            self._compare(spec, candidate, result, row_limit)
         return self.results[key]
+
+    def _compare(self, spec: SuiteSpec, candidate: str, result: CandidateResult, row_limit: int | None) -> None:
+        """The suite's `compare:` checks of ``candidate`` against their references (run first when needed):
+        each check's outcome kept on the result, and its failures made the candidate's."""
+        checks = spec.checks_of(candidate)
+        if not checks:
+            return
+        from evalkit.pairs import check_pair
+
+        compared = []
+        for check in checks:
+            reference = self.run(spec, check.reference, limit=row_limit)
+            line = spec.compare_line(spec.compare.index(check))
+            outcome = check_pair(check, result, reference, path=spec.path, line=line)
+            compared.append(outcome)
+            result.failures.extend(outcome.failures)
+        result.compared = compared
 
     # ------------------------------------------------------------------ pytest-xdist workers
 
@@ -320,7 +338,7 @@ def session_lines(session: EvalSession, *, verbose: bool) -> list[tuple[str, str
         lines.append((f"only the first {session.limit} rows of each suite (--evalkit-limit)", None))
     ordered = session.ordered()
     record = session.recorder.summary(ordered)
-    for table in suite_tables(ordered, record):
+    for table in suite_tables(ordered, record, verbose=verbose):
         lines += [("", None), (table, None)]
     lines.append(("", None))
     for reads in (record.golden or {}).values():  # a golden set past its budget, in colour

@@ -407,6 +407,55 @@ class PromptSearchSettings(StrictModel):
         return gather_space(value, PROMPT_SEARCH_OPTIONS)
 
 
+class MatrixModel(ModelConfig):
+    """A named model of a suite's `models:` map: a model block (as `model:` takes), and which candidates run
+    on it. Each such candidate runs as `candidate@model` beside its run on the suite's own `model:`."""
+
+    candidates: list[str] | None = Field(
+        None, description="the candidates that run on this model (default: every candidate without its own model)"
+    )
+    markers: list[Marker] = Field(
+        default_factory=list, description="pytest markers of every run on this model (`served`, `slow`)"
+    )
+
+    @field_validator("markers")
+    @classmethod
+    def _markers(cls, value: list[Marker]) -> list[Marker]:
+        return _check_markers(value)
+
+    def block(self) -> ModelConfig:
+        """The model block alone, as a backend reads it."""
+        return ModelConfig.model_validate(self.model_dump(exclude={"candidates", "markers"}))
+
+
+class CompareCheck(StrictModel):
+    """One pairwise check of `compare:`: `candidate` against `reference` on the rows both answered."""
+
+    candidate: str = Field(description="the run under test (a candidate, or candidate@model)")
+    reference: str = Field(description="the run it is held against")
+    metric: str = Field("accuracy", description="the per-example metric compared (max_drop)")
+    max_drop: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="non-inferiority: the one-sided (1 - alpha) lower bound of the paired difference must "
+        "lie above -max_drop",
+    )
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="the non-inferiority test's level")
+    min_agreement: float | None = Field(
+        None, ge=0, le=1, description="the share of rows whose predictions are equal must be at least this"
+    )
+    min_kappa: float | None = Field(None, ge=-1, le=1, description="Cohen's kappa of the two predictions must be at least this")
+
+    @model_validator(mode="after")
+    def _something_to_check(self) -> CompareCheck:
+        if self.max_drop is None and self.min_agreement is None and self.min_kappa is None:
+            raise ValueError("a check needs max_drop (non-inferiority), min_agreement or min_kappa")
+        if self.candidate == self.reference:
+            raise ValueError(f"'{self.candidate}' is compared with itself")
+        return self
+
+
 class CandidateConfig(_Placed):
     prompt: str | None = Field(None, description="Jinja2 template file, relative to the suite")
     template: str | None = Field(None, description="inline Jinja2 template")
@@ -422,12 +471,22 @@ class CandidateConfig(_Placed):
         None, description="search the prompt's options on a dev split of the few-shot pool (see PromptSearchSettings)"
     )
     adapter: str | None = Field(None, description="name of an adapter in the suite's `train:` section")
+    model: ModelConfig | None = Field(
+        None,
+        description="the model this candidate runs on (a model block, or the name of one in `models:`); "
+        "default: the suite's `model:`",
+    )
     markers: list[Marker] = Field(default_factory=list, description=MARKER_HELP)
 
     @field_validator("markers")
     @classmethod
     def _markers(cls, value: list[Marker]) -> list[Marker]:
         return _check_markers(value)
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_shorthand(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _one_source(self) -> CandidateConfig:
@@ -436,12 +495,32 @@ class CandidateConfig(_Placed):
 
     _suite_markers: tuple[Marker, ...] = PrivateAttr(())
 
+    _base_name: str | None = PrivateAttr(None)
+    _model_name: str | None = PrivateAttr(None)
+
     def placed(self, name: str, base: Path, line: int | None, suite_markers: tuple[Marker, ...]) -> CandidateConfig:
         """This candidate as the suite file names it: its name, the folder its paths are relative to, its
         line, and the suite's markers."""
         self._place(name, base, line)
         self._suite_markers = suite_markers
         return self
+
+    def on_model(self, model_name: str, model: MatrixModel) -> CandidateConfig:
+        """This candidate's run on the named model of `models:` (``candidate@model``), with its markers."""
+        run = self.model_copy(update={"model": model.block(), "markers": [*self.markers, *model.markers]})
+        run.placed(f"{self._name}@{model_name}", self._base, self._line, self._suite_markers)
+        run._base_name, run._model_name = self._name, model_name
+        return run
+
+    @property
+    def base_name(self) -> str:
+        """The candidate as the suite writes it (``few_shot`` for the run ``few_shot@q4``)."""
+        return self._base_name or self._name
+
+    @property
+    def model_name(self) -> str | None:
+        """The name in `models:` this run is on (None: the suite's model, or the candidate's own)."""
+        return self._model_name
 
     def with_values(self, values: dict[str, Any]) -> CandidateConfig:
         """This candidate with some options replaced (``fewshot.k`` names a few-shot setting; ``template``
@@ -456,8 +535,9 @@ class CandidateConfig(_Placed):
                 data["prompt"], data["template"] = value, None
             elif name in ("calibration", "system"):
                 data[name] = value
-        changed = CandidateConfig.model_validate(data)
-        return changed.placed(self._name, self._base, self._line, self._suite_markers)
+        changed = CandidateConfig.model_validate(data).placed(self._name, self._base, self._line, self._suite_markers)
+        changed._base_name, changed._model_name = self._base_name, self._model_name
+        return changed
 
     def search_artifact_path(self, suite_path: Path, suite_name: str) -> Path:
         """Where this candidate's prompt search is stored: ``search.artifact``, or
@@ -494,6 +574,13 @@ class SuiteConfig(StrictModel):
     dataset: DatasetConfig
     task: TaskConfig
     candidates: dict[str, CandidateConfig] = Field(min_length=1)
+    models: dict[str, MatrixModel] = Field(
+        default_factory=dict,
+        description="named models: each runs the candidates it lists (all, by default) as candidate@model",
+    )
+    compare: list[CompareCheck] = Field(
+        default_factory=list, description="pairwise checks between runs: non-inferiority and agreement gates"
+    )
     train: dict[str, TrainConfig] = Field(default_factory=dict)
     written_thresholds: dict[str, Any] = Field(
         default_factory=dict,
@@ -611,6 +698,27 @@ class SuiteConfig(StrictModel):
 
     def thresholds_for(self, candidate: str) -> dict[str, Threshold]:
         return self._thresholds.get(candidate, {})
+
+    def model_for(self, candidate: str) -> ModelConfig:
+        """The model ``candidate`` runs on: its own (a run of `models:` included), else the suite's."""
+        return self.candidates[candidate].model or self.model
+
+    def model_line_of(self, candidate: str) -> int:
+        """Where the model ``candidate`` runs on is written, for errors about that model."""
+        run = self.candidates[candidate]
+        if run.model is None:
+            return self.model_line
+        if run.model_name is not None:
+            return self._lines.get(f"models.{run.model_name}") or self.model_line
+        return self._lines.get(f"candidates.{candidate}.model") or run.line or self.model_line
+
+    def compare_line(self, index: int) -> int | None:
+        """Where the ``index``-th `compare:` check is written."""
+        return self._lines.get(f"compare.{index}")
+
+    def checks_of(self, candidate: str) -> list[CompareCheck]:
+        """The `compare:` checks that hold ``candidate`` against a reference."""
+        return [c for c in self.compare if c.candidate == candidate]
 
 
 # The names the rest of evalkit reads a suite by: the validated tree itself, placed in its file.

@@ -17,6 +17,7 @@ from evalkit.backends.base import BACKENDS
 from evalkit.data import printable_path, refused_path
 from evalkit.errors import ModelError, SuiteError, ThresholdError, did_you_mean, did_you_mean_path, shown_path
 from evalkit.gate import Threshold, parse_threshold
+from evalkit.matrix import LATENCY_METRICS, check_compare, check_latency_thresholds, expand_runs
 from evalkit.spec import (
     DEFAULT_MODEL,
     NAME,
@@ -26,10 +27,12 @@ from evalkit.spec import (
     BaselineConfig,
     Candidate,
     CandidateConfig,
+    CompareCheck,
     DatasetConfig,
     DevSplit,
     FewshotConfig,
     LoraSettings,
+    MatrixModel,
     MaxReads,
     ModelConfig,
     PromptSearchSettings,
@@ -182,6 +185,12 @@ def _section_model(loc: tuple) -> type[BaseModel] | None:
         return PromptSearchSettings
     if len(loc) == 4 and loc[0] == "candidates" and loc[2] == "search" and loc[3] == "dev":
         return DevSplit
+    if len(loc) == 2 and loc[0] == "models":
+        return MatrixModel
+    if len(loc) == 3 and loc[0] == "candidates" and loc[2] == "model":
+        return ModelConfig
+    if len(loc) == 2 and loc[0] == "compare":
+        return CompareCheck
     if len(loc) == 2 and loc[0] == "train":
         return TrainConfig
     if len(loc) == 3 and loc[0] == "train" and loc[2] == "lora":
@@ -466,7 +475,7 @@ def _metric_names(reader: _Reader, config: SuiteConfig, candidates: dict[str, Ca
 def _threshold(
     reader: _Reader, metric_names: tuple[str, ...], kind: str, metric: str, expression: Any, *loc: Any
 ) -> Threshold:
-    if metric not in metric_names:
+    if metric not in metric_names and metric not in LATENCY_METRICS:
         if metric == "invariance":
             raise reader.error(
                 "metric 'invariance' needs a `robustness:` section",
@@ -523,12 +532,22 @@ def _thresholds(
                 "invariance",
                 fix=f"add '{name}' to `robustness.candidates`, or drop the threshold",
             )
+    own = {name: {**overrides.get(run.base_name, {}), **overrides.get(name, {})} for name, run in candidates.items()}
     return {
         name: {
-            m: t for m, t in {**shared, **overrides.get(name, {})}.items() if m != "invariance" or name in tested
-        }  # a shared invariance threshold: tested only
-        for name in candidates
+            m: t
+            for m, t in {**shared, **own[name]}.items()
+            # a shared invariance threshold: tested runs only; a shared latency one: served runs only
+            if (m != "invariance" or name in tested)
+            and (m not in LATENCY_METRICS or m in own[name] or _served(run.model or config.model))
+        }
+        for name, run in candidates.items()
     }
+
+
+def _served(model: ModelConfig) -> bool:
+    """Whether a server answers for ``model`` (so its latency can be measured)."""
+    return bool(getattr(backend_class(model.backend), "measures_latency", False))
 
 
 def _validated(path: Path) -> tuple[Any, SuiteConfig]:
@@ -618,14 +637,30 @@ def load_suite(path: str | Path) -> SuiteSpec:
     reader = _Reader(path, document)
     _check_names(reader, config)
     reader.existing(config.dataset.path, "dataset", "path", what="dataset")
-    scorer = _scorer(reader, config.task, list(config.candidates))
     train = _train_specs(reader, config)
-    candidates = _candidates(reader, config, train)
+    candidates = expand_runs(reader, config, _candidates(reader, config, train))
+    for name, run in candidates.items():
+        if run.model is not None:
+            _check_backend(reader, run.model, *_model_at(run))
+    config = config.model_copy(update={"candidates": candidates})
+    scorer = _scorer(reader, config.task, list(candidates))
     metric_names = _metric_names(reader, config, candidates)
-    return config.resolved(
-        path,
-        lines={"model": reader.line("model"), "suite": reader.line("suite")},
-        thresholds=_thresholds(reader, config, candidates, metric_names),
-        scorer=scorer,
-        metric_names=metric_names,
-    )
+    check_compare(reader, config, candidates, task_kind(config.task.kind).per_example)
+    thresholds = _thresholds(reader, config, candidates, metric_names)
+    check_latency_thresholds(reader, candidates, thresholds, lambda name: candidates[name].model or config.model)
+    lines = {"model": reader.line("model"), "suite": reader.line("suite")}
+    lines |= {f"models.{name}": reader.line("models", name) for name in config.models}
+    lines |= {f"compare.{i}": reader.line("compare", i) for i in range(len(config.compare))}
+    lines |= {
+        f"candidates.{name}.model": reader.line("candidates", name, "model")
+        for name, run in candidates.items()
+        if run.model is not None and run.model_name is None
+    }
+    return config.resolved(path, lines=lines, thresholds=thresholds, scorer=scorer, metric_names=metric_names)
+
+
+def _model_at(run: Candidate) -> tuple[str, ...]:
+    """Where the model block of ``run`` is written: its entry in `models:`, or the candidate's `model:`."""
+    if run.model_name is not None:
+        return ("models", run.model_name)
+    return ("candidates", run.base_name, "model")

@@ -459,10 +459,11 @@ def evaluate(
     from evalkit.suite import load_suite
 
     spec = load_suite(suite)
+    models = [spec.model_for(name) for name in spec.candidates]  # what the candidates run on (not the judge)
     built: dict[str, Backend] = {}
 
     def backend_for(model: ModelConfig, base_dir: Path) -> Backend:
-        given = backend if model == spec.model or judge is None else judge
+        given = backend if model in models or judge is None else judge
         if given is not None:
             return given
         key = model.model_dump_json()
@@ -478,7 +479,7 @@ def evaluate(
     try:
         return evaluate_candidate(spec, candidate, Resources(backend=backend_for, cache=cache), limit=limit)
     except ModelError as error:  # name the suite line that chose the model
-        raise error.located(spec.path, spec.model_line) from None
+        raise error.located(spec.path, spec.model_line_of(candidate)) from None
     finally:
         if cache is not None:
             cache.close()

@@ -134,8 +134,11 @@ class Backend(ABC):
     Settings: ClassVar[type[BaseModel]] = NoSettings  # its own keys in a suite's `model:` block
     supports_adapters: ClassVar[bool] = False
     knows_weights: ClassVar[bool] = True  # identity hashes the weights (an adapter for other weights is refused)
+    measures_latency: ClassVar[bool] = False  # a server answers each request: its latency is measured
     identity: ModelIdentity
     load_s: float | None = None  # seconds spent loading the weights; None until loaded
+    requests_sent: int = 0  # requests this process has sent it (counted by the result cache's wrapper)
+    concurrency: int | None = None  # requests it answers at once, for a server (its latency record says)
     served_at: str | None = None  # the URL of the server that answers, for a model that is not loaded here
     tokenizer: Any = None  # the model's tokenizer where one is at hand in this process (a property in most)
 

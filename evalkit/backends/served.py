@@ -122,10 +122,12 @@ class ServedBackend(_AnsweredAsTheyArrive):
     Settings = ServedSettings
     supports_adapters = True
     knows_weights = False
+    measures_latency = True
 
     def __init__(self, name: str, settings: ServedSettings, base_dir: Path, *, notify: Notify | None = None) -> None:
         self.model_name = name
         self.options = settings
+        self.concurrency = settings.concurrency
         self.client = ServerClient(
             settings.base_url,
             key_env=settings.api_key_env,
@@ -222,10 +224,12 @@ class ServedAdapter(_AnsweredAsTheyArrive):
     NAME=PATH``)."""
 
     knows_weights = False
+    measures_latency = True
 
     def __init__(self, base: ServedBackend, name: str) -> None:
         self.base = base
         self.adapter_name = name
+        self.concurrency = base.concurrency
 
     @classmethod
     def from_config(cls, model: ModelConfig, base_dir: Path, *, notify: Notify | None = None) -> Backend:

@@ -10,6 +10,8 @@ from evalkit.compare import format_p
 from evalkit.costs import economics_lines
 from evalkit.decision import suite_lines
 from evalkit.golden import golden_line
+from evalkit.latency import latency_line
+from evalkit.pairs import TABLE_HEADERS, TABLE_TITLE, check_line, table_rows
 from evalkit.record import RunRecord
 from evalkit.report.judging import judge_lines
 from evalkit.results import CandidateResult
@@ -56,12 +58,27 @@ def _baseline_cells(result: CandidateResult) -> list[str]:
     return [f"{-gate.drop:+.3f} ({gate.worse} worse, {gate.better} better)", format_p(gate.p_value)]
 
 
-def _footer(rows: list[CandidateResult], record: RunRecord | None) -> list[str]:
-    """Below a suite's table: what each candidate costs, the robustness search, the prompt-or-fine-tune lines
-    and the golden set's reuse (from the run record, as summary.md and report.html say them), and the judge,
-    where the suite has them."""
+def _model_shown(result: CandidateResult, rows: list[CandidateResult]) -> str:
+    """The model a run is on, as the table names it: its name, with its dtype where runs share the name."""
+    others = {r.model_fingerprint for r in rows if r.model == result.model}
+    if len(others) > 1 and ":" in (result.model_fingerprint or ""):
+        return f"{result.model} ({result.model_fingerprint.rsplit(':', 1)[1]})"
+    return str(result.model)
+
+
+def _footer(rows: list[CandidateResult], record: RunRecord | None, verbose: bool = False) -> list[str]:
+    """Below a suite's table: the `compare:` checks, what each candidate costs, the robustness search, the
+    prompt-or-fine-tune lines and the golden set's reuse (from the run record, as summary.md and report.html
+    say them), and the judge, where the suite has them; with ``verbose``, the paired table and latency."""
     suite = rows[0].suite
-    lines = []
+    lines = [check_line(r.candidate, check) for r in rows for check in r.compared or []]
+    lines += [latency_line(r.candidate, r.latency) for r in rows if r.latency is not None and verbose]
+    table = (record.pairs or {}).get(suite) if record is not None else None
+    if verbose and table is not None:
+        lines.append(TABLE_TITLE.format(metric=table.metric, n=len(table.pairs)))
+        lines += tabulate(table_rows(table), headers=TABLE_HEADERS, tablefmt="simple", disable_numparse=True).splitlines()
+    elif table is not None:
+        lines.append(f"{len(table.pairs)} paired tests between the runs (-v shows them; summary.md has them)")
     if record is not None and record.costs is not None and suite in record.costs.suites:
         lines += economics_lines(record.costs.suites[suite], record.costs.prices["currency"])
     robust = [(r.candidate, r.robustness) for r in rows if r.robustness is not None]
@@ -82,9 +99,12 @@ def _footer(rows: list[CandidateResult], record: RunRecord | None) -> list[str]:
     return lines + judge_lines([(r.candidate, r.judge) for r in rows if r.judge is not None])
 
 
-def suite_tables(results: Iterable[CandidateResult], record: RunRecord | None = None) -> list[str]:
+def suite_tables(
+    results: Iterable[CandidateResult], record: RunRecord | None = None, *, verbose: bool = False
+) -> list[str]:
     """One table per suite; ``record`` (the run record) adds each suite's frontier and break-even, its
-    searched prompts against the best adapter, and how often its golden set has been read."""
+    searched prompts against the best adapter, how often its golden set has been read, and its paired tests
+    (with ``verbose``)."""
     by_suite: dict[str, list[CandidateResult]] = {}
     for r in results:
         by_suite.setdefault(r.suite, []).append(r)
@@ -92,8 +112,10 @@ def suite_tables(results: Iterable[CandidateResult], record: RunRecord | None = 
     for suite, rows in by_suite.items():
         metrics = list(dict.fromkeys(m for r in rows for m in r.metrics))  # invariance: robustness-tested only
         compared = any(r.baseline is not None for r in rows)
+        models = list(dict.fromkeys(_model_shown(r, rows) for r in rows))
         headers = [
             "candidate",
+            *(["model"] if len(models) > 1 else []),
             "n",
             *metrics,
             "threshold",
@@ -109,6 +131,7 @@ def suite_tables(results: Iterable[CandidateResult], record: RunRecord | None = 
             body.append(
                 [
                     r.candidate,
+                    *([_model_shown(r, rows)] if len(models) > 1 else []),
                     r.n,
                     *(_metric_cell(r, m) for m in metrics),
                     ", ".join(f"{m} {t}" for m, t in r.thresholds.items()) or "-",
@@ -120,15 +143,16 @@ def suite_tables(results: Iterable[CandidateResult], record: RunRecord | None = 
                     _training(r),
                 ]
             )
+        on = f"model {models[0]}" if len(models) == 1 else f"{len(models)} models"
         title = (
-            f"{suite} ({rows[0].task}, model {rows[0].model}; metric [95% CI]; tok/ex: prompt tokens per example;"
+            f"{suite} ({rows[0].task}, {on}; metric [95% CI]; tok/ex: prompt tokens per example;"
             " training: adapter training time, trainable parameters, size)"
         )
         if compared:
             title += (
                 "\nvs baseline: change of the gated metric on the shared examples; p: exact McNemar test on the flips"
             )
-        footer = "".join(f"\n{line}" for line in _footer(rows, record))
+        footer = "".join(f"\n{line}" for line in _footer(rows, record, verbose))
         tables.append(title + "\n" + tabulate(body, headers=headers, tablefmt="simple", disable_numparse=True) + footer)
     return tables
 
