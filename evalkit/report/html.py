@@ -369,6 +369,31 @@ def render_html(record: RunRecord, rows: Iterable[dict[str, Any]], history: dict
     return "".join(html_parts(record, rows, history))
 
 
+def _compared(record: RunRecord, suite: str) -> dict[str, Any]:
+    """A suite's `compare:` checks (each in words, a failed one with the rows that differ) and its paired
+    table, for the page."""
+    from evalkit.pairs import TABLE_HEADERS, TABLE_TITLE, check_line, table_rows
+    from evalkit.report.view import FLIPS_SHOWN
+
+    checks = [
+        {
+            "name": name,
+            "reference": check.reference,
+            "passed": check.passed,
+            "line": check_line(name, check),
+            "rows": check.disagreeing[:FLIPS_SHOWN],
+        }
+        for name, entry in record.suites.get(suite, {}).items()
+        for check in entry.compared or []
+    ]
+    table = (record.pairs or {}).get(suite)
+    pairs = None
+    if table is not None:
+        title = TABLE_TITLE.format(metric=table.metric, n=len(table.pairs))
+        pairs = {"title": title, "headers": TABLE_HEADERS, "rows": table_rows(table)}
+    return {"checks": checks, "pairs": pairs}
+
+
 def html_parts(
     record: RunRecord, rows: Iterable[dict[str, Any]], history: dict[str, Any] | None = None
 ) -> Iterator[str]:
@@ -389,6 +414,7 @@ def html_parts(
                 "history": _history_chart((history or {}).get(suite.name)),
                 "curves": _adapter_curves(suite.candidates),
                 "decisions": suite_lines(record, suite.name),
+                **_compared(record, suite.name),
                 "golden": golden_line(suite.name, reads) if (reads := (record.golden or {}).get(suite.name)) else None,
                 "golden_over": bool(reads and reads.over_budget),
                 "searches": [

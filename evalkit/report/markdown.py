@@ -133,6 +133,43 @@ def _costs_section(record: RunRecord) -> list[str]:
     return lines
 
 
+def _pairs_section(record: RunRecord) -> list[str]:
+    """Each suite's `compare:` checks (a failed one with the rows that differ) and its paired table."""
+    from evalkit.pairs import TABLE_HEADERS, TABLE_TITLE, check_line, table_rows
+
+    lines: list[str] = []
+    for suite, entries in record.suites.items():
+        checks = [(name, check) for name, entry in entries.items() for check in entry.compared or []]
+        table = (record.pairs or {}).get(suite)
+        if not checks and table is None:
+            continue
+        lines += [f"**{cell(suite)}**", ""]
+        for name, check in checks:
+            lines.append(f"- {'✅' if check.passed else '❌'} {cell(check_line(name, check), 400)}")
+            if not check.passed and check.disagreeing:
+                body = [
+                    [cell(d.id, 40), cell(d.output), cell(d.reference_output)]
+                    + ([_value(d.candidate), _value(d.reference)] if d.candidate is not None else [])
+                    for d in check.disagreeing[:FLIPS_SHOWN]
+                ]
+                headers = ["example", name, check.reference] + (["value", "reference value"] if body and len(body[0]) > 3 else [])
+                lines += ["", tabulate(body, headers=headers, tablefmt="github", disable_numparse=True), ""]
+        if checks:
+            lines.append("")
+        if table is not None:
+            lines += [
+                cell(TABLE_TITLE.format(metric=table.metric, n=len(table.pairs)), 400),
+                "",
+                tabulate(table_rows(table), headers=TABLE_HEADERS, tablefmt="github", disable_numparse=True),
+                "",
+            ]
+    return ["### Runs compared", "", *lines] if lines else []
+
+
+def _value(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
 def _decision_section(record: RunRecord) -> list[str]:
     """Each searched prompt's dev score against its one golden read, and each suite's best prompt against its
     best adapter."""
@@ -198,14 +235,17 @@ def render_summary(record: RunRecord, rows: Iterable[dict[str, Any]]) -> str:
     lines.append("")
     for suite in view.suites:
         lines += [f"### {suite.name} ({suite.task}, {suite.n} examples)", ""]
+        several = len({c.entry.model_fingerprint for c in suite.candidates}) > 1  # a model column
         body = [
-            [c.name, c.metric, c.metric_cell(), c.baseline_cell, c.change_cell, c.p_cell, _verdict(c)]
+            [c.name, *([cell(c.entry.model)] if several else []), c.metric, c.metric_cell()]
+            + [c.baseline_cell, c.change_cell, c.p_cell, _verdict(c)]
             for c in suite.candidates
         ]
         lines.append(
             tabulate(
                 body,
-                headers=["candidate", "metric", "value [95% CI]", "baseline", "change [95% CI]", "p", "verdict"],
+                headers=["candidate", *(["model"] if several else []), "metric", "value [95% CI]"]
+                + ["baseline", "change [95% CI]", "p", "verdict"],
                 tablefmt="github",
                 disable_numparse=True,
             )
@@ -231,6 +271,7 @@ def render_summary(record: RunRecord, rows: Iterable[dict[str, Any]]) -> str:
     flip_lines = [line for s in view.suites for c in s.candidates for line in _flips_section(c)]
     if flip_lines:
         lines += ["### Flipped examples", "", *flip_lines]
+    lines += _pairs_section(record)
     lines += _robustness_section(view)
     lines += _judge_section(view)
     lines += _costs_section(record)
