@@ -261,7 +261,13 @@ def table_rows(table: PairedTable) -> list[list[str]]:
 
 
 TABLE_HEADERS = ["pair", "shared", "difference", "only first / only second right", "McNemar p", "Holm p"]
-TABLE_TITLE = (
-    "paired tests ({metric} on the rows both runs answered; difference: first - second; exact McNemar p, "
-    "Holm-adjusted over the {n} pairs; * below 0.05)"
-)
+
+
+def table_title(table: PairedTable) -> str:
+    """What the paired table shows, above it."""
+    n = len(table.pairs)
+    family = f"Holm-adjusted over the {n} pairs" if n > 1 else "one pair, so Holm's p is the same"
+    return (
+        f"paired tests ({table.metric} on the rows both runs answered; difference: first - second; "
+        f"exact McNemar p, {family}; * below 0.05)"
+    )

@@ -419,7 +419,19 @@ def _read_rows(folder: Path) -> list[dict[str, Any]]:
 
 def read_results(folder: Path) -> RunRecord:
     """A run folder's results.json, checked for shape (its example rows are not read)."""
-    return RunRecord.model_validate(_read_record(folder / "results.json"))
+    from pydantic import ValidationError
+
+    from evalkit.errors import EvalkitError
+
+    path = folder / "results.json"
+    try:
+        return RunRecord.model_validate(_read_record(path))
+    except ValidationError as exc:  # what a JSON schema cannot say: an integer past what Python reads (1e308)
+        error = exc.errors()[0]
+        where = "/".join(str(p) for p in error["loc"])
+        raise EvalkitError(
+            f"the run record is not one evalkit wrote: at {where}: {error['msg']}", path=path, fix=_DAMAGED
+        ) from None
 
 
 def load_run(path: Path) -> tuple[RunRecord, list[dict[str, Any]]]:

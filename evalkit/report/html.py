@@ -372,7 +372,7 @@ def render_html(record: RunRecord, rows: Iterable[dict[str, Any]], history: dict
 def _compared(record: RunRecord, suite: str) -> dict[str, Any]:
     """A suite's `compare:` checks (each in words, a failed one with the rows that differ) and its paired
     table, for the page."""
-    from evalkit.pairs import TABLE_HEADERS, TABLE_TITLE, check_line, table_rows
+    from evalkit.pairs import TABLE_HEADERS, check_line, table_rows, table_title
     from evalkit.report.view import FLIPS_SHOWN
 
     checks = [
@@ -389,7 +389,7 @@ def _compared(record: RunRecord, suite: str) -> dict[str, Any]:
     table = (record.pairs or {}).get(suite)
     pairs = None
     if table is not None:
-        title = TABLE_TITLE.format(metric=table.metric, n=len(table.pairs))
+        title = table_title(table)
         pairs = {"title": title, "headers": TABLE_HEADERS, "rows": table_rows(table)}
     return {"checks": checks, "pairs": pairs}
 

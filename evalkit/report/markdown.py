@@ -135,7 +135,7 @@ def _costs_section(record: RunRecord) -> list[str]:
 
 def _pairs_section(record: RunRecord) -> list[str]:
     """Each suite's `compare:` checks (a failed one with the rows that differ) and its paired table."""
-    from evalkit.pairs import TABLE_HEADERS, TABLE_TITLE, check_line, table_rows
+    from evalkit.pairs import TABLE_HEADERS, check_line, table_rows, table_title
 
     lines: list[str] = []
     for suite, entries in record.suites.items():
@@ -158,7 +158,7 @@ def _pairs_section(record: RunRecord) -> list[str]:
             lines.append("")
         if table is not None:
             lines += [
-                cell(TABLE_TITLE.format(metric=table.metric, n=len(table.pairs)), 400),
+                cell(table_title(table), 400),
                 "",
                 tabulate(table_rows(table), headers=TABLE_HEADERS, tablefmt="github", disable_numparse=True),
                 "",

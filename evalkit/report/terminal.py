@@ -11,7 +11,7 @@ from evalkit.costs import economics_lines
 from evalkit.decision import suite_lines
 from evalkit.golden import golden_line
 from evalkit.latency import latency_line
-from evalkit.pairs import TABLE_HEADERS, TABLE_TITLE, check_line, table_rows
+from evalkit.pairs import TABLE_HEADERS, check_line, table_rows, table_title
 from evalkit.record import RunRecord
 from evalkit.report.judging import judge_lines
 from evalkit.results import CandidateResult
@@ -75,7 +75,7 @@ def _footer(rows: list[CandidateResult], record: RunRecord | None, verbose: bool
     lines += [latency_line(r.candidate, r.latency) for r in rows if r.latency is not None and verbose]
     table = (record.pairs or {}).get(suite) if record is not None else None
     if verbose and table is not None:
-        lines.append(TABLE_TITLE.format(metric=table.metric, n=len(table.pairs)))
+        lines.append(table_title(table))
         lines += tabulate(table_rows(table), headers=TABLE_HEADERS, tablefmt="simple", disable_numparse=True).splitlines()
     elif table is not None:
         lines.append(f"{len(table.pairs)} paired tests between the runs (-v shows them; summary.md has them)")
