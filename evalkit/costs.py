@@ -11,8 +11,13 @@ Prices come from ``[tool.evalkit.costs]`` in the project's pyproject.toml (every
     prompt_per_1k_tokens = 0.00015
     output_per_1k_tokens = 0.0006
 
+    [tool.evalkit.costs.models."qwen2.5-7b-instruct"]   # a model on a machine of its own, priced by its time
+    machine_hour = 2.50
+
 A candidate's cost per 1,000 requests is its measured tokens at its model's token prices, when the model
-has them, else its measured model time at ``machine_hour``. An adapter's one-time cost is its measured
+has them, else its measured model time at its model's own ``machine_hour`` (or the default one). A suite
+whose runs are on several models (`models:`, a candidate's own `model:`) is priced run by run, so the
+frontier and the break-even lines span models: a tuned small model against a prompted large one. An adapter's one-time cost is its measured
 training time at ``training_hour``. Both are pure functions of a run's results and these prices.
 """
 
@@ -39,10 +44,14 @@ REQUESTS = 1000  # costs are per this many requests
 
 
 class ModelPrice(StrictModel):
-    """A model priced by its tokens (a hosted API, or a served model billed that way)."""
+    """A model priced by its tokens (a hosted API, or a served model billed that way), or by the hour of
+    the machine it runs on (``machine_hour``: a larger model on a larger machine)."""
 
     prompt_per_1k_tokens: float = Field(0.0, ge=0, description="price of 1,000 prompt tokens")
     output_per_1k_tokens: float = Field(0.0, ge=0, description="price of 1,000 generated tokens")
+    machine_hour: float | None = Field(
+        None, ge=0, description="an hour of this model's machine: priced by its measured time, not its tokens"
+    )
 
 
 class CostModel(StrictModel):
@@ -96,6 +105,7 @@ class CandidateCost:
     pareto: bool = False
     search: float | None = None  # a searched prompt's one-time search cost
     search_s: float | None = None
+    model: str | None = None  # the model it runs on
 
     def price(self) -> CandidatePrice:
         """As the run record keeps it."""
@@ -115,14 +125,15 @@ def candidate_cost(entry: CandidateEntry, name: str, prices: CostModel, metric: 
     """``entry`` (a candidate's entry in the run record) priced: per 1,000 requests, and its training."""
     cost = entry.cost
     price = prices.models.get(entry.model or "")
-    if price is not None:
+    if price is not None and price.machine_hour is None:
         per_request = (
             cost.get("prompt_tokens_per_example", 0.0) * price.prompt_per_1k_tokens
             + cost.get("output_tokens_per_example", 0.0) * price.output_per_1k_tokens
         ) / 1000
         priced_by = "tokens"
     else:
-        per_request = cost.get("ms_per_example", 0.0) / 1000 / 3600 * prices.machine_hour
+        hour = prices.machine_hour if price is None or price.machine_hour is None else price.machine_hour
+        per_request = cost.get("ms_per_example", 0.0) / 1000 / 3600 * hour
         priced_by = "time"
     train_s = entry.adapter.train_s if entry.adapter is not None else None
     training = None if train_s is None else train_s / 3600 * prices.training_price
@@ -140,6 +151,7 @@ def candidate_cost(entry: CandidateEntry, name: str, prices: CostModel, metric: 
         train_s is None,
         search=search,
         search_s=search_s,
+        model=entry.model,
     )
 
 
@@ -167,7 +179,8 @@ def break_even(adapter: CandidateCost, prompt: CandidateCost) -> BreakEven:
     extra = training + (adapter.search or 0.0) - (prompt.search or 0.0)
     requests = None if saving <= 0 else math.ceil(round(extra / saving, 9)) if extra > 0 else 0
     searched = adapter.search_s is not None or prompt.search_s is not None
-    return BreakEven(
+    models = {"adapter_model": adapter.model, "against_model": prompt.model} if adapter.model != prompt.model else {}
+    return BreakEven(**models,
         adapter=adapter.candidate,
         against=prompt.candidate,
         requests=requests,
@@ -225,21 +238,24 @@ def break_even_text(pair: BreakEven, currency: str) -> str:
             + ")"
         )
     against = pair.against
+    adapter = pair.adapter
+    if pair.adapter_model is not None and pair.against_model is not None:  # runs on two models: name them
+        adapter, against = f"{adapter} (on {pair.adapter_model})", f"{against} (on {pair.against_model})"
     if pair.prompt_search_s is not None:
         against = f"{against} (whose prompt search took {pair.prompt_search_s:.0f} s)"
     if pair.requests is None:
         return (
-            f"{pair.adapter} never pays back {trained} against {against}: its requests cost "
+            f"{adapter} never pays back {trained} against {against}: its requests cost "
             f"{money(-pair.saving_per_1k, currency)} more per 1,000; it is {accuracy}"
         )
     if pair.requests == 0:
-        return f"{pair.adapter} is cheaper per request than {against} from the start, and {accuracy}"
+        return f"{adapter} is cheaper per request than {against} from the start, and {accuracy}"
     if gain >= 0:
         return (
-            f"{pair.adapter} is cheaper per request than {against} and {accuracy}: it pays back "
+            f"{adapter} is cheaper per request than {against} and {accuracy}: it pays back "
             f"{trained} after {pair.requests:,} requests"
         )
-    return f"{pair.adapter} pays back {trained} after {pair.requests:,} requests against {against}, but is {accuracy}"
+    return f"{adapter} pays back {trained} after {pair.requests:,} requests against {against}, but is {accuracy}"
 
 
 def economics_lines(suite: SuiteCosts, currency: str) -> list[str]:

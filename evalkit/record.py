@@ -454,6 +454,8 @@ class BreakEven(_Open):
     one_time: float | None = None  # with a prompt search on either side: the one-time costs, net
     adapter_search_s: float | None = None
     prompt_search_s: float | None = None
+    adapter_model: str | None = None  # the models of the two sides, where they differ
+    against_model: str | None = None
 
 
 class SuiteCosts(_Open):

@@ -21,14 +21,22 @@ from evalkit.errors import EvalkitError
 from evalkit.record import CandidateEntry
 
 
-def entry(accuracy: float, ms: float, *, prompt: float = 100, output: float = 0, train_s: float | None = None):
+def entry(
+    accuracy: float,
+    ms: float,
+    *,
+    prompt: float = 100,
+    output: float = 0,
+    train_s: float | None = None,
+    model: str = "smollm2-135m-instruct",
+):
     """A candidate's entry in the run record, as much of it as pricing reads."""
     return CandidateEntry.model_validate(
         {
             "task": "classify",
             "n": 100,
             "failures": [],
-            "model": "smollm2-135m-instruct",
+            "model": model,
             "metrics": {"accuracy": accuracy},
             "ci95": {"accuracy": [accuracy - 0.05, accuracy + 0.05]},
             "cost": {"prompt_tokens_per_example": prompt, "output_tokens_per_example": output, "ms_per_example": ms},
@@ -88,6 +96,25 @@ def test_break_even_by_hand():
         "lora is cheaper per request than few_shot and 0.260 more accurate: it pays back its 60 s of training "
         "($0.00167) after 938 requests"
     )
+
+
+def test_a_tuned_small_model_against_a_prompted_large_one_on_its_own_machine():
+    """The large model runs on a $2.50-an-hour machine at 400 ms a request ($0.000278 each); the tuned small
+    one at 36 ms on the $0.10 default ($0.000001 each). Each request saves $0.000277, so 60 s of training
+    ($0.001667) is paid back after 7 requests."""
+    prices = CostModel.model_validate({"models": {"qwen-7b": {"machine_hour": 2.5}}})
+    small = candidate_cost(entry(0.85, ms=36, train_s=60), "lora", prices)
+    large = candidate_cost(entry(0.80, ms=400, model="qwen-7b"), "big_prompt", prices)
+    assert large.priced_by == "time" and large.per_1k == pytest.approx(1000 * 0.4 / 3600 * 2.5)
+    assert small.per_1k == pytest.approx(1000 * 0.036 / 3600 * 0.1)
+    pair = break_even(small, large)
+    saving = (0.4 * 2.5 - 0.036 * 0.1) / 3600
+    assert pair.requests == math.ceil((60 / 3600 * 0.1) / saving) == 7
+    assert break_even_text(pair, "USD") == (
+        "lora (on smollm2-135m-instruct) is cheaper per request than big_prompt (on qwen-7b) and 0.050 more "
+        "accurate: it pays back its 60 s of training ($0.00167) after 7 requests"
+    )
+    assert [c.candidate for c in with_frontier([small, large]) if c.pareto] == ["lora"]
 
 
 def test_an_adapter_that_costs_more_per_request_never_pays_back():
