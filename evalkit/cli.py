@@ -287,6 +287,62 @@ def _add_train_command(commands: Any) -> None:
     train.set_defaults(func=_train)
 
 
+def _export(args: argparse.Namespace) -> int:
+    from evalkit.export import export_adapter
+    from evalkit.models import resolve_model
+    from evalkit.suite import load_suite
+    from evalkit.train import ensure_adapter
+
+    paths = [Path(args.suite)] if args.suite else sorted(Path("suites").glob("**/*.eval.yaml"))
+    owners = [spec for spec in map(load_suite, paths) if args.adapter in spec.train]
+    if len(owners) != 1:
+        where = ", ".join(str(spec.path) for spec in owners) if owners else "no suite under suites/"
+        raise EvalkitError(
+            f"adapter '{args.adapter}' is defined by {where}",
+            fix="name the suite that trains it: evalkit export ADAPTER --suite suites/<file>.eval.yaml",
+        )
+    spec = owners[0]
+    adapter = ensure_adapter(spec, args.adapter, mode="never")  # the adapter as trained: missing or stale is an error
+    base = resolve_model(spec.model.name, base_dir=spec.path.parent, notify=print, allow_pickle=spec.model.allow_pickle)
+    suffix = ".gguf" if args.format == "gguf" else f"-merged.{args.outtype}.gguf"
+    output = Path(args.output) if args.output else adapter.path.parent / f"{adapter.name}{suffix}"
+    written = export_adapter(
+        adapter.path,
+        base.path,
+        output,
+        format=args.format,
+        outtype=args.outtype,
+        converter=Path(args.converter) if args.converter else None,
+    )
+    print(f"wrote {written} ({written.stat().st_size / 1e6:.1f} MB)")
+    if args.format == "gguf":
+        print(
+            f"serve it beside {spec.model.name} under the name {adapter.key}: an `openai` model asks its server for "
+            f"the adapter by that name (llama-cpp-python: a model entry with model_alias {adapter.key} and "
+            f"lora_path {written})"
+        )
+    else:
+        print("serve it as a model of its own, and evaluate it as a run of `models:` (docs/models.md)")
+    return 0
+
+
+def _add_export_command(commands: Any) -> None:
+    export = commands.add_parser(
+        "export",
+        help="write a trained adapter as llama.cpp serves it (GGUF), with llama.cpp's own converters",
+        description="Convert a trained adapter for llama.cpp: a GGUF LoRA file served beside the base model "
+        "(--format gguf), or the base with the adapter merged in (--format merged-gguf). vLLM serves the peft "
+        "folder as it is.",
+    )
+    export.add_argument("adapter", help="the adapter's name in a suite's `train:` section")
+    export.add_argument("--suite", help="the suite that trains it (default: the one under suites/ that does)")
+    export.add_argument("--format", choices=["gguf", "merged-gguf"], default="gguf")
+    export.add_argument("--outtype", choices=["f32", "f16", "q8_0"], default="f16", help="weights (default f16)")
+    export.add_argument("--output", help="the file to write (default: adapters/<name>.gguf beside the adapter)")
+    export.add_argument("--converter", help="a llama.cpp checkout whose converters to use (default: fetched once)")
+    export.set_defaults(func=_export)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="evalkit", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -297,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_init_command(commands)
     _add_train_command(commands)
     _add_search_command(commands)
+    _add_export_command(commands)
     diff = commands.add_parser(
         "diff",
         help="compare two run records (or a run with the baseline); exit code 1 when RUN_B regressed",

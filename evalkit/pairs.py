@@ -77,7 +77,10 @@ def holm(p_values: Sequence[float]) -> list[float]:
 
 
 def _prediction(example: ExampleResult) -> str:
-    return str(example.output).strip()
+    """What a row predicted: the choice a choice scorer read from the text where it read one, else the
+    output (a classify row's chosen label, a generate row's text)."""
+    extracted = example.details.get("extracted") if example.details else None
+    return str(extracted if extracted is not None else example.output).strip()
 
 
 def _short(text: object) -> object:
