@@ -40,10 +40,11 @@ def free_port() -> int:
 class LlamaServer:
     """``python -m llama_cpp.server`` on a free loopback port; started, stopped and killed by its process id."""
 
-    def __init__(self, log: Path, *, api_key: str | None = None) -> None:
+    def __init__(self, log: Path, *, api_key: str | None = None, models: list[dict] | None = None) -> None:
         self.port = free_port()
         self.log = log
         self.api_key = api_key
+        self.models = models  # several models (a config file's `models`: model_alias, lora_path...), or the default
         self.process: subprocess.Popen | None = None
 
     @property
@@ -74,6 +75,12 @@ class LlamaServer:
         ]
         if self.api_key:
             command += ["--api_key", self.api_key]
+        if self.models is not None:  # llama-cpp-python's ConfigFileSettings: one entry per served name
+            common = {"n_ctx": 2048, "logits_all": True, "n_threads": 2, "verbose": False}
+            config = {"host": "127.0.0.1", "port": self.port, "models": [{**common, **m} for m in self.models]}
+            config_file = self.log.with_name("config.json")
+            config_file.write_text(json.dumps(config))
+            command = [sys.executable, "-m", "llama_cpp.server", "--config_file", str(config_file)]
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
