@@ -454,3 +454,34 @@ def test_a_tokenizer_that_splits_differently_from_the_server_is_caught(proxy, tm
         backend.score_choices([ChoiceRequest("Ticket: my parcel never arrived\nCategory:", (" billing", " shipping"))])
     assert caught.value.message.startswith("the server returned ")
     assert caught.value.message.endswith(f"its tokenizer splits the text differently from `tokenizer: {tiny_model}`")
+
+
+@pytest.mark.integration
+def test_latency_is_measured_on_the_requests_sent_and_gates_a_served_run(pytester, proxy):
+    import time as _time
+
+    delay = 0.3
+    proxy.faults.extend([("call", lambda: _time.sleep(delay))] * 6)  # every request waits 0.3 s more
+    suite = served_suite(proxy.url, task=ORDERS_GENERATE, candidates=ORDERS_ZERO_SHOT, rows=6).replace(
+        "concurrency: 2", "concurrency: 1"
+    )
+    pytester.makefile(".eval.yaml", served=suite + 'thresholds: {latency_p95_s: "<= 0.2"}\n')
+    result = run(pytester)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*latency_p95_s*<= 0.2*"])
+    entry = json.loads((pytester.path / "reports/latest/results.json").read_text())["suites"]["served"]["zero_shot"]
+    latency = entry["latency"]
+    assert latency["requests"] == 6 and latency["cache_hits"] == 0 and latency["concurrency"] == 1
+    assert latency["cold"] is True
+    assert delay <= latency["p50_s"] <= latency["p95_s"] < delay + 2.0
+    assert entry["metrics"]["latency_p50_s"] == pytest.approx(latency["p50_s"], abs=1e-4)
+    low, high = entry["ci95"]["latency_p95_s"]
+    assert low <= entry["metrics"]["latency_p95_s"] <= high
+    # one request at a time: about one request per latency
+    assert latency["requests_per_s"] == pytest.approx(1 / latency["p50_s"], rel=0.5)
+
+    warm = run(pytester)  # every answer from the result cache: nothing is measured, nothing gates on it
+    warm.assert_outcomes(passed=1)
+    entry = json.loads((pytester.path / "reports/latest/results.json").read_text())["suites"]["served"]["zero_shot"]
+    assert entry["latency"]["requests"] == 0 and entry["latency"]["cache_hits"] == 6
+    assert "latency_p95_s" not in entry["metrics"]
