@@ -2,6 +2,7 @@
 "Served models").
 
     .venv/bin/python benchmarks/served_vs_in_process.py [--rows N] [--sst2-rows N] [--only-sst2] [--out FILE]
+    .venv/bin/python benchmarks/served_vs_in_process.py --kv-cache [--rows N]
 
 Starts llama-cpp-python's server on the embedded GGUF (as the tests do), then for each candidate runs the
 same rows through ``backend: openai`` and through the in-process ``hf`` backend, without the result cache:
@@ -13,7 +14,9 @@ same rows through ``backend: openai`` and through the in-process ``hf`` backend,
 
 Then, when ``../shared/datasets`` is beside the repository, SST-2 rows scored both ways (a two-way task).
 Then the throughput of ``concurrency`` 1 and 8 against the same server (rows per second, generate and
-classify). The server answers one request at a time (llama-cpp-python holds a global lock), so the
+classify). ``--kv-cache`` instead runs ticket routing's inline candidate against two servers, one with
+llama.cpp's default float16 KV cache and one with a float32 one (``--type_k 0 --type_v 0``), and adds
+both figures to ``--out`` under ``kv_cache``. The server answers one request at a time (llama-cpp-python holds a global lock), so the
 difference is what overlapping the client's work and the network with the server's buys.
 """
 
@@ -166,6 +169,31 @@ def throughput(session, url: str, rows: int) -> list[dict]:
     return measured
 
 
+KV_CACHES = {"float16 (default)": (), "float32": ("--type_k", "0", "--type_v", "0")}
+
+
+def kv_cache(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Ticket routing's inline candidate against a server with each KV cache type, figures added to --out."""
+    from evalkit.session import EvalSession
+    from tests.llama_server import LlamaServer
+
+    record = json.loads(args.out.read_text()) if args.out.exists() else {}
+    record["kv_cache"] = []
+    for name, extra in KV_CACHES.items():
+        server = LlamaServer(work / f"server-{len(record['kv_cache'])}.log", extra=extra).start()
+        session = EvalSession(root=ROOT, reports_dir=work / "reports", cache_dir=None)
+        try:
+            figures = compare(session, server.url, "tickets", "inline", args.rows)
+        finally:
+            session.close()
+            server.stop()
+        record["kv_cache"].append({"kv_cache": name, "server_args": list(extra), **figures})
+        print(json.dumps(record["kv_cache"][-1]), flush=True)
+    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"written to {args.out}")
+    return record
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the comparison (``argv``: the command line's arguments) and return the figures written."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -173,6 +201,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--sst2-rows", type=int, default=40, help="SST-2 rows from --sst2 (0: none)")
     parser.add_argument("--sst2", type=Path, default=SST2, help="SST-2 validation rows as JSONL (text, label 0/1)")
     parser.add_argument("--only-sst2", action="store_true", help="run only the SST-2 comparison (added to --out)")
+    parser.add_argument(
+        "--kv-cache", action="store_true", help="only inline, with a float16 and a float32 KV cache (added to --out)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "served.json")
     args = parser.parse_args(argv)
 
@@ -181,6 +212,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from tests.llama_server import LlamaServer
 
     work = Path(tempfile.mkdtemp(prefix="evalkit-served-"))
+    if args.kv_cache:
+        return kv_cache(args, work)
     server = LlamaServer(work / "server.log").start()
     session = EvalSession(root=ROOT, reports_dir=work / "reports", cache_dir=None)
     record = json.loads(args.out.read_text()) if args.only_sst2 and args.out.exists() else {}

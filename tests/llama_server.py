@@ -40,8 +40,11 @@ def free_port() -> int:
 class LlamaServer:
     """``python -m llama_cpp.server`` on a free loopback port; started, stopped and killed by its process id."""
 
-    def __init__(self, log: Path, *, api_key: str | None = None, models: list[dict] | None = None) -> None:
+    def __init__(
+        self, log: Path, *, api_key: str | None = None, models: list[dict] | None = None, extra: tuple[str, ...] = ()
+    ) -> None:
         self.port = free_port()
+        self.extra = extra  # more server arguments (--type_k 0 --type_v 0: a float32 KV cache)
         self.log = log
         self.api_key = api_key
         self.models = models  # several models (a config file's `models`: model_alias, lora_path...), or the default
@@ -75,6 +78,7 @@ class LlamaServer:
         ]
         if self.api_key:
             command += ["--api_key", self.api_key]
+        command += list(self.extra)
         if self.models is not None:  # llama-cpp-python's ConfigFileSettings: one entry per served name
             common = {"n_ctx": 2048, "logits_all": True, "n_threads": 2, "verbose": False}
             config = {"host": "127.0.0.1", "port": self.port, "models": [{**common, **m} for m in self.models]}
