@@ -180,7 +180,8 @@ def break_even(adapter: CandidateCost, prompt: CandidateCost) -> BreakEven:
     requests = None if saving <= 0 else math.ceil(round(extra / saving, 9)) if extra > 0 else 0
     searched = adapter.search_s is not None or prompt.search_s is not None
     models = {"adapter_model": adapter.model, "against_model": prompt.model} if adapter.model != prompt.model else {}
-    return BreakEven(**models,
+    return BreakEven(
+        **models,
         adapter=adapter.candidate,
         against=prompt.candidate,
         requests=requests,

@@ -56,8 +56,20 @@ def converter_dir(notify: Notify = print) -> Path:
         notify(f"fetching llama.cpp's converters (the llama-cpp-python {installed} source distribution, once)")
         with tempfile.TemporaryDirectory() as folder:
             fetched = subprocess.run(
-                [sys.executable, "-m", "pip", "download", f"llama-cpp-python=={installed}", "--no-deps",
-                 "--no-binary", ":all:", "--disable-pip-version-check", "-q", "-d", folder],
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    f"llama-cpp-python=={installed}",
+                    "--no-deps",
+                    "--no-binary",
+                    ":all:",
+                    "--disable-pip-version-check",
+                    "-q",
+                    "-d",
+                    folder,
+                ],
                 capture_output=True,
                 text=True,
             )

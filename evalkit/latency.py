@@ -20,7 +20,9 @@ RESAMPLES = 1000
 SEED = 0
 
 
-def measured(stats: CacheStats, concurrency: int | None) -> tuple[Latency, dict[str, float], dict[str, tuple[float, float]]]:
+def measured(
+    stats: CacheStats, concurrency: int | None
+) -> tuple[Latency, dict[str, float], dict[str, tuple[float, float]]]:
     """The run record's latency entry, and the metrics with their 95% intervals (none when no request was
     sent: every answer came from the result cache)."""
     import numpy as np

@@ -18,7 +18,7 @@ import math
 from collections.abc import Iterable, Sequence
 from itertools import combinations
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from evalkit.compare import OUTPUT_CHARS, example_values, format_p
 from evalkit.errors import EvalkitError
@@ -34,9 +34,7 @@ TABLE_METRIC = "accuracy"
 _EPS = 1e-9
 
 
-def shared_rows(
-    candidate: CandidateResult, reference: CandidateResult
-) -> list[tuple[ExampleResult, ExampleResult]]:
+def shared_rows(candidate: CandidateResult, reference: CandidateResult) -> list[tuple[ExampleResult, ExampleResult]]:
     """The examples both runs answered, as (candidate's, reference's), in the candidate's order."""
     theirs = {e.id: e for e in reference.examples}
     return [(e, theirs[e.id]) for e in candidate.examples if e.id in theirs]
@@ -114,37 +112,34 @@ def check_pair(
 
 def _non_inferiority(check: CompareCheck, rows: list, outcome: PairCheck) -> list[str]:
     metric = check.metric
-    values = [(example_values(c).get(metric), example_values(r).get(metric)) for c, r in rows]
-    pairs = [(c, r, v) for (c, r), v in zip(rows, values) if v[0] is not None and v[1] is not None]
+    pairs: list[tuple[Any, Any, float, float]] = []  # (candidate's example, reference's, their two values)
+    for c, r in rows:
+        a, b = example_values(c).get(metric), example_values(r).get(metric)
+        if a is not None and b is not None:
+            pairs.append((c, r, a, b))
     if not pairs:
         return [f"compare: no shared row has a value of {metric} for both '{check.candidate}' and '{check.reference}'"]
-    differences = [v[0] - v[1] for _, _, v in pairs]
-    mean, lower, p = non_inferiority(differences, check.max_drop or 0.0, check.alpha)
+    max_drop = check.max_drop or 0.0
+    mean, lower, p = non_inferiority([a - b for _, _, a, b in pairs], max_drop, check.alpha)
     n = len(pairs)
     outcome.metric, outcome.max_drop, outcome.alpha = metric, check.max_drop, check.alpha
-    outcome.candidate_value = math.fsum(v[0] for *_, v in pairs) / n
-    outcome.reference_value = math.fsum(v[1] for *_, v in pairs) / n
+    outcome.candidate_value = math.fsum(a for _, _, a, _ in pairs) / n
+    outcome.reference_value = math.fsum(b for _, _, _, b in pairs) / n
     outcome.difference, outcome.lower_bound, outcome.p_value = mean, lower, p
-    differing = sorted((x for x in pairs if abs(x[2][0] - x[2][1]) > _EPS), key=lambda x: x[2][0] - x[2][1])
+    differing = sorted((x for x in pairs if abs(x[2] - x[3]) > _EPS), key=lambda x: x[2] - x[3])  # worse first
     outcome.disagreeing = [
-        Disagreement(
-            id=c.id,
-            candidate=v[0],
-            reference=v[1],
-            output=_short(c.output),
-            reference_output=_short(r.output),
-        )
-        for c, r, v in differing[:SHOWN_ROWS]
+        Disagreement(id=c.id, candidate=a, reference=b, output=_short(c.output), reference_output=_short(r.output))
+        for c, r, a, b in differing[:SHOWN_ROWS]
     ]
-    if lower > -(check.max_drop or 0.0):
+    if lower > -max_drop:
         return []
-    worse = sum(1 for *_, v in pairs if v[0] < v[1] - _EPS)
-    better = sum(1 for *_, v in pairs if v[0] > v[1] + _EPS)
-    shown = ", ".join(str(c.id) for c, _, v in differing[:5] if v[0] < v[1])
+    worse = sum(1 for _, _, a, b in pairs if a < b - _EPS)
+    better = sum(1 for _, _, a, b in pairs if a > b + _EPS)
+    shown = ", ".join(str(c.id) for c, _, a, b in differing[:5] if a < b)
     level = f"{1 - check.alpha:.0%}".replace(".0%", "%")
     return [
         f"{check.candidate} is not shown non-inferior to {check.reference} on {metric}: difference {mean:+.3f} on "
-        f"{n} shared rows, one-sided {level} lower bound {lower:+.3f} is not above -{check.max_drop:g} "
+        f"{n} shared rows, one-sided {level} lower bound {lower:+.3f} is not above -{max_drop:g} "
         f"(p = {p:.3g}); {worse} rows worse, {better} better" + (f": {shown}" if shown else "")
     ]
 
@@ -243,7 +238,9 @@ def check_line(candidate: str, check: PairCheck) -> str:
     if check.agreement is not None and check.agreement_ci95 is not None:
         low, high = check.agreement_ci95
         kappa = "" if check.kappa is None else f", kappa {check.kappa:.3f}"
-        parts.append(f"agreement {check.agree} of {check.shared} ({check.agreement:.3f} [{low:.2f}, {high:.2f}]){kappa}")
+        parts.append(
+            f"agreement {check.agree} of {check.shared} ({check.agreement:.3f} [{low:.2f}, {high:.2f}]){kappa}"
+        )
     verdict = "PASS" if check.passed else "FAIL"
     return f"{candidate} vs {check.reference} on {check.shared} shared rows: {'; '.join(parts)}: {verdict}"
 

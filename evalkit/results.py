@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from evalkit.pairs import paired_tables
 from evalkit.record import (
     READABLE_RUN_VERSIONS,
     RUN_SCHEMA_VERSION,
@@ -35,7 +36,6 @@ from evalkit.record import (
     parse_json,
     schema_problem,
 )
-from evalkit.pairs import paired_tables
 from evalkit.stats import mcnemar_exact
 from evalkit.verdict import Verdict
 

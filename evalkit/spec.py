@@ -445,7 +445,9 @@ class CompareCheck(StrictModel):
     min_agreement: float | None = Field(
         None, ge=0, le=1, description="the share of rows whose predictions are equal must be at least this"
     )
-    min_kappa: float | None = Field(None, ge=-1, le=1, description="Cohen's kappa of the two predictions must be at least this")
+    min_kappa: float | None = Field(
+        None, ge=-1, le=1, description="Cohen's kappa of the two predictions must be at least this"
+    )
 
     @model_validator(mode="after")
     def _something_to_check(self) -> CompareCheck:

@@ -532,14 +532,14 @@ def _thresholds(
                 "invariance",
                 fix=f"add '{name}' to `robustness.candidates`, or drop the threshold",
             )
-    own = {name: {**overrides.get(run.base_name, {}), **overrides.get(name, {})} for name, run in candidates.items()}
+    owned = {name: {**overrides.get(run.base_name, {}), **overrides.get(name, {})} for name, run in candidates.items()}
     return {
         name: {
             m: t
-            for m, t in {**shared, **own[name]}.items()
+            for m, t in {**shared, **owned[name]}.items()
             # a shared invariance threshold: tested runs only; a shared latency one: served runs only
             if (m != "invariance" or name in tested)
-            and (m not in LATENCY_METRICS or m in own[name] or _served(run.model or config.model))
+            and (m not in LATENCY_METRICS or m in owned[name] or _served(run.model or config.model))
         }
         for name, run in candidates.items()
     }
@@ -639,7 +639,7 @@ def load_suite(path: str | Path) -> SuiteSpec:
     reader.existing(config.dataset.path, "dataset", "path", what="dataset")
     train = _train_specs(reader, config)
     candidates = expand_runs(reader, config, _candidates(reader, config, train))
-    for name, run in candidates.items():
+    for run in candidates.values():
         if run.model is not None:
             _check_backend(reader, run.model, *_model_at(run))
     config = config.model_copy(update={"candidates": candidates})

@@ -90,7 +90,9 @@ def test_an_exported_adapter_served_by_llama_cpp_answers_as_the_adapter_in_proce
         out = model.generate(ids, max_new_tokens=6, do_sample=False)
         in_process.append(tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True))
     first_words = [(s.split() or [""])[0] == (p.split() or [""])[0] for s, p in zip(served, in_process)]
-    print(f"served adapter agrees with the in-process adapter on the first word of {sum(first_words)} of {len(PROMPTS)}")
+    print(
+        f"served adapter agrees with the in-process adapter on the first word of {sum(first_words)} of {len(PROMPTS)}"
+    )
     # Q4_1 weights and 8-bit activations against float32, on an adapter of random weights (near-ties are
     # common): measured 9 and 10 of 10 in repeated runs
     assert sum(first_words) >= 8, list(zip(served, in_process))

@@ -77,10 +77,16 @@ def test_a_matrix_runs_every_candidate_on_every_model_loads_each_once_and_a_warm
     (check,) = runs["blind"]["compared"]
     assert not check["passed"] and check["difference"] == pytest.approx(20 / 60 - 40 / 60)
     assert check["disagreeing"][0]["candidate"] == 0.0 and check["disagreeing"][0]["reference"] == 1.0
-    first.stdout.fnmatch_lines(["*blind is not shown non-inferior to plain on accuracy: difference -0.333 on 60 shared rows*"])
+    first.stdout.fnmatch_lines(
+        ["*blind is not shown non-inferior to plain on accuracy: difference -0.333 on 60 shared rows*"]
+    )
 
     table = record["pairs"]["keywords"]
-    assert len(table["pairs"]) == 10 and table["pairs"][0]["first"] == "blind" and table["pairs"][0]["second"] == "blind@v2"
+    assert (
+        len(table["pairs"]) == 10
+        and table["pairs"][0]["first"] == "blind"
+        and table["pairs"][0]["second"] == "blind@v2"
+    )
     summary = (pytester.path / "reports/latest/summary.md").read_text()
     assert "| blind vs plain " in summary and "Holm-adjusted over the 10 pairs" in summary
 
@@ -88,7 +94,9 @@ def test_a_matrix_runs_every_candidate_on_every_model_loads_each_once_and_a_warm
     warm = pytester.runpytest_subprocess("suites", "-p", "no:cacheprovider")
     warm.assert_outcomes(passed=4, failed=1)
     assert _calls(matrix_project) == []  # no model loaded, no request sent
-    warm.stdout.fnmatch_lines(["result cache *: 20 of 20 requests answered from it (100%), 0 computed; the model was not loaded"])
+    warm.stdout.fnmatch_lines(
+        ["result cache *: 20 of 20 requests answered from it (100%), 0 computed; the model was not loaded"]
+    )
 
 
 def test_k_selects_runs_by_candidate_and_model(pytester, matrix_project):
@@ -170,17 +178,27 @@ def test_a_model_that_lists_an_unknown_candidate_is_named_with_its_line(tmp_path
     text = SCRIPTED.replace("candidates: [b]", "candidates: [bb]")
     with pytest.raises(SuiteError) as error:
         load_suite(_suite(tmp_path, text))
-    assert str(error.value).splitlines()[0].endswith(
-        "/s.eval.yaml:4: models.other runs candidate 'bb', which the suite does not define (did you mean 'b'?)"
+    assert (
+        str(error.value)
+        .splitlines()[0]
+        .endswith(
+            "/s.eval.yaml:4: models.other runs candidate 'bb', which the suite does not define (did you mean 'b'?)"
+        )
     )
 
 
 def test_the_suites_own_model_in_models_is_refused(tmp_path):
-    text = SCRIPTED.replace("third: {backend: scripted, default: other}", "third: {backend: scripted, default: billing}")
+    text = SCRIPTED.replace(
+        "third: {backend: scripted, default: other}", "third: {backend: scripted, default: billing}"
+    )
     with pytest.raises(SuiteError) as error:
         load_suite(_suite(tmp_path, text))
-    assert str(error.value).splitlines()[0].endswith(
-        "/s.eval.yaml:5: models.third is the suite's own `model:`; every candidate already runs on it under its own name"
+    assert (
+        str(error.value)
+        .splitlines()[0]
+        .endswith(
+            "/s.eval.yaml:5: models.third is the suite's own `model:`; every candidate already runs on it under its own name"
+        )
     )
 
 
@@ -188,9 +206,13 @@ def test_a_latency_threshold_on_an_in_process_run_is_refused_at_its_line(tmp_pat
     text = SCRIPTED.replace('b@other: {accuracy: ">= 0.3"}', 'b@other: {accuracy: ">= 0.3", latency_p95_s: "<= 2"}')
     with pytest.raises(SuiteError) as error:
         load_suite(_suite(tmp_path, text))
-    assert str(error.value).splitlines()[0].endswith(
-        "/s.eval.yaml:15: threshold on latency_p95_s for 'b@other', which runs in process (backend: scripted); "
-        "latency and throughput are measured on the requests a served model answers"
+    assert (
+        str(error.value)
+        .splitlines()[0]
+        .endswith(
+            "/s.eval.yaml:15: threshold on latency_p95_s for 'b@other', which runs in process (backend: scripted); "
+            "latency and throughput are measured on the requests a served model answers"
+        )
     )
 
 

@@ -152,7 +152,9 @@ def _pairs_section(record: RunRecord) -> list[str]:
                     + ([_value(d.candidate), _value(d.reference)] if d.candidate is not None else [])
                     for d in check.disagreeing[:FLIPS_SHOWN]
                 ]
-                headers = ["example", name, check.reference] + (["value", "reference value"] if body and len(body[0]) > 3 else [])
+                headers = ["example", name, check.reference] + (
+                    ["value", "reference value"] if body and len(body[0]) > 3 else []
+                )
                 lines += ["", tabulate(body, headers=headers, tablefmt="github", disable_numparse=True), ""]
         if checks:
             lines.append("")

@@ -76,7 +76,9 @@ def _footer(rows: list[CandidateResult], record: RunRecord | None, verbose: bool
     table = (record.pairs or {}).get(suite) if record is not None else None
     if verbose and table is not None:
         lines.append(table_title(table))
-        lines += tabulate(table_rows(table), headers=TABLE_HEADERS, tablefmt="simple", disable_numparse=True).splitlines()
+        lines += tabulate(
+            table_rows(table), headers=TABLE_HEADERS, tablefmt="simple", disable_numparse=True
+        ).splitlines()
     elif table is not None:
         lines.append(f"{len(table.pairs)} paired tests between the runs (-v shows them; summary.md has them)")
     if record is not None and record.costs is not None and suite in record.costs.suites:

@@ -60,7 +60,9 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory):
     command = [sys.executable, "-m", "llama_cpp.server", "--config_file", str(folder / "config.json")]
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://{HOST}:{PORT}/v1"
-    print(f"started llama_cpp.server (pid {process.pid}) at {url} serving {BASE_ALIAS} and {adapter.key}; log {log.name}")
+    print(
+        f"started llama_cpp.server (pid {process.pid}) at {url} serving {BASE_ALIAS} and {adapter.key}; log {log.name}"
+    )
     try:
         deadline = time.monotonic() + 120
         while True:
