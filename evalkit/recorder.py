@@ -10,6 +10,7 @@ from typing import Any
 
 from evalkit.errors import EvalkitError
 from evalkit.gatekeeper import BaselineGate
+from evalkit.pairs import paired_tables
 from evalkit.record import BaselineUse, GoldenReads, RunInfo, RunRecord
 from evalkit.report.writer import write_run
 from evalkit.results import CandidateResult, build_record, example_rows, new_run_id, run_info
@@ -38,7 +39,11 @@ class RunRecorder:
 
     def summary(self, results: list[CandidateResult]) -> RunRecord:
         """The run record (once it is built; before that, built for the terminal alone)."""
-        return self.record if self.record is not None else build_record(RunInfo(), results, self.prices)
+        return (
+            self.record
+            if self.record is not None
+            else with_pairs(build_record(RunInfo(), results, self.prices), results)
+        )
 
     def write(
         self,
@@ -72,7 +77,7 @@ class RunRecorder:
                 run.baseline = BaselineUse(path=run.baseline.path, updated=True, mode=gate.update, candidates=written)
             except EvalkitError as error:
                 baseline_error = error
-        self.record = build_record(run, results, self.prices)  # once: every report reads this one
+        self.record = with_pairs(build_record(run, results, self.prices), results)  # once: every report reads this one
         if golden:
             self.record.golden = golden
         try:
@@ -86,3 +91,11 @@ class RunRecorder:
         if baseline_error is not None:
             raise baseline_error
         return self.written
+
+
+def with_pairs(record: RunRecord, results: list[CandidateResult]) -> RunRecord:
+    """``record`` with each suite's paired table (every pair of its runs, see evalkit.pairs)."""
+    tables = paired_tables(results)
+    if tables:
+        record.pairs = tables
+    return record

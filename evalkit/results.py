@@ -12,7 +12,6 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from evalkit.pairs import paired_tables
 from evalkit.record import (
     READABLE_RUN_VERSIONS,
     RUN_SCHEMA_VERSION,
@@ -253,9 +252,6 @@ def build_record(run: RunInfo | Mapping[str, Any], results: list[CandidateResult
     found = decisions(results)
     if found:
         record.decisions = found
-    tables = paired_tables(results)
-    if tables:
-        record.pairs = tables
     if prices is not None:
         from evalkit.costs import economics
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from evalkit.recorder import with_pairs
 from evalkit.report.writer import write_run
 from evalkit.results import CandidateResult, ExampleResult, build_record, example_rows
 from evalkit.stats import wilson_interval
@@ -73,4 +74,5 @@ HEADER = {
 
 def write_record(reports: Path, run_id: str, results: list[CandidateResult], prices=None) -> Path:
     header = {**HEADER, "run_id": run_id, "baseline": {"path": "reports/baseline.json", "updated": False}}
-    return write_run(reports, build_record(header, results, prices), example_rows(results), keep_runs=0)
+    record = with_pairs(build_record(header, results, prices), results)  # as the run's recorder builds it
+    return write_run(reports, record, example_rows(results), keep_runs=0)
