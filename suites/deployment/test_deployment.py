@@ -3,12 +3,13 @@
 runs it (EVALKIT_DEPLOYMENT=1)."""
 
 import os
+from pathlib import Path
 
 import pytest
 
 from evalkit.suite import load_suite
 
-SUITE = "suites/deployment/deployment.yaml"
+SUITE = Path(__file__).parent / "deployment.yaml"
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("EVALKIT_DEPLOYMENT") != "1",
