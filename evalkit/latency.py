@@ -68,7 +68,7 @@ def latency_line(candidate: str, latency: Latency) -> str:
             f"{candidate}: latency not measured, every answer ({latency.cache_hits}) came from the result cache "
             "(--evalkit-no-cache measures it)"
         )
-    state = "cold: the server's first requests of this session" if latency.cold else "warm"
+    state = "cold: the first requests this session sent to it" if latency.cold else "warm"
     tokens = f", {latency.output_tokens_per_s:.1f} output tokens/s" if latency.output_tokens_per_s else ""
     return (
         f"{candidate}: {latency.requests} requests at concurrency {latency.concurrency} ({state}): "
