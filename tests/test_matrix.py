@@ -44,7 +44,7 @@ def matrix_project(pytester: pytest.Pytester, fake_project: Path) -> Path:  # no
 def test_a_matrix_runs_every_candidate_on_every_model_loads_each_once_and_a_warm_run_asks_nothing(
     pytester, matrix_project
 ):
-    first = pytester.runpytest_subprocess("suites", "-p", "no:cacheprovider", "-v")
+    first = pytester.runpytest_subprocess("suites", "-p", "no:cacheprovider", "-v", "--evalkit-update-baseline")
     first.assert_outcomes(passed=4, failed=1)
     first.stdout.fnmatch_lines(
         [
@@ -94,6 +94,10 @@ def test_a_matrix_runs_every_candidate_on_every_model_loads_each_once_and_a_warm
     warm = pytester.runpytest_subprocess("suites", "-p", "no:cacheprovider")
     warm.assert_outcomes(passed=4, failed=1)
     assert _calls(matrix_project) == []  # no model loaded, no request sent
+    baseline = json.loads((pytester.path / "reports/baseline.json").read_text())["suites"]["keywords"]["candidates"]
+    assert sorted(baseline) == ["blind", "blind@v2", "plain", "plain@v2", "solo"]
+    warm_runs = json.loads((pytester.path / "reports/latest/results.json").read_text())["suites"]["keywords"]
+    assert warm_runs["plain@v2"]["baseline"]["status"] == "no significant change"
     warm.stdout.fnmatch_lines(
         ["result cache *: 20 of 20 requests answered from it (100%), 0 computed; the model was not loaded"]
     )
