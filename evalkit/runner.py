@@ -131,6 +131,21 @@ class RunServices(ScoringServices):
             self._backends[key] = CachedBackend(self.resources.cache, inner, stats=self.stats)
         return self._backends[key]
 
+    def adapted(self, model: ModelConfig, adapter: str) -> Backend:
+        key = f"{model.model_dump_json()}+{adapter}"
+        if key not in self._backends:
+            inner = self.resources.backend(model, self.spec.path.parent)
+            trained = self.resources.trained_adapter(self.spec, adapter)
+            if inner.knows_weights:
+                check_adapter_base(self.spec, trained, inner.identity.base_fingerprint, model.name)
+            self._backends[key] = CachedBackend(
+                self.resources.cache,
+                inner.with_adapter(trained.key, trained.path),
+                stats=self.stats,
+                adapter=trained.record.get("adapter_sha256", trained.key),
+            )
+        return self._backends[key]
+
     @property
     def load_s(self) -> float:
         """Seconds the judge models spent loading during this run (not the candidate's time)."""

@@ -256,9 +256,21 @@ class TrainConfig(_Placed):
     report_to: list[Literal["tensorboard", "mlflow"]] = Field(
         default_factory=list, description="also hand the curves to these tools, under <reports>/training/<adapter>/"
     )
+    judge: bool = Field(
+        False,
+        description="train the suite's judge: `data:` holds labelled verdicts (the row's fields, `output` and a "
+        "human `verdict`); the prompt is the judge's rubric and the choices are its grades",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> TrainConfig:
+        if self.judge:
+            if self.prompt is not None or self.template is not None or self.chat or self.system is not None:
+                raise ValueError(
+                    "a judge adapter is prompted as the judge is (its rubric, `chat` and `system`): drop "
+                    "`prompt:`, `template:`, `chat:` and `system:` from this entry"
+                )
+            return self
         _check_prompt_source(self, "a training set")
         return self
 

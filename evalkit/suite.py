@@ -644,6 +644,7 @@ def load_suite(path: str | Path) -> SuiteSpec:
             _check_backend(reader, run.model, *_model_at(run))
     config = config.model_copy(update={"candidates": candidates})
     scorer = _scorer(reader, config.task, list(candidates))
+    _check_judge_adapters(reader, config, scorer)
     metric_names = _metric_names(reader, config, candidates)
     check_compare(reader, config, candidates, task_kind(config.task.kind).per_example)
     thresholds = _thresholds(reader, config, candidates, metric_names)
@@ -657,6 +658,35 @@ def load_suite(path: str | Path) -> SuiteSpec:
         if run.model is not None and run.model_name is None
     }
     return config.resolved(path, lines=lines, thresholds=thresholds, scorer=scorer, metric_names=metric_names)
+
+
+def _check_judge_adapters(reader: _Reader, config: SuiteConfig, scorer: Any) -> None:
+    """A judge's `adapter:` names a judge adapter of `train:`; a judge adapter is for the suite's judge."""
+    named = getattr(getattr(scorer, "settings", None), "adapter", None)
+    if named is not None:
+        entry = config.train.get(named)
+        if entry is None or not entry.judge:
+            problem = (
+                f"is not an adapter of `train:`{did_you_mean(named, config.train)}"
+                if entry is None
+                else "has a `train:` entry without `judge: true`"
+            )
+            raise reader.error(
+                f"the judge's adapter '{named}' {problem}",
+                "task",
+                "scorer",
+                "adapter",
+                fix=f"add `train: {{{named}: {{judge: true, data: <labelled verdicts>, output: ...}}}}`",
+            )
+    for name, entry in config.train.items():
+        if entry.judge and named != name:
+            raise reader.error(
+                f"adapter '{name}' is a judge adapter (`judge: true`), but the suite's judge does not use it",
+                "train",
+                name,
+                "judge",
+                fix=f"name it in the judge's block: `scorer: {{name: judge, ..., adapter: {name}}}`",
+            )
 
 
 def _model_at(run: Candidate) -> tuple[str, ...]:

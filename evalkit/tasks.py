@@ -153,6 +153,14 @@ class ScoringServices(ABC):
     def baseline_outputs(self) -> dict[str, str]:
         """The committed baseline's output for each example id of this candidate (empty when there is none)."""
 
+    def adapted(self, model: ModelConfig, adapter: str) -> Backend:
+        """The model a ``model:`` block names, through adapter ``adapter`` of the suite's `train:` section
+        (a judge adapter), behind the run's result cache."""
+        raise ScorerError(
+            f"a judge adapter ('{adapter}') is evaluated in a suite's run, where its `train:` entry is at hand",
+            fix="run the suite with pytest (or evalkit.testing.evaluate)",
+        )
+
 
 class StandaloneServices(ScoringServices):
     """Scoring services outside an evaluation run (the trainer's per-epoch validation): each model opened

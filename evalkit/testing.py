@@ -477,7 +477,8 @@ def evaluate(
 
         cache = ResultCache(Path(cache_dir))
     try:
-        return evaluate_candidate(spec, candidate, Resources(backend=backend_for, cache=cache), limit=limit)
+        resources = Resources(backend=backend_for, cache=cache, adapter=_trained)
+        return evaluate_candidate(spec, candidate, resources, limit=limit)
     except ModelError as error:  # name the suite line that chose the model
         raise error.located(spec.path, spec.model_line_of(candidate)) from None
     finally:
@@ -485,3 +486,10 @@ def evaluate(
             cache.close()
         for opened in built.values():
             opened.close()
+
+
+def _trained(spec: Any, name: str) -> Any:
+    """Adapter ``name`` of ``spec``, trained first when missing or stale (a suite's judge adapter, say)."""
+    from evalkit.train import ensure_adapter
+
+    return ensure_adapter(spec, name)

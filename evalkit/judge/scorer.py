@@ -79,7 +79,7 @@ class Judge(ModelGradedScorer):
         described = {
             **self.settings.model_dump(exclude={"model", "models", "rubric", "calibration", "min_agreement"}),
             "rubric_sha256": self.rubric.sha256,
-            "judges": [b.fingerprint for b in backends],
+            "judges": [_judged_by(b) for b in backends],
         }
         return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
 
@@ -87,8 +87,11 @@ class Judge(ModelGradedScorer):
         """The judge models, each behind the run's result cache."""
         if prepared.services is None:
             raise TypeError("a judge needs the run's scoring services")
-        judges = self.settings.judges
-        backends = [prepared.services.backend(model) for model in judges]
+        judges, adapter = self.settings.judges, self.settings.adapter
+        backends = [
+            prepared.services.backend(model) if adapter is None else prepared.services.adapted(model, adapter)
+            for model in judges
+        ]
         prompting = Prompting(self.rubric, self.settings.chat, self.settings.system)
         return Panel([m.name for m in judges], backends, prompting, self.reader, self.scale)
 
@@ -103,7 +106,7 @@ class Judge(ModelGradedScorer):
         """The panel's measured agreement with the calibration rows (measured once per set of judges)."""
         if self.calibration is None:
             return None
-        key = tuple(b.fingerprint for b in panel.backends)
+        key = tuple(_judged_by(b) for b in panel.backends)
         if key not in self._calibrated:
             self._calibrated[key] = calibrate(prepared, panel, self.calibration, self.settings.min_agreement)
         return self._calibrated[key]
@@ -137,3 +140,9 @@ def judge_scorer(*, base_dir: Path | None = None, **options: Any) -> Judge:
 JUDGE = ScorerFactory(
     judge_scorer, needs_target=False, model_graded=True
 )  # published under the evalkit.scorers entry points
+
+
+def _judged_by(backend: Backend) -> str:
+    """A judge's model fingerprint, and its adapter's content hash when it has one."""
+    adapter = getattr(backend, "adapter", "")
+    return f"{backend.fingerprint}+{adapter}" if adapter else backend.fingerprint

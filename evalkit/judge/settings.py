@@ -35,6 +35,9 @@ class JudgeSettings(StrictModel):
     system: str | None = Field(None, description="system message when chat is true")
     grade_prefix: str | None = Field(None, description="text before each grade (default: a space; none with chat)")
     max_new_tokens: int = Field(256, ge=1, le=4096, description="generate: the longest reasoning read")
+    adapter: str | None = Field(
+        None, description="a judge adapter of the suite's `train:` section (`judge: true`) the judge model runs with"
+    )
 
     @field_validator("model", mode="before")
     @classmethod
@@ -79,6 +82,8 @@ class JudgeSettings(StrictModel):
             raise ValueError("`min_agreement:` needs `calibration:` (the labelled rows the agreement is measured on)")
         if self.system is not None and not self.chat:
             raise ValueError("`system:` applies only with `chat: true`")
+        if self.adapter is not None and (self.models is not None or self.mode == "pairwise"):
+            raise ValueError("a judge adapter is trained for one judge grading with its rubric: name one `model:`")
         return self
 
     @property

@@ -378,11 +378,20 @@ def ensure_adapter(
     entry's ``report_to`` tools write (under ``training/<adapter>/``; default ``./reports``)."""
     spec = spec if isinstance(spec, SuiteSpec) else load_suite(spec)
     train_spec = _train_entry(spec, name, mode)
+    rows = None
+    if train_spec.judge:  # the suite as its judge sees it: verdicts under the rubric, over the grades
+        from evalkit.judge.training import judge_training, refuse_shared_rows
+
+        spec, rows = judge_training(spec, name)
     resolved = _base_model(spec, notify)
-    training = build_training_set(spec, name, resolved.path)
+    training = build_training_set(spec, name, resolved.path, rows)
     expected = _expected(training, resolved.fingerprint)
     test_set = test_set or load_dataset(spec.dataset_path, id_field=spec.id_field)
+    if rows is not None:
+        test_set = rows(test_set)
     contamination = tuple(find_contamination(training, test_set))
+    if train_spec.judge:
+        refuse_shared_rows(spec, name, list(contamination), spec.dataset.path)
 
     output = train_spec.output_path
     # Under `torchrun` / `accelerate launch` the launcher coordinates the processes; a file lock would deadlock them.

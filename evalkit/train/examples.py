@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,10 +45,15 @@ class TrainingSet:
         return digest.hexdigest()
 
 
-def build_training_set(spec: SuiteSpec, name: str, model_path: Path) -> TrainingSet:
-    """Load and render the training rows of adapter ``name``; errors name the file and row."""
+def build_training_set(
+    spec: SuiteSpec, name: str, model_path: Path, rows: Callable[[Dataset], Dataset] | None = None
+) -> TrainingSet:
+    """Load and render the training rows of adapter ``name``; errors name the file and row. ``rows``
+    completes each row before it is rendered (a judge adapter's rows get the rubric's ``target``)."""
     train = spec.train[name]
     dataset = load_dataset(train.data_path, id_field=spec.id_field)
+    if rows is not None:
+        dataset = rows(dataset)
     if len(dataset) < 2:
         raise TrainingError(
             f"adapter '{name}' has {len(dataset)} training row(s)",
