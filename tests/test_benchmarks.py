@@ -294,3 +294,19 @@ def test_work_counts(tiny_model: Path, datasets: Path, capsys):
         assert 0 < task["evalkit_tokens"] and 0 < task["lm_eval_tokens"] and 0 <= task["evalkit_padding"] < 1
         assert task["evalkit_projected"] >= task["rows"]  # at least one position per row
     assert capsys.readouterr().out.startswith("arc_easy: 3 rows; tokens lm_eval ")
+
+
+# ------------------------------------------------------------------------------ judge_training
+
+
+def test_judge_training(tiny_model: Path, tmp_path: Path):
+    out = tmp_path / "judge.json"
+    record = benchmark("judge_training").main(
+        ["--epochs", "1", "--train-rows", "16", "--model", str(tiny_model), "--workdir", str(tmp_path), "--out", str(out)]
+    )
+    assert json.loads(out.read_text()) == record
+    assert record["training"]["rows"] == 16 and record["training"]["trained_now"]
+    for side in ("prompted", "trained"):
+        figures = record[side]
+        assert figures["n"] == 60 and 0 <= figures["agree"] <= 60
+        assert figures["accuracy"] == round(figures["agree"] / 60, 4)
