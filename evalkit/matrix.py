@@ -56,8 +56,7 @@ def expand_runs(reader: Any, config: SuiteConfig, candidates: dict[str, Candidat
                 )
     runs: dict[str, Candidate] = {}
     for name, candidate in candidates.items():
-        own = _own_model(reader, config, name, candidate)
-        runs[name] = own
+        runs[name] = _own_model(config, candidate)
         if candidate.model is not None:
             continue
         for model_name, model in config.models.items():
@@ -67,14 +66,14 @@ def expand_runs(reader: Any, config: SuiteConfig, candidates: dict[str, Candidat
     return runs
 
 
-def _own_model(reader: Any, config: SuiteConfig, name: str, candidate: Candidate) -> Candidate:
+def _own_model(config: SuiteConfig, candidate: Candidate) -> Candidate:
     """``candidate`` with `model: q4` read as the model named q4 in `models:`, where there is one."""
     own = candidate.model
     if own is None or own.model_fields_set != {"name"} or own.name not in config.models:
         return candidate
     named = config.models[own.name]
     run = candidate.model_copy(update={"model": named.block(), "markers": [*candidate.markers, *named.markers]})
-    run.placed(name, candidate._base, candidate.line, candidate._suite_markers)
+    run.placed(candidate.name, candidate._base, candidate.line, candidate._suite_markers)
     run._model_name = own.name
     return run
 
