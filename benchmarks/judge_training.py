@@ -69,7 +69,12 @@ def suite_copy(folder: Path, *, trained: bool, epochs: float, train_rows: int | 
                 "learning_rate": 1.0e-3,
                 "warmup_ratio": 0.1,
                 "batch_size": 8,
-                "lora": {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]},
+                "lora": {
+                    "r": 16,
+                    "alpha": 32,
+                    "dropout": 0.05,
+                    "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+                },
                 "validation": {"fraction": 0.1},
                 "seed": 0,
             }
@@ -120,7 +125,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     adapter = ensure_adapter(load_suite(trained), "answers-judge", notify=print)
     record["training"] = {
-        "rows": sum(1 for _ in Path(load_suite(trained).train["answers-judge"].data_path).open()),
+        "rows": len(load_suite(trained).train["answers-judge"].data_path.read_text().splitlines()),
         "epochs": args.epochs,
         "seconds": round(time.perf_counter() - started, 1),
         "trained_now": adapter.trained_now,

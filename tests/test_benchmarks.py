@@ -302,7 +302,18 @@ def test_work_counts(tiny_model: Path, datasets: Path, capsys):
 def test_judge_training(tiny_model: Path, tmp_path: Path):
     out = tmp_path / "judge.json"
     record = benchmark("judge_training").main(
-        ["--epochs", "1", "--train-rows", "16", "--model", str(tiny_model), "--workdir", str(tmp_path), "--out", str(out)]
+        [
+            "--epochs",
+            "1",
+            "--train-rows",
+            "16",
+            "--model",
+            str(tiny_model),
+            "--workdir",
+            str(tmp_path),
+            "--out",
+            str(out),
+        ]
     )
     assert json.loads(out.read_text()) == record
     assert record["training"]["rows"] == 16 and record["training"]["trained_now"]
