@@ -194,7 +194,8 @@ def current_hashes(spec: SuiteSpec, candidate: Candidate, pool: Dataset, model: 
     assert candidate.search is not None
     space = {
         "search": candidate.search.model_dump(exclude={"artifact"}),
-        "candidate": candidate.model_dump(exclude={"search", "markers", "adapter"}),
+        # the model is hashed on its own (its fingerprint, below), as it was before candidates named one
+        "candidate": candidate.model_dump(exclude={"search", "markers", "adapter", "model"}),
         "task": spec.task.model_dump(),
     }
     templates = {}

@@ -323,6 +323,8 @@ class TrainConfig(_Placed):
         excluded = {"output", "data", "prompt", "template", "allow_contamination", "report_to"}
         if self.search is None:  # an entry without a search hashes as it did before searches existed
             excluded.add("search")
+        if not self.judge:  # likewise an adapter that is not a judge's
+            excluded.add("judge")
         return self.model_dump(exclude=excluded)
 
 

@@ -77,7 +77,10 @@ class Judge(ModelGradedScorer):
     def identity(self, backends: Sequence[Backend]) -> str:
         """What every verdict depends on: rubric, grades, the way the judge is read, and each judge model."""
         described = {
-            **self.settings.model_dump(exclude={"model", "models", "rubric", "calibration", "min_agreement"}),
+            # the adapter is in each judge's entry below (its content hash), so a judge without one keeps its identity
+            **self.settings.model_dump(
+                exclude={"model", "models", "rubric", "calibration", "min_agreement", "adapter"}
+            ),
             "rubric_sha256": self.rubric.sha256,
             "judges": [_judged_by(b) for b in backends],
         }
