@@ -80,7 +80,8 @@ def _footer(rows: list[CandidateResult], record: RunRecord | None, verbose: bool
             table_rows(table), headers=TABLE_HEADERS, tablefmt="simple", disable_numparse=True
         ).splitlines()
     elif table is not None:
-        lines.append(f"{len(table.pairs)} paired tests between the runs (-v shows them; summary.md has them)")
+        n = len(table.pairs)
+        lines.append(f"{n} paired test{'s' if n != 1 else ''} between the runs (-v shows them; summary.md has them)")
     if record is not None and record.costs is not None and suite in record.costs.suites:
         lines += economics_lines(record.costs.suites[suite], record.costs.prices["currency"])
     robust = [(r.candidate, r.robustness) for r in rows if r.robustness is not None]
