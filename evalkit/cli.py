@@ -235,7 +235,7 @@ def _search(args: argparse.Namespace) -> int:
                 from evalkit.train import ensure_adapter
 
                 adapter = ensure_adapter(spec, candidate.adapter, notify=say)
-            backend = answering_backend(spec, base, adapter, cache, name)
+            backend = answering_backend(spec, base, adapter, cache, model=model.name)
             mode = "always" if args.force else "auto"
             outcome = ensure_prompt_search(spec, candidate, backend, mode=mode, notify=say)
             print(f"{spec.name}::{name}: {'searched' if outcome.searched_now else 'up to date'}")
@@ -290,11 +290,13 @@ def _add_train_command(commands: Any) -> None:
 def _export(args: argparse.Namespace) -> int:
     from evalkit.export import export_adapter
     from evalkit.models import resolve_model
-    from evalkit.suite import load_suite
+    from evalkit.suite import load_suite, suites_defining
     from evalkit.train import ensure_adapter
 
-    paths = [Path(args.suite)] if args.suite else sorted(Path("suites").glob("**/*.eval.yaml"))
-    owners = [spec for spec in map(load_suite, paths) if args.adapter in spec.train]
+    if args.suite:  # the suite named: its own mistakes are reported
+        owners = [spec for spec in [load_suite(args.suite)] if args.adapter in spec.train]
+    else:
+        owners = suites_defining(args.adapter, sorted(Path("suites").glob("**/*.eval.yaml")))
     if len(owners) != 1:
         where = ", ".join(str(spec.path) for spec in owners) if owners else "no suite under suites/"
         raise EvalkitError(
@@ -322,7 +324,7 @@ def _export(args: argparse.Namespace) -> int:
             f"lora_path {written})"
         )
     else:
-        print("serve it as a model of its own, and evaluate it as a run of `models:` (docs/models.md)")
+        print("serve it as a model of its own, and evaluate it as a run of `models:` (docs/comparing.md)")
     return 0
 
 

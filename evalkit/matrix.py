@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from evalkit.errors import did_you_mean
 
 if TYPE_CHECKING:
-    from evalkit.spec import Candidate, SuiteConfig
+    from evalkit.spec import Candidate, ModelConfig, SuiteConfig
 
 SEPARATOR = "@"  # few_shot@q4: candidate few_shot on the model named q4
 LATENCY_METRICS = ("latency_p50_s", "latency_p95_s", "requests_per_s")
@@ -101,18 +101,23 @@ def check_compare(reader: Any, config: SuiteConfig, runs: dict[str, Candidate], 
             )
 
 
+def served(model: ModelConfig) -> bool:
+    """Whether a server answers for ``model`` (so its latency can be measured)."""
+    from evalkit.backends import backend_class
+
+    return bool(getattr(backend_class(model.backend), "measures_latency", False))
+
+
 def check_latency_thresholds(
     reader: Any, runs: dict[str, Candidate], thresholds: dict[str, dict[str, Any]], model_of: Any
 ) -> None:
     """Latency and throughput are measured on the requests a server answers: a threshold on them for a run
     on an in-process model is refused, at the line that sets it."""
-    from evalkit.backends import backend_class
-
     written = reader.document.get("thresholds") or {}
     for name, own in thresholds.items():
         measured = [m for m in own if m in LATENCY_METRICS]
         model = model_of(name)
-        if not measured or getattr(backend_class(model.backend), "measures_latency", False):
+        if not measured or served(model):
             continue
         key = name if isinstance(written.get(name), dict) else runs[name].base_name
         raise reader.error(

@@ -182,11 +182,13 @@ def _agreement(check: CompareCheck, rows: list, outcome: PairCheck) -> list[str]
 
 
 def paired_tables(results: Iterable[CandidateResult]) -> dict[str, PairedTable]:
-    """Per suite with at least two runs that report accuracy: every pair of runs on its shared rows."""
-    by_suite: dict[str, list[CandidateResult]] = {}
+    """Per suite with at least two runs that report accuracy: every pair of runs on its shared rows (each
+    run's per-example values read once)."""
+    by_suite: dict[str, list[tuple[str, dict[str, float]]]] = {}
     for r in results:
         if TABLE_METRIC in r.metrics:
-            by_suite.setdefault(r.suite, []).append(r)
+            values = {e.id: example_values(e)[TABLE_METRIC] for e in r.examples}
+            by_suite.setdefault(r.suite, []).append((r.candidate, values))
     tables = {}
     for suite, runs in by_suite.items():
         rows = [row for a, b in combinations(runs, 2) if (row := _pair_row(a, b)) is not None]
@@ -198,22 +200,23 @@ def paired_tables(results: Iterable[CandidateResult]) -> dict[str, PairedTable]:
     return tables
 
 
-def _pair_row(first: CandidateResult, second: CandidateResult) -> PairRow | None:
-    rows = shared_rows(first, second)
-    if not rows:
+def _pair_row(first: tuple[str, dict[str, float]], second: tuple[str, dict[str, float]]) -> PairRow | None:
+    """Two runs, each (name, value by example id), on the rows both answered."""
+    (first_name, mine), (second_name, theirs) = first, second
+    shared = [(value, theirs[i]) for i, value in mine.items() if i in theirs]
+    if not shared:
         return None
-    a = [example_values(x)[TABLE_METRIC] for x, _ in rows]
-    b = [example_values(y)[TABLE_METRIC] for _, y in rows]
-    first_only = sum(1 for x, y in zip(a, b) if x > y + _EPS)
-    second_only = sum(1 for x, y in zip(a, b) if y > x + _EPS)
-    n = len(rows)
+    first_only = sum(1 for x, y in shared if x > y + _EPS)
+    second_only = sum(1 for x, y in shared if y > x + _EPS)
+    n = len(shared)
+    a, b = math.fsum(x for x, _ in shared), math.fsum(y for _, y in shared)
     return PairRow(
-        first=first.candidate,
-        second=second.candidate,
+        first=first_name,
+        second=second_name,
         shared=n,
-        first_value=math.fsum(a) / n,
-        second_value=math.fsum(b) / n,
-        difference=(math.fsum(a) - math.fsum(b)) / n,
+        first_value=a / n,
+        second_value=b / n,
+        difference=(a - b) / n,
         first_only=first_only,
         second_only=second_only,
         p_value=mcnemar_exact(first_only, second_only),

@@ -97,19 +97,25 @@ def _candidate(spec: SuiteSpec, name: str) -> Candidate:
 
 
 def answering_backend(
-    spec: SuiteSpec, base: Backend, adapter: TrainedAdapter | None, cache: ResultCache | None, run: str | None = None
+    spec: SuiteSpec,
+    base: Backend,
+    adapter: TrainedAdapter | None,
+    cache: ResultCache | None,
+    *,
+    model: str | None = None,
+    stats: CacheStats | None = None,
 ) -> CachedBackend:
-    """``base`` (through ``adapter`` when there is one) behind the result cache; ``run`` names the candidate
-    (for the model an adapter is refused on)."""
+    """``base`` (through ``adapter`` when there is one) behind the result cache, counting into ``stats`` (new
+    ones by default); ``model`` names the model ``base`` is (an adapter for other weights is refused)."""
+    stats = stats if stats is not None else CacheStats()
     if adapter is None:
-        return CachedBackend(cache, base, stats=CacheStats())
+        return CachedBackend(cache, base, stats=stats)
     if base.knows_weights:  # a served model's identity is the server's word; it checks its own adapters
-        model = spec.model_for(run).name if run is not None and run in spec.candidates else None
         check_adapter_base(spec, adapter, base.identity.base_fingerprint, model)
     return CachedBackend(
         cache,
         base.with_adapter(adapter.key, adapter.path),
-        stats=CacheStats(),
+        stats=stats,
         adapter=adapter.record.get("adapter_sha256", adapter.key),
     )
 
@@ -136,13 +142,8 @@ class RunServices(ScoringServices):
         if key not in self._backends:
             inner = self.resources.backend(model, self.spec.path.parent)
             trained = self.resources.trained_adapter(self.spec, adapter)
-            if inner.knows_weights:
-                check_adapter_base(self.spec, trained, inner.identity.base_fingerprint, model.name)
-            self._backends[key] = CachedBackend(
-                self.resources.cache,
-                inner.with_adapter(trained.key, trained.path),
-                stats=self.stats,
-                adapter=trained.record.get("adapter_sha256", trained.key),
+            self._backends[key] = answering_backend(
+                self.spec, inner, trained, self.resources.cache, model=model.name, stats=self.stats
             )
         return self._backends[key]
 
@@ -155,7 +156,9 @@ class RunServices(ScoringServices):
         other = _candidate(self.spec, candidate)
         adapter = self.resources.trained_adapter(self.spec, other.adapter) if other.adapter is not None else None
         base = self.resources.backend(self.spec.model_for(candidate), self.spec.path.parent)
-        backend = answering_backend(self.spec, base, adapter, self.resources.cache, candidate)
+        backend = answering_backend(
+            self.spec, base, adapter, self.resources.cache, model=self.spec.model_for(candidate).name
+        )
         dataset = self.resources.dataset(self.spec, self.limit)
         prepared = prepare(
             self.spec, other, dataset, backend.apply_chat_template, dataset_cache=self.resources.datasets
@@ -182,16 +185,17 @@ def evaluate_candidate(
     candidate = _candidate(spec, candidate_name)
     adapter = resources.trained_adapter(spec, candidate.adapter) if candidate.adapter is not None else None
     # Naming the model may convert the embedded default once: like loading, not this candidate's time.
-    base = resources.backend(spec.model_for(candidate_name), spec.path.parent)
+    model = spec.model_for(candidate_name)
+    base = resources.backend(model, spec.path.parent)
     searched = None
     if candidate.search is not None:  # the artifact's settings, searched first on the pool when missing or stale
         searched = resources.prompt_search(
-            spec, candidate, answering_backend(spec, base, adapter, resources.cache, candidate_name)
+            spec, candidate, answering_backend(spec, base, adapter, resources.cache, model=model.name)
         )
         spec, candidate = searched.applied(spec, candidate)
     started = time.perf_counter()
     dataset = resources.dataset(spec, limit)
-    backend = answering_backend(spec, base, adapter, resources.cache, candidate_name)
+    backend = answering_backend(spec, base, adapter, resources.cache, model=model.name)
     if resources.progress is not None:
         backend.progress = resources.progress(f"{spec.name}::{candidate_name}")
     services = RunServices(spec, candidate_name, resources, limit)

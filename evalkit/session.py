@@ -19,7 +19,7 @@ from evalkit.recorder import RunRecorder
 from evalkit.results import CandidateResult
 from evalkit.runner import Resources, evaluate_candidate
 from evalkit.spec import ModelConfig, SuiteSpec
-from evalkit.suite import load_suite
+from evalkit.suite import load_suite, suites_defining
 from evalkit.verdict import expected_failure
 
 if TYPE_CHECKING:
@@ -195,13 +195,7 @@ class EvalSession:
             return self.adapter(self.spec(self.suite_path(suite)), name)
         owners = [spec for spec in self._specs.values() if name in spec.train]
         if not owners:
-            for path in sorted(self.root.glob("suites/**/*.eval.yaml")):
-                try:
-                    spec = self.spec(path)
-                except EvalkitError:
-                    continue
-                if name in spec.train:
-                    owners.append(spec)
+            owners = suites_defining(name, sorted(self.root.glob("suites/**/*.eval.yaml")), load=self.spec)
         if len(owners) != 1:
             where = ", ".join(str(o.path) for o in owners) if owners else "no suite"
             raise EvalkitError(

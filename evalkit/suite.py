@@ -5,7 +5,7 @@ the file, the line and the fix.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +15,17 @@ from pydantic import BaseModel, ValidationError
 from evalkit.backends import backend_class, backend_names
 from evalkit.backends.base import BACKENDS
 from evalkit.data import printable_path, refused_path
-from evalkit.errors import ModelError, SuiteError, ThresholdError, did_you_mean, did_you_mean_path, shown_path
+from evalkit.errors import (
+    EvalkitError,
+    ModelError,
+    SuiteError,
+    ThresholdError,
+    did_you_mean,
+    did_you_mean_path,
+    shown_path,
+)
 from evalkit.gate import Threshold, parse_threshold
-from evalkit.matrix import LATENCY_METRICS, check_compare, check_latency_thresholds, expand_runs
+from evalkit.matrix import LATENCY_METRICS, check_compare, check_latency_thresholds, expand_runs, served
 from evalkit.spec import (
     DEFAULT_MODEL,
     NAME,
@@ -539,15 +547,10 @@ def _thresholds(
             for m, t in {**shared, **owned[name]}.items()
             # a shared invariance threshold: tested runs only; a shared latency one: served runs only
             if (m != "invariance" or name in tested)
-            and (m not in LATENCY_METRICS or m in owned[name] or _served(run.model or config.model))
+            and (m not in LATENCY_METRICS or m in owned[name] or served(run.model or config.model))
         }
         for name, run in candidates.items()
     }
-
-
-def _served(model: ModelConfig) -> bool:
-    """Whether a server answers for ``model`` (so its latency can be measured)."""
-    return bool(getattr(backend_class(model.backend), "measures_latency", False))
 
 
 def _validated(path: Path) -> tuple[Any, SuiteConfig]:
@@ -694,3 +697,18 @@ def _model_at(run: Candidate) -> tuple[str, ...]:
     if run.model_name is not None:
         return ("models", run.model_name)
     return ("candidates", run.base_name, "model")
+
+
+def suites_defining(
+    adapter: str, paths: Iterable[Path], load: Callable[[Path], SuiteSpec] = load_suite
+) -> list[SuiteSpec]:
+    """The suites among ``paths`` whose `train:` defines ``adapter`` (one that cannot be read is passed over)."""
+    owners = []
+    for path in paths:
+        try:
+            spec = load(path)
+        except EvalkitError:
+            continue
+        if adapter in spec.train:
+            owners.append(spec)
+    return owners
