@@ -355,6 +355,28 @@ class Calibration(_Open):
     wrong: list[dict[str, Any]] = Field(default_factory=list)
     per_judge: list[dict[str, Any]] | None = None  # with several judges: each one's agreement
     trusted: bool
+    folds: FoldsAgreement | None = None  # `calibration: {folds: k}`: the figures above pool the held-out folds
+    adapter: str | None = None  # the judge adapter, when the judge is a trained one
+    training_s: float | None = None  # its training time
+    ms_per_judgement: float | None = None  # model time of one judgement, measured on the calibration rows
+    prompted: Calibration | None = None  # a trained judge: the same model without its adapter, on the same rows
+
+
+class FoldsAgreement(_Open):
+    """k judges, each trained without one fold of the labelled file and graded on it; the judge that gates
+    is trained on every row."""
+
+    folds: int
+    accuracy: list[float]
+    kappa: list[float]
+    accuracy_mean: float
+    accuracy_stdev: float
+    kappa_mean: float
+    kappa_stdev: float
+    trained_on: int  # rows the gating judge is trained on (all of them)
+
+
+Calibration.model_rebuild()
 
 
 class JudgeInfo(_Open):
@@ -752,11 +774,23 @@ class TrainingData(_Open):
     validation_rows: int
 
 
+class HeldOutFold(_Open):
+    """A judge adapter trained without one fold, graded on it: the human and the judge's pass/fail verdicts."""
+
+    rows: list[str]  # the fold's row ids, in order
+    human: list[bool]
+    judged: list[bool]
+    agree: int
+    accuracy: float
+    kappa: float
+
+
 class CrossValidation(_Open):
     folds: int
-    accuracy: list[float]  # each fold's best validation accuracy
+    accuracy: list[float]  # each fold's best validation accuracy; a judge's: its agreement on the held-out fold
     mean: float
     stdev: float
+    held_out: list[HeldOutFold] | None = None  # a judge adapter's folds (`calibration: {folds: k}`)
 
 
 class DataCheck(_Open):

@@ -147,6 +147,9 @@ class RunServices(ScoringServices):
             )
         return self._backends[key]
 
+    def judge_adapter(self, adapter: str) -> Any:
+        return self.resources.trained_adapter(self.spec, adapter)
+
     @property
     def load_s(self) -> float:
         """Seconds the judge models spent loading during this run (not the candidate's time)."""

@@ -156,7 +156,16 @@ class ScoringServices(ABC):
     def adapted(self, model: ModelConfig, adapter: str) -> Backend:
         """The model a ``model:`` block names, through adapter ``adapter`` of the suite's `train:` section
         (a judge adapter), behind the run's result cache."""
-        raise ScorerError(
+        raise self._no_adapters(adapter)
+
+    def judge_adapter(self, adapter: str) -> Any:
+        """Judge adapter ``adapter`` of the suite's `train:` section, trained when missing or stale (a
+        :class:`evalkit.train.adapters.TrainedAdapter`: its training record)."""
+        raise self._no_adapters(adapter)
+
+    @staticmethod
+    def _no_adapters(adapter: str) -> ScorerError:
+        return ScorerError(
             f"a judge adapter ('{adapter}') is evaluated in a suite's run, where its `train:` entry is at hand",
             fix="run the suite with pytest (or evalkit.testing.evaluate)",
         )

@@ -51,8 +51,9 @@ def test_the_record_is_a_judge_info_with_the_keys_results_json_holds(tmp_path):
     ]
     assert list(record["calibration"]) == [
         *("file", "n", "agree", "accuracy", "accuracy_ci", "kappa", "kappa_ci", "min_agreement", "wrong"),
-        *("per_judge", "trusted"),
+        *("per_judge", "trusted", "ms_per_judgement"),
     ]
+    assert record["calibration"]["ms_per_judgement"] >= 0  # the judges' model time on the calibration rows
     assert record["calibration"]["min_agreement"] is None and record["calibration"]["trusted"] is True
     assert isinstance(record["calibration"]["accuracy_ci"], list)  # as JSON has it, not a tuple
     info = JudgeInfo.model_validate(record)

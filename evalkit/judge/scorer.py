@@ -8,11 +8,11 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evalkit.backends.base import Backend, ModelConfig
 from evalkit.errors import did_you_mean, shown_path
-from evalkit.judge.calibration import calibrate
+from evalkit.judge.calibration import calibrate, calibration_by_folds, model_time
 from evalkit.judge.files import existing, read_calibration, read_rubric
 from evalkit.judge.modes import Judged, mode_for
 from evalkit.judge.panel import Panel, Prompting
@@ -21,7 +21,10 @@ from evalkit.judge.settings import JudgeSettings, Placement, parse_settings
 from evalkit.record import Calibration, JudgeInfo, ModelInfo
 from evalkit.report.judging import refusal_text
 from evalkit.scoring import ScorerFactory
-from evalkit.tasks import Graded, ModelGradedScorer, PreparedCandidate
+from evalkit.tasks import Graded, ModelGradedScorer, PreparedCandidate, ScoringServices
+
+if TYPE_CHECKING:
+    from evalkit.train.adapters import TrainedAdapter
 
 
 class Judge(ModelGradedScorer):
@@ -35,8 +38,8 @@ class Judge(ModelGradedScorer):
         rubric = existing(base_dir, settings.rubric, "rubric", "judge rubric")
         self.rubric = read_rubric(rubric, self.mode.shown, self.mode.what)
         self.calibration = (
-            read_calibration(existing(base_dir, settings.calibration, "calibration", "calibration file"), self.scale)
-            if settings.calibration
+            read_calibration(existing(base_dir, settings.calibration_file, "calibration", "calibration file"), self.scale)
+            if settings.calibration_file
             else None
         )
         self.placement = Placement()
@@ -86,11 +89,12 @@ class Judge(ModelGradedScorer):
         }
         return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
 
-    def panel(self, prepared: PreparedCandidate) -> Panel:
-        """The judge models, each behind the run's result cache."""
+    def panel(self, prepared: PreparedCandidate, *, adapted: bool = True) -> Panel:
+        """The judge models, each behind the run's result cache (through the judge adapter unless not
+        ``adapted``: the prompted judge the trained one is compared with)."""
         if prepared.services is None:
             raise TypeError("a judge needs the run's scoring services")
-        judges, adapter = self.settings.judges, self.settings.adapter
+        judges, adapter = self.settings.judges, self.settings.adapter if adapted else None
         backends = [
             prepared.services.backend(model) if adapter is None else prepared.services.adapted(model, adapter)
             for model in judges
@@ -100,19 +104,42 @@ class Judge(ModelGradedScorer):
 
     def grade(self, prepared: PreparedCandidate, rows: Sequence[int], outputs: Sequence[str]) -> Graded:
         panel = self.panel(prepared)
-        judged = self.mode.judge(prepared, panel, rows, outputs)
+        with model_time(panel) as judging:
+            judged = self.mode.judge(prepared, panel, rows, outputs)
         calibration = self.calibrated(prepared, panel)
+        if calibration is not None and calibration.ms_per_judgement is None and rows:
+            # a judge calibrated by folds judged no calibration rows itself: its time on this candidate's rows
+            calibration.ms_per_judgement = round(1000 * judging.seconds / len(rows), 2)
         failures = [refusal_text(calibration)] if calibration is not None and not calibration.trusted else []
         return Graded(judged.scores, self.info(panel, judged, calibration), failures)
 
     def calibrated(self, prepared: PreparedCandidate, panel: Panel) -> Calibration | None:
-        """The panel's measured agreement with the calibration rows (measured once per set of judges)."""
-        if self.calibration is None:
+        """The panel's measured agreement with the human verdicts (measured once per set of judges); a
+        trained judge's beside the same model's prompted, without its adapter."""
+        settings = self.settings
+        if self.calibration is None and settings.folds is None:
             return None
         key = tuple(_judged_by(b) for b in panel.backends)
-        if key not in self._calibrated:
-            self._calibrated[key] = calibrate(prepared, panel, self.calibration, self.settings.min_agreement)
-        return self._calibrated[key]
+        if key in self._calibrated:
+            return self._calibrated[key]
+        if settings.adapter is None:
+            assert self.calibration is not None
+            measured = calibrate(prepared, panel, self.calibration, settings.min_agreement)
+        else:
+            trained = _services(prepared).judge_adapter(settings.adapter)
+            labelled = self.calibration
+            if settings.folds is not None:
+                measured = calibration_by_folds(trained, settings.min_agreement)
+                labelled = read_calibration(prepared.spec.train[settings.adapter].data_path, self.scale)
+            else:
+                assert labelled is not None
+                measured = calibrate(prepared, panel, labelled, settings.min_agreement)
+            prompted = calibrate(prepared, self.panel(prepared, adapted=False), labelled, settings.min_agreement)
+            measured = measured.model_copy(
+                update={"adapter": settings.adapter, "training_s": _training_s(trained), "prompted": prompted}
+            )
+        self._calibrated[key] = measured
+        return measured
 
     def info(self, panel: Panel, judged: Judged, calibration: Calibration | None) -> JudgeInfo:
         """The judge's entry in a candidate's record: who judged, how, and how far it can be trusted."""
@@ -143,6 +170,21 @@ def judge_scorer(*, base_dir: Path | None = None, **options: Any) -> Judge:
 JUDGE = ScorerFactory(
     judge_scorer, needs_target=False, model_graded=True
 )  # published under the evalkit.scorers entry points
+
+
+def _training_s(trained: TrainedAdapter) -> float | None:
+    """All the training a judge adapter took: its folds' judges, its search and the judge that gates."""
+    record = trained.training
+    if record is None:
+        return None
+    search = record.search.seconds if record.search is not None else 0.0
+    return round((record.wall_seconds or record.train_seconds) + search, 1)
+
+
+def _services(prepared: PreparedCandidate) -> ScoringServices:
+    if prepared.services is None:
+        raise TypeError("a judge needs the run's scoring services")
+    return prepared.services
 
 
 def _judged_by(backend: Backend) -> str:

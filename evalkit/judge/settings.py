@@ -16,6 +16,14 @@ from evalkit.errors import did_you_mean
 from evalkit.tasks import TaskProblem
 
 
+class CalibrationFolds(StrictModel):
+    """``calibration: {folds: k}``: a judge adapter's one labelled file (its `train:` data) is split in k
+    folds; k judges, each trained without one fold, are graded on it, and the judge that gates is trained
+    on every row."""
+
+    folds: int = Field(ge=2, le=20, description="folds of the judge adapter's labelled training file")
+
+
 class JudgeSettings(StrictModel):
     """The options of the ``judge`` scorer (``task: scorer: {name: judge, ...}``)."""
 
@@ -29,7 +37,11 @@ class JudgeSettings(StrictModel):
     mode: Literal["likelihood", "generate", "pairwise"] = "likelihood"
     read: Literal["likelihood", "generate"] = Field("likelihood", description="how a pairwise judge is read")
     against: str | None = Field(None, description="pairwise: another candidate's name, or `baseline`")
-    calibration: str | None = Field(None, description="human-labelled outputs (rows with `output` and `verdict`)")
+    calibration: str | CalibrationFolds | None = Field(
+        None,
+        description="human-labelled outputs (rows with `output` and `verdict`), or `{folds: k}` over a judge "
+        "adapter's labelled training file",
+    )
     min_agreement: float | None = Field(None, ge=0, le=1, description="refuse to gate below this calibration accuracy")
     chat: bool = Field(False, description="send the rubric as the user turn of the judge's chat template")
     system: str | None = Field(None, description="system message when chat is true")
@@ -84,7 +96,22 @@ class JudgeSettings(StrictModel):
             raise ValueError("`system:` applies only with `chat: true`")
         if self.adapter is not None and (self.models is not None or self.mode == "pairwise"):
             raise ValueError("a judge adapter is trained for one judge grading with its rubric: name one `model:`")
+        if self.folds is not None and self.adapter is None:
+            raise ValueError(
+                "`calibration: {folds: k}` trains a judge per fold: it needs a judge adapter (`adapter:`); "
+                "a prompted judge is calibrated on a file of labelled rows"
+            )
         return self
+
+    @property
+    def folds(self) -> int | None:
+        """k of `calibration: {folds: k}` (None when the calibration rows are a file of their own)."""
+        return self.calibration.folds if isinstance(self.calibration, CalibrationFolds) else None
+
+    @property
+    def calibration_file(self) -> str | None:
+        """The file of labelled rows the judge is calibrated on, when it has one."""
+        return self.calibration if isinstance(self.calibration, str) else None
 
     @property
     def numeric(self) -> bool:

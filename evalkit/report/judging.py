@@ -92,14 +92,71 @@ def agreement_texts(judge: JudgeInfo) -> list[str]:
     return lines
 
 
-def judge_lines(judged: list[tuple[str, JudgeInfo]]) -> list[str]:
-    """A suite's judge described in lines, from its candidates' (name, judge record) pairs."""
+def folds_text(calibration: Calibration) -> str | None:
+    """A judge calibrated by folds: the spread across them, and what the judge that gates is trained on."""
+    folds = calibration.folds
+    if folds is None:
+        return None
+    return (
+        f"{folds.folds}-fold calibration: agreement {folds.accuracy_mean:.3f} ± {folds.accuracy_stdev:.3f} across "
+        f"folds, kappa {folds.kappa_mean:.2f} ± {folds.kappa_stdev:.2f} (each fold graded by a judge trained "
+        f"without it); the judge that gates is trained on all {folds.trained_on} rows"
+    )
+
+
+def _per_1k(ms: float | None, hour: float, currency: str) -> str:
+    """What 1,000 judgements take at ``ms`` milliseconds each, in model time and at ``hour`` per hour."""
+    if ms is None:
+        return "-"
+    seconds = ms  # 1,000 judgements of ms milliseconds each
+    return f"{seconds:.1f} s, {_money(seconds / 3600 * hour, currency)}"
+
+
+def _money(value: float, currency: str) -> str:
+    from evalkit.costs import money
+
+    return money(value, currency)
+
+
+def trained_judge_lines(calibration: Calibration, judge: str, prices: dict[str, Any] | None) -> list[str]:
+    """A trained judge beside the same model prompted (without its adapter): the prompt-or-fine-tune
+    question the candidates face, asked of the judge. Costs at ``prices`` (``[tool.evalkit.costs]``)."""
+    prompted = calibration.prompted
+    if prompted is None or calibration.adapter is None:
+        return []
+    prices = prices or {}
+    currency = prices.get("currency", "USD")
+    model_price = (prices.get("models") or {}).get(judge) or {}
+    hour = model_price.get("machine_hour") or prices.get("machine_hour", 0.10)
+    training_hour = prices.get("training_hour") or hour
+    trained_s = calibration.training_s
+    training = "-" if trained_s is None else f"{trained_s:.0f} s, {_money(trained_s / 3600 * training_hour, currency)}"
+    rows = [
+        ("prompted", prompted, "-"),
+        (f"trained ({calibration.adapter})", calibration, training),
+    ]
+    lines = [f"the judge prompted and trained (adapter {calibration.adapter}), against the human verdicts:"]
+    for name, measured, cost in rows:
+        lines.append(
+            f"  {name}: {measured.agree}/{measured.n} of {measured.file}, accuracy {measured.accuracy:.3f} "
+            f"{_interval(measured.accuracy_ci)}, kappa {measured.kappa:.2f} {_interval(measured.kappa_ci)}; "
+            f"training {cost}; 1,000 judgements {_per_1k(measured.ms_per_judgement, hour, currency)}"
+        )
+    return lines
+
+
+def judge_lines(judged: list[tuple[str, JudgeInfo]], prices: dict[str, Any] | None = None) -> list[str]:
+    """A suite's judge described in lines, from its candidates' (name, judge record) pairs; a trained
+    judge's costs at ``prices`` (the run's ``[tool.evalkit.costs]``; its defaults without)."""
     if not judged:
         return []
     first = judged[0][1]
     lines = [judge_title(first)]
     if first.calibration is not None:
         lines.append("  calibration: " + calibration_text(first.calibration))
+        if (folds := folds_text(first.calibration)) is not None:
+            lines.append(f"  {folds}")
+        lines += [f"  {line}" for line in trained_judge_lines(first.calibration, first.judges[0].name, prices)]
     lines += [f"  {text}" for text in agreement_texts(first)]
     lines += [f"  {text}" for name, judge in judged if (text := pairwise_text(name, judge))]
     caches = [judge.cache for _, judge in judged if judge.cache is not None]

@@ -99,7 +99,8 @@ def _footer(rows: list[CandidateResult], record: RunRecord | None, verbose: bool
         lines += suite_lines(record, suite)
         if record.golden is not None and suite in record.golden:
             lines.append(golden_line(suite, record.golden[suite]))
-    return lines + judge_lines([(r.candidate, r.judge) for r in rows if r.judge is not None])
+    prices = record.costs.prices if record is not None and record.costs is not None else None
+    return lines + judge_lines([(r.candidate, r.judge) for r in rows if r.judge is not None], prices)
 
 
 def suite_tables(

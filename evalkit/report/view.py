@@ -245,13 +245,14 @@ class SuiteView:
     n: int
     metrics: list[str]
     candidates: list[CandidateView]
+    prices: dict[str, Any] | None = None  # the run's [tool.evalkit.costs], when it was priced
 
     @property
     def judge_lines(self) -> list[str]:
         """The suite's judge, described (empty when no model grades it)."""
         from evalkit.report.judging import judge_lines
 
-        return judge_lines([(c.name, c.judge) for c in self.candidates if c.judge])
+        return judge_lines([(c.name, c.judge) for c in self.candidates if c.judge], self.prices)
 
     @property
     def calibration(self) -> Calibration | None:
@@ -336,5 +337,6 @@ def build_view(record: RunRecord, rows: Iterable[dict[str, Any]]) -> RunView:
             views.append(CandidateView(suite, name, entry, metric, by_candidate.get((suite, name), {})))
         first = next(iter(candidates.values()))
         metrics = list(dict.fromkeys(m for entry in candidates.values() for m in entry.metrics))
-        suites.append(SuiteView(suite, first.task, first.n, metrics, views))
+        prices = record.costs.prices if record.costs is not None else None
+        suites.append(SuiteView(suite, first.task, first.n, metrics, views, prices))
     return RunView(record, suites)

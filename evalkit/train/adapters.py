@@ -42,6 +42,7 @@ from evalkit.train.examples import (
 from evalkit.train.processes import rank, world_size
 
 if TYPE_CHECKING:
+    from evalkit.judge.settings import Scale
     from evalkit.train.trainer import FitResult
 
 RECORD = "training.json"
@@ -180,31 +181,41 @@ def _expected(training: TrainingSet, base_fingerprint: str) -> _Expected:
 
 
 def _cross_validate(
-    training: TrainingSet, model_path: Path, folds: int, work: Path, notify, progress_bar
+    training: TrainingSet, model_path: Path, folds: int, work: Path, run: _TrainingRun
 ) -> CrossValidation:
-    from evalkit.train.trainer import fit
+    """k-fold cross-validation: each fold's best validation accuracy. A judge adapter's folds are its
+    calibration: each judge is trained without its fold, with no checkpoint chosen on it, and graded on it."""
+    from evalkit.train.trainer import fit, scored_rows
 
     config = training.train
-    accuracies = []
+    accuracies, held_out = [], []
     for fold, (train_idx, val_idx) in enumerate(kfold_rows(len(training), folds, config.seed)):
         result = fit(
             training,
             model_path,
             train_idx,
-            val_idx,
+            [] if run.judge_scale is not None else val_idx,
             work / f"fold-{fold}",
             resume=False,
-            notify=notify,
-            progress_bar=progress_bar,
+            notify=run.notify,
+            progress_bar=run.progress_bar,
             label=f"{training.train.name} fold {fold + 1}/{folds}",
         )
-        accuracies.append(result.record.best_validation_accuracy or 0.0)
+        if run.judge_scale is not None:
+            from evalkit.judge.training import held_out_fold
+
+            graded = scored_rows(training, result.tokenizer, val_idx)(result.model)
+            held_out.append(held_out_fold(graded.examples, run.judge_scale))
+            accuracies.append(held_out[-1].accuracy)
+        else:
+            accuracies.append(result.record.best_validation_accuracy or 0.0)
         shutil.rmtree(work / f"fold-{fold}", ignore_errors=True)
     return CrossValidation(
         folds=folds,
         accuracy=accuracies,
         mean=round(statistics.fmean(accuracies), 4),
         stdev=round(statistics.stdev(accuracies), 4) if folds > 1 else 0.0,
+        **({"held_out": held_out} if held_out else {}),
     )
 
 
@@ -263,6 +274,7 @@ class _TrainingRun:
     folds: int | None
     callbacks: Sequence[Any]
     reports_dir: Path | None
+    judge_scale: Scale | None = None  # a judge adapter's grades: its folds are its calibration
 
 
 def _train(
@@ -289,7 +301,7 @@ def _train(
     cross_validation = None
     folds = run.folds or config.validation.folds
     if folds:
-        cross_validation = _cross_validate(training, resolved.path, folds, partial / "folds", notify, progress_bar)
+        cross_validation = _cross_validate(training, resolved.path, folds, partial / "folds", run)
     split = split_rows(len(training), config.validation.fraction, config.seed)
     result = fit(
         training,
@@ -378,18 +390,23 @@ def ensure_adapter(
     entry's ``report_to`` tools write (under ``training/<adapter>/``; default ``./reports``)."""
     spec = spec if isinstance(spec, SuiteSpec) else load_suite(spec)
     train_spec = _train_entry(spec, name, mode)
-    rows = None
+    rows = judge_scale = None
     if train_spec.judge:  # the suite as its judge sees it: verdicts under the rubric, over the grades
         from evalkit.judge.training import judge_training, refuse_shared_rows
 
-        spec, rows = judge_training(spec, name)
+        judged = judge_training(spec, name)
+        spec, rows = judged.spec, judged.with_target
+        judge_scale = judged.scale if judged.folds is not None else None
     resolved = _base_model(spec, notify)
     training = build_training_set(spec, name, resolved.path, rows)
+    if train_spec.judge and judged.writes:  # read by the last `GRADE: X` it writes: it learns to stop after it
+        training = dataclasses.replace(training, stops=True)
     expected = _expected(training, resolved.fingerprint)
     test_set = test_set or load_dataset(spec.dataset_path, id_field=spec.id_field)
     if rows is not None:
         test_set = rows(test_set)
-    contamination = tuple(find_contamination(training, test_set))
+    # a judge calibrated by folds is measured on its own rows, each by a judge trained without it
+    contamination = tuple(find_contamination(training, test_set)) if judge_scale is None else ()
     if train_spec.judge:
         refuse_shared_rows(spec, name, list(contamination), spec.dataset.path)
 
@@ -406,7 +423,7 @@ def ensure_adapter(
                 raise _unusable(spec, name, reason)
             why = "retraining on request" if reason is None else f"training it because {reason}"
             checks = _checked(training, test_set, why, notify)
-            run = _TrainingRun(notify, progress_bar, folds, callbacks, reports_dir)
+            run = _TrainingRun(notify, progress_bar, folds, callbacks, reports_dir, judge_scale)
             record = _train(training, resolved, expected, run, checks)
     return TrainedAdapter(  # the record read (when current) or just written; None on another process
         name=name,

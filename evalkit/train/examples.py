@@ -30,6 +30,7 @@ class TrainingSet:
     dataset: Dataset
     prepared: PreparedCandidate
     completions: tuple[str, ...]
+    stops: bool | None = None  # whether it learns to end the completion (EOS); None: as its task kind does
 
     def __len__(self) -> int:
         return len(self.completions)

@@ -44,7 +44,7 @@ from evalkit.errors import TrainingError
 from evalkit.models import use_safetensors
 from evalkit.record import EpochRow, LossPoint, Overfitting, TrainingData, TrainingRecord, ValidationPoint
 from evalkit.spec import TrainConfig
-from evalkit.tasks import StandaloneServices, task_kind
+from evalkit.tasks import Scored, StandaloneServices, task_kind
 from evalkit.train.examples import TrainingSet
 from evalkit.train.processes import world_size
 
@@ -66,7 +66,8 @@ class EncodedRow:
 
 def encode_rows(training: TrainingSet, tokenizer, max_length: int) -> list[EncodedRow]:
     """Tokenise prompt + completion as evaluation does; generate tasks also learn to stop (EOS)."""
-    add_eos = task_kind(training.spec.task.kind).learns_to_stop and tokenizer.eos_token_id is not None
+    stops = task_kind(training.spec.task.kind).learns_to_stop if training.stops is None else training.stops
+    add_eos = stops and tokenizer.eos_token_id is not None
     rows = []
     for i, (prompt, completion) in enumerate(zip(training.prompts, training.completions)):
         context, continuation = encode_pair(tokenizer, prompt, completion)
@@ -528,16 +529,22 @@ def _peft_model(training: TrainingSet, model_path: Path) -> Any:
         return get_peft_model(model, _lora_config(config, model, training))
 
 
+def scored_rows(training: TrainingSet, tokenizer: Any, indices: list[int]) -> Callable[[Any], Scored]:
+    """Scores a model (one in training, or just trained) on the rows ``indices`` with the suite's task."""
+    prepared = training.prepared.subset(indices)
+    prepared.services = StandaloneServices(training.spec.path.parent)  # a judge-graded suite's judge
+
+    def score(peft_model) -> Scored:
+        backend = HFBackend.from_model(peft_model, tokenizer, fingerprint="training")
+        return task_kind(training.spec.task.kind).score(prepared, backend)
+
+    return score
+
+
 def _validator(training: TrainingSet, tokenizer: Any, val_indices: list[int]) -> Callable[[Any], float]:
     """Scores the model in training on the validation rows with the suite's own metric."""
-    val_prepared = training.prepared.subset(val_indices)
-    val_prepared.services = StandaloneServices(training.spec.path.parent)  # a judge-graded suite's judge
-
-    def validate(peft_model) -> float:
-        backend = HFBackend.from_model(peft_model, tokenizer, fingerprint="training")
-        return float(task_kind(training.spec.task.kind).score(val_prepared, backend).metrics["accuracy"])
-
-    return validate
+    score = scored_rows(training, tokenizer, val_indices)
+    return lambda peft_model: float(score(peft_model).metrics["accuracy"])
 
 
 def _validation_callbacks(config: TrainConfig, watch: OverfittingWatch, early_stopping: bool) -> list[TrainerCallback]:
