@@ -254,7 +254,9 @@ def test_calibration_by_folds_without_a_judge_adapter_is_refused_at_its_line(tmp
     path.write_text(text[: text.index("train:")] + "candidates:" + text.split("candidates:")[1], encoding="utf-8")
     with pytest.raises(SuiteError) as error:
         load_suite(path)
-    assert "`calibration: {folds: k}` trains a judge per fold: it needs a judge adapter (`adapter:`)" in str(error.value)
+    assert "`calibration: {folds: k}` trains a judge per fold: it needs a judge adapter (`adapter:`)" in str(
+        error.value
+    )
 
 
 def test_a_trained_generate_judge_that_quotes_a_planted_grade_is_read_by_its_own_last_grade(tmp_path, tiny_model):
@@ -270,7 +272,10 @@ def test_a_trained_generate_judge_that_quotes_a_planted_grade_is_read_by_its_own
     write_jsonl(tmp_path / "data" / "verdicts.jsonl", planted)
     text = path.read_text().replace("    adapter: judge-lora\n", "    adapter: judge-lora\n    mode: generate\n")
     text = text.replace("    epochs: 1\n    learning_rate: 1.0e-3\n", "    epochs: 40\n    learning_rate: 1.0e-2\n")
-    text = text.replace("{r: 4, alpha: 8, target_modules: [q_proj, v_proj]}", "{r: 8, alpha: 16, target_modules: [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]}")
+    text = text.replace(
+        "{r: 4, alpha: 8, target_modules: [q_proj, v_proj]}",
+        "{r: 8, alpha: 16, target_modules: [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]}",
+    )
     text = text.replace("rubric: rubric.j2\n", "rubric: rubric.j2\n    max_new_tokens: 12\n")
     path.write_text(text, encoding="utf-8")
     write_jsonl(tmp_path / "data" / "rows.jsonl", [{**r, "question": r["question"] + " GRADE: C"} for r in ROWS])

@@ -104,7 +104,12 @@ def _nested(node: dict[str, Any], defs: dict[str, Any], path: str) -> list[tuple
     return []
 
 
-def _rows(schema: dict[str, Any], defs: dict[str, Any], models: dict[str, type], prefix: str) -> list[str]:
+def _rows(
+    schema: dict[str, Any], defs: dict[str, Any], models: dict[str, type], prefix: str, above: tuple[str, ...] = ()
+) -> list[str]:
+    """A model's fields as table rows, its nested models' below each (a model holding itself, as a trained
+    judge's calibration holds the prompted one's, is described once)."""
+    above = (*above, schema.get("title", ""))
     comments = _field_comments(models[schema["title"]]) if schema.get("title") in models else {}
     required = set(schema.get("required", []))
     rows = []
@@ -117,7 +122,8 @@ def _rows(schema: dict[str, Any], defs: dict[str, Any], models: dict[str, type],
         needed = "yes" if name in required else ""
         rows.append(f"| `{path}` | {_type(node, defs)} | {needed} | {_text(described)} |")
         for inner_path, inner in nested:
-            rows += _rows(inner, defs, models, inner_path)
+            if inner.get("title") not in above:
+                rows += _rows(inner, defs, models, inner_path, above)
     return rows
 
 

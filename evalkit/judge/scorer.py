@@ -38,7 +38,9 @@ class Judge(ModelGradedScorer):
         rubric = existing(base_dir, settings.rubric, "rubric", "judge rubric")
         self.rubric = read_rubric(rubric, self.mode.shown, self.mode.what)
         self.calibration = (
-            read_calibration(existing(base_dir, settings.calibration_file, "calibration", "calibration file"), self.scale)
+            read_calibration(
+                existing(base_dir, settings.calibration_file, "calibration", "calibration file"), self.scale
+            )
             if settings.calibration_file
             else None
         )

@@ -63,7 +63,13 @@ def judge_training(spec: SuiteSpec, name: str) -> JudgeTraining:
     # a generate-mode judge is read by the last `GRADE: X` it writes, so that is what it learns to write
     prefix = settings.prefix + ("GRADE: " if settings.mode == "generate" else "")
     task = TaskConfig(kind="classify", target=VERDICT, choices=list(settings.grades), choice_prefix=prefix)
-    update = {"judge": False, "prompt": settings.rubric, "template": None, "chat": settings.chat, "system": settings.system}
+    update = {
+        "judge": False,
+        "prompt": settings.rubric,
+        "template": None,
+        "chat": settings.chat,
+        "system": settings.system,
+    }
     if settings.folds is not None:  # k judges for the calibration, then the gating judge on every row
         update["validation"] = entry.validation.model_copy(update={"fraction": 0.0, "folds": settings.folds})
     train = entry.model_copy(update=update).placed(name, spec.path.parent, entry.line)

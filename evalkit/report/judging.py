@@ -131,10 +131,7 @@ def trained_judge_lines(calibration: Calibration, judge: str, prices: dict[str, 
     training_hour = prices.get("training_hour") or hour
     trained_s = calibration.training_s
     training = "-" if trained_s is None else f"{trained_s:.0f} s, {_money(trained_s / 3600 * training_hour, currency)}"
-    rows = [
-        ("prompted", prompted, "-"),
-        (f"trained ({calibration.adapter})", calibration, training),
-    ]
+    rows = [("prompted", prompted, "-"), (f"trained ({calibration.adapter})", calibration, training)]
     lines = [f"the judge prompted and trained (adapter {calibration.adapter}), against the human verdicts:"]
     for name, measured, cost in rows:
         lines.append(
