@@ -290,20 +290,16 @@ def _add_train_command(commands: Any) -> None:
 def _export(args: argparse.Namespace) -> int:
     from evalkit.export import export_adapter
     from evalkit.models import resolve_model
-    from evalkit.suite import load_suite, suites_defining
+    from evalkit.suite import load_suite, suites_defining, the_suite_defining
     from evalkit.train import ensure_adapter
 
     if args.suite:  # the suite named: its own mistakes are reported
-        owners = [spec for spec in [load_suite(args.suite)] if args.adapter in spec.train]
+        named = load_suite(args.suite)
+        owners, searched = ([named] if args.adapter in named.train else []), f"in {args.suite}"
     else:
-        owners = suites_defining(args.adapter, sorted(Path("suites").glob("**/*.eval.yaml")))
-    if len(owners) != 1:
-        where = ", ".join(str(spec.path) for spec in owners) if owners else "no suite under suites/"
-        raise EvalkitError(
-            f"adapter '{args.adapter}' is defined by {where}",
-            fix="name the suite that trains it: evalkit export ADAPTER --suite suites/<file>.eval.yaml",
-        )
-    spec = owners[0]
+        owners, searched = suites_defining(args.adapter, sorted(Path("suites").glob("**/*.eval.yaml"))), "under suites/"
+    fix = "name the suite that trains it: evalkit export ADAPTER --suite suites/<file>.eval.yaml"
+    spec = the_suite_defining(args.adapter, owners, searched=searched, fix=fix)
     adapter = ensure_adapter(spec, args.adapter, mode="never")  # the adapter as trained: missing or stale is an error
     base = resolve_model(spec.model.name, base_dir=spec.path.parent, notify=print, allow_pickle=spec.model.allow_pickle)
     suffix = ".gguf" if args.format == "gguf" else f"-merged.{args.outtype}.gguf"
@@ -339,7 +335,9 @@ def _add_export_command(commands: Any) -> None:
     export.add_argument("adapter", help="the adapter's name in a suite's `train:` section")
     export.add_argument("--suite", help="the suite that trains it (default: the one under suites/ that does)")
     export.add_argument("--format", choices=["gguf", "merged-gguf"], default="gguf")
-    export.add_argument("--outtype", choices=["f32", "f16", "q8_0"], default="f16", help="weights (default f16)")
+    from evalkit.export import OUTTYPES  # standard library only: the command line stays light
+
+    export.add_argument("--outtype", choices=OUTTYPES, default="f16", help="weights (default f16)")
     export.add_argument("--output", help="the file to write (default: adapters/<name>.gguf beside the adapter)")
     export.add_argument("--converter", help="a llama.cpp checkout whose converters to use (default: fetched once)")
     export.set_defaults(func=_export)

@@ -68,6 +68,11 @@ class CostModel(StrictModel):
     def training_price(self) -> float:
         return self.machine_hour if self.training_hour is None else self.training_hour
 
+    def hour_of(self, model: str | None) -> float:
+        """An hour of the machine ``model`` runs on: its own ``machine_hour``, else the default one."""
+        price = self.models.get(model or "")
+        return self.machine_hour if price is None or price.machine_hour is None else price.machine_hour
+
 
 def read_cost_model(pyproject: Path) -> CostModel:
     """The prices in ``pyproject``'s ``[tool.evalkit.costs]`` (the defaults without a file or table)."""
@@ -132,8 +137,7 @@ def candidate_cost(entry: CandidateEntry, name: str, prices: CostModel, metric: 
         ) / 1000
         priced_by = "tokens"
     else:
-        hour = prices.machine_hour if price is None or price.machine_hour is None else price.machine_hour
-        per_request = cost.get("ms_per_example", 0.0) / 1000 / 3600 * hour
+        per_request = cost.get("ms_per_example", 0.0) / 1000 / 3600 * prices.hour_of(entry.model)
         priced_by = "time"
     train_s = entry.adapter.train_s if entry.adapter is not None else None
     training = None if train_s is None else train_s / 3600 * prices.training_price

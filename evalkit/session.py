@@ -19,7 +19,7 @@ from evalkit.recorder import RunRecorder
 from evalkit.results import CandidateResult
 from evalkit.runner import Resources, evaluate_candidate
 from evalkit.spec import ModelConfig, SuiteSpec
-from evalkit.suite import load_suite, suites_defining
+from evalkit.suite import load_suite, suites_defining, the_suite_defining
 from evalkit.verdict import expected_failure
 
 if TYPE_CHECKING:
@@ -196,13 +196,8 @@ class EvalSession:
         owners = [spec for spec in self._specs.values() if name in spec.train]
         if not owners:
             owners = suites_defining(name, sorted(self.root.glob("suites/**/*.eval.yaml")), load=self.spec)
-        if len(owners) != 1:
-            where = ", ".join(str(o.path) for o in owners) if owners else "no suite"
-            raise EvalkitError(
-                f"adapter '{name}' is defined by {where}",
-                fix="name the suite: trained_adapter(name, suite='suites/<file>.eval.yaml')",
-            )
-        return self.adapter(owners[0], name)
+        fix = "name the suite: trained_adapter(name, suite='suites/<file>.eval.yaml')"
+        return self.adapter(the_suite_defining(name, owners, searched="", fix=fix), name)
 
     def suite_path(self, suite: str | Path) -> Path:
         """A suite named by a user: as given when it exists, else relative to the project root."""

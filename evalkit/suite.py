@@ -712,3 +712,12 @@ def suites_defining(
         if adapter in spec.train:
             owners.append(spec)
     return owners
+
+
+def the_suite_defining(adapter: str, owners: Sequence[SuiteSpec], *, searched: str, fix: str) -> SuiteSpec:
+    """The one suite among ``owners`` (those of ``searched`` that define ``adapter``); none, or several,
+    is an error."""
+    if len(owners) != 1:
+        where = ", ".join(str(spec.path) for spec in owners) if owners else f"no suite {searched}".rstrip()
+        raise EvalkitError(f"adapter '{adapter}' is defined by {where}", fix=fix)
+    return owners[0]

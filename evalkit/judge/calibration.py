@@ -14,7 +14,7 @@ from evalkit.data import Dataset
 from evalkit.errors import shown_path
 from evalkit.judge.panel import Panel
 from evalkit.judge.readers import Reading
-from evalkit.record import Calibration, CrossValidation
+from evalkit.record import Calibration
 from evalkit.stats import cohen_kappa, kappa_interval, wilson_interval
 from evalkit.tasks import PreparedCandidate, row_label
 
@@ -82,12 +82,11 @@ def calibration_by_folds(trained: TrainedAdapter, min_agreement: float | None) -
     graded by the judge trained without it, pooled, with the spread across folds."""
     from evalkit.judge.training import folds_agreement
 
-    record = trained.record
-    raw = record.get("cross_validation") or {}
-    if not raw.get("held_out"):  # its content hash includes the folds: a current adapter has them
+    record = trained.training
+    cross_validation = record.cross_validation if record is not None else None
+    if record is None or cross_validation is None or not cross_validation.held_out:
+        # the folds are in its content hash: a current judge adapter calibrated by folds has them
         raise TypeError(f"judge adapter '{trained.name}' has no held-out folds in its training record")
-    cross_validation = CrossValidation.model_validate(raw)
-    assert cross_validation.held_out is not None
     human, judged, spread = folds_agreement(cross_validation)
     measured = agreement(human, judged)
     verdict = {True: "pass", False: "fail"}
@@ -97,7 +96,7 @@ def calibration_by_folds(trained: TrainedAdapter, min_agreement: float | None) -
         for row, h, j in zip(fold.rows, fold.human, fold.judged)
         if h != j
     ]
-    data = (record.get("data") or {}).get("path", "its training data")
+    data = record.data.path if record.data is not None else "its training data"
     return Calibration(
         file=f"{spread.folds} folds of {data}",
         **measured,

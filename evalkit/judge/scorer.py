@@ -94,12 +94,10 @@ class Judge(ModelGradedScorer):
     def panel(self, prepared: PreparedCandidate, *, adapted: bool = True) -> Panel:
         """The judge models, each behind the run's result cache (through the judge adapter unless not
         ``adapted``: the prompted judge the trained one is compared with)."""
-        if prepared.services is None:
-            raise TypeError("a judge needs the run's scoring services")
+        services = _services(prepared)
         judges, adapter = self.settings.judges, self.settings.adapter if adapted else None
         backends = [
-            prepared.services.backend(model) if adapter is None else prepared.services.adapted(model, adapter)
-            for model in judges
+            services.backend(model) if adapter is None else services.adapted(model, adapter) for model in judges
         ]
         prompting = Prompting(self.rubric, self.settings.chat, self.settings.system)
         return Panel([m.name for m in judges], backends, prompting, self.reader, self.scale)

@@ -46,6 +46,21 @@ class JudgeTraining:
     scale: Scale
     folds: int | None
     writes: bool  # a generate-mode judge: it learns to write `GRADE: X` and stop
+    calibration: str  # the file its calibration rows come from, as the suite names it
+
+    def refuse_shared_rows(self, name: str, shared: Sequence[Duplicate]) -> None:
+        """A judge adapter trained on rows of its own calibration file is refused, with the rows named."""
+        if not shared:
+            return
+        more = f" and {len(shared) - 5} more" if len(shared) > 5 else ""
+        shown = "; ".join(str(d) for d in shared[:5]) + more
+        raise TrainingError(
+            f"judge adapter '{name}' would be calibrated on {len(shared)} row(s) it is trained on ({shown}): its "
+            "agreement would be measured on verdicts it has learnt",
+            path=self.spec.path,
+            line=self.spec.train[name].line,
+            fix=f"remove those rows from the training data or from {self.calibration}",
+        )
 
 
 def judge_training(spec: SuiteSpec, name: str) -> JudgeTraining:
@@ -92,7 +107,7 @@ def judge_training(spec: SuiteSpec, name: str) -> JudgeTraining:
         )
         return Dataset(path=rows.path, rows=placed, content_hash=rows.content_hash)
 
-    return JudgeTraining(judged, with_target, settings.scale, settings.folds, settings.mode == "generate")
+    return JudgeTraining(judged, with_target, settings.scale, settings.folds, settings.mode == "generate", dataset.path)
 
 
 def held_out_fold(examples: Sequence[ExampleResult], scale: Scale) -> HeldOutFold:
@@ -128,17 +143,3 @@ def folds_agreement(cross_validation: CrossValidation) -> tuple[list[bool], list
         trained_on=len(human),
     )
     return human, judged, spread
-
-
-def refuse_shared_rows(spec: SuiteSpec, name: str, shared: list[Duplicate], calibration: str) -> None:
-    """A judge adapter trained on rows of its own calibration file is refused, with the rows named."""
-    if not shared:
-        return
-    shown = "; ".join(str(d) for d in shared[:5]) + (f" and {len(shared) - 5} more" if len(shared) > 5 else "")
-    raise TrainingError(
-        f"judge adapter '{name}' would be calibrated on {len(shared)} row(s) it is trained on ({shown}): its "
-        "agreement would be measured on verdicts it has learnt",
-        path=spec.path,
-        line=spec.train[name].line,
-        fix=f"remove those rows from the training data or from {calibration}",
-    )

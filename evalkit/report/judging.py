@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from evalkit.costs import CostModel, money
+
 if TYPE_CHECKING:
     from evalkit.record import Calibration, JudgeInfo
 
@@ -109,28 +111,22 @@ def _per_1k(ms: float | None, hour: float, currency: str) -> str:
     if ms is None:
         return "-"
     seconds = ms  # 1,000 judgements of ms milliseconds each
-    return f"{seconds:.1f} s, {_money(seconds / 3600 * hour, currency)}"
-
-
-def _money(value: float, currency: str) -> str:
-    from evalkit.costs import money
-
-    return money(value, currency)
+    return f"{seconds:.1f} s, {money(seconds / 3600 * hour, currency)}"
 
 
 def trained_judge_lines(calibration: Calibration, judge: str, prices: dict[str, Any] | None) -> list[str]:
     """A trained judge beside the same model prompted (without its adapter): the prompt-or-fine-tune
-    question the candidates face, asked of the judge. Costs at ``prices`` (``[tool.evalkit.costs]``)."""
+    question the candidates face, asked of the judge. Costs at ``prices`` (``[tool.evalkit.costs]`` as the
+    run record keeps them; its defaults without)."""
     prompted = calibration.prompted
     if prompted is None or calibration.adapter is None:
         return []
-    prices = prices or {}
-    currency = prices.get("currency", "USD")
-    model_price = (prices.get("models") or {}).get(judge) or {}
-    hour = model_price.get("machine_hour") or prices.get("machine_hour", 0.10)
-    training_hour = prices.get("training_hour") or hour
+    costs = CostModel.model_validate(prices or {})
+    currency, hour = costs.currency, costs.hour_of(judge)
     trained_s = calibration.training_s
-    training = "-" if trained_s is None else f"{trained_s:.0f} s, {_money(trained_s / 3600 * training_hour, currency)}"
+    training = (
+        "-" if trained_s is None else f"{trained_s:.0f} s, {money(trained_s / 3600 * costs.training_price, currency)}"
+    )
     rows = [("prompted", prompted, "-"), (f"trained ({calibration.adapter})", calibration, training)]
     lines = [f"the judge prompted and trained (adapter {calibration.adapter}), against the human verdicts:"]
     for name, measured, cost in rows:

@@ -43,6 +43,7 @@ from evalkit.train.processes import rank, world_size
 
 if TYPE_CHECKING:
     from evalkit.judge.settings import Scale
+    from evalkit.judge.training import JudgeTraining
     from evalkit.train.trainer import FitResult
 
 RECORD = "training.json"
@@ -373,6 +374,25 @@ def _unusable(spec: SuiteSpec, name: str, reason: str | None) -> TrainingError:
     )
 
 
+def _rows(
+    spec: SuiteSpec, name: str, model_path: Path, judged: JudgeTraining | None, test_set: Dataset | None
+) -> tuple[TrainingSet, Dataset, tuple[Duplicate, ...]]:
+    """Adapter ``name``'s training rows rendered, the golden rows they are checked against, and the
+    training rows that repeat one of those (contamination); for a judge adapter (``judged``), its labelled
+    verdicts and calibration rows, and a refusal when they share a row."""
+    test_set = test_set or load_dataset(spec.dataset_path, id_field=spec.id_field)
+    if judged is None:
+        training = build_training_set(spec, name, model_path)
+        return training, test_set, tuple(find_contamination(training, test_set))
+    # a generate-mode judge is read by the last `GRADE: X` it writes: it learns to stop after it
+    training = build_training_set(spec, name, model_path, judged.with_target, stops=judged.writes or None)
+    test_set = judged.with_target(test_set)
+    # a judge calibrated by folds is measured on its own rows, each by a judge trained without it
+    shared = () if judged.folds else tuple(find_contamination(training, test_set))
+    judged.refuse_shared_rows(name, shared)
+    return training, test_set, shared
+
+
 def ensure_adapter(
     spec: SuiteSpec | str | Path,
     name: str,
@@ -390,25 +410,15 @@ def ensure_adapter(
     entry's ``report_to`` tools write (under ``training/<adapter>/``; default ``./reports``)."""
     spec = spec if isinstance(spec, SuiteSpec) else load_suite(spec)
     train_spec = _train_entry(spec, name, mode)
-    rows = judge_scale = None
+    judged = None
     if train_spec.judge:  # the suite as its judge sees it: verdicts under the rubric, over the grades
-        from evalkit.judge.training import judge_training, refuse_shared_rows
+        from evalkit.judge.training import judge_training
 
         judged = judge_training(spec, name)
-        spec, rows = judged.spec, judged.with_target
-        judge_scale = judged.scale if judged.folds is not None else None
+        spec = judged.spec
     resolved = _base_model(spec, notify)
-    training = build_training_set(spec, name, resolved.path, rows)
-    if train_spec.judge and judged.writes:  # read by the last `GRADE: X` it writes: it learns to stop after it
-        training = dataclasses.replace(training, stops=True)
+    training, test_set, contamination = _rows(spec, name, resolved.path, judged, test_set)
     expected = _expected(training, resolved.fingerprint)
-    test_set = test_set or load_dataset(spec.dataset_path, id_field=spec.id_field)
-    if rows is not None:
-        test_set = rows(test_set)
-    # a judge calibrated by folds is measured on its own rows, each by a judge trained without it
-    contamination = tuple(find_contamination(training, test_set)) if judge_scale is None else ()
-    if train_spec.judge:
-        refuse_shared_rows(spec, name, list(contamination), spec.dataset.path)
 
     output = train_spec.output_path
     # Under `torchrun` / `accelerate launch` the launcher coordinates the processes; a file lock would deadlock them.
@@ -423,6 +433,7 @@ def ensure_adapter(
                 raise _unusable(spec, name, reason)
             why = "retraining on request" if reason is None else f"training it because {reason}"
             checks = _checked(training, test_set, why, notify)
+            judge_scale = judged.scale if judged is not None and judged.folds else None
             run = _TrainingRun(notify, progress_bar, folds, callbacks, reports_dir, judge_scale)
             record = _train(training, resolved, expected, run, checks)
     return TrainedAdapter(  # the record read (when current) or just written; None on another process

@@ -47,10 +47,16 @@ class TrainingSet:
 
 
 def build_training_set(
-    spec: SuiteSpec, name: str, model_path: Path, rows: Callable[[Dataset], Dataset] | None = None
+    spec: SuiteSpec,
+    name: str,
+    model_path: Path,
+    rows: Callable[[Dataset], Dataset] | None = None,
+    *,
+    stops: bool | None = None,
 ) -> TrainingSet:
     """Load and render the training rows of adapter ``name``; errors name the file and row. ``rows``
-    completes each row before it is rendered (a judge adapter's rows get the rubric's ``target``)."""
+    completes each row before it is rendered (a judge adapter's rows get the rubric's ``target``);
+    ``stops``: whether it learns to end its completion (None: as the task kind does)."""
     train = spec.train[name]
     dataset = load_dataset(train.data_path, id_field=spec.id_field)
     if rows is not None:
@@ -67,7 +73,7 @@ def build_training_set(
     prepared = prepare(spec, train.as_candidate(), dataset, chat)
     kind = task_kind(spec.task.kind)
     completions = tuple(kind.completion(spec, prepared, i) for i in range(len(dataset)))
-    return TrainingSet(spec=spec, train=train, dataset=dataset, prepared=prepared, completions=completions)
+    return TrainingSet(spec=spec, train=train, dataset=dataset, prepared=prepared, completions=completions, stops=stops)
 
 
 def content_hash(training: TrainingSet, base_fingerprint: str) -> str:
