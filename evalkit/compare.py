@@ -68,6 +68,8 @@ def example_values(example: ExampleResult | Mapping[str, Any]) -> dict[str, floa
     values = {"accuracy": float(pass_rate if pass_rate is not None else row["correct"]), "score": float(row["score"])}
     if "correct_norm" in details:
         values["acc_norm"] = float(details["correct_norm"])
+    for name, value in (details.get("metrics") or {}).items():  # an lm-eval document's own metrics
+        values.setdefault(name, float(value))
     if "invariance" in details:  # only the rows the robustness search drew
         values["invariance"] = float(details["invariance"])
     return values

@@ -98,6 +98,12 @@ INI: list[tuple[str, str, str]] = [
     ("evalkit_baseline", "baseline file, relative to the rootdir (default: <reports>/baseline.json)", ""),
     ("evalkit_keep_runs", "run folders to keep under <reports>/runs (0 keeps all)", "20"),
     (
+        "evalkit_datasets_mirror",
+        "folder of hub datasets as <hub id>/<config>/<split>.jsonl for `lm_eval:` suites, relative to the rootdir "
+        "(the EVALKIT_DATASETS_MIRROR variable wins)",
+        "",
+    ),
+    (
         "evalkit_allowed_hosts",
         "hosts (or host:port, * wildcards) a served model may be reached at besides loopback; never in a suite",
         "",
@@ -182,6 +188,11 @@ def pytest_configure(config: pytest.Config) -> None:
     from evalkit.session import EvalSession
 
     allow(str(config.getini("evalkit_allowed_hosts")))
+    mirror = str(config.getini("evalkit_datasets_mirror"))
+    if mirror:
+        from evalkit.harness.loading import set_mirror_option
+
+        set_mirror_option(str(config.rootpath / mirror))
     config.addinivalue_line("markers", "evalkit: an evaluation suite candidate collected from *.eval.yaml")
     session = EvalSession(notify=_notifier(config), progress=_live_lines(config), **_session_settings(config))
     config.stash[SESSION_KEY] = session

@@ -588,6 +588,32 @@ class Latency(_Open):
     wall_s: float | None = None  # from the first request sent to the last answer
 
 
+class TaskSource(_Open):
+    """Where an lm-eval task's documents were read from."""
+
+    kind: Literal["data_files", "mirror", "hub"] = Field(
+        description="data_files: the suite's local files; mirror: the datasets mirror folder; hub: the Hugging Face hub"
+    )
+    dataset: str = Field(description="the hub dataset (and config) the task names")
+    files: dict[str, str] = Field(default_factory=dict, description="split: file read, for data_files and mirror")
+    revision: str | None = None
+
+
+class LmEvalInfo(_Open):
+    """An lm-evaluation-harness task run as a suite: what lm-eval built the requests from, and the metrics as
+    lm-eval aggregates them (each task of a group, and the group's own aggregate)."""
+
+    task: str = Field(description="the task or group the suite names")
+    version: str = Field(description="the lm_eval version that built the requests and scored them")
+    num_fewshot: dict[str, int] = Field(default_factory=dict, description="few-shot examples per task")
+    fewshot_seed: int
+    sources: dict[str, TaskSource] = Field(default_factory=dict, description="each task's data source")
+    results: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="lm-eval's aggregated metrics per task and group (metric,filter keys)"
+    )
+    group_subtasks: dict[str, list[str]] = Field(default_factory=dict, description="each group's members")
+
+
 class CandidateEntry(_Open):
     """One candidate of one suite: metrics with 95% intervals, what produced them, the verdict's inputs.
     A :class:`evalkit.results.CandidateResult` without its per-example rows; the fields are in the order
@@ -622,6 +648,7 @@ class CandidateEntry(_Open):
     prompt_search: PromptSearchInfo | None = None
     compared: list[PairCheck] | None = None  # its `compare:` checks against other runs
     latency: Latency | None = None  # a served run's request latency and throughput
+    lm_eval: LmEvalInfo | None = None  # an lm-eval task's requests, sources and aggregates
     passed: bool | None = None
     cost: dict[str, int | float] = Field(default_factory=dict)
 

@@ -25,6 +25,7 @@ from evalkit.record import (
     ExampleRow,
     JudgeInfo,
     Latency,
+    LmEvalInfo,
     ModelInfo,
     PairCheck,
     PromptSearchInfo,
@@ -87,6 +88,7 @@ class CandidateResult:
     prompt_search: PromptSearchInfo | None = None  # its prompt search: dev score, optimism gap (evalkit.prompt_search)
     compared: list[PairCheck] | None = None  # its `compare:` checks against other runs (evalkit.pairs)
     latency: Latency | None = None  # a served run's latency and throughput (evalkit.latency)
+    lm_eval: LmEvalInfo | None = None  # an lm-eval task's sources and aggregates (evalkit.harness)
 
     def __setattr__(self, name: str, value: Any) -> None:
         # a record given as JSON values (a hand-built result, a worker's hand-off) is kept typed
@@ -168,6 +170,7 @@ _RECORD_FIELDS: dict[str, type[BaseModel]] = {
     "errors": ErrorAnalysis,
     "prompt_search": PromptSearchInfo,
     "latency": Latency,
+    "lm_eval": LmEvalInfo,
 }
 
 

@@ -190,6 +190,14 @@ def evaluate_candidate(
     # Naming the model may convert the embedded default once: like loading, not this candidate's time.
     model = spec.model_for(candidate_name)
     base = resources.backend(model, spec.path.parent)
+    if spec.lm_eval is not None:  # lm-eval builds the requests and scores them (evalkit.harness)
+        from evalkit.harness.run import evaluate_lm_eval
+
+        backend = answering_backend(spec, base, adapter, resources.cache, model=model.name)
+        if resources.progress is not None:
+            backend.progress = resources.progress(f"{spec.name}::{candidate_name}")
+        limits = [x for x in (spec.dataset_limit, limit) if x is not None]
+        return evaluate_lm_eval(spec, candidate_name, backend, adapter, limit=min(limits) if limits else None)
     searched = None
     if candidate.search is not None:  # the artifact's settings, searched first on the pool when missing or stale
         searched = resources.prompt_search(
@@ -281,21 +289,37 @@ def _searched_demos(
 
 
 def _failures(spec: SuiteSpec, candidate: str, scored: Scored, adapter: TrainedAdapter | None) -> list[str]:
-    """Each threshold the candidate misses, and training data that overlaps the golden rows."""
-    failures = [
-        threshold_failure(metric, scored.metrics[metric], scored.ci[metric], t.text)
+    """Each threshold the candidate misses, why its scorer refuses it, and training data that overlaps the
+    golden rows."""
+    return [
+        *missed_thresholds(spec, candidate, scored.metrics, scored.ci),
+        *scored.failures,
+        *contamination_failure(adapter),
+    ]
+
+
+def missed_thresholds(
+    spec: SuiteSpec, candidate: str, metrics: dict[str, float], ci: dict[str, tuple[float, float]]
+) -> list[str]:
+    """Each threshold the candidate misses, of the metrics it reports."""
+    return [
+        threshold_failure(metric, metrics[metric], ci[metric], t.text)
         for metric, t in spec.thresholds_for(candidate).items()
-        if metric in scored.metrics and not t.check(scored.metrics[metric])  # latency: only where measured
-    ] + scored.failures
-    if adapter is not None and adapter.contamination and not adapter.allow_contamination:
-        shown = "; ".join(str(d) for d in adapter.contamination[:5])
-        more = f" and {len(adapter.contamination) - 5} more" if len(adapter.contamination) > 5 else ""
-        failures.append(
-            f"adapter '{adapter.name}' was trained on {len(adapter.contamination)} row(s) that duplicate golden test "
-            f"rows ({shown}{more}): remove them from the training data, or set `allow_contamination: true` in its "
-            "`train:` entry"
-        )
-    return failures
+        if metric in metrics and not t.check(metrics[metric])  # latency: only where measured
+    ]
+
+
+def contamination_failure(adapter: TrainedAdapter | None) -> list[str]:
+    """The adapter's training rows that duplicate golden test rows, unless the suite allows them."""
+    if adapter is None or not adapter.contamination or adapter.allow_contamination:
+        return []
+    shown = "; ".join(str(d) for d in adapter.contamination[:5])
+    more = f" and {len(adapter.contamination) - 5} more" if len(adapter.contamination) > 5 else ""
+    return [
+        f"adapter '{adapter.name}' was trained on {len(adapter.contamination)} row(s) that duplicate golden test "
+        f"rows ({shown}{more}): remove them from the training data, or set `allow_contamination: true` in its "
+        "`train:` entry"
+    ]
 
 
 def _result(

@@ -11,10 +11,11 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator, model_validator
 
 from evalkit.backends.base import DEFAULT_MODEL, ModelConfig, StrictModel
 from evalkit.gate import Threshold
+from evalkit.harness.settings import LmEvalSettings
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 MARKER_HELP = (
@@ -472,6 +473,9 @@ class CompareCheck(StrictModel):
         return self
 
 
+_PROMPT_KEYS = ("prompt", "template", "chat", "system", "fewshot", "calibration", "search")
+
+
 class CandidateConfig(_Placed):
     prompt: str | None = Field(None, description="Jinja2 template file, relative to the suite")
     template: str | None = Field(None, description="inline Jinja2 template")
@@ -505,7 +509,15 @@ class CandidateConfig(_Placed):
         return {"name": value} if isinstance(value, str) else value
 
     @model_validator(mode="after")
-    def _one_source(self) -> CandidateConfig:
+    def _one_source(self, info: ValidationInfo) -> CandidateConfig:
+        if info.context and info.context.get("lm_eval"):
+            prompting = [key for key in _PROMPT_KEYS if key in self.model_fields_set]
+            if prompting:
+                raise ValueError(
+                    f"`{prompting[0]}:` does not apply in an `lm_eval:` suite: the task's own prompts are used "
+                    "(a candidate sets `adapter:`, `model:` or `markers:`)"
+                )
+            return self
         _check_prompt_source(self, "a candidate")
         return self
 
@@ -590,6 +602,11 @@ class SuiteConfig(StrictModel):
     dataset: DatasetConfig
     task: TaskConfig
     candidates: dict[str, CandidateConfig] = Field(min_length=1)
+    lm_eval: LmEvalSettings | None = Field(
+        None,
+        description="run an lm-evaluation-harness task unchanged (its data, prompts and metrics) instead of "
+        "`dataset:`, `task:` and prompt candidates",
+    )
     models: dict[str, MatrixModel] = Field(
         default_factory=dict,
         description="named models: each runs the candidates it lists (all, by default) as candidate@model",
@@ -612,6 +629,27 @@ class SuiteConfig(StrictModel):
     @classmethod
     def _markers(cls, value: list[Marker]) -> list[Marker]:
         return _check_markers(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lm_eval_suite(cls, data: Any) -> Any:
+        """An `lm_eval:` suite reads its rows and prompts from the task: its `dataset:` and `task:` are the
+        task's, and its one candidate by default is the base model."""
+        if not isinstance(data, dict) or not isinstance(data.get("lm_eval"), dict):
+            return data
+        for key in ("dataset", "task"):
+            if key in data:
+                raise ValueError(
+                    f"an `lm_eval:` suite reads its {key} from the lm-eval task: drop `{key}:` "
+                    "(local data: `lm_eval: {data_files: ...}`)"
+                )
+        settings = data["lm_eval"]
+        return {
+            **data,
+            "dataset": {"path": f"lm_eval:{settings.get('task', '')}", "limit": settings.get("limit")},
+            "task": {"kind": "lm_eval"},
+            "candidates": data.get("candidates") or {"base": {}},
+        }
 
     @field_validator("model", mode="before")
     @classmethod

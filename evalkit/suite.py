@@ -5,6 +5,7 @@ the file, the line and the fix.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from evalkit.errors import (
     shown_path,
 )
 from evalkit.gate import Threshold, parse_threshold
+from evalkit.harness.settings import METRIC_NAME, LmEvalSettings
 from evalkit.matrix import LATENCY_METRICS, check_compare, check_latency_thresholds, expand_runs, served
 from evalkit.spec import (
     DEFAULT_MODEL,
@@ -441,6 +443,8 @@ def _metric_names(reader: _Reader, config: SuiteConfig, candidates: dict[str, Ca
     """The metrics the suite reports (its task kind's, and invariance with `robustness:`), its robustness
     and baseline sections checked against them."""
     task, robustness = config.task, config.robustness
+    if config.lm_eval is not None:  # the task's metrics are known when lm_eval loads it: checked then
+        return lm_eval_metric_names(config)
     names = task_kind(task.kind).metrics
     if robustness is not None:
         from evalkit.robustness import check_perturbations
@@ -553,6 +557,32 @@ def _thresholds(
     }
 
 
+def check_lm_eval_section(reader: _Reader, settings: LmEvalSettings) -> None:
+    """What an `lm_eval:` section names exists, found without importing lm_eval: the package, a task
+    YAML of the suite's own, and local data files."""
+    if importlib.util.find_spec("lm_eval") is None:
+        raise reader.error(
+            "an `lm_eval:` suite needs lm-evaluation-harness, which is not installed",
+            "lm_eval",
+            fix="pip install 'evalkit[lm-eval]'",
+        )
+    if settings.task.endswith((".yaml", ".yml")):
+        reader.existing(settings.task, "lm_eval", "task", what="task YAML")
+    files = settings.data_files
+    for split, file in ({"": files} if isinstance(files, str) else files or {}).items():
+        reader.existing(file, "lm_eval", "data_files", *([split] if split else []), what="data file")
+
+
+def lm_eval_metric_names(config: SuiteConfig) -> tuple[str, ...]:
+    """The metrics an `lm_eval:` suite may gate: the gated one and those its thresholds name, each checked
+    against what the task reports once it runs."""
+    assert config.lm_eval is not None
+    written: list[str] = ["accuracy", config.lm_eval.metric]
+    for key, value in config.written_thresholds.items():
+        written.extend(value if isinstance(value, dict) else [key])
+    return tuple(dict.fromkeys(m.removesuffix(",none") for m in written if METRIC_NAME.match(m)))
+
+
 def _validated(path: Path) -> tuple[Any, SuiteConfig]:
     document = load_yaml(path)
     if not isinstance(document, dict):
@@ -562,7 +592,7 @@ def _validated(path: Path) -> tuple[Any, SuiteConfig]:
             line=1,
         )
     try:
-        return document, SuiteConfig.model_validate(dict(document))
+        return document, SuiteConfig.model_validate(dict(document), context={"lm_eval": "lm_eval" in document})
     except ValidationError as exc:
         raise _format_validation_error(exc, document, path) from None
 
@@ -627,6 +657,10 @@ def _check_names(reader: _Reader, config: SuiteConfig) -> None:
             "kind",
             fix=f"other kinds register under the '{TASK_KINDS.group}' entry-point group",
         )
+    if (kind == "lm_eval") != (config.lm_eval is not None):
+        raise reader.error(
+            "task.kind lm_eval is set by an `lm_eval:` section", "task", "kind", fix="write `lm_eval: {task: NAME}`"
+        )
     try:
         task_kind(kind).check(config.task)
     except ValueError as exc:
@@ -639,7 +673,10 @@ def load_suite(path: str | Path) -> SuiteSpec:
     document, config = _validated(path)
     reader = _Reader(path, document)
     _check_names(reader, config)
-    reader.existing(config.dataset.path, "dataset", "path", what="dataset")
+    if config.lm_eval is None:
+        reader.existing(config.dataset.path, "dataset", "path", what="dataset")
+    else:
+        check_lm_eval_section(reader, config.lm_eval)
     train = _train_specs(reader, config)
     candidates = expand_runs(reader, config, _candidates(reader, config, train))
     for run in candidates.values():

@@ -5,4 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+# the lm-eval tasks of suites/standard read offline copies of their hub datasets where a mirror is beside
+# the clone; elsewhere they read the hub
+if [ -z "${EVALKIT_DATASETS_MIRROR:-}" ] && [ -d ../shared/datasets/hub_schema ]; then
+    export EVALKIT_DATASETS_MIRROR="$PWD/../shared/datasets/hub_schema"
+fi
 exec .venv/bin/pytest suites/ "$@"

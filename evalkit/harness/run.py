@@ -1,0 +1,277 @@
+"""One candidate of an `lm_eval:` suite, evaluated by lm-eval's own ``simple_evaluate`` (its requests,
+few-shot sampler and seed, filters, ``process_results`` and aggregation) with evalkit answering, and
+turned into an evalkit result: one example per document, thresholds, the baseline gate, reports."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from evalkit.data import canonical_json
+from evalkit.harness.loading import LmEvalError, LoadedTask, load_task
+from evalkit.record import LmEvalInfo
+from evalkit.results import CandidateResult, ExampleResult
+from evalkit.stats import mean_interval, wilson_interval
+
+if TYPE_CHECKING:
+    from evalkit.cache import CachedBackend
+    from evalkit.runner import Resources
+    from evalkit.spec import SuiteSpec
+    from evalkit.train import TrainedAdapter
+
+
+def metric_key(key: str) -> str | None:
+    """lm-eval's ``metric,filter`` result key as evalkit names it (``,none`` dropped); None for stderr."""
+    if "_stderr," in key or "," not in key:
+        return None
+    return key.removesuffix(",none")
+
+
+@dataclass
+class TaskOutcome:
+    """What lm-eval returned for a suite's task: per-document samples and its aggregated results."""
+
+    loaded: LoadedTask
+    results: dict[str, Any]
+    requests: list[Any]  # (request type, args) as evalkit was asked, in order
+    tokens: dict[str, int]  # prompt and output tokens of the answers
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.loaded.loaded["tasks"])
+
+    @property
+    def groups(self) -> dict[str, list[str]]:
+        return {name: list(members) for name, members in self.loaded.loaded.get("group_map", {}).items()}
+
+
+def run_task(spec: SuiteSpec, backend: Any, limit: int | None) -> TaskOutcome:
+    """lm-eval's ``simple_evaluate`` of the suite's task, answered by ``backend`` (an evalkit backend)."""
+    from lm_eval.evaluator import simple_evaluate
+
+    from evalkit.harness.lm import EvalkitLM
+
+    settings = spec.lm_eval
+    assert settings is not None
+    loaded = load_task(settings, spec.path)
+    lm = EvalkitLM(backend, model_name=getattr(backend, "name", "evalkit"))
+    top = loaded.loaded["groups"].get(loaded.name) or loaded.loaded["tasks"][loaded.name]
+    quiet = logging.getLogger("lm_eval")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
+    try:
+        results = simple_evaluate(
+            model=lm,
+            tasks=[top],
+            num_fewshot=settings.num_fewshot,
+            limit=limit,
+            bootstrap_iters=0,
+            log_samples=True,
+            apply_chat_template=settings.apply_chat_template,
+            system_instruction=settings.system_instruction,
+            fewshot_random_seed=settings.fewshot_seed,
+            task_manager=loaded.manager,
+        )
+    except KeyError as exc:
+        raise _schema_error(spec, loaded, exc) from None
+    finally:
+        quiet.setLevel(level)
+    assert results is not None
+    return TaskOutcome(loaded=loaded, results=results, requests=lm.requests_seen, tokens=dict(lm.tokens))
+
+
+def _schema_error(spec: SuiteSpec, loaded: LoadedTask, exc: KeyError) -> LmEvalError:
+    """A document without a field the task reads: the data does not follow the hub's schema."""
+    field = exc.args[0] if exc.args else "?"
+    files = {split: file for source in loaded.sources.values() for split, file in source.files.items()}
+    shown = ", ".join(files.values()) or "the task's dataset"
+    return LmEvalError(
+        f"task '{loaded.name}' reads field '{field}', which the documents of {shown} lack (row 1 on)",
+        path=spec.path,
+        fix=f"give the rows the hub dataset's fields ({', '.join(s.dataset for s in loaded.sources.values())}), "
+        "as lm-eval's task YAML reads them",
+    )
+
+
+def examples_of(outcome: TaskOutcome, metric: str) -> list[ExampleResult]:
+    """One example per document (of each task, for a group), passing by ``metric``; every metric lm-eval
+    computed for it, under each filter, in its details."""
+    examples: list[ExampleResult] = []
+    several = len(outcome.tasks) > 1
+    for task_name in outcome.tasks:
+        by_doc: dict[int, list[dict[str, Any]]] = {}
+        for sample in outcome.results["samples"].get(task_name, []):
+            by_doc.setdefault(int(sample["doc_id"]), []).append(sample)
+        task = outcome.loaded.loaded["tasks"][task_name]
+        for doc_id in sorted(by_doc):
+            examples.append(_example(task, task_name, doc_id, by_doc[doc_id], metric, several, len(examples)))
+    return examples
+
+
+def _example(
+    task: Any, task_name: str, doc_id: int, samples: list[dict[str, Any]], metric: str, several: bool, row: int
+) -> ExampleResult:
+    first = samples[0]
+    values: dict[str, float] = {}
+    for sample in samples:
+        suffix = "" if sample["filter"] == "none" else f",{sample['filter']}"
+        for name in sample["metrics"]:
+            value = sample[name]
+            if isinstance(value, (int, float)):
+                values[f"{name}{suffix}"] = float(value)
+    target = first["target"]
+    output = first["filtered_resps"][0] if first["filtered_resps"] else ""
+    if task.OUTPUT_TYPE == "multiple_choice":
+        choices = task.doc_to_choice(first["doc"])
+        scores = [resp[0] for resp in first["filtered_resps"]]
+        output = choices[max(range(len(scores)), key=scores.__getitem__)]
+        if isinstance(target, int) and 0 <= target < len(choices):
+            target = choices[target]
+    value = values.get(metric, 0.0)
+    return ExampleResult(
+        id=f"{task_name}/{doc_id}" if several else str(doc_id),
+        row=row,
+        prompt=str(first["arguments"][0][0]),
+        output=str(output),
+        target=target if isinstance(target, (str, int, float, list)) else str(target),
+        correct=value >= 1.0,
+        score=value,
+        details={"task": task_name, "doc_id": doc_id, "metrics": values},
+    )
+
+
+def metrics_of(examples: Sequence[ExampleResult], outcome: TaskOutcome) -> tuple[dict[str, float], dict]:
+    """The suite's metrics with 95% intervals over the documents: ``accuracy`` (the share of documents that
+    pass by the suite's `metric:`, as every suite reports it), lm-eval's aggregate of each metric for the
+    task (or the group), and each member task's metrics as ``task/metric`` for a group."""
+    results = outcome.results["results"]
+    top = outcome.loaded.name
+    passed = [float(e.correct) for e in examples]
+    metrics: dict[str, float] = {"accuracy": sum(passed) / len(passed) if passed else 0.0}
+    for key, value in results.get(top, {}).items():
+        name = metric_key(key)
+        if name is not None and isinstance(value, (int, float)):
+            metrics[name] = float(value)
+    if len(outcome.tasks) > 1:
+        for task_name in outcome.tasks:
+            for key, value in results.get(task_name, {}).items():
+                name = metric_key(key)
+                if name is not None and isinstance(value, (int, float)):
+                    metrics[f"{task_name}/{name}"] = float(value)
+    ci: dict[str, tuple[float, float]] = {}
+    for name in metrics:
+        task_name, _, metric = name.rpartition("/")
+        values = [
+            e.details["metrics"][metric]
+            for e in examples
+            if metric in e.details["metrics"] and (not task_name or e.details["task"] == task_name)
+        ]
+        if name == "accuracy":
+            ci[name] = wilson_interval(sum(passed), len(passed))
+        elif not values:
+            ci[name] = (metrics[name], metrics[name])
+        elif all(v in (0.0, 1.0) for v in values):
+            ci[name] = wilson_interval(sum(values), len(values))
+        else:
+            ci[name] = mean_interval(values)
+    return metrics, ci
+
+
+def info_of(outcome: TaskOutcome, spec: SuiteSpec) -> LmEvalInfo:
+    import lm_eval
+
+    settings = spec.lm_eval
+    assert settings is not None
+    results = outcome.results["results"]
+    return LmEvalInfo(
+        task=settings.task,
+        version=lm_eval.__version__,
+        num_fewshot={k: int(v) for k, v in outcome.results.get("n-shot", {}).items() if k in outcome.tasks},
+        fewshot_seed=settings.fewshot_seed,
+        sources={name: source.record() for name, source in outcome.loaded.sources.items()},  # type: ignore[misc]
+        results={
+            name: {k.removesuffix(",none"): float(v) for k, v in values.items() if metric_key(k) is not None}
+            for name, values in results.items()
+        },
+        group_subtasks=outcome.groups,
+    )
+
+
+def evaluate_lm_eval(
+    spec: SuiteSpec,
+    candidate: str,
+    backend: CachedBackend,
+    adapter: TrainedAdapter | None,
+    *,
+    limit: int | None,
+) -> CandidateResult:
+    """Candidate ``candidate`` of an `lm_eval:` suite: lm-eval's requests answered by ``backend``."""
+    from evalkit.runner import contamination_failure, missed_thresholds
+
+    settings = spec.lm_eval
+    assert settings is not None
+    started = time.perf_counter()
+    outcome = run_task(spec, backend, limit)
+    examples = examples_of(outcome, settings.metric)
+    metrics, ci = metrics_of(examples, outcome)
+    failures: list[str] = []
+    if settings.metric not in metrics:
+        failures.append(
+            f"task '{settings.task}' does not report metric '{settings.metric}' (it reports {', '.join(metrics)}): "
+            "set `lm_eval: {metric: ...}` to one of them"
+        )
+    thresholds = spec.thresholds_for(candidate)
+    for name in thresholds:
+        if name not in metrics:
+            failures.append(
+                f"threshold on '{name}', which task '{settings.task}' does not report (it reports "
+                f"{', '.join(m for m in metrics if '/' not in m)})"
+            )
+    failures += missed_thresholds(spec, candidate, metrics, ci) + contamination_failure(adapter)
+    stats = backend.stats
+    prompts = [canonical_json(list(args)) for _, args in outcome.requests]
+    return CandidateResult(
+        suite=spec.name,
+        candidate=candidate,
+        suite_path=str(spec.path),
+        task="lm_eval",
+        n=len(examples),
+        metrics=metrics,
+        ci95=ci,
+        thresholds={m: t.text for m, t in thresholds.items()},
+        failures=failures,
+        wall_s=round(time.perf_counter() - started - backend.inner_load_s, 3),
+        tokens=outcome.tokens,
+        model=spec.model_for(candidate).name,
+        model_fingerprint=backend.fingerprint,
+        dataset_hash=_digest(
+            sorted({(task, s["doc_id"], s["doc_hash"]) for task, done in outcome.results["samples"].items() for s in done})
+        ),
+        template_sha256=_digest(canonical_json(outcome.results.get("configs", {}))),
+        examples=examples,
+        adapter=adapter.info() if adapter is not None else None,
+        prompts_sha256=hashlib.sha256("\x00".join(prompts).encode()).hexdigest(),
+        task_sha256=_digest(settings.model_dump_json(), info_version()),
+        compute_s=round(stats.compute_s, 3),
+        cache=stats.info(),
+        lm_eval=info_of(outcome, spec),
+    )
+
+
+def info_version() -> str:
+    import lm_eval
+
+    return str(lm_eval.__version__)
+
+
+def _digest(*parts: Any) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        text = part if isinstance(part, str) else json.dumps(part, sort_keys=True, default=str)
+        digest.update(text.encode() + b"\x00")
+    return digest.hexdigest()
