@@ -1,6 +1,7 @@
 """The prompt-or-fine-tune decision in words: each suite's best prompt against its best adapter on the same
-golden rows (:func:`evalkit.results.decisions` pairs them), and what each searched prompt's dev score
-promised against the one time the golden set read it (the optimism gap)."""
+golden rows (:func:`evalkit.results.decisions` pairs them), what each searched prompt's dev score
+promised against the one time the golden set read it (the optimism gap), and what each adapter forgot on
+its standard suites (`retention:`)."""
 
 from __future__ import annotations
 
@@ -88,4 +89,15 @@ def suite_lines(record: RunRecord, suite: str) -> list[str]:
         if entry.prompt_search is not None
     ]
     decision = (record.decisions or {}).get(suite)
-    return lines + ([decision_line(decision)] if decision is not None else [])
+    return lines + ([decision_line(decision)] if decision is not None else []) + retention_lines(candidates.values())
+
+
+def retention_lines(entries: Iterable[CandidateEntry]) -> list[str]:
+    """What each adapter forgot on its standard suites, once per adapter and suite."""
+    from evalkit.harness.retention import retention_line
+
+    seen: dict[tuple[str, str], str] = {}
+    for entry in entries:
+        for check in entry.retention or []:
+            seen.setdefault((check.adapter, check.suite_path), "retention of adapter " + retention_line(check))
+    return list(seen.values())

@@ -286,14 +286,32 @@ class SuiteFile(pytest.File):
         for name, candidate in spec.candidates.items():
             item = CandidateItem.from_parent(self, name=name, spec=spec)
             item.add_marker("evalkit")
-            for marker in candidate.all_markers:
-                if isinstance(marker, dict):
-                    ((name, arguments),) = marker.items()
-                    item.add_marker(getattr(pytest.mark, name)(**arguments))
-                else:
-                    item.add_marker(marker)
+            _add_markers(item, candidate.all_markers)
             item.extra_keyword_matches.add(spec.name)
             yield item
+        yield from _retention_items(self, spec)
+
+
+def _add_markers(item: pytest.Item, markers: Any) -> None:
+    """A suite's markers on its item: a name, or a name with its keyword arguments."""
+    for marker in markers:
+        if isinstance(marker, dict):
+            ((name, arguments),) = marker.items()
+            item.add_marker(getattr(pytest.mark, name)(**arguments))
+        else:
+            item.add_marker(marker)
+
+
+def _retention_items(parent: SuiteFile, spec: SuiteSpec):
+    """One test per adapter with a `retention:` check that some candidate uses: what it forgot."""
+    for adapter in dict.fromkeys(c.adapter for c in spec.candidates.values() if c.adapter is not None):
+        settings = spec.retention_of(adapter)
+        if settings is None:
+            continue
+        item = RetentionItem.from_parent(parent, name=f"retention[{adapter}]", spec=spec, adapter=adapter)
+        _add_markers(item, settings.markers)
+        item.extra_keyword_matches.update({spec.name, adapter, "retention"})
+        yield item
 
 
 class ThresholdFailure(Exception):
@@ -332,6 +350,35 @@ class CandidateItem(pytest.Item):
     def reportinfo(self):
         line = self.spec.candidates[self.name].line
         return self.path, (line - 1) if line else None, f"{self.spec.name}::{self.name}"
+
+
+class RetentionLoss(Exception):
+    pass
+
+
+class RetentionItem(pytest.Item):
+    """An adapter's retention check: fails when it lost significantly on one of its standard suites."""
+
+    def __init__(self, *, spec: SuiteSpec, adapter: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.spec, self.adapter = spec, adapter
+
+    def runtest(self) -> None:
+        from evalkit.harness.retention import retention_failure
+
+        session: EvalSession = self.config.stash[SESSION_KEY]
+        lost = [retention_failure(check) for check in session.retention(self.spec, self.adapter) if check.lost]
+        if lost:
+            raise RetentionLoss("\n".join(lost))
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style=None):
+        if isinstance(excinfo.value, (RetentionLoss, EvalkitError)):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo, style=style)
+
+    def reportinfo(self):
+        line = self.spec.train[self.adapter].line if self.adapter in self.spec.train else None
+        return self.path, (line - 1) if line else None, f"{self.spec.name}::retention[{self.adapter}]"
 
 
 class InvalidSuiteItem(pytest.Item):

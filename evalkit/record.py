@@ -614,6 +614,36 @@ class LmEvalInfo(_Open):
     group_subtasks: dict[str, list[str]] = Field(default_factory=dict, description="each group's members")
 
 
+class RetentionFlip(_Open):
+    """A row of a standard suite the base model got right and the adapted model got wrong."""
+
+    id: str
+    target: Any = None
+    base_output: str
+    adapted_output: str
+
+
+class RetentionCheck(_Open):
+    """What an adapter forgot on one standard suite: the base model against the base model with the adapter,
+    on the rows both answered, gated as the baseline gate is (a drop over max_drop with McNemar p < alpha)."""
+
+    adapter: str
+    suite: str = Field(description="the standard suite's name")
+    suite_path: str
+    base: float = Field(description="the base model's accuracy on the shared rows")
+    adapted: float = Field(description="the adapted model's accuracy on the shared rows")
+    delta: float = Field(description="adapted - base")
+    ci95: tuple[float, float] = Field(description="95% interval of the paired difference (Newcombe)")
+    shared: int = Field(ge=0)
+    worse: int = Field(ge=0, description="rows right on the base model only")
+    better: int = Field(ge=0, description="rows right with the adapter only")
+    p_value: float = Field(description="exact McNemar test on the flipped rows")
+    max_drop: float
+    alpha: float
+    lost: bool = Field(description="a significant loss: the drop is over max_drop and p < alpha")
+    flips: list[RetentionFlip] = Field(default_factory=list, description="the first rows it got wrong (20 at most)")
+
+
 class CandidateEntry(_Open):
     """One candidate of one suite: metrics with 95% intervals, what produced them, the verdict's inputs.
     A :class:`evalkit.results.CandidateResult` without its per-example rows; the fields are in the order
@@ -649,6 +679,7 @@ class CandidateEntry(_Open):
     compared: list[PairCheck] | None = None  # its `compare:` checks against other runs
     latency: Latency | None = None  # a served run's request latency and throughput
     lm_eval: LmEvalInfo | None = None  # an lm-eval task's requests, sources and aggregates
+    retention: list[RetentionCheck] | None = None  # what its adapter forgot on standard suites
     passed: bool | None = None
     cost: dict[str, int | float] = Field(default_factory=dict)
 

@@ -29,6 +29,7 @@ from evalkit.record import (
     ModelInfo,
     PairCheck,
     PromptSearchInfo,
+    RetentionCheck,
     Robustness,
     RunInfo,
     RunRecord,
@@ -89,6 +90,7 @@ class CandidateResult:
     compared: list[PairCheck] | None = None  # its `compare:` checks against other runs (evalkit.pairs)
     latency: Latency | None = None  # a served run's latency and throughput (evalkit.latency)
     lm_eval: LmEvalInfo | None = None  # an lm-eval task's sources and aggregates (evalkit.harness)
+    retention: list[RetentionCheck] | None = None  # what its adapter forgot (evalkit.harness.retention)
 
     def __setattr__(self, name: str, value: Any) -> None:
         # a record given as JSON values (a hand-built result, a worker's hand-off) is kept typed

@@ -96,6 +96,7 @@ class EvalSession:
     _specs: dict[Path, SuiteSpec] = field(default_factory=dict)
     _limits: dict[tuple[str, str], int | None] = field(default_factory=dict)
     _adapters: dict[tuple[Path, str], Any] = field(default_factory=dict)
+    _retained: dict[tuple[Path, str], Any] = field(default_factory=dict)  # retention checks by adapter
     _resources: Resources | None = None
 
     def __post_init__(self) -> None:
@@ -234,7 +235,38 @@ class EvalSession:
             self.results[key] = result
             self._limits[key] = row_limit
             self._compare(spec, candidate, result, row_limit)
+            self._retention(spec, candidate, result, row_limit)
         return self.results[key]
+
+    def retention(self, spec: SuiteSpec, adapter: str) -> list[Any]:
+        """What ``adapter`` of ``spec`` forgot on its `retention:` suites, as the first candidate that uses it
+        finds (evaluated first when needed)."""
+        if (spec.path, adapter) not in self._retained:
+            user = next(name for name, c in spec.candidates.items() if c.adapter == adapter)
+            self.run(spec, user)
+        return self._retained[(spec.path, adapter)]
+
+    def _retention(self, spec: SuiteSpec, candidate: str, result: CandidateResult, row_limit: int | None) -> None:
+        """What the candidate's adapter forgot on its `retention:` suites (checked once per adapter and
+        session), kept on the result for the reports; its own test (`retention[ADAPTER]`) gates on it."""
+        name = spec.candidates[candidate].adapter
+        settings = spec.retention_of(name) if name is not None else None
+        if name is None or settings is None:
+            return
+        key = (spec.path, name)
+        if key not in self._retained:
+            from evalkit.harness.retention import check_retention
+
+            self._retained[key] = check_retention(
+                spec,
+                self.adapter(spec, name),
+                settings,
+                load=self.spec,
+                run_base=lambda standard, base: self.run(standard, base, limit=row_limit),
+                resources=self.resources(),
+                limit=row_limit,
+            )
+        result.retention = self._retained[key]
 
     def _compare(self, spec: SuiteSpec, candidate: str, result: CandidateResult, row_limit: int | None) -> None:
         """The suite's `compare:` checks of ``candidate`` against their references (run first when needed):

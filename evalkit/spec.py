@@ -15,7 +15,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, Validation
 
 from evalkit.backends.base import DEFAULT_MODEL, ModelConfig, StrictModel
 from evalkit.gate import Threshold
-from evalkit.harness.settings import LmEvalSettings
+from evalkit.harness.settings import LmEvalSettings, RetentionSettings
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 MARKER_HELP = (
@@ -257,6 +257,9 @@ class TrainConfig(_Placed):
     report_to: list[Literal["tensorboard", "mlflow"]] = Field(
         default_factory=list, description="also hand the curves to these tools, under <reports>/training/<adapter>/"
     )
+    retention: RetentionSettings | None = Field(
+        None, description="standard suites this adapter is checked on for what it forgot (over the suite's own)"
+    )
     judge: bool = Field(
         False,
         description="train the suite's judge: `data:` holds labelled verdicts (the row's fields, `output` and a "
@@ -321,7 +324,7 @@ class TrainConfig(_Placed):
 
     def hyperparameters(self) -> dict[str, Any]:
         """Everything that shapes the adapter's weights (not where it is written, nor the contamination gate)."""
-        excluded = {"output", "data", "prompt", "template", "allow_contamination", "report_to"}
+        excluded = {"output", "data", "prompt", "template", "allow_contamination", "report_to", "retention"}
         if self.search is None:  # an entry without a search hashes as it did before searches existed
             excluded.add("search")
         if not self.judge:  # likewise an adapter that is not a judge's
@@ -623,12 +626,20 @@ class SuiteConfig(StrictModel):
     baseline: BaselineConfig = BaselineConfig()
     max_reads: MaxReads | None = Field(None, description=MAX_READS_HELP)
     robustness: RobustnessConfig | None = None
+    retention: RetentionSettings | None = Field(
+        None, description="standard suites every adapter of this suite is checked on for what it forgot"
+    )
     markers: list[Marker] = Field(default_factory=list, description=MARKER_HELP)
 
     @field_validator("markers")
     @classmethod
     def _markers(cls, value: list[Marker]) -> list[Marker]:
         return _check_markers(value)
+
+    def retention_of(self, adapter: str) -> RetentionSettings | None:
+        """The retention check adapter ``adapter`` gets: its `train:` entry's, else the suite's."""
+        own = self.train[adapter].retention if adapter in self.train else None
+        return own or self.retention
 
     @model_validator(mode="before")
     @classmethod

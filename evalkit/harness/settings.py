@@ -4,6 +4,7 @@ from. Read when the suite is read, without importing lm_eval (``pytest suites/``
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from pydantic import Field, field_validator
 
@@ -50,3 +51,18 @@ class LmEvalSettings(StrictModel):
         if not METRIC_NAME.match(value):
             raise ValueError("name a metric as lm-eval reports it: acc, acc_norm, exact_match or metric,filter")
         return value.removesuffix(",none")
+
+
+class RetentionSettings(StrictModel):
+    """What an adapter must not forget: standard suites (lm-eval tasks or any suite) evaluated on the base model
+    and on the base model with the adapter, gated on the paired difference as the baseline gate is."""
+
+    suites: list[str] = Field(min_length=1, description="suite files, relative to this suite (the first candidate "
+                              "without an adapter of each is the base run)")
+    max_drop: float = Field(0.02, ge=0, le=1, description="largest drop in accuracy that is never a loss")
+    alpha: float = Field(0.05, gt=0, lt=1, description="a larger drop is a loss only when McNemar's p < alpha")
+    markers: list[str | dict[str, dict[str, Any]]] = Field(
+        default_factory=list,
+        description="pytest markers of the adapter's retention test (`xfail: {reason: ..., strict: true}` for a "
+        "loss that is known and measured)",
+    )
