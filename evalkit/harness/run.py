@@ -13,14 +13,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from evalkit.data import canonical_json
-from evalkit.harness.loading import LmEvalError, LoadedTask, load_task
+from evalkit.harness.loading import LoadedTask, load_task, missing_field, schema_error
 from evalkit.record import LmEvalInfo
 from evalkit.results import CandidateResult, ExampleResult
 from evalkit.stats import mean_interval, wilson_interval
 
 if TYPE_CHECKING:
     from evalkit.cache import CachedBackend
-    from evalkit.runner import Resources
     from evalkit.spec import SuiteSpec
     from evalkit.train import TrainedAdapter
 
@@ -58,7 +57,7 @@ def run_task(spec: SuiteSpec, backend: Any, limit: int | None) -> TaskOutcome:
 
     settings = spec.lm_eval
     assert settings is not None
-    loaded = load_task(settings, spec.path)
+    loaded = load_task(settings, spec.path, spec.lm_eval_line)
     lm = EvalkitLM(backend, model_name=getattr(backend, "name", "evalkit"))
     top = loaded.loaded["groups"].get(loaded.name) or loaded.loaded["tasks"][loaded.name]
     quiet = logging.getLogger("lm_eval")
@@ -77,25 +76,15 @@ def run_task(spec: SuiteSpec, backend: Any, limit: int | None) -> TaskOutcome:
             fewshot_random_seed=settings.fewshot_seed,
             task_manager=loaded.manager,
         )
-    except KeyError as exc:
-        raise _schema_error(spec, loaded, exc) from None
+    except Exception as exc:
+        missing = missing_field(exc)
+        if missing is None:
+            raise
+        raise schema_error(loaded.name, missing, loaded.sources, spec.path, spec.lm_eval_line("data_files")) from None
     finally:
         quiet.setLevel(level)
     assert results is not None
     return TaskOutcome(loaded=loaded, results=results, requests=lm.requests_seen, tokens=dict(lm.tokens))
-
-
-def _schema_error(spec: SuiteSpec, loaded: LoadedTask, exc: KeyError) -> LmEvalError:
-    """A document without a field the task reads: the data does not follow the hub's schema."""
-    field = exc.args[0] if exc.args else "?"
-    files = {split: file for source in loaded.sources.values() for split, file in source.files.items()}
-    shown = ", ".join(files.values()) or "the task's dataset"
-    return LmEvalError(
-        f"task '{loaded.name}' reads field '{field}', which the documents of {shown} lack (row 1 on)",
-        path=spec.path,
-        fix=f"give the rows the hub dataset's fields ({', '.join(s.dataset for s in loaded.sources.values())}), "
-        "as lm-eval's task YAML reads them",
-    )
 
 
 def examples_of(outcome: TaskOutcome, metric: str) -> list[ExampleResult]:
@@ -203,12 +192,7 @@ def info_of(outcome: TaskOutcome, spec: SuiteSpec) -> LmEvalInfo:
 
 
 def evaluate_lm_eval(
-    spec: SuiteSpec,
-    candidate: str,
-    backend: CachedBackend,
-    adapter: TrainedAdapter | None,
-    *,
-    limit: int | None,
+    spec: SuiteSpec, candidate: str, backend: CachedBackend, adapter: TrainedAdapter | None, *, limit: int | None
 ) -> CandidateResult:
     """Candidate ``candidate`` of an `lm_eval:` suite: lm-eval's requests answered by ``backend``."""
     from evalkit.runner import contamination_failure, missed_thresholds
@@ -250,7 +234,9 @@ def evaluate_lm_eval(
         model=spec.model_for(candidate).name,
         model_fingerprint=backend.fingerprint,
         dataset_hash=_digest(
-            sorted({(task, s["doc_id"], s["doc_hash"]) for task, done in outcome.results["samples"].items() for s in done})
+            sorted(
+                {(task, s["doc_id"], s["doc_hash"]) for task, done in outcome.results["samples"].items() for s in done}
+            )
         ),
         template_sha256=_digest(canonical_json(outcome.results.get("configs", {}))),
         examples=examples,

@@ -36,7 +36,9 @@ class LmEvalSettings(StrictModel):
         description="local files in the hub's schema, read with the `json` builder: one file for the task's "
         "evaluation split, or {split: file}; relative to the suite",
     )
-    revision: str | None = Field(None, description="the hub dataset's revision (a commit or tag), when read from the hub")
+    revision: str | None = Field(
+        None, description="the hub dataset's revision (a commit or tag), when read from the hub"
+    )
     trust_task_code: bool = Field(
         False,
         description="run the Python a task YAML of your own names (`!function`: process_docs, process_results...); "
@@ -57,8 +59,11 @@ class RetentionSettings(StrictModel):
     """What an adapter must not forget: standard suites (lm-eval tasks or any suite) evaluated on the base model
     and on the base model with the adapter, gated on the paired difference as the baseline gate is."""
 
-    suites: list[str] = Field(min_length=1, description="suite files, relative to this suite (the first candidate "
-                              "without an adapter of each is the base run)")
+    suites: list[str] = Field(
+        min_length=1,
+        description="suite files, relative to this suite (the first candidate "
+        "without an adapter of each is the base run)",
+    )
     max_drop: float = Field(0.02, ge=0, le=1, description="largest drop in accuracy that is never a loss")
     alpha: float = Field(0.05, gt=0, lt=1, description="a larger drop is a loss only when McNemar's p < alpha")
     markers: list[str | dict[str, dict[str, Any]]] = Field(
