@@ -176,7 +176,8 @@ def test_a_suite_reports_lm_evals_metrics_per_document(colour_task):
     assert [e.correct for e in result.examples] == [a == 1.0 for a in acc]
     assert [e.id for e in result.examples] == [str(i) for i in range(16)]
     assert result.examples[0].prompt == "Item: apple 100\nColour:"
-    assert result.examples[0].target == "red"
+    assert (result.examples[0].target, result.examples[0].details["gold_choice"]) == (0, "red")
+    assert result.examples[0].details["choice"] == ["red", "green", "blue", "yellow"][int(result.examples[0].output)]
     assert result.lm_eval.sources["colours_mc"].kind == "data_files"
     assert result.lm_eval.results["colours_mc"]["acc"] == pytest.approx(result.metrics["acc"])
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
@@ -227,11 +228,14 @@ def test_generate_suite_with_chat_candidate(project):
 
 
 def test_plugin_import_does_not_load_torch():
+    # reading an lm-eval suite (as collection does) imports neither lm_eval nor what it runs on
     code = (
         "import sys, evalkit.plugin, evalkit.suite, evalkit.runner, evalkit.train; "
-        "print(sorted(m for m in ('torch', 'transformers', 'datasets', 'peft') if m in sys.modules))"
+        "evalkit.suite.load_suite('suites/standard/arc_easy.eval.yaml'); "
+        "print(sorted(m for m in ('torch', 'transformers', 'datasets', 'peft', 'lm_eval') if m in sys.modules))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
     assert out.stdout.strip() == "[]"
 
 

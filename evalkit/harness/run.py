@@ -89,7 +89,9 @@ def run_task(spec: SuiteSpec, backend: Any, limit: int | None) -> TaskOutcome:
 
 def examples_of(outcome: TaskOutcome, metric: str) -> list[ExampleResult]:
     """One example per document (of each task, for a group), passing by ``metric``; every metric lm-eval
-    computed for it, under each filter, in its details."""
+    computed for it, under each filter, in its details. A multiple-choice example's output and target are
+    choice indices, as lm-eval logs them (the choice texts are in its details): a committed baseline keeps
+    no text of the data set."""
     examples: list[ExampleResult] = []
     several = len(outcome.tasks) > 1
     for task_name in outcome.tasks:
@@ -114,13 +116,15 @@ def _example(
             if isinstance(value, (int, float)):
                 values[f"{name}{suffix}"] = float(value)
     target = first["target"]
-    output = first["filtered_resps"][0] if first["filtered_resps"] else ""
-    if task.OUTPUT_TYPE == "multiple_choice":
+    output: Any = first["filtered_resps"][0] if first["filtered_resps"] else ""
+    details: dict[str, Any] = {"task": task_name, "doc_id": doc_id, "metrics": values}
+    if task.OUTPUT_TYPE == "multiple_choice":  # a choice is named by its index, as lm-eval names it
         choices = task.doc_to_choice(first["doc"])
         scores = [resp[0] for resp in first["filtered_resps"]]
-        output = choices[max(range(len(scores)), key=scores.__getitem__)]
+        output = max(range(len(scores)), key=scores.__getitem__)
+        details["choice"] = choices[output]
         if isinstance(target, int) and 0 <= target < len(choices):
-            target = choices[target]
+            details["gold_choice"] = choices[target]
     value = values.get(metric, 0.0)
     return ExampleResult(
         id=f"{task_name}/{doc_id}" if several else str(doc_id),
@@ -130,7 +134,7 @@ def _example(
         target=target if isinstance(target, (str, int, float, list)) else str(target),
         correct=value >= 1.0,
         score=value,
-        details={"task": task_name, "doc_id": doc_id, "metrics": values},
+        details=details,
     )
 
 
