@@ -123,6 +123,7 @@ def _example(
         scores = [resp[0] for resp in first["filtered_resps"]]
         output = max(range(len(scores)), key=scores.__getitem__)
         details["choice"] = choices[output]
+        details["logprobs"] = [float(score) for score in scores]
         if isinstance(target, int) and 0 <= target < len(choices):
             details["gold_choice"] = choices[target]
     value = values.get(metric, 0.0)
