@@ -40,6 +40,12 @@ TASKS: dict[str, dict[str, Any]] = {
     "sst2": {"files": {"validation": "nyu-mll/glue/sst2/validation.jsonl"}, "shots": 0},
     # the mirror holds gsm8k's test split only: both tools draw its 5 demos from that file
     "gsm8k": {"files": {"train": "openai/gsm8k/main/test.jsonl", "test": "openai/gsm8k/main/test.jsonl"}, "shots": 5},
+    # MMLU's data is not mirrored here: 50 project-written arithmetic rows in its schema, 5-shot from `dev`
+    "mmlu_anatomy": {
+        "files": {"dev": "mmlu_schema_dev.jsonl", "test": "mmlu_schema_test.jsonl"},
+        "shots": 5,
+        "folder": ROOT / "tests" / "data" / "lm_eval",
+    },
 }
 
 
@@ -53,7 +59,8 @@ def timed(command: list[str], cwd: Path, env: dict[str, str]) -> float:
 
 
 def files(name: str) -> dict[str, str]:
-    return {split: str(MIRROR / file) for split, file in TASKS[name]["files"].items()}
+    folder = TASKS[name].get("folder", MIRROR)
+    return {split: str(folder / file) for split, file in TASKS[name]["files"].items()}
 
 
 def run_evalkit(name: str, rows: int, work: Path, env: dict[str, str]) -> dict[str, Any]:
@@ -139,7 +146,7 @@ def compare(name: str, rows: int, work: Path, args: argparse.Namespace, env: dic
     ours, theirs = runs["evalkit"], runs["lm_eval"]
     docs = sorted(set(ours["metrics"]) & set(theirs["metrics"]))
     names = sorted(set().union(*(theirs["metrics"][d] for d in docs)))
-    per_metric = {}
+    per_metric: dict[str, dict[str, Any]] = {}
     for metric in names:
         mine = [ours["metrics"][d].get(metric) for d in docs]
         lm = [theirs["metrics"][d].get(metric) for d in docs]
@@ -162,7 +169,8 @@ def compare(name: str, rows: int, work: Path, args: argparse.Namespace, env: dic
         "metrics": {m: {k: v for k, v in f.items() if k != "differing"} | {"differing": len(f["differing"])}
                     for m, f in per_metric.items()},
         "differing_documents": ties,
-        "outputs_differ": sum(ours["outputs"].get(d) != theirs["outputs"].get(d) for d in docs),
+        # the chosen choice's index, or the generated text (evalkit's run record keeps outputs as text)
+        "outputs_differ": sum(str(ours["outputs"].get(d)) != str(theirs["outputs"].get(d)) for d in docs),
     }  # fmt: skip
     shown = ", ".join(
         f"{m} {f['evalkit']:.3f} vs {f['lm_eval']:.3f} ({len(f['differing'])} differ)" for m, f in per_metric.items()
@@ -170,6 +178,7 @@ def compare(name: str, rows: int, work: Path, args: argparse.Namespace, env: dic
     print(
         f"{name} ({len(docs)} documents, {TASKS[name]['shots']}-shot, process start to exit): evalkit "
         f"{ours['seconds']:.1f} s, lm-eval hf {theirs['seconds']:.1f} s, x{run['speedup']:.2f}; {shown}; "
+        f"{run['outputs_differ']} outputs differ; "
         f"differing documents and their top-2 gaps (nats): {ties or 'none'}",
         flush=True,
     )
