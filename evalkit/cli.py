@@ -343,21 +343,19 @@ def _add_export_command(commands: Any) -> None:
     export.set_defaults(func=_export)
 
 
-def _lm_eval(args: argparse.Namespace) -> int:
-    """lm-eval's own command line, with evalkit's model (``--model evalkit``) registered."""
+def _lm_eval(argv: list[str]) -> int:
+    """lm-eval's own command line, with evalkit's model (``--model evalkit``) registered; its exit (help,
+    a usage error) is lm-eval's."""
     try:
-        from lm_eval.__main__ import cli_evaluate
-
         import evalkit.harness.lm  # noqa: F401 - registers --model evalkit
+        from lm_eval.__main__ import cli_evaluate
     except ImportError:
         print("evalkit: lm-eval is not installed: pip install 'evalkit[lm-eval]'", file=sys.stderr)
         return 2
     saved = sys.argv
-    sys.argv = ["lm-eval", *args.lm_eval_args]
+    sys.argv = ["evalkit lm-eval", *argv]
     try:
         cli_evaluate()
-    except SystemExit as exit_:
-        return int(exit_.code or 0) if not isinstance(exit_.code, str) else 2
     except (OSError, ValueError, KeyError) as error:  # a task or dataset lm-eval cannot read
         print(f"evalkit lm-eval: {type(error).__name__}: {error}", file=sys.stderr)
         return 2
@@ -367,6 +365,9 @@ def _lm_eval(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["lm-eval"]:  # every argument after it is lm-eval's, --help included
+        return _lm_eval(argv[1:])
     parser = argparse.ArgumentParser(prog="evalkit", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("models", help="list model aliases and what is cached").set_defaults(func=_models)
@@ -405,14 +406,11 @@ def main(argv: list[str] | None = None) -> int:
     cache.add_argument("--dir", default=".evalkit_cache", help="the cache folder (default: .evalkit_cache)")
     cache.add_argument("--clear", action="store_true", help="delete every stored answer")
     cache.set_defaults(func=_cache)
-    lm_eval = commands.add_parser(
+    commands.add_parser(  # handled before parsing: its arguments are lm-eval's
         "lm-eval",
         help="lm-eval's command line with evalkit's model: evalkit lm-eval run --model evalkit --model_args "
         "name=smollm2-135m-instruct --tasks arc_easy",
-        add_help=False,
     )
-    lm_eval.add_argument("lm_eval_args", nargs=argparse.REMAINDER)
-    lm_eval.set_defaults(func=_lm_eval)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
