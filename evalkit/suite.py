@@ -650,9 +650,10 @@ def _check_names(reader: _Reader, config: SuiteConfig) -> None:
     """The backend and the task kind are ones some package registered, and both accept their settings."""
     _check_backend(reader, config.model)
     kind = config.task.kind
+    written = [name for name in TASK_KINDS.names() if name != "lm_eval"]  # lm_eval: set by `lm_eval:`
     if kind not in TASK_KINDS:
         raise reader.error(
-            f"task.kind: Input should be {_one_of(TASK_KINDS.names())}{did_you_mean(kind, TASK_KINDS.names())}",
+            f"task.kind: Input should be {_one_of(written)}{did_you_mean(kind, written)}",
             "task",
             "kind",
             fix=f"other kinds register under the '{TASK_KINDS.group}' entry-point group",
