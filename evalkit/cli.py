@@ -347,8 +347,9 @@ def _lm_eval(argv: list[str]) -> int:
     """lm-eval's own command line, with evalkit's model (``--model evalkit``) registered; its exit (help,
     a usage error) is lm-eval's."""
     try:
-        import evalkit.harness.lm  # noqa: F401 - registers --model evalkit
         from lm_eval.__main__ import cli_evaluate
+
+        import evalkit.harness.lm  # noqa: F401 - registers --model evalkit
     except ImportError:
         print("evalkit: lm-eval is not installed: pip install 'evalkit[lm-eval]'", file=sys.stderr)
         return 2

@@ -49,8 +49,9 @@ class TaskOutcome:
         return {name: list(members) for name, members in self.loaded.loaded.get("group_map", {}).items()}
 
 
-def run_task(spec: SuiteSpec, backend: Any, limit: int | None) -> TaskOutcome:
-    """lm-eval's ``simple_evaluate`` of the suite's task, answered by ``backend`` (an evalkit backend)."""
+def run_task(spec: SuiteSpec, backend: Any, limit: int | None, model: str = "evalkit") -> TaskOutcome:
+    """lm-eval's ``simple_evaluate`` of the suite's task, answered by ``backend`` (an evalkit backend) for
+    model ``model`` (its name keys lm-eval's chat-template requests)."""
     from lm_eval.evaluator import simple_evaluate
 
     from evalkit.harness.lm import EvalkitLM
@@ -58,7 +59,7 @@ def run_task(spec: SuiteSpec, backend: Any, limit: int | None) -> TaskOutcome:
     settings = spec.lm_eval
     assert settings is not None
     loaded = load_task(settings, spec.path, spec.lm_eval_line)
-    lm = EvalkitLM(backend, model_name=getattr(backend, "name", "evalkit"))
+    lm = EvalkitLM(backend, model_name=model)
     top = loaded.loaded["groups"].get(loaded.name) or loaded.loaded["tasks"][loaded.name]
     quiet = logging.getLogger("lm_eval")
     level = quiet.level
@@ -205,7 +206,7 @@ def evaluate_lm_eval(
     settings = spec.lm_eval
     assert settings is not None
     started = time.perf_counter()
-    outcome = run_task(spec, backend, limit)
+    outcome = run_task(spec, backend, limit, spec.model_for(candidate).name)
     examples = examples_of(outcome, settings.metric)
     metrics, ci = metrics_of(examples, outcome)
     failures: list[str] = []
