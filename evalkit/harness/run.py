@@ -244,7 +244,7 @@ def evaluate_lm_eval(
                 {(task, s["doc_id"], s["doc_hash"]) for task, done in outcome.results["samples"].items() for s in done}
             )
         ),
-        template_sha256=_digest(canonical_json(outcome.results.get("configs", {}))),
+        template_sha256=_digest(canonical_json(prompt_configs(outcome.results.get("configs", {})))),
         examples=examples,
         adapter=adapter.info() if adapter is not None else None,
         prompts_sha256=hashlib.sha256("\x00".join(prompts).encode()).hexdigest(),
@@ -253,6 +253,19 @@ def evaluate_lm_eval(
         cache=stats.info(),
         lm_eval=info_of(outcome, spec),
     )
+
+
+WHERE_READ = ("dataset_path", "dataset_name", "dataset_kwargs", "training_split", "validation_split", "test_split")
+
+
+def prompt_configs(configs: dict[str, Any]) -> dict[str, Any]:
+    """Each task's config as it decides the prompts and scoring: without where its documents were read from
+    (the dataset's hash says which documents) or where its YAML was installed; with the task's version."""
+    kept = {}
+    for task, config in configs.items():
+        version = (config.get("metadata") or {}).get("version")
+        kept[task] = {k: v for k, v in config.items() if k not in WHERE_READ and k != "metadata"} | {"version": version}
+    return kept
 
 
 def info_version() -> str:
