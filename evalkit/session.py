@@ -96,7 +96,7 @@ class EvalSession:
     _specs: dict[Path, SuiteSpec] = field(default_factory=dict)
     _limits: dict[tuple[str, str], int | None] = field(default_factory=dict)
     _adapters: dict[tuple[Path, str], Any] = field(default_factory=dict)
-    _retained: dict[tuple[Path, str], Any] = field(default_factory=dict)  # retention checks by adapter
+    _retained: dict[tuple[str, str], Any] = field(default_factory=dict)  # retention checks by (suite, adapter)
     _resources: Resources | None = None
 
     def __post_init__(self) -> None:
@@ -235,38 +235,38 @@ class EvalSession:
             self.results[key] = result
             self._limits[key] = row_limit
             self._compare(spec, candidate, result, row_limit)
-            self._retention(spec, candidate, result, row_limit)
+            self._attach_retention()
         return self.results[key]
 
     def retention(self, spec: SuiteSpec, adapter: str) -> list[Any]:
-        """What ``adapter`` of ``spec`` forgot on its `retention:` suites, as the first candidate that uses it
-        finds (evaluated first when needed)."""
-        if (spec.path, adapter) not in self._retained:
-            user = next(name for name, c in spec.candidates.items() if c.adapter == adapter)
-            self.run(spec, user)
-        return self._retained[(spec.path, adapter)]
-
-    def _retention(self, spec: SuiteSpec, candidate: str, result: CandidateResult, row_limit: int | None) -> None:
-        """What the candidate's adapter forgot on its `retention:` suites (checked once per adapter and
-        session), kept on the result for the reports; its own test (`retention[ADAPTER]`) gates on it."""
-        name = spec.candidates[candidate].adapter
-        settings = spec.retention_of(name) if name is not None else None
-        if name is None or settings is None:
-            return
-        key = (spec.path, name)
+        """What ``adapter`` of ``spec`` forgot on its `retention:` suites: checked once per session (its test,
+        `retention[ADAPTER]`, asks), and kept on the results of the candidates that use it, for the reports.
+        A candidate's own run never waits for it, nor fails with it."""
+        key = (spec.name, adapter)
         if key not in self._retained:
             from evalkit.harness.retention import check_retention
 
+            settings = spec.retention_of(adapter)
+            assert settings is not None, f"adapter '{adapter}' has no retention check"
             self._retained[key] = check_retention(
                 spec,
-                self.adapter(spec, name),
+                self.adapter(spec, adapter),
                 settings,
                 load=self.spec,
-                run_base=lambda standard, base: self.run(standard, base, limit=row_limit),
+                run_base=lambda standard, base: self.run(standard, base, limit=self.limit),
                 resources=self.resources(),
-                limit=row_limit,
+                limit=self.limit,
             )
-        result.retention = self._retained[key]
+        self._attach_retention()
+        return self._retained[key]
+
+    def _attach_retention(self) -> None:
+        """Each adapter's retention checks on the results of the candidates that use it (in this process, or
+        handed over by an xdist worker)."""
+        for result in self.results.values():
+            name = result.adapter.name if result.adapter is not None else None
+            if name is not None and (result.suite, name) in self._retained:
+                result.retention = self._retained[(result.suite, name)]
 
     def _compare(self, spec: SuiteSpec, candidate: str, result: CandidateResult, row_limit: int | None) -> None:
         """The suite's `compare:` checks of ``candidate`` against their references (run first when needed):
@@ -293,6 +293,12 @@ class EvalSession:
             "evalkit_results": json.dumps([r.to_dict() for r in self.results.values()]),
             "evalkit_limits": json.dumps([[s, c, limit] for (s, c), limit in self._limits.items()]),
             "evalkit_coverage": json.dumps(self.coverage.as_dict()),
+            "evalkit_retention": json.dumps(
+                [
+                    [suite, adapter, [c.model_dump(mode="json") for c in checks]]
+                    for (suite, adapter), checks in self._retained.items()
+                ]
+            ),
         }
 
     def merge_worker(self, output: dict[str, str]) -> None:
@@ -304,6 +310,11 @@ class EvalSession:
         for data in json.loads(output.get("evalkit_results") or "[]"):
             result = CandidateResult.from_dict(data)
             self.results[(result.suite, result.candidate)] = result
+        from evalkit.record import RetentionCheck
+
+        for suite, adapter, checks in json.loads(output.get("evalkit_retention") or "[]"):
+            self._retained[(suite, adapter)] = [RetentionCheck.model_validate(c) for c in checks]
+        self._attach_retention()
 
     # ------------------------------------------------------------------ the end of the run
 
