@@ -408,6 +408,9 @@ def test_retention_catches_an_adapter_that_forgot_and_passes_one_that_did_not(co
     assert all(f.base_output != f.adapted_output for f in hurt.flips)
     assert not helped.lost and helped.delta > 0.5
     assert lora.failures == []  # the candidate's own gates; the loss fails the adapter's retention test
+    controller = EvalSession(root=tmp_path, reports_dir=tmp_path / "reports")  # as an xdist worker hands over
+    controller.merge_worker(session.worker_output())
+    assert controller.results[("colours", "lora")].retention == [hurt, helped]
     from evalkit.harness.retention import retention_failure
 
     assert retention_failure(hurt).startswith(f"adapter colours-lora: {hurt.delta:+.3f} [")
