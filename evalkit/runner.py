@@ -18,12 +18,12 @@ from evalkit.backends.base import Backend
 from evalkit.cache import CachedBackend, CacheStats, ResultCache
 from evalkit.data import Dataset, load_dataset
 from evalkit.errors import EvalkitError, TrainingError, did_you_mean, shown_path
+from evalkit.failures import contamination_failure, missed_thresholds
 from evalkit.fewshot import demo_contamination, prompt_identity
 from evalkit.record import Latency, Robustness
 from evalkit.results import CandidateResult
 from evalkit.stats import wilson_interval
 from evalkit.tasks import PreparedCandidate, Scored, ScoringServices, prepare, task_identity, task_kind
-from evalkit.verdict import threshold_failure
 
 if TYPE_CHECKING:
     from evalkit.progress import Progress
@@ -187,17 +187,10 @@ def evaluate_candidate(
     model loads only for a miss. ``limit`` evaluates only the first rows."""
     candidate = _candidate(spec, candidate_name)
     adapter = resources.trained_adapter(spec, candidate.adapter) if candidate.adapter is not None else None
-    # Naming the model may convert the embedded default once: like loading, not this candidate's time.
     model = spec.model_for(candidate_name)
-    base = resources.backend(model, spec.path.parent)
+    base = resources.backend(model, spec.path.parent)  # may convert the embedded default once: not our time
     if spec.lm_eval is not None:  # lm-eval builds the requests and scores them (evalkit.harness)
-        from evalkit.harness.run import evaluate_lm_eval
-
-        backend = answering_backend(spec, base, adapter, resources.cache, model=model.name)
-        if resources.progress is not None:
-            backend.progress = resources.progress(f"{spec.name}::{candidate_name}")
-        limits = [x for x in (spec.dataset_limit, limit) if x is not None]
-        return evaluate_lm_eval(spec, candidate_name, backend, adapter, limit=min(limits) if limits else None)
+        return _lm_eval_candidate(spec, candidate_name, base, adapter, resources, limit)
     searched = None
     if candidate.search is not None:  # the artifact's settings, searched first on the pool when missing or stale
         searched = resources.prompt_search(
@@ -244,6 +237,26 @@ def evaluate_candidate(
         robustness=robustness.record() if robustness is not None else None,
         latency=latency,
     )
+
+
+def _lm_eval_candidate(
+    spec: SuiteSpec,
+    candidate_name: str,
+    base: Backend,
+    adapter: TrainedAdapter | None,
+    resources: Resources,
+    limit: int | None,
+) -> CandidateResult:
+    """A candidate of an `lm_eval:` suite: lm-eval's requests, answered by ``base`` (through ``adapter``)
+    behind the result cache, on the task's first ``limit`` documents (the suite's `limit:` at most)."""
+    from evalkit.harness.run import evaluate_lm_eval
+
+    model = spec.model_for(candidate_name)
+    backend = answering_backend(spec, base, adapter, resources.cache, model=model.name)
+    if resources.progress is not None:
+        backend.progress = resources.progress(f"{spec.name}::{candidate_name}")
+    limits = [x for x in (spec.dataset_limit, limit) if x is not None]
+    return evaluate_lm_eval(spec, candidate_name, backend, adapter, limit=min(limits) if limits else None)
 
 
 def _latency(backend: CachedBackend, scored: Scored) -> Latency | None:
@@ -295,30 +308,6 @@ def _failures(spec: SuiteSpec, candidate: str, scored: Scored, adapter: TrainedA
         *missed_thresholds(spec, candidate, scored.metrics, scored.ci),
         *scored.failures,
         *contamination_failure(adapter),
-    ]
-
-
-def missed_thresholds(
-    spec: SuiteSpec, candidate: str, metrics: dict[str, float], ci: dict[str, tuple[float, float]]
-) -> list[str]:
-    """Each threshold the candidate misses, of the metrics it reports."""
-    return [
-        threshold_failure(metric, metrics[metric], ci[metric], t.text)
-        for metric, t in spec.thresholds_for(candidate).items()
-        if metric in metrics and not t.check(metrics[metric])  # latency: only where measured
-    ]
-
-
-def contamination_failure(adapter: TrainedAdapter | None) -> list[str]:
-    """The adapter's training rows that duplicate golden test rows, unless the suite allows them."""
-    if adapter is None or not adapter.contamination or adapter.allow_contamination:
-        return []
-    shown = "; ".join(str(d) for d in adapter.contamination[:5])
-    more = f" and {len(adapter.contamination) - 5} more" if len(adapter.contamination) > 5 else ""
-    return [
-        f"adapter '{adapter.name}' was trained on {len(adapter.contamination)} row(s) that duplicate golden test "
-        f"rows ({shown}{more}): remove them from the training data, or set `allow_contamination: true` in its "
-        "`train:` entry"
     ]
 
 

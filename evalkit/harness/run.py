@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from evalkit.data import canonical_json
+from evalkit.failures import contamination_failure, missed_thresholds
 from evalkit.harness.loading import LoadedTask, load_task, missing_field, schema_error
 from evalkit.record import LmEvalInfo
 from evalkit.results import CandidateResult, ExampleResult
@@ -201,8 +202,6 @@ def evaluate_lm_eval(
     spec: SuiteSpec, candidate: str, backend: CachedBackend, adapter: TrainedAdapter | None, *, limit: int | None
 ) -> CandidateResult:
     """Candidate ``candidate`` of an `lm_eval:` suite: lm-eval's requests answered by ``backend``."""
-    from evalkit.runner import contamination_failure, missed_thresholds
-
     settings = spec.lm_eval
     assert settings is not None
     started = time.perf_counter()
