@@ -241,6 +241,19 @@ def test_task_code_runs_only_when_the_suite_trusts_it(colour_task, tmp_path: Pat
     assert trusted.examples[0].prompt == "Item: APPLE 100\nColour:"
 
 
+def test_code_of_a_task_shipped_in_lm_eval_is_a_dependencys_even_when_included(tmp_path: Path):
+    import lm_eval.tasks
+
+    from evalkit.harness.loading import task_code
+
+    shipped = lm_eval.tasks.TaskManager().task_index["hellaswag"].yaml_path  # names process_docs: !function
+    own = tmp_path / "mine.yaml"
+    own.write_text(f"include: {shipped}\ntask: my_hellaswag\n", encoding="utf-8")
+    assert list(task_code(own)) == []
+    own.write_text(own.read_text() + "process_results: !function mine.score\n", encoding="utf-8")
+    assert list(task_code(own)) == [("process_results", "mine.score", own)]
+
+
 # --------------------------------------------------------------------------- data sources and their errors
 
 

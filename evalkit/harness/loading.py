@@ -92,9 +92,10 @@ _ScanLoader.add_constructor("!function", lambda loader, node: _FunctionRef(loade
 
 
 def task_code(path: Path, seen: frozenset[Path] = frozenset()) -> Iterator[tuple[str, str, Path]]:
-    """Each (key, function, file) a task YAML (and the files it includes) would run as Python."""
+    """Each (key, function, file) a task YAML (and the files it includes) would run as Python; functions of
+    YAMLs shipped inside lm_eval (a dependency's code) are not counted."""
     path = path.resolve()
-    if path in seen:
+    if path in seen or is_package_task(path):
         return
     with path.open(encoding="utf-8") as handle:
         document = yaml.load(handle, Loader=_ScanLoader)
