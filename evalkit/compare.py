@@ -364,6 +364,12 @@ def _updated(comparison: Comparison, **fields: Any) -> Comparison:
     return Comparison.model_validate({**comparison.model_dump(exclude_unset=True), **fields})
 
 
+def significant_drop(drop: float, p_value: float, max_drop: float, alpha: float) -> bool:
+    """The gate's rule: a drop larger than ``max_drop`` that McNemar's test finds significant (p < ``alpha``).
+    The baseline gate and an adapter's retention check both decide by it."""
+    return drop > max_drop + _EPS and p_value < alpha
+
+
 def _decide(policy: Policy, change: dict[str, Any], p_value: float, worse: int, better: int) -> tuple[str, str]:
     """The status of a candidate's change in the gated metric, and the sentence that explains it."""
     gated, delta = policy.metric, change["delta"]
@@ -376,7 +382,7 @@ def _decide(policy: Policy, change: dict[str, Any], p_value: float, worse: int, 
     p_text = f"McNemar p = {format_p(p_value)}"
     if policy.strict and drop > _EPS:
         return "regressed", f"{gated} dropped {drop:.3f} and the suite is strict ({p_text}): {evidence}"
-    if drop > policy.max_drop + _EPS and p_value < policy.alpha:
+    if significant_drop(drop, p_value, policy.max_drop, policy.alpha):
         return "regressed", (
             f"{gated} dropped {drop:.3f} (more than max_drop {policy.max_drop:g}) and "
             f"{p_text} < alpha {policy.alpha:g}: {evidence}"

@@ -74,8 +74,7 @@ class Resources:
 
     def dataset(self, spec: SuiteSpec, limit: int | None) -> Dataset:
         """The suite's golden rows (the first ``limit`` of them when limited), read once."""
-        limits = [x for x in (spec.dataset_limit, limit) if x is not None]
-        key = (spec.dataset_path, min(limits) if limits else None)
+        key = (spec.dataset_path, row_limit(spec, limit))
         if key not in self.datasets:
             self.datasets[key] = load_dataset(spec.dataset_path, limit=key[1], id_field=spec.id_field)
         return self.datasets[key]
@@ -84,6 +83,12 @@ class Resources:
         if self.adapter is None:
             raise TypeError("these resources provide no adapters")
         return self.adapter(spec, name)
+
+
+def row_limit(spec: SuiteSpec, limit: int | None) -> int | None:
+    """The rows a run evaluates: the first ``limit`` of the suite's own limit (None: all of them)."""
+    limits = [x for x in (spec.dataset_limit, limit) if x is not None]
+    return min(limits) if limits else None
 
 
 def _candidate(spec: SuiteSpec, name: str) -> Candidate:
@@ -255,8 +260,7 @@ def _lm_eval_candidate(
     backend = answering_backend(spec, base, adapter, resources.cache, model=model.name)
     if resources.progress is not None:
         backend.progress = resources.progress(f"{spec.name}::{candidate_name}")
-    limits = [x for x in (spec.dataset_limit, limit) if x is not None]
-    return evaluate_lm_eval(spec, candidate_name, backend, adapter, limit=min(limits) if limits else None)
+    return evaluate_lm_eval(spec, candidate_name, backend, adapter, limit=row_limit(spec, limit))
 
 
 def _latency(backend: CachedBackend, scored: Scored) -> Latency | None:

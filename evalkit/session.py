@@ -14,7 +14,7 @@ from evalkit.backends.base import Backend
 from evalkit.errors import EvalkitError, ModelError
 from evalkit.gatekeeper import BaselineGate, UpdateMode
 from evalkit.golden import GoldenCount, ledger_path
-from evalkit.record import RunRecord
+from evalkit.record import RetentionCheck, RunRecord
 from evalkit.recorder import RunRecorder
 from evalkit.results import CandidateResult
 from evalkit.runner import Resources, evaluate_candidate
@@ -96,7 +96,7 @@ class EvalSession:
     _specs: dict[Path, SuiteSpec] = field(default_factory=dict)
     _limits: dict[tuple[str, str], int | None] = field(default_factory=dict)
     _adapters: dict[tuple[Path, str], Any] = field(default_factory=dict)
-    _retained: dict[tuple[str, str], Any] = field(default_factory=dict)  # retention checks by (suite, adapter)
+    _retained: dict[tuple[str, str], list[RetentionCheck]] = field(default_factory=dict)  # by (suite, adapter)
     _resources: Resources | None = None
 
     def __post_init__(self) -> None:
@@ -238,7 +238,7 @@ class EvalSession:
             self._attach_retention()
         return self.results[key]
 
-    def retention(self, spec: SuiteSpec, adapter: str) -> list[Any]:
+    def retention(self, spec: SuiteSpec, adapter: str) -> list[RetentionCheck]:
         """What ``adapter`` of ``spec`` forgot on its `retention:` suites: checked once per session (its test,
         `retention[ADAPTER]`, asks), and kept on the results of the candidates that use it, for the reports.
         A candidate's own run never waits for it, nor fails with it."""
@@ -310,8 +310,6 @@ class EvalSession:
         for data in json.loads(output.get("evalkit_results") or "[]"):
             result = CandidateResult.from_dict(data)
             self.results[(result.suite, result.candidate)] = result
-        from evalkit.record import RetentionCheck
-
         for suite, adapter, checks in json.loads(output.get("evalkit_retention") or "[]"):
             self._retained[(suite, adapter)] = [RetentionCheck.model_validate(c) for c in checks]
         self._attach_retention()

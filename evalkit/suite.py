@@ -566,7 +566,7 @@ def check_lm_eval_section(reader: _Reader, settings: LmEvalSettings) -> None:
             "lm_eval",
             fix="pip install 'evalkit[lm-eval]'",
         )
-    if settings.task.endswith((".yaml", ".yml")):
+    if settings.own_yaml:
         reader.existing(settings.task, "lm_eval", "task", what="task YAML")
     files = settings.data_files
     for split, file in ({"": files} if isinstance(files, str) else files or {}).items():

@@ -20,12 +20,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from evalkit.errors import SuiteError
 from evalkit.harness.settings import LmEvalSettings
+from evalkit.record import TaskSource
 
 MIRROR_VARIABLE = "EVALKIT_DATASETS_MIRROR"
 SPLIT_KEYS = ("training_split", "validation_split", "test_split")
@@ -41,24 +42,6 @@ def set_mirror_option(value: str | None) -> None:
 def mirror_folder() -> Path | None:
     value = os.environ.get(MIRROR_VARIABLE) or _mirror_option
     return Path(value).expanduser().resolve() if value else None
-
-
-@dataclass
-class DataSource:
-    """Where one task's documents were read from: `data_files`, `mirror` or `hub`."""
-
-    kind: str
-    dataset: str  # the hub dataset the task names ("allenai/ai2_arc ARC-Easy")
-    files: dict[str, str] = field(default_factory=dict)  # split: file, for data_files and mirror
-    revision: str | None = None
-
-    def record(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"kind": self.kind, "dataset": self.dataset}
-        if self.files:
-            out["files"] = self.files
-        if self.revision is not None:
-            out["revision"] = self.revision
-        return out
 
 
 class LmEvalError(SuiteError):
@@ -146,10 +129,10 @@ class _SourcePolicy:
     suite_path: Path
     mirror: Path | None
     line: Callable[[str], int | None]
-    sources: dict[str, DataSource] = field(default_factory=dict)
+    sources: dict[str, TaskSource] = field(default_factory=dict)
 
     def check_code(self, yaml_path: Path, task: str) -> None:
-        if self.settings.trust_task_code or is_package_task(yaml_path):
+        if self.settings.trust_task_code:
             return
         for key, function, file in task_code(yaml_path):
             raise LmEvalError(
@@ -169,7 +152,7 @@ class _SourcePolicy:
             if self.settings.revision is not None:
                 kwargs["revision"] = self.settings.revision
                 cfg["dataset_kwargs"] = kwargs
-            self.sources[task] = DataSource("hub", dataset, revision=self.settings.revision)
+            self.sources[task] = TaskSource(kind="hub", dataset=dataset, revision=self.settings.revision)
             return
         kind, chosen = files
         for key in SPLIT_KEYS:
@@ -186,7 +169,7 @@ class _SourcePolicy:
             raise self._missing_split(task, "/".join(str(s) for s in self._eval_splits(cfg)), "documents", kind)
         cfg["dataset_path"], cfg["dataset_name"] = "json", None
         cfg["dataset_kwargs"] = {**{k: v for k, v in kwargs.items() if k != "revision"}, "data_files": chosen}
-        self.sources[task] = DataSource(kind, dataset, files=chosen)
+        self.sources[task] = TaskSource(kind=kind, dataset=dataset, files=chosen)
 
     def _shots(self, cfg: dict[str, Any]) -> int:
         shots = self.settings.num_fewshot if self.settings.num_fewshot is not None else cfg.get("num_fewshot")
@@ -196,7 +179,7 @@ class _SourcePolicy:
     def _eval_splits(cfg: dict[str, Any]) -> list[str]:
         return [cfg[key] for key in ("test_split", "validation_split") if cfg.get(key)] or ["test"]
 
-    def _data_files(self, cfg: dict[str, Any]) -> tuple[str, dict[str, str]] | None:
+    def _data_files(self, cfg: dict[str, Any]) -> tuple[Literal["data_files"], dict[str, str]] | None:
         given = self.settings.data_files
         if given is None:
             return None
@@ -205,7 +188,9 @@ class _SourcePolicy:
             given = {split: given}
         return "data_files", {split: str((self.base_dir / file).resolve()) for split, file in given.items()}
 
-    def _mirrored(self, cfg: dict[str, Any], hub_id: str, config: str | None) -> tuple[str, dict[str, str]] | None:
+    def _mirrored(
+        self, cfg: dict[str, Any], hub_id: str, config: str | None
+    ) -> tuple[Literal["mirror"], dict[str, str]] | None:
         if self.mirror is None:
             return None
         folder = self.mirror / hub_id / (config or "default")
@@ -236,7 +221,7 @@ class LoadedTask:
 
     name: str
     loaded: dict[str, Any]  # TaskManager.load's {tasks, groups, group_map}
-    sources: dict[str, DataSource]
+    sources: dict[str, TaskSource]
     manager: Any
 
 
@@ -247,10 +232,9 @@ def load_task(
     not know is refused with the closest ones it does. ``line(key)``: where the suite writes a key of its
     `lm_eval:` section, for errors."""
     base_dir = suite_path.parent
-    own_yaml = settings.task.endswith((".yaml", ".yml"))
     name = settings.task
-    manager = task_manager(str((base_dir / name).resolve().parent) if own_yaml else None)
-    if own_yaml:
+    manager = task_manager(str((base_dir / name).resolve().parent) if settings.own_yaml else None)
+    if settings.own_yaml:
         from lm_eval.tasks._index import TaskIndex
 
         entry = TaskIndex.entry_from_path(base_dir / name)
@@ -306,7 +290,7 @@ def missing_field(exc: BaseException) -> str | None:
 
 
 def schema_error(
-    task: str, field_name: str, sources: dict[str, DataSource], suite_path: Path, line: int | None
+    task: str, field_name: str, sources: dict[str, TaskSource], suite_path: Path, line: int | None
 ) -> LmEvalError:
     """Documents without a field the task reads: the data does not follow the hub's schema."""
     files = [file for source in sources.values() for file in source.files.values()]

@@ -13,8 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from evalkit.compare import format_p
+from evalkit.compare import format_p, significant_drop
 from evalkit.errors import SuiteError
+from evalkit.pairs import shared_rows
 from evalkit.record import RetentionCheck, RetentionFlip
 from evalkit.stats import mcnemar_exact, paired_difference_interval
 
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
     from evalkit.train import TrainedAdapter
 
 MAX_FLIPS = 20
-_EPS = 1e-9
 
 
 def base_candidate(spec: SuiteSpec) -> str:
@@ -84,8 +84,7 @@ def paired_check(
     adapter: str, spec: SuiteSpec, base: CandidateResult, adapted: CandidateResult, settings: RetentionSettings
 ) -> RetentionCheck:
     """The paired change in accuracy from ``base`` to ``adapted`` on the rows both answered."""
-    theirs = {e.id: e for e in base.examples}
-    rows = [(theirs[e.id], e) for e in adapted.examples if e.id in theirs]
+    rows = [(b, a) for a, b in shared_rows(adapted, base)]
     both = sum(b.correct and a.correct for b, a in rows)
     worse = [(b, a) for b, a in rows if b.correct and not a.correct]
     better = sum(a.correct and not b.correct for b, a in rows)
@@ -108,7 +107,7 @@ def paired_check(
         p_value=p_value,
         max_drop=settings.max_drop,
         alpha=settings.alpha,
-        lost=-delta > settings.max_drop + _EPS and p_value < settings.alpha,
+        lost=significant_drop(-delta, p_value, settings.max_drop, settings.alpha),
         flips=[
             RetentionFlip(id=b.id, target=b.target, base_output=str(b.output)[:300], adapted_output=str(a.output)[:300])
             for b, a in worse[:MAX_FLIPS]

@@ -189,7 +189,7 @@ def info_of(outcome: TaskOutcome, spec: SuiteSpec) -> LmEvalInfo:
         version=lm_eval.__version__,
         num_fewshot={k: int(v) for k, v in outcome.results.get("n-shot", {}).items() if k in outcome.tasks},
         fewshot_seed=settings.fewshot_seed,
-        sources={name: source.record() for name, source in outcome.loaded.sources.items()},
+        sources=dict(outcome.loaded.sources),
         results={
             name: {k.removesuffix(",none"): float(v) for k, v in values.items() if metric_key(k) is not None}
             for name, values in results.items()

@@ -47,6 +47,11 @@ class LmEvalSettings(StrictModel):
     apply_chat_template: bool = Field(False, description="render each request through the model's chat template")
     system_instruction: str | None = Field(None, description="a system instruction before each request (lm-eval's)")
 
+    @property
+    def own_yaml(self) -> bool:
+        """Whether `task:` names a task YAML of the suite's own (a path) rather than a task of lm_eval."""
+        return self.task.endswith((".yaml", ".yml"))
+
     @field_validator("metric")
     @classmethod
     def _metric_name(cls, value: str) -> str:
